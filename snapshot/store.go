@@ -1,0 +1,84 @@
+package snapshot
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// ObjectInfo describes a stored object.
+type ObjectInfo struct {
+	Key     string
+	Size    int64
+	ETag    string // opaque; changes whenever the content changes
+	ModTime time.Time
+}
+
+// Store is the object storage every backend implements: a flat namespace of
+// immutable-by-convention objects with create-only and compare-and-swap writes.
+//
+// Keys are slash-separated relative paths ("org/user/packs/ab12"). All writes
+// are atomic: a reader sees either the whole old object or the whole new one.
+type Store interface {
+	// Get opens the whole object. A missing key returns an error matching ErrNotExist.
+	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
+	// GetRange opens length bytes starting at offset. Reading past the end of
+	// the object is an error.
+	GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
+	// Put writes (or replaces) the object with size bytes read from r.
+	Put(ctx context.Context, key string, r io.Reader, size int64) (ObjectInfo, error)
+	// PutIfAbsent writes the object only if the key does not exist yet; if it
+	// does, it returns an error matching ErrExist and changes nothing. Of any
+	// number of concurrent callers exactly one wins.
+	PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (ObjectInfo, error)
+	// PutIfMatch replaces the object only if its current ETag equals etag;
+	// otherwise (or if it is missing) it returns an error matching
+	// ErrPrecondition (or ErrNotExist) and changes nothing.
+	PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, etag string) (ObjectInfo, error)
+	// Stat returns the object's metadata, or an error matching ErrNotExist.
+	Stat(ctx context.Context, key string) (ObjectInfo, error)
+	// List calls fn for every object whose key starts with prefix, in
+	// lexical key order. An error from fn stops the listing and is returned.
+	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+	// Delete removes the object. Deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+}
+
+// GetBytes reads a whole object into memory. It is meant for small objects
+// (manifests, settings, change sets); max bounds what it will read.
+func GetBytes(ctx context.Context, s Store, key string, max int64) ([]byte, error) {
+	rc, info, err := s.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	if max > 0 && info.Size > max {
+		return nil, &ObjectError{Op: "read", Key: key, Err: ErrCorrupt}
+	}
+	n := info.Size
+	if n < 0 || n > 64<<20 {
+		n = 0
+	}
+	buf := make([]byte, 0, n)
+	lr := io.Reader(rc)
+	if max > 0 {
+		lr = io.LimitReader(rc, max+1)
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		m, err := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if max > 0 && int64(len(buf)) > max {
+		return nil, &ObjectError{Op: "read", Key: key, Err: ErrCorrupt}
+	}
+	return buf, nil
+}
