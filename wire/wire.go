@@ -1,0 +1,63 @@
+// Package wire holds the message types that the server and the client share:
+// JSON control messages and (later) the binary delta-pack format. It sits
+// below both so that neither imports the other.
+package wire
+
+// Conflict policies an organisation can choose.
+const (
+	PolicyClientWins = "client-wins"
+	PolicyServerWins = "server-wins"
+	PolicyReject     = "reject"
+)
+
+// Policy is an organisation's offline policy. It is stored by the server
+// (as part of the org settings), returned to clients with every sync and
+// enforced on upload. Zero limits mean "no limit".
+type Policy struct {
+	OfflineMode       bool   `json:"offline_mode"`
+	ConflictPolicy    string `json:"conflict_policy"`
+	MaxOfflineSeconds int64  `json:"max_offline_seconds,omitempty"`
+	MaxPendingBytes   int64  `json:"max_pending_bytes,omitempty"`
+	MaxPatchOps       int    `json:"max_patch_ops,omitempty"`
+	MaxPatchBytes     int64  `json:"max_patch_bytes,omitempty"`
+}
+
+// Error codes carried in ErrorBody.
+const (
+	CodeBadRequest       = "bad_request"
+	CodeUnauthorized     = "unauthorized"
+	CodeForbidden        = "forbidden"
+	CodeOfflineDisabled  = "offline_mode_disabled"
+	CodeNotFound         = "not_found"
+	CodeConflict         = "conflict"
+	CodeTooLarge         = "too_large"
+	CodeRateLimited      = "rate_limited"
+	CodeUnavailable      = "unavailable"
+	CodeInternal         = "internal"
+	CodeMethodNotAllowed = "method_not_allowed"
+)
+
+// ErrorBody is the JSON body of every error answer:
+// {"error": {"code": "...", "message": "..."}}.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail is the inside of ErrorBody.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// StatusResponse is the answer of GET /v1/status.
+type StatusResponse struct {
+	Org         string `json:"org"`
+	User        string `json:"user"`
+	Head        uint64 `json:"head"`
+	Records     uint64 `json:"records"`
+	StreamBytes uint64 `json:"stream_bytes"`
+	StoredBytes uint64 `json:"stored_bytes"`
+	Chunks      int    `json:"chunks"`
+	Policy      Policy `json:"policy"`
+	UpdatedUnix int64  `json:"updated_unix,omitempty"`
+}
