@@ -1,0 +1,81 @@
+package snapshot
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Object layout in a store. Org and user names are validated by ValidateName
+// so that they can never collide with the reserved names below (which start
+// with "_") or escape their directory.
+//
+//	_deltasync/secret                         deployment chunk-ID secret
+//	<org>/_settings.json                      org settings (offline policy)
+//	<org>/<user>/head                         head hint (the truth is the highest manifest)
+//	<org>/<user>/versions/<n>.manifest        manifest of version n (20 digits)
+//	<org>/<user>/versions/<n>.changes         change set that produced version n
+//	<org>/<user>/packs/<hex>.pack             pack objects
+//	<org>/<user>/patches/<hash>.json          stored answer to a patch id
+
+// SecretKey is the object holding the deployment's chunk-ID secret.
+const SecretKey = "_deltasync/secret"
+
+// ValidateName checks an org or user name: 1..128 bytes of [A-Za-z0-9._-],
+// not starting with '.', '_' or '-'.
+func ValidateName(kind, s string) error {
+	if len(s) == 0 || len(s) > 128 {
+		return fmt.Errorf("%s name %q must be 1..128 bytes: %w", kind, s, ErrInvalid)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+		if !ok {
+			return fmt.Errorf("%s name %q may only contain A-Z a-z 0-9 . _ -: %w", kind, s, ErrInvalid)
+		}
+	}
+	if s[0] == '.' || s[0] == '_' || s[0] == '-' {
+		return fmt.Errorf("%s name %q must not start with '.', '_' or '-': %w", kind, s, ErrInvalid)
+	}
+	return nil
+}
+
+// OrgSettingsKey is the object holding an org's settings.
+func OrgSettingsKey(org string) string { return org + "/_settings.json" }
+
+// UserPrefix is the prefix of every object of one user's data set.
+func UserPrefix(org, user string) string { return org + "/" + user + "/" }
+
+// HeadKey is the head-hint object of a user.
+func HeadKey(org, user string) string { return UserPrefix(org, user) + "head" }
+
+// ManifestKey is the manifest object of version v.
+func ManifestKey(org, user string, v uint64) string {
+	return fmt.Sprintf("%sversions/%020d.manifest", UserPrefix(org, user), v)
+}
+
+// ChangesKey is the change-set object of version v.
+func ChangesKey(org, user string, v uint64) string {
+	return fmt.Sprintf("%sversions/%020d.changes", UserPrefix(org, user), v)
+}
+
+// PackKey is the object of the pack with the given name.
+func PackKey(org, user, pack string) string {
+	return UserPrefix(org, user) + "packs/" + pack + ".pack"
+}
+
+// PatchKey is the object holding the stored answer to a patch id; idHash is
+// a hex digest of the client-chosen id, so any id maps to a safe key.
+func PatchKey(org, user, idHash string) string {
+	return UserPrefix(org, user) + "patches/" + idHash + ".json"
+}
+
+// ParseManifestKey extracts the version number from a manifest key.
+func ParseManifestKey(key string) (uint64, bool) {
+	i := strings.LastIndex(key, "versions/")
+	if i < 0 || !strings.HasSuffix(key, ".manifest") {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(key[i+len("versions/"):len(key)-len(".manifest")], 10, 64)
+	return n, err == nil
+}
