@@ -1,0 +1,374 @@
+package snapshot
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// RecordSource yields records sorted by key; Next returns io.EOF after the
+// last one. The returned value may be reused by the next call.
+type RecordSource interface {
+	Next() (key string, value []byte, err error)
+}
+
+// BuildOptions configure a Builder.
+type BuildOptions struct {
+	Org, User string
+	Secret    []byte        // deployment chunk-ID secret (see LoadOrCreateSecret)
+	Chunker   ChunkerParams // DefaultChunkerParams() if zero
+	PackSize  int           // target pack size; a pack never exceeds it by more than one chunk
+	Workers   int           // hashing/compression goroutines; GOMAXPROCS if 0
+	Now       func() time.Time
+}
+
+// DefaultBuildOptions returns 16 MiB packs, default chunker parameters and
+// one worker per CPU.
+func DefaultBuildOptions() BuildOptions {
+	return BuildOptions{Chunker: DefaultChunkerParams(), PackSize: 16 << 20, Now: time.Now}
+}
+
+func (o *BuildOptions) fill() error {
+	if o.Chunker == (ChunkerParams{}) {
+		o.Chunker = DefaultChunkerParams()
+	}
+	if o.PackSize <= 0 {
+		o.PackSize = 16 << 20
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if len(o.Secret) == 0 {
+		return fmt.Errorf("build: no chunk secret: %w", ErrInvalid)
+	}
+	if err := ValidateName("org", o.Org); err != nil {
+		return err
+	}
+	if err := ValidateName("user", o.User); err != nil {
+		return err
+	}
+	return o.Chunker.Validate()
+}
+
+// BuildResult describes a built, not yet committed, version.
+type BuildResult struct {
+	Manifest       *Manifest // the new version (Version = parent head + 1)
+	Parent         *Manifest // nil when building on version 0
+	Unchanged      bool      // same content as Parent: nothing was written, nothing to commit
+	ChunksNew      int       // chunks the parent lacked
+	StoredBytesNew int64     // their compressed size
+	PackPuts       int       // pack objects written
+}
+
+// Build streams sorted records into a new version on top of the current head:
+// it chunks the canonical stream, writes the chunks the parent version lacks
+// into pack objects and returns the manifest, which the caller commits with
+// Commit (after writing anything the manifest refers to, such as its change
+// set). Memory stays bounded by the pipeline depth and one pack.
+func Build(ctx context.Context, s Store, opts BuildOptions, src RecordSource) (*BuildResult, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	head, err := Head(ctx, s, opts.Org, opts.User)
+	if err != nil {
+		return nil, err
+	}
+	var parent *Manifest
+	if head > 0 {
+		if parent, err = ReadManifest(ctx, s, opts.Org, opts.User, head); err != nil {
+			return nil, err
+		}
+	}
+	return BuildOn(ctx, s, opts, parent, src)
+}
+
+// BuildOn is Build with an explicit parent (nil for version 0).
+func BuildOn(ctx context.Context, s Store, opts BuildOptions, parent *Manifest, src RecordSource) (*BuildResult, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	b := newBuild(s, opts, parent)
+	if err := b.run(ctx, src); err != nil {
+		return nil, err
+	}
+	return b.result(), nil
+}
+
+type chunkJob struct {
+	seq    int
+	data   []byte
+	first  string
+	cont   bool
+	recs   int
+	id     ChunkID
+	stored []byte // compressed frame, nil if the parent (or this build) has the chunk
+	known  bool
+}
+
+type build struct {
+	s      Store
+	opts   BuildOptions
+	parent *Manifest
+	hasher *Hasher
+
+	parentRefs map[ChunkID]*ChunkRef
+
+	// Collector state (single goroutine).
+	m        *Manifest
+	packIdx  map[string]uint32
+	newRefs  map[ChunkID]int // index into m.Chunks of chunks new in this build
+	pack     []byte
+	packRefs []int // indexes into m.Chunks waiting for the current pack's name
+	packIDs  []ChunkID
+	res      BuildResult
+
+	dataPool sync.Pool
+}
+
+func newBuild(s Store, opts BuildOptions, parent *Manifest) *build {
+	b := &build{
+		s: s, opts: opts, parent: parent,
+		hasher:     NewHasher(opts.Secret, opts.Org, opts.User),
+		parentRefs: map[ChunkID]*ChunkRef{},
+		packIdx:    map[string]uint32{},
+		newRefs:    map[ChunkID]int{},
+	}
+	if parent != nil {
+		for i := range parent.Chunks {
+			b.parentRefs[parent.Chunks[i].ID] = &parent.Chunks[i]
+		}
+	}
+	var version, parentVersion uint64 = 1, 0
+	if parent != nil {
+		version, parentVersion = parent.Version+1, parent.Version
+	}
+	b.m = &Manifest{
+		Org: opts.Org, User: opts.User, Version: version, Parent: parentVersion,
+		ChunkerName: ChunkerName, ChunkerVersion: ChunkerVersion, Chunker: opts.Chunker,
+		CreatedUnix: opts.Now().Unix(),
+	}
+	b.dataPool.New = func() any { return make([]byte, 0, opts.Chunker.Max) }
+	return b
+}
+
+func (b *build) run(ctx context.Context, src RecordSource) error {
+	g, ctx := errgroup.WithContext(ctx)
+	jobs := make(chan *chunkJob, 4*b.opts.Workers)
+	done := make(chan *chunkJob, 4*b.opts.Workers)
+
+	// Producer: records → chunks, hashing the stream on the way.
+	g.Go(func() error {
+		defer close(jobs)
+		sum := sha256.New()
+		seq := 0
+		ch, err := NewChunker(b.opts.Chunker, func(c ChunkData) error {
+			sum.Write(c.Data)
+			b.m.StreamLen += uint64(len(c.Data))
+			data := append(b.dataPool.Get().([]byte)[:0], c.Data...)
+			j := &chunkJob{seq: seq, data: data, first: c.FirstKey, cont: c.Continued, recs: c.Records}
+			seq++
+			select {
+			case jobs <- j:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+		if err != nil {
+			return err
+		}
+		var prev []byte
+		for {
+			key, value, err := src.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if err := ValidateKey(key); err != nil {
+				return err
+			}
+			if len(value) > MaxValueLen {
+				return fmt.Errorf("record %q: value of %d bytes exceeds %d: %w", key, len(value), MaxValueLen, ErrInvalid)
+			}
+			if b.m.Records > 0 && key <= string(prev) {
+				return fmt.Errorf("record %q: keys not sorted or duplicated: %w", key, ErrInvalid)
+			}
+			prev = append(prev[:0], key...)
+			b.m.Records++
+			if err := ch.Add(key, value); err != nil {
+				return err
+			}
+		}
+		if err := ch.Close(); err != nil {
+			return err
+		}
+		sum.Sum(b.m.SHA256[:0])
+		return nil
+	})
+
+	// Workers: hash, and compress what the parent lacks.
+	var wg sync.WaitGroup
+	for range b.opts.Workers {
+		wg.Add(1)
+		g.Go(func() error {
+			defer wg.Done()
+			for j := range jobs {
+				j.id = b.hasher.Sum(j.data)
+				if _, ok := b.parentRefs[j.id]; ok {
+					j.known = true
+				} else {
+					j.stored = Compress(nil, j.data)
+				}
+				select {
+				case done <- j:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+	}
+	go func() { wg.Wait(); close(done) }()
+
+	// Collector: put chunks back in stream order and fill packs.
+	g.Go(func() error {
+		pending := map[int]*chunkJob{}
+		next := 0
+		for j := range done {
+			pending[j.seq] = j
+			for {
+				j, ok := pending[next]
+				if !ok {
+					break
+				}
+				delete(pending, next)
+				next++
+				if err := b.collect(ctx, j); err != nil {
+					return err
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return b.flushPack(ctx)
+	})
+	return g.Wait()
+}
+
+func (b *build) collect(ctx context.Context, j *chunkJob) error {
+	ref := ChunkRef{ID: j.id, Size: uint32(len(j.data)), Records: uint32(j.recs), Continued: j.cont, FirstKey: j.first}
+	b.dataPool.Put(j.data[:0]) //nolint:staticcheck // slices are fine in this pool
+	if p, ok := b.parentRefs[j.id]; ok {
+		ref.Pack = b.packIndex(b.parent.Packs[p.Pack])
+		ref.Offset, ref.StoredLen = p.Offset, p.StoredLen
+		b.m.Chunks = append(b.m.Chunks, ref)
+		return nil
+	}
+	if i, ok := b.newRefs[j.id]; ok { // repeated within this build
+		r := b.m.Chunks[i]
+		ref.Pack, ref.Offset, ref.StoredLen = r.Pack, r.Offset, r.StoredLen
+		if r.Pack == ^uint32(0) { // its pack is not named yet
+			b.packRefs = append(b.packRefs, len(b.m.Chunks))
+		}
+		b.m.Chunks = append(b.m.Chunks, ref)
+		return nil
+	}
+	if len(b.pack) > 0 && len(b.pack)+len(j.stored) > b.opts.PackSize {
+		if err := b.flushPack(ctx); err != nil {
+			return err
+		}
+	}
+	ref.Pack, ref.Offset, ref.StoredLen = ^uint32(0), uint64(len(b.pack)), uint32(len(j.stored))
+	b.pack = append(b.pack, j.stored...)
+	b.newRefs[j.id] = len(b.m.Chunks)
+	b.packRefs = append(b.packRefs, len(b.m.Chunks))
+	b.packIDs = append(b.packIDs, j.id)
+	b.m.Chunks = append(b.m.Chunks, ref)
+	b.res.ChunksNew++
+	b.res.StoredBytesNew += int64(len(j.stored))
+	return nil
+}
+
+func (b *build) packIndex(name string) uint32 {
+	if i, ok := b.packIdx[name]; ok {
+		return i
+	}
+	i := uint32(len(b.m.Packs))
+	b.m.Packs = append(b.m.Packs, name)
+	b.packIdx[name] = i
+	return i
+}
+
+// flushPack writes the current pack. Its name is derived from the IDs it
+// holds, so a build re-run after a crash writes the same object again
+// instead of leaving an orphan beside it.
+func (b *build) flushPack(ctx context.Context) error {
+	if len(b.pack) == 0 {
+		return nil
+	}
+	h := sha256.New()
+	h.Write([]byte(b.m.Org + "/" + b.m.User + "\x00"))
+	for _, id := range b.packIDs {
+		h.Write(id[:])
+	}
+	name := hex.EncodeToString(h.Sum(nil)[:16])
+	name, err := putPack(ctx, b.s, b.m.Org, b.m.User, name, b.pack)
+	if err != nil {
+		return err
+	}
+	b.res.PackPuts++
+	idx := b.packIndex(name)
+	for _, i := range b.packRefs {
+		b.m.Chunks[i].Pack = idx
+	}
+	b.pack, b.packRefs, b.packIDs = b.pack[:0], b.packRefs[:0], b.packIDs[:0]
+	return nil
+}
+
+// putPack writes a pack create-only. If an object of that name exists with
+// identical bytes (a re-run), it is reused; if its bytes differ (an older
+// encoder laid the same chunks out differently), the pack gets a fresh name,
+// so existing manifests' offsets stay valid.
+func putPack(ctx context.Context, s Store, org, user, name string, data []byte) (string, error) {
+	for attempt := 0; ; attempt++ {
+		n := name
+		if attempt > 0 {
+			n = fmt.Sprintf("%s-%d", name, attempt)
+		}
+		key := PackKey(org, user, n)
+		_, err := s.PutIfAbsent(ctx, key, bytes.NewReader(data), int64(len(data)))
+		if err == nil {
+			return n, nil
+		}
+		if !errors.Is(err, ErrExist) || attempt >= 8 {
+			return "", &ObjectError{Op: "write pack", Key: key, Err: err}
+		}
+		old, err := GetBytes(ctx, s, key, int64(len(data)))
+		if err == nil && bytes.Equal(old, data) {
+			return n, nil
+		}
+	}
+}
+
+func (b *build) result() *BuildResult {
+	b.res.Manifest = b.m
+	b.res.Parent = b.parent
+	b.res.Unchanged = b.parent != nil && b.parent.SameContent(b.m) ||
+		b.parent == nil && b.m.Records == 0
+	return &b.res
+}

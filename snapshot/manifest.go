@@ -1,0 +1,298 @@
+package snapshot
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Manifest format: magic, one format-version byte, then one zstd frame
+// holding the body (see encodeBody). The frame checksum protects the body.
+const (
+	manifestMagic   = "DSMF"
+	ManifestFormat  = 1
+	maxManifestBody = 512 << 20
+)
+
+// Manifest describes one version of a user's data set: where every chunk of
+// its canonical stream lives, and the SHA-256 that proves a rebuild exact.
+type Manifest struct {
+	Org, User      string
+	Version        uint64
+	Parent         uint64
+	ChunkerName    string
+	ChunkerVersion uint64
+	Chunker        ChunkerParams
+	Records        uint64
+	StreamLen      uint64
+	SHA256         [32]byte
+	CreatedUnix    int64
+	Changes        string   // object key of the change set that produced this version ("" if none)
+	Packs          []string // pack names; ChunkRef.Pack indexes this list
+	Chunks         []ChunkRef
+}
+
+// ChunkRef is one entry of a manifest's ordered chunk list.
+type ChunkRef struct {
+	ID        ChunkID
+	Size      uint32 // raw bytes
+	Records   uint32 // records starting in this chunk
+	Continued bool   // starts inside a record (piece of an oversize record)
+	FirstKey  string
+	Pack      uint32 // index into Manifest.Packs
+	Offset    uint64 // of the zstd frame in the pack
+	StoredLen uint32 // of the zstd frame
+}
+
+// StoredBytes sums the stored (compressed) length of all chunks.
+func (m *Manifest) StoredBytes() uint64 {
+	var n uint64
+	for i := range m.Chunks {
+		n += uint64(m.Chunks[i].StoredLen)
+	}
+	return n
+}
+
+// Marshal encodes the manifest.
+func (m *Manifest) Marshal() ([]byte, error) {
+	body := m.encodeBody()
+	out := make([]byte, 0, len(body)/2+16)
+	out = append(out, manifestMagic...)
+	out = append(out, ManifestFormat)
+	return Compress(out, body), nil
+}
+
+func (m *Manifest) encodeBody() []byte {
+	b := make([]byte, 0, 256+len(m.Chunks)*48)
+	str := func(s string) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	num := func(x uint64) { b = binary.AppendUvarint(b, x) }
+	str(m.Org)
+	str(m.User)
+	num(m.Version)
+	num(m.Parent)
+	str(m.ChunkerName)
+	num(m.ChunkerVersion)
+	num(uint64(m.Chunker.Min))
+	num(uint64(m.Chunker.Avg))
+	num(uint64(m.Chunker.Max))
+	num(m.Records)
+	num(m.StreamLen)
+	b = append(b, m.SHA256[:]...)
+	b = binary.AppendVarint(b, m.CreatedUnix)
+	str(m.Changes)
+	num(uint64(len(m.Packs)))
+	for _, p := range m.Packs {
+		str(p)
+	}
+	num(uint64(len(m.Chunks)))
+	prev := ""
+	for i := range m.Chunks {
+		c := &m.Chunks[i]
+		b = append(b, c.ID[:]...)
+		num(uint64(c.Size))
+		num(uint64(c.Records))
+		var flags byte
+		if c.Continued {
+			flags |= 1
+		}
+		b = append(b, flags)
+		// First keys are sorted: store them front-coded.
+		shared := commonPrefix(prev, c.FirstKey)
+		num(uint64(shared))
+		str(c.FirstKey[shared:])
+		prev = c.FirstKey
+		num(uint64(c.Pack))
+		num(c.Offset)
+		num(uint64(c.StoredLen))
+	}
+	return b
+}
+
+func commonPrefix(a, b string) int {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
+}
+
+// UnmarshalManifest decodes a manifest. Truncated or corrupted input returns
+// an error matching ErrCorrupt, an unknown format version one matching
+// ErrUnsupportedVersion; it never panics.
+func UnmarshalManifest(data []byte) (*Manifest, error) {
+	if len(data) < len(manifestMagic)+1 || string(data[:len(manifestMagic)]) != manifestMagic {
+		return nil, fmt.Errorf("manifest: bad magic: %w", ErrCorrupt)
+	}
+	if v := data[len(manifestMagic)]; v != ManifestFormat {
+		return nil, fmt.Errorf("manifest format %d (this build reads %d): %w", v, ManifestFormat, ErrUnsupportedVersion)
+	}
+	body, err := Decompress(nil, data[len(manifestMagic)+1:])
+	if err != nil {
+		return nil, fmt.Errorf("manifest: decompress: %v: %w", err, ErrCorrupt)
+	}
+	if len(body) > maxManifestBody {
+		return nil, fmt.Errorf("manifest: body too large: %w", ErrCorrupt)
+	}
+	m, err := decodeBody(body)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return m, nil
+}
+
+var errShort = fmt.Errorf("truncated: %w", ErrCorrupt)
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) num() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	x, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errShort
+		return 0
+	}
+	d.b = d.b[n:]
+	return x
+}
+
+func (d *decoder) bytes(n uint64) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.err = errShort
+		return nil
+	}
+	out := d.b[:n]
+	d.b = d.b[n:]
+	return out
+}
+
+func (d *decoder) str() string { return string(d.bytes(d.num())) }
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf(format+": %w", append(args, ErrCorrupt)...)
+	}
+}
+
+func decodeBody(body []byte) (*Manifest, error) {
+	d := &decoder{b: body}
+	m := &Manifest{}
+	m.Org = d.str()
+	m.User = d.str()
+	m.Version = d.num()
+	m.Parent = d.num()
+	m.ChunkerName = d.str()
+	m.ChunkerVersion = d.num()
+	m.Chunker.Min = int(min(d.num(), 1<<30))
+	m.Chunker.Avg = int(min(d.num(), 1<<30))
+	m.Chunker.Max = int(min(d.num(), 1<<30))
+	m.Records = d.num()
+	m.StreamLen = d.num()
+	copy(m.SHA256[:], d.bytes(32))
+	if d.err == nil {
+		x, n := binary.Varint(d.b)
+		if n <= 0 {
+			d.err = errShort
+		} else {
+			m.CreatedUnix = x
+			d.b = d.b[n:]
+		}
+	}
+	m.Changes = d.str()
+	np := d.num()
+	if np > uint64(len(d.b)) { // each pack name takes at least one byte
+		d.fail("pack count %d", np)
+	}
+	if d.err == nil {
+		m.Packs = make([]string, 0, np)
+		for i := uint64(0); i < np && d.err == nil; i++ {
+			m.Packs = append(m.Packs, d.str())
+		}
+	}
+	nc := d.num()
+	if nc > uint64(len(d.b))/22 { // each entry takes at least 22 bytes
+		d.fail("chunk count %d", nc)
+	}
+	if d.err == nil {
+		m.Chunks = make([]ChunkRef, 0, nc)
+	}
+	prev := ""
+	var streamLen uint64
+	for i := uint64(0); i < nc && d.err == nil; i++ {
+		var c ChunkRef
+		copy(c.ID[:], d.bytes(16))
+		size := d.num()
+		recs := d.num()
+		flags := d.bytes(1)
+		shared := d.num()
+		suffix := d.str()
+		pack := d.num()
+		c.Offset = d.num()
+		stored := d.num()
+		if d.err != nil {
+			break
+		}
+		switch {
+		case size == 0 || size > MaxDecodedSize:
+			d.fail("chunk %d: size %d", i, size)
+		case stored == 0 || stored > MaxDecodedSize:
+			d.fail("chunk %d: stored length %d", i, stored)
+		case recs > size:
+			d.fail("chunk %d: record count %d", i, recs)
+		case flags[0]&^1 != 0:
+			d.fail("chunk %d: flags %#x", i, flags[0])
+		case shared > uint64(len(prev)):
+			d.fail("chunk %d: key prefix %d", i, shared)
+		case pack >= uint64(len(m.Packs)):
+			d.fail("chunk %d: pack index %d of %d", i, pack, len(m.Packs))
+		}
+		if d.err != nil {
+			break
+		}
+		c.Size, c.Records, c.StoredLen, c.Pack = uint32(size), uint32(recs), uint32(stored), uint32(pack)
+		c.Continued = flags[0]&1 != 0
+		c.FirstKey = prev[:shared] + suffix
+		prev = c.FirstKey
+		streamLen += size
+		m.Chunks = append(m.Chunks, c)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d trailing bytes", len(d.b))
+	}
+	if d.err == nil && streamLen != m.StreamLen {
+		d.fail("chunk sizes sum to %d, stream length is %d", streamLen, m.StreamLen)
+	}
+	if d.err != nil {
+		if errors.Is(d.err, ErrCorrupt) {
+			return nil, d.err
+		}
+		return nil, fmt.Errorf("%v: %w", d.err, ErrCorrupt)
+	}
+	return m, nil
+}
+
+// SameContent reports whether two manifests describe the same stream with the
+// same chunk list (ignoring version numbers, timestamps and pack placement).
+func (m *Manifest) SameContent(o *Manifest) bool {
+	if m.SHA256 != o.SHA256 || len(m.Chunks) != len(o.Chunks) || m.StreamLen != o.StreamLen {
+		return false
+	}
+	for i := range m.Chunks {
+		if m.Chunks[i].ID != o.Chunks[i].ID {
+			return false
+		}
+	}
+	return true
+}
