@@ -1,0 +1,484 @@
+// Package fsstore is the local-directory snapshot.Store, the embedded
+// default. Each key is a file below the store's directory.
+//
+// Writes follow restic's internal/backend/local: the data goes to a temp
+// file in dir/.tmp, is length-checked, fsynced, closed and renamed into
+// place, and the directory is fsynced so the rename survives a crash.
+// Create-only writes use link(2), which fails atomically if the name exists;
+// compare-and-swap holds a lock (an in-process mutex plus flock on
+// dir/.lock, so separate processes sharing the directory are safe too)
+// while it compares the ETag and renames.
+//
+// As on an S3 gateway over a file system, a key cannot be both an object
+// and the parent of another ("a" and "a/b"); the layout in package snapshot
+// never needs that.
+package fsstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/deltasync/deltasync/snapshot"
+)
+
+const (
+	tmpDir   = ".tmp"
+	lockFile = ".lock"
+)
+
+// Store is a snapshot.Store over a local directory. It is safe for
+// concurrent use by goroutines and processes.
+type Store struct {
+	dir string
+	// mu serialises replacing and removing objects within this process;
+	// flock on dir/.lock does the same across processes (flock alone is
+	// not enough: it is per open file, not per goroutine).
+	mu sync.Mutex
+}
+
+var _ snapshot.Store = (*Store)(nil)
+
+// New opens the store in dir, creating dir if needed.
+func New(dir string) (*Store, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("fsstore: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(abs, tmpDir), 0o755); err != nil {
+		return nil, fmt.Errorf("fsstore: %w", err)
+	}
+	return &Store{dir: abs}, nil
+}
+
+// Dir returns the absolute directory of the store.
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) path(key string) string { return filepath.Join(s.dir, filepath.FromSlash(key)) }
+
+func objErr(op, key string, err error) error {
+	return &snapshot.ObjectError{Op: op, Key: key, Err: err}
+}
+
+// notExist reports whether err means there is no object at a path. ENOTDIR
+// shows up when a prefix of the key is a file.
+func notExist(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
+// translate maps file-system errors onto the snapshot sentinels.
+func translate(op, key string, err error) error {
+	if notExist(err) {
+		return objErr(op, key, fmt.Errorf("%w: %w", snapshot.ErrNotExist, err))
+	}
+	return objErr(op, key, err)
+}
+
+func check(ctx context.Context, op, key string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := validKey(key); err != nil {
+		return objErr(op, key, err)
+	}
+	return nil
+}
+
+func (s *Store) info(key string, fi fs.FileInfo) snapshot.ObjectInfo {
+	return snapshot.ObjectInfo{Key: key, Size: fi.Size(), ETag: etag(fi), ModTime: fi.ModTime()}
+}
+
+// Get implements snapshot.Store.
+func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
+	f, fi, err := s.open(ctx, "get", key)
+	if err != nil {
+		return nil, snapshot.ObjectInfo{}, err
+	}
+	return f, s.info(key, fi), nil
+}
+
+func (s *Store) open(ctx context.Context, op, key string) (*os.File, fs.FileInfo, error) {
+	if err := check(ctx, op, key); err != nil {
+		return nil, nil, err
+	}
+	f, err := os.Open(s.path(key))
+	if err != nil {
+		return nil, nil, translate(op, key, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, objErr(op, key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, nil, objErr(op, key, fmt.Errorf("not a regular file: %w", snapshot.ErrNotExist))
+	}
+	return f, fi, nil
+}
+
+type sectionReadCloser struct {
+	*io.SectionReader
+	io.Closer
+}
+
+// GetRange implements snapshot.Store.
+func (s *Store) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if offset < 0 || length < 0 {
+		return nil, objErr("get range", key, fmt.Errorf("negative range %d+%d: %w", offset, length, snapshot.ErrInvalid))
+	}
+	f, fi, err := s.open(ctx, "get range", key)
+	if err != nil {
+		return nil, err
+	}
+	if size := fi.Size(); offset > size || length > size-offset {
+		f.Close()
+		return nil, objErr("get range", key,
+			fmt.Errorf("range %d+%d past end of %d-byte object: %w", offset, length, size, snapshot.ErrInvalid))
+	}
+	return sectionReadCloser{io.NewSectionReader(f, offset, length), f}, nil
+}
+
+// Stat implements snapshot.Store.
+func (s *Store) Stat(ctx context.Context, key string) (snapshot.ObjectInfo, error) {
+	if err := check(ctx, "stat", key); err != nil {
+		return snapshot.ObjectInfo{}, err
+	}
+	fi, err := os.Stat(s.path(key))
+	if err != nil {
+		return snapshot.ObjectInfo{}, translate("stat", key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return snapshot.ObjectInfo{}, objErr("stat", key, fmt.Errorf("not a regular file: %w", snapshot.ErrNotExist))
+	}
+	return s.info(key, fi), nil
+}
+
+// ctxReader stops a long copy when the context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p)
+}
+
+// writeTemp copies exactly size bytes of r into a new, fsynced and closed
+// temp file and returns its path. The caller removes it.
+func (s *Store) writeTemp(ctx context.Context, op, key string, r io.Reader, size int64) (string, error) {
+	if err := check(ctx, op, key); err != nil {
+		return "", err
+	}
+	if size < 0 {
+		return "", objErr(op, key, fmt.Errorf("negative size %d: %w", size, snapshot.ErrInvalid))
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, tmpDir), "put-*")
+	if err != nil {
+		return "", objErr(op, key, err)
+	}
+	name := f.Name()
+	fail := func(err error) (string, error) {
+		f.Close()
+		os.Remove(name)
+		return "", objErr(op, key, err)
+	}
+	n, err := io.Copy(f, io.LimitReader(ctxReader{ctx, r}, size))
+	if err != nil {
+		return fail(err)
+	}
+	if n != size {
+		return fail(fmt.Errorf("wrote %d of %d bytes: %w", n, size, io.ErrUnexpectedEOF))
+	}
+	if err := f.Sync(); err != nil {
+		return fail(err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(name)
+		return "", objErr(op, key, err)
+	}
+	return name, nil
+}
+
+// prepare writes the temp file and creates the object's parent directory.
+func (s *Store) prepare(ctx context.Context, op, key string, r io.Reader, size int64) (tmp, final string, err error) {
+	tmp, err = s.writeTemp(ctx, op, key, r, size)
+	if err != nil {
+		return "", "", err
+	}
+	final = s.path(key)
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		os.Remove(tmp)
+		return "", "", objErr(op, key, err)
+	}
+	return tmp, final, nil
+}
+
+// finish fsyncs the object's directory and stats the new object.
+func (s *Store) finish(op, key, final string) (snapshot.ObjectInfo, error) {
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return snapshot.ObjectInfo{}, objErr(op, key, err)
+	}
+	fi, err := os.Stat(final)
+	if err != nil {
+		return snapshot.ObjectInfo{}, objErr(op, key, err)
+	}
+	return s.info(key, fi), nil
+}
+
+// Put implements snapshot.Store.
+func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
+	tmp, final, err := s.prepare(ctx, "put", key, r, size)
+	if err != nil {
+		return snapshot.ObjectInfo{}, err
+	}
+	// The rename takes the lock so that a concurrent PutIfMatch cannot
+	// compare against an ETag this Put is about to replace.
+	unlock, err := s.lock()
+	if err != nil {
+		os.Remove(tmp)
+		return snapshot.ObjectInfo{}, objErr("put", key, err)
+	}
+	err = os.Rename(tmp, final)
+	info, ierr := s.statLocked(key, final)
+	unlock()
+	if err != nil {
+		os.Remove(tmp)
+		return snapshot.ObjectInfo{}, objErr("put", key, err)
+	}
+	if ierr != nil {
+		return snapshot.ObjectInfo{}, objErr("put", key, ierr)
+	}
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return snapshot.ObjectInfo{}, objErr("put", key, err)
+	}
+	return info, nil
+}
+
+// statLocked stats the object while the caller still holds the lock, so the
+// returned ETag is the one this write produced, not a later writer's.
+func (s *Store) statLocked(key, final string) (snapshot.ObjectInfo, error) {
+	fi, err := os.Stat(final)
+	if err != nil {
+		return snapshot.ObjectInfo{}, err
+	}
+	return s.info(key, fi), nil
+}
+
+// PutIfAbsent implements snapshot.Store. link(2) creates the name only if
+// it does not exist, atomically, so no lock is needed.
+func (s *Store) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
+	const op = "put if absent"
+	tmp, final, err := s.prepare(ctx, op, key, r, size)
+	if err != nil {
+		return snapshot.ObjectInfo{}, err
+	}
+	// Stat the temp file before linking: once linked, another writer may
+	// replace the object, and the winner must learn its own ETag. A hard
+	// link shares the inode, size and mtime, hence the ETag.
+	fi, err := os.Stat(tmp)
+	if err != nil {
+		os.Remove(tmp)
+		return snapshot.ObjectInfo{}, objErr(op, key, err)
+	}
+	err = os.Link(tmp, final)
+	os.Remove(tmp)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			if st, serr := os.Lstat(final); serr == nil && st.IsDir() {
+				return snapshot.ObjectInfo{}, objErr(op, key, fmt.Errorf("key is a directory of other objects: %w", err))
+			}
+			return snapshot.ObjectInfo{}, objErr(op, key, snapshot.ErrExist)
+		}
+		return snapshot.ObjectInfo{}, objErr(op, key, err)
+	}
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return snapshot.ObjectInfo{}, objErr(op, key, err)
+	}
+	return s.info(key, fi), nil
+}
+
+// PutIfMatch implements snapshot.Store.
+func (s *Store) PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, etagWant string) (snapshot.ObjectInfo, error) {
+	const op = "put if match"
+	// Stage the data before taking the lock, to hold it only briefly.
+	tmp, final, err := s.prepare(ctx, op, key, r, size)
+	if err != nil {
+		return snapshot.ObjectInfo{}, err
+	}
+	info, err := s.swap(op, key, tmp, final, etagWant)
+	if err != nil {
+		os.Remove(tmp)
+		return snapshot.ObjectInfo{}, err
+	}
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return snapshot.ObjectInfo{}, objErr(op, key, err)
+	}
+	return info, nil
+}
+
+func (s *Store) swap(op, key, tmp, final, etagWant string) (snapshot.ObjectInfo, error) {
+	unlock, err := s.lock()
+	if err != nil {
+		return snapshot.ObjectInfo{}, objErr(op, key, err)
+	}
+	defer unlock()
+	fi, err := os.Stat(final)
+	if err != nil {
+		return snapshot.ObjectInfo{}, translate(op, key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return snapshot.ObjectInfo{}, objErr(op, key, fmt.Errorf("not a regular file: %w", snapshot.ErrNotExist))
+	}
+	if cur := etag(fi); cur != etagWant {
+		return snapshot.ObjectInfo{}, objErr(op, key, fmt.Errorf("etag is %q, not %q: %w", cur, etagWant, snapshot.ErrPrecondition))
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return snapshot.ObjectInfo{}, objErr(op, key, err)
+	}
+	info, err := s.statLocked(key, final)
+	if err != nil {
+		return snapshot.ObjectInfo{}, objErr(op, key, err)
+	}
+	return info, nil
+}
+
+// Delete implements snapshot.Store. Empty parent directories are left in
+// place: removing them would race with a concurrent write creating a
+// sibling, and List skips them anyway.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := check(ctx, "delete", key); err != nil {
+		return err
+	}
+	final := s.path(key)
+	unlock, err := s.lock()
+	if err != nil {
+		return objErr("delete", key, err)
+	}
+	err = os.Remove(final)
+	unlock()
+	if err != nil {
+		if notExist(err) {
+			return nil
+		}
+		return objErr("delete", key, err)
+	}
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return objErr("delete", key, err)
+	}
+	return nil
+}
+
+// List implements snapshot.Store. A directory walk visits "a/b" before
+// "a-c" although "a-c" sorts first as a key, so List collects the matching
+// keys and sorts them before calling fn.
+func (s *Store) List(ctx context.Context, prefix string, fn func(snapshot.ObjectInfo) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Walk only the deepest directory that the prefix names completely.
+	root := s.dir
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		if validKey(prefix[:i]) != nil {
+			return nil // no valid key can start with this prefix
+		}
+		root = s.path(prefix[:i])
+	}
+	var infos []snapshot.ObjectInfo
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if notExist(err) {
+				return nil // the prefix directory is missing, or a delete raced the walk
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(s.dir, path)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if key == tmpDir || key == lockFile {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() || !d.Type().IsRegular() || !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			if notExist(err) {
+				return nil
+			}
+			return err
+		}
+		infos = append(infos, s.info(key, fi))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list %q: %w", prefix, err)
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Key < infos[j].Key })
+	for _, info := range infos {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(info); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lock takes the store's write lock: the in-process mutex, then the
+// cross-process flock.
+func (s *Store) lock() (unlock func(), err error) {
+	s.mu.Lock()
+	release, err := lockFileAt(filepath.Join(s.dir, lockFile))
+	if err != nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("lock store: %w", err)
+	}
+	return func() {
+		release()
+		s.mu.Unlock()
+	}, nil
+}
+
+// validKey applies the key rules every backend shares (the same function
+// lives in memstore and s3store; it is small enough that a shared package
+// would cost more than the copy): a key is a relative slash-separated path
+// with no empty, "." or ".." segments, no backslash or NUL, and a first
+// segment that does not start with "." (reserved for .tmp and .lock).
+func validKey(key string) error {
+	if key == "" {
+		return fmt.Errorf("empty key: %w", snapshot.ErrInvalid)
+	}
+	if strings.ContainsAny(key, "\\\x00") {
+		return fmt.Errorf("key %q contains a backslash or NUL: %w", key, snapshot.ErrInvalid)
+	}
+	if key[0] == '.' {
+		return fmt.Errorf("key %q starts with '.': %w", key, snapshot.ErrInvalid)
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("key %q has an empty, '.' or '..' segment: %w", key, snapshot.ErrInvalid)
+		}
+	}
+	return nil
+}
