@@ -1,0 +1,352 @@
+package client
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// errNoPatch reports completePatch for a patch that is not in flight
+// (already completed, or never begun).
+var errNoPatch = errors.New("no such patch in flight")
+
+var inflightKey = []byte("patch")
+
+// inflightPatch is the patch being pushed. It is persisted before the first
+// send, so every retry (also after a restart) sends the same id with the
+// same edits against the same base, and the server applies it once.
+type inflightPatch struct {
+	ID      string   `json:"id"`
+	Base    uint64   `json:"base"`    // local version when the patch was formed
+	Seqs    []uint64 `json:"seqs"`    // queue seqs, ascending
+	Created int64    `json:"created"` // unix milliseconds
+}
+
+// pendingEdits returns the queued edits (not yet applied by the server) in
+// queue order.
+func (c *Client) pendingEdits() ([]*edit, error) {
+	var out []*edit
+	err := c.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketQueue).ForEach(func(_, v []byte) error {
+			e, err := decodeEdit(v)
+			if err != nil {
+				return err
+			}
+			out = append(out, e)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// beginPatch returns the patch in flight with its edits, forming one first
+// if there is none: a fresh random id for the oldest pending edits (as many
+// as the org policy's MaxPatchOps and MaxPatchBytes allow, but at least
+// one), persisted before it returns. With nothing pending it returns nil.
+func (c *Client) beginPatch() (*inflightPatch, []*edit, error) {
+	pol := c.Policy()
+	var p *inflightPatch
+	var edits []*edit
+	err := c.db.Update(func(tx *bolt.Tx) error {
+		p, edits = nil, nil
+		q := tx.Bucket(bucketQueue)
+		if raw := tx.Bucket(bucketInflight).Get(inflightKey); raw != nil {
+			p = new(inflightPatch)
+			if err := json.Unmarshal(raw, p); err != nil {
+				return fmt.Errorf("patch in flight: %v: %w", err, ErrCorrupt)
+			}
+			for _, seq := range p.Seqs {
+				v := q.Get(u64(seq))
+				if v == nil {
+					return fmt.Errorf("patch %s names edit %d, which is not queued: %w", p.ID, seq, ErrCorrupt)
+				}
+				e, err := decodeEdit(v)
+				if err != nil {
+					return err
+				}
+				edits = append(edits, e)
+			}
+			return nil
+		}
+		var size int64
+		cur := q.Cursor()
+		for k, v := cur.First(); k != nil; k, v = cur.Next() {
+			if len(edits) > 0 {
+				if pol.MaxPatchOps > 0 && len(edits) >= pol.MaxPatchOps {
+					break
+				}
+				if pol.MaxPatchBytes > 0 && size+int64(len(v)) > pol.MaxPatchBytes {
+					break
+				}
+			}
+			e, err := decodeEdit(v)
+			if err != nil {
+				return err
+			}
+			edits = append(edits, e)
+			size += int64(len(v))
+		}
+		if len(edits) == 0 {
+			return nil
+		}
+		id, err := newPatchID()
+		if err != nil {
+			return err
+		}
+		p = &inflightPatch{
+			ID:      id,
+			Base:    getU64(tx.Bucket(bucketMeta), metaVersion),
+			Created: time.Now().UnixMilli(),
+		}
+		for _, e := range edits {
+			p.Seqs = append(p.Seqs, e.Seq)
+		}
+		raw, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		return tx.Bucket(bucketInflight).Put(inflightKey, raw)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("begin patch: %w", err)
+	}
+	return p, edits, nil
+}
+
+func newPatchID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("patch id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// completePatch records the server's answer to the patch in flight, in one
+// transaction:
+//   - the edits in applied (each must belong to the patch) leave the queue.
+//     If serverVersion is newer than the local version they move to the sent
+//     bucket and stay laid over the records until a version >= serverVersion
+//     is installed, so the app does not see them vanish and reappear;
+//   - edits of the patch not in applied stay queued and go out again in the
+//     next patch (with a new id): the caller decides which receipts count as
+//     done (a rejected or conflicting edit that the server resolved belongs
+//     in applied, with a Conflict saying what happened);
+//   - conflicts are stored until the app acknowledges them;
+//   - the patch is no longer in flight.
+func (c *Client) completePatch(id string, serverVersion uint64, applied []uint64, conflicts []Conflict) error {
+	var removed int
+	var removedBytes int64
+	err := c.db.Update(func(tx *bolt.Tx) error {
+		removed, removedBytes = 0, 0
+		raw := tx.Bucket(bucketInflight).Get(inflightKey)
+		if raw == nil {
+			return fmt.Errorf("patch %s: %w", id, errNoPatch)
+		}
+		var p inflightPatch
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return fmt.Errorf("patch in flight: %v: %w", err, ErrCorrupt)
+		}
+		if p.ID != id {
+			return fmt.Errorf("patch %s (in flight: %s): %w", id, p.ID, errNoPatch)
+		}
+		inPatch := make(map[uint64]bool, len(p.Seqs))
+		for _, s := range p.Seqs {
+			inPatch[s] = true
+		}
+		q, sent, idx := tx.Bucket(bucketQueue), tx.Bucket(bucketSent), tx.Bucket(bucketEditIndex)
+		keep := serverVersion > getU64(tx.Bucket(bucketMeta), metaVersion)
+		for _, seq := range applied {
+			if !inPatch[seq] {
+				return fmt.Errorf("patch %s: edit %d is not part of it: %w", id, seq, ErrInvalid)
+			}
+			inPatch[seq] = false // a seq listed twice counts once
+			k := u64(seq)
+			v := q.Get(k)
+			if v == nil {
+				return fmt.Errorf("patch %s names edit %d, which is not queued: %w", id, seq, ErrCorrupt)
+			}
+			e, err := decodeEdit(v)
+			if err != nil {
+				return err
+			}
+			removed++
+			removedBytes += int64(len(v))
+			if err := q.Delete(k); err != nil {
+				return err
+			}
+			if keep {
+				e.Version = serverVersion
+				b, err := json.Marshal(e)
+				if err != nil {
+					return err
+				}
+				if err := sent.Put(k, b); err != nil {
+					return err
+				}
+			} else if err := idx.Delete(indexKey(e.Key, seq)); err != nil {
+				return err
+			}
+		}
+		if err := tx.Bucket(bucketInflight).Delete(inflightKey); err != nil {
+			return err
+		}
+		if err := addConflicts(tx, id, conflicts); err != nil {
+			return err
+		}
+		_, err := c.putCounters(tx)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("complete patch: %w", err)
+	}
+	c.st.mu.Lock()
+	c.st.pendingEdits -= removed
+	c.st.pendingBytes -= removedBytes
+	c.st.conflicts += len(conflicts)
+	c.st.mu.Unlock()
+	c.emitStatus()
+	return nil
+}
+
+// Conflict is one conflict the server reported for an edit of this device:
+// the same field changed here and on the server. It is kept until the app
+// acknowledges it.
+type Conflict struct {
+	ID          int64  // local id, increasing; see AckConflictsThrough
+	PatchID     string // the patch that carried the edit
+	Key         string
+	Op          string // the edit's op: put, merge or delete
+	Policy      string // how it was resolved (wire.PolicyClientWins, ...)
+	ClientValue []byte // JSON this device wrote (nil for a delete)
+	ServerValue []byte // JSON the server held (nil if absent)
+	At          int64  // unix milliseconds
+}
+
+func addConflicts(tx *bolt.Tx, patchID string, cs []Conflict) error {
+	b := tx.Bucket(bucketConflicts)
+	meta := tx.Bucket(bucketMeta)
+	for _, cf := range cs {
+		id := getU64(meta, metaConflictID) + 1
+		if err := meta.Put(metaConflictID, u64(id)); err != nil {
+			return err
+		}
+		cf.ID = int64(id)
+		if cf.PatchID == "" {
+			cf.PatchID = patchID
+		}
+		if cf.At == 0 {
+			cf.At = time.Now().UnixMilli()
+		}
+		raw, err := json.Marshal(cf)
+		if err != nil {
+			return err
+		}
+		if err := b.Put(u64(id), raw); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Conflicts returns the unacknowledged conflicts, oldest first.
+func (c *Client) Conflicts() ([]Conflict, error) {
+	var out []Conflict
+	err := c.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketConflicts).ForEach(func(_, v []byte) error {
+			var cf Conflict
+			if err := json.Unmarshal(v, &cf); err != nil {
+				return fmt.Errorf("stored conflict: %v: %w", err, ErrCorrupt)
+			}
+			out = append(out, cf)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("conflicts: %w", err)
+	}
+	return out, nil
+}
+
+// ConflictCount returns the number of unacknowledged conflicts.
+func (c *Client) ConflictCount() int {
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	return c.st.conflicts
+}
+
+// ConflictAt returns the i-th unacknowledged conflict (0 is the oldest), for
+// gomobile callers that cannot take a slice of structs.
+func (c *Client) ConflictAt(i int) (*Conflict, error) {
+	var cf *Conflict
+	err := c.db.View(func(tx *bolt.Tx) error {
+		cur := tx.Bucket(bucketConflicts).Cursor()
+		n := 0
+		for k, v := cur.First(); k != nil; k, v = cur.Next() {
+			if n == i {
+				cf = new(Conflict)
+				if err := json.Unmarshal(v, cf); err != nil {
+					return fmt.Errorf("stored conflict: %v: %w", err, ErrCorrupt)
+				}
+				return nil
+			}
+			n++
+		}
+		return fmt.Errorf("conflict %d of %d: %w", i, n, ErrNotFound)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cf, nil
+}
+
+// AckConflicts removes every stored conflict. To acknowledge only those the
+// app has shown (a conflict may arrive in between), use AckConflictsThrough.
+func (c *Client) AckConflicts() error {
+	return c.AckConflictsThrough(-1)
+}
+
+// AckConflictsThrough removes the stored conflicts with ID <= id (all of
+// them if id is negative).
+func (c *Client) AckConflictsThrough(id int64) error {
+	var left int
+	err := c.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketConflicts)
+		cur := b.Cursor()
+		for k, _ := cur.First(); k != nil; k, _ = cur.First() {
+			if id >= 0 && binary.BigEndian.Uint64(k) > uint64(id) {
+				break
+			}
+			if err := b.Delete(bytes.Clone(k)); err != nil {
+				return err
+			}
+		}
+		left = countKeys(b)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("acknowledge conflicts: %w", err)
+	}
+	c.st.mu.Lock()
+	c.st.conflicts = left
+	c.st.mu.Unlock()
+	c.emitStatus()
+	return nil
+}
+
+// countKeys counts by walking: Bucket.Stats does not see a write
+// transaction's own changes.
+func countKeys(b *bolt.Bucket) int {
+	n := 0
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		n++
+	}
+	return n
+}

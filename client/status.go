@@ -1,0 +1,409 @@
+package client
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/deltasync/deltasync/wire"
+)
+
+// States of Status.State.
+const (
+	StateSyncing = "syncing"
+	StateSynced  = "synced"
+	StateOffline = "offline"
+	StateError   = "error"
+)
+
+// Reasons of Status.Reason: why the client is offline or in error.
+const (
+	ReasonNone         = ""
+	ReasonNoConnection = "no_connection"
+	ReasonOfflineMode  = "offline_mode"
+	ReasonAuth         = "auth"
+	ReasonPolicy       = "policy"
+	ReasonServer       = "server"
+)
+
+// Status is what a status bar or settings page shows. All fields are plain
+// values so that it binds with gomobile.
+type Status struct {
+	State   string // StateSyncing, StateSynced, StateOffline or StateError
+	Reason  string // for offline and error: one of the Reason constants
+	Message string // human-readable detail
+
+	LocalVersion uint64 // version of the synced records on this device
+	ServerHead   uint64 // newest version the server announced (0: unknown)
+
+	PendingEdits int   // edits not yet applied by the server
+	PendingBytes int64 // their size as queued
+
+	BytesDownSinceOnline int64 // traffic of the current (or last) online period
+	BytesUpSinceOnline   int64
+	BytesDownTotal       int64 // traffic over the life of this state directory
+	BytesUpTotal         int64
+	LastSyncedUnix       int64 // when the state last became synced (0: never)
+
+	Conflicts int // conflicts not yet acknowledged
+
+	// Progress of a running download, from the totals the manifest announces.
+	ProgressBytesDone   int64
+	ProgressBytesTotal  int64
+	ProgressChunksDone  int
+	ProgressChunksTotal int
+}
+
+// counters are the persisted part of the status (meta "counters").
+type counters struct {
+	DownSinceOnline int64  `json:"down_since_online"`
+	UpSinceOnline   int64  `json:"up_since_online"`
+	DownTotal       int64  `json:"down_total"`
+	UpTotal         int64  `json:"up_total"`
+	LastSyncedUnix  int64  `json:"last_synced_unix"`
+	ServerHead      uint64 `json:"server_head"`
+}
+
+type listener struct {
+	id int
+	fn func(Status)
+}
+
+// statusState holds everything Status is computed from, plus the listeners.
+type statusState struct {
+	mu sync.Mutex
+
+	state, reason, message string
+	offline                bool
+	policy                 wire.Policy
+	localVersion           uint64
+	pendingEdits           int
+	pendingBytes           int64
+	conflicts              int
+	progBytesDone          int64
+	progBytesTotal         int64
+	progChunksDone         int
+	progChunksTotal        int
+	c                      counters
+	dirty                  bool // c changed since last persisted
+
+	listeners  []listener
+	nextID     int
+	last       Status
+	haveLast   bool
+	queue      []Status
+	delivering bool
+}
+
+// loadStatus fills the status from the database at Open.
+func (c *Client) loadStatus() error {
+	s := &c.st
+	return c.db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		s.localVersion = getU64(meta, metaVersion)
+		if v := meta.Get(metaOffline); len(v) == 1 && v[0] == 1 {
+			s.offline = true
+		}
+		if v := meta.Get(metaPolicy); v != nil {
+			if err := json.Unmarshal(v, &s.policy); err != nil {
+				return fmt.Errorf("stored policy: %v: %w", err, ErrCorrupt)
+			}
+		}
+		if v := meta.Get(metaCounters); v != nil {
+			if err := json.Unmarshal(v, &s.c); err != nil {
+				return fmt.Errorf("stored counters: %v: %w", err, ErrCorrupt)
+			}
+		}
+		q := tx.Bucket(bucketQueue)
+		if err := q.ForEach(func(_, v []byte) error {
+			s.pendingEdits++
+			s.pendingBytes += int64(len(v))
+			return nil
+		}); err != nil {
+			return err
+		}
+		s.conflicts = countKeys(tx.Bucket(bucketConflicts))
+		// Nothing has talked to the server in this process yet.
+		s.state, s.reason = StateOffline, ReasonNoConnection
+		return nil
+	})
+}
+
+// Status returns the current status.
+func (c *Client) Status() Status {
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	return c.st.snapshotLocked()
+}
+
+func (s *statusState) snapshotLocked() Status {
+	st := Status{
+		State:                s.state,
+		Reason:               s.reason,
+		Message:              s.message,
+		LocalVersion:         s.localVersion,
+		ServerHead:           s.c.ServerHead,
+		PendingEdits:         s.pendingEdits,
+		PendingBytes:         s.pendingBytes,
+		BytesDownSinceOnline: s.c.DownSinceOnline,
+		BytesUpSinceOnline:   s.c.UpSinceOnline,
+		BytesDownTotal:       s.c.DownTotal,
+		BytesUpTotal:         s.c.UpTotal,
+		LastSyncedUnix:       s.c.LastSyncedUnix,
+		Conflicts:            s.conflicts,
+		ProgressBytesDone:    s.progBytesDone,
+		ProgressBytesTotal:   s.progBytesTotal,
+		ProgressChunksDone:   s.progChunksDone,
+		ProgressChunksTotal:  s.progChunksTotal,
+	}
+	if s.offline {
+		// The switch wins over whatever the sync loop last reported: with
+		// it on, there is no network use to report on.
+		st.State, st.Reason, st.Message = StateOffline, ReasonOfflineMode, "offline mode is on"
+	}
+	return st
+}
+
+// OnStatus registers fn to be called with the new status whenever it
+// changes, and returns a handle for RemoveStatusListener. Calls happen
+// outside the client's locks, one at a time, in the order of the changes;
+// fn may call any method of the Client, but a slow fn delays later
+// notifications (and the goroutine whose change triggered them).
+func (c *Client) OnStatus(fn func(Status)) int {
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	c.st.nextID++
+	c.st.listeners = append(c.st.listeners, listener{c.st.nextID, fn})
+	return c.st.nextID
+}
+
+// StatusListener is the gomobile form of an OnStatus callback.
+type StatusListener interface {
+	StatusChanged(s *Status)
+}
+
+// AddStatusListener is OnStatus for gomobile callers.
+func (c *Client) AddStatusListener(l StatusListener) int {
+	return c.OnStatus(func(s Status) { l.StatusChanged(&s) })
+}
+
+// RemoveStatusListener unregisters a listener; unknown ids are ignored.
+// After it returns, the listener is not called again.
+func (c *Client) RemoveStatusListener(id int) {
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	for i, l := range c.st.listeners {
+		if l.id == id {
+			c.st.listeners = append(c.st.listeners[:i:i], c.st.listeners[i+1:]...)
+			return
+		}
+	}
+}
+
+// emitStatus queues the current status for the listeners if it differs
+// from the last one queued, and delivers the queue unless another goroutine
+// already is (it will pick this one up). Delivery therefore never runs
+// listeners concurrently or out of order, and a listener that changes the
+// status does not deadlock.
+func (c *Client) emitStatus() {
+	s := &c.st
+	s.mu.Lock()
+	cur := s.snapshotLocked()
+	if s.haveLast && cur == s.last {
+		s.mu.Unlock()
+		return
+	}
+	s.last, s.haveLast = cur, true
+	s.queue = append(s.queue, cur)
+	if s.delivering {
+		s.mu.Unlock()
+		return
+	}
+	s.delivering = true
+	for len(s.queue) > 0 {
+		st := s.queue[0]
+		s.queue = s.queue[1:]
+		ls := append([]listener(nil), s.listeners...)
+		for _, l := range ls {
+			if !s.hasListenerLocked(l.id) {
+				continue // removed by an earlier listener
+			}
+			s.mu.Unlock()
+			l.fn(st)
+			s.mu.Lock()
+		}
+	}
+	s.delivering = false
+	s.mu.Unlock()
+}
+
+func (s *statusState) hasListenerLocked(id int) bool {
+	for _, l := range s.listeners {
+		if l.id == id {
+			return true
+		}
+	}
+	return false
+}
+
+// setState records what the sync loop is doing. Entering an online state
+// (syncing or synced) from offline starts a new online period, which resets
+// the since-online byte counters; entering synced stamps LastSyncedUnix;
+// leaving syncing clears the download progress. Changed counters are
+// persisted; the error is from that write (the state is set regardless).
+func (c *Client) setState(state, reason, message string) error {
+	s := &c.st
+	s.mu.Lock()
+	online := state == StateSyncing || state == StateSynced
+	if online && s.state == StateOffline {
+		s.c.DownSinceOnline, s.c.UpSinceOnline = 0, 0
+		s.dirty = true
+	}
+	if state == StateSynced && s.state != StateSynced {
+		s.c.LastSyncedUnix = time.Now().Unix()
+		s.dirty = true
+	}
+	if state != StateSyncing {
+		s.progBytesDone, s.progBytesTotal, s.progChunksDone, s.progChunksTotal = 0, 0, 0, 0
+	}
+	s.state, s.reason, s.message = state, reason, message
+	s.mu.Unlock()
+	c.emitStatus()
+	return c.flushCounters()
+}
+
+// addBytes counts network traffic. Counters are persisted with the next
+// state change, version install, completed patch or Close (not on every
+// call: that would be an fsync per chunk), so a crash may lose the traffic
+// counted since.
+func (c *Client) addBytes(down, up int64) {
+	s := &c.st
+	s.mu.Lock()
+	s.c.DownSinceOnline += down
+	s.c.DownTotal += down
+	s.c.UpSinceOnline += up
+	s.c.UpTotal += up
+	s.dirty = true
+	s.mu.Unlock()
+	c.emitStatus()
+}
+
+// setServerHead records the newest version the server announced.
+func (c *Client) setServerHead(v uint64) {
+	s := &c.st
+	s.mu.Lock()
+	if s.c.ServerHead != v {
+		s.c.ServerHead, s.dirty = v, true
+	}
+	s.mu.Unlock()
+	c.emitStatus()
+}
+
+// setProgress reports download progress against the manifest's totals.
+func (c *Client) setProgress(bytesDone, bytesTotal int64, chunksDone, chunksTotal int) {
+	s := &c.st
+	s.mu.Lock()
+	s.progBytesDone, s.progBytesTotal = bytesDone, bytesTotal
+	s.progChunksDone, s.progChunksTotal = chunksDone, chunksTotal
+	s.mu.Unlock()
+	c.emitStatus()
+}
+
+// takeCounters returns the counters to persist if they changed, marking
+// them clean; put them back with restoreDirty if the write fails.
+func (c *Client) takeCounters() ([]byte, bool) {
+	s := &c.st
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.dirty {
+		return nil, false
+	}
+	s.dirty = false
+	b, _ := json.Marshal(s.c) // plain ints: cannot fail
+	return b, true
+}
+
+func (c *Client) restoreDirty() {
+	c.st.mu.Lock()
+	c.st.dirty = true
+	c.st.mu.Unlock()
+}
+
+// putCounters writes changed counters inside a caller's transaction.
+func (c *Client) putCounters(tx *bolt.Tx) (wrote bool, err error) {
+	b, ok := c.takeCounters()
+	if !ok {
+		return false, nil
+	}
+	if err := tx.Bucket(bucketMeta).Put(metaCounters, b); err != nil {
+		c.restoreDirty()
+		return false, err
+	}
+	return true, nil
+}
+
+// flushCounters persists changed counters in a transaction of their own.
+func (c *Client) flushCounters() error {
+	var wrote bool
+	err := c.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		wrote, err = c.putCounters(tx)
+		return err
+	})
+	if err != nil && wrote {
+		c.restoreDirty()
+	}
+	return err
+}
+
+// SetOfflineMode turns offline mode on or off and persists the choice. While
+// on, the client makes no network use and Status reports offline with reason
+// offline_mode; edits keep queueing. Turning it off wakes the sync loop.
+func (c *Client) SetOfflineMode(on bool) error {
+	v := []byte{0}
+	if on {
+		v[0] = 1
+	}
+	if err := c.setMeta(metaOffline, v); err != nil {
+		return fmt.Errorf("set offline mode: %w", err)
+	}
+	c.st.mu.Lock()
+	c.st.offline = on
+	c.st.mu.Unlock()
+	c.emitStatus()
+	c.notifyWake()
+	return nil
+}
+
+// OfflineMode reports whether offline mode is on.
+func (c *Client) OfflineMode() bool {
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	return c.st.offline
+}
+
+// Policy returns the organisation's offline policy as last received from the
+// server (the zero Policy before the first sync).
+func (c *Client) Policy() wire.Policy {
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	return c.st.policy
+}
+
+// setPolicy stores the policy the server sent.
+func (c *Client) setPolicy(p wire.Policy) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	if err := c.setMeta(metaPolicy, b); err != nil {
+		return fmt.Errorf("store policy: %w", err)
+	}
+	c.st.mu.Lock()
+	c.st.policy = p
+	c.st.mu.Unlock()
+	return nil
+}
