@@ -264,24 +264,31 @@ func (g *gen) word() string {
 }
 
 // appendText appends n words as sentences: capitalised, with the odd comma.
+// It is the hot loop of generation, so one PRNG draw serves each word: bits
+// 34-63 pick a word, 32-33 choose a uniform or a skewed pick (as in word),
+// 0-15 skew it, 16-23 end the sentence and 24-31 place a comma.
 func (g *gen) appendText(b []byte, n int) []byte {
 	inSentence := 0
 	for i := 0; i < n; i++ {
-		w := g.word()
+		x := g.r.Uint64()
+		w := (x >> 34) * uint64(len(words)) >> 30
+		if (x>>32)&3 != 0 {
+			w = (x & 0xffff) * (w + 1) >> 16
+		}
 		if inSentence == 0 {
-			b = appendTitle(b, w)
+			b = appendTitle(b, words[w])
 		} else {
-			b = append(b, w...)
+			b = append(b, words[w]...)
 		}
 		inSentence++
 		switch {
 		case i == n-1:
 			b = append(b, g.punct()...)
-		case inSentence >= 3 && g.r.IntN(9) == 0:
+		case inSentence >= 3 && (x>>16)&0xff < 256/9:
 			b = append(b, g.punct()...)
 			b = append(b, ' ')
 			inSentence = 0
-		case inSentence >= 2 && g.r.IntN(14) == 0:
+		case inSentence >= 2 && (x>>24)&0xff < 256/14:
 			b = append(b, ", "...)
 		default:
 			b = append(b, ' ')
