@@ -1,0 +1,331 @@
+package server
+
+import (
+	"crypto"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/deltasync/deltasync/snapshot"
+)
+
+// DevJWTSecret is the fixed HS256 secret used with --dev when no secret or key
+// is configured. It is public knowledge: anyone can mint tokens with it, so a
+// server using it must never be reachable from outside a developer's machine.
+const DevJWTSecret = "deltasync-development-secret-DO-NOT-USE-IN-PRODUCTION"
+
+// MinJWTSecretBytes is the shortest accepted HS256 secret. RFC 7518 §3.2
+// requires a key at least as long as the hash output (256 bits).
+const MinJWTSecretBytes = 32
+
+// Options configures a Server. Start from DefaultOptions.
+type Options struct {
+	// Addr is the TCP address ListenAndServe listens on.
+	Addr string
+	// Store holds every data set and the org settings. Required.
+	Store snapshot.Store
+
+	// JWTSecret verifies HS256 tokens (and MintToken signs with it).
+	JWTSecret []byte
+	// JWTPublicKeyFiles are PEM files holding RSA (RS256) or P-256 ECDSA
+	// (ES256) public keys, as PKIX "PUBLIC KEY", PKCS#1 "RSA PUBLIC KEY"
+	// or "CERTIFICATE" blocks. A file may hold several blocks.
+	JWTPublicKeyFiles []string
+	// JWTPublicKeys are public keys given directly (*rsa.PublicKey or
+	// *ecdsa.PublicKey), in addition to the files.
+	JWTPublicKeys []crypto.PublicKey
+
+	// Dev allows starting without a JWT secret or key, using DevJWTSecret.
+	Dev bool
+	// Logger receives access logs and errors; nil means slog.Default().
+	Logger *slog.Logger
+
+	// MaxPatchBytes bounds a patch body (after zstd decoding).
+	MaxPatchBytes int64
+	// MaxDatasetBytes bounds an uploaded NDJSON data set (after decoding).
+	MaxDatasetBytes int64
+	// LongPollMax is the longest a sync request may wait for a new version.
+	LongPollMax time.Duration
+	// ReadyTimeout bounds the store probe of /readyz.
+	ReadyTimeout time.Duration
+	// SettingsTTL is how long org settings are cached by one replica; a
+	// change made through another replica shows up after at most this long.
+	SettingsTTL time.Duration
+
+	// ReadTimeout, WriteTimeout and IdleTimeout are the connection timeouts
+	// of the underlying fasthttp server. Reads cover a whole (streamed) upload
+	// and writes a whole download, so they are generous.
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration
+
+	// envErr records a DELTASYNC_* variable that RegisterFlags could not
+	// parse; Validate reports it, since RegisterFlags cannot fail.
+	envErr error
+}
+
+// DefaultOptions returns the defaults: listen on 127.0.0.1:8080, 8 MiB
+// patches, 1 GiB data sets, 60 s long polls, settings cached for 2 s.
+func DefaultOptions() Options {
+	return Options{
+		Addr:            "127.0.0.1:8080",
+		MaxPatchBytes:   8 << 20,
+		MaxDatasetBytes: 1 << 30,
+		LongPollMax:     60 * time.Second,
+		ReadyTimeout:    2 * time.Second,
+		SettingsTTL:     2 * time.Second,
+		ReadTimeout:     10 * time.Minute,
+		WriteTimeout:    30 * time.Minute,
+		IdleTimeout:     2 * time.Minute,
+	}
+}
+
+// RegisterFlags registers the server's flags on fs. Each flag's default is
+// the current value of o, overridden by the matching DELTASYNC_* environment
+// variable, so configuration works through flags and the environment alike
+// (a flag given on the command line wins). --store is cmd's business.
+//
+// The JWT secret is better passed as DELTASYNC_JWT_SECRET than as a flag: a
+// command line is visible to every user of the machine.
+func (o *Options) RegisterFlags(fs *flag.FlagSet) {
+	o.Addr = o.envString("DELTASYNC_ADDR", o.Addr)
+	fs.StringVar(&o.Addr, "addr", o.Addr, "listen address (env DELTASYNC_ADDR)")
+
+	fs.Var((*secretFlag)(&o.JWTSecret), "jwt-secret",
+		"HS256 secret verifying bearer tokens, at least 32 bytes (env DELTASYNC_JWT_SECRET)")
+	if v, ok := os.LookupEnv("DELTASYNC_JWT_SECRET"); ok && v != "" {
+		o.JWTSecret = []byte(v)
+	}
+
+	if v, ok := os.LookupEnv("DELTASYNC_JWT_PUBLIC_KEY"); ok && v != "" {
+		o.JWTPublicKeyFiles = splitList(v)
+	}
+	fs.Var(&listFlag{list: &o.JWTPublicKeyFiles}, "jwt-public-key",
+		"PEM file with an RS256/ES256 public key verifying bearer tokens; repeatable (env DELTASYNC_JWT_PUBLIC_KEY, comma-separated)")
+
+	o.Dev = o.envBool("DELTASYNC_DEV", o.Dev)
+	fs.BoolVar(&o.Dev, "dev", o.Dev,
+		"development mode: without a secret, accept tokens signed with the public DevJWTSecret (env DELTASYNC_DEV)")
+
+	o.MaxPatchBytes = o.envBytes("DELTASYNC_MAX_PATCH_BYTES", o.MaxPatchBytes)
+	fs.Var((*byteSize)(&o.MaxPatchBytes), "max-patch-bytes",
+		"largest patch body after decoding, e.g. 8MiB (env DELTASYNC_MAX_PATCH_BYTES)")
+	o.MaxDatasetBytes = o.envBytes("DELTASYNC_MAX_DATASET_BYTES", o.MaxDatasetBytes)
+	fs.Var((*byteSize)(&o.MaxDatasetBytes), "max-dataset-bytes",
+		"largest uploaded data set after decoding, e.g. 1GiB (env DELTASYNC_MAX_DATASET_BYTES)")
+
+	o.LongPollMax = o.envDuration("DELTASYNC_LONG_POLL_MAX", o.LongPollMax)
+	fs.DurationVar(&o.LongPollMax, "long-poll-max", o.LongPollMax,
+		"longest wait of a sync long poll (env DELTASYNC_LONG_POLL_MAX)")
+	o.ReadyTimeout = o.envDuration("DELTASYNC_READY_TIMEOUT", o.ReadyTimeout)
+	fs.DurationVar(&o.ReadyTimeout, "ready-timeout", o.ReadyTimeout,
+		"how long /readyz waits for the store (env DELTASYNC_READY_TIMEOUT)")
+	o.SettingsTTL = o.envDuration("DELTASYNC_SETTINGS_TTL", o.SettingsTTL)
+	fs.DurationVar(&o.SettingsTTL, "settings-ttl", o.SettingsTTL,
+		"how long org settings are cached per replica (env DELTASYNC_SETTINGS_TTL)")
+	o.ReadTimeout = o.envDuration("DELTASYNC_READ_TIMEOUT", o.ReadTimeout)
+	fs.DurationVar(&o.ReadTimeout, "read-timeout", o.ReadTimeout,
+		"longest time to read one request, body included (env DELTASYNC_READ_TIMEOUT)")
+	o.WriteTimeout = o.envDuration("DELTASYNC_WRITE_TIMEOUT", o.WriteTimeout)
+	fs.DurationVar(&o.WriteTimeout, "write-timeout", o.WriteTimeout,
+		"longest time to write one response (env DELTASYNC_WRITE_TIMEOUT)")
+	o.IdleTimeout = o.envDuration("DELTASYNC_IDLE_TIMEOUT", o.IdleTimeout)
+	fs.DurationVar(&o.IdleTimeout, "idle-timeout", o.IdleTimeout,
+		"how long an idle keep-alive connection stays open (env DELTASYNC_IDLE_TIMEOUT)")
+}
+
+// Validate checks the options and fills in what Dev implies. It refuses to
+// run without a JWT secret or public key unless Dev is set; with Dev and no
+// key it installs DevJWTSecret and logs a loud warning.
+func (o *Options) Validate() error {
+	if o.envErr != nil {
+		return o.envErr
+	}
+	if o.Store == nil {
+		return errors.New("server: no store configured")
+	}
+	if o.Addr == "" {
+		return errors.New("server: empty listen address")
+	}
+	if o.MaxPatchBytes <= 0 || o.MaxDatasetBytes <= 0 {
+		return fmt.Errorf("server: body limits must be positive (patch %d, dataset %d)", o.MaxPatchBytes, o.MaxDatasetBytes)
+	}
+	// fasthttp counts body sizes in int; keep every limit representable.
+	if o.MaxPatchBytes > maxInt || o.MaxDatasetBytes > maxInt {
+		return fmt.Errorf("server: body limits must be at most %d", maxInt)
+	}
+	if o.LongPollMax <= 0 || o.ReadyTimeout <= 0 || o.SettingsTTL < 0 {
+		return errors.New("server: long-poll-max and ready-timeout must be positive, settings-ttl not negative")
+	}
+	if len(o.JWTSecret) > 0 && len(o.JWTSecret) < MinJWTSecretBytes {
+		return fmt.Errorf("server: JWT secret has %d bytes, need at least %d", len(o.JWTSecret), MinJWTSecretBytes)
+	}
+	if len(o.JWTSecret) == 0 && len(o.JWTPublicKeyFiles) == 0 && len(o.JWTPublicKeys) == 0 {
+		if !o.Dev {
+			return errors.New("server: no JWT secret or public key configured (set --jwt-secret or DELTASYNC_JWT_SECRET, --jwt-public-key, or use --dev for local development)")
+		}
+		o.JWTSecret = []byte(DevJWTSecret)
+		o.logger().Warn("DEVELOPMENT MODE: accepting tokens signed with the public development secret; anyone can mint tokens for any org and user. Never expose this server.",
+			slog.String("secret", DevJWTSecret))
+	}
+	if _, err := newVerifier(o); err != nil {
+		return err
+	}
+	return nil
+}
+
+const maxInt = int64(^uint(0) >> 1)
+
+func (o *Options) logger() *slog.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return slog.Default()
+}
+
+func (o *Options) envString(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func (o *Options) envBool(name string, def bool) bool {
+	v, ok := os.LookupEnv(name)
+	if !ok || v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		o.setEnvErr(name, v, err)
+		return def
+	}
+	return b
+}
+
+func (o *Options) envBytes(name string, def int64) int64 {
+	v, ok := os.LookupEnv(name)
+	if !ok || v == "" {
+		return def
+	}
+	n, err := parseByteSize(v)
+	if err != nil {
+		o.setEnvErr(name, v, err)
+		return def
+	}
+	return n
+}
+
+func (o *Options) envDuration(name string, def time.Duration) time.Duration {
+	v, ok := os.LookupEnv(name)
+	if !ok || v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		o.setEnvErr(name, v, err)
+		return def
+	}
+	return d
+}
+
+func (o *Options) setEnvErr(name, value string, err error) {
+	if o.envErr == nil {
+		o.envErr = fmt.Errorf("server: environment variable %s=%q: %w", name, value, err)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// secretFlag is a flag.Value for a secret: String never prints it, so usage
+// output and flag dumps do not leak it.
+type secretFlag []byte
+
+func (f *secretFlag) String() string {
+	if f == nil || len(*f) == 0 {
+		return ""
+	}
+	return "(set)"
+}
+
+func (f *secretFlag) Set(s string) error { *f = []byte(s); return nil }
+
+// listFlag is a repeatable string flag. The first use on the command line
+// replaces the default taken from the environment instead of adding to it.
+type listFlag struct {
+	list *[]string
+	set  bool
+}
+
+func (f *listFlag) String() string {
+	if f == nil || f.list == nil {
+		return ""
+	}
+	return strings.Join(*f.list, ",")
+}
+
+func (f *listFlag) Set(s string) error {
+	if !f.set {
+		*f.list = nil
+		f.set = true
+	}
+	*f.list = append(*f.list, s)
+	return nil
+}
+
+// byteSize is an int64 flag accepting plain byte counts or a K/M/G suffix
+// (KiB, MiB, GiB; powers of 1024): "8MiB", "512k", "1G".
+type byteSize int64
+
+func (b *byteSize) String() string {
+	if b == nil {
+		return "0"
+	}
+	return strconv.FormatInt(int64(*b), 10)
+}
+
+func (b *byteSize) Set(s string) error {
+	n, err := parseByteSize(s)
+	if err != nil {
+		return err
+	}
+	*b = byteSize(n)
+	return nil
+}
+
+func parseByteSize(s string) (int64, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "ib"), "b")
+	mult := int64(1)
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'k':
+			mult = 1 << 10
+		case 'm':
+			mult = 1 << 20
+		case 'g':
+			mult = 1 << 30
+		}
+		if mult != 1 {
+			t = t[:len(t)-1]
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
+	if err != nil || n < 0 || n > maxInt/mult {
+		return 0, fmt.Errorf("invalid size %q (want bytes, or a number with KiB, MiB or GiB)", s)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,250 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/valyala/fasthttp"
+
+	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/wire"
+)
+
+// Server is the deltasync HTTP service. It keeps no state of its own beyond
+// caches: every replica on one store answers alike.
+type Server struct {
+	opts     Options
+	store    snapshot.Store
+	log      *slog.Logger
+	verifier *verifier
+	router   router
+	metrics  *metrics
+	settings *settingsCache
+	zdec     *zstd.Decoder // shared; DecodeAll is safe for concurrent use
+	http     *fasthttp.Server
+
+	// baseCtx parents every Request.Ctx; it is cancelled when a shutdown
+	// runs out of time (or after it completed), never when it starts.
+	baseCtx    context.Context
+	cancelBase context.CancelFunc
+	// stopping closes when Shutdown starts, for long polls to return early.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
+
+	reqIDPrefix string
+	reqIDSeq    atomic.Uint64
+}
+
+// New builds a Server from opts (validated with opts.Validate).
+func New(opts Options) (*Server, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	v, err := newVerifier(&opts)
+	if err != nil {
+		return nil, err
+	}
+	// The shared decoder serves readBody, whose largest limit is the patch
+	// limit; streamed bodies (bodyReader) use their own decoders.
+	zdec, err := zstd.NewReader(nil,
+		zstd.WithDecoderMaxMemory(uint64(opts.MaxPatchBytes)),
+		zstd.WithDecoderConcurrency(0))
+	if err != nil {
+		return nil, fmt.Errorf("server: zstd decoder: %w", err)
+	}
+	var prefix [6]byte
+	if _, err := rand.Read(prefix[:]); err != nil {
+		return nil, fmt.Errorf("server: request id prefix: %w", err)
+	}
+	s := &Server{
+		opts:        opts,
+		store:       opts.Store,
+		log:         opts.logger(),
+		verifier:    v,
+		metrics:     newMetrics(),
+		settings:    newSettingsCache(opts.SettingsTTL),
+		zdec:        zdec,
+		stopping:    make(chan struct{}),
+		reqIDPrefix: hex.EncodeToString(prefix[:]),
+	}
+	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
+	s.routes()
+	s.http = &fasthttp.Server{
+		Handler:               s.Handler(),
+		ErrorHandler:          s.parseError,
+		Name:                  "deltasync",
+		NoDefaultServerHeader: true,
+		ReadTimeout:           opts.ReadTimeout,
+		WriteTimeout:          opts.WriteTimeout,
+		IdleTimeout:           opts.IdleTimeout,
+		// Request bodies are streamed so that limits are enforced per route
+		// by readBody/bodyReader with a 413; fasthttp's own limit would
+		// answer 400. It is still set to the largest route limit so that
+		// nothing bigger is ever accepted.
+		StreamRequestBody:  true,
+		MaxRequestBodySize: int(max(opts.MaxPatchBytes, opts.MaxDatasetBytes)),
+		CloseOnShutdown:    true,
+		Logger:             fasthttpLogger{s.log},
+	}
+	return s, nil
+}
+
+// Serve answers requests on ln until Shutdown. It returns nil after Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	s.log.Info("deltasync server listening", slog.String("addr", ln.Addr().String()))
+	return s.http.Serve(ln)
+}
+
+// ListenAndServe listens on opts.Addr and serves until Shutdown.
+func (s *Server) ListenAndServe() error {
+	ln, err := net.Listen("tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("server: listen: %w", err)
+	}
+	return s.Serve(ln)
+}
+
+// Shutdown stops accepting connections and waits for in-flight requests to
+// finish, or for ctx to end. Long polls return early. If ctx ends first,
+// the store I/O of the remaining requests is cancelled and ctx's error is
+// returned.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stoppingOnce.Do(func() { close(s.stopping) })
+	err := s.http.ShutdownWithContext(ctx)
+	s.cancelBase()
+	return err
+}
+
+// stoppingCh closes when a shutdown begins; handlers that wait (long polls)
+// select on it to answer at once.
+func (s *Server) stoppingCh() <-chan struct{} { return s.stopping }
+
+// Handler returns the request handler, for serving on a custom fasthttp
+// server or an in-memory listener in tests.
+func (s *Server) Handler() fasthttp.RequestHandler { return s.serveHTTP }
+
+// serveHTTP is the dispatcher every request goes through: request id,
+// routing, auth, the handler, error answers, metrics and the access log.
+func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	s.metrics.inFlight.Inc()
+	req := &Request{Ctx: s.baseCtx, ID: s.requestID(ctx.Request.Header.Peek(headerRequestID))}
+	ctx.Response.Header.Set(headerRequestID, req.ID)
+
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.LogAttrs(s.baseCtx, slog.LevelError, "handler panic",
+				slog.String("request_id", req.ID), slog.String("route", req.Route), slog.Any("panic", p))
+			writeErrorBody(ctx, fasthttp.StatusInternalServerError, wire.CodeInternal, "internal error")
+		}
+		s.finish(ctx, req, start)
+	}()
+
+	method, path := string(ctx.Method()), string(ctx.Path())
+	r, params, allowed := s.router.match(method, path)
+	if r == nil {
+		if len(allowed) > 0 {
+			req.Route = "method_not_allowed"
+			ctx.Response.Header.Set(fasthttp.HeaderAllow, strings.Join(allowed, ", "))
+			writeErrorBody(ctx, fasthttp.StatusMethodNotAllowed, wire.CodeMethodNotAllowed,
+				fmt.Sprintf("method %s not allowed; use %s", method, strings.Join(allowed, ", ")))
+			return
+		}
+		req.Route = "not_found"
+		writeErrorBody(ctx, fasthttp.StatusNotFound, wire.CodeNotFound, "no such endpoint: "+path)
+		return
+	}
+	req.Route, req.params = r.name, params
+	if err := s.authenticate(ctx, req, r.auth); err != nil {
+		s.writeError(ctx, req, err)
+		return
+	}
+	if err := r.h(ctx, req); err != nil {
+		s.writeError(ctx, req, err)
+	}
+}
+
+// finish records metrics and writes the access log line.
+func (s *Server) finish(ctx *fasthttp.RequestCtx, req *Request, start time.Time) {
+	d := time.Since(start)
+	status := ctx.Response.StatusCode()
+	// A streamed body is written after the handler returns (and must not
+	// be touched here: Body() would read it all); setBodyStream counts its
+	// bytes as they go out. The log shows its announced length, -1 if unknown.
+	var n int64
+	if ctx.Response.IsBodyStream() {
+		n = int64(ctx.Response.Header.ContentLength())
+		s.metrics.observe(req.Route, status, d, 0)
+	} else {
+		n = int64(len(ctx.Response.Body()))
+		s.metrics.observe(req.Route, status, d, n)
+	}
+	s.metrics.inFlight.Dec()
+	attrs := []slog.Attr{
+		slog.String("request_id", req.ID),
+		slog.String("method", string(ctx.Method())),
+		slog.String("path", string(ctx.Path())),
+		slog.String("route", req.Route),
+		slog.Int("status", status),
+		slog.Duration("duration", d),
+		slog.Int64("bytes", n),
+		slog.String("remote", ctx.RemoteIP().String()),
+	}
+	if req.Org != "" {
+		attrs = append(attrs, slog.String("org", req.Org), slog.String("user", req.User))
+	}
+	s.log.LogAttrs(s.baseCtx, slog.LevelInfo, "request", attrs...)
+}
+
+// parseError answers requests fasthttp could not parse, still in JSON.
+func (s *Server) parseError(ctx *fasthttp.RequestCtx, err error) {
+	status, code := fasthttp.StatusBadRequest, wire.CodeBadRequest
+	if err == fasthttp.ErrBodyTooLarge {
+		status, code = fasthttp.StatusRequestEntityTooLarge, wire.CodeTooLarge
+	}
+	writeErrorBody(ctx, status, code, "malformed request: "+err.Error())
+	s.metrics.observe("malformed", status, 0, 0)
+}
+
+const (
+	headerRequestID = "X-Request-ID"
+	maxRequestIDLen = 64
+)
+
+// requestID keeps a client's X-Request-ID if, after dropping every byte
+// outside [A-Za-z0-9._:-] and truncating to 64 bytes, anything is left (so
+// log lines can never be forged or blown up), and makes one otherwise.
+func (s *Server) requestID(in []byte) string {
+	var b [maxRequestIDLen]byte
+	n := 0
+	for _, c := range in {
+		if n == len(b) {
+			break
+		}
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-' {
+			b[n] = c
+			n++
+		}
+	}
+	if n > 0 {
+		return string(b[:n])
+	}
+	return s.reqIDPrefix + "-" + strconv.FormatUint(s.reqIDSeq.Add(1), 36)
+}
+
+// fasthttpLogger routes fasthttp's internal messages to slog.
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Warn("fasthttp: " + fmt.Sprintf(format, args...))
+}
