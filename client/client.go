@@ -29,8 +29,6 @@ var (
 	// ErrCorrupt reports a state file that cannot be read. It is
 	// snapshot.ErrCorrupt.
 	ErrCorrupt = snapshot.ErrCorrupt
-	// ErrClosed reports use of a closed Client.
-	ErrClosed = errors.New("client is closed")
 )
 
 // StateFile is the name of the bbolt file inside the state directory.
@@ -142,7 +140,7 @@ func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
 	case err == nil:
 		return db, nil
 	case errors.Is(err, bolterrors.ErrTimeout):
-		return nil, fmt.Errorf("client state in %s is in use by another process: %w", filepath.Dir(path), ErrLocked)
+		return nil, &lockedError{dir: filepath.Dir(path)}
 	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
 		errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrInvalidMapping):
 		return nil, fmt.Errorf("client state %s is not a valid database (%v): %w", path, err, ErrCorrupt)
@@ -280,3 +278,13 @@ func getU64(b *bolt.Bucket, key []byte) uint64 {
 	}
 	return binary.BigEndian.Uint64(v)
 }
+
+// lockedError names the directory another process holds; it matches
+// ErrLocked.
+type lockedError struct{ dir string }
+
+func (e *lockedError) Error() string {
+	return fmt.Sprintf("client state in %s is in use by another process", e.dir)
+}
+
+func (e *lockedError) Is(target error) bool { return target == ErrLocked }
