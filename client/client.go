@@ -41,7 +41,8 @@ type Options struct {
 	ServerURL string
 	Token     string
 	// LockTimeoutMillis is how long Open waits for another process to release
-	// the state directory before failing with ErrLocked.
+	// the state directory before failing with ErrLocked; 0 or less means the
+	// default (bbolt itself would wait forever).
 	LockTimeoutMillis int
 }
 

@@ -219,6 +219,10 @@ func TestQueueSurvivesReopen(t *testing.T) {
 	mustDo(t, c.Put("k/0", []byte(`0`)))
 	before := pendingSeqs(t, c)
 	mustDo(t, c.Close())
+	mustDo(t, c.Close()) // a second Close is harmless
+	if err := c.Put("k/9", []byte(`9`)); err == nil {
+		t.Error("Put after Close succeeded")
+	}
 
 	c = openTest(t, dir)
 	after := pendingSeqs(t, c)
@@ -596,5 +600,20 @@ func TestServerSettingsPersist(t *testing.T) {
 	mustDo(t, c.SetServer("https://other", "t2"))
 	if c.ServerURL() != "https://other" || c.Token() != "t2" {
 		t.Errorf("after SetServer: %q %q", c.ServerURL(), c.Token())
+	}
+}
+
+func TestPutNullValue(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Open(dir, DefaultOptions())
+	mustDo(t, err)
+	mustDo(t, c.Put("n", []byte(` null `)))
+	if got := get(t, c, "n"); got != "null" {
+		t.Errorf("Get(n) = %s, want null (a present key holding null)", got)
+	}
+	mustDo(t, c.Close())
+	c = openTest(t, dir)
+	if got := get(t, c, "n"); got != "null" {
+		t.Errorf("Get(n) after reopen = %s, want null", got)
 	}
 }
