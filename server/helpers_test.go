@@ -1,0 +1,217 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
+
+	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/wire"
+)
+
+// testSecret is the HS256 secret of test servers.
+var testSecret = []byte("test-secret-0123456789abcdef0123456789")
+
+// faultStore wraps a store and lets a test inject faults through function
+// fields; a nil field passes the call through.
+type faultStore struct {
+	snapshot.Store
+	stat func(ctx context.Context, key string) (snapshot.ObjectInfo, error)
+	// beforeCAS runs before every PutIfAbsent and PutIfMatch.
+	beforeCAS func(key string)
+}
+
+func (f *faultStore) Stat(ctx context.Context, key string) (snapshot.ObjectInfo, error) {
+	if f.stat != nil {
+		return f.stat(ctx, key)
+	}
+	return f.Store.Stat(ctx, key)
+}
+
+func (f *faultStore) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
+	if f.beforeCAS != nil {
+		f.beforeCAS(key)
+	}
+	return f.Store.PutIfAbsent(ctx, key, r, size)
+}
+
+func (f *faultStore) PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, etag string) (snapshot.ObjectInfo, error) {
+	if f.beforeCAS != nil {
+		f.beforeCAS(key)
+	}
+	return f.Store.PutIfMatch(ctx, key, r, size, etag)
+}
+
+// testEnv is one server on an in-memory listener with a client dialing it.
+type testEnv struct {
+	t      *testing.T
+	s      *Server
+	store  *faultStore
+	ln     *fasthttputil.InmemoryListener
+	client *fasthttp.Client
+	logs   *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+type envConfig struct {
+	store snapshot.Store
+	opts  func(*Options)
+	setup func(*Server) // registers test-only routes before serving
+}
+
+func newTestEnv(t *testing.T, cfg envConfig) *testEnv {
+	t.Helper()
+	base := cfg.store
+	if base == nil {
+		base = memstore.New()
+	}
+	fs := &faultStore{Store: base}
+	logs := &syncBuffer{}
+	opts := DefaultOptions()
+	opts.Store = fs
+	opts.JWTSecret = testSecret
+	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if cfg.opts != nil {
+		cfg.opts(&opts)
+	}
+	s, err := New(opts)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if cfg.setup != nil {
+		cfg.setup(s)
+	}
+	ln := fasthttputil.NewInmemoryListener()
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return &testEnv{
+		t: t, s: s, store: fs, ln: ln, logs: logs,
+		client: &fasthttp.Client{
+			Dial:                func(string) (net.Conn, error) { return ln.Dial() },
+			MaxResponseBodySize: 1 << 20,
+		},
+	}
+}
+
+type response struct {
+	status int
+	body   []byte
+	header map[string]string
+}
+
+// errBody decodes the response as a wire.ErrorBody, failing the test if it
+// is not one.
+func (r response) errBody(t *testing.T) wire.ErrorDetail {
+	t.Helper()
+	if ct := r.header["Content-Type"]; ct != "application/json" {
+		t.Errorf("error Content-Type = %q, want application/json", ct)
+	}
+	var eb wire.ErrorBody
+	dec := json.NewDecoder(bytes.NewReader(r.body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&eb); err != nil {
+		t.Fatalf("error body %q is not a wire.ErrorBody: %v", r.body, err)
+	}
+	if eb.Error.Code == "" || eb.Error.Message == "" {
+		t.Errorf("error body %q lacks code or message", r.body)
+	}
+	return eb.Error
+}
+
+type reqOpt func(*fasthttp.Request)
+
+func withHeader(k, v string) reqOpt { return func(r *fasthttp.Request) { r.Header.Set(k, v) } }
+
+func withToken(tok string) reqOpt { return withHeader("Authorization", "Bearer "+tok) }
+
+// withStream sends body as a chunked stream of unknown length.
+func withStream(body []byte) reqOpt {
+	return func(r *fasthttp.Request) { r.SetBodyStream(bytes.NewReader(body), -1) }
+}
+
+func (e *testEnv) do(method, path string, body []byte, opts ...reqOpt) response {
+	e.t.Helper()
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(method)
+	req.SetRequestURI("http://deltasync.test" + path)
+	if body != nil {
+		req.SetBody(body)
+	}
+	for _, o := range opts {
+		o(req)
+	}
+	if err := e.client.DoTimeout(req, resp, 10*time.Second); err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	r := response{status: resp.StatusCode(), body: append([]byte(nil), resp.Body()...), header: map[string]string{}}
+	for k, v := range resp.Header.All() {
+		r.header[string(k)] = string(v)
+	}
+	return r
+}
+
+func mustToken(t *testing.T, c Claims) string {
+	t.Helper()
+	tok, err := MintToken(testSecret, c, time.Hour)
+	if err != nil {
+		t.Fatalf("MintToken: %v", err)
+	}
+	return tok
+}
+
+func userToken(t *testing.T, org, user string) string {
+	return mustToken(t, Claims{Org: org, User: user})
+}
+
+func adminToken(t *testing.T) string { return mustToken(t, Claims{Admin: true}) }
+
+// echoRoutes registers test-only routes on every auth level that answer
+// who the caller is.
+func echoRoutes(s *Server) {
+	echo := func(ctx *fasthttp.RequestCtx, req *Request) error {
+		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"org": req.Org, "user": req.User, "policy": req.Policy})
+		return nil
+	}
+	s.handle(fasthttp.MethodGet, "/test/user", "test_user", authUser, echo)
+	s.handle(fasthttp.MethodGet, "/test/ungated", "test_ungated", authUserUngated, echo)
+	s.handle(fasthttp.MethodGet, "/test/admin", "test_admin", authAdmin, echo)
+}
