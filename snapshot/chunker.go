@@ -63,7 +63,7 @@ type ChunkData struct {
 // chunk, and a record bigger than Max is split inside by byte-level CDC.
 type Chunker struct {
 	p            ChunkerParams
-	maskS, maskL uint64
+	thrS, thrL   uint64
 	emit         func(ChunkData) error
 
 	buf      []byte
@@ -77,18 +77,23 @@ func NewChunker(p ChunkerParams, emit func(ChunkData) error) (*Chunker, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	b := bits.TrailingZeros(uint(p.Avg))
-	// Normalized chunking (level 2): harder to cut before Avg, easier after.
-	return &Chunker{
-		p:     p,
-		maskS: topBits(b + 2),
-		maskL: topBits(b - 2),
-		emit:  emit,
-		buf:   make([]byte, 0, p.Max),
-	}, nil
+	thrS, thrL := cutThresholds(p)
+	return &Chunker{p: p, thrS: thrS, thrL: thrL, emit: emit, buf: make([]byte, 0, p.Max)}, nil
 }
 
-func topBits(n int) uint64 { return ^uint64(0) << (64 - n) }
+// cutThresholds returns the cut probabilities (as thresholds on the 64-bit
+// hash) before and after Avg. The expected distance from Min to a cut is
+// Avg-Min, so chunks average about Avg plus half a record. Normalized
+// chunking makes cuts before Avg rarer and after it likelier, narrowing the
+// size distribution; the ratio is kept mild (NormRatio) because a cut that
+// depends on its position in the chunk is what makes an edit ripple into
+// the following chunks.
+func cutThresholds(p ChunkerParams) (thrS, thrL uint64) {
+	base := float64(1<<63) / float64(p.Avg-p.Min) * 2
+	return uint64(base), uint64(min(base*normRatio, float64(1<<63)))
+}
+
+const normRatio = 2.0
 
 // Add appends one record (already canonical, keys in increasing order).
 func (c *Chunker) Add(key string, value []byte) error {
@@ -118,16 +123,23 @@ func (c *Chunker) Add(key string, value []byte) error {
 func (c *Chunker) scan(from int) bool {
 	buf, h := c.buf, c.hash
 	i := from
+	if from == c.p.Min && len(buf) > from {
+		// Warm the hash up over the 64 bytes before Min, so that every
+		// tested position sees a full window and cuts depend on content only.
+		for j := from - 64; j < from; j++ {
+			h = h<<1 + gear[buf[j]]
+		}
+	}
 	for lim := min(len(buf), c.p.Avg); i < lim; i++ {
 		h = h<<1 + gear[buf[i]]
-		if h&c.maskS == 0 {
+		if h < c.thrS {
 			c.hash = h
 			return true
 		}
 	}
 	for ; i < len(buf); i++ {
 		h = h<<1 + gear[buf[i]]
-		if h&c.maskL == 0 {
+		if h < c.thrL {
 			c.hash = h
 			return true
 		}
@@ -166,15 +178,18 @@ func (c *Chunker) cutPoint(data []byte) int {
 	n = min(n, c.p.Max)
 	var h uint64
 	i := c.p.Min
+	for j := i - 64; j < i; j++ {
+		h = h<<1 + gear[data[j]]
+	}
 	for lim := min(n, c.p.Avg); i < lim; i++ {
 		h = h<<1 + gear[data[i]]
-		if h&c.maskS == 0 {
+		if h < c.thrS {
 			return i + 1
 		}
 	}
 	for ; i < n; i++ {
 		h = h<<1 + gear[data[i]]
-		if h&c.maskL == 0 {
+		if h < c.thrL {
 			return i + 1
 		}
 	}
