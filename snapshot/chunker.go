@@ -62,9 +62,9 @@ type ChunkData struct {
 // A chunk never grows past Max: a record that would not fit starts a new
 // chunk, and a record bigger than Max is split inside by byte-level CDC.
 type Chunker struct {
-	p            ChunkerParams
-	thrS, thrL   uint64
-	emit         func(ChunkData) error
+	p          ChunkerParams
+	thrS, thrL uint64
+	emit       func(ChunkData) error
 
 	buf      []byte
 	hash     uint64
