@@ -187,7 +187,7 @@ func (r *route) matchPath(path string) ([]param, bool) {
 			}
 			part, rest = rest, ""
 		}
-		if seg[0] == '{' {
+		if strings.HasPrefix(seg, "{") {
 			if part == "" {
 				return nil, false
 			}
