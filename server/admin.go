@@ -10,7 +10,7 @@ import (
 const maxAdminJSONBytes = 64 << 10
 
 // adminOrg validates the {org} path parameter.
-func adminOrg(req *Request) (string, error) {
+func adminOrg(req *request) (string, error) {
 	org := req.Param("org")
 	if err := snapshot.ValidateName("org", org); err != nil {
 		return "", badRequest("%v", err)
@@ -20,7 +20,7 @@ func adminOrg(req *Request) (string, error) {
 
 // putOrgSettings handles PUT /v1/admin/orgs/{org}: the fields in the body
 // change, the others keep their stored value; it answers the stored result.
-func (s *Server) putOrgSettings(ctx *fasthttp.RequestCtx, req *Request) error {
+func (s *Server) putOrgSettings(ctx *fasthttp.RequestCtx, req *request) error {
 	org, err := adminOrg(req)
 	if err != nil {
 		return err
@@ -46,7 +46,7 @@ func (s *Server) putOrgSettings(ctx *fasthttp.RequestCtx, req *Request) error {
 // getOrgSettings handles GET /v1/admin/orgs/{org}; an org without stored
 // settings answers the defaults. It reads the store, not the cache, so an
 // admin sees a change made through another replica at once.
-func (s *Server) getOrgSettings(ctx *fasthttp.RequestCtx, req *Request) error {
+func (s *Server) getOrgSettings(ctx *fasthttp.RequestCtx, req *request) error {
 	org, err := adminOrg(req)
 	if err != nil {
 		return err

@@ -190,7 +190,7 @@ func loadPublicKeys(path string) ([]crypto.PublicKey, error) {
 
 // authenticate checks the bearer token of a request against the route's
 // auth level and fills req.Claims (and req.Org, req.User for user routes).
-func (s *Server) authenticate(ctx *fasthttp.RequestCtx, req *Request, level authLevel) error {
+func (s *Server) authenticate(ctx *fasthttp.RequestCtx, req *request, level authLevel) error {
 	if level == authNone {
 		return nil
 	}

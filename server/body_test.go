@@ -31,7 +31,7 @@ func echoBody(b []byte) bodyEcho {
 // stream, with a limit of testBodyLimit (and 3x the patch limit, to take
 // readBody's streaming path for zstd).
 func bodyRoutes(s *Server) {
-	s.handle(fasthttp.MethodPost, "/test/body", "test_body", authNone, func(ctx *fasthttp.RequestCtx, _ *Request) error {
+	s.handle(fasthttp.MethodPost, "/test/body", "test_body", authNone, func(ctx *fasthttp.RequestCtx, _ *request) error {
 		b, err := s.readBody(ctx, testBodyLimit)
 		if err != nil {
 			return err
@@ -39,7 +39,7 @@ func bodyRoutes(s *Server) {
 		writeJSON(ctx, 200, echoBody(b))
 		return nil
 	})
-	s.handle(fasthttp.MethodPost, "/test/bigbody", "test_bigbody", authNone, func(ctx *fasthttp.RequestCtx, _ *Request) error {
+	s.handle(fasthttp.MethodPost, "/test/bigbody", "test_bigbody", authNone, func(ctx *fasthttp.RequestCtx, _ *request) error {
 		b, err := s.readBody(ctx, 3*s.opts.MaxPatchBytes)
 		if err != nil {
 			return err
@@ -47,7 +47,7 @@ func bodyRoutes(s *Server) {
 		writeJSON(ctx, 200, echoBody(b))
 		return nil
 	})
-	s.handle(fasthttp.MethodPost, "/test/stream", "test_stream", authNone, func(ctx *fasthttp.RequestCtx, _ *Request) error {
+	s.handle(fasthttp.MethodPost, "/test/stream", "test_stream", authNone, func(ctx *fasthttp.RequestCtx, _ *request) error {
 		rc, err := s.bodyReader(ctx, testBodyLimit)
 		if err != nil {
 			return err

@@ -36,7 +36,7 @@
 //
 // # Adding endpoints
 //
-// A handler is a handlerFunc: func(*fasthttp.RequestCtx, *Request) error.
+// A handler is a handlerFunc: func(*fasthttp.RequestCtx, *request) error.
 // Register it in routes.go with s.handle(method, pattern, name, auth, h);
 // the pattern may hold "{param}" segments read with req.Param. On an
 // authUser route, req.Org, req.User and req.Policy are set and the org's

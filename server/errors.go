@@ -98,7 +98,7 @@ func classify(err error) *httpError {
 
 // writeError answers the request with err as a JSON wire.ErrorBody. A
 // streamed response body that a handler set before failing is discarded.
-func (s *Server) writeError(ctx *fasthttp.RequestCtx, req *Request, err error) {
+func (s *Server) writeError(ctx *fasthttp.RequestCtx, req *request, err error) {
 	he := classify(err)
 	if he.Status >= 500 {
 		s.log.LogAttrs(context.Background(), slog.LevelError, "request failed",

@@ -207,7 +207,7 @@ func adminToken(t *testing.T) string { return mustToken(t, Claims{Admin: true}) 
 // echoRoutes registers test-only routes on every auth level that answer
 // who the caller is.
 func echoRoutes(s *Server) {
-	echo := func(ctx *fasthttp.RequestCtx, req *Request) error {
+	echo := func(ctx *fasthttp.RequestCtx, req *request) error {
 		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"org": req.Org, "user": req.User, "policy": req.Policy})
 		return nil
 	}

@@ -87,7 +87,7 @@ func (s *Server) metricsHandler() handlerFunc {
 	h := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{
 		Registry: s.metrics.reg, // also exports promhttp's own error counter
 	}))
-	return func(ctx *fasthttp.RequestCtx, _ *Request) error {
+	return func(ctx *fasthttp.RequestCtx, _ *request) error {
 		h(ctx)
 		return nil
 	}
@@ -97,7 +97,7 @@ func (s *Server) metricsHandler() handlerFunc {
 // the bytes as they are sent, which the dispatcher cannot do for streams:
 // fasthttp writes them after the handler returned. Use it instead of
 // ctx.SetBodyStream. If r is an io.Closer it is closed when done.
-func (s *Server) setBodyStream(ctx *fasthttp.RequestCtx, req *Request, r io.Reader, size int) {
+func (s *Server) setBodyStream(ctx *fasthttp.RequestCtx, req *request, r io.Reader, size int) {
 	ctx.SetBodyStream(&countingReader{r: r, c: s.metrics.bytesSent.WithLabelValues(req.Route)}, size)
 }
 

@@ -21,7 +21,7 @@ type healthResponse struct {
 }
 
 // healthz answers 200 while the process runs: liveness, nothing more.
-func (s *Server) healthz(ctx *fasthttp.RequestCtx, _ *Request) error {
+func (s *Server) healthz(ctx *fasthttp.RequestCtx, _ *request) error {
 	writeJSON(ctx, fasthttp.StatusOK, healthResponse{Status: "ok"})
 	return nil
 }
@@ -29,7 +29,7 @@ func (s *Server) healthz(ctx *fasthttp.RequestCtx, _ *Request) error {
 // readyz answers 200 if the store answers a Stat within ReadyTimeout, and
 // 503 otherwise (or while shutting down), so a load balancer sends traffic
 // only to replicas that can serve it.
-func (s *Server) readyz(ctx *fasthttp.RequestCtx, req *Request) error {
+func (s *Server) readyz(ctx *fasthttp.RequestCtx, req *request) error {
 	select {
 	case <-s.stoppingCh():
 		return &httpError{Status: fasthttp.StatusServiceUnavailable, Code: wire.CodeUnavailable, Message: "shutting down"}

@@ -44,12 +44,12 @@ func (l authLevel) String() string {
 // handlerFunc is the signature of every route handler. The handler writes
 // its successful answer to ctx; returning an error makes the dispatcher
 // answer with the error's JSON body and status instead (see classify).
-type handlerFunc func(ctx *fasthttp.RequestCtx, req *Request) error
+type handlerFunc func(ctx *fasthttp.RequestCtx, req *request) error
 
-// Request is what the dispatcher knows about a request beyond the raw
+// request is what the dispatcher knows about a request beyond the raw
 // fasthttp context: who is calling, the path parameters, and a
 // context.Context for I/O.
-type Request struct {
+type request struct {
 	// Ctx is the context for store I/O. Unlike the fasthttp ctx (whose Done
 	// closes as soon as a shutdown starts), it is cancelled only when a
 	// graceful shutdown runs out of time, so in-flight requests finish.
@@ -72,7 +72,7 @@ type Request struct {
 type param struct{ name, value string }
 
 // Param returns the path parameter name ("org" for "{org}"), or "".
-func (r *Request) Param(name string) string {
+func (r *request) Param(name string) string {
 	for _, p := range r.params {
 		if p.name == name {
 			return p.value

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -77,6 +78,9 @@ func New(opts Options) (*Server, error) {
 		stopping:    make(chan struct{}),
 		reqIDPrefix: hex.EncodeToString(prefix[:]),
 	}
+	if bytes.Equal(opts.JWTSecret, []byte(DevJWTSecret)) {
+		s.log.Warn("serving with the public development JWT secret: anyone can act as any user or admin")
+	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.routes()
 	s.http = &fasthttp.Server{
@@ -138,7 +142,7 @@ func (s *Server) Handler() fasthttp.RequestHandler { return s.serveHTTP }
 func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	s.metrics.inFlight.Inc()
-	req := &Request{Ctx: s.baseCtx, ID: s.requestID(ctx.Request.Header.Peek(headerRequestID))}
+	req := &request{Ctx: s.baseCtx, ID: s.requestID(ctx.Request.Header.Peek(headerRequestID))}
 	ctx.Response.Header.Set(headerRequestID, req.ID)
 
 	defer func() {
@@ -175,7 +179,7 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 }
 
 // finish records metrics and writes the access log line.
-func (s *Server) finish(ctx *fasthttp.RequestCtx, req *Request, start time.Time) {
+func (s *Server) finish(ctx *fasthttp.RequestCtx, req *request, start time.Time) {
 	d := time.Since(start)
 	status := ctx.Response.StatusCode()
 	// A streamed body is written after the handler returns (and must not

@@ -82,7 +82,7 @@ func TestReadyz(t *testing.T) {
 
 func TestMetrics(t *testing.T) {
 	e := newTestEnv(t, envConfig{setup: func(s *Server) {
-		s.handle("GET", "/test/stream-out", "test_stream_out", authNone, func(ctx *fasthttp.RequestCtx, req *Request) error {
+		s.handle("GET", "/test/stream-out", "test_stream_out", authNone, func(ctx *fasthttp.RequestCtx, req *request) error {
 			s.setBodyStream(ctx, req, strings.NewReader(strings.Repeat("z", 5000)), -1)
 			return nil
 		})
@@ -129,7 +129,7 @@ func TestMetrics(t *testing.T) {
 
 func TestErrorAnswers(t *testing.T) {
 	e := newTestEnv(t, envConfig{setup: func(s *Server) {
-		s.handle("GET", "/test/err/{kind}", "test_err", authNone, func(ctx *fasthttp.RequestCtx, req *Request) error {
+		s.handle("GET", "/test/err/{kind}", "test_err", authNone, func(ctx *fasthttp.RequestCtx, req *request) error {
 			switch req.Param("kind") {
 			case "notexist":
 				return fmt.Errorf("read manifest 7: %w", &snapshot.ObjectError{Op: "get", Key: "a/b/versions/7", Err: snapshot.ErrNotExist})
@@ -252,7 +252,7 @@ func TestGracefulShutdown(t *testing.T) {
 	release := make(chan struct{})
 	var ctxErr atomic.Value
 	e := newTestEnv(t, envConfig{setup: func(s *Server) {
-		s.handle("GET", "/test/slow", "test_slow", authNone, func(ctx *fasthttp.RequestCtx, req *Request) error {
+		s.handle("GET", "/test/slow", "test_slow", authNone, func(ctx *fasthttp.RequestCtx, req *request) error {
 			close(started)
 			<-release
 			ctxErr.Store(fmt.Sprint(req.Ctx.Err()))
@@ -300,7 +300,7 @@ func TestShutdownDeadline(t *testing.T) {
 	started := make(chan struct{})
 	cancelled := make(chan struct{})
 	e := newTestEnv(t, envConfig{setup: func(s *Server) {
-		s.handle("GET", "/test/stuck", "test_stuck", authNone, func(ctx *fasthttp.RequestCtx, req *Request) error {
+		s.handle("GET", "/test/stuck", "test_stuck", authNone, func(ctx *fasthttp.RequestCtx, req *request) error {
 			close(started)
 			<-req.Ctx.Done()
 			close(cancelled)
@@ -361,7 +361,7 @@ func TestListenAndServe(t *testing.T) {
 
 func TestRouter(t *testing.T) {
 	var rt router
-	h := func(*fasthttp.RequestCtx, *Request) error { return nil }
+	h := func(*fasthttp.RequestCtx, *request) error { return nil }
 	rt.add("GET", "/v1/admin/orgs/{org}", "org_get", authAdmin, h)
 	rt.add("PUT", "/v1/admin/orgs/{org}", "org_put", authAdmin, h)
 	rt.add("GET", "/v1/admin/orgs/defaults", "defaults", authAdmin, h)
@@ -401,7 +401,7 @@ func TestRouter(t *testing.T) {
 			t.Errorf("%s %q: route %q, want %q", tc.method, tc.path, gotRoute, tc.wantRoute)
 			continue
 		}
-		req := &Request{params: params}
+		req := &request{params: params}
 		for k, v := range tc.wantParams {
 			if got := req.Param(k); got != v {
 				t.Errorf("%s %q: param %s = %q, want %q", tc.method, tc.path, k, got, v)
