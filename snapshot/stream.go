@@ -42,7 +42,7 @@ func DecodeRecord(buf []byte) (key, value []byte, n int, err error) {
 	if a == 0 {
 		return nil, nil, 0, nil
 	}
-	if a < 0 || kl == 0 || kl > MaxKeyLen {
+	if a < 0 || a != uvarintLen(kl) || kl == 0 || kl > MaxKeyLen {
 		return nil, nil, 0, fmt.Errorf("record key length: %w", ErrCorrupt)
 	}
 	if uint64(len(buf)-a) < kl {
@@ -54,7 +54,7 @@ func DecodeRecord(buf []byte) (key, value []byte, n int, err error) {
 	if b == 0 {
 		return nil, nil, 0, nil
 	}
-	if b < 0 || vl > MaxValueLen {
+	if b < 0 || b != uvarintLen(vl) || vl > MaxValueLen {
 		return nil, nil, 0, fmt.Errorf("record value length: %w", ErrCorrupt)
 	}
 	if uint64(len(rest)-b) < vl {
@@ -82,7 +82,7 @@ func NewStreamReader(r io.Reader) *StreamReader {
 // Next returns the next record, or io.EOF after the last one. The returned
 // slices are valid until the next call.
 func (s *StreamReader) Next() (key, value []byte, err error) {
-	kl, err := binary.ReadUvarint(s.r)
+	kl, err := readUvarint(s.r)
 	if err == io.EOF {
 		return nil, nil, io.EOF
 	}
@@ -97,7 +97,7 @@ func (s *StreamReader) Next() (key, value []byte, err error) {
 	if _, err := io.ReadFull(s.r, s.key); err != nil {
 		return nil, nil, s.corrupt("key", err)
 	}
-	vl, err := binary.ReadUvarint(s.r)
+	vl, err := readUvarint(s.r)
 	if err != nil {
 		return nil, nil, s.corrupt("value length", err)
 	}
@@ -127,4 +127,29 @@ func grow(b []byte, n int) []byte {
 		return make([]byte, n)
 	}
 	return b[:n]
+}
+
+// readUvarint is binary.ReadUvarint that also rejects non-minimal encodings,
+// so every stream has exactly one encoding.
+func readUvarint(r io.ByteReader) (uint64, error) {
+	var x uint64
+	var s uint
+	for i := 0; i < binary.MaxVarintLen64; i++ {
+		b, err := r.ReadByte()
+		if err != nil {
+			if i > 0 && err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return x, err
+		}
+		if b < 0x80 {
+			if i > 0 && b == 0 || i == binary.MaxVarintLen64-1 && b > 1 {
+				return x, ErrCorrupt
+			}
+			return x | uint64(b)<<s, nil
+		}
+		x |= uint64(b&0x7f) << s
+		s += 7
+	}
+	return x, ErrCorrupt
 }
