@@ -3,9 +3,9 @@ package snapshot_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -85,8 +85,14 @@ func TestBuildReadRoundTrip(t *testing.T) {
 	if m.Version != 1 || m.Parent != 0 || m.Records != uint64(len(recs)) || len(m.Packs) < 2 {
 		t.Fatalf("manifest: version %d parent %d records %d packs %d", m.Version, m.Parent, m.Records, len(m.Packs))
 	}
-	if got, want := m.SHA256, sha256.Sum256(streamOf(recs)); got != want {
-		t.Fatalf("manifest SHA-256 %x, want %x", got, want)
+	var pieces [][]byte
+	stream := streamOf(recs)
+	for _, c := range m.Chunks {
+		pieces = append(pieces, stream[:c.Size])
+		stream = stream[c.Size:]
+	}
+	if got, want := m.StreamHash, snapshot.StreamHashOf(pieces); got != want {
+		t.Fatalf("manifest stream hash %x, want %x", got, want)
 	}
 	if head, err := snapshot.Head(ctx, s, "acme", "alice"); err != nil || head != 1 {
 		t.Fatalf("Head = %d, %v; want 1", head, err)
@@ -97,12 +103,17 @@ func TestBuildReadRoundTrip(t *testing.T) {
 	}
 	sameRecords(t, got, recs)
 
-	var stream bytes.Buffer
-	if err := snapshot.NewReader(s, m, testSecret).WriteStream(ctx, &stream); err != nil {
+	var out bytes.Buffer
+	if err := snapshot.NewReader(s, m, testSecret).WriteStream(ctx, &out); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(stream.Bytes(), streamOf(recs)) {
+	if !bytes.Equal(out.Bytes(), streamOf(recs)) {
 		t.Fatal("WriteStream differs from the canonical stream")
+	}
+	bad := *m
+	bad.StreamHash[0] ^= 1
+	if err := snapshot.NewReader(s, &bad, testSecret).WriteStream(ctx, io.Discard); !errors.Is(err, snapshot.ErrCorrupt) {
+		t.Fatalf("wrong stream hash: err = %v, want ErrCorrupt", err)
 	}
 }
 

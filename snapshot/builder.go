@@ -113,6 +113,7 @@ type chunkJob struct {
 	cont   bool
 	recs   int
 	id     ChunkID
+	sum    [32]byte
 	stored []byte // compressed frame, nil if the parent (or this build) has the chunk
 	known  bool
 }
@@ -171,10 +172,8 @@ func (b *build) run(ctx context.Context, src RecordSource) error {
 	// Producer: records → chunks, hashing the stream on the way.
 	g.Go(func() error {
 		defer close(jobs)
-		sum := sha256.New()
 		seq := 0
 		ch, err := NewChunker(b.opts.Chunker, func(c ChunkData) error {
-			sum.Write(c.Data)
 			b.m.StreamLen += uint64(len(c.Data))
 			data := append(b.dataPool.Get().([]byte)[:0], c.Data...)
 			j := &chunkJob{seq: seq, data: data, first: c.FirstKey, cont: c.Continued, recs: c.Records}
@@ -216,7 +215,6 @@ func (b *build) run(ctx context.Context, src RecordSource) error {
 		if err := ch.Close(); err != nil {
 			return err
 		}
-		sum.Sum(b.m.SHA256[:0])
 		return nil
 	})
 
@@ -228,6 +226,7 @@ func (b *build) run(ctx context.Context, src RecordSource) error {
 			defer wg.Done()
 			for j := range jobs {
 				j.id = b.hasher.Sum(j.data)
+				j.sum = sha256.Sum256(j.data)
 				if _, ok := b.parentRefs[j.id]; ok {
 					j.known = true
 				} else {
@@ -271,7 +270,7 @@ func (b *build) run(ctx context.Context, src RecordSource) error {
 }
 
 func (b *build) collect(ctx context.Context, j *chunkJob) error {
-	ref := ChunkRef{ID: j.id, Size: uint32(len(j.data)), Records: uint32(j.recs), Continued: j.cont, FirstKey: j.first}
+	ref := ChunkRef{ID: j.id, Sum: j.sum, Size: uint32(len(j.data)), Records: uint32(j.recs), Continued: j.cont, FirstKey: j.first}
 	b.dataPool.Put(j.data[:0]) //nolint:staticcheck // slices are fine in this pool
 	if p, ok := b.parentRefs[j.id]; ok {
 		ref.Pack = b.packIndex(b.parent.Packs[p.Pack])
@@ -366,6 +365,7 @@ func putPack(ctx context.Context, s Store, org, user, name string, data []byte) 
 }
 
 func (b *build) result() *BuildResult {
+	b.m.SetStreamHash()
 	b.res.Manifest = b.m
 	b.res.Parent = b.parent
 	b.res.Unchanged = b.parent != nil && b.parent.SameContent(b.m) ||

@@ -35,9 +35,9 @@ func TestGoldenFixture(t *testing.T) {
 		t.Fatal(err)
 	}
 	var chunks bytes.Buffer
-	fmt.Fprintf(&chunks, "# %s v%d min=%d avg=%d max=%d records=%d stream=%d sha256=%x\n",
+	fmt.Fprintf(&chunks, "# %s v%d min=%d avg=%d max=%d records=%d stream=%d streamhash=%x\n",
 		res.Manifest.ChunkerName, res.Manifest.ChunkerVersion, res.Manifest.Chunker.Min, res.Manifest.Chunker.Avg,
-		res.Manifest.Chunker.Max, res.Manifest.Records, res.Manifest.StreamLen, res.Manifest.SHA256)
+		res.Manifest.Chunker.Max, res.Manifest.Records, res.Manifest.StreamLen, res.Manifest.StreamHash)
 	var off uint64
 	for i, c := range res.Manifest.Chunks {
 		fmt.Fprintf(&chunks, "%d\t%d\t%d\t%d\t%v\t%s\t%s\n", i, off, c.Size, c.Records, c.Continued, c.ID, c.FirstKey)

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,7 +26,7 @@ type Manifest struct {
 	Chunker        ChunkerParams
 	Records        uint64
 	StreamLen      uint64
-	SHA256         [32]byte
+	StreamHash     [32]byte // SHA-256 hash list of the stream: see StreamHasher
 	CreatedUnix    int64
 	Changes        string   // object key of the change set that produced this version ("" if none)
 	Packs          []string // pack names; ChunkRef.Pack indexes this list
@@ -35,6 +36,7 @@ type Manifest struct {
 // ChunkRef is one entry of a manifest's ordered chunk list.
 type ChunkRef struct {
 	ID        ChunkID
+	Sum       [32]byte // SHA-256 of the raw chunk
 	Size      uint32 // raw bytes
 	Records   uint32 // records starting in this chunk
 	Continued bool   // starts inside a record (piece of an oversize record)
@@ -80,7 +82,7 @@ func (m *Manifest) encodeBody() []byte {
 	num(uint64(m.Chunker.Max))
 	num(m.Records)
 	num(m.StreamLen)
-	b = append(b, m.SHA256[:]...)
+	b = append(b, m.StreamHash[:]...)
 	b = binary.AppendVarint(b, m.CreatedUnix)
 	str(m.Changes)
 	num(uint64(len(m.Packs)))
@@ -92,6 +94,7 @@ func (m *Manifest) encodeBody() []byte {
 	for i := range m.Chunks {
 		c := &m.Chunks[i]
 		b = append(b, c.ID[:]...)
+		b = append(b, c.Sum[:]...)
 		num(uint64(c.Size))
 		num(uint64(c.Records))
 		var flags byte
@@ -200,7 +203,7 @@ func decodeBody(body []byte) (*Manifest, error) {
 	m.Chunker.Max = int(min(d.num(), 1<<30))
 	m.Records = d.num()
 	m.StreamLen = d.num()
-	copy(m.SHA256[:], d.bytes(32))
+	copy(m.StreamHash[:], d.bytes(32))
 	if d.err == nil {
 		x, n := binary.Varint(d.b)
 		if n <= 0 {
@@ -222,7 +225,7 @@ func decodeBody(body []byte) (*Manifest, error) {
 		}
 	}
 	nc := d.num()
-	if nc > uint64(len(d.b))/22 { // each entry takes at least 22 bytes
+	if nc > uint64(len(d.b))/54 { // each entry takes at least 54 bytes
 		d.fail("chunk count %d", nc)
 	}
 	if d.err == nil {
@@ -233,6 +236,7 @@ func decodeBody(body []byte) (*Manifest, error) {
 	for i := uint64(0); i < nc && d.err == nil; i++ {
 		var c ChunkRef
 		copy(c.ID[:], d.bytes(16))
+		copy(c.Sum[:], d.bytes(32))
 		size := d.num()
 		recs := d.num()
 		flags := d.bytes(1)
@@ -274,6 +278,9 @@ func decodeBody(body []byte) (*Manifest, error) {
 	if d.err == nil && streamLen != m.StreamLen {
 		d.fail("chunk sizes sum to %d, stream length is %d", streamLen, m.StreamLen)
 	}
+	if d.err == nil && m.computeStreamHash() != m.StreamHash {
+		d.fail("stream hash does not match the chunk list")
+	}
 	if d.err != nil {
 		if errors.Is(d.err, ErrCorrupt) {
 			return nil, d.err
@@ -286,7 +293,7 @@ func decodeBody(body []byte) (*Manifest, error) {
 // SameContent reports whether two manifests describe the same stream with the
 // same chunk list (ignoring version numbers, timestamps and pack placement).
 func (m *Manifest) SameContent(o *Manifest) bool {
-	if m.SHA256 != o.SHA256 || len(m.Chunks) != len(o.Chunks) || m.StreamLen != o.StreamLen {
+	if m.StreamHash != o.StreamHash || len(m.Chunks) != len(o.Chunks) || m.StreamLen != o.StreamLen {
 		return false
 	}
 	for i := range m.Chunks {
@@ -295,4 +302,36 @@ func (m *Manifest) SameContent(o *Manifest) bool {
 		}
 	}
 	return true
+}
+
+// The stream hash of a version is SHA-256 over the SHA-256 digests of its
+// chunks, in order: a hash list of the canonical stream. It pins the exact
+// bytes and order of the stream as strongly as a plain SHA-256 of the stream
+// would, and unlike one it can be recomputed after a patch from the chunk
+// list alone, so applying a small patch to a big data set does not have to
+// read and hash the whole stream (see issue "Diffs and patches", item 7).
+func (m *Manifest) computeStreamHash() [32]byte {
+	h := sha256.New()
+	for i := range m.Chunks {
+		h.Write(m.Chunks[i].Sum[:])
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// SetStreamHash recomputes StreamHash from the chunk list.
+func (m *Manifest) SetStreamHash() { m.StreamHash = m.computeStreamHash() }
+
+// StreamHashOf computes the stream hash of a canonical stream cut into the
+// given chunks (each chunk's SHA-256, hashed in order).
+func StreamHashOf(chunks [][]byte) [32]byte {
+	h := sha256.New()
+	for _, c := range chunks {
+		s := sha256.Sum256(c)
+		h.Write(s[:])
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
 }

@@ -87,7 +87,7 @@ func (r *Reader) readRange(ctx context.Context, key string, off int64, buf []byt
 
 // decodeChunk decompresses one frame and checks its length and ID.
 func (r *Reader) decodeChunk(dst []byte, c *ChunkRef, frame []byte) ([]byte, error) {
-	raw, err := DecodeChunk(dst, r.hasher, c.ID, int(c.Size), frame)
+	raw, err := DecodeChunk(dst, r.hasher, c, frame)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +96,8 @@ func (r *Reader) decodeChunk(dst []byte, c *ChunkRef, frame []byte) ([]byte, err
 
 // DecodeChunk decompresses a stored chunk frame and verifies it against its
 // ID and raw size.
-func DecodeChunk(dst []byte, h *Hasher, id ChunkID, size int, frame []byte) ([]byte, error) {
+func DecodeChunk(dst []byte, h *Hasher, c *ChunkRef, frame []byte) ([]byte, error) {
+	id, size := c.ID, int(c.Size)
 	raw, err := Decompress(dst, frame)
 	if err != nil {
 		return nil, &ChunkError{Op: "decompress", ID: id, Err: fmt.Errorf("%v: %w", err, ErrCorrupt)}
@@ -104,10 +105,22 @@ func DecodeChunk(dst []byte, h *Hasher, id ChunkID, size int, frame []byte) ([]b
 	if len(raw) != size {
 		return nil, &ChunkError{Op: "verify", ID: id, Err: fmt.Errorf("%d bytes, want %d: %w", len(raw), size, ErrCorrupt)}
 	}
-	if h.Sum(raw) != id {
-		return nil, &ChunkError{Op: "verify", ID: id, Err: fmt.Errorf("content does not match its ID: %w", ErrCorrupt)}
+	return raw, VerifyChunk(h, c, raw)
+}
+
+// VerifyChunk checks raw chunk bytes against their manifest entry: length,
+// keyed ID and SHA-256.
+func VerifyChunk(h *Hasher, c *ChunkRef, raw []byte) error {
+	if len(raw) != int(c.Size) {
+		return &ChunkError{Op: "verify", ID: c.ID, Err: fmt.Errorf("%d bytes, want %d: %w", len(raw), c.Size, ErrCorrupt)}
 	}
-	return raw, nil
+	if h.Sum(raw) != c.ID {
+		return &ChunkError{Op: "verify", ID: c.ID, Err: fmt.Errorf("content does not match its ID: %w", ErrCorrupt)}
+	}
+	if sha256.Sum256(raw) != c.Sum {
+		return &ChunkError{Op: "verify", ID: c.ID, Err: fmt.Errorf("content does not match its SHA-256: %w", ErrCorrupt)}
+	}
+	return nil
 }
 
 func (r *Reader) spans(idx []int) []span {
@@ -131,22 +144,22 @@ func (r *Reader) spans(idx []int) []span {
 // SHA-256 at the end. On a mismatch w has received bad data: callers write to
 // a temporary place and keep it only on success.
 func (r *Reader) WriteStream(ctx context.Context, w io.Writer) error {
-	sum := sha256.New()
 	err := r.Chunks(ctx, r.all(), func(_ int, raw []byte) error {
-		sum.Write(raw)
 		_, err := w.Write(raw)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	return r.checkSum(sum.Sum(nil))
+	return r.checkStreamHash()
 }
 
-func (r *Reader) checkSum(got []byte) error {
-	if string(got) != string(r.m.SHA256[:]) {
+// checkStreamHash ties the chunks (each verified against its SHA-256 as it
+// was read) to the manifest's stream hash.
+func (r *Reader) checkStreamHash() error {
+	if r.m.computeStreamHash() != r.m.StreamHash {
 		return &ObjectError{Op: "verify stream", Key: ManifestKey(r.m.Org, r.m.User, r.m.Version),
-			Err: fmt.Errorf("SHA-256 of the rebuilt stream does not match the manifest: %w", ErrCorrupt)}
+			Err: fmt.Errorf("stream hash does not match the chunk list: %w", ErrCorrupt)}
 	}
 	return nil
 }
@@ -164,10 +177,8 @@ func (r *Reader) all() []int {
 // verified, so callers that must not act on unverified data buffer until
 // Records returns nil.
 func (r *Reader) Records(ctx context.Context, fn func(key, value []byte) error) error {
-	sum := sha256.New()
 	d := &RecordDecoder{}
 	err := r.Chunks(ctx, r.all(), func(_ int, raw []byte) error {
-		sum.Write(raw)
 		return d.Feed(raw, fn)
 	})
 	if err != nil {
@@ -180,7 +191,7 @@ func (r *Reader) Records(ctx context.Context, fn func(key, value []byte) error) 
 		return &ObjectError{Op: "verify stream", Key: ManifestKey(r.m.Org, r.m.User, r.m.Version),
 			Err: fmt.Errorf("%d records, manifest says %d: %w", d.Count(), r.m.Records, ErrCorrupt)}
 	}
-	return r.checkSum(sum.Sum(nil))
+	return r.checkStreamHash()
 }
 
 // RecordDecoder decodes records from a canonical stream fed in pieces of any
