@@ -37,9 +37,9 @@ type Manifest struct {
 type ChunkRef struct {
 	ID        ChunkID
 	Sum       [32]byte // SHA-256 of the raw chunk
-	Size      uint32 // raw bytes
-	Records   uint32 // records starting in this chunk
-	Continued bool   // starts inside a record (piece of an oversize record)
+	Size      uint32   // raw bytes
+	Records   uint32   // records starting in this chunk
+	Continued bool     // starts inside a record (piece of an oversize record)
 	FirstKey  string
 	Pack      uint32 // index into Manifest.Packs
 	Offset    uint64 // of the zstd frame in the pack
