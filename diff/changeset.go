@@ -1,0 +1,101 @@
+package diff
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+
+	"github.com/deltasync/deltasync/snapshot"
+)
+
+// Kinds of change set.
+const (
+	KindBuild = "build" // a batch rebuild from a full data set
+	KindPatch = "patch" // a replayed client patch
+)
+
+// ChangeSet is the record-level change that produced a version from its
+// parent, stored beside the version. Replay reads the change sets since a
+// patch's base to find what the server changed meanwhile; the change feed
+// publishes them.
+type ChangeSet struct {
+	Org         string   `json:"org"`
+	User        string   `json:"user"`
+	Version     uint64   `json:"version"`
+	Parent      uint64   `json:"parent"`
+	Kind        string   `json:"kind"`
+	CreatedUnix int64    `json:"created_unix"`
+	Changes     []Change `json:"changes"`
+	// Full marks the first version of a data set: every record is new, and
+	// Changes is left empty rather than repeating the whole data set (read
+	// the version itself).
+	Full bool `json:"full,omitempty"`
+	// For a patch: the patch as received and a receipt for every op.
+	Patch    *Patch    `json:"patch,omitempty"`
+	Receipts []Receipt `json:"receipts,omitempty"`
+}
+
+// maxChangeSet bounds a stored change set (decompressed).
+const maxChangeSet = 1 << 30
+
+// changesKey names a version's change set object. The random suffix makes
+// the name unique to one writer: it is written before the version is
+// claimed, so a writer that loses the race for the version number leaves
+// an unreferenced object behind instead of overwriting the winner's.
+func changesKey(org, user string, v uint64) string {
+	var nonce [8]byte
+	rand.Read(nonce[:])
+	return fmt.Sprintf("%s.%s", snapshot.ChangesKey(org, user, v), hex.EncodeToString(nonce[:]))
+}
+
+// CommitVersion writes the change set, points the manifest at it and claims
+// the version (see snapshot.Commit). If another writer claimed the version
+// first it returns an error matching snapshot.ErrExist.
+func CommitVersion(ctx context.Context, s snapshot.Store, m *snapshot.Manifest, cs *ChangeSet) error {
+	cs.Org, cs.User, cs.Version, cs.Parent = m.Org, m.User, m.Version, m.Parent
+	if cs.CreatedUnix == 0 {
+		cs.CreatedUnix = m.CreatedUnix
+	}
+	if cs.Changes == nil {
+		cs.Changes = []Change{}
+	}
+	body, err := json.Marshal(cs)
+	if err != nil {
+		return fmt.Errorf("encode change set: %w", err)
+	}
+	data := snapshot.Compress(nil, body)
+	key := changesKey(m.Org, m.User, m.Version)
+	if _, err := s.PutIfAbsent(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
+		return &snapshot.ObjectError{Op: "write change set", Key: key, Err: err}
+	}
+	m.Changes = key
+	return snapshot.Commit(ctx, s, m)
+}
+
+// ReadChangeSet loads the change set that produced version m.
+func ReadChangeSet(ctx context.Context, s snapshot.Store, m *snapshot.Manifest) (*ChangeSet, error) {
+	if m.Changes == "" {
+		return nil, &snapshot.ObjectError{Op: "read change set", Key: snapshot.ManifestKey(m.Org, m.User, m.Version),
+			Err: fmt.Errorf("version %d has no change set: %w", m.Version, snapshot.ErrNotExist)}
+	}
+	data, err := snapshot.GetBytes(ctx, s, m.Changes, maxChangeSet)
+	if err != nil {
+		return nil, &snapshot.ObjectError{Op: "read change set", Key: m.Changes, Err: err}
+	}
+	body, err := snapshot.Decompress(nil, data)
+	if err != nil {
+		return nil, &snapshot.ObjectError{Op: "read change set", Key: m.Changes, Err: fmt.Errorf("%v: %w", err, snapshot.ErrCorrupt)}
+	}
+	var cs ChangeSet
+	if err := json.Unmarshal(body, &cs); err != nil {
+		return nil, &snapshot.ObjectError{Op: "read change set", Key: m.Changes, Err: fmt.Errorf("%v: %w", err, snapshot.ErrCorrupt)}
+	}
+	if cs.Version != m.Version || cs.Org != m.Org || cs.User != m.User {
+		return nil, &snapshot.ObjectError{Op: "read change set", Key: m.Changes,
+			Err: fmt.Errorf("names %s/%s version %d: %w", cs.Org, cs.User, cs.Version, snapshot.ErrCorrupt)}
+	}
+	return &cs, nil
+}

@@ -1,0 +1,54 @@
+package diff
+
+import "encoding/json"
+
+// Op kinds of a patch.
+const (
+	OpPut    = "put"
+	OpMerge  = "merge"
+	OpDelete = "delete"
+)
+
+// Patch is a batch of offline edits made against version Base. ID is chosen
+// by the client and makes retries idempotent.
+type Patch struct {
+	ID   string `json:"id"`
+	Base uint64 `json:"base"`
+	Ops  []Op   `json:"ops"`
+}
+
+// Op is one edit: put a whole value, merge an RFC 7386 merge patch into an
+// object, or delete a key.
+type Op struct {
+	Op    string          `json:"op"`
+	Key   string          `json:"key"`
+	Value json.RawMessage `json:"value,omitempty"`
+	Patch json.RawMessage `json:"patch,omitempty"`
+}
+
+// Receipt statuses.
+const (
+	StatusApplied  = "applied"  // the key was not changed since base: applied as is
+	StatusMerged   = "merged"   // changed on both sides, different fields: both kept
+	StatusConflict = "conflict" // same field changed on both sides, or delete vs update
+	StatusRejected = "rejected" // not applied; Reason says why
+)
+
+// Receipt tells the client what became of one op.
+type Receipt struct {
+	Index  int    `json:"index"`
+	Op     string `json:"op"`
+	Key    string `json:"key"`
+	Status string `json:"status"`
+	// For conflicts: the policy that resolved it, whether the op took
+	// effect, the conflicting field paths, and both sides' values (a
+	// deleted side is flagged rather than given a value).
+	Policy        string          `json:"policy,omitempty"`
+	Won           bool            `json:"won,omitempty"`
+	Fields        []string        `json:"fields,omitempty"`
+	ClientValue   json.RawMessage `json:"client_value,omitempty"`
+	ClientDeleted bool            `json:"client_deleted,omitempty"`
+	ServerValue   json.RawMessage `json:"server_value,omitempty"`
+	ServerDeleted bool            `json:"server_deleted,omitempty"`
+	Reason        string          `json:"reason,omitempty"`
+}

@@ -1,0 +1,164 @@
+package diff
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/deltasync/deltasync/snapshot"
+)
+
+// Change is one record-level change between two versions. Old is nil for a
+// new key, New is nil for a deleted key.
+type Change struct {
+	Key string          `json:"key"`
+	Old json.RawMessage `json:"old,omitempty"`
+	New json.RawMessage `json:"new,omitempty"`
+}
+
+// Deleted reports whether the change removes its key.
+func (c *Change) Deleted() bool { return c.New == nil }
+
+// span is a region widened to whole records: A[oldFrom:oldTo] and
+// B[newFrom:newTo] hold exactly the same keys' records except for changes.
+type span struct{ oldFrom, oldTo, newFrom, newTo int }
+
+// spans widens every region to record boundaries (an oversize record's
+// pieces span several chunks) and merges regions that then touch.
+func (s *Script) spans() []span {
+	var ac []snapshot.ChunkRef
+	if s.A != nil {
+		ac = s.A.Chunks
+	}
+	bc := s.B.Chunks
+	first := func(c []snapshot.ChunkRef, from, to int) *snapshot.ChunkRef {
+		if from < to {
+			return &c[from]
+		}
+		if to < len(c) {
+			return &c[to]
+		}
+		return nil
+	}
+	var out []span
+	for _, r := range s.Regions {
+		sp := span{r.OldFrom, r.OldTo, r.NewFrom, r.NewTo}
+		for {
+			fa, fb := first(ac, sp.oldFrom, sp.oldTo), first(bc, sp.newFrom, sp.newTo)
+			if (fa == nil || !fa.Continued) && (fb == nil || !fb.Continued) || sp.oldFrom == 0 || sp.newFrom == 0 {
+				break
+			}
+			sp.oldFrom--
+			sp.newFrom--
+		}
+		for sp.oldTo < len(ac) && sp.newTo < len(bc) && bc[sp.newTo].Continued {
+			sp.oldTo++
+			sp.newTo++
+		}
+		if n := len(out); n > 0 && (sp.oldFrom <= out[n-1].oldTo || sp.newFrom <= out[n-1].newTo) {
+			out[n-1].oldTo, out[n-1].newTo = sp.oldTo, sp.newTo
+			continue
+		}
+		out = append(out, sp)
+	}
+	return out
+}
+
+// Records computes the record-level changes from A to B by reading only the
+// chunks in changed regions (plus, for oversize records, their other pieces):
+// the cost is proportional to the change, not to the data set. ga reads A's
+// chunks and gb B's (they may share a store).
+func (s *Script) Records(ctx context.Context, ga, gb snapshot.ChunkGetter) ([]Change, error) {
+	spans := s.spans()
+	var oldIdx, newIdx []int
+	for _, sp := range spans {
+		for i := sp.oldFrom; i < sp.oldTo; i++ {
+			oldIdx = append(oldIdx, i)
+		}
+		for i := sp.newFrom; i < sp.newTo; i++ {
+			newIdx = append(newIdx, i)
+		}
+	}
+	oldRecs, err := decodeSpans(ctx, ga, oldIdx, func(sp span) (int, int) { return sp.oldFrom, sp.oldTo }, spans)
+	if err != nil {
+		return nil, fmt.Errorf("read version %d: %w", s.A.Version, err) // ga is never used when A is nil
+	}
+	newRecs, err := decodeSpans(ctx, gb, newIdx, func(sp span) (int, int) { return sp.newFrom, sp.newTo }, spans)
+	if err != nil {
+		return nil, fmt.Errorf("read version %d: %w", s.B.Version, err)
+	}
+	var out []Change
+	for k := range spans {
+		out = appendChanges(out, oldRecs[k], newRecs[k])
+	}
+	return out, nil
+}
+
+type kv struct {
+	key   string
+	value []byte
+}
+
+// decodeSpans reads the listed chunks and decodes each span's records.
+func decodeSpans(ctx context.Context, g snapshot.ChunkGetter, idx []int, bounds func(span) (int, int), spans []span) ([][]kv, error) {
+	out := make([][]kv, len(spans))
+	if len(idx) == 0 {
+		return out, nil
+	}
+	k := 0
+	var dec *snapshot.RecordDecoder
+	err := g.Chunks(ctx, idx, func(i int, raw []byte) error {
+		for {
+			from, to := bounds(spans[k])
+			if i >= from && i < to {
+				if i == from {
+					dec = &snapshot.RecordDecoder{}
+				}
+				break
+			}
+			if dec != nil {
+				if err := dec.Close(); err != nil {
+					return err
+				}
+				dec = nil
+			}
+			k++
+		}
+		return dec.Feed(raw, func(key, value []byte) error {
+			out[k] = append(out[k], kv{string(key), bytes.Clone(value)})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if dec != nil {
+		if err := dec.Close(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// appendChanges merges two sorted record lists into changes.
+func appendChanges(out []Change, a, b []kv) []Change {
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j >= len(b) || i < len(a) && a[i].key < b[j].key:
+			out = append(out, Change{Key: a[i].key, Old: a[i].value})
+			i++
+		case i >= len(a) || b[j].key < a[i].key:
+			out = append(out, Change{Key: b[j].key, New: b[j].value})
+			j++
+		default:
+			if !bytes.Equal(a[i].value, b[j].value) {
+				out = append(out, Change{Key: a[i].key, Old: a[i].value, New: b[j].value})
+			}
+			i++
+			j++
+		}
+	}
+	return out
+}
