@@ -125,3 +125,36 @@ func BenchmarkBuildMem(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkApplyEdits applies 10 scattered edits to data sets of 1 MiB and
+// 64 MiB in the local store: the cost follows the edit, not the data set.
+func BenchmarkApplyEdits(b *testing.B) {
+	for _, size := range []int64{1 << 20, 64 << 20} {
+		b.Run(fmt.Sprintf("%dMiB", size>>20), func(b *testing.B) {
+			s, err := fsstore.New(b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			recs := gen.Dataset(gen.Options{Size: size, Seed: 1})
+			opts := buildOpts("bench", "u")
+			parent := buildCommit(b, s, opts, recs).Manifest
+			edited := gen.EditScattered(recs, 10, 2)
+			var edits []snapshot.Edit
+			for i, j := 0, 0; i < len(recs); i++ {
+				for edited[j].Key < recs[i].Key {
+					j++
+				}
+				if string(edited[j].Value) != string(recs[i].Value) {
+					edits = append(edits, snapshot.Edit{Key: recs[i].Key, Value: edited[j].Value})
+				}
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := snapshot.ApplyEdits(ctx, s, opts, parent, edits); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

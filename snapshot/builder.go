@@ -124,7 +124,10 @@ type build struct {
 	parent *Manifest
 	hasher *Hasher
 
-	parentRefs map[ChunkID]*ChunkRef
+	// known finds a chunk of the parent by ID (and first key, which lets
+	// ApplyEdits use a binary search instead of indexing the whole parent).
+	known      func(id ChunkID, firstKey string) *ChunkRef
+	parentPack []int32 // parent pack index -> index in m.Packs, -1 if not yet used
 
 	// Collector state (single goroutine).
 	m        *Manifest
@@ -142,13 +145,14 @@ func newBuild(s Store, opts BuildOptions, parent *Manifest) *build {
 	b := &build{
 		s: s, opts: opts, parent: parent,
 		hasher:     NewHasher(opts.Secret, opts.Org, opts.User),
-		parentRefs: map[ChunkID]*ChunkRef{},
 		packIdx:    map[string]uint32{},
 		newRefs:    map[ChunkID]int{},
 	}
+	b.known = func(ChunkID, string) *ChunkRef { return nil }
 	if parent != nil {
-		for i := range parent.Chunks {
-			b.parentRefs[parent.Chunks[i].ID] = &parent.Chunks[i]
+		b.parentPack = make([]int32, len(parent.Packs))
+		for i := range b.parentPack {
+			b.parentPack[i] = -1
 		}
 	}
 	var version, parentVersion uint64 = 1, 0
@@ -164,7 +168,20 @@ func newBuild(s Store, opts BuildOptions, parent *Manifest) *build {
 	return b
 }
 
+// indexParent lets a full build find any parent chunk by ID.
+func (b *build) indexParent() {
+	if b.parent == nil {
+		return
+	}
+	refs := make(map[ChunkID]*ChunkRef, len(b.parent.Chunks))
+	for i := range b.parent.Chunks {
+		refs[b.parent.Chunks[i].ID] = &b.parent.Chunks[i]
+	}
+	b.known = func(id ChunkID, _ string) *ChunkRef { return refs[id] }
+}
+
 func (b *build) run(ctx context.Context, src RecordSource) error {
+	b.indexParent()
 	g, ctx := errgroup.WithContext(ctx)
 	jobs := make(chan *chunkJob, 4*b.opts.Workers)
 	done := make(chan *chunkJob, 4*b.opts.Workers)
@@ -227,7 +244,7 @@ func (b *build) run(ctx context.Context, src RecordSource) error {
 			for j := range jobs {
 				j.id = b.hasher.Sum(j.data)
 				j.sum = sha256.Sum256(j.data)
-				if _, ok := b.parentRefs[j.id]; ok {
+				if b.known(j.id, j.first) != nil {
 					j.known = true
 				} else {
 					j.stored = Compress(nil, j.data)
@@ -272,8 +289,8 @@ func (b *build) run(ctx context.Context, src RecordSource) error {
 func (b *build) collect(ctx context.Context, j *chunkJob) error {
 	ref := ChunkRef{ID: j.id, Sum: j.sum, Size: uint32(len(j.data)), Records: uint32(j.recs), Continued: j.cont, FirstKey: j.first}
 	b.dataPool.Put(j.data[:0]) //nolint:staticcheck // slices are fine in this pool
-	if p, ok := b.parentRefs[j.id]; ok {
-		ref.Pack = b.packIndex(b.parent.Packs[p.Pack])
+	if p := b.known(j.id, j.first); p != nil {
+		ref.Pack = b.parentPackIndex(p.Pack)
 		ref.Offset, ref.StoredLen = p.Offset, p.StoredLen
 		b.m.Chunks = append(b.m.Chunks, ref)
 		return nil
@@ -301,6 +318,14 @@ func (b *build) collect(ctx context.Context, j *chunkJob) error {
 	b.res.ChunksNew++
 	b.res.StoredBytesNew += int64(len(j.stored))
 	return nil
+}
+
+// parentPackIndex maps a parent's pack index to this manifest's.
+func (b *build) parentPackIndex(i uint32) uint32 {
+	if b.parentPack[i] < 0 {
+		b.parentPack[i] = int32(b.packIndex(b.parent.Packs[i]))
+	}
+	return uint32(b.parentPack[i])
 }
 
 func (b *build) packIndex(name string) uint32 {

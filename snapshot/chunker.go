@@ -207,3 +207,11 @@ func (c *Chunker) flush() error {
 
 // Close emits the last chunk.
 func (c *Chunker) Close() error { return c.flush() }
+
+// StartsChunk reports whether adding a record of encoded length n would
+// begin a new chunk whatever its content: the chunker holds nothing, or the
+// record cannot join the current chunk. Patching uses it to find where a
+// re-chunked stretch rejoins the old chunk boundaries.
+func (c *Chunker) StartsChunk(n int) bool {
+	return c.records == 0 || len(c.buf)+n > c.p.Max
+}
