@@ -144,9 +144,9 @@ type build struct {
 func newBuild(s Store, opts BuildOptions, parent *Manifest) *build {
 	b := &build{
 		s: s, opts: opts, parent: parent,
-		hasher:     NewHasher(opts.Secret, opts.Org, opts.User),
-		packIdx:    map[string]uint32{},
-		newRefs:    map[ChunkID]int{},
+		hasher:  NewHasher(opts.Secret, opts.Org, opts.User),
+		packIdx: map[string]uint32{},
+		newRefs: map[ChunkID]int{},
 	}
 	b.known = func(ChunkID, string) *ChunkRef { return nil }
 	if parent != nil {
