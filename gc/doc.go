@@ -1,0 +1,59 @@
+// Package gc removes the versions of a store that fall outside retention and
+// the objects no remaining version references, without ever taking a chunk
+// from under a concurrent build, patch replay or sync.
+//
+// # What is collected
+//
+// Run lists the store once to find the users ("<org>/<user>/…"; the secret
+// "_deltasync/…" and org settings "<org>/_settings.json" are not users) and
+// handles them one by one. For each user it keeps the head and the versions
+// the retention rule names: the newest N (KeepVersions), or those whose
+// manifest was created within D days (KeepDays, by Manifest.CreatedUnix).
+// The retained versions are always a contiguous range ending at the head:
+// every version older than the oldest retained one is deleted, oldest
+// first, manifest before its change set. Then the objects that no
+// remaining manifest references are deleted: packs (a pack is shared by
+// every version that reuses one of its chunks, so it stays while any
+// retained manifest references it) and change sets (the losers of version
+// races, written before the claim that failed).
+//
+// Only objects with the exact layout names below a user's packs/ and
+// versions/ are ever deleted. The head hint, patch answers
+// ("<org>/<user>/patches/…"), org settings, the secret and any object gc
+// does not recognise are never touched. Patch answers are left alone on
+// purpose: an answer makes a retried patch idempotent, and a client may
+// retry after any time offline, so no age makes deleting one safe until the
+// server defines how long a patch id stays valid.
+//
+// # Two phases and a grace period
+//
+// Writers never coordinate with gc. A build writes its packs (create-only)
+// and its change set before it claims the manifest that references them, so
+// for a while they look unreferenced. gc therefore works in two phases per
+// user. Phase 1 reads the manifests that exist and computes the live set.
+// Phase 2 deletes the expired versions, then re-reads the head: versions
+// claimed since phase 1 add their packs and change sets to the live set.
+// Only then are unreferenced objects deleted, and only those older than the
+// grace period (ObjectInfo.ModTime before Now - Grace). A build whose
+// claim lands after the re-check must have written its packs within the
+// grace period, so they survive.
+//
+// Expired versions get the same protection: a version is deleted only once
+// the version that superseded it is older than the grace period. Until
+// then a sync may still be downloading it, and a build that read it as its
+// parent may still be copying chunk references from it. This also keeps a
+// deleted version number from being claimed again by a stale writer: to do
+// that, the writer would have to have read the head before the successor
+// existed, more than a grace period earlier.
+//
+// The grace period must exceed the longest build, replay or sync, and the
+// clock skew between gc's host and the store (ModTime is the store's
+// clock). The default is an hour.
+//
+// # Costs and limits
+//
+// A run lists the whole store once and reads every manifest of every user;
+// it issues one Delete per object. Run one gc at a time per store: two
+// concurrent runs would not corrupt anything, but both would count the same
+// deletions.
+package gc
