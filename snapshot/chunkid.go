@@ -58,7 +58,8 @@ func NewHasher(secret []byte, org, user string) *Hasher {
 // Sum returns the ID of data.
 func (h *Hasher) Sum(data []byte) ChunkID {
 	var id ChunkID
-	d := xxhash.NewWithSeed(h.seed1)
+	var d xxhash.Digest
+	d.ResetWithSeed(h.seed1)
 	d.Write(data)
 	binary.BigEndian.PutUint64(id[0:8], d.Sum64())
 	d.ResetWithSeed(h.seed2 ^ uint64(len(data)))
@@ -66,3 +67,11 @@ func (h *Hasher) Sum(data []byte) ChunkID {
 	binary.BigEndian.PutUint64(id[8:16], d.Sum64())
 	return id
 }
+
+// Seeds returns the hasher's two seeds. They are specific to one user of one
+// deployment (derived one-way from the secret), so the server can hand them
+// to that user's clients to verify chunks without revealing the secret.
+func (h *Hasher) Seeds() [2]uint64 { return [2]uint64{h.seed1, h.seed2} }
+
+// HasherFromSeeds rebuilds a Hasher from Seeds.
+func HasherFromSeeds(s [2]uint64) *Hasher { return &Hasher{seed1: s[0], seed2: s[1]} }

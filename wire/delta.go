@@ -1,0 +1,568 @@
+package wire
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/deltasync/deltasync/diff"
+	"github.com/deltasync/deltasync/snapshot"
+)
+
+// A delta pack is the answer to GET /v1/sync when the client is behind:
+//
+//	"DSDP" format-byte
+//	one zstd stream {
+//	    uvarint len, header JSON (SyncHeader)
+//	    manifest delta: ops rebuilding the new chunk list from the old one
+//	    chunk section: for each chunk the client lacks, from Skip on:
+//	        uvarint index (in the new list), flags byte,
+//	        [uvarint base index in the old list, if flagDict],
+//	        uvarint length, payload (raw chunk, or a zstd frame compressed
+//	        with the old chunk as raw dictionary)
+//	    end byte 0xff
+//	}
+//
+// The outer zstd stream compresses everything across chunk boundaries, so an
+// initial sync costs about what zstd costs on the whole stream; a changed
+// chunk is sent as a tiny frame against the chunk it replaces, which the
+// client holds. Chunk order is fixed (stream order), so an interrupted
+// download resumes with skip=<chunks already verified>.
+const (
+	DeltaMagic  = "DSDP"
+	DeltaFormat = 1
+
+	// ContentTypeDelta is the media type of a delta pack.
+	ContentTypeDelta = "application/vnd.deltasync.delta"
+
+	opCopy   = 0
+	opInsert = 1
+	opEnd    = 2
+
+	flagDict = 1
+	endMark  = 0xff
+
+	maxHeader = 1 << 20
+	dictID    = 1
+	maxChunk  = 16 << 20 // the chunker never emits more (ChunkerParams.Validate)
+)
+
+// SyncHeader opens a delta pack. Totals let the client show exact progress
+// before any chunk arrives.
+type SyncHeader struct {
+	Org   string `json:"org"`
+	User  string `json:"user"`
+	From  uint64 `json:"from"` // 0: a full sync, the client replaces what it has
+	To    uint64 `json:"to"`
+	Skip  int    `json:"skip"` // chunks of the section left out (resume)
+	Total struct {
+		Chunks int   `json:"chunks"` // chunks the client lacks
+		Bytes  int64 `json:"bytes"`  // their raw size
+	} `json:"total"`
+	Manifest struct {
+		Parent         uint64 `json:"parent"`
+		Records        uint64 `json:"records"`
+		StreamLen      uint64 `json:"stream_len"`
+		StreamHash     string `json:"stream_hash"` // hex
+		Chunks         int    `json:"chunks"`
+		ChunkerName    string `json:"chunker"`
+		ChunkerVersion uint64 `json:"chunker_version"`
+		Min            int    `json:"min"`
+		Avg            int    `json:"avg"`
+		Max            int    `json:"max"`
+		CreatedUnix    int64  `json:"created_unix"`
+	} `json:"manifest"`
+	IDSeeds [2]uint64 `json:"id_seeds"` // per-user chunk-ID seeds, to verify chunks
+	Policy  Policy    `json:"policy"`
+}
+
+// UpToDate is the JSON answer of GET /v1/sync when the client has the head.
+type UpToDate struct {
+	UpToDate bool   `json:"up_to_date"`
+	Version  uint64 `json:"version"`
+	Policy   Policy `json:"policy"`
+}
+
+// DeltaSource is what the server needs to write a delta pack.
+type DeltaSource struct {
+	Header    SyncHeader
+	Script    *diff.Script         // from the client's version (nil A for a full sync) to the new one
+	NewChunks snapshot.ChunkGetter // reads the new version's chunks
+	OldChunks snapshot.ChunkGetter // reads the old version's chunks (dictionaries); nil for a full sync
+}
+
+// Encoders are pooled: a delta pack needs one stream encoder, and dictionary
+// compression re-targets an encoder per chunk with ResetWithOptions.
+var (
+	streamEncoders = sync.Pool{New: func() any {
+		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
+		return e
+	}}
+	dictEncoders = sync.Pool{New: func() any {
+		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true), zstd.WithLowerEncoderMem(true))
+		return e
+	}}
+)
+
+// WriteDelta writes a delta pack starting at chunk src.Header.Skip.
+func WriteDelta(ctx context.Context, w io.Writer, src DeltaSource) error {
+	s := src.Script
+	needed := s.Needed()
+	h := src.Header
+	h.Total.Chunks, h.Total.Bytes = len(needed), 0
+	for _, j := range needed {
+		h.Total.Bytes += int64(s.B.Chunks[j].Size)
+	}
+	m := s.B
+	h.Manifest.Parent, h.Manifest.Records, h.Manifest.StreamLen = m.Parent, m.Records, m.StreamLen
+	h.Manifest.StreamHash, h.Manifest.Chunks = hex.EncodeToString(m.StreamHash[:]), len(m.Chunks)
+	h.Manifest.ChunkerName, h.Manifest.ChunkerVersion = m.ChunkerName, m.ChunkerVersion
+	h.Manifest.Min, h.Manifest.Avg, h.Manifest.Max = m.Chunker.Min, m.Chunker.Avg, m.Chunker.Max
+	h.Manifest.CreatedUnix = m.CreatedUnix
+	if h.Skip < 0 || h.Skip > len(needed) {
+		return fmt.Errorf("skip %d of %d chunks: %w", h.Skip, len(needed), snapshot.ErrInvalid)
+	}
+
+	if _, err := io.WriteString(w, DeltaMagic+string(rune(DeltaFormat))); err != nil {
+		return err
+	}
+	enc := streamEncoders.Get().(*zstd.Encoder)
+	defer streamEncoders.Put(enc)
+	enc.Reset(w)
+	bw := bufio.NewWriterSize(enc, 64<<10)
+	hj, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	var b []byte
+	b = binary.AppendUvarint(b, uint64(len(hj)))
+	b = append(b, hj...)
+	b = appendManifestDelta(b, s)
+	if _, err := bw.Write(b); err != nil {
+		return err
+	}
+	if err := writeChunks(ctx, bw, src, needed[h.Skip:]); err != nil {
+		enc.Close()
+		return err
+	}
+	if err := bw.WriteByte(endMark); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return enc.Close()
+}
+
+func appendManifestDelta(b []byte, s *diff.Script) []byte {
+	prevKey := ""
+	oldPos := 0
+	var ac []snapshot.ChunkRef
+	if s.A != nil {
+		ac = s.A.Chunks
+	}
+	copyRun := func(to int) {
+		if to > oldPos {
+			b = append(b, opCopy)
+			b = binary.AppendUvarint(b, uint64(oldPos))
+			b = binary.AppendUvarint(b, uint64(to-oldPos))
+			prevKey = ac[to-1].FirstKey
+		}
+	}
+	for _, r := range s.Regions {
+		copyRun(r.OldFrom)
+		if r.NewTo > r.NewFrom {
+			b = append(b, opInsert)
+			b = binary.AppendUvarint(b, uint64(r.NewTo-r.NewFrom))
+			for j := r.NewFrom; j < r.NewTo; j++ {
+				c := &s.B.Chunks[j]
+				b = append(b, c.ID[:]...)
+				b = binary.AppendUvarint(b, uint64(c.Size))
+				b = binary.AppendUvarint(b, uint64(c.Records))
+				var flags byte
+				if c.Continued {
+					flags = 1
+				}
+				b = append(b, flags)
+				shared := commonPrefix(prevKey, c.FirstKey)
+				b = binary.AppendUvarint(b, uint64(shared))
+				b = binary.AppendUvarint(b, uint64(len(c.FirstKey)-shared))
+				b = append(b, c.FirstKey[shared:]...)
+				prevKey = c.FirstKey
+			}
+		}
+		oldPos = r.OldTo
+	}
+	copyRun(len(ac))
+	return append(b, opEnd)
+}
+
+func commonPrefix(a, b string) int {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
+}
+
+// writeChunks sends the listed chunks of the new version in batches, each
+// compressed against the old chunk it replaces when that is smaller.
+func writeChunks(ctx context.Context, w *bufio.Writer, src DeltaSource, idx []int) error {
+	s := src.Script
+	const batch = 64
+	var hdr []byte
+	for len(idx) > 0 {
+		n := min(batch, len(idx))
+		part := idx[:n]
+		idx = idx[n:]
+		bases := map[int][]byte{}
+		if src.OldChunks != nil {
+			var want []int
+			seen := map[int]bool{}
+			for _, j := range part {
+				if b, ok := s.Base[j]; ok && b >= 0 && !seen[b] {
+					seen[b] = true
+					want = append(want, b)
+				}
+			}
+			if len(want) > 0 {
+				err := src.OldChunks.Chunks(ctx, sortedInts(want), func(i int, raw []byte) error {
+					bases[i] = append([]byte(nil), raw...)
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+			}
+		}
+		err := src.NewChunks.Chunks(ctx, part, func(j int, raw []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			hdr = binary.AppendUvarint(hdr[:0], uint64(j))
+			payload := raw
+			if bi, ok := s.Base[j]; ok && bi >= 0 && bases[bi] != nil {
+				frame := dictCompress(raw, bases[bi])
+				// The raw chunk rides in the outer stream, which compresses it
+				// too; a dictionary frame pays off only when clearly smaller.
+				if len(frame) < len(raw)/4 {
+					hdr = append(hdr, flagDict)
+					hdr = binary.AppendUvarint(hdr, uint64(bi))
+					payload = frame
+				} else {
+					hdr = append(hdr, 0)
+				}
+			} else {
+				hdr = append(hdr, 0)
+			}
+			hdr = binary.AppendUvarint(hdr, uint64(len(payload)))
+			if _, err := w.Write(hdr); err != nil {
+				return err
+			}
+			_, err := w.Write(payload)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sortedInts(a []int) []int {
+	for i := 1; i < len(a); i++ {
+		for j := i; j > 0 && a[j] < a[j-1]; j-- {
+			a[j], a[j-1] = a[j-1], a[j]
+		}
+	}
+	return a
+}
+
+func dictCompress(raw, dict []byte) []byte {
+	enc := dictEncoders.Get().(*zstd.Encoder)
+	defer dictEncoders.Put(enc)
+	if err := enc.ResetWithOptions(nil, zstd.WithEncoderDictRaw(dictID, dict)); err != nil {
+		return raw // cannot happen for chunk-sized dictionaries; send plain
+	}
+	return enc.EncodeAll(raw, nil)
+}
+
+// ErrBadDelta is wrapped by every error about a malformed delta pack.
+var ErrBadDelta = errors.New("malformed delta pack")
+
+// DeltaReader decodes a delta pack on the client.
+type DeltaReader struct {
+	dec    *zstd.Decoder
+	r      *bufio.Reader
+	header SyncHeader
+	chunks []snapshot.ChunkRef
+	hasher *snapshot.Hasher
+	dictD  *zstd.Decoder
+	left   int
+	done   bool
+	lastJ  int
+}
+
+// MaxDeltaMemory bounds the zstd window and frames the client accepts.
+const MaxDeltaMemory = 64 << 20
+
+// NewDeltaReader reads the header and the manifest delta. old is the chunk
+// list of the version the client holds (ignored for a full sync).
+func NewDeltaReader(r io.Reader, old []snapshot.ChunkRef) (*DeltaReader, error) {
+	var magic [5]byte
+	if _, err := io.ReadFull(r, magic[:]); err != nil {
+		return nil, fmt.Errorf("read delta magic: %v: %w", err, ErrBadDelta)
+	}
+	if string(magic[:4]) != DeltaMagic {
+		return nil, fmt.Errorf("bad magic: %w", ErrBadDelta)
+	}
+	if magic[4] != DeltaFormat {
+		return nil, fmt.Errorf("delta format %d: %w", magic[4], snapshot.ErrUnsupportedVersion)
+	}
+	dec, err := zstd.NewReader(r, zstd.WithDecoderMaxMemory(MaxDeltaMemory), zstd.WithDecoderMaxWindow(MaxDeltaMemory), zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	d := &DeltaReader{dec: dec, r: bufio.NewReaderSize(dec, 64<<10), lastJ: -1}
+	if err := d.readHeader(); err != nil {
+		dec.Close()
+		return nil, err
+	}
+	if d.header.From == 0 {
+		old = nil
+	}
+	if err := d.readManifest(old); err != nil {
+		dec.Close()
+		return nil, err
+	}
+	d.hasher = snapshot.HasherFromSeeds(d.header.IDSeeds)
+	d.left = d.header.Total.Chunks - d.header.Skip
+	return d, nil
+}
+
+func (d *DeltaReader) bad(format string, args ...any) error {
+	return fmt.Errorf(format+": %w", append(args, ErrBadDelta)...)
+}
+
+func (d *DeltaReader) num() (uint64, error) {
+	x, err := binary.ReadUvarint(d.r)
+	if err != nil {
+		return 0, d.bad("truncated (%v)", err)
+	}
+	return x, nil
+}
+
+func (d *DeltaReader) readHeader() error {
+	n, err := d.num()
+	if err != nil {
+		return err
+	}
+	if n > maxHeader {
+		return d.bad("header of %d bytes", n)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(d.r, b); err != nil {
+		return d.bad("truncated header")
+	}
+	if err := json.Unmarshal(b, &d.header); err != nil {
+		return d.bad("header: %v", err)
+	}
+	h := &d.header
+	if h.Skip < 0 || h.Total.Chunks < 0 || h.Skip > h.Total.Chunks || h.Manifest.Chunks < 0 || h.Total.Chunks > h.Manifest.Chunks {
+		return d.bad("header counts")
+	}
+	return nil
+}
+
+func (d *DeltaReader) readManifest(old []snapshot.ChunkRef) error {
+	want := d.header.Manifest.Chunks
+	prev := ""
+	for {
+		op, err := d.r.ReadByte()
+		if err != nil {
+			return d.bad("truncated manifest delta")
+		}
+		switch op {
+		case opEnd:
+			if len(d.chunks) != want {
+				return d.bad("manifest delta gives %d chunks, header says %d", len(d.chunks), want)
+			}
+			return nil
+		case opCopy:
+			from, err := d.num()
+			if err != nil {
+				return err
+			}
+			n, err := d.num()
+			if err != nil {
+				return err
+			}
+			if from > uint64(len(old)) || n > uint64(len(old))-from || uint64(len(d.chunks))+n > uint64(want) {
+				return d.bad("copy %d+%d of %d old chunks", from, n, len(old))
+			}
+			d.chunks = append(d.chunks, old[from:from+n]...)
+			if n > 0 {
+				prev = old[from+n-1].FirstKey
+			}
+		case opInsert:
+			n, err := d.num()
+			if err != nil {
+				return err
+			}
+			if uint64(len(d.chunks))+n > uint64(want) {
+				return d.bad("insert of %d chunks", n)
+			}
+			for range n {
+				var c snapshot.ChunkRef
+				if _, err := io.ReadFull(d.r, c.ID[:]); err != nil {
+					return d.bad("truncated chunk entry")
+				}
+				size, err := d.num()
+				if err != nil {
+					return err
+				}
+				recs, err := d.num()
+				if err != nil {
+					return err
+				}
+				flags, err := d.r.ReadByte()
+				if err != nil {
+					return d.bad("truncated chunk entry")
+				}
+				shared, err := d.num()
+				if err != nil {
+					return err
+				}
+				sl, err := d.num()
+				if err != nil {
+					return err
+				}
+				if size == 0 || size > maxChunk || recs > size || flags > 1 || shared > uint64(len(prev)) || sl > snapshot.MaxKeyLen {
+					return d.bad("chunk entry")
+				}
+				suffix := make([]byte, sl)
+				if _, err := io.ReadFull(d.r, suffix); err != nil {
+					return d.bad("truncated chunk entry")
+				}
+				c.Size, c.Records, c.Continued = uint32(size), uint32(recs), flags == 1
+				c.FirstKey = prev[:shared] + string(suffix)
+				c.StoredLen = c.Size
+				prev = c.FirstKey
+				d.chunks = append(d.chunks, c)
+			}
+		default:
+			return d.bad("manifest op %d", op)
+		}
+	}
+}
+
+// Header returns the pack's header.
+func (d *DeltaReader) Header() SyncHeader { return d.header }
+
+// Chunks returns the new version's chunk list. Entries copied from the old
+// list keep their fields; new entries carry ID, size, records, continuation
+// and first key (Sum is filled in by the client as chunks are verified).
+func (d *DeltaReader) Chunks() []snapshot.ChunkRef { return d.chunks }
+
+// Next returns the next chunk: its index in the new list and its raw bytes,
+// verified against the entry's size and keyed ID. base returns the raw bytes
+// of an old chunk (the client's copy) for dictionary-compressed chunks. It
+// returns io.EOF after the last chunk, once the end mark is checked.
+func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte, error) {
+	if d.done {
+		return 0, nil, io.EOF
+	}
+	if d.left == 0 {
+		b, err := d.r.ReadByte()
+		if err != nil || b != endMark {
+			return 0, nil, d.bad("missing end mark")
+		}
+		if _, err := d.r.ReadByte(); err != io.EOF {
+			return 0, nil, d.bad("trailing data")
+		}
+		d.done = true
+		return 0, nil, io.EOF
+	}
+	j, err := d.num()
+	if err != nil {
+		return 0, nil, err
+	}
+	if j >= uint64(len(d.chunks)) || int(j) <= d.lastJ {
+		return 0, nil, d.bad("chunk index %d", j)
+	}
+	flags, err := d.r.ReadByte()
+	if err != nil {
+		return 0, nil, d.bad("truncated chunk")
+	}
+	baseIdx := -1
+	if flags&flagDict != 0 {
+		bi, err := d.num()
+		if err != nil {
+			return 0, nil, err
+		}
+		baseIdx = int(min(bi, 1<<31))
+	} else if flags != 0 {
+		return 0, nil, d.bad("chunk flags %d", flags)
+	}
+	n, err := d.num()
+	if err != nil {
+		return 0, nil, err
+	}
+	c := &d.chunks[j]
+	if n > maxChunk || (baseIdx < 0 && n != uint64(c.Size)) {
+		return 0, nil, d.bad("chunk %d length %d", j, n)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(d.r, payload); err != nil {
+		return 0, nil, d.bad("truncated chunk %d", j)
+	}
+	raw := payload
+	if baseIdx >= 0 {
+		dict, err := base(baseIdx)
+		if err != nil {
+			return 0, nil, fmt.Errorf("dictionary chunk %d for chunk %d: %w", baseIdx, j, err)
+		}
+		raw, err = d.dictDecode(payload, dict, int(c.Size))
+		if err != nil {
+			return 0, nil, d.bad("chunk %d: %v", j, err)
+		}
+	}
+	if len(raw) != int(c.Size) || d.hasher.Sum(raw) != c.ID {
+		return 0, nil, fmt.Errorf("chunk %d (%s): content does not match its ID: %w", j, c.ID, snapshot.ErrCorrupt)
+	}
+	d.left--
+	d.lastJ = int(j)
+	return int(j), raw, nil
+}
+
+func (d *DeltaReader) dictDecode(frame, dict []byte, size int) ([]byte, error) {
+	var err error
+	if d.dictD == nil {
+		d.dictD, err = zstd.NewReader(nil, zstd.WithDecoderMaxMemory(MaxDeltaMemory), zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := d.dictD.ResetWithOptions(nil, zstd.WithDecoderDictRaw(dictID, dict)); err != nil {
+		return nil, err
+	}
+	return d.dictD.DecodeAll(frame, make([]byte, 0, size))
+}
+
+// Close releases the decoders.
+func (d *DeltaReader) Close() {
+	d.dec.Close()
+	if d.dictD != nil {
+		d.dictD.Close()
+	}
+}

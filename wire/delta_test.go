@@ -1,0 +1,243 @@
+package wire_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/deltasync/deltasync/diff"
+	"github.com/deltasync/deltasync/internal/gen"
+	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/wire"
+)
+
+var secret = []byte("wire-test-secret-0123456789")
+
+type src struct {
+	recs []gen.Record
+	i    int
+}
+
+func (s *src) Next() (string, []byte, error) {
+	if s.i >= len(s.recs) {
+		return "", nil, io.EOF
+	}
+	s.i++
+	return s.recs[s.i-1].Key, s.recs[s.i-1].Value, nil
+}
+
+func build(t testing.TB, s snapshot.Store, recs []gen.Record) *snapshot.Manifest {
+	t.Helper()
+	o := snapshot.DefaultBuildOptions()
+	o.Org, o.User, o.Secret = "acme", "alice", secret
+	o.Now = func() time.Time { return time.Unix(1_700_000_000, 0) }
+	res, _, err := diff.BuildVersion(context.Background(), s, o, &src{recs: recs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Manifest
+}
+
+// pack writes the delta a->b.
+func pack(t testing.TB, s snapshot.Store, a, b *snapshot.Manifest, skip int) []byte {
+	t.Helper()
+	ds := wire.DeltaSource{Script: diff.Manifests(a, b), NewChunks: snapshot.NewReader(s, b, secret)}
+	if a != nil {
+		ds.OldChunks = snapshot.NewReader(s, a, secret)
+		ds.Header.From = a.Version
+	}
+	ds.Header.To, ds.Header.Skip = b.Version, skip
+	ds.Header.IDSeeds = snapshot.NewHasher(secret, "acme", "alice").Seeds()
+	var buf bytes.Buffer
+	if err := wire.WriteDelta(context.Background(), &buf, ds); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// chunkMap reads every chunk of m.
+func chunkMap(t testing.TB, s snapshot.Store, m *snapshot.Manifest) map[snapshot.ChunkID][]byte {
+	out := map[snapshot.ChunkID][]byte{}
+	if m == nil {
+		return out
+	}
+	r := snapshot.NewReader(s, m, secret)
+	idx := make([]int, len(m.Chunks))
+	for i := range idx {
+		idx[i] = i
+	}
+	if err := r.Chunks(context.Background(), idx, func(i int, raw []byte) error {
+		out[m.Chunks[i].ID] = bytes.Clone(raw)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// apply decodes a delta pack like a client: old chunks come from have.
+func apply(t testing.TB, data []byte, a *snapshot.Manifest, have map[snapshot.ChunkID][]byte) ([]snapshot.ChunkRef, map[snapshot.ChunkID][]byte, error) {
+	var old []snapshot.ChunkRef
+	if a != nil {
+		old = a.Chunks
+	}
+	d, err := wire.NewDeltaReader(bytes.NewReader(data), old)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer d.Close()
+	got := map[snapshot.ChunkID][]byte{}
+	for {
+		j, raw, err := d.Next(func(i int) ([]byte, error) {
+			if i >= len(old) {
+				return nil, snapshot.ErrNotExist
+			}
+			return have[old[i].ID], nil
+		})
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		got[d.Chunks()[j].ID] = bytes.Clone(raw)
+	}
+	return d.Chunks(), got, nil
+}
+
+func streamFrom(chunks []snapshot.ChunkRef, have ...map[snapshot.ChunkID][]byte) []byte {
+	var out []byte
+	for _, c := range chunks {
+		for _, h := range have {
+			if b, ok := h[c.ID]; ok {
+				out = append(out, b...)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func streamOf(recs []gen.Record) []byte {
+	var b []byte
+	for _, r := range recs {
+		b = snapshot.AppendRecord(b, r.Key, r.Value)
+	}
+	return b
+}
+
+func TestDeltaOneRecordEditIsTiny(t *testing.T) {
+	s := memstore.New()
+	recs := gen.Dataset(gen.Options{Size: 2 << 20, Seed: 1})
+	a := build(t, s, recs)
+	edited := gen.EditOneField(recs, 3)
+	b := build(t, s, edited)
+	data := pack(t, s, a, b, 0)
+	have := chunkMap(t, s, a)
+	chunks, got, err := apply(t, data, a, have)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(streamFrom(chunks, got, have), streamOf(edited)) {
+		t.Fatal("rebuilt stream differs")
+	}
+	t.Logf("1-record edit on 2 MiB: delta pack %d bytes", len(data))
+	if len(data) > 1500 {
+		t.Fatalf("delta pack of %d bytes for a one-field edit", len(data))
+	}
+}
+
+func TestDeltaFullSyncNearZstd(t *testing.T) {
+	s := memstore.New()
+	recs := gen.Dataset(gen.Options{Size: 4 << 20, Seed: 2})
+	b := build(t, s, recs)
+	data := pack(t, s, nil, b, 0)
+	chunks, got, err := apply(t, data, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := streamFrom(chunks, got)
+	if !bytes.Equal(stream, streamOf(recs)) {
+		t.Fatal("rebuilt stream differs")
+	}
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault))
+	z := len(enc.EncodeAll(stream, nil))
+	ratio := float64(len(data)) / float64(z)
+	t.Logf("full sync %d bytes, zstd -3 of the stream %d: %.3fx", len(data), z, ratio)
+	if ratio > 1.10 {
+		t.Fatalf("full sync is %.3fx zstd -3", ratio)
+	}
+}
+
+func TestDeltaResume(t *testing.T) {
+	s := memstore.New()
+	recs := gen.Dataset(gen.Options{Size: 1 << 20, Seed: 3})
+	b := build(t, s, recs)
+	full := pack(t, s, nil, b, 0)
+	_, all, err := apply(t, full, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(b.Chunks) / 2
+	rest := pack(t, s, nil, b, half)
+	chunks, got, err := apply(t, rest, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(all)-half {
+		t.Fatalf("resumed pack carries %d chunks, want %d", len(got), len(all)-half)
+	}
+	for id := range got {
+		if _, ok := all[id]; !ok {
+			t.Fatal("resumed pack has an unknown chunk")
+		}
+	}
+	if float64(len(rest)) > 0.55*float64(len(full)) {
+		t.Fatalf("resume from 50%% costs %d of %d bytes", len(rest), len(full))
+	}
+	_ = chunks
+}
+
+func TestDeltaRejectsDamage(t *testing.T) {
+	s := memstore.New()
+	recs := gen.Dataset(gen.Options{Size: 256 << 10, Seed: 4})
+	a := build(t, s, recs)
+	b := build(t, s, gen.EditScattered(recs, 5, 1))
+	data := pack(t, s, a, b, 0)
+	have := chunkMap(t, s, a)
+	for n := 0; n < len(data); n += max(1, len(data)/200) {
+		if _, _, err := apply(t, data[:n], a, have); err == nil {
+			t.Fatalf("truncated to %d of %d bytes: accepted", n, len(data))
+		}
+	}
+	for i := 0; i < len(data); i += max(1, len(data)/300) {
+		bad := bytes.Clone(data)
+		bad[i] ^= 0x20
+		chunks, got, err := apply(t, bad, a, have)
+		if err == nil && !bytes.Equal(streamFrom(chunks, got, have), streamOf(gen.EditScattered(recs, 5, 1))) {
+			t.Fatalf("flipped byte %d: accepted wrong data", i)
+		}
+		if err != nil && !errors.Is(err, wire.ErrBadDelta) && !errors.Is(err, snapshot.ErrCorrupt) && !errors.Is(err, snapshot.ErrUnsupportedVersion) {
+			t.Fatalf("flipped byte %d: untyped error %v", i, err)
+		}
+	}
+}
+
+func FuzzDeltaReader(f *testing.F) {
+	s := memstore.New()
+	recs := gen.Dataset(gen.Options{Size: 32 << 10, Seed: 5})
+	a := build(f, s, recs)
+	b := build(f, s, gen.EditScattered(recs, 2, 1))
+	have := chunkMap(f, s, a)
+	f.Add(pack(f, s, a, b, 0))
+	f.Add(pack(f, s, nil, b, 1))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		apply(t, data, a, have) // must not panic or hang
+	})
+}
