@@ -87,7 +87,11 @@ func writeAtomic(path string, compress bool, fill func(io.Writer) (gen.Stats, er
 	if err != nil {
 		return gen.Stats{}, err
 	}
-	defer os.Remove(f.Name()) // fails harmlessly after the rename
+	defer os.Remove(f.Name())              // fails harmlessly after the rename
+	if err := f.Chmod(0o644); err != nil { // CreateTemp makes it 0600
+		f.Close()
+		return gen.Stats{}, err
+	}
 	var w io.Writer = f
 	var enc *zstd.Encoder
 	if compress {
