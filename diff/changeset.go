@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/deltasync/deltasync/snapshot"
 )
@@ -41,19 +42,32 @@ type ChangeSet struct {
 // maxChangeSet bounds a stored change set (decompressed).
 const maxChangeSet = 1 << 30
 
-// changesKey names a version's change set object. The random suffix makes
-// the name unique to one writer: it is written before the version is
-// claimed, so a writer that loses the race for the version number leaves
-// an unreferenced object behind instead of overwriting the winner's.
-func changesKey(org, user string, v uint64) string {
+// changesKey names a version's change set object in the change feed. The
+// random suffix makes the name unique to one writer: it is written before
+// the version is claimed, so a writer that loses the race for the version
+// number leaves an unreferenced object behind (which the feed skips) instead
+// of overwriting the winner's. Its time is after the parent's, so one user's
+// versions appear in the feed in order even if replicas' clocks disagree.
+func changesKey(ctx context.Context, s snapshot.Store, m *snapshot.Manifest, now time.Time) (string, error) {
+	ms := now.UnixMilli()
+	if m.Parent > 0 {
+		p, err := snapshot.ReadManifestHeader(ctx, s, m.Org, m.User, m.Parent)
+		if err != nil {
+			return "", err
+		}
+		if k, ok := snapshot.ParseFeedKey(p.Changes); ok && k.Millis >= ms {
+			ms = k.Millis + 1
+		}
+	}
 	var nonce [8]byte
 	rand.Read(nonce[:])
-	return fmt.Sprintf("%s.%s", snapshot.ChangesKey(org, user, v), hex.EncodeToString(nonce[:]))
+	return snapshot.FeedKey(ms, m.Org, m.User, m.Version, hex.EncodeToString(nonce[:])), nil
 }
 
-// CommitVersion writes the change set, points the manifest at it and claims
-// the version (see snapshot.Commit). If another writer claimed the version
-// first it returns an error matching snapshot.ErrExist.
+// CommitVersion writes the change set (into the change feed), points the
+// manifest at it and claims the version (see snapshot.Commit). If another
+// writer claimed the version first it returns an error matching
+// snapshot.ErrExist.
 func CommitVersion(ctx context.Context, s snapshot.Store, m *snapshot.Manifest, cs *ChangeSet) error {
 	cs.Org, cs.User, cs.Version, cs.Parent = m.Org, m.User, m.Version, m.Parent
 	if cs.CreatedUnix == 0 {
@@ -67,7 +81,10 @@ func CommitVersion(ctx context.Context, s snapshot.Store, m *snapshot.Manifest, 
 		return fmt.Errorf("encode change set: %w", err)
 	}
 	data := snapshot.Compress(nil, body)
-	key := changesKey(m.Org, m.User, m.Version)
+	key, err := changesKey(ctx, s, m, time.Now())
+	if err != nil {
+		return err
+	}
 	if _, err := s.PutIfAbsent(ctx, key, bytes.NewReader(data), int64(len(data))); err != nil {
 		return &snapshot.ObjectError{Op: "write change set", Key: key, Err: err}
 	}

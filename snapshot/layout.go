@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Object layout in a store. Org and user names are validated by ValidateName
@@ -78,4 +79,53 @@ func ParseManifestKey(key string) (uint64, bool) {
 	}
 	n, err := strconv.ParseUint(key[i+len("versions/"):len(key)-len(".manifest")], 10, 64)
 	return n, err == nil
+}
+
+// The change feed: every version's change set is stored under FeedPrefix,
+// named so that a lexical listing is the order in which versions were
+// created (hour bucket, then milliseconds), which the change feed reads
+// with a cursor.
+//
+//	_feed/<yyyymmddhh>/<unix-ms, 13 digits>+<org>+<user>+<version, 20 digits>+<nonce>.changes
+const FeedPrefix = "_feed/"
+
+// FeedKey names the change-set object of one version. '+' never occurs in
+// org or user names, so the key parses back unambiguously.
+func FeedKey(ms int64, org, user string, v uint64, nonce string) string {
+	t := time.UnixMilli(ms).UTC()
+	return fmt.Sprintf("%s%s/%013d+%s+%s+%020d+%s.changes", FeedPrefix, t.Format("2006010215"), ms, org, user, v, nonce)
+}
+
+// FeedHourPrefix is the listing prefix of one hour of the feed.
+func FeedHourPrefix(ms int64) string {
+	return FeedPrefix + time.UnixMilli(ms).UTC().Format("2006010215") + "/"
+}
+
+// FeedEntryKey is a parsed FeedKey.
+type FeedEntryKey struct {
+	Millis    int64
+	Org, User string
+	Version   uint64
+}
+
+// ParseFeedKey parses a key made by FeedKey.
+func ParseFeedKey(key string) (FeedEntryKey, bool) {
+	rest, ok := strings.CutPrefix(key, FeedPrefix)
+	if !ok {
+		return FeedEntryKey{}, false
+	}
+	_, name, ok := strings.Cut(rest, "/")
+	if !ok {
+		return FeedEntryKey{}, false
+	}
+	parts := strings.Split(strings.TrimSuffix(name, ".changes"), "+")
+	if len(parts) != 5 {
+		return FeedEntryKey{}, false
+	}
+	ms, err1 := strconv.ParseInt(parts[0], 10, 64)
+	v, err2 := strconv.ParseUint(parts[3], 10, 64)
+	if err1 != nil || err2 != nil {
+		return FeedEntryKey{}, false
+	}
+	return FeedEntryKey{Millis: ms, Org: parts[1], User: parts[2], Version: v}, true
 }

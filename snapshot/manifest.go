@@ -1,10 +1,14 @@
 package snapshot
 
 import (
+	"context"
+	"io"
+
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/cespare/xxhash/v2"
 )
 
 // Manifest format: magic, one format-version byte, then one zstd frame
@@ -56,16 +60,28 @@ func (m *Manifest) StoredBytes() uint64 {
 }
 
 // Marshal encodes the manifest.
+//
+// Layout: magic, format byte, uvarint header length, header (version
+// metadata, uncompressed so that ReadManifestHeader can read it from a short
+// prefix), 8-byte xxhash64 of the header, then one zstd frame (with
+// checksum) whose content starts with the same header hash (binding the two
+// halves) followed by the pack and chunk lists.
 func (m *Manifest) Marshal() ([]byte, error) {
-	body := m.encodeBody()
-	out := make([]byte, 0, len(body)/2+16)
+	hdr := m.encodeHeader()
+	sum := xxhash.Sum64(hdr)
+	body := binary.LittleEndian.AppendUint64(make([]byte, 0, 256+len(m.Chunks)*80), sum)
+	body = m.appendLists(body)
+	out := make([]byte, 0, len(hdr)+len(body)/2+32)
 	out = append(out, manifestMagic...)
 	out = append(out, ManifestFormat)
+	out = binary.AppendUvarint(out, uint64(len(hdr)))
+	out = append(out, hdr...)
+	out = binary.LittleEndian.AppendUint64(out, sum)
 	return Compress(out, body), nil
 }
 
-func (m *Manifest) encodeBody() []byte {
-	b := make([]byte, 0, 256+len(m.Chunks)*48)
+func (m *Manifest) encodeHeader() []byte {
+	var b []byte
 	str := func(s string) {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
@@ -85,6 +101,15 @@ func (m *Manifest) encodeBody() []byte {
 	b = append(b, m.StreamHash[:]...)
 	b = binary.AppendVarint(b, m.CreatedUnix)
 	str(m.Changes)
+	return b
+}
+
+func (m *Manifest) appendLists(b []byte) []byte {
+	str := func(s string) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	num := func(x uint64) { b = binary.AppendUvarint(b, x) }
 	num(uint64(len(m.Packs)))
 	for _, p := range m.Packs {
 		str(p)
@@ -134,16 +159,81 @@ func UnmarshalManifest(data []byte) (*Manifest, error) {
 	if v := data[len(manifestMagic)]; v != ManifestFormat {
 		return nil, fmt.Errorf("manifest format %d (this build reads %d): %w", v, ManifestFormat, ErrUnsupportedVersion)
 	}
-	body, err := Decompress(nil, data[len(manifestMagic)+1:])
+	m, sum, rest, err := decodeHeader(data[len(manifestMagic)+1:])
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	body, err := Decompress(nil, rest)
 	if err != nil {
 		return nil, fmt.Errorf("manifest: decompress: %v: %w", err, ErrCorrupt)
 	}
 	if len(body) > maxManifestBody {
 		return nil, fmt.Errorf("manifest: body too large: %w", ErrCorrupt)
 	}
-	m, err := decodeBody(body)
-	if err != nil {
+	if len(body) < 8 || binary.LittleEndian.Uint64(body) != sum {
+		return nil, fmt.Errorf("manifest: body does not belong to the header: %w", ErrCorrupt)
+	}
+	if err := decodeLists(m, body[8:]); err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return m, nil
+}
+
+// maxManifestHeader bounds the uncompressed header (names, keys, hashes).
+const maxManifestHeader = 8 << 10
+
+// decodeHeader parses the uncompressed header and its hash, returning the
+// rest of the input (the zstd frame).
+func decodeHeader(data []byte) (*Manifest, uint64, []byte, error) {
+	n, k := binary.Uvarint(data)
+	if k <= 0 || n > maxManifestHeader || uint64(len(data)-k) < n+8 {
+		return nil, 0, nil, errShort
+	}
+	hdr := data[k : k+int(n)]
+	sum := binary.LittleEndian.Uint64(data[k+int(n):])
+	if xxhash.Sum64(hdr) != sum {
+		return nil, 0, nil, fmt.Errorf("header checksum mismatch: %w", ErrCorrupt)
+	}
+	d := &decoder{b: hdr}
+	m := &Manifest{}
+	d.header(m)
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d trailing header bytes", len(d.b))
+	}
+	if d.err != nil {
+		return nil, 0, nil, d.err
+	}
+	return m, sum, data[k+int(n)+8:], nil
+}
+
+// ReadManifestHeader reads only the version metadata of a manifest (org,
+// user, version, parent, totals, stream hash, change-set key) from a short
+// prefix of the object: no chunk list is fetched or decoded.
+func ReadManifestHeader(ctx context.Context, s Store, org, user string, v uint64) (*Manifest, error) {
+	key := ManifestKey(org, user, v)
+	rc, _, err := s.Get(ctx, key)
+	if err != nil {
+		return nil, &ObjectError{Op: "read manifest", Key: key, Err: err}
+	}
+	defer rc.Close()
+	buf := make([]byte, len(manifestMagic)+1+binary.MaxVarintLen64+maxManifestHeader+8)
+	n, err := io.ReadFull(rc, buf)
+	if err != nil && err != io.ErrUnexpectedEOF {
+		return nil, &ObjectError{Op: "read manifest", Key: key, Err: err}
+	}
+	buf = buf[:n]
+	if len(buf) < len(manifestMagic)+1 || string(buf[:len(manifestMagic)]) != manifestMagic {
+		return nil, &ObjectError{Op: "read manifest", Key: key, Err: fmt.Errorf("bad magic: %w", ErrCorrupt)}
+	}
+	if f := buf[len(manifestMagic)]; f != ManifestFormat {
+		return nil, &ObjectError{Op: "read manifest", Key: key, Err: fmt.Errorf("format %d: %w", f, ErrUnsupportedVersion)}
+	}
+	m, _, _, err := decodeHeader(buf[len(manifestMagic)+1:])
+	if err != nil {
+		return nil, &ObjectError{Op: "read manifest", Key: key, Err: err}
+	}
+	if m.Org != org || m.User != user || m.Version != v {
+		return nil, &ObjectError{Op: "read manifest", Key: key, Err: fmt.Errorf("names %s/%s version %d: %w", m.Org, m.User, m.Version, ErrCorrupt)}
 	}
 	return m, nil
 }
@@ -189,9 +279,7 @@ func (d *decoder) fail(format string, args ...any) {
 	}
 }
 
-func decodeBody(body []byte) (*Manifest, error) {
-	d := &decoder{b: body}
-	m := &Manifest{}
+func (d *decoder) header(m *Manifest) {
 	m.Org = d.str()
 	m.User = d.str()
 	m.Version = d.num()
@@ -214,6 +302,10 @@ func decodeBody(body []byte) (*Manifest, error) {
 		}
 	}
 	m.Changes = d.str()
+}
+
+func decodeLists(m *Manifest, body []byte) error {
+	d := &decoder{b: body}
 	np := d.num()
 	if np > uint64(len(d.b)) { // each pack name takes at least one byte
 		d.fail("pack count %d", np)
@@ -281,13 +373,10 @@ func decodeBody(body []byte) (*Manifest, error) {
 	if d.err == nil && m.computeStreamHash() != m.StreamHash {
 		d.fail("stream hash does not match the chunk list")
 	}
-	if d.err != nil {
-		if errors.Is(d.err, ErrCorrupt) {
-			return nil, d.err
-		}
-		return nil, fmt.Errorf("%v: %w", d.err, ErrCorrupt)
+	if d.err != nil && !errors.Is(d.err, ErrCorrupt) {
+		return fmt.Errorf("%v: %w", d.err, ErrCorrupt)
 	}
-	return m, nil
+	return d.err
 }
 
 // SameContent reports whether two manifests describe the same stream with the

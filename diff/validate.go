@@ -1,0 +1,255 @@
+package diff
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/deltasync/deltasync/snapshot"
+)
+
+// MaxPatchIDLen is the longest patch id accepted, in bytes.
+const MaxPatchIDLen = 128
+
+// Limits bound what one patch may hold. A zero field takes its value from
+// DefaultLimits, so Limits{} is the default.
+type Limits struct {
+	MaxOps   int   // ops per patch
+	MaxBytes int64 // encoded patch body (DecodePatch); keys plus values (Validate)
+}
+
+// DefaultLimits allows 10,000 ops and 8 MiB per patch.
+func DefaultLimits() Limits { return Limits{MaxOps: 10_000, MaxBytes: 8 << 20} }
+
+func (l Limits) fill() Limits {
+	d := DefaultLimits()
+	if l.MaxOps <= 0 {
+		l.MaxOps = d.MaxOps
+	}
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = d.MaxBytes
+	}
+	return l
+}
+
+// Errors of patch replay; the patch-specific ones also match
+// snapshot.ErrInvalid where the client is at fault.
+var (
+	// ErrConflict matches a *RejectedError: the patch conflicts with what
+	// the server changed since its base and the policy is reject.
+	ErrConflict = errors.New("patch conflicts with server changes")
+	// ErrPatchIDReused reports a patch id that was already applied with a
+	// different body. The error also matches snapshot.ErrInvalid.
+	ErrPatchIDReused = errors.New("patch id already used for a different patch")
+)
+
+// OpError names the op of a patch that failed validation.
+type OpError struct {
+	Index int    // position in Ops
+	Op    string // as received (may be unknown)
+	Key   string
+	Err   error
+}
+
+func (e *OpError) Error() string {
+	if e.Key == "" {
+		return fmt.Sprintf("op %d (%q): %v", e.Index, e.Op, e.Err)
+	}
+	return fmt.Sprintf("op %d (%s %q): %v", e.Index, e.Op, e.Key, e.Err)
+}
+
+func (e *OpError) Unwrap() error { return e.Err }
+
+// DecodePatch parses a patch body strictly (unknown fields and trailing data
+// are rejected), then validates it (see Validate). Every error matches
+// snapshot.ErrInvalid.
+func DecodePatch(body []byte, lim Limits) (*Patch, error) {
+	lim = lim.fill()
+	if int64(len(body)) > lim.MaxBytes {
+		return nil, fmt.Errorf("patch of %d bytes exceeds %d: %w", len(body), lim.MaxBytes, snapshot.ErrInvalid)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var p Patch
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("decode patch: %v: %w", err, snapshot.ErrInvalid)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("decode patch: trailing data after the patch object: %w", snapshot.ErrInvalid)
+	}
+	if err := p.Validate(lim); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Validate checks a patch against the data model and lim, and canonicalises
+// every value and merge patch in place (snapshot.CanonicalJSON), so equal
+// patches have equal bytes. Errors match snapshot.ErrInvalid; an op's error
+// is an *OpError naming it.
+//
+// Several ops on one key are allowed and apply in order: an offline user
+// edits a record many times.
+func (p *Patch) Validate(lim Limits) error {
+	lim = lim.fill()
+	if err := validateID(p.ID); err != nil {
+		return err
+	}
+	if len(p.Ops) == 0 {
+		return fmt.Errorf("patch %q has no ops: %w", p.ID, snapshot.ErrInvalid)
+	}
+	if len(p.Ops) > lim.MaxOps {
+		return fmt.Errorf("patch %q has %d ops, more than %d: %w", p.ID, len(p.Ops), lim.MaxOps, snapshot.ErrInvalid)
+	}
+	size := int64(len(p.ID))
+	for i := range p.Ops {
+		op := &p.Ops[i]
+		if err := op.validate(); err != nil {
+			return &OpError{Index: i, Op: op.Op, Key: op.Key, Err: err}
+		}
+		size += int64(len(op.Key) + len(op.Value) + len(op.Patch))
+		if size > lim.MaxBytes {
+			return fmt.Errorf("patch %q: ops 0..%d hold more than %d bytes: %w", p.ID, i, lim.MaxBytes, snapshot.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func validateID(id string) error {
+	if len(id) == 0 || len(id) > MaxPatchIDLen {
+		return fmt.Errorf("patch id must be 1..%d bytes, got %d: %w", MaxPatchIDLen, len(id), snapshot.ErrInvalid)
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x20 || id[i] > 0x7e {
+			return fmt.Errorf("patch id %q: byte %d is not printable ASCII: %w", id, i, snapshot.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func (op *Op) validate() error {
+	if err := snapshot.ValidateKey(op.Key); err != nil {
+		return err
+	}
+	var err error
+	switch op.Op {
+	case OpPut:
+		if len(op.Value) == 0 {
+			return fmt.Errorf("put without a value: %w", snapshot.ErrInvalid)
+		}
+		if len(op.Patch) > 0 {
+			return fmt.Errorf("put takes a value, not a patch: %w", snapshot.ErrInvalid)
+		}
+		if op.Value, err = snapshot.CanonicalJSON(op.Value); err != nil {
+			return fmt.Errorf("value: %w", err)
+		}
+		if len(op.Value) > snapshot.MaxValueLen {
+			return fmt.Errorf("value of %d bytes exceeds %d: %w", len(op.Value), snapshot.MaxValueLen, snapshot.ErrInvalid)
+		}
+	case OpMerge:
+		if len(op.Patch) == 0 {
+			return fmt.Errorf("merge without a patch: %w", snapshot.ErrInvalid)
+		}
+		if len(op.Value) > 0 {
+			return fmt.Errorf("merge takes a patch, not a value: %w", snapshot.ErrInvalid)
+		}
+		v, err := snapshot.DecodeJSON(op.Patch)
+		if err != nil {
+			return fmt.Errorf("patch: %w", err)
+		}
+		if _, ok := v.(map[string]any); !ok {
+			return fmt.Errorf("merge patch must be a JSON object, got %s: %w", jsonKind(v), snapshot.ErrInvalid)
+		}
+		if op.Patch, err = snapshot.MarshalCanonical(v); err != nil {
+			return err
+		}
+		if len(op.Patch) > snapshot.MaxValueLen {
+			return fmt.Errorf("merge patch of %d bytes exceeds %d: %w", len(op.Patch), snapshot.MaxValueLen, snapshot.ErrInvalid)
+		}
+	case OpDelete:
+		if len(op.Value) > 0 || len(op.Patch) > 0 {
+			return fmt.Errorf("delete takes no value or patch: %w", snapshot.ErrInvalid)
+		}
+	default:
+		return fmt.Errorf("unknown op %q (want put, merge or delete): %w", op.Op, snapshot.ErrInvalid)
+	}
+	return nil
+}
+
+// jsonKind names the JSON type of a decoded value, for error messages.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "an array"
+	case string:
+		return "a string"
+	case bool:
+		return "a boolean"
+	default:
+		return "a number"
+	}
+}
+
+// encodePatch writes a validated patch as compact JSON without HTML
+// escaping: the canonical body that identifies it.
+func encodePatch(p *Patch) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(p); err != nil {
+		return nil, fmt.Errorf("encode patch: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// patchHash is the hex SHA-256 of a patch's canonical body. Values are
+// canonicalised first, so a patch read back from a change set (where
+// encoding/json may have escaped HTML characters) hashes the same as the
+// patch that was received.
+func patchHash(p *Patch) (string, error) {
+	c := Patch{ID: p.ID, Base: p.Base, Ops: make([]Op, len(p.Ops))}
+	copy(c.Ops, p.Ops)
+	for i := range c.Ops {
+		op := &c.Ops[i]
+		var err error
+		if len(op.Value) > 0 {
+			if op.Value, err = snapshot.CanonicalJSON(op.Value); err != nil {
+				return "", err
+			}
+		}
+		if len(op.Patch) > 0 {
+			if op.Patch, err = snapshot.CanonicalJSON(op.Patch); err != nil {
+				return "", err
+			}
+		}
+	}
+	body, err := encodePatch(&c)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// idHash names a patch id in the store: any id maps to a safe object name.
+func idHash(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:])
+}
+
+// escapePointer escapes one JSON Pointer (RFC 6901) reference token.
+func escapePointer(s string) string {
+	if !strings.ContainsAny(s, "~/") {
+		return s
+	}
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
