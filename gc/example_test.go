@@ -41,12 +41,10 @@ func ExampleRun() {
 	}
 	fmt.Println("users:", rep.UsersScanned)
 	fmt.Println("versions deleted:", rep.VersionsDeleted, "kept:", rep.VersionsKept)
-	fmt.Println("change sets deleted:", rep.ChangeSetsDeleted)
 	head, _ := snapshot.Head(ctx, s, "acme", "alice")
 	fmt.Println("head:", head)
 	// Output:
 	// users: 1
 	// versions deleted: 2 kept: 1
-	// change sets deleted: 2
 	// head: 3
 }

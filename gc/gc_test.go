@@ -34,6 +34,7 @@ var untouchable = []string{
 	"acme/alice/versions/1.changes",
 	"_deltasync/x/packs/old.pack",
 	"_org/alice/packs/old.pack",
+	"_feed/2026010100/1767225600000+acme+alice+00000000000000000001+00ff.changes",
 }
 
 // retentionFixture builds three users with history and one with only
@@ -150,7 +151,11 @@ func TestRetention(t *testing.T) {
 						if v < u.oldest {
 							deleted = append(deleted, m)
 							mustNotExist(t, s, snapshot.ManifestKey(u.org, u.user, v))
-							mustNotExist(t, s, m.Changes)
+							if ownChangeSet(m) {
+								mustNotExist(t, s, m.Changes)
+							} else {
+								mustExist(t, s, m.Changes) // outside the user's versions/: never deleted
+							}
 							continue
 						}
 						kept = append(kept, m)
@@ -293,12 +298,16 @@ func TestLostRaceLeftovers(t *testing.T) {
 		for _, oi := range lost {
 			keys = append(keys, oi.Key)
 		}
-		want := append(slices.Clone(orphanPacks), res.Manifest.Changes)
+		want := slices.Clone(orphanPacks)
+		wantChanges := 0
+		if ownChangeSet(res.Manifest) {
+			want, wantChanges = append(want, res.Manifest.Changes), 1
+		}
 		slices.Sort(want)
 		if !slices.Equal(keys, want) {
 			t.Errorf("deleted\n%v\nwant the loser's packs and change set\n%v", keys, want)
 		}
-		if rep.ChangeSetsDeleted != 1 || rep.PacksDeleted != len(orphanPacks) || rep.VersionsDeleted != 0 {
+		if rep.ChangeSetsDeleted != wantChanges || rep.PacksDeleted != len(orphanPacks) || rep.VersionsDeleted != 0 {
 			t.Errorf("report %v", rep)
 		}
 		f.verify("acme", "alice", 1)

@@ -174,7 +174,8 @@ func (r *runner) user(ctx context.Context, u *userObjects) (UserReport, error) {
 
 	// Phase 2c: unreferenced change sets (lost version races, or left by a
 	// run that stopped between a manifest and its change set) and packs,
-	// each only once older than the grace period.
+	// each only once older than the grace period, by the listing and again
+	// by a Stat right before its Delete.
 	var garbage []snapshot.ObjectInfo
 	for key, oi := range u.changes {
 		if !live.changes[key] && !deletedChanges[key] && r.old(oi) {
@@ -196,18 +197,38 @@ func (r *runner) user(ctx context.Context, u *userObjects) (UserReport, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.opts.Workers)
 	for _, oi := range garbage {
+		isPack := strings.HasSuffix(oi.Key, ".pack")
 		g.Go(func() error {
+			// Judge the object as it is now, not as listed: one written
+			// again since the listing (a writer refreshing a pack it
+			// reuses, or a re-run recreating one another gc removed) is
+			// young again.
+			cur, err := r.s.Stat(gctx, oi.Key)
+			if errors.Is(err, snapshot.ErrNotExist) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("stat %s: %w", oi.Key, err)
+			}
+			if !r.old(cur) {
+				if isPack {
+					mu.Lock()
+					rep.PacksDeferred++
+					mu.Unlock()
+				}
+				return nil
+			}
 			if err := r.delete(gctx, u, oi.Key); err != nil {
 				return err
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if strings.HasSuffix(oi.Key, ".pack") {
+			if isPack {
 				rep.PacksDeleted++
 			} else {
 				rep.ChangeSetsDeleted++
 			}
-			rep.BytesFreed += oi.Size
+			rep.BytesFreed += cur.Size
 			return nil
 		})
 	}
