@@ -1,0 +1,637 @@
+package diff
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/deltasync/deltasync/snapshot"
+)
+
+// Conflict policies; the same names as wire.Policy* (diff sits below wire's
+// users and does not import it).
+const (
+	PolicyClientWins = "client-wins" // the offline edit wins; the server value is kept in the receipt
+	PolicyServerWins = "server-wins" // the server value stays; the client value is kept in the receipt
+	PolicyReject     = "reject"      // the whole patch is refused with the list of conflicts
+)
+
+// ApplyOptions configure Apply.
+type ApplyOptions struct {
+	Org, User string
+	Secret    []byte // deployment chunk-ID secret
+	Policy    string // PolicyClientWins if empty
+	Limits    Limits // zero fields take DefaultLimits
+	// Chunker is used for the first version of an empty data set only:
+	// every later version keeps its parent's chunker, so that ApplyEdits
+	// can reuse the parent's boundaries. Zero means the default.
+	Chunker  snapshot.ChunkerParams
+	PackSize int // 0 means the snapshot default
+	Now      func() time.Time
+	// MaxAttempts bounds the replays after losing the race for a version
+	// number to another writer (default 20).
+	MaxAttempts int
+	// MaxScan bounds how many versions a retry of a patch that may have
+	// been committed without its answer reads to find it (default 1000).
+	MaxScan int
+}
+
+// DefaultApplyOptions returns the client-wins policy and default limits;
+// the caller sets Org, User and Secret.
+func DefaultApplyOptions() ApplyOptions {
+	return ApplyOptions{Policy: PolicyClientWins, Limits: DefaultLimits(), Now: time.Now, MaxAttempts: 20, MaxScan: 1000}
+}
+
+func (o *ApplyOptions) fill() error {
+	if err := snapshot.ValidateName("org", o.Org); err != nil {
+		return err
+	}
+	if err := snapshot.ValidateName("user", o.User); err != nil {
+		return err
+	}
+	if len(o.Secret) == 0 {
+		return fmt.Errorf("apply patch: no chunk secret: %w", snapshot.ErrInvalid)
+	}
+	switch o.Policy {
+	case "":
+		o.Policy = PolicyClientWins
+	case PolicyClientWins, PolicyServerWins, PolicyReject:
+	default:
+		return fmt.Errorf("unknown conflict policy %q: %w", o.Policy, snapshot.ErrInvalid)
+	}
+	o.Limits = o.Limits.fill()
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 20
+	}
+	if o.MaxScan <= 0 {
+		o.MaxScan = 1000
+	}
+	return nil
+}
+
+// Result is the answer to a patch.
+type Result struct {
+	// Version is the version the patch produced, or the head it was
+	// replayed on if it changed nothing.
+	Version uint64 `json:"version"`
+	// Created reports whether Version is new.
+	Created bool `json:"created"`
+	// Receipts has one entry per op, in op order.
+	Receipts []Receipt `json:"receipts"`
+	// Conflicts are the receipts with status conflict.
+	Conflicts []Receipt `json:"conflicts"`
+	// Duplicate reports an answer replayed from storage: the patch id was
+	// applied before and nothing changed now.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+func newResult(version uint64, created bool, receipts []Receipt) *Result {
+	r := &Result{Version: version, Created: created, Receipts: receipts, Conflicts: []Receipt{}}
+	for _, rc := range receipts {
+		if rc.Status == StatusConflict {
+			r.Conflicts = append(r.Conflicts, rc)
+		}
+	}
+	return r
+}
+
+// RejectedError is returned when the policy is reject and the patch
+// conflicts with server changes. Nothing was applied or stored, so the
+// client may rebase and send the patch again, even under the same id. It
+// matches ErrConflict.
+type RejectedError struct {
+	Head     uint64    // the version the patch was replayed on
+	Receipts []Receipt // one per op; conflicts carry both values
+}
+
+func (e *RejectedError) Error() string {
+	c := e.Conflicts()
+	if len(c) == 0 {
+		return "patch rejected"
+	}
+	return fmt.Sprintf("patch rejected at version %d: %d conflicting ops (first: op %d on %q)", e.Head, len(c), c[0].Index, c[0].Key)
+}
+
+func (e *RejectedError) Unwrap() error { return ErrConflict }
+
+// Conflicts returns the receipts with status conflict.
+func (e *RejectedError) Conflicts() []Receipt {
+	var out []Receipt
+	for _, r := range e.Receipts {
+		if r.Status == StatusConflict {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// answer is what is stored under snapshot.PatchKey for a patch id.
+type answer struct {
+	ID       string    `json:"id"`
+	Hash     string    `json:"hash"` // of the canonical patch body
+	Version  uint64    `json:"version"`
+	Created  bool      `json:"created"`
+	Receipts []Receipt `json:"receipts"`
+}
+
+// maxAnswer bounds a stored answer (decompressed): receipts may carry
+// whole values on both sides of a conflict.
+const maxAnswer = 1 << 30
+
+// Apply replays patch p, made against version p.Base, on the head of the
+// user's data set and commits the result as a new version (none if the
+// patch changes nothing). See the package documentation for the rules.
+//
+// Replaying an id that was applied before returns the stored answer with
+// Duplicate set; the same id with a different body is an error matching
+// ErrPatchIDReused and snapshot.ErrInvalid. An invalid patch, or a base
+// newer than the head, yields an error matching snapshot.ErrInvalid and
+// writes nothing. Under PolicyReject a conflicting patch yields a
+// *RejectedError (matching ErrConflict) and writes nothing. Losing the race
+// for a version number to another writer re-reads the head and replays
+// again, so concurrent patches never lose each other's edits.
+//
+// p itself is not modified.
+func Apply(ctx context.Context, s snapshot.Store, opts ApplyOptions, p *Patch) (*Result, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	q := *p
+	q.Ops = slices.Clone(p.Ops)
+	if err := q.Validate(opts.Limits); err != nil {
+		return nil, err
+	}
+	hash, err := patchHash(&q)
+	if err != nil {
+		return nil, err
+	}
+	r := &replayer{s: s, opts: opts, p: &q, hash: hash, idHash: idHash(q.ID)}
+	return r.run(ctx)
+}
+
+type replayer struct {
+	s      snapshot.Store
+	opts   ApplyOptions
+	p      *Patch
+	hash   string
+	idHash string
+
+	// The two manifests worth keeping: the base, and the last one read.
+	base, last *snapshot.Manifest
+}
+
+func (r *replayer) answerKey() string { return snapshot.PatchKey(r.opts.Org, r.opts.User, r.idHash) }
+
+// intentKey marks a patch id that reached the point of committing a
+// version. Only a patch with this mark can have been committed without its
+// answer being stored (a crash, a lost write), so only then does a retry
+// search the versions for it: the common path reads one small object
+// instead of every version since the base.
+func (r *replayer) intentKey() string {
+	return snapshot.PatchKey(r.opts.Org, r.opts.User, r.idHash+".intent")
+}
+
+func (r *replayer) run(ctx context.Context) (*Result, error) {
+	if res, err := r.storedAnswer(ctx); res != nil || err != nil {
+		return res, err
+	}
+	head, err := snapshot.Head(ctx, r.s, r.opts.Org, r.opts.User)
+	if err != nil {
+		return nil, err
+	}
+	if r.p.Base > head {
+		return nil, fmt.Errorf("patch %q: base %d is newer than head %d: %w", r.p.ID, r.p.Base, head, snapshot.ErrInvalid)
+	}
+	// The intent is read after the head: a concurrent writer of the same id
+	// whose intent is not seen here has not committed yet, so its version
+	// will be newer than head and is found by the scan after a lost race.
+	_, _, err = r.s.Get(ctx, r.intentKey())
+	intent := err == nil
+	switch {
+	case intent:
+		lo := max(r.p.Base+1, head-min(head, uint64(r.opts.MaxScan))+1)
+		if res, err := r.scan(ctx, head, lo); res != nil || err != nil {
+			return res, err
+		}
+	case !errors.Is(err, snapshot.ErrNotExist):
+		return nil, &snapshot.ObjectError{Op: "read patch intent", Key: r.intentKey(), Err: err}
+	}
+	if r.p.Base > 0 {
+		if r.base, err = snapshot.ReadManifest(ctx, r.s, r.opts.Org, r.opts.User, r.p.Base); err != nil {
+			return nil, fmt.Errorf("patch %q: base version %d: %w", r.p.ID, r.p.Base, err)
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		headM, err := r.manifest(ctx, head)
+		if err != nil {
+			return nil, err
+		}
+		pl, err := r.plan(ctx, headM)
+		if err != nil {
+			return nil, err
+		}
+		if pl.conflicts > 0 && r.opts.Policy == PolicyReject {
+			return nil, &RejectedError{Head: head, Receipts: pl.receipts}
+		}
+		if len(pl.edits) == 0 {
+			res := newResult(head, false, pl.receipts)
+			return res, r.storeAnswer(ctx, res)
+		}
+		if !intent {
+			if err := r.putIntent(ctx); err != nil {
+				return nil, err
+			}
+			intent = true
+		}
+		res, err := r.commit(ctx, headM, pl)
+		if err == nil {
+			return res, r.storeAnswer(ctx, res)
+		}
+		if !errors.Is(err, snapshot.ErrExist) {
+			return nil, err
+		}
+		if attempt >= r.opts.MaxAttempts {
+			return nil, fmt.Errorf("patch %q: lost the race for a new version %d times: %w", r.p.ID, attempt, err)
+		}
+		if err := backoff(ctx, attempt); err != nil {
+			return nil, err
+		}
+		newHead, err := snapshot.Head(ctx, r.s, r.opts.Org, r.opts.User)
+		if err != nil {
+			return nil, err
+		}
+		// Another request with this id may have won: look at every
+		// version committed since the head this attempt built on.
+		if res, err := r.scan(ctx, newHead, head+1); res != nil || err != nil {
+			return res, err
+		}
+		head = newHead
+	}
+}
+
+// backoff sleeps a jittered, growing delay (up to ~100 ms) or until ctx ends.
+func backoff(ctx context.Context, attempt int) error {
+	d := time.Duration(1<<min(attempt, 7)) * time.Millisecond
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// manifest returns version v (nil for 0), reusing the base or the last one
+// read.
+func (r *replayer) manifest(ctx context.Context, v uint64) (*snapshot.Manifest, error) {
+	switch {
+	case v == 0:
+		return nil, nil
+	case r.base != nil && r.base.Version == v:
+		return r.base, nil
+	case r.last != nil && r.last.Version == v:
+		return r.last, nil
+	}
+	m, err := snapshot.ReadManifest(ctx, r.s, r.opts.Org, r.opts.User, v)
+	if err != nil {
+		return nil, err
+	}
+	r.last = m
+	return m, nil
+}
+
+// storedAnswer returns the stored answer to the patch id, nil if there is
+// none.
+func (r *replayer) storedAnswer(ctx context.Context) (*Result, error) {
+	key := r.answerKey()
+	data, err := snapshot.GetBytes(ctx, r.s, key, maxAnswer)
+	if errors.Is(err, snapshot.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, &snapshot.ObjectError{Op: "read patch answer", Key: key, Err: err}
+	}
+	body, err := snapshot.Decompress(nil, data)
+	if err != nil {
+		return nil, &snapshot.ObjectError{Op: "read patch answer", Key: key, Err: fmt.Errorf("%v: %w", err, snapshot.ErrCorrupt)}
+	}
+	var a answer
+	if err := json.Unmarshal(body, &a); err != nil || a.ID != r.p.ID {
+		return nil, &snapshot.ObjectError{Op: "read patch answer", Key: key, Err: fmt.Errorf("undecodable or names another id: %w", snapshot.ErrCorrupt)}
+	}
+	if a.Hash != r.hash {
+		return nil, r.reused()
+	}
+	res := newResult(a.Version, a.Created, a.Receipts)
+	res.Duplicate = true
+	return res, nil
+}
+
+func (r *replayer) reused() error {
+	return fmt.Errorf("patch %q: %w: %w", r.p.ID, ErrPatchIDReused, snapshot.ErrInvalid)
+}
+
+// storeAnswer records the answer for retries. It runs after the version is
+// committed; the change set holds the receipts too, so a crash in between
+// is recovered by scan.
+func (r *replayer) storeAnswer(ctx context.Context, res *Result) error {
+	body, err := json.Marshal(answer{ID: r.p.ID, Hash: r.hash, Version: res.Version, Created: res.Created, Receipts: res.Receipts})
+	if err != nil {
+		return fmt.Errorf("encode patch answer: %w", err)
+	}
+	data := snapshot.Compress(nil, body)
+	key := r.answerKey()
+	_, err = r.s.PutIfAbsent(ctx, key, bytes.NewReader(data), int64(len(data)))
+	if err != nil && !errors.Is(err, snapshot.ErrExist) { // a concurrent retry of the same id stored it first
+		what := "changed nothing"
+		if res.Created {
+			what = fmt.Sprintf("was applied as version %d", res.Version)
+		}
+		return &snapshot.ObjectError{Op: fmt.Sprintf("store answer (the patch %s)", what), Key: key, Err: err}
+	}
+	return nil
+}
+
+func (r *replayer) putIntent(ctx context.Context) error {
+	body, _ := json.Marshal(struct {
+		ID   string `json:"id"`
+		Hash string `json:"hash"`
+	}{r.p.ID, r.hash})
+	key := r.intentKey()
+	_, err := r.s.PutIfAbsent(ctx, key, bytes.NewReader(body), int64(len(body)))
+	if err != nil && !errors.Is(err, snapshot.ErrExist) {
+		return &snapshot.ObjectError{Op: "write patch intent", Key: key, Err: err}
+	}
+	return nil
+}
+
+// scan looks for a version in hi down to lo that this patch id produced,
+// and returns its answer (storing it if it was lost).
+func (r *replayer) scan(ctx context.Context, hi, lo uint64) (*Result, error) {
+	for v := hi; v >= lo && v > 0; v-- {
+		m, err := r.manifest(ctx, v)
+		if errors.Is(err, snapshot.ErrNotExist) {
+			continue // garbage collected
+		}
+		if err != nil {
+			return nil, err
+		}
+		cs, err := ReadChangeSet(ctx, r.s, m)
+		if errors.Is(err, snapshot.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if cs.Kind != KindPatch || cs.Patch == nil || cs.Patch.ID != r.p.ID {
+			continue
+		}
+		h, err := patchHash(cs.Patch)
+		if err != nil {
+			return nil, &snapshot.ObjectError{Op: "read change set", Key: m.Changes, Err: fmt.Errorf("stored patch: %v: %w", err, snapshot.ErrCorrupt)}
+		}
+		if h != r.hash {
+			return nil, r.reused()
+		}
+		res := newResult(v, true, cs.Receipts)
+		if err := r.storeAnswer(ctx, res); err != nil {
+			return nil, err
+		}
+		res.Duplicate = true
+		return res, nil
+	}
+	return nil, nil
+}
+
+// plan is the outcome of replaying the patch on one head.
+type plan struct {
+	receipts  []Receipt
+	edits     []snapshot.Edit // sorted, one per key
+	changes   []Change        // old = head value, new = result
+	conflicts int
+}
+
+// plan replays the patch on headM: per touched key, the client's ops are
+// folded onto the base value (what the client saw), and the result is
+// merged three-way with the head value.
+func (r *replayer) plan(ctx context.Context, headM *snapshot.Manifest) (*plan, error) {
+	byKey := map[string][]int{}
+	var keys []string
+	for i, op := range r.p.Ops {
+		if _, ok := byKey[op.Key]; !ok {
+			keys = append(keys, op.Key)
+		}
+		byKey[op.Key] = append(byKey[op.Key], i)
+	}
+	slices.Sort(keys)
+
+	headVals := map[string][]byte{}
+	if headM != nil {
+		var err error
+		if headVals, err = lookup(ctx, snapshot.NewReader(r.s, headM, r.opts.Secret), headM, keys); err != nil {
+			return nil, fmt.Errorf("read version %d: %w", headM.Version, err)
+		}
+	}
+	// A key whose chunks the base shares with the head has the same value
+	// in both: only the others are read from the base.
+	baseVals := headVals
+	if r.base != headM {
+		var diverged []string
+		same := map[string]bool{}
+		for _, k := range keys {
+			if sameGroup(r.base, headM, k) {
+				same[k] = true
+			} else {
+				diverged = append(diverged, k)
+			}
+		}
+		baseVals = map[string][]byte{}
+		if r.base != nil && len(diverged) > 0 {
+			var err error
+			if baseVals, err = lookup(ctx, snapshot.NewReader(r.s, r.base, r.opts.Secret), r.base, diverged); err != nil {
+				return nil, fmt.Errorf("read base version %d: %w", r.base.Version, err)
+			}
+		}
+		for _, k := range keys {
+			if v, ok := headVals[k]; ok && same[k] {
+				baseVals[k] = v
+			}
+		}
+	}
+
+	pl := &plan{receipts: make([]Receipt, len(r.p.Ops))}
+	for i, op := range r.p.Ops {
+		pl.receipts[i] = Receipt{Index: i, Op: op.Op, Key: op.Key}
+	}
+	for _, k := range keys {
+		head := headVals[k]
+		res, err := r.resolve(k, byKey[k], baseVals[k], head, pl.receipts)
+		if err != nil {
+			return nil, err
+		}
+		if bytes.Equal(res, head) && (res == nil) == (head == nil) {
+			continue
+		}
+		pl.edits = append(pl.edits, snapshot.Edit{Key: k, Value: res, Delete: res == nil})
+		pl.changes = append(pl.changes, Change{Key: k, Old: head, New: res})
+	}
+	for i := range pl.receipts {
+		if pl.receipts[i].Status == StatusConflict {
+			pl.conflicts++
+		}
+	}
+	if pl.conflicts > 0 && r.opts.Policy == PolicyReject {
+		for i := range pl.receipts {
+			if rc := &pl.receipts[i]; rc.Status != StatusConflict && rc.Status != StatusRejected {
+				rc.Status, rc.Reason = StatusRejected, "patch rejected: other ops conflict with server changes"
+			}
+		}
+	}
+	return pl, nil
+}
+
+// resolve computes the new value of one key (nil: deleted) from its value
+// at base and at head and the client's ops on it, filling their receipts.
+func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []Receipt) ([]byte, error) {
+	corrupt := func(err error) error {
+		return fmt.Errorf("stored value of %q: %v: %w", key, err, snapshot.ErrCorrupt)
+	}
+	// Fold the ops onto the value the client saw.
+	cur := base
+	var curV any
+	decoded := false
+	var live []int
+	for _, i := range ops {
+		op := &r.p.Ops[i]
+		switch op.Op {
+		case OpPut:
+			cur, decoded = op.Value, false
+		case OpDelete:
+			cur, decoded = nil, false
+		case OpMerge:
+			if cur != nil && !decoded {
+				v, err := snapshot.DecodeJSON(cur)
+				if err != nil {
+					return nil, corrupt(err)
+				}
+				curV, decoded = v, true
+			}
+			if cur == nil {
+				curV = nil
+			} else if _, ok := curV.(map[string]any); !ok {
+				receipts[i].Status = StatusRejected
+				receipts[i].Reason = fmt.Sprintf("merge on a non-object value (%s)", jsonKind(curV))
+				continue
+			}
+			pv, err := snapshot.DecodeJSON(op.Patch)
+			if err != nil {
+				return nil, err
+			}
+			nv := MergePatch(curV, pv)
+			b, err := snapshot.MarshalCanonical(nv)
+			if err != nil {
+				return nil, err
+			}
+			if len(b) > snapshot.MaxValueLen {
+				receipts[i].Status = StatusRejected
+				receipts[i].Reason = fmt.Sprintf("merged value of %d bytes exceeds %d", len(b), snapshot.MaxValueLen)
+				continue
+			}
+			cur, curV, decoded = b, nv, true
+		}
+		live = append(live, i)
+	}
+	if len(live) == 0 {
+		return head, nil
+	}
+	ours := cur
+	if bytes.Equal(base, head) && (base == nil) == (head == nil) {
+		// Untouched by the server since base: the ops apply as they are.
+		for _, i := range live {
+			receipts[i].Status = StatusApplied
+		}
+		return ours, nil
+	}
+	bd, od, td, err := decodeDocs(base, ours, head)
+	if err != nil {
+		return nil, corrupt(err)
+	}
+	var conf []string
+	clientWins := r.opts.Policy != PolicyServerWins
+	res := merge3(bd, od, td, "", clientWins, &conf)
+	var out []byte
+	if res.ok {
+		if out, err = snapshot.MarshalCanonical(res.v); err != nil {
+			return nil, err
+		}
+	}
+	if len(out) > snapshot.MaxValueLen {
+		for _, i := range live {
+			receipts[i].Status = StatusRejected
+			receipts[i].Reason = fmt.Sprintf("merged with server changes the value has %d bytes, more than %d", len(out), snapshot.MaxValueLen)
+		}
+		return head, nil
+	}
+	for _, i := range live {
+		rc := &receipts[i]
+		if len(conf) == 0 {
+			rc.Status = StatusMerged
+			continue
+		}
+		rc.Status = StatusConflict
+		rc.Policy = r.opts.Policy
+		rc.Won = clientWins && r.opts.Policy != PolicyReject
+		rc.Fields = conf
+		rc.ClientValue, rc.ClientDeleted = ours, ours == nil
+		rc.ServerValue, rc.ServerDeleted = head, head == nil
+	}
+	return out, nil
+}
+
+func decodeDocs(vals ...[]byte) (b, o, t doc, err error) {
+	out := make([]doc, len(vals))
+	for i, v := range vals {
+		if v == nil {
+			continue
+		}
+		d, err := snapshot.DecodeJSON(v)
+		if err != nil {
+			return b, o, t, err
+		}
+		out[i] = present(d)
+	}
+	return out[0], out[1], out[2], nil
+}
+
+// commit builds the planned edits on headM and claims the next version.
+func (r *replayer) commit(ctx context.Context, headM *snapshot.Manifest, pl *plan) (*Result, error) {
+	bo := snapshot.BuildOptions{
+		Org: r.opts.Org, User: r.opts.User, Secret: r.opts.Secret,
+		Chunker: r.opts.Chunker, PackSize: r.opts.PackSize, Now: r.opts.Now,
+	}
+	if headM != nil {
+		bo.Chunker = headM.Chunker
+	}
+	br, err := snapshot.ApplyEdits(ctx, r.s, bo, headM, pl.edits)
+	if err != nil {
+		return nil, err
+	}
+	if br.Unchanged { // cannot happen: every edit changes its key
+		return nil, fmt.Errorf("patch %q: edits of %d keys left version %d unchanged", r.p.ID, len(pl.edits), headM.Version)
+	}
+	cs := &ChangeSet{Kind: KindPatch, Changes: pl.changes, Patch: r.p, Receipts: pl.receipts}
+	if err := CommitVersion(ctx, r.s, br.Manifest, cs); err != nil {
+		return nil, err
+	}
+	return newResult(br.Manifest.Version, true, pl.receipts), nil
+}
