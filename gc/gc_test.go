@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -13,7 +15,9 @@ import (
 
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/gc"
+	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/snapshot/fsstore"
 )
 
 const day = 24 * time.Hour
@@ -398,4 +402,93 @@ func TestReportJSON(t *testing.T) {
 	if s := rep.String(); !strings.Contains(s, "would delete 3 versions") {
 		t.Errorf("String() = %q", s)
 	}
+}
+
+// TestChangeSetsBelowVersions: change sets stored below the user's
+// versions/ (snapshot.ChangesKey, the layout before the change feed) go
+// with their version; those of retained versions stay.
+func TestChangeSetsBelowVersions(t *testing.T) {
+	eachStore(t, func(t *testing.T, open func(*testing.T) snapshot.Store) {
+		ctx := context.Background()
+		s := open(t)
+		f := newFixture(t, s)
+		recs := gen.Dataset(gen.Options{Size: 100 << 10, Seed: 5})
+		var ms []*snapshot.Manifest
+		for i := range 3 {
+			if i > 0 {
+				recs = gen.EditScattered(recs, 3, int64(i))
+			}
+			res, err := snapshot.Build(ctx, s, f.buildOpts("acme", "alice", time.Now()), &sliceSource{recs: recs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := res.Manifest
+			m.Changes = snapshot.ChangesKey("acme", "alice", m.Version)
+			putObject(t, s, m.Changes, "change set")
+			if err := snapshot.Commit(ctx, s, m); err != nil {
+				t.Fatal(err)
+			}
+			ms = append(ms, m)
+		}
+		rep, err := gc.Run(ctx, s, gc.Options{KeepVersions: 1, Now: aged()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.VersionsDeleted != 2 || rep.ChangeSetsDeleted != 2 {
+			t.Errorf("deleted %d versions, %d change sets; want 2, 2", rep.VersionsDeleted, rep.ChangeSetsDeleted)
+		}
+		mustNotExist(t, s, ms[0].Changes)
+		mustNotExist(t, s, ms[1].Changes)
+		mustExist(t, s, ms[2].Changes)
+	})
+}
+
+// TestRewrittenSinceListingIsYoung: gc judges a garbage object's age by a
+// Stat right before deleting it, not by the listing, so an object written
+// again meanwhile (a writer refreshing a pack it reuses) survives. Only the
+// directory store can backdate an object, so this runs on it alone.
+func TestRewrittenSinceListingIsYoung(t *testing.T) {
+	ctx := context.Background()
+	s, err := fsstore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, s)
+	f.history("acme", "alice", 1, []time.Time{time.Now()})
+	pack := snapshot.PackKey("acme", "alice", "00ff00ff00ff00ff")
+	backdated := func() {
+		putObject(t, s, pack, "orphan")
+		old := time.Now().Add(-3 * time.Hour)
+		if err := os.Chtimes(filepath.Join(s.Dir(), filepath.FromSlash(pack)), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	backdated()
+	// gc's re-check of the head comes after the listing and before the
+	// deletes: rewrite the pack there.
+	gs := &hookStore{Store: s, beforeGet: func(key string) {
+		if key == snapshot.ManifestKey("acme", "alice", 2) {
+			putObject(t, s, pack, "orphan")
+		}
+	}}
+	rep, err := gc.Run(ctx, gs, gc.Options{KeepVersions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.PacksDeleted != 0 || rep.PacksDeferred != 1 {
+		t.Errorf("deleted %d packs, deferred %d; want the rewritten pack deferred", rep.PacksDeleted, rep.PacksDeferred)
+	}
+	mustExist(t, s, pack)
+
+	// Control: left alone, the backdated pack goes.
+	backdated()
+	rep, err = gc.Run(ctx, s, gc.Options{KeepVersions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.PacksDeleted != 1 {
+		t.Errorf("deleted %d packs, want the backdated orphan", rep.PacksDeleted)
+	}
+	mustNotExist(t, s, pack)
 }
