@@ -1,8 +1,11 @@
 package server
 
 import (
+	"errors"
+
 	"github.com/valyala/fasthttp"
 
+	"github.com/deltasync/deltasync/batch"
 	"github.com/deltasync/deltasync/snapshot"
 )
 
@@ -56,5 +59,41 @@ func (s *Server) getOrgSettings(ctx *fasthttp.RequestCtx, req *request) error {
 		return err
 	}
 	writeJSON(ctx, fasthttp.StatusOK, st)
+	return nil
+}
+
+// putDataset handles PUT /v1/admin/orgs/{org}/users/{user}/dataset: a whole
+// data set as NDJSON (streamed, optionally zstd) becomes the user's next
+// version, exactly as `deltasync build` would make it. A bad line answers
+// 400 naming the line, and nothing is written.
+func (s *Server) putDataset(ctx *fasthttp.RequestCtx, req *request) error {
+	org, err := adminOrg(req)
+	if err != nil {
+		return err
+	}
+	user := req.Param("user")
+	if err := snapshot.ValidateName("user", user); err != nil {
+		return badRequest("%v", err)
+	}
+	body, err := s.bodyReader(ctx, s.opts.MaxDatasetBytes)
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	secret, err := s.secret(req.Ctx)
+	if err != nil {
+		return err
+	}
+	res, err := batch.BuildUser(req.Ctx, s.store, batch.UserOptions{Org: org, User: user, Secret: secret}, body)
+	if err != nil {
+		var he *httpError
+		if errors.As(err, &he) {
+			return he
+		}
+		return err
+	}
+	s.log.Info("data set uploaded", "request_id", req.ID, "org", org, "user", user,
+		"version", res.Version, "created", res.Created, "records", res.Records)
+	writeJSON(ctx, fasthttp.StatusOK, res)
 	return nil
 }

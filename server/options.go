@@ -40,6 +40,13 @@ type Options struct {
 	// *ecdsa.PublicKey), in addition to the files.
 	JWTPublicKeys []crypto.PublicKey
 
+	// ChunkSecret keys chunk IDs. Empty means the secret kept in the store
+	// (created once by whichever process touches the store first), which is
+	// what every replica and builder on one store must share.
+	ChunkSecret []byte
+	// FeedSettle holds change-feed entries back this long (see diff.ReadFeed).
+	FeedSettle time.Duration
+
 	// Dev allows starting without a JWT secret or key, using DevJWTSecret.
 	Dev bool
 	// Logger receives access logs and errors; nil means slog.Default().
@@ -77,6 +84,7 @@ func DefaultOptions() Options {
 		MaxPatchBytes:   8 << 20,
 		MaxDatasetBytes: 1 << 30,
 		LongPollMax:     60 * time.Second,
+		FeedSettle:      10 * time.Second,
 		ReadyTimeout:    2 * time.Second,
 		SettingsTTL:     2 * time.Second,
 		ReadTimeout:     10 * time.Minute,
@@ -107,6 +115,15 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	}
 	fs.Var(&listFlag{list: &o.JWTPublicKeyFiles}, "jwt-public-key",
 		"PEM file with an RS256/ES256 public key verifying bearer tokens; repeatable (env DELTASYNC_JWT_PUBLIC_KEY, comma-separated)")
+
+	fs.Var((*secretFlag)(&o.ChunkSecret), "chunk-secret",
+		"chunk-ID secret; default: the one kept in the store, shared by every replica and builder (env DELTASYNC_CHUNK_SECRET)")
+	if v, ok := os.LookupEnv("DELTASYNC_CHUNK_SECRET"); ok && v != "" {
+		o.ChunkSecret = []byte(v)
+	}
+	o.FeedSettle = o.envDuration("DELTASYNC_FEED_SETTLE", o.FeedSettle)
+	fs.DurationVar(&o.FeedSettle, "feed-settle", o.FeedSettle,
+		"how long change-feed entries are held back so no slower replica's entry is passed (env DELTASYNC_FEED_SETTLE)")
 
 	o.Dev = o.envBool("DELTASYNC_DEV", o.Dev)
 	fs.BoolVar(&o.Dev, "dev", o.Dev,

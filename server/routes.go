@@ -10,6 +10,15 @@ func (s *Server) routes() {
 	s.handle(fasthttp.MethodGet, "/readyz", "readyz", authNone, s.readyz)
 	s.handle(fasthttp.MethodGet, "/metrics", "metrics", authNone, s.metricsHandler())
 
+	// Sync API: the user comes from the token.
+	s.handle(fasthttp.MethodGet, "/v1/sync", "sync", authUser, s.sync)
+	s.handle(fasthttp.MethodGet, "/v1/status", "status", authUser, s.status)
+	s.handle(fasthttp.MethodGet, "/v1/chunks/{id}", "chunk", authUser, s.chunk)
+
+	// Admin: data sets and the change feed.
+	s.handle(fasthttp.MethodPut, "/v1/admin/orgs/{org}/users/{user}/dataset", "admin_dataset_put", authAdmin, s.putDataset)
+	s.handle(fasthttp.MethodGet, "/v1/admin/changes", "admin_changes", authAdmin, s.changes)
+
 	// Admin: org settings.
 	s.handle(fasthttp.MethodGet, "/v1/admin/orgs/{org}", "admin_org_get", authAdmin, s.getOrgSettings)
 	s.handle(fasthttp.MethodPut, "/v1/admin/orgs/{org}", "admin_org_put", authAdmin, s.putOrgSettings)

@@ -44,6 +44,8 @@ type Server struct {
 
 	reqIDPrefix string
 	reqIDSeq    atomic.Uint64
+
+	secretState
 }
 
 // New builds a Server from opts (validated with opts.Validate).

@@ -86,14 +86,14 @@ func ParseManifestKey(key string) (uint64, bool) {
 // created (hour bucket, then milliseconds), which the change feed reads
 // with a cursor.
 //
-//	_feed/<yyyymmddhh>/<unix-ms, 13 digits>+<org>+<user>+<version, 20 digits>+<nonce>.changes
+//	_feed/<yyyymmddhh>/<unix-ms, 13 digits>~<org>~<user>~<version, 20 digits>~<nonce>.changes
 const FeedPrefix = "_feed/"
 
-// FeedKey names the change-set object of one version. '+' never occurs in
+// FeedKey names the change-set object of one version. '~' never occurs in
 // org or user names, so the key parses back unambiguously.
 func FeedKey(ms int64, org, user string, v uint64, nonce string) string {
 	t := time.UnixMilli(ms).UTC()
-	return fmt.Sprintf("%s%s/%013d+%s+%s+%020d+%s.changes", FeedPrefix, t.Format("2006010215"), ms, org, user, v, nonce)
+	return fmt.Sprintf("%s%s/%013d~%s~%s~%020d~%s.changes", FeedPrefix, t.Format("2006010215"), ms, org, user, v, nonce)
 }
 
 // FeedHourPrefix is the listing prefix of one hour of the feed.
@@ -118,7 +118,7 @@ func ParseFeedKey(key string) (FeedEntryKey, bool) {
 	if !ok {
 		return FeedEntryKey{}, false
 	}
-	parts := strings.Split(strings.TrimSuffix(name, ".changes"), "+")
+	parts := strings.Split(strings.TrimSuffix(name, ".changes"), "~")
 	if len(parts) != 5 {
 		return FeedEntryKey{}, false
 	}
