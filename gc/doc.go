@@ -18,7 +18,14 @@
 // races, written before the claim that failed).
 //
 // Only objects with the exact layout names below a user's packs/ and
-// versions/ are ever deleted. The head hint, patch answers
+// versions/ are ever deleted. Change sets in the change feed ("_feed/…",
+// where diff.CommitVersion now writes them) are therefore left alone: the
+// feed skips the entry of a version gc deleted (diff.ReadFeed treats it as
+// retired) and the entry of a lost race, so they cost only space, and their
+// retention belongs with the feed. Note what that means for the feed's
+// promise that nothing is lost while its reader is down: it holds only for
+// versions gc has not deleted, so retention bounds how far a feed reader
+// may fall behind. The head hint, patch answers
 // ("<org>/<user>/patches/…"), org settings, the secret and any object gc
 // does not recognise are never touched. Patch answers are left alone on
 // purpose: an answer makes a retried patch idempotent, and a client may
@@ -34,9 +41,10 @@
 // Phase 2 deletes the expired versions, then re-reads the head: versions
 // claimed since phase 1 add their packs and change sets to the live set.
 // Only then are unreferenced objects deleted, and only those older than the
-// grace period (ObjectInfo.ModTime before Now - Grace). A build whose
-// claim lands after the re-check must have written its packs within the
-// grace period, so they survive.
+// grace period (ObjectInfo.ModTime before Now - Grace), judged by the
+// listing and again by a Stat right before the Delete. A build whose claim
+// lands after the re-check must have written its packs within the grace
+// period, so they survive.
 //
 // Expired versions get the same protection: a version is deleted only once
 // the version that superseded it is older than the grace period. Until
@@ -52,7 +60,8 @@
 //
 // # Costs and limits
 //
-// A run lists the whole store once and reads every manifest of every user;
+// A run lists the whole store once (the change feed included, skipped as
+// it goes by) and reads every manifest of every user;
 // it issues one Delete per object. Run one gc at a time per store: two
 // concurrent runs would not corrupt anything, but both would count the same
 // deletions.

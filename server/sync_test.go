@@ -131,10 +131,10 @@ func TestSyncEndToEnd(t *testing.T) {
 
 	// Unknown versions and bad parameters.
 	for path, want := range map[string]int{
-		"/v1/sync?from=9":             404,
-		"/v1/sync?from=x":             400,
-		"/v1/sync?from=1&to=7":        404,
-		"/v1/sync?from=1&skip=999999": 400,
+		"/v1/sync?from=9":              404,
+		"/v1/sync?from=x":              400,
+		"/v1/sync?from=1&to=7":         404,
+		"/v1/sync?from=1&skip=999999":  400,
 		"/v1/sync?from=2&wait=forever": 400,
 	} {
 		if r := e.do("GET", path, nil, withToken(tok)); r.status != want {
