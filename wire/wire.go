@@ -3,6 +3,8 @@
 // below both so that neither imports the other.
 package wire
 
+import "github.com/deltasync/deltasync/diff"
+
 // Conflict policies an organisation can choose.
 const (
 	PolicyClientWins = "client-wins"
@@ -60,4 +62,16 @@ type StatusResponse struct {
 	Chunks      int    `json:"chunks"`
 	Policy      Policy `json:"policy"`
 	UpdatedUnix int64  `json:"updated_unix,omitempty"`
+}
+
+// PatchResponse is the answer of POST /v1/patches: the version the patch
+// produced (or the head, if it changed nothing), a receipt for every op and,
+// separately, the conflict receipts. The same patch id again gets the same
+// answer with Duplicate set.
+type PatchResponse struct {
+	Version   uint64         `json:"version"`
+	Created   bool           `json:"created"`
+	Duplicate bool           `json:"duplicate,omitempty"`
+	Receipts  []diff.Receipt `json:"receipts"`
+	Conflicts []diff.Receipt `json:"conflicts"`
 }
