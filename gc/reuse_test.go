@@ -17,9 +17,10 @@ import (
 	"github.com/deltasync/deltasync/snapshot/fsstore"
 )
 
-// TestReusedPackDuringGC pins a known gap on the writer side. A build
-// names a pack after the chunks it holds and, when an identical pack
-// exists, reuses it (snapshot.putPack) without refreshing its ModTime. Data
+// TestReusedPackDuringGC pins what was once a gap on the writer side (now
+// fixed: snapshot.putPack writes a fresh name instead of reusing an
+// existing pack). A build names a pack after the chunks it holds; reusing
+// an identical existing pack would not refresh its ModTime. Data
 // that returns to an earlier state (a task toggled open → done → open)
 // produces such a pack. If gc found that pack unreferenced and old, it
 // deletes it between the build's reuse and its claim, and the new version
@@ -29,9 +30,6 @@ import (
 // write it under a fresh name.
 func TestReusedPackDuringGC(t *testing.T) {
 	t.Run("as snapshot writes today", func(t *testing.T) {
-		if os.Getenv("DELTASYNC_GC_KNOWN_GAPS") == "" {
-			t.Skip("known gap in snapshot.putPack (reused packs keep their old ModTime); set DELTASYNC_GC_KNOWN_GAPS=1 to run")
-		}
 		reusedPackDuringGC(t, false)
 	})
 	t.Run("writer refreshes reused packs", func(t *testing.T) { reusedPackDuringGC(t, true) })

@@ -3,6 +3,7 @@ package snapshot
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -364,27 +365,27 @@ func (b *build) flushPack(ctx context.Context) error {
 	return nil
 }
 
-// putPack writes a pack create-only. If an object of that name exists with
-// identical bytes (a re-run), it is reused; if its bytes differ (an older
-// encoder laid the same chunks out differently), the pack gets a fresh name,
-// so existing manifests' offsets stay valid.
+// putPack writes a pack create-only. The name is derived from the chunk IDs
+// it holds; if that name is taken (a re-run after a crash, or data that went
+// back to an earlier state), the pack gets a fresh random suffix rather than
+// reusing the existing object: a reused object would keep its old
+// modification time, and the garbage collector, which spares only young
+// unreferenced packs, could delete it before the new version is claimed.
 func putPack(ctx context.Context, s Store, org, user, name string, data []byte) (string, error) {
 	for attempt := 0; ; attempt++ {
 		n := name
 		if attempt > 0 {
-			n = fmt.Sprintf("%s-%d", name, attempt)
+			var nonce [6]byte
+			rand.Read(nonce[:])
+			n = name + "-" + hex.EncodeToString(nonce[:])
 		}
 		key := PackKey(org, user, n)
 		_, err := s.PutIfAbsent(ctx, key, bytes.NewReader(data), int64(len(data)))
 		if err == nil {
 			return n, nil
 		}
-		if !errors.Is(err, ErrExist) || attempt >= 8 {
+		if !errors.Is(err, ErrExist) || attempt >= 3 {
 			return "", &ObjectError{Op: "write pack", Key: key, Err: err}
-		}
-		old, err := GetBytes(ctx, s, key, int64(len(data)))
-		if err == nil && bytes.Equal(old, data) {
-			return n, nil
 		}
 	}
 }

@@ -37,6 +37,7 @@ var commands = []command{
 	{"build", "build the next version of one user's data set, or of every user in a directory", runBuild},
 	{"gen", "generate realistic test data as NDJSON (one data set, or a directory of users)", runGen},
 	{"token", "mint a bearer token (HS256 JWT) for a user or an admin", runToken},
+	{"serve", "serve the sync API (fasthttp) on a local directory or S3 store", runServe},
 }
 
 // env is what a command may touch of the process, so tests can run
