@@ -38,6 +38,7 @@ var commands = []command{
 	{"gen", "generate realistic test data as NDJSON (one data set, or a directory of users)", runGen},
 	{"token", "mint a bearer token (HS256 JWT) for a user or an admin", runToken},
 	{"serve", "serve the sync API (fasthttp) on a local directory or S3 store", runServe},
+	{"gc", "remove versions beyond retention and the packs they alone used", runGC},
 }
 
 // env is what a command may touch of the process, so tests can run

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"fmt"
 	"net"
 	"net/http"
 	"syscall"
@@ -64,5 +63,4 @@ func TestServeRefusesWithoutSecret(t *testing.T) {
 	if code == 0 {
 		t.Fatalf("serve started without a JWT secret; stderr: %s", stderr)
 	}
-	fmt.Sprint(stderr)
 }
