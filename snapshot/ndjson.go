@@ -33,8 +33,17 @@ type ndjsonLine struct {
 }
 
 // ParseNDJSONLine parses and validates one line {"key":…,"value":…},
-// returning the key and the canonical value.
+// returning the key and the canonical value (which may alias line).
 func ParseNDJSONLine(line []byte) (string, []byte, error) {
+	if key, value, ok := parseLineFast(line); ok {
+		if err := ValidateKey(key); err != nil {
+			return "", nil, err
+		}
+		if len(value) > MaxValueLen {
+			return "", nil, fmt.Errorf("record %q: value of %d bytes exceeds %d: %w", key, len(value), MaxValueLen, ErrInvalid)
+		}
+		return key, value, nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	var l ndjsonLine
@@ -169,30 +178,45 @@ func ReadNDJSON(r io.Reader, opts NDJSONOptions) (_ *SortedRecords, err error) {
 	return out, out.openRuns()
 }
 
-// memRun holds records in one arena, sorted on demand.
+// memRun holds records in an arena of fixed-size blocks (no copying as it
+// grows, so memory stays close to the data held), sorted on demand.
 type memRun struct {
-	arena []byte
-	ents  []runEnt
-	pos   int
+	blocks [][]byte
+	bytes  int
+	ents   []runEnt
+	pos    int
 }
 
 type runEnt struct {
 	line       int64
-	off        int
-	klen, vlen int
+	block      int32
+	off        int32
+	klen, vlen int32
 }
+
+const arenaBlock = 1 << 20
 
 func (m *memRun) add(line int64, key string, value []byte) {
-	m.ents = append(m.ents, runEnt{line: line, off: len(m.arena), klen: len(key), vlen: len(value)})
-	m.arena = append(m.arena, key...)
-	m.arena = append(m.arena, value...)
+	n := len(key) + len(value)
+	if len(m.blocks) == 0 || cap(m.blocks[len(m.blocks)-1])-len(m.blocks[len(m.blocks)-1]) < n {
+		m.blocks = append(m.blocks, make([]byte, 0, max(arenaBlock, n)))
+	}
+	bi := len(m.blocks) - 1
+	b := m.blocks[bi]
+	m.ents = append(m.ents, runEnt{line: line, block: int32(bi), off: int32(len(b)), klen: int32(len(key)), vlen: int32(len(value))})
+	b = append(b, key...)
+	m.blocks[bi] = append(b, value...)
+	m.bytes += n
 }
 
-func (m *memRun) size() int { return len(m.arena) + 40*len(m.ents) }
+func (m *memRun) size() int { return m.bytes + 40*len(m.ents) }
 
-func (m *memRun) key(e *runEnt) []byte { return m.arena[e.off : e.off+e.klen] }
+func (m *memRun) key(e *runEnt) []byte {
+	return m.blocks[e.block][e.off : e.off+e.klen]
+}
+
 func (m *memRun) value(e *runEnt) []byte {
-	return m.arena[e.off+e.klen : e.off+e.klen+e.vlen]
+	return m.blocks[e.block][e.off+e.klen : e.off+e.klen+e.vlen]
 }
 
 func (m *memRun) sort() error {

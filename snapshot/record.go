@@ -41,6 +41,9 @@ func ValidateKey(key string) error {
 // keys sorted bytewise, numbers kept as written, no HTML escaping. Equal data
 // gives equal bytes. The input must hold exactly one JSON value.
 func CanonicalJSON(raw []byte) ([]byte, error) {
+	if isCanonical(raw) {
+		return bytes.Clone(raw), nil
+	}
 	v, err := DecodeJSON(raw)
 	if err != nil {
 		return nil, err
