@@ -67,7 +67,7 @@ func merge3(base, ours, theirs doc, path string, clientWins bool, conf *[]string
 		}
 		return theirs
 	}
-	bm, _ := base.object()
+	// A field removed on both sides is absent from both and stays removed.
 	keys := make([]string, 0, len(om)+len(tm))
 	for k := range om {
 		keys = append(keys, k)
@@ -75,13 +75,6 @@ func merge3(base, ours, theirs doc, path string, clientWins bool, conf *[]string
 	for k := range tm {
 		if _, ok := om[k]; !ok {
 			keys = append(keys, k)
-		}
-	}
-	for k := range bm {
-		_, inO := om[k]
-		_, inT := tm[k]
-		if !inO && !inT {
-			keys = append(keys, k) // removed on both sides: stays removed
 		}
 	}
 	slices.Sort(keys)
