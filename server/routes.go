@@ -14,6 +14,7 @@ func (s *Server) routes() {
 	s.handle(fasthttp.MethodGet, "/v1/sync", "sync", authUser, s.sync)
 	s.handle(fasthttp.MethodGet, "/v1/status", "status", authUser, s.status)
 	s.handle(fasthttp.MethodGet, "/v1/chunks/{id}", "chunk", authUser, s.chunk)
+	s.handle(fasthttp.MethodPost, "/v1/patches", "patches", authUser, s.postPatch)
 
 	// Admin: data sets and the change feed.
 	s.handle(fasthttp.MethodPut, "/v1/admin/orgs/{org}/users/{user}/dataset", "admin_dataset_put", authAdmin, s.putDataset)
