@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -44,11 +45,60 @@ type Options struct {
 	// the state directory before failing with ErrLocked; 0 or less means the
 	// default (bbolt itself would wait forever).
 	LockTimeoutMillis int
+
+	// HTTPClient sends the requests; nil means a client of its own with
+	// DialTimeoutMillis. It must not set an overall Timeout: a long poll
+	// and a large download take long. (Not visible to gomobile callers.)
+	HTTPClient *http.Client
+	// DialTimeoutMillis bounds connecting to the server (default 10 s).
+	DialTimeoutMillis int
+	// RequestTimeoutMillis bounds a push and the wait for the first byte
+	// of a sync answer beyond its long poll (default 60 s).
+	RequestTimeoutMillis int
+	// RetryMinMillis and RetryMaxMillis bound the background loop's
+	// exponential backoff after a failure (defaults 1 s and 5 min).
+	RetryMinMillis int
+	RetryMaxMillis int
+	// LongPollSeconds is how long the background loop asks the server to
+	// hold a sync request open waiting for a new version (default 30).
+	LongPollSeconds int
+	// ServerRetries is how many failed attempts in a row (5xx answers)
+	// the status keeps showing syncing before it reports error/server
+	// (default 3).
+	ServerRetries int
 }
 
 // DefaultOptions returns the options Open uses when nothing else is said.
 func DefaultOptions() Options {
-	return Options{LockTimeoutMillis: 200}
+	return Options{
+		LockTimeoutMillis:    200,
+		DialTimeoutMillis:    10_000,
+		RequestTimeoutMillis: 60_000,
+		RetryMinMillis:       1_000,
+		RetryMaxMillis:       300_000,
+		LongPollSeconds:      30,
+		ServerRetries:        3,
+	}
+}
+
+// withDefaults fills unset (zero or negative) network options.
+func (o Options) withDefaults() Options {
+	d := DefaultOptions()
+	set := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	set(&o.DialTimeoutMillis, d.DialTimeoutMillis)
+	set(&o.RequestTimeoutMillis, d.RequestTimeoutMillis)
+	set(&o.RetryMinMillis, d.RetryMinMillis)
+	set(&o.RetryMaxMillis, d.RetryMaxMillis)
+	set(&o.LongPollSeconds, d.LongPollSeconds)
+	set(&o.ServerRetries, d.ServerRetries)
+	if o.RetryMaxMillis < o.RetryMinMillis {
+		o.RetryMaxMillis = o.RetryMinMillis
+	}
+	return o
 }
 
 // Bucket names. Every bucket is created by Open.
@@ -97,6 +147,14 @@ type Client struct {
 	wake   func()
 
 	st statusState
+
+	opts  Options
+	httpc *http.Client
+	// netMu serialises push and pull: one conversation with the server at
+	// a time, so the download marker and the patch in flight have one
+	// owner.
+	netMu sync.Mutex
+	loop  loopState
 }
 
 // Open opens (creating if needed) the client state in dir.
@@ -119,7 +177,12 @@ func Open(dir string, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{dir: dir, db: db}
+	opts = opts.withDefaults()
+	c := &Client{dir: dir, db: db, opts: opts, httpc: opts.HTTPClient}
+	if c.httpc == nil {
+		c.httpc = newHTTPClient(time.Duration(opts.DialTimeoutMillis)*time.Millisecond,
+			time.Duration(opts.LongPollSeconds)*time.Second+time.Duration(opts.RequestTimeoutMillis)*time.Millisecond)
+	}
 	if err := c.init(opts); err != nil {
 		db.Close()
 		return nil, err
@@ -192,6 +255,7 @@ func (c *Client) Dir() string { return c.dir }
 
 // Close flushes the counters and releases the state directory.
 func (c *Client) Close() error {
+	c.Stop()
 	ferr := c.flushCounters()
 	if errors.Is(ferr, bolterrors.ErrDatabaseNotOpen) {
 		return nil // already closed
@@ -219,6 +283,7 @@ func (c *Client) notifyWake() {
 	if fn != nil {
 		fn()
 	}
+	c.kickLoop()
 }
 
 // ServerURL returns the stored server URL ("" if none).
@@ -229,13 +294,19 @@ func (c *Client) Token() string { return string(c.metaString(metaToken)) }
 
 // SetServer stores the server URL and bearer token.
 func (c *Client) SetServer(url, token string) error {
-	return c.db.Update(func(tx *bolt.Tx) error {
+	err := c.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if err := meta.Put(metaServerURL, []byte(url)); err != nil {
 			return err
 		}
 		return meta.Put(metaToken, []byte(token))
 	})
+	if err != nil {
+		return fmt.Errorf("set server: %w", err)
+	}
+	// New credentials may end an auth error: try again at once.
+	c.notifyWake()
+	return nil
 }
 
 func (c *Client) metaString(key []byte) []byte {

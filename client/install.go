@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -23,6 +24,21 @@ type versionUpdate struct {
 	Deletes []string
 	// DropChunks are cached chunks the new version no longer references.
 	DropChunks []snapshot.ChunkID
+
+	// FromChunks, with Full, are the chunks of the new version in stream
+	// order: the records are decoded from the chunk cache inside the
+	// install transaction (each chunk checked against its Sum), so a full
+	// sync never holds the whole data set in memory. RecordCount, if not
+	// negative, is the number of records they must hold.
+	FromChunks  []snapshot.ChunkRef
+	RecordCount int64
+	// SweepChunks drops every cached chunk that FromChunks (or, if nil,
+	// the chunk list in Manifest) does not reference: leftovers of an
+	// abandoned download.
+	SweepChunks bool
+	// ClearMeta are meta keys deleted in the same transaction (the
+	// download marker, repair flags).
+	ClearMeta [][]byte
 }
 
 // installVersion switches the local state to u.Version in one bbolt
@@ -59,6 +75,11 @@ func (c *Client) installVersion(u versionUpdate) error {
 				return err
 			}
 		}
+		if len(u.FromChunks) > 0 {
+			if err := putFromChunks(tx, recs, u.FromChunks, u.RecordCount); err != nil {
+				return err
+			}
+		}
 		for _, key := range u.Deletes {
 			if err := recs.Delete([]byte(key)); err != nil {
 				return err
@@ -76,6 +97,16 @@ func (c *Client) installVersion(u versionUpdate) error {
 		chunks := tx.Bucket(bucketChunks)
 		for _, id := range u.DropChunks {
 			if err := chunks.Delete(id[:]); err != nil {
+				return err
+			}
+		}
+		if u.SweepChunks {
+			if err := sweepChunks(chunks, u); err != nil {
+				return err
+			}
+		}
+		for _, k := range u.ClearMeta {
+			if err := meta.Delete(k); err != nil {
 				return err
 			}
 		}
@@ -201,4 +232,70 @@ func (c *Client) deleteChunks(ids []snapshot.ChunkID) error {
 		}
 		return nil
 	})
+}
+
+// putFromChunks decodes the records of a whole version from the chunk cache
+// and puts them. Keys and values are copied: bbolt may remap its file while
+// the transaction writes, which would invalidate slices into it.
+func putFromChunks(tx *bolt.Tx, recs *bolt.Bucket, chunks []snapshot.ChunkRef, want int64) error {
+	cb := tx.Bucket(bucketChunks)
+	dec := &snapshot.RecordDecoder{}
+	for i := range chunks {
+		ref := &chunks[i]
+		raw := cb.Get(ref.ID[:])
+		if raw == nil || sha256.Sum256(raw) != ref.Sum {
+			return &snapshot.ChunkError{Op: "read cached", ID: ref.ID, Err: snapshot.ErrCorrupt}
+		}
+		err := dec.Feed(bytes.Clone(raw), func(k, v []byte) error {
+			if len(v) > snapshot.MaxValueLen {
+				return fmt.Errorf("record %q: value of %d bytes exceeds %d: %w", k, len(v), snapshot.MaxValueLen, ErrCorrupt)
+			}
+			return recs.Put(bytes.Clone(k), bytes.Clone(v))
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if err := dec.Close(); err != nil {
+		return err
+	}
+	if want >= 0 && int64(dec.Count()) != want {
+		return fmt.Errorf("%d records decoded, the manifest says %d: %w", dec.Count(), want, ErrCorrupt)
+	}
+	return nil
+}
+
+// sweepChunks deletes every cached chunk the new version does not use.
+func sweepChunks(b *bolt.Bucket, u versionUpdate) error {
+	refs := u.FromChunks
+	if refs == nil {
+		m, err := snapshot.UnmarshalManifest(u.Manifest)
+		if err != nil {
+			return fmt.Errorf("sweep chunk cache: %w", err)
+		}
+		refs = m.Chunks
+	}
+	keep := make(map[snapshot.ChunkID]bool, len(refs))
+	for i := range refs {
+		keep[refs[i].ID] = true
+	}
+	var drop [][]byte
+	cur := b.Cursor()
+	for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
+		var id snapshot.ChunkID
+		if len(k) != len(id) {
+			drop = append(drop, bytes.Clone(k))
+			continue
+		}
+		copy(id[:], k)
+		if !keep[id] {
+			drop = append(drop, bytes.Clone(k))
+		}
+	}
+	for _, k := range drop {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -52,6 +52,9 @@ func (c *Client) pendingEdits() ([]*edit, error) {
 // one), persisted before it returns. With nothing pending it returns nil.
 func (c *Client) beginPatch() (*inflightPatch, []*edit, error) {
 	pol := c.Policy()
+	if lim := c.patchOpsLimit(); lim > 0 && (pol.MaxPatchOps <= 0 || lim < pol.MaxPatchOps) {
+		pol.MaxPatchOps = lim // the server answered 413 to a bigger patch
+	}
 	var p *inflightPatch
 	var edits []*edit
 	err := c.db.Update(func(tx *bolt.Tx) error {
@@ -141,6 +144,14 @@ func newPatchID() (string, error) {
 //   - conflicts are stored until the app acknowledges them;
 //   - the patch is no longer in flight.
 func (c *Client) completePatch(id string, serverVersion uint64, applied []uint64, conflicts []Conflict) error {
+	return c.completePatchX(id, serverVersion, applied, nil, conflicts)
+}
+
+// completePatchX is completePatch where the applied edits in notInVersion
+// (rejected, or lost a conflict to the server's value) leave the view at
+// once instead of staying laid over the records until serverVersion is
+// pulled: the server's version does not contain them.
+func (c *Client) completePatchX(id string, serverVersion uint64, applied []uint64, notInVersion map[uint64]bool, conflicts []Conflict) error {
 	var removed int
 	var removedBytes int64
 	err := c.db.Update(func(tx *bolt.Tx) error {
@@ -181,7 +192,7 @@ func (c *Client) completePatch(id string, serverVersion uint64, applied []uint64
 			if err := q.Delete(k); err != nil {
 				return err
 			}
-			if keep {
+			if keep && !notInVersion[seq] {
 				e.Version = serverVersion
 				b, err := json.Marshal(e)
 				if err != nil {
@@ -227,6 +238,23 @@ type Conflict struct {
 	ClientValue []byte // JSON this device wrote (nil for a delete)
 	ServerValue []byte // JSON the server held (nil if absent)
 	At          int64  // unix milliseconds
+
+	// Status is "conflict" (the same field changed on both sides, or a
+	// delete against an update) or "rejected" (the server refused the
+	// edit; it can never apply as it is). Empty in conflicts stored by
+	// older builds, which were all conflicts.
+	Status string
+	// Won reports whether this device's edit took effect (a conflict
+	// resolved for the client); false for rejected edits and for
+	// conflicts the server's value won or that the reject policy stopped.
+	Won bool
+	// Fields are the conflicting field paths, comma-separated.
+	Fields string
+	// Reason explains a rejection, in the server's words.
+	Reason string
+	// Pending reports that the edit is still queued (the org's reject
+	// policy stopped the whole patch): see Rebase and DiscardEdits.
+	Pending bool
 }
 
 func addConflicts(tx *bolt.Tx, patchID string, cs []Conflict) error {

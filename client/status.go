@@ -164,7 +164,43 @@ func (s *statusState) snapshotLocked() Status {
 		// it on, there is no network use to report on.
 		st.State, st.Reason, st.Message = StateOffline, ReasonOfflineMode, "offline mode is on"
 	}
+	if st.State == StateOffline {
+		// Offline beyond what the org allows: say so, and why.
+		if msg := s.policyViolationLocked(time.Now()); msg != "" {
+			st.State, st.Reason, st.Message = StateError, ReasonPolicy, msg
+		}
+	}
 	return st
+}
+
+// policyViolationLocked explains which limit of the org's offline policy
+// this device is over ("" if none): more pending bytes than
+// MaxPendingBytes, or (while not connected) longer offline than
+// MaxOfflineSeconds since the last successful sync. Edits are still
+// accepted and kept; the server enforces the limits on upload.
+func (s *statusState) policyViolationLocked(now time.Time) string {
+	p := s.policy
+	if p.MaxPendingBytes > 0 && s.pendingBytes > p.MaxPendingBytes {
+		return fmt.Sprintf("%d bytes of edits wait to be sent, more than the %d your organization allows: connect to send them",
+			s.pendingBytes, p.MaxPendingBytes)
+	}
+	online := s.state == StateSynced || s.state == StateSyncing
+	if p.MaxOfflineSeconds > 0 && s.c.LastSyncedUnix > 0 && (!online || s.offline) {
+		if off := now.Unix() - s.c.LastSyncedUnix; off > p.MaxOfflineSeconds {
+			return fmt.Sprintf("offline for %s, longer than the %s your organization allows: connect to sync",
+				time.Duration(off)*time.Second, time.Duration(p.MaxOfflineSeconds)*time.Second)
+		}
+	}
+	return ""
+}
+
+// touchSynced records that a sync just succeeded (the clock of
+// MaxOfflineSeconds); persisted with the next counter flush.
+func (c *Client) touchSynced() {
+	s := &c.st
+	s.mu.Lock()
+	s.c.LastSyncedUnix, s.dirty = time.Now().Unix(), true
+	s.mu.Unlock()
 }
 
 // OnStatus registers fn to be called with the new status whenever it
@@ -372,6 +408,13 @@ func (c *Client) SetOfflineMode(on bool) error {
 	}
 	c.st.mu.Lock()
 	c.st.offline = on
+	if on {
+		// Underneath the switch, too, we are offline: when it is turned
+		// off the status goes offline → syncing, never back to a stale
+		// synced.
+		c.st.state, c.st.reason, c.st.message = StateOffline, ReasonOfflineMode, "offline mode is on"
+		c.st.progBytesDone, c.st.progBytesTotal, c.st.progChunksDone, c.st.progChunksTotal = 0, 0, 0, 0
+	}
 	c.st.mu.Unlock()
 	c.emitStatus()
 	c.notifyWake()

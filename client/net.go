@@ -1,0 +1,209 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/deltasync/deltasync/wire"
+)
+
+// Errors of the network side. Match them with errors.Is; an *HTTPError
+// carries the server's answer.
+var (
+	// ErrNoServer reports that no server URL is configured.
+	ErrNoServer = errors.New("no server configured")
+	// ErrOfflineMode reports that offline mode is on: no network use.
+	ErrOfflineMode = errors.New("offline mode is on")
+	// ErrNoConnection reports that the server could not be reached, or the
+	// connection broke during a request. It is temporary: retrying later
+	// resumes where the attempt stopped.
+	ErrNoConnection = errors.New("cannot reach the server")
+	// ErrAuth reports a token the server refused (401).
+	ErrAuth = errors.New("the server refused the token")
+	// ErrPolicy reports a refusal by the organisation's offline policy:
+	// offline mode not enabled (403), or patches rejected for conflicts.
+	ErrPolicy = errors.New("refused by the organization's offline policy")
+	// ErrServer reports a server failure (5xx, 429, or an answer that
+	// cannot be understood). It is temporary.
+	ErrServer = errors.New("server error")
+	// ErrRebaseNeeded reports that the server rejected the pending edits
+	// because they conflict with server changes and the org's policy is
+	// "reject": nothing is sent until the app calls Rebase (or discards
+	// the edits with DiscardEdits).
+	ErrRebaseNeeded = errors.New("pending edits conflict with server changes; rebase needed")
+)
+
+// HTTPError is an error answer of the server.
+type HTTPError struct {
+	Op      string // what the client was doing: "sync", "push"
+	Status  int    // HTTP status
+	Code    string // wire.Code* from the error body, if any
+	Message string // the server's message, if any
+}
+
+func (e *HTTPError) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = http.StatusText(e.Status)
+	}
+	if e.Code != "" {
+		return fmt.Sprintf("%s: server answered %d %s: %s", e.Op, e.Status, e.Code, msg)
+	}
+	return fmt.Sprintf("%s: server answered %d: %s", e.Op, e.Status, msg)
+}
+
+// Is classifies the answer: 401 is ErrAuth, 403 ErrPolicy, 5xx and 429
+// ErrServer.
+func (e *HTTPError) Is(target error) bool {
+	switch target {
+	case ErrAuth:
+		return e.Status == http.StatusUnauthorized
+	case ErrPolicy:
+		return e.Status == http.StatusForbidden
+	case ErrServer:
+		return e.Status >= 500 || e.Status == http.StatusTooManyRequests
+	}
+	return false
+}
+
+// netError is a transport failure; it matches ErrNoConnection.
+type netError struct {
+	op  string
+	err error
+}
+
+func (e *netError) Error() string        { return fmt.Sprintf("%s: %v", e.op, e.err) }
+func (e *netError) Unwrap() error        { return e.err }
+func (e *netError) Is(target error) bool { return target == ErrNoConnection }
+
+// serverError is an answer that cannot be understood; it matches ErrServer.
+type serverError struct {
+	op  string
+	err error
+}
+
+func (e *serverError) Error() string        { return fmt.Sprintf("%s: %v", e.op, e.err) }
+func (e *serverError) Unwrap() error        { return e.err }
+func (e *serverError) Is(target error) bool { return target == ErrServer }
+
+// temporary reports whether err is worth retrying without anyone acting.
+func temporary(err error) bool {
+	return errors.Is(err, ErrNoConnection) || errors.Is(err, ErrServer)
+}
+
+// newHTTPClient makes the default client. There is no overall timeout (a
+// download may take long); headers must arrive within header, which covers
+// the longest long poll, so a connection that died silently is noticed.
+func newHTTPClient(dial, header time.Duration) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
+	t.ResponseHeaderTimeout = header
+	return &http.Client{Transport: t}
+}
+
+// maxJSONAnswer bounds a JSON answer (receipts may carry values of up to
+// 16 MiB each on both sides).
+const maxJSONAnswer = 256 << 20
+
+// request sends one request to the configured server. A non-2xx answer is
+// returned as *HTTPError with the body read and closed; a transport failure
+// as an error matching ErrNoConnection (or ctx's error if ctx ended).
+// Bytes sent (body) are counted as traffic up.
+func (c *Client) request(ctx context.Context, op, method, path string, query url.Values, body []byte, header http.Header) (*http.Response, error) {
+	if c.OfflineMode() {
+		return nil, fmt.Errorf("%s: %w", op, ErrOfflineMode)
+	}
+	base := c.ServerURL()
+	if base == "" {
+		return nil, fmt.Errorf("%s: %w", op, ErrNoServer)
+	}
+	u := strings.TrimRight(base, "/") + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return nil, fmt.Errorf("%s: server URL %q: %w", op, base, err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if tok := c.Token(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	req.Header.Set("User-Agent", "deltasync-client/1")
+	resp, err := c.httpc.Do(req)
+	if body != nil {
+		// Counted whether or not the answer arrives: the bytes left.
+		c.addBytes(0, int64(len(body)))
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: %w", op, ctx.Err())
+		}
+		return nil, &netError{op: op, err: err}
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	raw, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	c.addBytes(int64(len(raw)), 0)
+	he := &HTTPError{Op: op, Status: resp.StatusCode}
+	var eb wire.ErrorBody
+	if json.Unmarshal(raw, &eb) == nil {
+		he.Code, he.Message = eb.Error.Code, eb.Error.Message
+	}
+	if rerr != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("%s: %w", op, ctx.Err())
+	}
+	return nil, &httpErrorWithBody{HTTPError: he, body: raw}
+}
+
+// httpErrorWithBody keeps the raw error body for callers that need more
+// than the code (the receipts of a rejected patch).
+type httpErrorWithBody struct {
+	*HTTPError
+	body []byte
+}
+
+func (e *httpErrorWithBody) Unwrap() error { return e.HTTPError }
+
+// countingReader counts the bytes read through it and remembers the first
+// read error, so that a delta pack cut by the network is reported as a lost
+// connection rather than as a malformed pack.
+type countingReader struct {
+	r       io.Reader
+	n       int64 // total read
+	counted int64 // already reported with addBytes
+	err     error // first non-EOF error
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.n += int64(n)
+	if err != nil && err != io.EOF && r.err == nil {
+		r.err = err
+	}
+	return n, err
+}
+
+// take returns the bytes read since the last take.
+func (r *countingReader) take() int64 {
+	d := r.n - r.counted
+	r.counted = r.n
+	return d
+}

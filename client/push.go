@@ -1,0 +1,371 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/deltasync/deltasync/diff"
+)
+
+// metaRebase is set when the server rejected a patch under the org's
+// reject policy: pushing stops until Rebase or DiscardEdits.
+var metaRebase = []byte("rebase_needed")
+
+// Patch bodies larger than this are sent zstd-compressed.
+const compressPatchOver = 1 << 10
+
+var (
+	patchEncOnce sync.Once
+	patchEnc     *zstd.Encoder
+)
+
+func patchEncoder() *zstd.Encoder {
+	patchEncOnce.Do(func() {
+		patchEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderCRC(true))
+	})
+	return patchEnc
+}
+
+// push sends patches until the queue is empty. The caller holds netMu.
+func (c *Client) push(ctx context.Context, res *SyncResult) error {
+	if blocked, err := c.getMeta(metaRebase); err != nil {
+		return fmt.Errorf("push: %w", err)
+	} else if blocked != nil {
+		return fmt.Errorf("push: %w", ErrRebaseNeeded)
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("push: %w", err)
+		}
+		p, edits, err := c.beginPatch()
+		if err != nil {
+			return fmt.Errorf("push: %w", err)
+		}
+		if p == nil {
+			return nil
+		}
+		c.ensureSyncing()
+		if err := c.sendPatch(ctx, p, edits, res); err != nil {
+			return err
+		}
+	}
+}
+
+// sendPatch sends one patch and records the answer. On a temporary failure
+// the patch stays in flight: the next push resends the same id.
+func (c *Client) sendPatch(ctx context.Context, p *inflightPatch, edits []*edit, res *SyncResult) error {
+	patch := diff.Patch{ID: p.ID, Base: p.Base, Ops: make([]diff.Op, len(edits))}
+	for i, e := range edits {
+		patch.Ops[i] = diff.Op{Op: e.Op, Key: e.Key, Value: e.Value, Patch: e.Patch}
+	}
+	body, err := json.Marshal(patch)
+	if err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	hdr := http.Header{"Content-Type": {"application/json"}}
+	if len(body) > compressPatchOver {
+		body = patchEncoder().EncodeAll(body, nil)
+		hdr.Set("Content-Encoding", "zstd")
+	}
+	rctx, cancel := context.WithTimeout(ctx, time.Duration(c.opts.RequestTimeoutMillis)*time.Millisecond)
+	defer cancel()
+	res.EditsSent += len(edits)
+	resp, err := c.request(rctx, "push", http.MethodPost, "/v1/patches", nil, body, hdr)
+	if err != nil {
+		if ctx.Err() == nil && rctx.Err() != nil {
+			// Our own timeout: the answer may be lost, the id is kept.
+			return &netError{op: "push", err: fmt.Errorf("no answer within %v", time.Duration(c.opts.RequestTimeoutMillis)*time.Millisecond)}
+		}
+		return c.patchRefused(p, edits, err, res)
+	}
+	defer resp.Body.Close()
+	cr := &countingReader{r: io.LimitReader(resp.Body, maxJSONAnswer)}
+	var pr struct {
+		Version  uint64         `json:"version"`
+		Receipts []diff.Receipt `json:"receipts"`
+	}
+	derr := json.NewDecoder(cr).Decode(&pr)
+	c.addBytes(cr.take(), 0)
+	if derr != nil {
+		if cr.err != nil {
+			return &netError{op: "push", err: fmt.Errorf("answer interrupted: %w", cr.err)}
+		}
+		return &serverError{op: "push", err: fmt.Errorf("answer: %v", derr)}
+	}
+	res.Patches++
+	var applied []uint64
+	gone := map[uint64]bool{}
+	var conflicts []Conflict
+	for _, r := range pr.Receipts {
+		if r.Index < 0 || r.Index >= len(edits) {
+			continue
+		}
+		e := edits[r.Index]
+		switch r.Status {
+		case diff.StatusApplied, diff.StatusMerged:
+			applied = append(applied, e.Seq)
+			res.EditsApplied++
+		case diff.StatusConflict:
+			applied = append(applied, e.Seq)
+			if !r.Won {
+				gone[e.Seq] = true
+			}
+			conflicts = append(conflicts, conflictOf(r, e))
+			res.EditsConflict++
+		case diff.StatusRejected:
+			applied = append(applied, e.Seq)
+			gone[e.Seq] = true
+			conflicts = append(conflicts, conflictOf(r, e))
+			res.EditsRejected++
+		}
+	}
+	if err := c.completePatchX(p.ID, pr.Version, applied, gone, conflicts); err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	if pr.Version > 0 {
+		c.raiseServerHead(pr.Version)
+	}
+	if len(applied) == 0 {
+		// Nothing left the queue: sending again would loop.
+		return &serverError{op: "push", err: fmt.Errorf("the server answered patch %s without a receipt for any of its %d edits", p.ID, len(edits))}
+	}
+	return nil
+}
+
+// conflictOf turns a receipt into the conflict kept for the app.
+func conflictOf(r diff.Receipt, e *edit) Conflict {
+	cf := Conflict{
+		Key: e.Key, Op: e.Op, Policy: r.Policy, Status: r.Status, Won: r.Won,
+		Fields: strings.Join(r.Fields, ","), Reason: r.Reason,
+	}
+	switch {
+	case r.ClientDeleted:
+	case len(r.ClientValue) > 0:
+		cf.ClientValue = []byte(r.ClientValue)
+	case e.Op == OpPut:
+		cf.ClientValue = []byte(e.Value)
+	case e.Op == OpMerge:
+		cf.ClientValue = []byte(e.Patch)
+	}
+	if !r.ServerDeleted && len(r.ServerValue) > 0 {
+		cf.ServerValue = []byte(r.ServerValue)
+	}
+	return cf
+}
+
+// patchRefused handles an error answer to a patch. Answers meaning "this
+// patch will never apply" end it (no edit is ever dropped silently);
+// everything else leaves it in flight for a resend under the same id.
+func (c *Client) patchRefused(p *inflightPatch, edits []*edit, err error, res *SyncResult) error {
+	var hb *httpErrorWithBody
+	if !errors.As(err, &hb) {
+		return err
+	}
+	he := hb.HTTPError
+	switch {
+	case he.Status == http.StatusConflict:
+		return c.patchRejected(p, edits, hb, res)
+	case he.Status == http.StatusRequestEntityTooLarge && len(edits) > 1:
+		// Too big for this server: form smaller patches (a new id is
+		// safe, the server applied nothing).
+		c.capPatchOps(len(edits) / 2)
+		if err := c.completePatchX(p.ID, 0, nil, nil, nil); err != nil {
+			return fmt.Errorf("push: %w", err)
+		}
+		return nil
+	case he.Status == http.StatusBadRequest, he.Status == http.StatusRequestEntityTooLarge,
+		he.Status == http.StatusUnsupportedMediaType, he.Status == http.StatusUnprocessableEntity:
+		// The server will never take these edits as they are: keep them as
+		// rejected conflicts, with the server's reason, and move on.
+		var seqs []uint64
+		gone := map[uint64]bool{}
+		var cs []Conflict
+		for _, e := range edits {
+			seqs = append(seqs, e.Seq)
+			gone[e.Seq] = true
+			cs = append(cs, conflictOf(diff.Receipt{Status: diff.StatusRejected, Reason: he.Error()}, e))
+		}
+		res.EditsRejected += len(edits)
+		if err := c.completePatchX(p.ID, 0, seqs, gone, cs); err != nil {
+			return fmt.Errorf("push: %w", err)
+		}
+		return nil
+	case he.Status == http.StatusNotFound || he.Status == http.StatusMethodNotAllowed:
+		// A server without the patch endpoint (older, or mid-deploy): a
+		// server problem; the patch stays in flight.
+		return &serverError{op: "push", err: he}
+	}
+	return err
+}
+
+// patchRejected handles 409: under the org's reject policy the whole patch
+// was refused because some of its edits conflict with server changes. The
+// server applied nothing. The conflicts are recorded (with both values
+// when the server sent them, marked Pending), the edits stay queued, the
+// patch is no longer in flight, and pushing stops until the app calls
+// Rebase (send the edits again over the server's current data, so they
+// win) or DiscardEdits (take the server's values). Rebasing automatically
+// would defeat the policy, whose point is that a person decides.
+func (c *Client) patchRejected(p *inflightPatch, edits []*edit, hb *httpErrorWithBody, res *SyncResult) error {
+	var body struct {
+		Receipts  []diff.Receipt `json:"receipts"`
+		Conflicts []diff.Receipt `json:"conflicts"`
+	}
+	_ = json.Unmarshal(hb.body, &body) // the receipts are a bonus; the 409 is the answer
+	rs := body.Conflicts
+	if len(rs) == 0 {
+		rs = body.Receipts
+	}
+	var cs []Conflict
+	for _, r := range rs {
+		if r.Status != diff.StatusConflict || r.Index < 0 || r.Index >= len(edits) {
+			continue
+		}
+		cf := conflictOf(r, edits[r.Index])
+		cf.Won, cf.Pending = false, true
+		cs = append(cs, cf)
+	}
+	if len(cs) == 0 {
+		cs = append(cs, Conflict{Status: diff.StatusConflict, Pending: true, Policy: "reject",
+			Reason: hb.HTTPError.Error()})
+	}
+	res.EditsConflict += len(cs)
+	err := c.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketMeta).Put(metaRebase, []byte{1})
+	})
+	if err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	if err := c.completePatchX(p.ID, 0, nil, nil, cs); err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	return fmt.Errorf("push: %w: %v", ErrRebaseNeeded, hb.HTTPError)
+}
+
+// RebaseNeeded reports whether pushing is stopped because the server
+// rejected conflicting edits (see Rebase).
+func (c *Client) RebaseNeeded() bool {
+	v, _ := c.getMeta(metaRebase)
+	return v != nil
+}
+
+// Rebase resumes pushing after the server rejected conflicting edits under
+// the org's reject policy: it pulls the server's newest version, then sends
+// the pending edits as a new patch based on it, so they apply over the
+// server's changes (the app has shown the conflicts and the user chose to
+// keep their edits; DiscardEdits drops the ones to give up instead).
+func (c *Client) Rebase(ctx context.Context) (*SyncResult, error) {
+	c.netMu.Lock()
+	defer c.netMu.Unlock()
+	res := &SyncResult{}
+	if c.OfflineMode() {
+		c.finishResult(res, nil)
+		return res, fmt.Errorf("rebase: %w", ErrOfflineMode)
+	}
+	err := c.syncLocked(ctx, false, true, 0, res)
+	if err == nil {
+		if err = c.setMeta(metaRebase, nil); err == nil {
+			err = c.syncLocked(ctx, true, true, 0, res)
+		}
+	}
+	c.reportOutcome(err, 0)
+	c.finishResult(res, err)
+	c.kickLoop()
+	return res, err
+}
+
+// DiscardEdits drops the pending edits of key that are not part of a patch
+// in flight, and returns how many it dropped. It is how an app gives up
+// local edits after a conflict; they are not sent.
+func (c *Client) DiscardEdits(key string) (int, error) {
+	var n int
+	var size int64
+	err := c.db.Update(func(tx *bolt.Tx) error {
+		n, size = 0, 0
+		inflight := map[uint64]bool{}
+		if raw := tx.Bucket(bucketInflight).Get(inflightKey); raw != nil {
+			var p inflightPatch
+			if err := json.Unmarshal(raw, &p); err != nil {
+				return fmt.Errorf("patch in flight: %v: %w", err, ErrCorrupt)
+			}
+			for _, s := range p.Seqs {
+				inflight[s] = true
+			}
+		}
+		q, idx := tx.Bucket(bucketQueue), tx.Bucket(bucketEditIndex)
+		prefix := append([]byte(key), 0)
+		var drop [][]byte
+		cur := idx.Cursor()
+		for k, _ := cur.Seek(prefix); k != nil && strings.HasPrefix(string(k), string(prefix)); k, _ = cur.Next() {
+			seq := k[len(prefix):]
+			v := q.Get(seq)
+			if v == nil || len(seq) != 8 || inflight[getSeq(seq)] {
+				continue // sent (laid over until pulled) or in flight
+			}
+			n++
+			size += int64(len(v))
+			drop = append(drop, append([]byte(nil), k...))
+		}
+		for _, k := range drop {
+			if err := q.Delete(k[len(prefix):]); err != nil {
+				return err
+			}
+			if err := idx.Delete(k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("discard edits of %q: %w", key, err)
+	}
+	c.st.mu.Lock()
+	c.st.pendingEdits -= n
+	c.st.pendingBytes -= size
+	c.st.mu.Unlock()
+	c.emitStatus()
+	return n, nil
+}
+
+func getSeq(b []byte) uint64 {
+	var v uint64
+	for _, x := range b {
+		v = v<<8 | uint64(x)
+	}
+	return v
+}
+
+// capPatchOps lowers the number of edits per patch (after a 413).
+func (c *Client) capPatchOps(n int) {
+	c.loop.mu.Lock()
+	if n < 1 {
+		n = 1
+	}
+	if c.loop.patchOpsCap == 0 || n < c.loop.patchOpsCap {
+		c.loop.patchOpsCap = n
+	}
+	c.loop.mu.Unlock()
+}
+
+func (c *Client) patchOpsLimit() int {
+	c.loop.mu.Lock()
+	defer c.loop.mu.Unlock()
+	return c.loop.patchOpsCap
+}
+
+// raiseServerHead records a server version we learned of, never lowering it.
+func (c *Client) raiseServerHead(v uint64) {
+	if c.Status().ServerHead < v {
+		c.setServerHead(v)
+	}
+}

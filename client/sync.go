@@ -1,0 +1,169 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// SyncResult tells what one Pull, Push or Sync did. Plain fields, so it
+// binds with gomobile (returned by pointer).
+type SyncResult struct {
+	Version    uint64 // local version afterwards
+	ServerHead uint64 // newest version the server announced
+	UpToDate   bool   // the pull found nothing new
+	Full       bool   // the pull was a full sync (replaced every record)
+	Resumed    bool   // the pull resumed an interrupted download
+
+	BytesDown int64 // traffic of this call (bodies)
+	BytesUp   int64
+
+	ChunksFetched  int // chunks received over the network
+	ChunksReused   int // chunks of the new version already held locally
+	RecordsChanged int // records put or deleted by a delta (0 for a full sync)
+
+	EditsSent     int // edits carried by the patches sent
+	EditsApplied  int // applied or merged by the server
+	EditsConflict int // applied with a conflict (see Conflicts)
+	EditsRejected int // rejected by the server (kept in Conflicts, Status "rejected")
+	Patches       int // patches answered
+
+	Pending int    // edits still waiting to be sent
+	State   string // Status().State afterwards
+}
+
+// Pull brings the local records to the server's newest version: it
+// downloads the delta pack from the local version, verifies it and installs
+// it atomically. Pending edits stay queued and laid over the new version.
+// An interrupted download resumes at the next Pull.
+func (c *Client) Pull(ctx context.Context) (*SyncResult, error) {
+	return c.runSync(ctx, false, true)
+}
+
+// Push sends the pending edits as patches, oldest first, until the queue
+// is empty. A patch's id is persisted before it is sent, so after a lost
+// answer the next Push resends the same id and the server applies it once.
+func (c *Client) Push(ctx context.Context) (*SyncResult, error) {
+	return c.runSync(ctx, true, false)
+}
+
+// Sync pushes the pending edits, then pulls.
+func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
+	return c.runSync(ctx, true, true)
+}
+
+// runSync runs one push and/or pull with the status reporting it: syncing
+// while it runs, synced after, or the error state that explains a failure.
+func (c *Client) runSync(ctx context.Context, push, pull bool) (*SyncResult, error) {
+	c.netMu.Lock()
+	defer c.netMu.Unlock()
+	res := &SyncResult{}
+	if c.OfflineMode() {
+		c.finishResult(res, nil)
+		return res, fmt.Errorf("sync: %w", ErrOfflineMode)
+	}
+	err := c.syncLocked(ctx, push, pull, 0, res)
+	c.reportOutcome(err, 0)
+	c.finishResult(res, err)
+	return res, err
+}
+
+// syncLocked is one push-then-pull; the caller holds netMu. The state is
+// set to syncing first unless this is a long poll (waitSeconds > 0, which
+// turns syncing only when something arrives).
+func (c *Client) syncLocked(ctx context.Context, push, pull bool, waitSeconds int, res *SyncResult) error {
+	before := c.Status()
+	res.BytesDown, res.BytesUp = -before.BytesDownTotal, -before.BytesUpTotal
+	defer func() {
+		after := c.Status()
+		res.BytesDown += after.BytesDownTotal
+		res.BytesUp += after.BytesUpTotal
+	}()
+	if waitSeconds == 0 {
+		c.ensureSyncing()
+	}
+	if push {
+		if err := c.push(ctx, res); err != nil {
+			return err
+		}
+	}
+	if pull {
+		if err := c.pull(ctx, waitSeconds, res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Client) finishResult(res *SyncResult, err error) {
+	st := c.Status()
+	if res.Version == 0 {
+		res.Version = st.LocalVersion
+	}
+	if res.ServerHead == 0 {
+		res.ServerHead = st.ServerHead
+	}
+	res.Pending, res.State = st.PendingEdits, st.State
+}
+
+// ensureSyncing sets the state to syncing unless it already is.
+func (c *Client) ensureSyncing() {
+	c.st.mu.Lock()
+	already := c.st.state == StateSyncing
+	c.st.mu.Unlock()
+	if !already {
+		c.setState(StateSyncing, ReasonNone, "")
+	}
+}
+
+// reportOutcome sets the state after a sync attempt. failures is how many
+// attempts in a row failed with a temporary server error, including this
+// one: until it reaches Options.ServerRetries the state stays syncing (the
+// loop retries), after that it is error/server.
+func (c *Client) reportOutcome(err error, failures int) {
+	switch {
+	case err == nil:
+		c.touchSynced()
+		c.setState(StateSynced, ReasonNone, c.policyNotice())
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		// Stopped, not failed: leave the state to whoever stopped us.
+	case errors.Is(err, ErrOfflineMode):
+		c.setState(StateOffline, ReasonOfflineMode, "offline mode is on")
+	case errors.Is(err, ErrNoServer):
+		c.setState(StateError, ReasonServer, "no server configured")
+	case errors.Is(err, ErrAuth):
+		c.setState(StateError, ReasonAuth, "the server refused the sign-in token: sign in again ("+err.Error()+")")
+	case errors.Is(err, ErrRebaseNeeded):
+		c.setState(StateError, ReasonPolicy, rebaseMessage(c.ConflictCount()))
+	case errors.Is(err, ErrPolicy):
+		c.setState(StateError, ReasonPolicy, policyMessage(err))
+	case errors.Is(err, ErrNoConnection):
+		c.setState(StateOffline, ReasonNoConnection, "cannot reach the server: "+err.Error())
+	case errors.Is(err, ErrServer) && failures > 0 && failures < c.opts.ServerRetries:
+		c.setState(StateSyncing, ReasonNone, fmt.Sprintf("retrying after a server error (attempt %d): %v", failures, err))
+	default:
+		c.setState(StateError, ReasonServer, err.Error())
+	}
+}
+
+func policyMessage(err error) string {
+	var he *HTTPError
+	if errors.As(err, &he) && he.Message != "" {
+		return he.Message
+	}
+	return err.Error()
+}
+
+func rebaseMessage(conflicts int) string {
+	return fmt.Sprintf("your organization rejects edits that conflict with changes on the server: "+
+		"%d conflict(s) to review; pending edits wait until you rebase them onto the server's data or discard them", conflicts)
+}
+
+// policyNotice explains an org limit this device is over, for the message
+// of a synced state ("" when within limits).
+func (c *Client) policyNotice() string {
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	return c.st.policyViolationLocked(time.Now())
+}
