@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -71,7 +72,22 @@ type verifier struct {
 	rsaKeys []jwt.VerificationKey
 	ecKeys  []jwt.VerificationKey
 	parser  *jwt.Parser
+
+	// cache holds tokens already verified: a client sends the same token
+	// with every poll, and parsing and checking it costs more than the
+	// rest of an up-to-date answer. A token's claims never change, so an
+	// entry only has to expire with the token itself.
+	mu    sync.Mutex
+	cache map[string]cachedClaims
 }
+
+type cachedClaims struct {
+	c   *Claims
+	exp time.Time
+}
+
+// maxCachedTokens bounds the verified-token cache; when full it starts over.
+const maxCachedTokens = 10_000
 
 // tokenLeeway absorbs clock skew between the token issuer and this server.
 const tokenLeeway = 30 * time.Second
@@ -143,9 +159,24 @@ func (v *verifier) keyFunc(t *jwt.Token) (any, error) {
 
 // verify parses and checks a raw token.
 func (v *verifier) verify(raw string) (*Claims, error) {
+	now := time.Now()
+	v.mu.Lock()
+	e, ok := v.cache[raw]
+	v.mu.Unlock()
+	if ok && now.Before(e.exp) {
+		return e.c, nil
+	}
 	var c Claims
 	if _, err := v.parser.ParseWithClaims(raw, &c, v.keyFunc); err != nil {
 		return nil, err
+	}
+	if c.ExpiresAt != nil {
+		v.mu.Lock()
+		if v.cache == nil || len(v.cache) >= maxCachedTokens {
+			v.cache = make(map[string]cachedClaims)
+		}
+		v.cache[raw] = cachedClaims{c: &c, exp: c.ExpiresAt.Add(tokenLeeway)}
+		v.mu.Unlock()
 	}
 	return &c, nil
 }

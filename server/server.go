@@ -46,6 +46,7 @@ type Server struct {
 	reqIDSeq    atomic.Uint64
 
 	secretState
+	manifests *manifestCache
 }
 
 // New builds a Server from opts (validated with opts.Validate).
@@ -79,6 +80,7 @@ func New(opts Options) (*Server, error) {
 		zdec:        zdec,
 		stopping:    make(chan struct{}),
 		reqIDPrefix: hex.EncodeToString(prefix[:]),
+		manifests:   newManifestCache(256),
 	}
 	if bytes.Equal(opts.JWTSecret, []byte(DevJWTSecret)) {
 		s.log.Warn("serving with the public development JWT secret: anyone can act as any user or admin")

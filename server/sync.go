@@ -102,13 +102,13 @@ func (s *Server) sync(ctx *fasthttp.RequestCtx, req *request) error {
 	if err != nil {
 		return err
 	}
-	b, err := snapshot.ReadManifest(req.Ctx, s.store, req.Org, req.User, target)
+	b, err := s.manifest(req.Ctx, req.Org, req.User, target)
 	if err != nil {
 		return err
 	}
 	var a *snapshot.Manifest
 	if from > 0 {
-		a, err = snapshot.ReadManifest(req.Ctx, s.store, req.Org, req.User, from)
+		a, err = s.manifest(req.Ctx, req.Org, req.User, from)
 		if errors.Is(err, snapshot.ErrNotExist) {
 			// The client's version was retired by garbage collection: it
 			// gets a full sync (from 0) and replaces what it has.
@@ -180,7 +180,7 @@ func (s *Server) status(ctx *fasthttp.RequestCtx, req *request) error {
 	}
 	st := wire.StatusResponse{Org: req.Org, User: req.User, Head: head, Policy: req.Policy}
 	if head > 0 {
-		m, err := snapshot.ReadManifest(req.Ctx, s.store, req.Org, req.User, head)
+		m, err := s.manifest(req.Ctx, req.Org, req.User, head)
 		if err != nil {
 			return err
 		}
@@ -207,7 +207,7 @@ func (s *Server) chunk(ctx *fasthttp.RequestCtx, req *request) error {
 	if head == 0 {
 		return notFound("chunk %s is not part of your data", id)
 	}
-	m, err := snapshot.ReadManifest(req.Ctx, s.store, req.Org, req.User, head)
+	m, err := s.manifest(req.Ctx, req.Org, req.User, head)
 	if err != nil {
 		return err
 	}
