@@ -394,10 +394,11 @@ func (c *Client) finishVersion(ctx context.Context, h wire.SyncHeader, old *snap
 		if err != nil {
 			return fmt.Errorf("sync: chunk %d of version %d: %w", j, h.To, errors.Join(err, snapshot.ErrCorrupt))
 		}
+		// The keyed ID is what proves the bytes; the SHA-256 is ours to add.
+		ch.Sum = sha256.Sum256(raw)
 		if err := snapshot.VerifyChunk(hasher, ch, raw); err != nil {
 			return fmt.Errorf("sync: chunk %d of version %d: %w", j, h.To, err)
 		}
-		ch.Sum = sha256.Sum256(raw)
 	}
 	have, err := c.hasChunks(chunkIDs(chunks))
 	if err != nil {

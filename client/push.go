@@ -21,6 +21,10 @@ import (
 // reject policy: pushing stops until Rebase or DiscardEdits.
 var metaRebase = []byte("rebase_needed")
 
+// errBaseUnknown reports a patch whose base the server does not know: the
+// caller pulls (a full sync) and pushes again.
+var errBaseUnknown = errors.New("the server does not know the patch's base version")
+
 // Patch bodies larger than this are sent zstd-compressed.
 const compressPatchOver = 1 << 10
 
@@ -174,7 +178,30 @@ func (c *Client) patchRefused(p *inflightPatch, edits []*edit, err error, res *S
 	he := hb.HTTPError
 	switch {
 	case he.Status == http.StatusConflict:
-		return c.patchRejected(p, edits, hb, res)
+		var rb struct {
+			Receipts []diff.Receipt `json:"receipts"`
+		}
+		if json.Unmarshal(hb.body, &rb) == nil && len(rb.Receipts) > 0 {
+			return c.patchRejected(p, edits, hb, res)
+		}
+		// The id is taken by a different patch (cannot happen with random
+		// ids and a persisted patch, unless state was copied between
+		// devices): nothing of ours was applied, send under a new id.
+		if err := c.completePatchX(p.ID, 0, nil, nil, nil); err != nil {
+			return fmt.Errorf("push: %w", err)
+		}
+		return &serverError{op: "push", err: he}
+	case he.Status == http.StatusNotFound:
+		// The base version is unknown: the server's data was reset or our
+		// version retired. Nothing was applied; resync from scratch, then
+		// send the edits under a new id on the new base.
+		if err := c.setMeta(metaNeedFull, []byte{1}); err != nil {
+			return fmt.Errorf("push: %w", err)
+		}
+		if err := c.completePatchX(p.ID, 0, nil, nil, nil); err != nil {
+			return fmt.Errorf("push: %w", err)
+		}
+		return fmt.Errorf("push: %w: %v", errBaseUnknown, he)
 	case he.Status == http.StatusRequestEntityTooLarge && len(edits) > 1:
 		// Too big for this server: form smaller patches (a new id is
 		// safe, the server applied nothing).
@@ -200,7 +227,7 @@ func (c *Client) patchRefused(p *inflightPatch, edits []*edit, err error, res *S
 			return fmt.Errorf("push: %w", err)
 		}
 		return nil
-	case he.Status == http.StatusNotFound || he.Status == http.StatusMethodNotAllowed:
+	case he.Status == http.StatusMethodNotAllowed:
 		// A server without the patch endpoint (older, or mid-deploy): a
 		// server problem; the patch stays in flight.
 		return &serverError{op: "push", err: he}

@@ -84,7 +84,14 @@ func (c *Client) syncLocked(ctx context.Context, push, pull bool, waitSeconds in
 		c.ensureSyncing()
 	}
 	if push {
-		if err := c.push(ctx, res); err != nil {
+		err := c.push(ctx, res)
+		if errors.Is(err, errBaseUnknown) {
+			// Resync, then send the edits on the new base.
+			if err = c.pull(ctx, 0, res); err == nil {
+				err = c.push(ctx, res)
+			}
+		}
+		if err != nil {
 			return err
 		}
 	}
