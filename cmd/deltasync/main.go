@@ -39,6 +39,7 @@ var commands = []command{
 	{"token", "mint a bearer token (HS256 JWT) for a user or an admin", runToken},
 	{"serve", "serve the sync API (fasthttp) on a local directory or S3 store", runServe},
 	{"gc", "remove versions beyond retention and the packs they alone used", runGC},
+	{"bench", "measure bytes on the wire and build speed for the edit scenarios, against a loopback server", runBench},
 }
 
 // env is what a command may touch of the process, so tests can run
