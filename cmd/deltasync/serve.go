@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -31,7 +32,7 @@ type serveOptions struct {
 
 // serveFlags registers every flag of `deltasync serve`; tests parse the
 // documented command lines (docker-compose.yml) against it.
-func serveFlags(e *env) (*serveOptions, *server.Options, func([]string) error) {
+func serveFlags(e *env) (*serveOptions, *server.Options, *flag.FlagSet) {
 	so := &serveOptions{Store: "file://./data", ShutdownTimeout: 30 * time.Second}
 	if v := e.getenv("DELTASYNC_STORE"); v != "" {
 		so.Store = v
@@ -42,12 +43,12 @@ func serveFlags(e *env) (*serveOptions, *server.Options, func([]string) error) {
 	fs.DurationVar(&so.ShutdownTimeout, "shutdown-timeout", so.ShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
 	fs.BoolVar(&so.LogJSON, "log-json", !e.stderrTerminal, "structured JSON logs (default when stderr is not a terminal)")
 	opts.RegisterFlags(fs)
-	return so, &opts, func(args []string) error { return parseFlags(fs, args) }
+	return so, &opts, fs
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
-	so, opts, parse := serveFlags(e)
-	if err := parse(args); err != nil {
+	so, opts, fs := serveFlags(e)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	var h slog.Handler = slog.NewTextHandler(e.stderr, nil)
