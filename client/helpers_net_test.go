@@ -199,8 +199,8 @@ type faultTransport struct {
 	// it returns) without asking the server.
 	answer func(body []byte) string
 	down   atomic.Int64 // response body bytes read
-	mu      sync.Mutex
-	posts   []string // bodies of POST /v1/patches that reached the server
+	mu     sync.Mutex
+	posts  []string // bodies of POST /v1/patches that reached the server
 }
 
 func newFaultTransport() *faultTransport {
