@@ -164,6 +164,9 @@ func Apply(ctx context.Context, s snapshot.Store, opts ApplyOptions, p *Patch) (
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
+	if p == nil {
+		return nil, fmt.Errorf("apply patch: no patch: %w", snapshot.ErrInvalid)
+	}
 	q := *p
 	q.Ops = slices.Clone(p.Ops)
 	if err := q.Validate(opts.Limits); err != nil {
@@ -379,7 +382,8 @@ func (r *replayer) putIntent(ctx context.Context) error {
 // and returns its answer (storing it if it was lost).
 func (r *replayer) scan(ctx context.Context, hi, lo uint64) (*Result, error) {
 	for v := hi; v >= lo && v > 0; v-- {
-		m, err := r.manifest(ctx, v)
+		// The header names the change set; the chunk list is not needed.
+		m, err := snapshot.ReadManifestHeader(ctx, r.s, r.opts.Org, r.opts.User, v)
 		if errors.Is(err, snapshot.ErrNotExist) {
 			continue // garbage collected
 		}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -133,6 +134,9 @@ func TestRejectStoresNothing(t *testing.T) {
 	c := rej.Conflicts()
 	if rej.Head != 2 || len(c) != 1 || c[0].Key != "tasks/001" || c[0].Won || len(c[0].ClientValue) == 0 || len(c[0].ServerValue) == 0 {
 		t.Fatalf("rejection: %+v", rej)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "1 conflicting ops") || !strings.Contains(msg, "tasks/001") {
+		t.Errorf("error text %q", msg)
 	}
 	if rej.Receipts[1].Status != diff.StatusRejected || rej.Receipts[1].Reason == "" {
 		t.Fatalf("other op: %+v", rej.Receipts[1])
@@ -391,5 +395,57 @@ func TestCancelledWhileRacing(t *testing.T) {
 	p := &diff.Patch{ID: "c", Base: 1, Ops: []diff.Op{mergeOp("tasks/001", `{"x":1}`)}}
 	if _, err := diff.Apply(ctx, fs, applyOpts("u", ""), p); !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
+	}
+}
+
+// TestReplayAroundOversizeRecords patches records bigger than the largest
+// chunk (split over several chunks), their neighbours, and keys before the
+// first and after the last record, on a base the server changed elsewhere.
+func TestReplayAroundOversizeRecords(t *testing.T) {
+	ctx := context.Background()
+	mem := memstore.New()
+	big := func(tag string, n int) []byte {
+		return fmt.Appendf(nil, `{"blob":%q,"tag":%q}`, strings.Repeat(tag, n), tag)
+	}
+	base := map[string][]byte{}
+	for i := range 40 {
+		base[fmt.Sprintf("m/%02d", i)] = fmt.Appendf(nil, `{"i":%d,"text":%q}`, i, strings.Repeat("word ", 400))
+	}
+	base["m/10x"] = big("a", 150<<10)
+	base["m/20x"] = big("b", 300<<10)
+	buildVersion(t, mem, "u", toRecords(t, base))
+	srv := maps.Clone(base)
+	srv["m/30"] = []byte(`{"i":30,"server":true}`)
+	srv["m/20x"] = big("c", 200<<10)
+	buildVersion(t, mem, "u", toRecords(t, srv))
+
+	p := &diff.Patch{ID: "big", Base: 1, Ops: []diff.Op{
+		mergeOp("a/first", `{"new":1}`),
+		mergeOp("m/10x", `{"tag":"A"}`),
+		mergeOp("m/10", `{"seen":true}`),
+		mergeOp("m/11", `{"seen":true}`),
+		mergeOp("m/20x", `{"note":"client"}`),
+		{Op: "delete", Key: "m/39"},
+		mergeOp("z/last", `{"new":2}`),
+	}}
+	res, err := diff.Apply(ctx, mem, applyOpts("u", ""), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := maps.Clone(srv)
+	want["a/first"] = []byte(`{"new":1}`)
+	want["m/10x"] = []byte(`{"blob":"` + strings.Repeat("a", 150<<10) + `","tag":"A"}`)
+	want["m/10"] = []byte(strings.Replace(string(srv["m/10"]), `{"i":10,`, `{"i":10,"seen":true,`, 1))
+	want["m/11"] = []byte(strings.Replace(string(srv["m/11"]), `{"i":11,`, `{"i":11,"seen":true,`, 1))
+	want["m/20x"] = []byte(`{"blob":"` + strings.Repeat("c", 200<<10) + `","note":"client","tag":"c"}`)
+	delete(want, "m/39")
+	want["z/last"] = []byte(`{"new":2}`)
+	sameRecords(t, readAll(t, mem, "u", res.Version), want)
+	statuses := []string{}
+	for _, r := range res.Receipts {
+		statuses = append(statuses, r.Status)
+	}
+	if got := strings.Join(statuses, " "); got != "applied applied applied applied merged applied applied" {
+		t.Fatalf("statuses %s", got)
 	}
 }
