@@ -181,7 +181,7 @@ func (s *scanner) array(depth int) bool {
 		return true
 	}
 	for {
-		if !s.value(depth + 1) || s.i >= len(s.b) {
+		if !s.value(depth+1) || s.i >= len(s.b) {
 			return false
 		}
 		switch s.b[s.i] {
