@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -10,27 +11,27 @@ import (
 // SyncResult tells what one Pull, Push or Sync did. Plain fields, so it
 // binds with gomobile (returned by pointer).
 type SyncResult struct {
-	Version    uint64 // local version afterwards
-	ServerHead uint64 // newest version the server announced
-	UpToDate   bool   // the pull found nothing new
-	Full       bool   // the pull was a full sync (replaced every record)
-	Resumed    bool   // the pull resumed an interrupted download
+	Version    uint64 `json:"version"`     // local version afterwards
+	ServerHead uint64 `json:"server_head"` // newest version the server announced
+	UpToDate   bool   `json:"up_to_date"`  // the pull found nothing new
+	Full       bool   `json:"full"`        // the pull was a full sync (replaced every record)
+	Resumed    bool   `json:"resumed"`     // the pull resumed an interrupted download
 
-	BytesDown int64 // traffic of this call (bodies)
-	BytesUp   int64
+	BytesDown int64 `json:"bytes_down"` // traffic of this call (bodies)
+	BytesUp   int64 `json:"bytes_up"`
 
-	ChunksFetched  int // chunks received over the network
-	ChunksReused   int // chunks of the new version already held locally
-	RecordsChanged int // records put or deleted by a delta (0 for a full sync)
+	ChunksFetched  int `json:"chunks_fetched"`  // chunks received over the network
+	ChunksReused   int `json:"chunks_reused"`   // chunks of the new version already held locally
+	RecordsChanged int `json:"records_changed"` // records put or deleted by a delta (0 for a full sync)
 
-	EditsSent     int // edits carried by the patches sent
-	EditsApplied  int // applied or merged by the server
-	EditsConflict int // applied with a conflict (see Conflicts)
-	EditsRejected int // rejected by the server (kept in Conflicts, Status "rejected")
-	Patches       int // patches answered
+	EditsSent     int `json:"edits_sent"`     // edits carried by the patches sent
+	EditsApplied  int `json:"edits_applied"`  // applied or merged by the server
+	EditsConflict int `json:"edits_conflict"` // applied with a conflict (see Conflicts)
+	EditsRejected int `json:"edits_rejected"` // rejected by the server (kept in Conflicts, Status "rejected")
+	Patches       int `json:"patches"`        // patches answered
 
-	Pending int    // edits still waiting to be sent
-	State   string // Status().State afterwards
+	Pending int    `json:"pending"` // edits still waiting to be sent
+	State   string `json:"state"`   // Status().State afterwards
 }
 
 // Pull brings the local records to the server's newest version: it
@@ -69,6 +70,22 @@ func (c *Client) runSync(ctx context.Context, push, pull bool) (*SyncResult, err
 	return res, err
 }
 
+var metaLastResult = []byte("last_result")
+
+// LastSyncResult returns the result of the last Pull, Push, Sync or Rebase
+// call that reached the server (nil if none), as the CLI's status shows it.
+func (c *Client) LastSyncResult() (*SyncResult, error) {
+	raw, err := c.getMeta(metaLastResult)
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	var r SyncResult
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, fmt.Errorf("last sync result: %v: %w", err, ErrCorrupt)
+	}
+	return &r, nil
+}
+
 // syncLocked is one push-then-pull; the caller holds netMu. The state is
 // set to syncing first unless this is a long poll (waitSeconds > 0, which
 // turns syncing only when something arrives).
@@ -105,13 +122,19 @@ func (c *Client) syncLocked(ctx context.Context, push, pull bool, waitSeconds in
 
 func (c *Client) finishResult(res *SyncResult, err error) {
 	st := c.Status()
-	if res.Version == 0 {
+	if res.Version == 0 || err != nil {
 		res.Version = st.LocalVersion
 	}
 	if res.ServerHead == 0 {
 		res.ServerHead = st.ServerHead
 	}
 	res.Pending, res.State = st.PendingEdits, st.State
+	if res.BytesDown > 0 || res.BytesUp > 0 {
+		if raw, jerr := json.Marshal(res); jerr == nil {
+			// Only informational: a failed write loses nothing that matters.
+			_ = c.setMeta(metaLastResult, raw)
+		}
+	}
 }
 
 // ensureSyncing sets the state to syncing unless it already is.

@@ -1,0 +1,335 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/deltasync/deltasync/client"
+)
+
+const clientSynopsis = `  deltasync client <command> [--dir DIR] [--server URL] [--token T] [args]
+
+Commands:
+  pull [--json]           download the newest version (resumes an interrupted download)
+  push [--json]           send the pending edits
+  sync [--json]           push, then pull
+  status [--json]         local version, pending edits, traffic, state
+  get KEY                 print the value of KEY (with pending edits applied)
+  put KEY JSON            queue a whole new value ("-" reads JSON from stdin)
+  merge KEY JSON          queue an RFC 7386 merge patch (a JSON object)
+  delete KEY              queue the removal of KEY
+  export                  the merged view as NDJSON, sorted by key
+  offline on|off          switch offline mode (no network use while on)
+  conflicts [--json]      conflicts and rejected edits the server reported
+
+The state lives in --dir (default ./deltasync-client, env DELTASYNC_CLIENT_DIR).
+--server and --token (env DELTASYNC_SERVER, DELTASYNC_TOKEN) are remembered
+there, so later commands need not repeat them. Edits never need the network.
+`
+
+// clientOptions are the flags of `deltasync client`.
+type clientOptions struct {
+	Dir, Server, Token string
+	JSON               bool
+}
+
+func runClient(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 {
+		return usagef("missing client command (pull, push, sync, status, get, put, merge, delete, export, offline, conflicts)")
+	}
+	if a := args[0]; a == "-h" || a == "--help" || a == "-help" || a == "help" {
+		fmt.Fprint(e.stdout, "Usage:\n"+clientSynopsis)
+		return flag.ErrHelp
+	}
+	sub, args := args[0], args[1:]
+	var o clientOptions
+	fs := newFlagSet(e, "client "+sub, clientSynopsis)
+	fs.StringVar(&o.Dir, "dir", "", "client state directory (env DELTASYNC_CLIENT_DIR; default ./deltasync-client)")
+	fs.StringVar(&o.Server, "server", "", "server URL, remembered in the state directory (env DELTASYNC_SERVER)")
+	fs.StringVar(&o.Token, "token", "", "bearer token, remembered in the state directory (env DELTASYNC_TOKEN)")
+	fs.BoolVar(&o.JSON, "json", false, "print one JSON object (pull, push, sync, status, conflicts)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	want := map[string]int{"pull": 0, "push": 0, "sync": 0, "status": 0, "export": 0, "conflicts": 0,
+		"get": 1, "delete": 1, "offline": 1, "put": 2, "merge": 2}
+	n, ok := want[sub]
+	if !ok {
+		return usagef("unknown client command %q", sub)
+	}
+	if len(pos) != n {
+		return usagef("client %s takes %d argument(s), got %d", sub, n, len(pos))
+	}
+	if o.Dir == "" {
+		o.Dir = e.getenv("DELTASYNC_CLIENT_DIR")
+	}
+	if o.Dir == "" {
+		o.Dir = "deltasync-client"
+	}
+	if o.Server == "" {
+		o.Server = e.getenv("DELTASYNC_SERVER")
+	}
+	if o.Token == "" {
+		o.Token = e.getenv("DELTASYNC_TOKEN")
+	}
+	opts := client.DefaultOptions()
+	opts.ServerURL, opts.Token = o.Server, o.Token
+	c, err := client.Open(o.Dir, opts)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	switch sub {
+	case "pull", "push", "sync":
+		return clientSync(ctx, e, c, sub, o)
+	case "status":
+		return clientStatus(e, c, o)
+	case "get":
+		v, err := c.Get(pos[0])
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(e.stdout, "%s\n", v)
+		return err
+	case "put", "merge":
+		val := []byte(pos[1])
+		if pos[1] == "-" {
+			if val, err = io.ReadAll(e.stdin); err != nil {
+				return fmt.Errorf("read value from stdin: %w", err)
+			}
+		}
+		if sub == "put" {
+			return c.Put(pos[0], val)
+		}
+		return c.Merge(pos[0], val)
+	case "delete":
+		return c.Delete(pos[0])
+	case "export":
+		return c.Export(e.stdout)
+	case "offline":
+		switch strings.ToLower(pos[0]) {
+		case "on":
+			return c.SetOfflineMode(true)
+		case "off":
+			return c.SetOfflineMode(false)
+		}
+		return usagef("offline takes on or off, not %q", pos[0])
+	case "conflicts":
+		return clientConflicts(e, c, o)
+	}
+	return nil
+}
+
+// parseInterleaved parses flags that may come before, between or after the
+// positional arguments, and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		usage := fs.Usage
+		fs.Usage = func() {}
+		err := fs.Parse(args)
+		fs.Usage = usage
+		if errors.Is(err, flag.ErrHelp) {
+			usage()
+			return nil, err
+		}
+		if err != nil {
+			return nil, &usageError{msg: err.Error()}
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func clientSync(ctx context.Context, e *env, c *client.Client, sub string, o clientOptions) error {
+	if sub != "push" && e.stderrTerminal && !o.JSON {
+		var bar *progressbar.ProgressBar
+		id := c.OnStatus(func(s client.Status) {
+			if s.ProgressBytesTotal <= 0 {
+				return
+			}
+			if bar == nil {
+				bar = progressbar.NewOptions64(s.ProgressBytesTotal,
+					progressbar.OptionSetWriter(e.stderr),
+					progressbar.OptionSetDescription("pull"),
+					progressbar.OptionShowBytes(true),
+					progressbar.OptionUseIECUnits(true),
+					progressbar.OptionSetWidth(30),
+					progressbar.OptionThrottle(100*time.Millisecond),
+					progressbar.OptionSetPredictTime(false),
+					progressbar.OptionClearOnFinish())
+			}
+			bar.Set64(s.ProgressBytesDone)
+		})
+		defer func() {
+			c.RemoveStatusListener(id)
+			if bar != nil {
+				bar.Finish()
+			}
+		}()
+	}
+	var res *client.SyncResult
+	var err error
+	switch sub {
+	case "pull":
+		res, err = c.Pull(ctx)
+	case "push":
+		res, err = c.Push(ctx)
+	default:
+		res, err = c.Sync(ctx)
+	}
+	if err != nil {
+		if o.JSON && res != nil {
+			printJSON(e.stdout, res)
+		}
+		return err
+	}
+	if o.JSON {
+		return printJSON(e.stdout, res)
+	}
+	w := e.stdout
+	switch {
+	case sub == "push":
+		fmt.Fprintf(w, "pushed %d edit(s): %d applied, %d conflict(s), %d rejected; %d pending\n",
+			res.EditsSent, res.EditsApplied, res.EditsConflict, res.EditsRejected, res.Pending)
+	case res.UpToDate && res.EditsSent == 0:
+		fmt.Fprintf(w, "up to date at version %d\n", res.Version)
+	default:
+		kind := "delta"
+		if res.Full {
+			kind = "full sync"
+		}
+		if res.Resumed {
+			kind += ", resumed"
+		}
+		if res.EditsSent > 0 {
+			fmt.Fprintf(w, "pushed %d edit(s): %d applied, %d conflict(s), %d rejected\n",
+				res.EditsSent, res.EditsApplied, res.EditsConflict, res.EditsRejected)
+		}
+		if !res.UpToDate {
+			fmt.Fprintf(w, "version %d (%s): %s down, %d chunk(s) fetched, %d reused, %d record(s) changed\n",
+				res.Version, kind, humanBytes(res.BytesDown), res.ChunksFetched, res.ChunksReused, res.RecordsChanged)
+		}
+	}
+	if n := c.ConflictCount(); n > 0 {
+		fmt.Fprintf(e.stderr, "%d conflict(s) to review: deltasync client conflicts\n", n)
+	}
+	return nil
+}
+
+func clientStatus(e *env, c *client.Client, o clientOptions) error {
+	s := c.Status()
+	last, err := c.LastSyncResult()
+	if err != nil {
+		return err
+	}
+	if last == nil {
+		last = &client.SyncResult{}
+	}
+	if o.JSON {
+		return printJSON(e.stdout, map[string]any{
+			"version": s.LocalVersion, "server_head": s.ServerHead,
+			"state": s.State, "reason": s.Reason, "message": s.Message,
+			"pending": s.PendingEdits, "pending_bytes": s.PendingBytes,
+			"bytes_down": s.BytesDownTotal, "bytes_up": s.BytesUpTotal,
+			"bytes_down_since_online": s.BytesDownSinceOnline, "bytes_up_since_online": s.BytesUpSinceOnline,
+			"chunks_fetched": last.ChunksFetched, "chunks_reused": last.ChunksReused,
+			"last_synced_unix": s.LastSyncedUnix, "conflicts": s.Conflicts,
+			"offline_mode": c.OfflineMode(), "rebase_needed": c.RebaseNeeded(),
+			"server": c.ServerURL(), "policy": c.Policy(),
+		})
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	state := s.State
+	if s.Reason != "" {
+		state += " (" + s.Reason + ")"
+	}
+	fmt.Fprintf(tw, "state\t%s\n", state)
+	if s.Message != "" {
+		fmt.Fprintf(tw, "message\t%s\n", s.Message)
+	}
+	fmt.Fprintf(tw, "server\t%s\n", c.ServerURL())
+	fmt.Fprintf(tw, "version\t%d (server head %d)\n", s.LocalVersion, s.ServerHead)
+	fmt.Fprintf(tw, "pending\t%d edit(s), %s\n", s.PendingEdits, humanBytes(s.PendingBytes))
+	fmt.Fprintf(tw, "conflicts\t%d\n", s.Conflicts)
+	fmt.Fprintf(tw, "traffic\t%s down, %s up since online; %s down, %s up in total\n",
+		humanBytes(s.BytesDownSinceOnline), humanBytes(s.BytesUpSinceOnline), humanBytes(s.BytesDownTotal), humanBytes(s.BytesUpTotal))
+	if s.LastSyncedUnix > 0 {
+		fmt.Fprintf(tw, "last synced\t%s\n", time.Unix(s.LastSyncedUnix, 0).Format(time.RFC3339))
+	}
+	fmt.Fprintf(tw, "offline mode\t%v\n", c.OfflineMode())
+	return tw.Flush()
+}
+
+func clientConflicts(e *env, c *client.Client, o clientOptions) error {
+	cs, err := c.Conflicts()
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		type out struct {
+			ID          int64           `json:"id"`
+			Key         string          `json:"key"`
+			Op          string          `json:"op"`
+			Status      string          `json:"status"`
+			Policy      string          `json:"policy,omitempty"`
+			Won         bool            `json:"won"`
+			Pending     bool            `json:"pending,omitempty"`
+			Fields      string          `json:"fields,omitempty"`
+			Reason      string          `json:"reason,omitempty"`
+			ClientValue json.RawMessage `json:"client_value,omitempty"`
+			ServerValue json.RawMessage `json:"server_value,omitempty"`
+		}
+		list := make([]out, 0, len(cs))
+		for _, cf := range cs {
+			list = append(list, out{cf.ID, cf.Key, cf.Op, cf.Status, cf.Policy, cf.Won, cf.Pending, cf.Fields, cf.Reason, cf.ClientValue, cf.ServerValue})
+		}
+		return printJSON(e.stdout, map[string]any{"conflicts": list, "rebase_needed": c.RebaseNeeded()})
+	}
+	if len(cs) == 0 {
+		fmt.Fprintln(e.stdout, "no conflicts")
+		return nil
+	}
+	for _, cf := range cs {
+		outcome := "server's value kept"
+		switch {
+		case cf.Status == "rejected":
+			outcome = "rejected: " + cf.Reason
+		case cf.Pending:
+			outcome = "edit still pending (org policy rejects conflicts)"
+		case cf.Won:
+			outcome = "your edit won"
+		}
+		fmt.Fprintf(e.stdout, "#%d %s %s (%s)\n  yours:  %s\n  server: %s\n", cf.ID, cf.Op, cf.Key, outcome, orNone(cf.ClientValue), orNone(cf.ServerValue))
+	}
+	if c.RebaseNeeded() {
+		fmt.Fprintln(e.stdout, "pushing is paused until the edits are rebased (library: Client.Rebase) or discarded (Client.DiscardEdits)")
+	}
+	return nil
+}
+
+func orNone(b []byte) string {
+	if len(b) == 0 {
+		return "(none)"
+	}
+	return string(b)
+}
+
+func printJSON(w io.Writer, v any) error {
+	return json.NewEncoder(w).Encode(v)
+}
