@@ -26,10 +26,6 @@ func ParseChunkID(s string) (ChunkID, error) {
 	return id, nil
 }
 
-// DevSecret is the fixed development chunk key. Deployments must use their own
-// (see LoadOrCreateSecret); anything using this one should say so loudly.
-var DevSecret = []byte("deltasync-development-chunk-key-do-not-use-in-production")
-
 // Hasher computes chunk IDs for one user's data set. IDs are two xxhash64
 // digests with independent seeds, both derived from the deployment secret and
 // the (org, user) scope: the same bytes get unrelated IDs for different users
