@@ -22,19 +22,45 @@
 //
 // # Sync (pull and push)
 //
-// The network side is built on a few internal steps, each one bbolt
-// transaction: installVersion switches the records to a new verified version
-// atomically (pending edits stay on top); beginPatch fixes the id, base and
-// edits of the next patch and persists them before anything is sent, so a
-// retry after a lost answer reuses the id and the server applies it once;
-// completePatch records the server's receipts: applied edits leave the queue
-// (staying visible until the version holding them is pulled) and conflicts
-// are kept until the app acknowledges them.
+// Pull asks GET /v1/sync?from=<local version> and streams the delta pack
+// (wire.DeltaReader) into the chunk cache: each chunk is verified against
+// its keyed ID (changed chunks arrive compressed with the old chunk as
+// dictionary, read from the cache) and written in batches together with a
+// download marker {from, to, received}. If the download breaks, the next
+// Pull asks for to=B&skip=K and fetches only what is missing; a marker that
+// no longer lines up (the server answers another pack) is abandoned and its
+// chunks swept. When every chunk is in, the SHA-256 hash list of the chunk
+// list must equal the manifest's stream hash; then installVersion switches
+// records, version, manifest and policy in one bbolt transaction. After a
+// delta only the records of changed chunks are read (diff's record diff over
+// the cache); a full sync decodes every chunk inside the install
+// transaction. Chunks the new version does not use are dropped. A cached
+// chunk that fails its SHA-256 makes the next pull a full sync: damage is
+// repaired by refetching, never by guessing.
+//
+// Push sends the queue as patches. beginPatch fixes the id, base and edits
+// of the next patch and persists them before anything is sent, so a retry
+// after a lost answer (also after a restart) resends the same id and the
+// server applies it once; completePatch records the receipts: applied,
+// merged and conflicting edits leave the queue (staying visible until the
+// version holding them is pulled), conflicts and rejected edits are kept
+// with both values until the app acknowledges them. Under the org's reject
+// policy a conflicting patch is refused whole (409): its conflicts are
+// kept, its edits stay queued, and pushing pauses until Rebase (pull, then
+// send the edits on the new base) or DiscardEdits. A 413 splits the next
+// patches; 400 turns the patch's edits into rejected conflicts.
+//
+// Sync is push then pull. Start runs it in the background: long polls for
+// new versions, wakes on every edit and on connectivity, retries failures
+// with capped exponential backoff and jitter, and stops all network use in
+// offline mode or after NotifyConnectivity(false).
 //
 // # Status
 //
 // Status reports what a status bar needs: syncing, synced, offline (no
-// connection or offline mode) or error (auth, policy, server), versions,
+// connection or offline mode) or error (auth, policy, server; policy also
+// when the device is over the org's MaxPendingBytes, or offline longer than
+// its MaxOfflineSeconds, with the limit explained in Message), versions,
 // pending edits, traffic and download progress. OnStatus (or
 // AddStatusListener, for gomobile) subscribes to changes; listeners are
 // called one at a time, in order, outside the client's locks.

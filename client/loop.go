@@ -20,6 +20,7 @@ type loopState struct {
 	wakeCh       chan struct{} // buffered 1: "there is work"
 	cycleCancel  context.CancelFunc
 	pollCancel   context.CancelFunc // set while a long poll waits for news
+	fgCancel     context.CancelFunc // cancels an app-requested Pull/Push/Sync
 	disconnected bool               // NotifyConnectivity(false)
 	patchOpsCap  int                // after a 413: most edits per patch
 }
@@ -104,8 +105,13 @@ func (c *Client) kickLoop() {
 	if l.pollCancel != nil {
 		l.pollCancel()
 	}
-	if (off || l.disconnected) && l.cycleCancel != nil {
-		l.cycleCancel()
+	if off || l.disconnected {
+		if l.cycleCancel != nil {
+			l.cycleCancel()
+		}
+		if l.fgCancel != nil {
+			l.fgCancel()
+		}
 	}
 }
 

@@ -3,7 +3,9 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -232,5 +234,45 @@ func TestBackoffGrowsWithJitter(t *testing.T) {
 				t.Fatalf("backoff(%d) = %dms, want in [%d, %d)", tc.failures, d, tc.lo, tc.hi)
 			}
 		}
+	}
+}
+
+// blockingTransport holds every request until its context ends.
+type blockingTransport struct{ entered chan struct{} }
+
+func (b *blockingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	b.entered <- struct{}{}
+	<-req.Context().Done()
+	return nil, req.Context().Err()
+}
+
+// Turning offline mode on stops network use at once, also a sync the app
+// started itself; nothing is installed or lost.
+func TestOfflineModeCancelsRunningSync(t *testing.T) {
+	ts := newTestServer(t)
+	ts.upload("ann", []gen.Record{{Key: "a", Value: []byte(`1`)}})
+	bt := &blockingTransport{entered: make(chan struct{}, 1)}
+	c := ts.client("ann", bt)
+	mustDo(t, c.Put("b", []byte(`2`)))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Sync(context.Background())
+		errc <- err
+	}()
+	<-bt.entered
+	mustDo(t, c.SetOfflineMode(true))
+	if err := <-errc; err == nil {
+		t.Fatal("sync finished while its request was held")
+	}
+	if s := c.Status(); s.State != StateOffline || s.Reason != ReasonOfflineMode || s.PendingEdits != 1 || s.LocalVersion != 0 {
+		t.Errorf("status after cancel: %+v", s)
+	}
+	if _, err := c.Pull(context.Background()); !errors.Is(err, ErrOfflineMode) {
+		t.Errorf("pull in offline mode: %v", err)
+	}
+	c.NotifyConnectivity(false)
+	mustDo(t, c.SetOfflineMode(false))
+	if _, err := c.Pull(context.Background()); !errors.Is(err, ErrNoConnection) {
+		t.Errorf("pull without a connection: %v", err)
 	}
 }

@@ -295,11 +295,13 @@ func (c *Client) Rebase(ctx context.Context) (*SyncResult, error) {
 	c.netMu.Lock()
 	defer c.netMu.Unlock()
 	res := &SyncResult{}
-	if c.OfflineMode() {
-		c.finishResult(res, nil)
-		return res, fmt.Errorf("rebase: %w", ErrOfflineMode)
+	ctx, done, err := c.foreground(ctx)
+	if err != nil {
+		c.finishResult(res, err)
+		return res, fmt.Errorf("rebase: %w", err)
 	}
-	err := c.syncLocked(ctx, false, true, 0, res)
+	defer done()
+	err = c.syncLocked(ctx, false, true, 0, res)
 	if err == nil {
 		if err = c.setMeta(metaRebase, nil); err == nil {
 			err = c.syncLocked(ctx, true, true, 0, res)

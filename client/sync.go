@@ -60,11 +60,13 @@ func (c *Client) runSync(ctx context.Context, push, pull bool) (*SyncResult, err
 	c.netMu.Lock()
 	defer c.netMu.Unlock()
 	res := &SyncResult{}
-	if c.OfflineMode() {
-		c.finishResult(res, nil)
-		return res, fmt.Errorf("sync: %w", ErrOfflineMode)
+	ctx, done, err := c.foreground(ctx)
+	if err != nil {
+		c.finishResult(res, err)
+		return res, fmt.Errorf("sync: %w", err)
 	}
-	err := c.syncLocked(ctx, push, pull, 0, res)
+	defer done()
+	err = c.syncLocked(ctx, push, pull, 0, res)
 	c.reportOutcome(err, 0)
 	c.finishResult(res, err)
 	return res, err
@@ -196,4 +198,27 @@ func (c *Client) policyNotice() string {
 	c.st.mu.Lock()
 	defer c.st.mu.Unlock()
 	return c.st.policyViolationLocked(time.Now())
+}
+
+// foreground prepares a sync the app asked for (not the loop's): it fails
+// at once in offline mode or without a connection, and otherwise returns a
+// context that turning offline mode on, or NotifyConnectivity(false),
+// cancels. The caller holds netMu and calls done when finished.
+func (c *Client) foreground(ctx context.Context) (context.Context, func(), error) {
+	if c.OfflineMode() {
+		return nil, nil, ErrOfflineMode
+	}
+	if !c.networkAllowed() {
+		return nil, nil, &netError{op: "sync", err: errors.New("no network connection (NotifyConnectivity)")}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	c.loop.mu.Lock()
+	c.loop.fgCancel = cancel
+	c.loop.mu.Unlock()
+	return ctx, func() {
+		c.loop.mu.Lock()
+		c.loop.fgCancel = nil
+		c.loop.mu.Unlock()
+		cancel()
+	}, nil
 }

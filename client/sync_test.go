@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -213,10 +214,20 @@ func TestPushRetryAfterLostAnswerAppliesOnce(t *testing.T) {
 	}
 }
 
+// The acceptance case is a 64 MB initial sync (8 MB under -short or -race).
 func TestResumeInterruptedDownload(t *testing.T) {
 	ts := newTestServer(t)
-	recs := gen.Dataset(gen.Options{Size: 8 << 20, Seed: 21})
-	v := ts.upload("ann", recs)
+	size := int64(64 << 20)
+	if testing.Short() || raceEnabled {
+		size = 8 << 20
+	}
+	var buf strings.Builder
+	if _, err := gen.Generate(&buf, gen.Options{Size: size, Seed: 21}); err != nil {
+		t.Fatal(err)
+	}
+	ts.do(http.MethodPut, "/v1/admin/orgs/"+testOrg+"/users/ann/dataset", []byte(buf.String()))
+	buf.Reset()
+	v := ts.head("ann")
 	ctx := context.Background()
 
 	// The size of a whole full sync, measured by a first client.
