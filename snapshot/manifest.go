@@ -77,7 +77,7 @@ func (m *Manifest) Marshal() ([]byte, error) {
 	out = binary.AppendUvarint(out, uint64(len(hdr)))
 	out = append(out, hdr...)
 	out = binary.LittleEndian.AppendUint64(out, sum)
-	return Compress(out, body), nil
+	return compressFast(out, body), nil
 }
 
 func (m *Manifest) encodeHeader() []byte {

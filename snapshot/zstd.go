@@ -16,6 +16,7 @@ const MaxDecodedSize = 256 << 20
 var (
 	zstdOnce sync.Once
 	zenc     *zstd.Encoder
+	zencFast *zstd.Encoder
 	zdec     *zstd.Decoder
 )
 
@@ -23,6 +24,14 @@ func initZstd() {
 	var err error
 	zenc, err = zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithEncoderCRC(true),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithZeroFrames(true))
+	if err != nil {
+		panic(err)
+	}
+	zencFast, err = zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedFastest),
 		zstd.WithEncoderCRC(true),
 		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
 		zstd.WithZeroFrames(true))
@@ -42,6 +51,14 @@ func initZstd() {
 func Compress(dst, src []byte) []byte {
 	zstdOnce.Do(initZstd)
 	return zenc.EncodeAll(src, dst)
+}
+
+// compressFast is Compress at the fastest level, for manifests: they are
+// rewritten on every version and mostly hashes, which no level compresses,
+// so the time of a slower level buys almost nothing.
+func compressFast(dst, src []byte) []byte {
+	zstdOnce.Do(initZstd)
+	return zencFast.EncodeAll(src, dst)
 }
 
 // Decompress decodes zstd frames in src, appended to dst.
