@@ -2,6 +2,7 @@ package client
 
 import (
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 
@@ -153,5 +154,26 @@ func TestOfflineModeAndPolicyPersist(t *testing.T) {
 	}
 	if got := c.Policy(); got != pol {
 		t.Errorf("Policy() = %+v, want %+v", got, pol)
+	}
+}
+
+func TestStatusExplainsMaxOffline(t *testing.T) {
+	c := openTest(t, t.TempDir())
+	mustDo(t, c.setPolicy(wire.Policy{OfflineMode: true, MaxOfflineSeconds: 3600}))
+	mustDo(t, c.setState(StateSynced, "", ""))
+	c.st.mu.Lock()
+	c.st.c.LastSyncedUnix -= 7200 // last in touch two hours ago
+	c.st.mu.Unlock()
+	if s := c.Status(); s.State != StateSynced {
+		t.Errorf("while connected: %s/%s %q", s.State, s.Reason, s.Message)
+	}
+	mustDo(t, c.setState(StateOffline, ReasonNoConnection, ""))
+	s := c.Status()
+	if s.State != StateError || s.Reason != ReasonPolicy || !strings.Contains(s.Message, "longer than the 1h0m0s your organization allows") {
+		t.Errorf("offline past the limit: %s/%s %q", s.State, s.Reason, s.Message)
+	}
+	mustDo(t, c.SetOfflineMode(true))
+	if s := c.Status(); s.Reason != ReasonPolicy {
+		t.Errorf("offline mode past the limit: %s/%s %q", s.State, s.Reason, s.Message)
 	}
 }
