@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/deltasync/deltasync/snapshot"
 )
@@ -13,8 +14,27 @@ import (
 type manifestCache struct {
 	mu    sync.Mutex
 	max   int
-	items map[manifestKey]*snapshot.Manifest
+	items map[manifestKey]*cachedManifest
 	order []manifestKey
+}
+
+// cachedManifest is a manifest plus, built on first use, an index of its
+// chunks by ID for /v1/chunks.
+type cachedManifest struct {
+	m    *snapshot.Manifest
+	once sync.Once
+	idx  map[snapshot.ChunkID]int
+}
+
+func (c *cachedManifest) chunkIndex(id snapshot.ChunkID) (int, bool) {
+	c.once.Do(func() {
+		c.idx = make(map[snapshot.ChunkID]int, len(c.m.Chunks))
+		for i := range c.m.Chunks {
+			c.idx[c.m.Chunks[i].ID] = i
+		}
+	})
+	i, ok := c.idx[id]
+	return i, ok
 }
 
 type manifestKey struct {
@@ -23,18 +43,26 @@ type manifestKey struct {
 }
 
 func newManifestCache(max int) *manifestCache {
-	return &manifestCache{max: max, items: map[manifestKey]*snapshot.Manifest{}}
+	return &manifestCache{max: max, items: map[manifestKey]*cachedManifest{}}
 }
 
 // manifest returns version v of a user's data set, from the cache or the store.
 func (s *Server) manifest(ctx context.Context, org, user string, v uint64) (*snapshot.Manifest, error) {
+	cm, err := s.cachedManifest(ctx, org, user, v)
+	if err != nil {
+		return nil, err
+	}
+	return cm.m, nil
+}
+
+func (s *Server) cachedManifest(ctx context.Context, org, user string, v uint64) (*cachedManifest, error) {
 	k := manifestKey{org, user, v}
 	c := s.manifests
 	c.mu.Lock()
-	m, ok := c.items[k]
+	cm, ok := c.items[k]
 	c.mu.Unlock()
 	if ok {
-		return m, nil
+		return cm, nil
 	}
 	m, err := snapshot.ReadManifest(ctx, s.store, org, user, v)
 	if err != nil {
@@ -42,13 +70,113 @@ func (s *Server) manifest(ctx context.Context, org, user string, v uint64) (*sna
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.items[k]; !ok {
-		if len(c.order) >= c.max {
-			delete(c.items, c.order[0])
-			c.order = c.order[1:]
-		}
-		c.items[k] = m
-		c.order = append(c.order, k)
+	if cm, ok := c.items[k]; ok {
+		return cm, nil
 	}
-	return m, nil
+	if len(c.order) >= c.max {
+		delete(c.items, c.order[0])
+		c.order = c.order[1:]
+	}
+	cm = &cachedManifest{m: m}
+	c.items[k] = cm
+	c.order = append(c.order, k)
+	return cm, nil
+}
+
+// chunkCache keeps recently served raw chunks, verified when first read.
+// Chunks are immutable (named by their keyed content hash, per user), so
+// entries never go stale; the cache is bounded by total bytes.
+type chunkCache struct {
+	mu    sync.Mutex
+	max   int
+	size  int
+	items map[chunkKey][]byte
+	order []chunkKey
+}
+
+type chunkKey struct {
+	scope string // org/user
+	id    snapshot.ChunkID
+}
+
+func (c *chunkCache) get(k chunkKey) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, ok := c.items[k]
+	return b, ok
+}
+
+func (c *chunkCache) put(k chunkKey, b []byte) {
+	if len(b) > c.max/16 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.items[k]; ok {
+		return
+	}
+	for c.size+len(b) > c.max && len(c.order) > 0 {
+		c.size -= len(c.items[c.order[0]])
+		delete(c.items, c.order[0])
+		c.order = c.order[1:]
+	}
+	c.items[k] = b
+	c.order = append(c.order, k)
+	c.size += len(b)
+}
+
+// headCache remembers each user's head for a short time, so that frequent
+// polls do not each cost two store requests. A version committed through
+// this replica updates it at once; one committed through another replica
+// shows after at most the TTL (a long poll does not use it: it watches the
+// store directly).
+type headCache struct {
+	mu    sync.Mutex
+	ttl   time.Duration
+	items map[string]headEntry
+}
+
+type headEntry struct {
+	v  uint64
+	at time.Time
+}
+
+const maxCachedHeads = 100_000
+
+func (s *Server) head(ctx context.Context, org, user string) (uint64, error) {
+	c := s.heads
+	k := org + "/" + user
+	if c.ttl > 0 {
+		c.mu.Lock()
+		e, ok := c.items[k]
+		c.mu.Unlock()
+		if ok && time.Since(e.at) < c.ttl {
+			return e.v, nil
+		}
+	}
+	v, err := snapshot.Head(ctx, s.store, org, user)
+	if err != nil {
+		return 0, err
+	}
+	s.noteHead(org, user, v)
+	return v, nil
+}
+
+// noteHead records a head learned from the store or from a local commit;
+// it never moves a cached head backwards.
+func (s *Server) noteHead(org, user string, v uint64) {
+	c := s.heads
+	if c.ttl <= 0 {
+		return
+	}
+	k := org + "/" + user
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[k]; ok && e.v > v {
+		return
+	}
+	if len(c.items) >= maxCachedHeads {
+		c.items = map[string]headEntry{}
+	}
+	c.items[k] = headEntry{v: v, at: time.Now()}
 }

@@ -44,6 +44,10 @@ type Options struct {
 	// (created once by whichever process touches the store first), which is
 	// what every replica and builder on one store must share.
 	ChunkSecret []byte
+	// HeadCacheTTL is how long a replica trusts the head it last saw for a
+	// user when answering polls (0: always ask the store). Versions made
+	// through this replica show at once, others after at most this long.
+	HeadCacheTTL time.Duration
 	// FeedSettle holds change-feed entries back this long (see diff.ReadFeed).
 	FeedSettle time.Duration
 
@@ -85,6 +89,7 @@ func DefaultOptions() Options {
 		MaxDatasetBytes: 1 << 30,
 		LongPollMax:     60 * time.Second,
 		FeedSettle:      10 * time.Second,
+		HeadCacheTTL:    250 * time.Millisecond,
 		ReadyTimeout:    2 * time.Second,
 		SettingsTTL:     2 * time.Second,
 		ReadTimeout:     10 * time.Minute,
@@ -121,6 +126,9 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	if v, ok := os.LookupEnv("DELTASYNC_CHUNK_SECRET"); ok && v != "" {
 		o.ChunkSecret = []byte(v)
 	}
+	o.HeadCacheTTL = o.envDuration("DELTASYNC_HEAD_CACHE_TTL", o.HeadCacheTTL)
+	fs.DurationVar(&o.HeadCacheTTL, "head-cache-ttl", o.HeadCacheTTL,
+		"how long a replica trusts the head it last saw when answering polls; 0 asks the store every time (env DELTASYNC_HEAD_CACHE_TTL)")
 	o.FeedSettle = o.envDuration("DELTASYNC_FEED_SETTLE", o.FeedSettle)
 	fs.DurationVar(&o.FeedSettle, "feed-settle", o.FeedSettle,
 		"how long change-feed entries are held back so no slower replica's entry is passed (env DELTASYNC_FEED_SETTLE)")

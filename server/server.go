@@ -47,6 +47,8 @@ type Server struct {
 
 	secretState
 	manifests *manifestCache
+	heads     *headCache
+	chunks    *chunkCache
 }
 
 // New builds a Server from opts (validated with opts.Validate).
@@ -81,6 +83,8 @@ func New(opts Options) (*Server, error) {
 		stopping:    make(chan struct{}),
 		reqIDPrefix: hex.EncodeToString(prefix[:]),
 		manifests:   newManifestCache(256),
+		chunks:      &chunkCache{max: 64 << 20, items: map[chunkKey][]byte{}},
+		heads:       &headCache{ttl: opts.HeadCacheTTL, items: map[string]headEntry{}},
 	}
 	if bytes.Equal(opts.JWTSecret, []byte(DevJWTSecret)) {
 		s.log.Warn("serving with the public development JWT secret: anyone can act as any user or admin")
@@ -198,6 +202,16 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, req *request, start time.Time)
 		s.metrics.observe(req.Route, status, d, n)
 	}
 	s.metrics.inFlight.Dec()
+	// Successful requests are counted by the metrics; their access log
+	// lines are Debug, so that polling clients do not flood the log (and
+	// a disabled level costs nothing). Errors are logged at Info.
+	level := slog.LevelDebug
+	if status >= 400 {
+		level = slog.LevelInfo
+	}
+	if !s.log.Enabled(s.baseCtx, level) {
+		return
+	}
 	attrs := []slog.Attr{
 		slog.String("request_id", req.ID),
 		slog.String("method", string(ctx.Method())),
@@ -211,7 +225,7 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, req *request, start time.Time)
 	if req.Org != "" {
 		attrs = append(attrs, slog.String("org", req.Org), slog.String("user", req.User))
 	}
-	s.log.LogAttrs(s.baseCtx, slog.LevelInfo, "request", attrs...)
+	s.log.LogAttrs(s.baseCtx, level, "request", attrs...)
 }
 
 // parseError answers requests fasthttp could not parse, still in JSON.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strconv"
 	"sync"
@@ -75,9 +76,16 @@ func (s *Server) sync(ctx *fasthttp.RequestCtx, req *request) error {
 		}
 		wait = min(wait, s.opts.LongPollMax)
 	}
-	head, err := snapshot.Head(req.Ctx, s.store, req.Org, req.User)
+	head, err := s.head(req.Ctx, req.Org, req.User)
 	if err != nil {
 		return err
+	}
+	if from > head || to > head {
+		// A client may know of a newer version than the cached head.
+		if head, err = snapshot.Head(req.Ctx, s.store, req.Org, req.User); err != nil {
+			return err
+		}
+		s.noteHead(req.Org, req.User, head)
 	}
 	if from > head {
 		return notFound("version %d is unknown: the newest version is %d", from, head)
@@ -164,7 +172,11 @@ func (s *Server) waitForVersion(req *request, from uint64, wait time.Duration) (
 			return from, req.Ctx.Err()
 		case <-tick.C:
 			if _, err := s.store.Stat(req.Ctx, key); err == nil {
-				return snapshot.Head(req.Ctx, s.store, req.Org, req.User)
+				v, err := snapshot.Head(req.Ctx, s.store, req.Org, req.User)
+				if err == nil {
+					s.noteHead(req.Org, req.User, v)
+				}
+				return v, err
 			} else if !errors.Is(err, snapshot.ErrNotExist) {
 				return 0, err
 			}
@@ -199,51 +211,66 @@ func (s *Server) chunk(ctx *fasthttp.RequestCtx, req *request) error {
 	if err != nil {
 		return badRequest("%v", err)
 	}
-	etag := `"` + id.String() + `"`
-	head, err := snapshot.Head(req.Ctx, s.store, req.Org, req.User)
+	head, err := s.head(req.Ctx, req.Org, req.User)
 	if err != nil {
 		return err
 	}
-	if head == 0 {
-		return notFound("chunk %s is not part of your data", id)
-	}
-	m, err := s.manifest(req.Ctx, req.Org, req.User, head)
-	if err != nil {
-		return err
-	}
-	idx := -1
-	for i := range m.Chunks {
-		if m.Chunks[i].ID == id {
-			idx = i
-			break
+	cm, idx, err := s.findChunk(req, head, id)
+	if errors.Is(err, snapshot.ErrNotExist) {
+		// The cached head may trail a version made through another replica.
+		if head, err = snapshot.Head(req.Ctx, s.store, req.Org, req.User); err != nil {
+			return err
 		}
+		s.noteHead(req.Org, req.User, head)
+		cm, idx, err = s.findChunk(req, head, id)
 	}
-	if idx < 0 {
-		return notFound("chunk %s is not part of your data", id)
+	if err != nil {
+		return err
 	}
+	etag := `"` + id.String() + `"`
 	ctx.Response.Header.Set("ETag", etag)
 	ctx.Response.Header.Set("Cache-Control", "private, max-age=31536000, immutable")
 	if string(ctx.Request.Header.Peek("If-None-Match")) == etag {
 		ctx.SetStatusCode(fasthttp.StatusNotModified)
 		return nil
 	}
-	secret, err := s.secret(req.Ctx)
-	if err != nil {
-		return err
-	}
-	var body []byte
-	err = snapshot.NewReader(s.store, m, secret).Chunks(req.Ctx, []int{idx}, func(_ int, raw []byte) error {
-		body = append(body, raw...)
-		return nil
-	})
-	if err != nil {
-		return err
+	key := chunkKey{req.Org + "/" + req.User, id}
+	body, ok := s.chunks.get(key)
+	if !ok {
+		secret, err := s.secret(req.Ctx)
+		if err != nil {
+			return err
+		}
+		err = snapshot.NewReader(s.store, cm.m, secret).Chunks(req.Ctx, []int{idx}, func(_ int, raw []byte) error {
+			body = append([]byte(nil), raw...)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		s.chunks.put(key, body)
 	}
 	s.metrics.chunksServed.Inc()
 	ctx.SetContentType("application/octet-stream")
 	ctx.SetBody(body)
 	s.metrics.bytesSent.WithLabelValues(req.Route).Add(float64(len(body)))
 	return nil
+}
+
+// findChunk looks a chunk up in version head of the caller's data set.
+func (s *Server) findChunk(req *request, head uint64, id snapshot.ChunkID) (*cachedManifest, int, error) {
+	if head == 0 {
+		return nil, 0, notFound("chunk %s is not part of your data", id)
+	}
+	cm, err := s.cachedManifest(req.Ctx, req.Org, req.User, head)
+	if err != nil {
+		return nil, 0, err
+	}
+	idx, ok := cm.chunkIndex(id)
+	if !ok {
+		return nil, 0, fmt.Errorf("chunk %s is not part of your data: %w", id, snapshot.ErrNotExist)
+	}
+	return cm, idx, nil
 }
 
 // changes handles GET /v1/admin/changes?after=CURSOR&limit=N: the durable,

@@ -28,6 +28,7 @@ type serveOptions struct {
 	Store           string
 	ShutdownTimeout time.Duration
 	LogJSON         bool
+	LogLevel        slog.Level
 }
 
 // serveFlags registers every flag of `deltasync serve`; tests parse the
@@ -42,6 +43,10 @@ func serveFlags(e *env) (*serveOptions, *server.Options, *flag.FlagSet) {
 	fs.StringVar(&so.Store, "store", so.Store, "store URL (env DELTASYNC_STORE)")
 	fs.DurationVar(&so.ShutdownTimeout, "shutdown-timeout", so.ShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
 	fs.BoolVar(&so.LogJSON, "log-json", !e.stderrTerminal, "structured JSON logs (default when stderr is not a terminal)")
+	if v := e.getenv("DELTASYNC_LOG_LEVEL"); v != "" {
+		_ = so.LogLevel.UnmarshalText([]byte(v)) // a bad value is caught when the flag is parsed
+	}
+	fs.TextVar(&so.LogLevel, "log-level", &so.LogLevel, "debug (adds an access log line per successful request), info, warn or error (env DELTASYNC_LOG_LEVEL)")
 	opts.RegisterFlags(fs)
 	return so, &opts, fs
 }
@@ -51,9 +56,10 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	var h slog.Handler = slog.NewTextHandler(e.stderr, nil)
+	ho := &slog.HandlerOptions{Level: so.LogLevel}
+	var h slog.Handler = slog.NewTextHandler(e.stderr, ho)
 	if so.LogJSON {
-		h = slog.NewJSONHandler(e.stderr, nil)
+		h = slog.NewJSONHandler(e.stderr, ho)
 	}
 	log := slog.New(h)
 	opts.Logger = log
