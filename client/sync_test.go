@@ -214,8 +214,9 @@ func TestPushRetryAfterLostAnswerAppliesOnce(t *testing.T) {
 	}
 }
 
-// The acceptance case is a 64 MB initial sync (8 MB under -short or -race).
-func TestResumeInterruptedDownload(t *testing.T) {
+// The acceptance case is a 64 MB initial sync (8 MB under -short or -race;
+// scripts/test runs the 64 MB case once without -race, by the Big prefix).
+func TestBigResumeInterruptedDownload(t *testing.T) {
 	ts := newTestServer(t)
 	size := int64(64 << 20)
 	if testing.Short() || raceEnabled {
