@@ -2,7 +2,9 @@ package snapshot
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -81,4 +83,27 @@ func GetBytes(ctx context.Context, s Store, key string, max int64) ([]byte, erro
 		return nil, &ObjectError{Op: "read", Key: key, Err: ErrCorrupt}
 	}
 	return buf, nil
+}
+
+// ValidateObjectKey applies the key rules every backend shares: a key is a
+// relative slash-separated path with no empty, "." or ".." segments, no
+// backslash or NUL, and a first segment that does not start with "."
+// (reserved for store internals such as fsstore's .tmp directory). S3 would
+// take more, but keys that work on one backend then work on every backend.
+func ValidateObjectKey(key string) error {
+	if key == "" {
+		return fmt.Errorf("empty key: %w", ErrInvalid)
+	}
+	if strings.ContainsAny(key, "\\\x00") {
+		return fmt.Errorf("key %q contains a backslash or NUL: %w", key, ErrInvalid)
+	}
+	if key[0] == '.' {
+		return fmt.Errorf("key %q starts with '.': %w", key, ErrInvalid)
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("key %q has an empty, '.' or '..' segment: %w", key, ErrInvalid)
+		}
+	}
+	return nil
 }

@@ -220,26 +220,5 @@ func check(ctx context.Context, op, key string) error {
 	return nil
 }
 
-// validKey applies the key rules every backend shares (the same function
-// lives in fsstore and s3store; it is small enough that a shared package
-// would cost more than the copy): a key is a relative slash-separated path
-// with no empty, "." or ".." segments, no backslash or NUL, and a first
-// segment that does not start with "." (reserved for store internals such
-// as fsstore's .tmp directory).
-func validKey(key string) error {
-	if key == "" {
-		return fmt.Errorf("empty key: %w", snapshot.ErrInvalid)
-	}
-	if strings.ContainsAny(key, "\\\x00") {
-		return fmt.Errorf("key %q contains a backslash or NUL: %w", key, snapshot.ErrInvalid)
-	}
-	if key[0] == '.' {
-		return fmt.Errorf("key %q starts with '.': %w", key, snapshot.ErrInvalid)
-	}
-	for seg := range strings.SplitSeq(key, "/") {
-		if seg == "" || seg == "." || seg == ".." {
-			return fmt.Errorf("key %q has an empty, '.' or '..' segment: %w", key, snapshot.ErrInvalid)
-		}
-	}
-	return nil
-}
+// validKey applies the key rules every backend shares.
+func validKey(key string) error { return snapshot.ValidateObjectKey(key) }

@@ -400,26 +400,5 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// validKey applies the key rules every backend shares (the same function
-// lives in memstore and fsstore; it is small enough that a shared package
-// would cost more than the copy): a key is a relative slash-separated path
-// with no empty, "." or ".." segments, no backslash or NUL, and a first
-// segment that does not start with ".". S3 would take more, but keys that
-// work here then work on every backend.
-func validKey(key string) error {
-	if key == "" {
-		return fmt.Errorf("empty key: %w", snapshot.ErrInvalid)
-	}
-	if strings.ContainsAny(key, "\\\x00") {
-		return fmt.Errorf("key %q contains a backslash or NUL: %w", key, snapshot.ErrInvalid)
-	}
-	if key[0] == '.' {
-		return fmt.Errorf("key %q starts with '.': %w", key, snapshot.ErrInvalid)
-	}
-	for seg := range strings.SplitSeq(key, "/") {
-		if seg == "" || seg == "." || seg == ".." {
-			return fmt.Errorf("key %q has an empty, '.' or '..' segment: %w", key, snapshot.ErrInvalid)
-		}
-	}
-	return nil
-}
+// validKey applies the key rules every backend shares.
+func validKey(key string) error { return snapshot.ValidateObjectKey(key) }
