@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deltasync/deltasync/internal/bytesize"
 	"github.com/deltasync/deltasync/snapshot"
 )
 
@@ -138,10 +139,10 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 		"development mode: without a secret, accept tokens signed with the public DevJWTSecret (env DELTASYNC_DEV)")
 
 	o.MaxPatchBytes = o.envBytes("DELTASYNC_MAX_PATCH_BYTES", o.MaxPatchBytes)
-	fs.Var((*byteSize)(&o.MaxPatchBytes), "max-patch-bytes",
+	fs.Var((*bytesize.Flag)(&o.MaxPatchBytes), "max-patch-bytes",
 		"largest patch body after decoding, e.g. 8MiB (env DELTASYNC_MAX_PATCH_BYTES)")
 	o.MaxDatasetBytes = o.envBytes("DELTASYNC_MAX_DATASET_BYTES", o.MaxDatasetBytes)
-	fs.Var((*byteSize)(&o.MaxDatasetBytes), "max-dataset-bytes",
+	fs.Var((*bytesize.Flag)(&o.MaxDatasetBytes), "max-dataset-bytes",
 		"largest uploaded data set after decoding, e.g. 1GiB (env DELTASYNC_MAX_DATASET_BYTES)")
 
 	o.LongPollMax = o.envDuration("DELTASYNC_LONG_POLL_MAX", o.LongPollMax)
@@ -238,7 +239,7 @@ func (o *Options) envBytes(name string, def int64) int64 {
 	if !ok || v == "" {
 		return def
 	}
-	n, err := parseByteSize(v)
+	n, err := bytesize.Parse(v)
 	if err != nil {
 		o.setEnvErr(name, v, err)
 		return def
@@ -311,46 +312,3 @@ func (f *listFlag) Set(s string) error {
 	return nil
 }
 
-// byteSize is an int64 flag accepting plain byte counts or a K/M/G suffix
-// (KiB, MiB, GiB; powers of 1024): "8MiB", "512k", "1G".
-type byteSize int64
-
-func (b *byteSize) String() string {
-	if b == nil {
-		return "0"
-	}
-	return strconv.FormatInt(int64(*b), 10)
-}
-
-func (b *byteSize) Set(s string) error {
-	n, err := parseByteSize(s)
-	if err != nil {
-		return err
-	}
-	*b = byteSize(n)
-	return nil
-}
-
-func parseByteSize(s string) (int64, error) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "ib"), "b")
-	mult := int64(1)
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'k':
-			mult = 1 << 10
-		case 'm':
-			mult = 1 << 20
-		case 'g':
-			mult = 1 << 30
-		}
-		if mult != 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
-	if err != nil || n < 0 || n > maxInt/mult {
-		return 0, fmt.Errorf("invalid size %q (want bytes, or a number with KiB, MiB or GiB)", s)
-	}
-	return n * mult, nil
-}

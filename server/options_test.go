@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deltasync/deltasync/internal/bytesize"
 	"github.com/deltasync/deltasync/snapshot/memstore"
 )
 
@@ -223,9 +224,9 @@ func TestParseByteSize(t *testing.T) {
 		{"99999999999999G", 0, true},
 	}
 	for _, tc := range tests {
-		got, err := parseByteSize(tc.in)
+		got, err := bytesize.Parse(tc.in)
 		if (err != nil) != tc.wantErr || got != tc.want {
-			t.Errorf("parseByteSize(%q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.wantErr)
+			t.Errorf("bytesize.Parse(%q) = %d, %v; want %d, error %v", tc.in, got, err, tc.want, tc.wantErr)
 		}
 	}
 }

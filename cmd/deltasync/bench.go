@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/deltasync/deltasync/bench"
+	"github.com/deltasync/deltasync/internal/bytesize"
 )
 
 const benchSynopsis = `  deltasync bench [--size 64MB] [--seed 1] [--json]
@@ -22,7 +23,7 @@ previous version), beside a full download and zstd -3 of the new stream.
 `
 
 func runBench(ctx context.Context, e *env, args []string) error {
-	var size sizeFlag = 64 << 20
+	var size bytesize.Flag = 64 << 20
 	var seed int64
 	var asJSON bool
 	fs := newFlagSet(e, "bench", benchSynopsis)
@@ -57,27 +58,16 @@ func runBench(ctx context.Context, e *env, args []string) error {
 func printBench(e *env, r *bench.Report) {
 	w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(e.stdout, "data set: %s NDJSON, %d records, canonical stream %s\n",
-		human(r.Size), r.Records, human(r.StreamBytes))
+		bytesize.Format(r.Size), r.Records, bytesize.Format(r.StreamBytes))
 	fmt.Fprintf(e.stdout, "build: %.0f MB/s = %.2fx single-threaded zstd -3 (%.0f MB/s) in the same run\n",
 		r.BuildMBps, r.BuildRatio, r.ZstdMBps)
 	fmt.Fprintf(e.stdout, "initial sync: %s on the wire = %.3fx zstd -3 of the stream (%s)\n\n",
-		human(r.InitialSync), float64(r.InitialSync)/float64(r.InitialZstd), human(r.InitialZstd))
+		bytesize.Format(r.InitialSync), float64(r.InitialSync)/float64(r.InitialZstd), bytesize.Format(r.InitialZstd))
 	fmt.Fprintln(w, "scenario\tops\tup\tdown\tfull download\tzstd -3 of stream\tdown/zstd\tapply ms\t")
 	for _, s := range r.Scenarios {
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%.5f\t%.1f\t\n", s.Name, s.Ops, human(s.UpBytes), human(s.DownBytes),
-			human(s.FullBytes), human(s.ZstdBytes), float64(s.DownBytes)/float64(max(s.ZstdBytes, 1)), s.ApplyMillis)
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%.5f\t%.1f\t\n", s.Name, s.Ops, bytesize.Format(s.UpBytes), bytesize.Format(s.DownBytes),
+			bytesize.Format(s.FullBytes), bytesize.Format(s.ZstdBytes), float64(s.DownBytes)/float64(max(s.ZstdBytes, 1)), s.ApplyMillis)
 	}
 	w.Flush()
 	fmt.Fprintf(e.stdout, "\n%.1f s in all\n", r.TotalSeconds)
-}
-
-// human prints a byte count with a binary unit.
-func human(n int64) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

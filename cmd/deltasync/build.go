@@ -12,6 +12,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/deltasync/deltasync/batch"
+	"github.com/deltasync/deltasync/internal/bytesize"
 	"github.com/deltasync/deltasync/snapshot/storeurl"
 )
 
@@ -111,7 +112,7 @@ func printUser(w io.Writer, r *batch.UserResult) {
 			return
 		}
 		fmt.Fprintf(w, "%s/%s: unchanged, still version %d (nothing written)\n", r.Org, r.User, r.Version)
-		fmt.Fprintf(w, "  records  %s, %s in %s chunks\n", humanCount(r.Records), humanBytes(int64(r.StreamBytes)), humanCount(r.Chunks))
+		fmt.Fprintf(w, "  records  %s, %s in %s chunks\n", humanCount(r.Records), bytesize.Format(int64(r.StreamBytes)), humanCount(r.Chunks))
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -121,10 +122,10 @@ func printUser(w io.Writer, r *batch.UserResult) {
 	} else {
 		fmt.Fprintf(tw, "  records\t%s (%s changed)\n", humanCount(r.Records), humanCount(r.Changes))
 	}
-	fmt.Fprintf(tw, "  stream\t%s in %s chunks\n", humanBytes(int64(r.StreamBytes)), humanCount(r.Chunks))
-	fmt.Fprintf(tw, "  new\t%s chunks, %s stored\n", humanCount(r.ChunksNew), humanBytes(r.StoredBytesNew))
+	fmt.Fprintf(tw, "  stream\t%s in %s chunks\n", bytesize.Format(int64(r.StreamBytes)), humanCount(r.Chunks))
+	fmt.Fprintf(tw, "  new\t%s chunks, %s stored\n", humanCount(r.ChunksNew), bytesize.Format(r.StoredBytesNew))
 	fmt.Fprintf(tw, "  store puts\t%d\n", r.Puts)
-	fmt.Fprintf(tw, "  time\t%.2f s (%s/s of input)\n", r.Seconds, humanBytes(int64(float64(r.InputBytes)/max(r.Seconds, 1e-9))))
+	fmt.Fprintf(tw, "  time\t%.2f s (%s/s of input)\n", r.Seconds, bytesize.Format(int64(float64(r.InputBytes)/max(r.Seconds, 1e-9))))
 	tw.Flush()
 }
 
@@ -216,9 +217,9 @@ func printDirSummary(w io.Writer, r *batch.DirResult, shard batch.Shard) {
 		users += fmt.Sprintf(" in shard %s; %s in other shards", shard, humanCount(r.OtherShards))
 	}
 	fmt.Fprintf(tw, "users\t%s\n", users)
-	fmt.Fprintf(tw, "input\t%s in %.1f s (%s/s)\n", humanBytes(r.InputBytes), r.Seconds,
-		humanBytes(int64(float64(r.InputBytes)/max(r.Seconds, 1e-9))))
-	fmt.Fprintf(tw, "new data\t%s chunks, %s stored\n", humanCount(chunksNew), humanBytes(storedNew))
+	fmt.Fprintf(tw, "input\t%s in %.1f s (%s/s)\n", bytesize.Format(r.InputBytes), r.Seconds,
+		bytesize.Format(int64(float64(r.InputBytes)/max(r.Seconds, 1e-9))))
+	fmt.Fprintf(tw, "new data\t%s chunks, %s stored\n", humanCount(chunksNew), bytesize.Format(storedNew))
 	fmt.Fprintf(tw, "store puts\t%d\n", r.Puts)
 	tw.Flush()
 }

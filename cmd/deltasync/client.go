@@ -14,6 +14,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/deltasync/deltasync/client"
+	"github.com/deltasync/deltasync/internal/bytesize"
 )
 
 const clientSynopsis = `  deltasync client <command> [--dir DIR] [--server URL] [--token T] [args]
@@ -223,7 +224,7 @@ func clientSync(ctx context.Context, e *env, c *client.Client, sub string, o cli
 		}
 		if !res.UpToDate {
 			fmt.Fprintf(w, "version %d (%s): %s down, %d chunk(s) fetched, %d reused, %d record(s) changed\n",
-				res.Version, kind, humanBytes(res.BytesDown), res.ChunksFetched, res.ChunksReused, res.RecordsChanged)
+				res.Version, kind, bytesize.Format(res.BytesDown), res.ChunksFetched, res.ChunksReused, res.RecordsChanged)
 		}
 	}
 	if n := c.ConflictCount(); n > 0 {
@@ -265,10 +266,10 @@ func clientStatus(e *env, c *client.Client, o clientOptions) error {
 	}
 	fmt.Fprintf(tw, "server\t%s\n", c.ServerURL())
 	fmt.Fprintf(tw, "version\t%d (server head %d)\n", s.LocalVersion, s.ServerHead)
-	fmt.Fprintf(tw, "pending\t%d edit(s), %s\n", s.PendingEdits, humanBytes(s.PendingBytes))
+	fmt.Fprintf(tw, "pending\t%d edit(s), %s\n", s.PendingEdits, bytesize.Format(s.PendingBytes))
 	fmt.Fprintf(tw, "conflicts\t%d\n", s.Conflicts)
 	fmt.Fprintf(tw, "traffic\t%s down, %s up since online; %s down, %s up in total\n",
-		humanBytes(s.BytesDownSinceOnline), humanBytes(s.BytesUpSinceOnline), humanBytes(s.BytesDownTotal), humanBytes(s.BytesUpTotal))
+		bytesize.Format(s.BytesDownSinceOnline), bytesize.Format(s.BytesUpSinceOnline), bytesize.Format(s.BytesDownTotal), bytesize.Format(s.BytesUpTotal))
 	if s.LastSyncedUnix > 0 {
 		fmt.Fprintf(tw, "last synced\t%s\n", time.Unix(s.LastSyncedUnix, 0).Format(time.RFC3339))
 	}

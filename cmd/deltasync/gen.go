@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/deltasync/deltasync/batch"
+	"github.com/deltasync/deltasync/internal/bytesize"
 	"github.com/deltasync/deltasync/internal/gen"
 )
 
@@ -18,7 +19,7 @@ const genSynopsis = `  deltasync gen --size 64MB [--seed 1] [--out FILE]
 
 Generates the data set of a work-management app (users, groups, channels,
 messages, tasks, forms, photo attachments as base64) as NDJSON. The same
-flags always give the same bytes. Sizes: ` + sizeHelp + `.
+flags always give the same bytes. Sizes: ` + bytesize.Help + `.
 
 The first form writes one data set of about --size bytes to --out (default
 stdout). The second writes DIR/<org>/<user>.ndjson for --users users, each
@@ -28,7 +29,7 @@ many small data sets, a few big ones), as input for build --input-dir.
 
 // genOptions are the flags of `deltasync gen`.
 type genOptions struct {
-	Size        sizeFlag
+	Size        bytesize.Flag
 	Seed        int64
 	Out         string
 	Users       int
@@ -88,7 +89,7 @@ func genOne(e *env, o genOptions) error {
 		return json.NewEncoder(e.stderr).Encode(map[string]any{"records": st.Records, "bytes": st.Bytes, "seed": o.Seed, "out": o.Out})
 	}
 	if o.Out != "" && o.Out != "-" {
-		fmt.Fprintf(e.stderr, "wrote %s records, %s to %s\n", humanCount(st.Records), humanBytes(st.Bytes), o.Out)
+		fmt.Fprintf(e.stderr, "wrote %s records, %s to %s\n", humanCount(st.Records), bytesize.Format(st.Bytes), o.Out)
 	}
 	return nil
 }
@@ -108,19 +109,19 @@ func genDir(ctx context.Context, e *env, o genOptions) error {
 		return json.NewEncoder(e.stdout).Encode(res)
 	}
 	fmt.Fprintf(e.stdout, "wrote %s users in %s orgs under %s: %s records, %s of NDJSON\n",
-		humanCount(res.Users), humanCount(res.Orgs), o.OutDir, humanCount(res.Records), humanBytes(res.Bytes))
+		humanCount(res.Users), humanCount(res.Orgs), o.OutDir, humanCount(res.Records), bytesize.Format(res.Bytes))
 	return nil
 }
 
 // parseSizeRange parses "MIN-MAX" or a single size.
 func parseSizeRange(s string) (lo, hi int64, err error) {
 	a, b, ok := strings.Cut(s, "-")
-	if lo, err = parseSize(a); err != nil {
+	if lo, err = bytesize.Parse(a); err != nil {
 		return 0, 0, err
 	}
 	hi = lo
 	if ok {
-		if hi, err = parseSize(b); err != nil {
+		if hi, err = bytesize.Parse(b); err != nil {
 			return 0, 0, err
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/deltasync/deltasync/internal/bytesize"
 	"github.com/deltasync/deltasync/internal/s3test"
 	"github.com/deltasync/deltasync/server"
 	"github.com/deltasync/deltasync/snapshot"
@@ -262,13 +263,13 @@ func TestParseSize(t *testing.T) {
 		{"512", 512}, {"512KB", 512 << 10}, {"512k", 512 << 10}, {"64MB", 64 << 20}, {"64MiB", 64 << 20},
 		{"64 mb", 64 << 20}, {"1G", 1 << 30}, {"2GiB", 2 << 30}, {"0", 0},
 	} {
-		if got, err := parseSize(tc.in); err != nil || got != tc.want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+		if got, err := bytesize.Parse(tc.in); err != nil || got != tc.want {
+			t.Errorf("bytesize.Parse(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
 		}
 	}
 	for _, bad := range []string{"", "MB", "-1", "1.5MB", "1TB", "99999999999G"} {
-		if _, err := parseSize(bad); err == nil {
-			t.Errorf("parseSize(%q) accepted", bad)
+		if _, err := bytesize.Parse(bad); err == nil {
+			t.Errorf("bytesize.Parse(%q) accepted", bad)
 		}
 	}
 }
