@@ -54,11 +54,22 @@ func Format(n int64) string {
 // Flag is a flag.Value holding a size.
 type Flag int64
 
+// String prints the size in the largest exact unit, in a form Parse reads
+// back: "64MiB", "1536KiB", "1000".
 func (f *Flag) String() string {
 	if f == nil || *f == 0 {
 		return ""
 	}
-	return strconv.FormatInt(int64(*f), 10)
+	n := int64(*f)
+	for _, u := range []struct {
+		size int64
+		name string
+	}{{1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // Set implements flag.Value.

@@ -13,6 +13,13 @@ func TestParse(t *testing.T) {
 			t.Errorf("Parse(%q) accepted", bad)
 		}
 	}
+	for _, n := range []int64{1000, 1536 << 10, 64 << 20, 2 << 30} {
+		f := Flag(n)
+		var back Flag
+		if err := back.Set(f.String()); err != nil || back != f {
+			t.Errorf("Flag(%d).String() = %q does not parse back: %d, %v", n, f.String(), back, err)
+		}
+	}
 	if got := Format(8 << 20); got != "8.0 MiB" {
 		t.Errorf("Format = %q", got)
 	}
