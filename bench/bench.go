@@ -123,7 +123,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	bo := snapshot.DefaultBuildOptions()
 	bo.Org, bo.User, bo.Secret = org, user, secret
 	t0 = time.Now()
-	if _, _, err := diff.BuildVersion(ctx, store, bo, &sliceSource{recs: recs}); err != nil {
+	if _, _, err := diff.BuildVersion(ctx, store, bo, gen.NewSource(recs)); err != nil {
 		return nil, err
 	}
 	bsec := time.Since(t0).Seconds()
@@ -311,19 +311,6 @@ func editOp(old, new gen.Record) diff.Op {
 	}
 	patch, _ := json.Marshal(mp)
 	return diff.Op{Op: diff.OpMerge, Key: new.Key, Patch: patch}
-}
-
-type sliceSource struct {
-	recs []gen.Record
-	i    int
-}
-
-func (s *sliceSource) Next() (string, []byte, error) {
-	if s.i >= len(s.recs) {
-		return "", nil, io.EOF
-	}
-	s.i++
-	return s.recs[s.i-1].Key, s.recs[s.i-1].Value, nil
 }
 
 func streamOf(recs []gen.Record) []byte {

@@ -3,7 +3,6 @@ package diff_test
 import (
 	"bytes"
 	"context"
-	"io"
 	"testing"
 	"time"
 
@@ -15,19 +14,6 @@ import (
 
 var testSecret = []byte("diff-test-secret-0123456789")
 
-type sliceSource struct {
-	recs []gen.Record
-	i    int
-}
-
-func (s *sliceSource) Next() (string, []byte, error) {
-	if s.i >= len(s.recs) {
-		return "", nil, io.EOF
-	}
-	s.i++
-	return s.recs[s.i-1].Key, s.recs[s.i-1].Value, nil
-}
-
 func buildOpts(user string) snapshot.BuildOptions {
 	o := snapshot.DefaultBuildOptions()
 	o.Org, o.User, o.Secret = "acme", user, testSecret
@@ -38,7 +24,7 @@ func buildOpts(user string) snapshot.BuildOptions {
 // buildVersion builds recs as the next version with its change set.
 func buildVersion(t testing.TB, s snapshot.Store, user string, recs []gen.Record) (*snapshot.BuildResult, *diff.ChangeSet) {
 	t.Helper()
-	res, cs, err := diff.BuildVersion(context.Background(), s, buildOpts(user), &sliceSource{recs: recs})
+	res, cs, err := diff.BuildVersion(context.Background(), s, buildOpts(user), gen.NewSource(recs))
 	if err != nil {
 		t.Fatal(err)
 	}

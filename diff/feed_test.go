@@ -29,7 +29,7 @@ func TestFeedOrderedPagedAndSkipsLosers(t *testing.T) {
 	}
 	// A writer that loses the race for bob's next version leaves a change
 	// set in the feed that must not show up.
-	loser, err := snapshot.Build(ctx, s, buildOpts("bob"), &sliceSource{recs: gen.EditOneField(recs, 99)})
+	loser, err := snapshot.Build(ctx, s, buildOpts("bob"), gen.NewSource(gen.EditOneField(recs, 99)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -450,7 +450,7 @@ func checkVersion(t *testing.T, s snapshot.Store, v uint64, got, srv map[string]
 	if err != nil {
 		t.Fatal(err)
 	}
-	scratch, err := snapshot.BuildOn(ctx, memstore.New(), buildOpts("u"), nil, &sliceSource{recs: toRecords(t, got)})
+	scratch, err := snapshot.BuildOn(ctx, memstore.New(), buildOpts("u"), nil, gen.NewSource(toRecords(t, got)))
 	if err != nil {
 		t.Fatal(err)
 	}

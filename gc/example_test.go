@@ -22,11 +22,11 @@ func ExampleRun() {
 	for i := range 3 {
 		opts := snapshot.DefaultBuildOptions()
 		opts.Org, opts.User, opts.Secret = "acme", "alice", secret
-		recs := &sliceSource{}
+		var recs []gen.Record
 		for k := range 100 {
-			recs.recs = append(recs.recs, gen.Record{Key: fmt.Sprintf("tasks/%03d", k), Value: fmt.Appendf(nil, `{"rev":%d}`, i)})
+			recs = append(recs, gen.Record{Key: fmt.Sprintf("tasks/%03d", k), Value: fmt.Appendf(nil, `{"rev":%d}`, i)})
 		}
-		if _, _, err := diff.BuildVersion(ctx, s, opts, recs); err != nil {
+		if _, _, err := diff.BuildVersion(ctx, s, opts, gen.NewSource(recs)); err != nil {
 			panic(err)
 		}
 	}

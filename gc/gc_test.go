@@ -262,7 +262,7 @@ func TestLostRaceLeftovers(t *testing.T) {
 		// The loser built version 2 from other data, then lost the claim.
 		loser := f.recs["acme/alice"][1]
 		loser = append(slices.Clone(loser[:len(loser)/2]), loser[len(loser)/2+10:]...)
-		res, err := snapshot.BuildOn(ctx, s, f.buildOpts("acme", "alice", now), ms[0], &sliceSource{recs: loser})
+		res, err := snapshot.BuildOn(ctx, s, f.buildOpts("acme", "alice", now), ms[0], gen.NewSource(loser))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -418,7 +418,7 @@ func TestChangeSetsBelowVersions(t *testing.T) {
 			if i > 0 {
 				recs = gen.EditScattered(recs, 3, int64(i))
 			}
-			res, err := snapshot.Build(ctx, s, f.buildOpts("acme", "alice", time.Now()), &sliceSource{recs: recs})
+			res, err := snapshot.Build(ctx, s, f.buildOpts("acme", "alice", time.Now()), gen.NewSource(recs))
 			if err != nil {
 				t.Fatal(err)
 			}

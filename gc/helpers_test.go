@@ -54,19 +54,6 @@ func aged() func() time.Time {
 	return func() time.Time { return now }
 }
 
-type sliceSource struct {
-	recs []gen.Record
-	i    int
-}
-
-func (s *sliceSource) Next() (string, []byte, error) {
-	if s.i >= len(s.recs) {
-		return "", nil, io.EOF
-	}
-	s.i++
-	return s.recs[s.i-1].Key, s.recs[s.i-1].Value, nil
-}
-
 // fixture builds versions and remembers what each should read back as.
 type fixture struct {
 	t      *testing.T
@@ -98,7 +85,7 @@ func (f *fixture) buildOpts(org, user string, created time.Time) snapshot.BuildO
 // build commits recs as the next version of org/user, created at created.
 func (f *fixture) build(org, user string, recs []gen.Record, created time.Time) *snapshot.Manifest {
 	f.t.Helper()
-	res, _, err := diff.BuildVersion(context.Background(), f.s, f.buildOpts(org, user, created), &sliceSource{recs: recs})
+	res, _, err := diff.BuildVersion(context.Background(), f.s, f.buildOpts(org, user, created), gen.NewSource(recs))
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func startPausedBuild(t *testing.T, f *fixture, org, user string, recs []gen.Rec
 	)
 	go func() {
 		defer close(done)
-		res, _, err = diff.BuildVersion(context.Background(), bs, f.buildOpts(org, user, time.Now()), &sliceSource{recs: recs})
+		res, _, err = diff.BuildVersion(context.Background(), bs, f.buildOpts(org, user, time.Now()), gen.NewSource(recs))
 	}()
 	select {
 	case <-claim:

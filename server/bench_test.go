@@ -67,7 +67,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	secret := []byte("bench-chunk-secret")
 	bo := snapshot.DefaultBuildOptions()
 	bo.Org, bo.User, bo.Secret = "acme", "alice", secret
-	res, _, err := diff.BuildVersion(ctx, store, bo, &sliceSrc{recs: gen.Dataset(gen.Options{Size: 8 << 20, Seed: 1})})
+	res, _, err := diff.BuildVersion(ctx, store, bo, gen.NewSource(gen.Dataset(gen.Options{Size: 8 << 20, Seed: 1})))
 	if err != nil {
 		b.Fatal(err)
 	}

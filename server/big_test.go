@@ -17,19 +17,6 @@ import (
 	"github.com/deltasync/deltasync/snapshot/memstore"
 )
 
-type sliceSrc struct {
-	recs []gen.Record
-	i    int
-}
-
-func (s *sliceSrc) Next() (string, []byte, error) {
-	if s.i >= len(s.recs) {
-		return "", nil, io.EOF
-	}
-	s.i++
-	return s.recs[s.i-1].Key, s.recs[s.i-1].Value, nil
-}
-
 // countingConn counts every byte read from the server: status line,
 // headers and body.
 type countingConn struct {
@@ -75,10 +62,10 @@ func TestBigWireBytes(t *testing.T) {
 	opts := snapshot.DefaultBuildOptions()
 	opts.Org, opts.User, opts.Secret = "acme", "alice", secret
 	recs := gen.Dataset(gen.Options{Size: 64 << 20, Seed: 1})
-	if _, _, err := diff.BuildVersion(ctx, store, opts, &sliceSrc{recs: recs}); err != nil {
+	if _, _, err := diff.BuildVersion(ctx, store, opts, gen.NewSource(recs)); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := diff.BuildVersion(ctx, store, opts, &sliceSrc{recs: gen.EditOneField(recs, 7)}); err != nil {
+	if _, _, err := diff.BuildVersion(ctx, store, opts, gen.NewSource(gen.EditOneField(recs, 7))); err != nil {
 		t.Fatal(err)
 	}
 	e := newTestEnv(t, envConfig{store: store, opts: func(o *Options) { o.ChunkSecret = secret }})

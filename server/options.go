@@ -311,4 +311,3 @@ func (f *listFlag) Set(s string) error {
 	*f.list = append(*f.list, s)
 	return nil
 }
-

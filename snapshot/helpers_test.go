@@ -1,7 +1,6 @@
 package snapshot_test
 
 import (
-	"io"
 	"testing"
 
 	"github.com/deltasync/deltasync/internal/gen"
@@ -10,22 +9,7 @@ import (
 
 var testSecret = []byte("test-secret-0123456789abcdef")
 
-// sliceSource is a RecordSource over sorted gen records.
-type sliceSource struct {
-	recs []gen.Record
-	i    int
-}
-
-func (s *sliceSource) Next() (string, []byte, error) {
-	if s.i >= len(s.recs) {
-		return "", nil, io.EOF
-	}
-	r := s.recs[s.i]
-	s.i++
-	return r.Key, r.Value, nil
-}
-
-func source(recs []gen.Record) snapshot.RecordSource { return &sliceSource{recs: recs} }
+func source(recs []gen.Record) snapshot.RecordSource { return gen.NewSource(recs) }
 
 // chunkInfo summarises one emitted chunk.
 type chunkInfo struct {

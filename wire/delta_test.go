@@ -19,25 +19,12 @@ import (
 
 var secret = []byte("wire-test-secret-0123456789")
 
-type src struct {
-	recs []gen.Record
-	i    int
-}
-
-func (s *src) Next() (string, []byte, error) {
-	if s.i >= len(s.recs) {
-		return "", nil, io.EOF
-	}
-	s.i++
-	return s.recs[s.i-1].Key, s.recs[s.i-1].Value, nil
-}
-
 func build(t testing.TB, s snapshot.Store, recs []gen.Record) *snapshot.Manifest {
 	t.Helper()
 	o := snapshot.DefaultBuildOptions()
 	o.Org, o.User, o.Secret = "acme", "alice", secret
 	o.Now = func() time.Time { return time.Unix(1_700_000_000, 0) }
-	res, _, err := diff.BuildVersion(context.Background(), s, o, &src{recs: recs})
+	res, _, err := diff.BuildVersion(context.Background(), s, o, gen.NewSource(recs))
 	if err != nil {
 		t.Fatal(err)
 	}

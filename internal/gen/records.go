@@ -3,6 +3,7 @@ package gen
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"io"
 	"math/rand/v2"
 )
 
@@ -385,4 +386,23 @@ func (g *gen) appendPhoto(b []byte, raw int) []byte {
 	data = data[:raw]
 	copy(data, "\xff\xd8\xff\xe0\x00\x10JFIF\x00")
 	return base64.StdEncoding.AppendEncode(b, data)
+}
+
+// Source yields records in order through Next, the shape of
+// snapshot.RecordSource, so sorted generated data can be built directly.
+type Source struct {
+	recs []Record
+	i    int
+}
+
+// NewSource returns a Source over recs (sorted by key for a build).
+func NewSource(recs []Record) *Source { return &Source{recs: recs} }
+
+// Next returns the next record, or io.EOF after the last.
+func (s *Source) Next() (string, []byte, error) {
+	if s.i >= len(s.recs) {
+		return "", nil, io.EOF
+	}
+	s.i++
+	return s.recs[s.i-1].Key, s.recs[s.i-1].Value, nil
 }
