@@ -257,6 +257,10 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, req *request, level auth
 			return unauthorized(err.Error())
 		}
 		req.Org, req.User = c.Org, c.User
+		if ok, wait := s.limiter.allow(c.Org + "/" + c.User); !ok {
+			ctx.Response.Header.Set("Retry-After", retryAfter(wait))
+			return rateLimited("too many requests for this user; retry later")
+		}
 		p, err := s.orgPolicy(req.Ctx, c.Org)
 		if err != nil {
 			return err

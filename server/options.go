@@ -45,6 +45,10 @@ type Options struct {
 	// (created once by whichever process touches the store first), which is
 	// what every replica and builder on one store must share.
 	ChunkSecret []byte
+	// RateLimit bounds each user's requests per second on this replica
+	// (token bucket with RateBurst); 0 means no limit. Over it: 429.
+	RateLimit float64
+	RateBurst int
 	// HeadCacheTTL is how long a replica trusts the head it last saw for a
 	// user when answering polls (0: always ask the store). Versions made
 	// through this replica show at once, others after at most this long.
@@ -91,6 +95,7 @@ func DefaultOptions() Options {
 		LongPollMax:     60 * time.Second,
 		FeedSettle:      10 * time.Second,
 		HeadCacheTTL:    250 * time.Millisecond,
+		RateBurst:       20,
 		ReadyTimeout:    2 * time.Second,
 		SettingsTTL:     2 * time.Second,
 		ReadTimeout:     10 * time.Minute,
@@ -127,6 +132,23 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	if v, ok := os.LookupEnv("DELTASYNC_CHUNK_SECRET"); ok && v != "" {
 		o.ChunkSecret = []byte(v)
 	}
+	if v, ok := os.LookupEnv("DELTASYNC_RATE_LIMIT"); ok && v != "" {
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			o.RateLimit = f
+		} else {
+			o.setEnvErr("DELTASYNC_RATE_LIMIT", v, err)
+		}
+	}
+	fs.Float64Var(&o.RateLimit, "rate-limit", o.RateLimit,
+		"requests per second allowed per user on this replica, 0 for no limit; over it: 429 (env DELTASYNC_RATE_LIMIT)")
+	if v, ok := os.LookupEnv("DELTASYNC_RATE_BURST"); ok && v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			o.RateBurst = n
+		} else {
+			o.setEnvErr("DELTASYNC_RATE_BURST", v, err)
+		}
+	}
+	fs.IntVar(&o.RateBurst, "rate-burst", o.RateBurst, "requests a user may make at once above the rate (env DELTASYNC_RATE_BURST)")
 	o.HeadCacheTTL = o.envDuration("DELTASYNC_HEAD_CACHE_TTL", o.HeadCacheTTL)
 	fs.DurationVar(&o.HeadCacheTTL, "head-cache-ttl", o.HeadCacheTTL,
 		"how long a replica trusts the head it last saw when answering polls; 0 asks the store every time (env DELTASYNC_HEAD_CACHE_TTL)")

@@ -49,6 +49,7 @@ type Server struct {
 	manifests *manifestCache
 	heads     *headCache
 	chunks    *chunkCache
+	limiter   *userLimiter // nil: no limit
 }
 
 // New builds a Server from opts (validated with opts.Validate).
@@ -84,6 +85,7 @@ func New(opts Options) (*Server, error) {
 		reqIDPrefix: hex.EncodeToString(prefix[:]),
 		manifests:   newManifestCache(256),
 		chunks:      &chunkCache{max: 64 << 20, items: map[chunkKey][]byte{}},
+		limiter:     newUserLimiter(opts.RateLimit, opts.RateBurst),
 		heads:       &headCache{ttl: opts.HeadCacheTTL, items: map[string]headEntry{}},
 	}
 	if bytes.Equal(opts.JWTSecret, []byte(DevJWTSecret)) {
