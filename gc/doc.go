@@ -18,11 +18,10 @@
 // races, written before the claim that failed).
 //
 // Only objects with the exact layout names below a user's packs/ and
-// versions/ are ever deleted. Change sets in the change feed ("_feed/…",
-// where diff.CommitVersion now writes them) are therefore left alone: the
-// feed skips the entry of a version gc deleted (diff.ReadFeed treats it as
-// retired) and the entry of a lost race, so they cost only space, and their
-// retention belongs with the feed. Note what that means for the feed's
+// versions/ are ever deleted, plus the change-feed object ("_feed/…", where
+// diff.CommitVersion writes change sets) named by a deleted version's
+// manifest. Feed entries of lost version races are left alone: the feed
+// skips them, and finding them would mean reading a manifest per entry. Note what that means for the feed's
 // promise that nothing is lost while its reader is down: it holds only for
 // versions gc has not deleted, so retention bounds how far a feed reader
 // may fall behind. The head hint, patch answers

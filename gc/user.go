@@ -146,6 +146,20 @@ func (r *runner) user(ctx context.Context, u *userObjects) (UserReport, error) {
 			deletedChanges[oi.Key] = true
 			rep.ChangeSetsDeleted++
 			rep.BytesFreed += oi.Size
+		} else if k, ok := snapshot.ParseFeedKey(m.Changes); ok && k.Org == u.org && k.User == u.user && k.Version == m.Version {
+			// The version's change set in the change feed goes with it.
+			oi, err := r.s.Stat(ctx, m.Changes)
+			if errors.Is(err, snapshot.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return rep, fmt.Errorf("stat %s: %w", m.Changes, err)
+			}
+			if err := r.deleteFeedEntry(ctx, u, m.Version, m.Changes); err != nil {
+				return rep, err
+			}
+			rep.ChangeSetsDeleted++
+			rep.BytesFreed += oi.Size
 		}
 	}
 
@@ -300,6 +314,24 @@ func (r *runner) delete(ctx context.Context, u *userObjects, key string) error {
 	prefix := snapshot.UserPrefix(u.org, u.user)
 	if !strings.HasPrefix(key, prefix+"packs/") && !strings.HasPrefix(key, prefix+"versions/") {
 		return fmt.Errorf("refusing to delete %s: not below %spacks/ or %sversions/", key, prefix, prefix)
+	}
+	if r.opts.DryRun {
+		r.opts.Logger.Debug("gc: would delete", "key", key)
+		return nil
+	}
+	r.opts.Logger.Debug("gc: delete", "key", key)
+	if err := r.s.Delete(ctx, key); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// deleteFeedEntry removes the change-feed object of a retired version of u:
+// only a feed key naming exactly that org, user and version passes.
+func (r *runner) deleteFeedEntry(ctx context.Context, u *userObjects, v uint64, key string) error {
+	k, ok := snapshot.ParseFeedKey(key)
+	if !ok || k.Org != u.org || k.User != u.user || k.Version != v {
+		return fmt.Errorf("refusing to delete %s: not the feed entry of %s/%s version %d", key, u.org, u.user, v)
 	}
 	if r.opts.DryRun {
 		r.opts.Logger.Debug("gc: would delete", "key", key)
