@@ -128,6 +128,7 @@ func (c *Client) loadStatus() error {
 		s.conflicts = countKeys(tx.Bucket(bucketConflicts))
 		// Nothing has talked to the server in this process yet.
 		s.state, s.reason = StateOffline, ReasonNoConnection
+		s.message = "not connected yet: no sync has run since the client was opened"
 		return nil
 	})
 }
