@@ -25,7 +25,8 @@ import (
 //	    manifest delta: ops rebuilding the new chunk list from the old one
 //	    chunk section: for each chunk the client lacks, from Skip on:
 //	        uvarint index (in the new list), flags byte,
-//	        [uvarint base index in the old list, if flagDict],
+//	        [if flagDict: uvarint first, uvarint count: the old chunks
+//	         first..first+count-1, concatenated, are the dictionary],
 //	        uvarint length, payload (raw chunk, or a zstd frame compressed
 //	        with the old chunk as raw dictionary)
 //	    end byte 0xff
@@ -38,7 +39,7 @@ import (
 // download resumes with skip=<chunks already verified>.
 const (
 	DeltaMagic  = "DSDP"
-	DeltaFormat = 1
+	DeltaFormat = 2
 
 	// ContentTypeDelta is the media type of a delta pack.
 	ContentTypeDelta = "application/vnd.deltasync.delta"
@@ -48,6 +49,10 @@ const (
 	opEnd    = 2
 
 	flagDict = 1
+	// dictSpan is how many old chunks around the replaced one make the
+	// dictionary: when an edit moves a boundary, the new chunk holds the
+	// tail or head of a neighbour too.
+	dictSpan = 3
 	endMark  = 0xff
 
 	maxHeader = 1 << 20
@@ -216,28 +221,32 @@ func commonPrefix(a, b string) int {
 }
 
 // writeChunks sends the listed chunks of the new version in batches, each
-// compressed against the old chunk it replaces when that is smaller.
+// compressed against the old chunks around the one it replaces when that is
+// clearly smaller.
 func writeChunks(ctx context.Context, w *bufio.Writer, src DeltaSource, idx []int) error {
 	s := src.Script
 	const batch = 64
-	var hdr []byte
+	var hdr, dict []byte
 	for len(idx) > 0 {
 		n := min(batch, len(idx))
 		part := idx[:n]
 		idx = idx[n:]
-		bases := map[int][]byte{}
+		olds := map[int][]byte{}
 		if src.OldChunks != nil {
 			var want []int
 			seen := map[int]bool{}
 			for _, j := range part {
-				if b, ok := s.Base[j]; ok && b >= 0 && !seen[b] {
-					seen[b] = true
-					want = append(want, b)
+				lo, hi, ok := dictRange(s, j)
+				for i := lo; ok && i < hi; i++ {
+					if !seen[i] {
+						seen[i] = true
+						want = append(want, i)
+					}
 				}
 			}
 			if len(want) > 0 {
 				err := src.OldChunks.Chunks(ctx, sortedInts(want), func(i int, raw []byte) error {
-					bases[i] = append([]byte(nil), raw...)
+					olds[i] = append([]byte(nil), raw...)
 					return nil
 				})
 				if err != nil {
@@ -251,18 +260,24 @@ func writeChunks(ctx context.Context, w *bufio.Writer, src DeltaSource, idx []in
 			}
 			hdr = binary.AppendUvarint(hdr[:0], uint64(j))
 			payload := raw
-			if bi, ok := s.Base[j]; ok && bi >= 0 && bases[bi] != nil {
-				frame := dictCompress(raw, bases[bi])
+			flags := byte(0)
+			if lo, hi, ok := dictRange(s, j); ok && src.OldChunks != nil {
+				dict = dict[:0]
+				for i := lo; i < hi; i++ {
+					dict = append(dict, olds[i]...)
+				}
+				frame := dictCompress(raw, dict)
 				// The raw chunk rides in the outer stream, which compresses it
 				// too; a dictionary frame pays off only when clearly smaller.
 				if len(frame) < len(raw)/4 {
-					hdr = append(hdr, flagDict)
-					hdr = binary.AppendUvarint(hdr, uint64(bi))
+					flags = flagDict
+					hdr = append(hdr, flags)
+					hdr = binary.AppendUvarint(hdr, uint64(lo))
+					hdr = binary.AppendUvarint(hdr, uint64(hi-lo))
 					payload = frame
-				} else {
-					hdr = append(hdr, 0)
 				}
-			} else {
+			}
+			if flags == 0 {
 				hdr = append(hdr, 0)
 			}
 			hdr = binary.AppendUvarint(hdr, uint64(len(payload)))
@@ -277,6 +292,18 @@ func writeChunks(ctx context.Context, w *bufio.Writer, src DeltaSource, idx []in
 		}
 	}
 	return nil
+}
+
+// dictRange returns the old chunks [lo,hi) whose concatenation is the
+// dictionary of new chunk j: the chunk it replaces and its neighbours.
+func dictRange(s *diff.Script, j int) (lo, hi int, ok bool) {
+	b, ok := s.Base[j]
+	if !ok || b < 0 || s.A == nil {
+		return 0, 0, false
+	}
+	lo = max(b-(dictSpan-1)/2, 0)
+	hi = min(lo+dictSpan, len(s.A.Chunks))
+	return lo, hi, hi > lo
 }
 
 func sortedInts(a []int) []int {
@@ -311,6 +338,8 @@ type DeltaReader struct {
 	left   int
 	done   bool
 	lastJ  int
+	oldLen int    // chunks in the client's old list (dictionary bounds)
+	dict   []byte // reused dictionary buffer
 }
 
 // MaxDeltaMemory bounds the zstd window and frames the client accepts.
@@ -341,6 +370,7 @@ func NewDeltaReader(r io.Reader, old []snapshot.ChunkRef) (*DeltaReader, error) 
 	if d.header.From == 0 {
 		old = nil
 	}
+	d.oldLen = len(old)
 	if err := d.readManifest(old); err != nil {
 		dec.Close()
 		return nil, err
@@ -504,13 +534,20 @@ func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte
 	if err != nil {
 		return 0, nil, d.bad("truncated chunk")
 	}
-	baseIdx := -1
+	baseIdx, baseCount := -1, 0
 	if flags&flagDict != 0 {
 		bi, err := d.num()
 		if err != nil {
 			return 0, nil, err
 		}
-		baseIdx = int(min(bi, 1<<31))
+		bn, err := d.num()
+		if err != nil {
+			return 0, nil, err
+		}
+		if bn == 0 || bn > dictSpan || bi > uint64(d.oldLen) || bn > uint64(d.oldLen)-bi {
+			return 0, nil, d.bad("dictionary chunks %d+%d of %d", bi, bn, d.oldLen)
+		}
+		baseIdx, baseCount = int(bi), int(bn)
 	} else if flags != 0 {
 		return 0, nil, d.bad("chunk flags %d", flags)
 	}
@@ -528,11 +565,16 @@ func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte
 	}
 	raw := payload
 	if baseIdx >= 0 {
-		dict, err := base(baseIdx)
-		if err != nil {
-			return 0, nil, fmt.Errorf("dictionary chunk %d for chunk %d: %w", baseIdx, j, err)
+		d.dict = d.dict[:0]
+		for i := baseIdx; i < baseIdx+baseCount; i++ {
+			b, err := base(i)
+			if err != nil {
+				return 0, nil, fmt.Errorf("dictionary chunk %d for chunk %d: %w", i, j, err)
+			}
+			d.dict = append(d.dict, b...)
 		}
-		raw, err = d.dictDecode(payload, dict, int(c.Size))
+		var err error
+		raw, err = d.dictDecode(payload, d.dict, int(c.Size))
 		if err != nil {
 			return 0, nil, d.bad("chunk %d: %v", j, err)
 		}
