@@ -88,6 +88,12 @@ func (c *Client) Get(key string) ([]byte, error) {
 // viewValue computes the merged value of one key inside tx. The result is
 // safe to use after tx ends.
 func viewValue(tx *bolt.Tx, key string) ([]byte, bool, error) {
+	return viewValueBefore(tx, key, ^uint64(0))
+}
+
+// viewValueBefore is viewValue with only the edits older than seq laid over
+// the synced value.
+func viewValueBefore(tx *bolt.Tx, key string, seq uint64) ([]byte, bool, error) {
 	var o overlay
 	if v := tx.Bucket(bucketRecords).Get([]byte(key)); v != nil {
 		o.set(bytes.Clone(v))
@@ -95,6 +101,9 @@ func viewValue(tx *bolt.Tx, key string) ([]byte, bool, error) {
 	prefix := append([]byte(key), 0)
 	cur := tx.Bucket(bucketEditIndex).Cursor()
 	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
+		if getSeq(k[len(prefix):]) >= seq {
+			break
+		}
 		e, err := loadIndexedEdit(tx, k[len(prefix):])
 		if err != nil {
 			return nil, false, err

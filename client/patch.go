@@ -11,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/deltasync/deltasync/diff"
 )
 
 // errNoPatch reports completePatch for a patch that is not in flight
@@ -27,6 +29,30 @@ type inflightPatch struct {
 	Base    uint64   `json:"base"`    // local version when the patch was formed
 	Seqs    []uint64 `json:"seqs"`    // queue seqs, ascending
 	Created int64    `json:"created"` // unix milliseconds
+	// Seen is diff.Patch.Seen: per key, the hash of the value the local view
+	// held before this patch's first edit of it (the synced value with this
+	// device's earlier, already sent edits over it). Fixed with the id, so
+	// a resent patch is byte for byte the same.
+	Seen map[string]string `json:"seen,omitempty"`
+}
+
+// seenValues computes inflightPatch.Seen for the edits of a new patch.
+func seenValues(tx *bolt.Tx, edits []*edit) (map[string]string, error) {
+	seen := map[string]string{}
+	for _, e := range edits {
+		if _, done := seen[e.Key]; done {
+			continue
+		}
+		v, found, err := viewValueBefore(tx, e.Key, e.Seq)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			v = nil
+		}
+		seen[e.Key] = diff.SeenHash(v)
+	}
+	return seen, nil
 }
 
 // pendingEdits returns the queued edits (not yet applied by the server) in
@@ -110,6 +136,9 @@ func (c *Client) beginPatch() (*inflightPatch, []*edit, error) {
 		}
 		for _, e := range edits {
 			p.Seqs = append(p.Seqs, e.Seq)
+		}
+		if p.Seen, err = seenValues(tx, edits); err != nil {
+			return err
 		}
 		raw, err := json.Marshal(p)
 		if err != nil {

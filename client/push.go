@@ -68,7 +68,7 @@ func (c *Client) push(ctx context.Context, res *SyncResult) error {
 // sendPatch sends one patch and records the answer. On a temporary failure
 // the patch stays in flight: the next push resends the same id.
 func (c *Client) sendPatch(ctx context.Context, p *inflightPatch, edits []*edit, res *SyncResult) error {
-	patch := diff.Patch{ID: p.ID, Base: p.Base, Ops: make([]diff.Op, len(edits))}
+	patch := diff.Patch{ID: p.ID, Base: p.Base, Ops: make([]diff.Op, len(edits)), Seen: p.Seen}
 	for i, e := range edits {
 		patch.Ops[i] = diff.Op{Op: e.Op, Key: e.Key, Value: e.Value, Patch: e.Patch}
 	}

@@ -1,6 +1,10 @@
 package diff
 
-import "encoding/json"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+)
 
 // Op kinds of a patch.
 const (
@@ -15,6 +19,27 @@ type Patch struct {
 	ID   string `json:"id"`
 	Base uint64 `json:"base"`
 	Ops  []Op   `json:"ops"`
+	// Seen optionally tells, per key, which value the client's view held
+	// before its first op on the key in this patch (see SeenHash): the
+	// synced value with the client's own earlier, already sent edits laid
+	// over it. When the head still holds exactly that value, nobody else
+	// changed the key, and the ops apply as they are: a device's second
+	// patch is never taken for a conflict with its own first one, although
+	// both were made against the same base version.
+	Seen map[string]string `json:"seen,omitempty"`
+}
+
+// SeenAbsent is the Seen entry of a key the client's view did not hold.
+const SeenAbsent = "-"
+
+// SeenHash is the Seen entry of a canonical value: 128 bits of its SHA-256
+// in hex (nil means absent).
+func SeenHash(value []byte) string {
+	if value == nil {
+		return SeenAbsent
+	}
+	sum := sha256.Sum256(value)
+	return hex.EncodeToString(sum[:16])
 }
 
 // Op is one edit: put a whole value, merge an RFC 7386 merge patch into an

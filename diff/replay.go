@@ -510,6 +510,12 @@ func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []
 	corrupt := func(err error) error {
 		return fmt.Errorf("stored value of %q: %v: %w", key, err, snapshot.ErrCorrupt)
 	}
+	if h, ok := r.p.Seen[key]; ok && h == SeenHash(head) {
+		// The client saw exactly the head's value (typically: its own
+		// previous patch made it): nothing else changed the key, and the
+		// ops fold onto that value.
+		base = head
+	}
 	// Fold the ops onto the value the client saw.
 	cur := base
 	var curV any
@@ -573,6 +579,16 @@ func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []
 	var conf []string
 	clientWins := r.opts.Policy != PolicyServerWins
 	res := merge3(bd, od, td, "", clientWins, &conf)
+	if ours == nil && base == nil && head != nil {
+		// A delete of a key created since base: as a three-way merge the
+		// client changed nothing, but deleting is an explicit intent, so it
+		// is a conflict (delete against update), resolved by the policy.
+		conf = []string{""}
+		res = absent
+		if !clientWins {
+			res = td
+		}
+	}
 	var out []byte
 	if res.ok {
 		if out, err = snapshot.MarshalCanonical(res.v); err != nil {

@@ -117,7 +117,36 @@ func (p *Patch) Validate(lim Limits) error {
 			return fmt.Errorf("patch %q: ops 0..%d hold more than %d bytes: %w", p.ID, i, lim.MaxBytes, snapshot.ErrInvalid)
 		}
 	}
+	if len(p.Seen) > 0 {
+		keys := make(map[string]bool, len(p.Ops))
+		for i := range p.Ops {
+			keys[p.Ops[i].Key] = true
+		}
+		for k, h := range p.Seen {
+			if !keys[k] {
+				return fmt.Errorf("patch %q: seen names %q, which no op edits: %w", p.ID, k, snapshot.ErrInvalid)
+			}
+			if !validSeen(h) {
+				return fmt.Errorf("patch %q: seen[%q] = %q: want %q or 32 lowercase hex digits: %w", p.ID, k, h, SeenAbsent, snapshot.ErrInvalid)
+			}
+		}
+	}
 	return nil
+}
+
+func validSeen(h string) bool {
+	if h == SeenAbsent {
+		return true
+	}
+	if len(h) != 32 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func validateID(id string) error {
