@@ -163,7 +163,9 @@ func UnmarshalManifest(data []byte) (*Manifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
-	body, err := Decompress(nil, rest)
+	// The body is mostly hashes, which do not compress: a frame that claims
+	// to expand far beyond its size is corrupt, and is refused unexpanded.
+	body, err := DecompressAtMost(nil, rest, min(64*len(rest)+1<<20, maxManifestBody))
 	if err != nil {
 		return nil, fmt.Errorf("manifest: decompress: %v: %w", err, ErrCorrupt)
 	}

@@ -98,7 +98,7 @@ func (r *Reader) decodeChunk(dst []byte, c *ChunkRef, frame []byte) ([]byte, err
 // ID and raw size.
 func DecodeChunk(dst []byte, h *Hasher, c *ChunkRef, frame []byte) ([]byte, error) {
 	id, size := c.ID, int(c.Size)
-	raw, err := Decompress(dst, frame)
+	raw, err := DecompressAtMost(dst, frame, int(c.Size))
 	if err != nil {
 		return nil, &ChunkError{Op: "decompress", ID: id, Err: fmt.Errorf("%v: %w", err, ErrCorrupt)}
 	}

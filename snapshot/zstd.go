@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 
@@ -65,4 +66,32 @@ func compressFast(dst, src []byte) []byte {
 func Decompress(dst, src []byte) ([]byte, error) {
 	zstdOnce.Do(initZstd)
 	return zdec.DecodeAll(src, dst)
+}
+
+// DecompressAtMost is Decompress for one frame of at most max bytes of
+// content. A frame must announce its size in its header, which is checked
+// before anything is expanded (a few bytes of RLE blocks can claim 256 MiB);
+// only frames too small to carry a size field (content under 256 bytes,
+// so a frame of a few hundred bytes at most) may omit it, and a frame that
+// small cannot expand past 16 MiB. The result is checked against max too.
+func DecompressAtMost(dst, src []byte, max int) ([]byte, error) {
+	var h zstd.Header
+	if err := h.Decode(src); err != nil {
+		return nil, err
+	}
+	switch {
+	case h.HasFCS && h.FrameContentSize > uint64(max):
+		return nil, fmt.Errorf("zstd frame announces %d bytes, more than %d", h.FrameContentSize, max)
+	case !h.HasFCS && len(src) > 512:
+		return nil, fmt.Errorf("zstd frame of %d bytes does not announce its size", len(src))
+	}
+	n := len(dst)
+	out, err := Decompress(dst, src)
+	if err != nil {
+		return nil, err
+	}
+	if len(out)-n > max {
+		return nil, fmt.Errorf("zstd frame holds %d bytes, more than %d", len(out)-n, max)
+	}
+	return out, nil
 }
