@@ -315,15 +315,7 @@ func (r *runner) delete(ctx context.Context, u *userObjects, key string) error {
 	if !strings.HasPrefix(key, prefix+"packs/") && !strings.HasPrefix(key, prefix+"versions/") {
 		return fmt.Errorf("refusing to delete %s: not below %spacks/ or %sversions/", key, prefix, prefix)
 	}
-	if r.opts.DryRun {
-		r.opts.Logger.Debug("gc: would delete", "key", key)
-		return nil
-	}
-	r.opts.Logger.Debug("gc: delete", "key", key)
-	if err := r.s.Delete(ctx, key); err != nil {
-		return fmt.Errorf("delete %s: %w", key, err)
-	}
-	return nil
+	return r.remove(ctx, key)
 }
 
 // deleteFeedEntry removes the change-feed object of a retired version of u:
@@ -333,6 +325,12 @@ func (r *runner) deleteFeedEntry(ctx context.Context, u *userObjects, v uint64, 
 	if !ok || k.Org != u.org || k.User != u.user || k.Version != v {
 		return fmt.Errorf("refusing to delete %s: not the feed entry of %s/%s version %d", key, u.org, u.user, v)
 	}
+	return r.remove(ctx, key)
+}
+
+// remove deletes a key that passed a caller's guard (or, in a dry run,
+// only logs it).
+func (r *runner) remove(ctx context.Context, key string) error {
 	if r.opts.DryRun {
 		r.opts.Logger.Debug("gc: would delete", "key", key)
 		return nil
