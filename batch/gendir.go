@@ -67,8 +67,10 @@ func GenerateDir(ctx context.Context, opts GenOptions) (*GenResult, error) {
 			name = user + SuffixZstd
 		}
 		path := filepath.Join(opts.Dir, org, name)
-		st, err := writeAtomic(path, opts.Zstd, func(w io.Writer) (gen.Stats, error) {
-			return gen.Generate(w, gen.Options{Size: size, Seed: opts.Seed*1_000_003 + int64(i)})
+		var st gen.Stats
+		err := WriteFileAtomic(path, opts.Zstd, func(w io.Writer) (err error) {
+			st, err = gen.Generate(w, gen.Options{Size: size, Seed: opts.Seed*1_000_003 + int64(i)})
+			return err
 		})
 		if err != nil {
 			return res, err
@@ -79,29 +81,32 @@ func GenerateDir(ctx context.Context, opts GenOptions) (*GenResult, error) {
 	return res, nil
 }
 
-func writeAtomic(path string, compress bool, fill func(io.Writer) (gen.Stats, error)) (gen.Stats, error) {
+// WriteFileAtomic writes path (zstd-compressed if compress) through a
+// temporary file in the same directory, synced and renamed into place, so a
+// killed run never leaves a truncated file behind.
+func WriteFileAtomic(path string, compress bool, fill func(io.Writer) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return gen.Stats{}, err
+		return err
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), ".gen-*")
 	if err != nil {
-		return gen.Stats{}, err
+		return err
 	}
 	defer os.Remove(f.Name())              // fails harmlessly after the rename
 	if err := f.Chmod(0o644); err != nil { // CreateTemp makes it 0600
 		f.Close()
-		return gen.Stats{}, err
+		return err
 	}
 	var w io.Writer = f
 	var enc *zstd.Encoder
 	if compress {
 		if enc, err = zstd.NewWriter(f); err != nil {
 			f.Close()
-			return gen.Stats{}, err
+			return err
 		}
 		w = enc
 	}
-	st, err := fill(w)
+	err = fill(w)
 	if err == nil && enc != nil {
 		err = enc.Close()
 	}
@@ -115,7 +120,7 @@ func writeAtomic(path string, compress bool, fill func(io.Writer) (gen.Stats, er
 		err = os.Rename(f.Name(), path)
 	}
 	if err != nil {
-		return st, fmt.Errorf("write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return st, nil
+	return nil
 }

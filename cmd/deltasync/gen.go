@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/deltasync/deltasync/batch"
@@ -78,7 +76,7 @@ func genOne(e *env, o genOptions) error {
 		if st, err = gen.Generate(e.stdout, opts); err != nil {
 			return err
 		}
-	} else if err := writeFileAtomic(o.Out, func(w io.Writer) (err error) {
+	} else if err := batch.WriteFileAtomic(o.Out, false, func(w io.Writer) (err error) {
 		st, err = gen.Generate(w, opts)
 		return err
 	}); err != nil {
@@ -129,32 +127,4 @@ func parseSizeRange(s string) (lo, hi int64, err error) {
 		return 0, 0, fmt.Errorf("want 0 < MIN <= MAX, got %q", s)
 	}
 	return lo, hi, nil
-}
-
-// writeFileAtomic writes path through a temporary file in the same
-// directory, so a killed run never leaves a truncated file behind.
-func writeFileAtomic(path string, fill func(io.Writer) error) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())              // fails harmlessly after the rename
-	if err := f.Chmod(0o644); err != nil { // CreateTemp makes it 0600
-		f.Close()
-		return err
-	}
-	err = fill(f)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
