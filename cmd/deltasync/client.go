@@ -31,6 +31,8 @@ Commands:
   export                  the merged view as NDJSON, sorted by key
   offline on|off          switch offline mode (no network use while on)
   conflicts [--json]      conflicts and rejected edits the server reported
+  rebase [--json]         under the org's reject policy: pull, then resend the pending edits on the new version
+  discard KEY             drop the pending edits of KEY (instead of rebasing them)
 
 The state lives in --dir (default ./deltasync-client, env DELTASYNC_CLIENT_DIR).
 --server and --token (env DELTASYNC_SERVER, DELTASYNC_TOKEN) are remembered
@@ -45,7 +47,7 @@ type clientOptions struct {
 
 func runClient(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 {
-		return usagef("missing client command (pull, push, sync, status, get, put, merge, delete, export, offline, conflicts)")
+		return usagef("missing client command (pull, push, sync, status, get, put, merge, delete, export, offline, conflicts, rebase, discard)")
 	}
 	if a := args[0]; a == "-h" || a == "--help" || a == "-help" || a == "help" {
 		fmt.Fprint(e.stdout, "Usage:\n"+clientSynopsis)
@@ -62,8 +64,8 @@ func runClient(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	want := map[string]int{"pull": 0, "push": 0, "sync": 0, "status": 0, "export": 0, "conflicts": 0,
-		"get": 1, "delete": 1, "offline": 1, "put": 2, "merge": 2}
+	want := map[string]int{"pull": 0, "push": 0, "sync": 0, "rebase": 0, "status": 0, "export": 0, "conflicts": 0,
+		"get": 1, "delete": 1, "offline": 1, "discard": 1, "put": 2, "merge": 2}
 	n, ok := want[sub]
 	if !ok {
 		return usagef("unknown client command %q", sub)
@@ -92,8 +94,15 @@ func runClient(ctx context.Context, e *env, args []string) error {
 	defer c.Close()
 
 	switch sub {
-	case "pull", "push", "sync":
+	case "pull", "push", "sync", "rebase":
 		return clientSync(ctx, e, c, sub, o)
+	case "discard":
+		n, err := c.DiscardEdits(pos[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "discarded %d pending edit(s) of %s\n", n, pos[0])
+		return nil
 	case "status":
 		return clientStatus(e, c, o)
 	case "get":
@@ -191,6 +200,8 @@ func clientSync(ctx context.Context, e *env, c *client.Client, sub string, o cli
 		res, err = c.Pull(ctx)
 	case "push":
 		res, err = c.Push(ctx)
+	case "rebase":
+		res, err = c.Rebase(ctx)
 	default:
 		res, err = c.Sync(ctx)
 	}
@@ -319,7 +330,7 @@ func clientConflicts(e *env, c *client.Client, o clientOptions) error {
 		fmt.Fprintf(e.stdout, "#%d %s %s (%s)\n  yours:  %s\n  server: %s\n", cf.ID, cf.Op, cf.Key, outcome, orNone(cf.ClientValue), orNone(cf.ServerValue))
 	}
 	if c.RebaseNeeded() {
-		fmt.Fprintln(e.stdout, "pushing is paused until the edits are rebased (library: Client.Rebase) or discarded (Client.DiscardEdits)")
+		fmt.Fprintln(e.stdout, "pushing is paused until the edits are rebased (deltasync client rebase) or discarded (deltasync client discard KEY)")
 	}
 	return nil
 }
