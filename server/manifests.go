@@ -10,13 +10,20 @@ import (
 
 // manifestCache keeps recently used manifests. A version's manifest never
 // changes once claimed, so entries need no invalidation; the cache only
-// bounds how many it holds (a simple clock of insertion order).
+// bounds how many it holds and their approximate memory, evicting in
+// insertion order.
 type manifestCache struct {
-	mu    sync.Mutex
-	max   int
-	items map[manifestKey]*cachedManifest
-	order []manifestKey
+	mu       sync.Mutex
+	max      int // entries
+	maxBytes int
+	bytes    int
+	items    map[manifestKey]*cachedManifest
+	order    []manifestKey
 }
+
+// approxSize estimates a decoded manifest's memory: its chunk entries
+// dominate (IDs, hashes, keys), plus the chunk index once built.
+func approxSize(m *snapshot.Manifest) int { return 1024 + len(m.Chunks)*160 }
 
 // cachedManifest is a manifest plus, built on first use, an index of its
 // chunks by ID for /v1/chunks.
@@ -43,7 +50,7 @@ type manifestKey struct {
 }
 
 func newManifestCache(max int) *manifestCache {
-	return &manifestCache{max: max, items: map[manifestKey]*cachedManifest{}}
+	return &manifestCache{max: max, maxBytes: 256 << 20, items: map[manifestKey]*cachedManifest{}}
 }
 
 // manifest returns version v of a user's data set, from the cache or the store.
@@ -73,13 +80,19 @@ func (s *Server) cachedManifest(ctx context.Context, org, user string, v uint64)
 	if cm, ok := c.items[k]; ok {
 		return cm, nil
 	}
-	if len(c.order) >= c.max {
+	cm = &cachedManifest{m: m}
+	size := approxSize(m)
+	if size > c.maxBytes/4 {
+		return cm, nil // too big to be worth keeping
+	}
+	for len(c.order) > 0 && (len(c.order) >= c.max || c.bytes+size > c.maxBytes) {
+		c.bytes -= approxSize(c.items[c.order[0]].m)
 		delete(c.items, c.order[0])
 		c.order = c.order[1:]
 	}
-	cm = &cachedManifest{m: m}
 	c.items[k] = cm
 	c.order = append(c.order, k)
+	c.bytes += size
 	return cm, nil
 }
 
