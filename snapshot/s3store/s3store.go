@@ -325,10 +325,26 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (s
 
 // PutIfAbsent implements snapshot.Store.
 func (s *Store) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
+	if size >= earlyAnswerSize {
+		// A server may refuse an existing key as soon as it has the
+		// headers and close the connection while a big body is still
+		// being sent (versitygw does): the client then sees a reset, not
+		// the 412. Asking first turns the common case into a clean
+		// ErrExist; the conditional PUT still decides any race.
+		if _, err := s.Stat(ctx, key); err == nil {
+			return snapshot.ObjectInfo{}, &snapshot.ObjectError{Op: "put if absent", Key: key, Err: snapshot.ErrExist}
+		} else if !errors.Is(err, snapshot.ErrNotExist) {
+			return snapshot.ObjectInfo{}, err
+		}
+	}
 	opts := minio.PutObjectOptions{DisableMultipart: true}
 	opts.SetMatchETagExcept("*")
 	return s.put(ctx, "put if absent", key, r, size, opts, createOnly)
 }
+
+// earlyAnswerSize is the body size from which PutIfAbsent checks for an
+// existing key before sending the body.
+const earlyAnswerSize = 1 << 20
 
 // PutIfMatch implements snapshot.Store.
 func (s *Store) PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, etag string) (snapshot.ObjectInfo, error) {
