@@ -34,7 +34,8 @@ type ApplyOptions struct {
 	PackSize int // 0 means the snapshot default
 	Now      func() time.Time
 	// MaxAttempts bounds the replays after losing the race for a version
-	// number to another writer (default 20).
+	// number to another writer (default 100; with the jittered backoff that
+	// is seconds of contention, after which ErrContended asks to retry later).
 	MaxAttempts int
 	// MaxScan bounds how many versions a retry of a patch that may have
 	// been committed without its answer reads to find it (default 1000).
@@ -44,7 +45,7 @@ type ApplyOptions struct {
 // DefaultApplyOptions returns the client-wins policy and default limits;
 // the caller sets Org, User and Secret.
 func DefaultApplyOptions() ApplyOptions {
-	return ApplyOptions{Policy: PolicyClientWins, Limits: DefaultLimits(), Now: time.Now, MaxAttempts: 20, MaxScan: 1000}
+	return ApplyOptions{Policy: PolicyClientWins, Limits: DefaultLimits(), Now: time.Now, MaxAttempts: 100, MaxScan: 1000}
 }
 
 func (o *ApplyOptions) fill() error {
@@ -69,7 +70,7 @@ func (o *ApplyOptions) fill() error {
 		o.Now = time.Now
 	}
 	if o.MaxAttempts <= 0 {
-		o.MaxAttempts = 20
+		o.MaxAttempts = 100
 	}
 	if o.MaxScan <= 0 {
 		o.MaxScan = 1000
@@ -262,7 +263,7 @@ func (r *replayer) run(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 		if attempt >= r.opts.MaxAttempts {
-			return nil, fmt.Errorf("patch %q: lost the race for a new version %d times: %w", r.p.ID, attempt, err)
+			return nil, fmt.Errorf("patch %q: lost the race for a new version %d times (%v): %w", r.p.ID, attempt, err, ErrContended)
 		}
 		if err := backoff(ctx, attempt); err != nil {
 			return nil, err

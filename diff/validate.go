@@ -43,6 +43,10 @@ var (
 	// ErrConflict matches a *RejectedError: the patch conflicts with what
 	// the server changed since its base and the policy is reject.
 	ErrConflict = errors.New("patch conflicts with server changes")
+	// ErrContended reports a patch that kept losing the race for a new
+	// version to other writers of the same data set: nothing was applied,
+	// and the same patch may be sent again later.
+	ErrContended = errors.New("too many concurrent writers for this data set")
 	// ErrPatchIDReused reports a patch id that was already applied with a
 	// different body. The error also matches snapshot.ErrInvalid.
 	ErrPatchIDReused = errors.New("patch id already used for a different patch")

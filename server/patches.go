@@ -55,6 +55,9 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 		return nil
 	case errors.Is(err, diff.ErrPatchIDReused):
 		return conflict("%v", err)
+	case errors.Is(err, diff.ErrContended):
+		ctx.Response.Header.Set("Retry-After", "1")
+		return errorf(fasthttp.StatusServiceUnavailable, wire.CodeUnavailable, "%v; nothing was applied, send the same patch again", err)
 	case err != nil && errors.Is(err, snapshot.ErrInvalid):
 		head, herr := snapshot.Head(req.Ctx, s.store, req.Org, req.User)
 		if herr == nil && p.Base > head {
