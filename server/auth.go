@@ -131,11 +131,18 @@ func newVerifier(o *Options) (*verifier, error) {
 	if len(methods) == 0 {
 		return nil, errors.New("server: no JWT verification key")
 	}
-	v.parser = jwt.NewParser(
+	popts := []jwt.ParserOption{
 		jwt.WithValidMethods(methods),
 		jwt.WithExpirationRequired(),
 		jwt.WithLeeway(tokenLeeway),
-	)
+	}
+	if o.JWTIssuer != "" {
+		popts = append(popts, jwt.WithIssuer(o.JWTIssuer))
+	}
+	if o.JWTAudience != "" {
+		popts = append(popts, jwt.WithAudience(o.JWTAudience))
+	}
+	v.parser = jwt.NewParser(popts...)
 	return v, nil
 }
 
@@ -235,7 +242,7 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, req *request, level auth
 		case errors.Is(err, jwt.ErrTokenExpired):
 			return unauthorized("token expired")
 		case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-			return unauthorized("token lacks a required claim (exp)")
+			return unauthorized("token lacks a required claim (exp, or the iss/aud this server requires)")
 		default:
 			return &httpError{Status: fasthttp.StatusUnauthorized, Code: wire.CodeUnauthorized, Message: "invalid token", Err: err}
 		}

@@ -56,6 +56,11 @@ type Options struct {
 	// FeedSettle holds change-feed entries back this long (see diff.ReadFeed).
 	FeedSettle time.Duration
 
+	// JWTIssuer and JWTAudience, when set, must match the tokens' iss and
+	// aud claims (tokens from another issuer or meant for another service
+	// are refused even if signed with a trusted key).
+	JWTIssuer, JWTAudience string
+
 	// Dev allows starting without a JWT secret or key, using DevJWTSecret.
 	Dev bool
 	// Logger receives access logs and errors; nil means slog.Default().
@@ -155,6 +160,11 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	o.FeedSettle = o.envDuration("DELTASYNC_FEED_SETTLE", o.FeedSettle)
 	fs.DurationVar(&o.FeedSettle, "feed-settle", o.FeedSettle,
 		"how long change-feed entries are held back so no slower replica's entry is passed (env DELTASYNC_FEED_SETTLE)")
+
+	o.JWTIssuer = o.envString("DELTASYNC_JWT_ISSUER", o.JWTIssuer)
+	fs.StringVar(&o.JWTIssuer, "jwt-issuer", o.JWTIssuer, "required iss claim of tokens, if set (env DELTASYNC_JWT_ISSUER)")
+	o.JWTAudience = o.envString("DELTASYNC_JWT_AUDIENCE", o.JWTAudience)
+	fs.StringVar(&o.JWTAudience, "jwt-audience", o.JWTAudience, "required aud claim of tokens, if set (env DELTASYNC_JWT_AUDIENCE)")
 
 	o.Dev = o.envBool("DELTASYNC_DEV", o.Dev)
 	fs.BoolVar(&o.Dev, "dev", o.Dev,

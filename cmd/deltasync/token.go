@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/deltasync/deltasync/server"
 )
 
@@ -26,6 +28,8 @@ type tokenOptions struct {
 	Secret    string
 	Dev       bool
 	JSON      bool
+	Issuer    string
+	Audience  string
 }
 
 func runToken(_ context.Context, e *env, args []string) error {
@@ -37,6 +41,8 @@ func runToken(_ context.Context, e *env, args []string) error {
 	fs.BoolVar(&o.Admin, "admin", false, "mint an admin token (opens the admin API)")
 	fs.StringVar(&o.Secret, "jwt-secret", "", "HS256 secret, at least 32 bytes (env DELTASYNC_JWT_SECRET)")
 	fs.BoolVar(&o.Dev, "dev", false, "sign with the public development secret (server.DevJWTSecret)")
+	fs.StringVar(&o.Issuer, "issuer", e.getenv("DELTASYNC_JWT_ISSUER"), "iss claim, for a server started with --jwt-issuer (env DELTASYNC_JWT_ISSUER)")
+	fs.StringVar(&o.Audience, "audience", e.getenv("DELTASYNC_JWT_AUDIENCE"), "aud claim, for a server started with --jwt-audience (env DELTASYNC_JWT_AUDIENCE)")
 	fs.BoolVar(&o.JSON, "json", false, `print {"token":…,"expires":…} instead of the bare token`)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -57,7 +63,12 @@ func runToken(_ context.Context, e *env, args []string) error {
 		return usagef("a user token needs --org and --user (or use --admin)")
 	}
 	expires := time.Now().Add(o.TTL)
-	tok, err := server.MintToken([]byte(o.Secret), server.Claims{Org: o.Org, User: o.User, Admin: o.Admin}, o.TTL)
+	c := server.Claims{Org: o.Org, User: o.User, Admin: o.Admin}
+	c.Issuer = o.Issuer
+	if o.Audience != "" {
+		c.Audience = jwt.ClaimStrings{o.Audience}
+	}
+	tok, err := server.MintToken([]byte(o.Secret), c, o.TTL)
 	if err != nil {
 		return err
 	}
