@@ -137,22 +137,10 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	if v, ok := os.LookupEnv("DELTASYNC_CHUNK_SECRET"); ok && v != "" {
 		o.ChunkSecret = []byte(v)
 	}
-	if v, ok := os.LookupEnv("DELTASYNC_RATE_LIMIT"); ok && v != "" {
-		if f, err := strconv.ParseFloat(v, 64); err == nil {
-			o.RateLimit = f
-		} else {
-			o.setEnvErr("DELTASYNC_RATE_LIMIT", v, err)
-		}
-	}
+	o.RateLimit = envParse(o, "DELTASYNC_RATE_LIMIT", o.RateLimit, func(v string) (float64, error) { return strconv.ParseFloat(v, 64) })
 	fs.Float64Var(&o.RateLimit, "rate-limit", o.RateLimit,
 		"requests per second allowed per user on this replica, 0 for no limit; over it: 429 (env DELTASYNC_RATE_LIMIT)")
-	if v, ok := os.LookupEnv("DELTASYNC_RATE_BURST"); ok && v != "" {
-		if n, err := strconv.Atoi(v); err == nil {
-			o.RateBurst = n
-		} else {
-			o.setEnvErr("DELTASYNC_RATE_BURST", v, err)
-		}
-	}
+	o.RateBurst = envParse(o, "DELTASYNC_RATE_BURST", o.RateBurst, strconv.Atoi)
 	fs.IntVar(&o.RateBurst, "rate-burst", o.RateBurst, "requests a user may make at once above the rate (env DELTASYNC_RATE_BURST)")
 	o.HeadCacheTTL = o.envDuration("DELTASYNC_HEAD_CACHE_TTL", o.HeadCacheTTL)
 	fs.DurationVar(&o.HeadCacheTTL, "head-cache-ttl", o.HeadCacheTTL,
@@ -253,43 +241,31 @@ func (o *Options) envString(name, def string) string {
 	return def
 }
 
-func (o *Options) envBool(name string, def bool) bool {
+// envParse reads a DELTASYNC_* variable with parse; an unset or empty
+// variable gives def, a bad one def and an error that Validate reports.
+func envParse[T any](o *Options, name string, def T, parse func(string) (T, error)) T {
 	v, ok := os.LookupEnv(name)
 	if !ok || v == "" {
 		return def
 	}
-	b, err := strconv.ParseBool(v)
+	x, err := parse(v)
 	if err != nil {
 		o.setEnvErr(name, v, err)
 		return def
 	}
-	return b
+	return x
+}
+
+func (o *Options) envBool(name string, def bool) bool {
+	return envParse(o, name, def, strconv.ParseBool)
 }
 
 func (o *Options) envBytes(name string, def int64) int64 {
-	v, ok := os.LookupEnv(name)
-	if !ok || v == "" {
-		return def
-	}
-	n, err := bytesize.Parse(v)
-	if err != nil {
-		o.setEnvErr(name, v, err)
-		return def
-	}
-	return n
+	return envParse(o, name, def, bytesize.Parse)
 }
 
 func (o *Options) envDuration(name string, def time.Duration) time.Duration {
-	v, ok := os.LookupEnv(name)
-	if !ok || v == "" {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil {
-		o.setEnvErr(name, v, err)
-		return def
-	}
-	return d
+	return envParse(o, name, def, time.ParseDuration)
 }
 
 func (o *Options) setEnvErr(name, value string, err error) {
