@@ -292,25 +292,18 @@ func (c *Client) RebaseNeeded() bool {
 // server's changes (the app has shown the conflicts and the user chose to
 // keep their edits; DiscardEdits drops the ones to give up instead).
 func (c *Client) Rebase(ctx context.Context) (*SyncResult, error) {
-	c.netMu.Lock()
-	defer c.netMu.Unlock()
-	res := &SyncResult{}
-	ctx, done, err := c.foreground(ctx)
-	if err != nil {
-		c.finishResult(res, err)
-		return res, fmt.Errorf("rebase: %w", err)
-	}
-	defer done()
-	err = c.syncLocked(ctx, false, true, 0, res)
-	if err == nil {
-		if err = c.setMeta(metaRebase, nil); err == nil {
-			err = c.syncLocked(ctx, true, true, 0, res)
+	return c.foregroundRun(ctx, "rebase", func(ctx context.Context, res *SyncResult) error {
+		// Wake the background loop afterwards: pushing was paused. (It
+		// needs the network lock, so it runs once this rebase is done.)
+		defer c.kickLoop()
+		if err := c.syncLocked(ctx, false, true, 0, res); err != nil {
+			return err
 		}
-	}
-	c.reportOutcome(err, 0)
-	c.finishResult(res, err)
-	c.kickLoop()
-	return res, err
+		if err := c.setMeta(metaRebase, nil); err != nil {
+			return err
+		}
+		return c.syncLocked(ctx, true, true, 0, res)
+	})
 }
 
 // DiscardEdits drops the pending edits of key that are not part of a patch

@@ -57,16 +57,24 @@ func (c *Client) Sync(ctx context.Context) (*SyncResult, error) {
 // runSync runs one push and/or pull with the status reporting it: syncing
 // while it runs, synced after, or the error state that explains a failure.
 func (c *Client) runSync(ctx context.Context, push, pull bool) (*SyncResult, error) {
+	return c.foregroundRun(ctx, "sync", func(ctx context.Context, res *SyncResult) error {
+		return c.syncLocked(ctx, push, pull, 0, res)
+	})
+}
+
+// foregroundRun runs one sync step the app asked for (holding the network
+// lock, as a foreground request) with the status reporting it.
+func (c *Client) foregroundRun(ctx context.Context, op string, run func(context.Context, *SyncResult) error) (*SyncResult, error) {
 	c.netMu.Lock()
 	defer c.netMu.Unlock()
 	res := &SyncResult{}
 	ctx, done, err := c.foreground(ctx)
 	if err != nil {
 		c.finishResult(res, err)
-		return res, fmt.Errorf("sync: %w", err)
+		return res, fmt.Errorf("%s: %w", op, err)
 	}
 	defer done()
-	err = c.syncLocked(ctx, push, pull, 0, res)
+	err = run(ctx, res)
 	c.reportOutcome(err, 0)
 	c.finishResult(res, err)
 	return res, err
