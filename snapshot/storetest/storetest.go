@@ -335,21 +335,7 @@ func testPutIfAbsentRace(t *testing.T, s snapshot.Store) {
 	}
 	close(start)
 	wg.Wait()
-	winner := -1
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			if winner >= 0 {
-				t.Errorf("writers %d and %d both won", winner, i)
-			}
-			winner = i
-		case !errors.Is(err, snapshot.ErrExist):
-			t.Errorf("writer %d: %v, want nil or ErrExist", i, err)
-		}
-	}
-	if winner < 0 {
-		t.Fatalf("no writer won: %v", errs)
-	}
+	winner := oneWinner(t, errs, snapshot.ErrExist, "won")
 	want := strings.Repeat(fmt.Sprintf("writer %d;", winner), 100*(winner+1))
 	info := wantContent(t, s, "race/head", want)
 	if info.ETag != infos[winner].ETag {
@@ -404,21 +390,7 @@ func testPutIfMatchRace(t *testing.T, s snapshot.Store) {
 	}
 	close(start)
 	wg.Wait()
-	winner := -1
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			if winner >= 0 {
-				t.Errorf("writers %d and %d both swapped the same ETag", winner, i)
-			}
-			winner = i
-		case !errors.Is(err, snapshot.ErrPrecondition):
-			t.Errorf("writer %d: %v, want nil or ErrPrecondition", i, err)
-		}
-	}
-	if winner < 0 {
-		t.Fatalf("no writer won: %v", errs)
-	}
+	winner := oneWinner(t, errs, snapshot.ErrPrecondition, "swapped the same ETag")
 	wantContent(t, s, "casrace", fmt.Sprintf("writer %d", winner))
 }
 
@@ -607,4 +579,26 @@ func testListStop(t *testing.T, s snapshot.Store) {
 	if err := s.List(ctx, "s/", func(snapshot.ObjectInfo) error { return nil }); !errors.Is(err, context.Canceled) {
 		t.Errorf("List with a cancelled context: %v, want context.Canceled", err)
 	}
+}
+
+// oneWinner checks the outcome of racing conditional writers: exactly one
+// succeeded and every other failed with loser; it returns the winner.
+func oneWinner(t *testing.T, errs []error, loser error, what string) int {
+	t.Helper()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Errorf("writers %d and %d both %s", winner, i, what)
+			}
+			winner = i
+		case !errors.Is(err, loser):
+			t.Errorf("writer %d: %v, want nil or %v", i, err, loser)
+		}
+	}
+	if winner < 0 {
+		t.Fatalf("no writer won: %v", errs)
+	}
+	return winner
 }
