@@ -15,14 +15,15 @@ import (
 )
 
 // The acceptance of the batch builder, run against the in-memory store and
-// against versitygw (scripts/test sets DELTASYNC_TEST_S3).
+// against each S3 server (scripts/test sets DELTASYNC_TEST_S3).
 func TestBatchMemstore(t *testing.T) {
 	batchSuite(t, func(t *testing.T) snapshot.Store { return memstore.New() })
 }
 
 func TestBatchS3(t *testing.T) {
-	s3test.Check(t)
-	batchSuite(t, func(t *testing.T) snapshot.Store { return s3test.Store(t) })
+	s3test.Each(t, func(t *testing.T, srv s3test.Server) {
+		batchSuite(t, func(t *testing.T) snapshot.Store { return srv.Store(t) })
+	})
 }
 
 func batchSuite(t *testing.T, newStore func(*testing.T) snapshot.Store) {
