@@ -25,7 +25,8 @@ const DefaultWorkers = 4
 //
 //	--keep-versions N   KeepVersions = N
 //	--keep-days D       KeepDays = D
-//	--grace 1h          Grace (a time.Duration flag; 0 means DefaultGrace)
+//	--grace 1h          Grace (a time.Duration flag; the command refuses
+//	                    0, which here means DefaultGrace)
 //	--dry-run           DryRun = true
 //	--json              (output only: encode the *Report with encoding/json)
 //
@@ -166,8 +167,8 @@ func (r *Report) String() string {
 	if r.DryRun {
 		verb = "would delete"
 	}
-	s := fmt.Sprintf("gc: %d users scanned; %s %d versions, %d change sets, %d packs (%d bytes); kept %d versions, %d packs (%d bytes); deferred by grace: %d versions, %d packs",
-		r.UsersScanned, verb, r.VersionsDeleted, r.ChangeSetsDeleted, r.PacksDeleted, r.BytesFreed,
+	s := fmt.Sprintf("gc (grace %v): %d users scanned; %s %d versions, %d change sets, %d packs (%d bytes); kept %d versions, %d packs (%d bytes); deferred by grace: %d versions, %d packs",
+		time.Duration(r.GraceSeconds)*time.Second, r.UsersScanned, verb, r.VersionsDeleted, r.ChangeSetsDeleted, r.PacksDeleted, r.BytesFreed,
 		r.VersionsKept, r.PacksKept, r.PackBytesKept, r.VersionsDeferred, r.PacksDeferred)
 	if r.UsersFailed > 0 {
 		s += fmt.Sprintf("; %d users FAILED", r.UsersFailed)
