@@ -145,6 +145,11 @@ type Report struct {
 	GraceSeconds int64 `json:"grace_seconds"`
 	UsersScanned int   `json:"users_scanned"`
 	UsersFailed  int   `json:"users_failed"`
+	// TempFilesDeleted counts the temporary files that killed writers left
+	// in a store that keeps its own (snapshot.TempSweeper: the directory
+	// store), older than the grace period or an hour, whichever is longer.
+	// A dry run removes none and counts none.
+	TempFilesDeleted int `json:"temp_files_deleted"`
 	Counts
 	PerUser []UserReport `json:"per_user,omitempty"`
 }
@@ -170,6 +175,9 @@ func (r *Report) String() string {
 	s := fmt.Sprintf("gc (grace %v): %d users scanned; %s %d versions, %d change sets, %d packs (%d bytes); kept %d versions, %d packs (%d bytes); deferred by grace: %d versions, %d packs",
 		time.Duration(r.GraceSeconds)*time.Second, r.UsersScanned, verb, r.VersionsDeleted, r.ChangeSetsDeleted, r.PacksDeleted, r.BytesFreed,
 		r.VersionsKept, r.PacksKept, r.PackBytesKept, r.VersionsDeferred, r.PacksDeferred)
+	if r.TempFilesDeleted > 0 {
+		s += fmt.Sprintf("; removed %d abandoned temp files", r.TempFilesDeleted)
+	}
 	if r.UsersFailed > 0 {
 		s += fmt.Sprintf("; %d users FAILED", r.UsersFailed)
 	}
@@ -194,6 +202,9 @@ func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, erro
 		cur  *userObjects
 		errs []error
 	)
+	if err := sweepTemp(ctx, store, opts, rep); err != nil {
+		errs = append(errs, err)
+	}
 	flush := func() error {
 		if cur == nil {
 			return nil
@@ -251,6 +262,26 @@ func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, erro
 		return rep, fmt.Errorf("gc: list store: %w", err)
 	}
 	return rep, errors.Join(errs...)
+}
+
+// sweepTemp removes the temp files killed writers abandoned, in stores that
+// keep their own. Never younger than DefaultGrace: a temp file is no object
+// any version could reference, so a short grace gives no reason to cut a
+// slow writer's file short.
+func sweepTemp(ctx context.Context, store snapshot.Store, opts Options, rep *Report) error {
+	sw, ok := store.(snapshot.TempSweeper)
+	if !ok || opts.DryRun {
+		return nil
+	}
+	n, err := sw.SweepTemp(ctx, max(opts.Grace, DefaultGrace))
+	rep.TempFilesDeleted = n
+	if err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	if n > 0 {
+		opts.Logger.Info("gc: removed abandoned temp files", "count", n)
+	}
+	return nil
 }
 
 // splitUserKey splits "<org>/<user>/<rest>" where org and user are valid
