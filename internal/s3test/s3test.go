@@ -26,8 +26,9 @@
 // Each runs a test once per server, in a subtest named after it. URL, Store
 // and Check are the older single-server helpers: they use the first server.
 // With DELTASYNC_TEST_S3_REPORT naming a file, every run through Each (and
-// the first-server helpers) appends a line "status server package test" to
-// it, from which scripts/test prints which suites ran against which server.
+// the first-server helpers) appends a line "status server each|first
+// package test" to it, from which scripts/test prints which suites ran
+// against which server.
 package s3test
 
 import (
@@ -99,7 +100,7 @@ func Each(t *testing.T, fn func(t *testing.T, srv Server)) {
 	for _, srv := range Servers(t) {
 		t.Run(srv.Name, func(t *testing.T) {
 			t.Logf("S3 server %s: %s", srv.Name, srv.BaseURL)
-			record(t, srv.Name, suite)
+			record(t, srv.Name, suite, "each")
 			fn(t, srv)
 		})
 	}
@@ -135,7 +136,7 @@ func Default(t testing.TB) Server {
 func URL(t testing.TB) string {
 	t.Helper()
 	srv := Default(t)
-	record(t, srv.Name, t.Name())
+	record(t, srv.Name, t.Name(), "first")
 	return srv.URL(t)
 }
 
@@ -143,7 +144,7 @@ func URL(t testing.TB) string {
 func Store(t testing.TB) snapshot.Store {
 	t.Helper()
 	srv := Default(t)
-	record(t, srv.Name, t.Name())
+	record(t, srv.Name, t.Name(), "first")
 	return srv.Store(t)
 }
 
@@ -284,9 +285,9 @@ var (
 )
 
 // record notes in the report file, when the test ends, that the suite ran
-// against the named server in t, and how t ended. One line per test and
-// server.
-func record(t testing.TB, server, suite string) {
+// against the named server in t, and how t ended; how is "each" (through
+// Each) or "first" (the first-server helpers). One line per test and server.
+func record(t testing.TB, server, suite, how string) {
 	path := os.Getenv(ReportEnvVar)
 	if path == "" {
 		return
@@ -315,7 +316,7 @@ func record(t testing.TB, server, suite string) {
 		defer f.Close()
 		// One short write per line: O_APPEND keeps lines from parallel
 		// test processes whole.
-		if _, err := fmt.Fprintf(f, "%s %s %s %s\n", status, server, testPackage(), suite); err != nil {
+		if _, err := fmt.Fprintf(f, "%s %s %s %s %s\n", status, server, how, testPackage(), suite); err != nil {
 			t.Errorf("%s: %v", ReportEnvVar, err)
 		}
 	})
