@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/storeurl"
@@ -20,6 +21,12 @@ const (
 )
 
 const envUnsafeNoConditionalWrites = "DELTASYNC_UNSAFE_NO_CONDITIONAL_WRITES"
+
+// probeTimeout bounds the start-up probe: a store that does not answer
+// (stopped, unreachable, a firewall dropping packets) fails the start instead
+// of hanging it; minio-go alone would retry for many minutes. A variable so
+// tests can shorten it.
+var probeTimeout = 30 * time.Second
 
 // storeOptions are the store flags of the commands that write to a store
 // (serve, build, gc).
@@ -95,7 +102,12 @@ func missingCredentials(o storeurl.Options) string {
 // credentials, no bucket) would fail the first request anyway, and one that
 // ignores the conditions would lose versions without a word.
 func probeStore(ctx context.Context, s snapshot.Store, where string, unsafe bool, log *slog.Logger) error {
-	err := snapshot.ProbeConditionalWrites(ctx, s)
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	err := snapshot.ProbeConditionalWrites(pctx, s)
+	if err != nil && ctx.Err() == nil && errors.Is(pctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("the store did not answer within %v: %w", probeTimeout, err)
+	}
 	if unsafe {
 		if err != nil {
 			log.Warn("UNSAFE: --unsafe-no-conditional-writes: starting although the store failed the conditional-write probe; "+

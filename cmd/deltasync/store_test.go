@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -328,4 +329,28 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A store that does not answer fails the start within the probe's bound
+// instead of hanging serve, build or gc.
+func TestStartupProbeGivesUpOnAHungStore(t *testing.T) {
+	defer func(d time.Duration) { probeTimeout = d }(probeTimeout)
+	probeTimeout = 100 * time.Millisecond
+	for name, args := range storeCommands(t) {
+		var out, errb bytes.Buffer
+		e := testEnv(nil, &out, &errb)
+		e.wrapStore = func(s snapshot.Store) snapshot.Store { return hungStore{s} }
+		code := runWith(t, e, append(args, "--store", "file://"+t.TempDir())...)
+		if code != exitFailure || !strings.Contains(errb.String(), "did not answer within 100ms") {
+			t.Errorf("%s on a hung store: exit %d, stderr %q; want exit 1 saying the store did not answer", name, code, errb.String())
+		}
+	}
+}
+
+// hungStore's writes wait until their context ends, like a stopped server.
+type hungStore struct{ snapshot.Store }
+
+func (h hungStore) PutIfAbsent(ctx context.Context, _ string, _ io.Reader, _ int64) (snapshot.ObjectInfo, error) {
+	<-ctx.Done()
+	return snapshot.ObjectInfo{}, ctx.Err()
 }
