@@ -43,6 +43,10 @@ func (e *GuaranteeError) Error() string {
 
 func (e *GuaranteeError) Unwrap() error { return ErrNoConditionalWrites }
 
+// staleProbeAge is the age from which a probe object is a left-over of a
+// process killed mid-probe; ProbeConditionalWrites removes those.
+const staleProbeAge = time.Hour
+
 // ProbeConditionalWrites checks once that s enforces the conditions that
 // version claims (create-only) and the settings and head updates
 // (compare-and-swap) depend on: a second create-only put of one key must
@@ -52,8 +56,10 @@ func (e *GuaranteeError) Unwrap() error { return ErrNoConditionalWrites }
 // A store that breaks a guarantee gives a *GuaranteeError (matching
 // ErrNoConditionalWrites); any other failure (the store unreachable, access
 // denied) is returned as it is. Servers, builders and gc call it at start-up
-// on whatever Store they were given. It costs five writes and reads of a
-// few bytes, and the probe object is deleted before it returns.
+// on whatever Store they were given. It costs a few writes and reads of a
+// few bytes; the probe object is deleted before it returns, and so are
+// probe objects older than an hour (left by a process killed mid-probe;
+// one LIST of ProbePrefix).
 func ProbeConditionalWrites(ctx context.Context, s Store) error {
 	var rnd [12]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
@@ -69,7 +75,11 @@ func ProbeConditionalWrites(ctx context.Context, s Store) error {
 	if err := p.createOnly(ctx); err != nil {
 		return err
 	}
-	return p.compareAndSwap(ctx, first.ETag)
+	if err := p.compareAndSwap(ctx, first.ETag); err != nil {
+		return err
+	}
+	p.removeStale(ctx)
+	return nil
 }
 
 type probe struct {
@@ -127,6 +137,23 @@ func (p *probe) wantContent(ctx context.Context, g Guarantee, want, detail strin
 		return &GuaranteeError{Guarantee: g, Key: p.key, Detail: fmt.Sprintf("%s (holds %q, want %q)", detail, got, want)}
 	}
 	return nil
+}
+
+// removeStale deletes the probe objects of earlier runs that were killed
+// before their clean-up. Best effort: a left-over is a few bytes nothing
+// reads, so failures are ignored.
+func (p *probe) removeStale(ctx context.Context) {
+	cutoff := time.Now().Add(-staleProbeAge)
+	var stale []string
+	_ = p.s.List(ctx, ProbePrefix, func(oi ObjectInfo) error {
+		if oi.Key != p.key && !oi.ModTime.IsZero() && oi.ModTime.Before(cutoff) {
+			stale = append(stale, oi.Key)
+		}
+		return nil
+	})
+	for _, key := range stale {
+		_ = p.s.Delete(ctx, key)
+	}
 }
 
 // cleanUp deletes the probe object even when ctx has ended, within bounds.

@@ -3,9 +3,13 @@ package snapshot_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/fsstore"
@@ -93,4 +97,30 @@ func allKeys(t *testing.T, s snapshot.Store) []string {
 		t.Fatal(err)
 	}
 	return keys
+}
+
+// A process killed mid-probe leaves its probe object; the next probe removes
+// it once it is old, and leaves a young one (another process probing now).
+func TestProbeConditionalWritesRemovesStaleProbes(t *testing.T) {
+	dir := t.TempDir()
+	s, err := fsstore.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, young := snapshot.ProbePrefix+"killed-long-ago", snapshot.ProbePrefix+"probing-now"
+	for _, k := range []string{old, young, "acme/alice/head"} {
+		if _, err := s.Put(t.Context(), k, strings.NewReader("x"), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mt := time.Now().Add(-2 * time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, filepath.FromSlash(old)), mt, mt); err != nil {
+		t.Fatal(err)
+	}
+	if err := snapshot.ProbeConditionalWrites(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(allKeys(t, s)); got != "[_deltasync/probe/probing-now acme/alice/head]" {
+		t.Errorf("after the probe: %s; want the old probe object gone, the young one and other objects kept", got)
+	}
 }
