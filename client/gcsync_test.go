@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -17,6 +20,7 @@ import (
 	"github.com/deltasync/deltasync/gc"
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/internal/s3test"
+	"github.com/deltasync/deltasync/server"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/fsstore"
 	"github.com/deltasync/deltasync/snapshot/memstore"
@@ -37,6 +41,39 @@ func eachRealStore(t *testing.T, fn func(t *testing.T, st snapshot.Store)) {
 		s3test.Check(t)
 		fn(t, s3test.Store(t))
 	})
+}
+
+// newTestServerOn starts a server like newTestServer, on st (another
+// replica, if st already has one).
+func newTestServerOn(t *testing.T, st snapshot.Store) *testServer {
+	t.Helper()
+	opts := server.DefaultOptions()
+	opts.Store = st
+	opts.JWTSecret = netJWTSecret
+	opts.ChunkSecret = netChunkSecret
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts.SettingsTTL = 0
+	s, err := server.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	admin, err := server.MintToken(netJWTSecret, server.Claims{Admin: true}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{t: t, url: "http://" + ln.Addr().String(), store: st, admin: admin}
+	ts.setPolicy(`{"offline_mode":true,"conflict_policy":"client-wins"}`)
+	return ts
 }
 
 // editRecord returns recs with record i given a new value.

@@ -39,14 +39,8 @@ type testServer struct {
 
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
-	return newTestServerOn(t, memstore.New())
-}
-
-// newTestServerOn starts a server on st (another replica, if st already
-// has one).
-func newTestServerOn(t *testing.T, st snapshot.Store) *testServer {
-	t.Helper()
 	opts := server.DefaultOptions()
+	st := memstore.New()
 	opts.Store = st
 	opts.JWTSecret = netJWTSecret
 	opts.ChunkSecret = netChunkSecret
