@@ -34,6 +34,19 @@
 // An org without settings has offline mode off and the client-wins policy;
 // its users get 403 offline_mode_disabled on sync routes.
 //
+// # Adding endpoints
+//
+// A handler is a handlerFunc: func(*fasthttp.RequestCtx, *request) error.
+// Register it in routes.go with s.handle(method, pattern, name, auth, h);
+// the pattern may hold "{param}" segments read with req.Param. On an
+// authUser route, req.Org, req.User and req.Policy are set and the org's
+// offline mode is known to be on. Read bodies with s.readBody (in memory,
+// limits and zstd handled) or s.bodyReader (streamed); answer with writeJSON
+// or s.setBodyStream; return errors (snapshot sentinels map to statuses,
+// or build one with badRequest, notFound, conflict, ...). Do store I/O with
+// req.Ctx, which survives the start of a graceful shutdown; long polls
+// should also select on s.stoppingCh() to answer at once when it begins.
+//
 // # Sync, gc and damaged data
 //
 // Manifests are cached per replica, but gc (a separate process) retires
@@ -50,17 +63,4 @@
 // go whole. Damage is logged at ERROR naming the object and counted in
 // deltasync_corrupt_objects_total{kind} (noteCorrupt, also for every 5xx
 // error answer).
-//
-// # Adding endpoints
-//
-// A handler is a handlerFunc: func(*fasthttp.RequestCtx, *request) error.
-// Register it in routes.go with s.handle(method, pattern, name, auth, h);
-// the pattern may hold "{param}" segments read with req.Param. On an
-// authUser route, req.Org, req.User and req.Policy are set and the org's
-// offline mode is known to be on. Read bodies with s.readBody (in memory,
-// limits and zstd handled) or s.bodyReader (streamed); answer with writeJSON
-// or s.setBodyStream; return errors (snapshot sentinels map to statuses,
-// or build one with badRequest, notFound, conflict, ...). Do store I/O with
-// req.Ctx, which survives the start of a graceful shutdown; long polls
-// should also select on s.stoppingCh() to answer at once when it begins.
 package server
