@@ -46,4 +46,21 @@
 // or build one with badRequest, notFound, conflict, ...). Do store I/O with
 // req.Ctx, which survives the start of a graceful shutdown; long polls
 // should also select on s.stoppingCh() to answer at once when it begins.
+//
+// # Sync, gc and damaged data
+//
+// Manifests are cached per replica, but gc (a separate process) retires
+// old versions at any time, so a cached version other than the head is used
+// only after a Stat shows it still exists (liveManifest): a client at a
+// retired version gets a full sync from every replica alike, a resume of
+// one gets 404. A sync commits to 200 only once the first
+// Options.SyncVerifyBytes of the pack's chunks are read and verified
+// (windowGetter); a chunk that fails later ends the pack with a
+// wire.AbortError frame instead of a cut stream: 404 when gc retired the
+// version meanwhile (its manifest is gone too), 500 when the store lost or
+// damaged an object a live version references. Old chunks are read only as
+// dictionaries: if gc deleted them under a running delta, the new chunks
+// go whole. Damage is logged at ERROR naming the object and counted in
+// deltasync_corrupt_objects_total{kind} (noteCorrupt, also for every 5xx
+// error answer).
 package server

@@ -183,5 +183,23 @@ func hostileSyncCases(t *testing.T) []hostileCase {
 	tok := userToken(t, hostileEnvOrg, hostileEnvUser)
 	return []hostileCase{
 		{name: "unknown version", method: "GET", path: "/v1/sync?from=99", opts: []reqOpt{withToken(tok)}, status: 404},
+		{name: "from one past the head", method: "GET", path: "/v1/sync?from=2", opts: []reqOpt{withToken(tok)}, status: 404, code: "not_found"},
+		{name: "from the largest version", method: "GET", path: "/v1/sync?from=18446744073709551615", opts: []reqOpt{withToken(tok)}, status: 404, code: "not_found"},
+		{name: "from overflowing", method: "GET", path: "/v1/sync?from=18446744073709551616", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "from garbage", method: "GET", path: "/v1/sync?from=abc", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "from empty", method: "GET", path: "/v1/sync?from=", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "from negative", method: "GET", path: "/v1/sync?from=-1", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "from hex", method: "GET", path: "/v1/sync?from=0x1", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "from with NUL", method: "GET", path: "/v1/sync?from=1%00", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "to beyond the head", method: "GET", path: "/v1/sync?from=0&to=7&skip=0", opts: []reqOpt{withToken(tok)}, status: 404, code: "not_found"},
+		{name: "to garbage", method: "GET", path: "/v1/sync?from=0&to=1x", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "skip beyond the pack", method: "GET", path: "/v1/sync?from=0&to=1&skip=999999", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "skip huge", method: "GET", path: "/v1/sync?from=0&skip=18446744073709551615", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "skip negative", method: "GET", path: "/v1/sync?from=0&to=1&skip=-1", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "wait garbage", method: "GET", path: "/v1/sync?from=1&wait=forever", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "wait negative", method: "GET", path: "/v1/sync?from=1&wait=-5s", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "wait overflowing", method: "GET", path: "/v1/sync?from=1&wait=9999999999999h", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "chunk id garbage", method: "GET", path: "/v1/chunks/zz", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "chunk id unknown", method: "GET", path: "/v1/chunks/00000000000000000000000000000000", opts: []reqOpt{withToken(tok)}, status: 404, code: "not_found"},
 	}
 }

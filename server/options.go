@@ -78,6 +78,12 @@ type Options struct {
 	// change made through another replica shows up after at most this long.
 	SettingsTTL time.Duration
 
+	// SyncVerifyBytes is how much of a delta pack's chunk data a sync reads
+	// and verifies before it commits to a 200 answer (0: none): damage
+	// found there is a JSON 500, damage found later ends the pack with an
+	// abort frame. It bounds the memory each sync request holds for this.
+	SyncVerifyBytes int64
+
 	// ReadTimeout, WriteTimeout and IdleTimeout are the connection timeouts
 	// of the underlying fasthttp server. Reads cover a whole (streamed) upload
 	// and writes a whole download, so they are generous.
@@ -103,6 +109,7 @@ func DefaultOptions() Options {
 		RateBurst:       20,
 		ReadyTimeout:    2 * time.Second,
 		SettingsTTL:     2 * time.Second,
+		SyncVerifyBytes: 2 << 20,
 		ReadTimeout:     10 * time.Minute,
 		WriteTimeout:    30 * time.Minute,
 		IdleTimeout:     2 * time.Minute,
