@@ -168,10 +168,31 @@ func hostileBodyCases(t *testing.T) []hostileCase {
 
 func hostileKeyCases(t *testing.T) []hostileCase {
 	tok := userToken(t, hostileEnvOrg, hostileEnvUser)
+	admin := adminToken(t)
+	datasetPath := "/v1/admin/orgs/" + hostileEnvOrg + "/users/" + hostileEnvUser + "/dataset"
 	return []hostileCase{
 		{name: "empty key", method: "POST", path: "/v1/patches",
 			body: []byte(`{"id":"k1","base":1,"ops":[{"op":"put","key":"","value":1}]}`),
 			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		// encoding/json would store these under "k/\uFFFD", one record for many keys.
+		{name: "invalid UTF-8 key in a patch", method: "POST", path: "/v1/patches",
+			body: []byte("{\"id\":\"k2\",\"base\":1,\"ops\":[{\"op\":\"put\",\"key\":\"k/\xff\",\"value\":1}]}"),
+			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "lone surrogate key in a patch", method: "POST", path: "/v1/patches",
+			body: []byte(`{"id":"k3","base":1,"ops":[{"op":"put","key":"k/\ud800","value":1}]}`),
+			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "lone surrogate key in a delete", method: "POST", path: "/v1/patches",
+			body: []byte(`{"id":"k4","base":1,"ops":[{"op":"delete","key":"k/\udc00"}]}`),
+			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "invalid UTF-8 in a patch value", method: "POST", path: "/v1/patches",
+			body: []byte("{\"id\":\"k5\",\"base\":1,\"ops\":[{\"op\":\"put\",\"key\":\"k\",\"value\":{\"t\":\"\xfe\"}}]}"),
+			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "invalid UTF-8 key in a data set upload", method: "PUT", path: datasetPath,
+			opts:   []reqOpt{withToken(admin), withStream([]byte("{\"key\":\"a\",\"value\":1}\n{\"key\":\"k/\xff\",\"value\":1}\n"))},
+			status: 400, code: "bad_request"},
+		{name: "lone surrogate key in a data set upload", method: "PUT", path: datasetPath,
+			opts:   []reqOpt{withToken(admin), withStream([]byte(`{"key":"k/\ud800","value":1}` + "\n"))},
+			status: 400, code: "bad_request"},
 	}
 }
 
