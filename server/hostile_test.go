@@ -149,13 +149,24 @@ func storeContents(t *testing.T, s snapshot.Store) map[string][]byte {
 // The groups below start with today's probes; each area's work adds its own.
 
 func hostileAuthCases(t *testing.T) []hostileCase {
-	return []hostileCase{
+	cases := []hostileCase{
 		{name: "no token", method: "GET", path: "/v1/status", status: 401, code: "unauthorized"},
 		{name: "no token, raw", raw: []byte("GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n"), status: 401, code: "unauthorized"},
 		{name: "garbage token", method: "GET", path: "/v1/status", opts: []reqOpt{withToken("not.a.jwt")}, status: 401, code: "unauthorized"},
 		{name: "user token on admin route", method: "GET", path: "/v1/admin/changes",
 			opts: []reqOpt{withToken(userToken(t, hostileEnvOrg, hostileEnvUser))}, status: 403},
 	}
+	// Forged claims (go-jose tokens signed with the server's own secret,
+	// see claims_test.go) on the real user and admin routes.
+	for _, f := range forgedClaimCases(t) {
+		path := "/v1/status"
+		if f.path == "/test/admin" {
+			path = "/v1/admin/changes"
+		}
+		cases = append(cases, hostileCase{name: "forged: " + f.name, method: "GET", path: path,
+			opts: []reqOpt{withToken(f.tok)}, status: 401, code: "unauthorized"})
+	}
+	return cases
 }
 
 func hostileBodyCases(t *testing.T) []hostileCase {
