@@ -207,7 +207,7 @@ func hostileKeyCases(t *testing.T) []hostileCase {
 	}
 }
 
-func hostileFeedCases(t *testing.T) []hostileCase { return nil }
+func hostileFeedCases(t *testing.T) []hostileCase { return feedCursorCases(t) }
 
 func hostileLimitCases(t *testing.T) []hostileCase { return nil }
 
