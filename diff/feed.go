@@ -233,15 +233,22 @@ func (w *feedWalk) hourKeys(hour string, max int) (keys []string, cut bool, err 
 }
 
 // nextHour returns the first non-empty hour bucket after hour ("" if there
-// is none), found by listing, not by stepping through the hours between:
-// the next bucket shares a prefix of some length p with hour and has a
-// greater digit at p, so probing the prefixes hour[:p]+d, longest p first
-// and d ascending, finds it in at most 90 listings, each of which stops at
-// its first key.
+// is none up to the horizon), found by listing, not by stepping through the
+// hours between: the next bucket shares a prefix of some length p with hour
+// and has a greater digit at p, so probing the prefixes hour[:p]+d, longest
+// p first and d ascending, finds it in at most 90 listings, each of which
+// stops at its first key. The probes cover ever later hours, so the first
+// that starts after the horizon ends the search: a reader that is caught up
+// lists nothing but its own hour.
 func (w *feedWalk) nextHour(hour string) (string, error) {
+	last := time.UnixMilli(w.horizon).UTC().Format("2006010215")
 	for p := len(hour) - 1; p >= 0; p-- {
 		for d := hour[p] + 1; d <= '9'; d++ {
-			next, err := w.firstHourUnder(snapshot.FeedPrefix+hour[:p]+string(rune(d)), hour)
+			prefix := hour[:p] + string(rune(d))
+			if prefix+strings.Repeat("0", len(hour)-len(prefix)) > last {
+				return "", nil
+			}
+			next, err := w.firstHourUnder(snapshot.FeedPrefix+prefix, hour)
 			if err != nil || next != "" || w.done {
 				return next, err
 			}

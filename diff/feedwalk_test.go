@@ -10,7 +10,9 @@ import (
 
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/internal/gen"
+	"github.com/deltasync/deltasync/internal/s3test"
 	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/snapshot/fsstore"
 	"github.com/deltasync/deltasync/snapshot/memstore"
 )
 
@@ -64,6 +66,27 @@ func TestFeedSkipsEmptyHoursByListing(t *testing.T) {
 	}
 	if n := s.lists.Load(); n > 200 {
 		t.Errorf("%d listings to skip 300 days of empty hours; want at most 200", n)
+	}
+}
+
+// TestFeedCaughtUpReaderListsLittle: a reader whose cursor is the last
+// entry (the one who polls all day) costs a listing of its own hour, not
+// probes for hours that cannot hold settled entries yet.
+func TestFeedCaughtUpReaderListsLittle(t *testing.T) {
+	s := &listCounter{Store: feedOf(t)}
+	o := diff.FeedOptions{Limit: 100, Settle: time.Millisecond, Now: time.Now().Add(time.Second)}
+	entries, next, err := diff.ReadFeed(t.Context(), s, o)
+	if err != nil || len(entries) != 4 {
+		t.Fatalf("%d entries, %v", len(entries), err)
+	}
+	s.lists.Store(0)
+	o.After = next
+	if entries, again, err := diff.ReadFeed(t.Context(), s, o); err != nil || len(entries) != 0 || again != next {
+		t.Fatalf("caught up: %d entries, next %q, %v; want none and the same cursor", len(entries), again, err)
+	}
+	// Its own hour, and at most two probes when the clock just passed an hour.
+	if n := s.lists.Load(); n > 3 {
+		t.Errorf("%d listings for a caught-up reader; want at most 3", n)
 	}
 }
 
@@ -151,5 +174,57 @@ func TestFeedPageBounded(t *testing.T) {
 	// finds nothing new.
 	if got != 4 || calls != 3 {
 		t.Errorf("%d entries in %d calls; want 4 in 3", got, calls)
+	}
+}
+
+// TestFeedOldCursorOnRealStores: the bounded walk on the directory store
+// and on the S3 server: a cursor 300 days back reads the same entries as
+// one from the start, with a bounded number of listings.
+func TestFeedOldCursorOnRealStores(t *testing.T) {
+	stores := map[string]func(t *testing.T) snapshot.Store{
+		"dir": func(t *testing.T) snapshot.Store {
+			s, err := fsstore.New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		},
+		"s3": func(t *testing.T) snapshot.Store { return s3test.Store(t) },
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			base := open(t)
+			recs := gen.Dataset(gen.Options{Size: 8 << 10, Seed: 3})
+			for i := range 2 {
+				for _, u := range []string{"alice", "bob"} {
+					buildVersion(t, base, u, gen.EditScattered(recs, 1, int64(i)))
+				}
+			}
+			s := &listCounter{Store: base}
+			o := diff.FeedOptions{Limit: 100, Settle: time.Millisecond, Now: time.Now().Add(time.Second)}
+			fromStart, _, err := diff.ReadFeed(t.Context(), s, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.lists.Store(0)
+			start := time.Now()
+			o.After = oldCursor(300 * 24 * time.Hour)
+			fromOld, next, err := diff.ReadFeed(t.Context(), s, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("cursor 300 days back: %d entries, %d listings, %v", len(fromOld), s.lists.Load(), time.Since(start))
+			if len(fromStart) != 4 || len(fromOld) != 4 || next != fromOld[3].Cursor {
+				t.Fatalf("%d entries from the start, %d from an old cursor (next %q); want 4 and 4", len(fromStart), len(fromOld), next)
+			}
+			for i := range fromOld {
+				if fromOld[i].Cursor != fromStart[i].Cursor {
+					t.Errorf("entry %d: %s, want %s", i, fromOld[i].Cursor, fromStart[i].Cursor)
+				}
+			}
+			if n := s.lists.Load(); n > 200 {
+				t.Errorf("%d listings; want at most 200", n)
+			}
+		})
 	}
 }
