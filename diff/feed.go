@@ -58,8 +58,9 @@ const maxFeedLists = 1000
 // objects are examined, and a cancelled ctx stops the walk. So a page may
 // hold fewer than Limit entries while more follow: continue from the
 // returned cursor until it comes back unchanged. A cursor that is not a
-// position in the feed, or lies before FeedEpoch or more than
-// FeedCursorAhead after Now, is refused with an error matching
+// position in the feed, or lies more than FeedCursorAhead after Now, or
+// before FeedEpoch (and before the feed's first entry, which a replica with
+// a wrong clock may have dated earlier), is refused with an error matching
 // snapshot.ErrInvalid.
 func ReadFeed(ctx context.Context, s snapshot.Store, o FeedOptions) ([]FeedEntry, string, error) {
 	w := &feedWalk{ctx: ctx, s: s, o: o.withDefaults(), next: o.After}
@@ -112,24 +113,40 @@ type feedWalk struct {
 // firstHour returns the hour bucket where the walk starts: the cursor's
 // (after checking it), or without one the feed's first.
 func (w *feedWalk) firstHour() (string, error) {
-	if w.o.After != "" {
-		return checkCursor(w.o.After, w.o.Now)
+	if w.o.After == "" {
+		return w.firstHourUnder(snapshot.FeedPrefix, "")
 	}
-	return w.firstHourUnder(snapshot.FeedPrefix, "")
+	hour, err := checkCursor(w.o.After, w.o.Now)
+	if !errors.Is(err, errBeforeEpoch) {
+		return hour, err
+	}
+	// A replica whose clock was wrong may have written entries dated
+	// before the epoch: a cursor among them is still a position.
+	first, ferr := w.firstHourUnder(snapshot.FeedPrefix, "")
+	if ferr != nil {
+		return "", ferr
+	}
+	if first == "" || hour < first {
+		return "", err
+	}
+	return hour, nil
 }
+
+var errBeforeEpoch = errors.New("before the change feed began")
 
 // checkCursor returns the hour bucket of a cursor, or an error matching
 // snapshot.ErrInvalid if it is not a feed position
-// (_feed/<yyyymmddhh>/<name>) within the feed's lifetime.
+// (_feed/<yyyymmddhh>/<name>) within the feed's lifetime. One dated before
+// FeedEpoch also matches errBeforeEpoch.
 func checkCursor(after string, now time.Time) (string, error) {
 	hour, name, ok := splitFeedKey(after)
 	if !ok || name == "" || !utf8.ValidString(after) {
 		return "", fmt.Errorf("bad cursor %.80q: not a change feed position: %w", after, snapshot.ErrInvalid)
 	}
-	t := time.UnixMilli(hourStart(hour))
+	t := time.UnixMilli(hourStart(hour)).UTC()
 	if t.Before(FeedEpoch.Truncate(time.Hour)) {
-		return "", fmt.Errorf("bad cursor %.80q: %s is before the change feed began (%s): %w",
-			after, t.Format(time.RFC3339), FeedEpoch.Format(time.RFC3339), snapshot.ErrInvalid)
+		return hour, fmt.Errorf("bad cursor %.80q: %s is %w (%s) and before its first entry: %w",
+			after, t.Format(time.RFC3339), errBeforeEpoch, FeedEpoch.Format(time.RFC3339), snapshot.ErrInvalid)
 	}
 	if t.After(now.Add(FeedCursorAhead)) {
 		return "", fmt.Errorf("bad cursor %.80q: %s is in the future: %w", after, t.Format(time.RFC3339), snapshot.ErrInvalid)

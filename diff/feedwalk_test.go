@@ -143,6 +143,32 @@ func TestFeedCursorOutsideLifetime(t *testing.T) {
 	}
 }
 
+// TestFeedEntriesFromAClockInThePast: a replica whose clock said 2020
+// wrote entries dated before the epoch; cursors among them still work (the
+// feed began there), and one before them does not.
+func TestFeedEntriesFromAClockInThePast(t *testing.T) {
+	s := feedOf(t)
+	ctx := t.Context()
+	past := time.Date(2020, 5, 1, 12, 0, 0, 0, time.UTC)
+	early := snapshot.FeedKey(past.UnixMilli(), "acme", "carol", 1, "0123456789abcdef")
+	if _, err := s.Put(ctx, early, strings.NewReader("x"), 1); err != nil {
+		t.Fatal(err)
+	}
+	o := diff.FeedOptions{Limit: 100, Settle: time.Millisecond, Now: time.Now().Add(time.Second)}
+	entries, next, err := diff.ReadFeed(ctx, s, diff.FeedOptions{Limit: 1, MaxScan: 1, Settle: o.Settle, Now: o.Now})
+	if err != nil || len(entries) != 0 || next != early {
+		t.Fatalf("first page: %d entries, next %q, %v; want the early (unclaimed) object as the cursor", len(entries), next, err)
+	}
+	o.After = next
+	if entries, _, err = diff.ReadFeed(ctx, s, o); err != nil || len(entries) != 4 {
+		t.Fatalf("from the early cursor: %d entries, %v; want 4", len(entries), err)
+	}
+	o.After = snapshot.FeedKey(past.Add(-time.Hour).UnixMilli(), "acme", "carol", 1, "00")
+	if _, _, err = diff.ReadFeed(ctx, s, o); !errors.Is(err, snapshot.ErrInvalid) {
+		t.Fatalf("cursor before the first entry and the epoch: %v, want ErrInvalid", err)
+	}
+}
+
 // TestFeedPageBounded: a page examines at most MaxScan feed objects and
 // returns a cursor after the last one, so a run of stray objects (or losers'
 // change sets) costs bounded work per call and the walk still ends.
