@@ -176,7 +176,8 @@ func (v *verifier) keyFunc(t *jwt.Token) (any, error) {
 }
 
 // verify checks a raw token: signature, exact claims, and the time, issuer
-// and audience rules. A refused claim is a *tokenError.
+// and audience rules. A refused claim is a *tokenError. The claims returned
+// are shared with the cache and must not be modified.
 func (v *verifier) verify(raw string) (*Claims, error) {
 	v.mu.Lock()
 	c, cached := v.cache[raw]
@@ -203,8 +204,7 @@ func (v *verifier) verify(raw string) (*Claims, error) {
 		v.cache[raw] = c
 		v.mu.Unlock()
 	}
-	cc := *c
-	return &cc, nil
+	return c, nil // shared with the cache: callers only read it
 }
 
 // parse verifies the signature of a raw token, then decodes its header and
