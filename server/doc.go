@@ -25,6 +25,13 @@
 // an admin token carries "admin": true and alone opens /v1/admin. MintToken
 // signs HS256 tokens for the `deltasync token` command.
 //
+// The JWT library checks only signatures; the claims are decoded exactly
+// (claims.go): names are case-sensitive ("Admin" is refused, not read as
+// "admin"), duplicate names are refused at any depth, exp, iat and nbf
+// must be numbers, iat may not lie in the future, and exp - iat (or exp -
+// now without iat) may not exceed Options.JWTMaxLifetime. Verified tokens
+// are cached, and every use re-checks the time rules.
+//
 // # Org settings
 //
 // Offline sync is switched on per org. The settings (wire.Policy plus the

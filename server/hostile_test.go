@@ -149,13 +149,24 @@ func storeContents(t *testing.T, s snapshot.Store) map[string][]byte {
 // The groups below start with today's probes; each area's work adds its own.
 
 func hostileAuthCases(t *testing.T) []hostileCase {
-	return []hostileCase{
+	cases := []hostileCase{
 		{name: "no token", method: "GET", path: "/v1/status", status: 401, code: "unauthorized"},
 		{name: "no token, raw", raw: []byte("GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n"), status: 401, code: "unauthorized"},
 		{name: "garbage token", method: "GET", path: "/v1/status", opts: []reqOpt{withToken("not.a.jwt")}, status: 401, code: "unauthorized"},
 		{name: "user token on admin route", method: "GET", path: "/v1/admin/changes",
 			opts: []reqOpt{withToken(userToken(t, hostileEnvOrg, hostileEnvUser))}, status: 403},
 	}
+	// Forged claims (go-jose tokens signed with the server's own secret,
+	// see claims_test.go) on the real user and admin routes.
+	for _, f := range forgedClaimCases(t) {
+		path := "/v1/status"
+		if f.path == "/test/admin" {
+			path = "/v1/admin/changes"
+		}
+		cases = append(cases, hostileCase{name: "forged: " + f.name, method: "GET", path: path,
+			opts: []reqOpt{withToken(f.tok)}, status: 401, code: "unauthorized"})
+	}
+	return cases
 }
 
 func hostileBodyCases(t *testing.T) []hostileCase {
@@ -168,14 +179,35 @@ func hostileBodyCases(t *testing.T) []hostileCase {
 
 func hostileKeyCases(t *testing.T) []hostileCase {
 	tok := userToken(t, hostileEnvOrg, hostileEnvUser)
+	admin := adminToken(t)
+	datasetPath := "/v1/admin/orgs/" + hostileEnvOrg + "/users/" + hostileEnvUser + "/dataset"
 	return []hostileCase{
 		{name: "empty key", method: "POST", path: "/v1/patches",
 			body: []byte(`{"id":"k1","base":1,"ops":[{"op":"put","key":"","value":1}]}`),
 			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		// encoding/json would store these under "k/\uFFFD", one record for many keys.
+		{name: "invalid UTF-8 key in a patch", method: "POST", path: "/v1/patches",
+			body: []byte("{\"id\":\"k2\",\"base\":1,\"ops\":[{\"op\":\"put\",\"key\":\"k/\xff\",\"value\":1}]}"),
+			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "lone surrogate key in a patch", method: "POST", path: "/v1/patches",
+			body: []byte(`{"id":"k3","base":1,"ops":[{"op":"put","key":"k/\ud800","value":1}]}`),
+			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "lone surrogate key in a delete", method: "POST", path: "/v1/patches",
+			body: []byte(`{"id":"k4","base":1,"ops":[{"op":"delete","key":"k/\udc00"}]}`),
+			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "invalid UTF-8 in a patch value", method: "POST", path: "/v1/patches",
+			body: []byte("{\"id\":\"k5\",\"base\":1,\"ops\":[{\"op\":\"put\",\"key\":\"k\",\"value\":{\"t\":\"\xfe\"}}]}"),
+			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "invalid UTF-8 key in a data set upload", method: "PUT", path: datasetPath,
+			opts:   []reqOpt{withToken(admin), withStream([]byte("{\"key\":\"a\",\"value\":1}\n{\"key\":\"k/\xff\",\"value\":1}\n"))},
+			status: 400, code: "bad_request"},
+		{name: "lone surrogate key in a data set upload", method: "PUT", path: datasetPath,
+			opts:   []reqOpt{withToken(admin), withStream([]byte(`{"key":"k/\ud800","value":1}` + "\n"))},
+			status: 400, code: "bad_request"},
 	}
 }
 
-func hostileFeedCases(t *testing.T) []hostileCase { return nil }
+func hostileFeedCases(t *testing.T) []hostileCase { return feedCursorCases(t) }
 
 func hostileLimitCases(t *testing.T) []hostileCase { return nil }
 

@@ -24,6 +24,9 @@ const DevJWTSecret = "deltasync-development-secret-DO-NOT-USE-IN-PRODUCTION"
 // requires a key at least as long as the hash output (256 bits).
 const MinJWTSecretBytes = 32
 
+// DefaultJWTMaxLifetime is the default of Options.JWTMaxLifetime.
+const DefaultJWTMaxLifetime = 24 * time.Hour
+
 // Options configures a Server. Start from DefaultOptions.
 type Options struct {
 	// Addr is the TCP address ListenAndServe listens on.
@@ -60,6 +63,9 @@ type Options struct {
 	// aud claims (tokens from another issuer or meant for another service
 	// are refused even if signed with a trusted key).
 	JWTIssuer, JWTAudience string
+	// JWTMaxLifetime is the longest a token may be valid: exp - iat, or
+	// exp - now for a token without iat. A longer-lived token is refused.
+	JWTMaxLifetime time.Duration
 
 	// Dev allows starting without a JWT secret or key, using DevJWTSecret.
 	Dev bool
@@ -105,6 +111,7 @@ func DefaultOptions() Options {
 		MaxDatasetBytes: 1 << 30,
 		LongPollMax:     60 * time.Second,
 		FeedSettle:      10 * time.Second,
+		JWTMaxLifetime:  DefaultJWTMaxLifetime,
 		HeadCacheTTL:    250 * time.Millisecond,
 		RateBurst:       20,
 		ReadyTimeout:    2 * time.Second,
@@ -160,6 +167,9 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.JWTIssuer, "jwt-issuer", o.JWTIssuer, "required iss claim of tokens, if set (env DELTASYNC_JWT_ISSUER)")
 	o.JWTAudience = o.envString("DELTASYNC_JWT_AUDIENCE", o.JWTAudience)
 	fs.StringVar(&o.JWTAudience, "jwt-audience", o.JWTAudience, "required aud claim of tokens, if set (env DELTASYNC_JWT_AUDIENCE)")
+	o.JWTMaxLifetime = o.envDuration("DELTASYNC_JWT_MAX_LIFETIME", o.JWTMaxLifetime)
+	fs.DurationVar(&o.JWTMaxLifetime, "jwt-max-lifetime", o.JWTMaxLifetime,
+		"longest token lifetime accepted: exp - iat, or exp - now without iat (env DELTASYNC_JWT_MAX_LIFETIME)")
 
 	o.Dev = o.envBool("DELTASYNC_DEV", o.Dev)
 	fs.BoolVar(&o.Dev, "dev", o.Dev,
@@ -214,6 +224,9 @@ func (o *Options) Validate() error {
 	}
 	if o.LongPollMax <= 0 || o.ReadyTimeout <= 0 || o.SettingsTTL < 0 {
 		return errors.New("server: long-poll-max and ready-timeout must be positive, settings-ttl not negative")
+	}
+	if o.JWTMaxLifetime <= 0 {
+		return fmt.Errorf("server: jwt-max-lifetime must be positive, got %v", o.JWTMaxLifetime)
 	}
 	if len(o.JWTSecret) > 0 && len(o.JWTSecret) < MinJWTSecretBytes {
 		return fmt.Errorf("server: JWT secret has %d bytes, need at least %d", len(o.JWTSecret), MinJWTSecretBytes)
