@@ -77,6 +77,11 @@ func DecodePatch(body []byte, lim Limits) (*Patch, error) {
 	if int64(len(body)) > lim.MaxBytes {
 		return nil, fmt.Errorf("patch of %d bytes exceeds %d: %w", len(body), lim.MaxBytes, snapshot.ErrInvalid)
 	}
+	// Keys must be checked as sent: decoding turns bytes that are not
+	// UTF-8, and lone surrogates, into U+FFFD (two keys into one).
+	if err := snapshot.ValidateJSONText(body); err != nil {
+		return nil, fmt.Errorf("decode patch: %w", err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	var p Patch

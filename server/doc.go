@@ -25,6 +25,13 @@
 // an admin token carries "admin": true and alone opens /v1/admin. MintToken
 // signs HS256 tokens for the `deltasync token` command.
 //
+// The JWT library checks only signatures; the claims are decoded exactly
+// (claims.go): names are case-sensitive ("Admin" is refused, not read as
+// "admin"), duplicate names are refused at any depth, exp, iat and nbf
+// must be numbers, iat may not lie in the future, and exp - iat (or exp -
+// now without iat) may not exceed Options.JWTMaxLifetime. Verified tokens
+// are cached, and every use re-checks the time rules.
+//
 // # Org settings
 //
 // Offline sync is switched on per org. The settings (wire.Policy plus the
@@ -46,4 +53,21 @@
 // or build one with badRequest, notFound, conflict, ...). Do store I/O with
 // req.Ctx, which survives the start of a graceful shutdown; long polls
 // should also select on s.stoppingCh() to answer at once when it begins.
+//
+// # Sync, gc and damaged data
+//
+// Manifests are cached per replica, but gc (a separate process) retires
+// old versions at any time, so a cached version other than the head is used
+// only after a Stat shows it still exists (liveManifest): a client at a
+// retired version gets a full sync from every replica alike, a resume of
+// one gets 404. A sync commits to 200 only once the first
+// Options.SyncVerifyBytes of the pack's chunks are read and verified
+// (windowGetter); a chunk that fails later ends the pack with a
+// wire.AbortError frame instead of a cut stream: 404 when gc retired the
+// version meanwhile (its manifest is gone too), 500 when the store lost or
+// damaged an object a live version references. Old chunks are read only as
+// dictionaries: if gc deleted them under a running delta, the new chunks
+// go whole. Damage is logged at ERROR naming the object and counted in
+// deltasync_corrupt_objects_total{kind} (noteCorrupt, also for every 5xx
+// error answer).
 package server

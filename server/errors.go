@@ -101,6 +101,7 @@ func classify(err error) *httpError {
 func (s *Server) writeError(ctx *fasthttp.RequestCtx, req *request, err error) {
 	he := classify(err)
 	if he.Status >= 500 {
+		s.noteCorrupt(req, err)
 		s.log.LogAttrs(context.Background(), slog.LevelError, "request failed",
 			slog.String("request_id", req.ID), slog.String("route", req.Route),
 			slog.Int("status", he.Status), slog.Any("error", err))

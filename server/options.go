@@ -24,6 +24,9 @@ const DevJWTSecret = "deltasync-development-secret-DO-NOT-USE-IN-PRODUCTION"
 // requires a key at least as long as the hash output (256 bits).
 const MinJWTSecretBytes = 32
 
+// DefaultJWTMaxLifetime is the default of Options.JWTMaxLifetime.
+const DefaultJWTMaxLifetime = 24 * time.Hour
+
 // Options configures a Server. Start from DefaultOptions.
 type Options struct {
 	// Addr is the TCP address ListenAndServe listens on.
@@ -60,6 +63,9 @@ type Options struct {
 	// aud claims (tokens from another issuer or meant for another service
 	// are refused even if signed with a trusted key).
 	JWTIssuer, JWTAudience string
+	// JWTMaxLifetime is the longest a token may be valid: exp - iat, or
+	// exp - now for a token without iat. A longer-lived token is refused.
+	JWTMaxLifetime time.Duration
 
 	// Dev allows starting without a JWT secret or key, using DevJWTSecret.
 	Dev bool
@@ -77,6 +83,12 @@ type Options struct {
 	// SettingsTTL is how long org settings are cached by one replica; a
 	// change made through another replica shows up after at most this long.
 	SettingsTTL time.Duration
+
+	// SyncVerifyBytes is how much of a delta pack's chunk data a sync reads
+	// and verifies before it commits to a 200 answer (0: none): damage
+	// found there is a JSON 500, damage found later ends the pack with an
+	// abort frame. It bounds the memory each sync request holds for this.
+	SyncVerifyBytes int64
 
 	// ReadTimeout, WriteTimeout and IdleTimeout are the connection timeouts
 	// of the underlying fasthttp server. Reads cover a whole (streamed) upload
@@ -99,10 +111,12 @@ func DefaultOptions() Options {
 		MaxDatasetBytes: 1 << 30,
 		LongPollMax:     60 * time.Second,
 		FeedSettle:      10 * time.Second,
+		JWTMaxLifetime:  DefaultJWTMaxLifetime,
 		HeadCacheTTL:    250 * time.Millisecond,
 		RateBurst:       20,
 		ReadyTimeout:    2 * time.Second,
 		SettingsTTL:     2 * time.Second,
+		SyncVerifyBytes: 2 << 20,
 		ReadTimeout:     10 * time.Minute,
 		WriteTimeout:    30 * time.Minute,
 		IdleTimeout:     2 * time.Minute,
@@ -153,6 +167,9 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.JWTIssuer, "jwt-issuer", o.JWTIssuer, "required iss claim of tokens, if set (env DELTASYNC_JWT_ISSUER)")
 	o.JWTAudience = o.envString("DELTASYNC_JWT_AUDIENCE", o.JWTAudience)
 	fs.StringVar(&o.JWTAudience, "jwt-audience", o.JWTAudience, "required aud claim of tokens, if set (env DELTASYNC_JWT_AUDIENCE)")
+	o.JWTMaxLifetime = o.envDuration("DELTASYNC_JWT_MAX_LIFETIME", o.JWTMaxLifetime)
+	fs.DurationVar(&o.JWTMaxLifetime, "jwt-max-lifetime", o.JWTMaxLifetime,
+		"longest token lifetime accepted: exp - iat, or exp - now without iat (env DELTASYNC_JWT_MAX_LIFETIME)")
 
 	o.Dev = o.envBool("DELTASYNC_DEV", o.Dev)
 	fs.BoolVar(&o.Dev, "dev", o.Dev,
@@ -207,6 +224,9 @@ func (o *Options) Validate() error {
 	}
 	if o.LongPollMax <= 0 || o.ReadyTimeout <= 0 || o.SettingsTTL < 0 {
 		return errors.New("server: long-poll-max and ready-timeout must be positive, settings-ttl not negative")
+	}
+	if o.JWTMaxLifetime <= 0 {
+		return fmt.Errorf("server: jwt-max-lifetime must be positive, got %v", o.JWTMaxLifetime)
 	}
 	if len(o.JWTSecret) > 0 && len(o.JWTSecret) < MinJWTSecretBytes {
 		return fmt.Errorf("server: JWT secret has %d bytes, need at least %d", len(o.JWTSecret), MinJWTSecretBytes)

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -14,7 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	jose "github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/deltasync/deltasync/internal/bytesize"
 	"github.com/deltasync/deltasync/internal/s3test"
@@ -296,12 +298,31 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
-func parseToken(t *testing.T, tok, secret string) (*server.Claims, error) {
+// tokenClaims are the claims of a minted token as another JWT library
+// (go-jose) reads them.
+type tokenClaims struct {
+	Org   string `json:"org"`
+	User  string `json:"user"`
+	Admin bool   `json:"admin"`
+	josejwt.Claims
+}
+
+// parseToken verifies a token minted by `deltasync token` with go-jose, a JWT
+// library the server does not use: the tokens are standard HS256 JWTs.
+func parseToken(t *testing.T, tok, secret string) (*tokenClaims, error) {
 	t.Helper()
-	var c server.Claims
-	_, err := jwt.ParseWithClaims(strings.TrimSpace(tok), &c, func(*jwt.Token) (any, error) { return []byte(secret), nil },
-		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
-	return &c, err
+	jt, err := josejwt.ParseSigned(strings.TrimSpace(tok), []jose.SignatureAlgorithm{jose.HS256})
+	if err != nil {
+		return nil, err
+	}
+	var c tokenClaims
+	if err := jt.Claims([]byte(secret), &c); err != nil {
+		return nil, err
+	}
+	if c.Expiry == nil || c.IssuedAt == nil {
+		return nil, fmt.Errorf("token without exp or iat: %+v", c)
+	}
+	return &c, c.ValidateWithLeeway(josejwt.Expected{Time: time.Now()}, 0)
 }
 
 func TestToken(t *testing.T) {
@@ -314,7 +335,7 @@ func TestToken(t *testing.T) {
 	if err != nil || c.Org != "acme" || c.User != "alice" || c.Admin {
 		t.Fatalf("claims %+v, %v", c, err)
 	}
-	if ttl := time.Until(c.ExpiresAt.Time); ttl < 9*time.Minute || ttl > 10*time.Minute {
+	if ttl := time.Until(c.Expiry.Time()); ttl < 9*time.Minute || ttl > 10*time.Minute {
 		t.Fatalf("expires in %v, want 10m", ttl)
 	}
 	if _, err := parseToken(t, stdout, secret+"x"); err == nil {
@@ -328,6 +349,16 @@ func TestToken(t *testing.T) {
 	}
 	if c, err := parseToken(t, stdout, secret); err != nil || !c.Admin {
 		t.Fatalf("admin claims %+v, %v", c, err)
+	}
+
+	// iss and aud; a lifetime the default server refuses is warned about.
+	stdout, stderr, code = runIn(t, nil, "token", "--admin", "--jwt-secret", secret,
+		"--issuer", "https://app.example", "--audience", "deltasync", "--ttl", "48h")
+	if code != 0 || !strings.Contains(stderr, "--jwt-max-lifetime") {
+		t.Fatalf("exit %d, stderr %q; want a warning naming --jwt-max-lifetime", code, stderr)
+	}
+	if c, err := parseToken(t, stdout, secret); err != nil || c.Issuer != "https://app.example" || !c.Audience.Contains("deltasync") {
+		t.Fatalf("claims %+v, %v; want iss and aud", c, err)
 	}
 
 	// --dev signs with the development secret, and says so.

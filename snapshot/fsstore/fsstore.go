@@ -492,6 +492,12 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(snapshot.Object
 			}
 			return nil
 		}
+		// A directory that neither holds the prefix nor lies inside it
+		// holds no key with the prefix: do not read it (the change feed
+		// probes many prefixes of _feed/<hour>).
+		if d.IsDir() && path != root && !strings.HasPrefix(key+"/", prefix) && !strings.HasPrefix(prefix, key+"/") {
+			return filepath.SkipDir
+		}
 		if d.IsDir() || !d.Type().IsRegular() || !strings.HasPrefix(key, prefix) {
 			return nil
 		}
