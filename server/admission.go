@@ -24,8 +24,11 @@ import (
 //   - headerReceived, run as soon as the headers are parsed, spots requests
 //     whose body will surely be refused (no route, no or a bad token, a user
 //     token on an admin route, a Content-Length over the route's limit) with
-//     checks that do no I/O, and marks them "Expect: 100-continue" so that
-//     fasthttp reads none of the body;
+//     checks that do no I/O. One with a body too big to be read and thrown
+//     away (maxDrainedBody) it marks "Expect: 100-continue", so that fasthttp
+//     reads none of it and closes the connection after the answer
+//     (lingering, so that a client already sending sees the answer); a
+//     smaller one keeps the connection, and must arrive within HeaderTimeout;
 //   - expectContinue, fasthttp's ExpectHandler, runs the full admission
 //     (admit: routing, authentication with the org policy, body limit) and
 //     answers a refusal with its final 4xx and JSON error instead of
@@ -117,6 +120,12 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 	}
 	s.metrics.inFlight.Inc() // finish counts the request out
 	s.writeError(ctx, req, err)
+	if c, ok := ctx.Conn().(*conn); ok {
+		// fasthttp closes the connection after this answer, and the body
+		// may be on its way (from a client that did not ask, or did not
+		// wait for 100 Continue): linger, so that the client reads it.
+		c.lingerOnClose()
+	}
 	s.finish(ctx, req, start)
 	return ctx.Response.StatusCode()
 }
@@ -127,11 +136,23 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 // whose body would surely be refused, so that none of it is read (see the
 // comment at the top of this file).
 func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	conf := fasthttp.RequestConfig{ReadTimeout: s.opts.ReadTimeout}
 	if s.surelyRefused(h) {
-		h.Set(fasthttp.HeaderExpect, "100-continue")
+		if h.ContentLength() > maxDrainedBody {
+			h.Set(fasthttp.HeaderExpect, "100-continue")
+		} else {
+			// fasthttp reads (and after the answer discards) a body this
+			// small to keep the connection: it must come at once.
+			conf.ReadTimeout = s.opts.HeaderTimeout
+		}
 	}
-	return fasthttp.RequestConfig{ReadTimeout: s.opts.ReadTimeout}
+	return conf
 }
+
+// maxDrainedBody is the most of a refused body that fasthttp reads and
+// discards to keep a connection alive (its maxUnreadStreamBodySize); past
+// it, the connection is closed anyway, so the body is better not read.
+const maxDrainedBody = 256 << 10
 
 // surelyRefused is a cheap, I/O-free forecast of admit for a request with
 // a body. A wrong forecast costs little either way: admit decides.

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -17,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/valyala/fasthttp"
@@ -727,5 +730,122 @@ func TestPatchCancelledBeforeCommitAppliesOnceOnRetry(t *testing.T) {
 	}
 	if h, _ := snapshot.Head(t.Context(), mem, "acme", "alice"); h != 2 {
 		t.Errorf("head = %d, want 2", h)
+	}
+}
+
+// zeros is an endless source of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// TestOversizeBodyIsRefusedBeforeItIsSent: an 80 MB patch is refused from
+// its headers. A client that asks "Expect: 100-continue" (Go's net/http
+// with ExpectContinueTimeout) gets the 413 instead of "100 Continue" and
+// sends none of its body; one that does not ask gets the 413 too, not a
+// reset, and the server reads at most a little of it.
+func TestOversizeBodyIsRefusedBeforeItIsSent(t *testing.T) {
+	e, addr := newTCPEnv(t, envConfig{})
+	e.enableOrg("acme")
+	tok := userToken(t, "acme", "alice")
+	const size = 80 << 20
+	for _, expect := range []bool{true, false} {
+		t.Run(fmt.Sprintf("expect %v", expect), func(t *testing.T) {
+			body := &countingBody{r: io.LimitReader(zeros{}, size)}
+			req, err := http.NewRequest("POST", "http://"+addr+"/v1/patches", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = size
+			req.Header.Set("Authorization", "Bearer "+tok)
+			tr := &http.Transport{}
+			if expect {
+				req.Header.Set("Expect", "100-continue")
+				tr.ExpectContinueTimeout = time.Minute
+			}
+			defer tr.CloseIdleConnections()
+			resp, err := (&http.Client{Transport: tr, Timeout: time.Minute}).Do(req)
+			if err != nil {
+				t.Fatalf("the client got no answer: %v", err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 413 || !strings.Contains(string(b), `"too_large"`) {
+				t.Fatalf("answer %d %s, want 413 too_large", resp.StatusCode, b)
+			}
+			sent := body.n.Load()
+			if expect && sent != 0 {
+				t.Errorf("the client sent %d body bytes after asking to continue", sent)
+			}
+			if sent >= size/2 {
+				t.Errorf("the client sent %d of %d bytes before it was refused", sent, size)
+			}
+		})
+	}
+}
+
+type countingBody struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestZstdBodiesThatAreNotZstdAre400: 413 means the body decodes, or its
+// frame header says it decodes, to more than the limit; bytes that are not
+// valid zstd are 400, whatever window or size their "header" claims. A
+// valid body whose window is bigger than the shared decoder's memory is
+// decoded (by a streaming decoder) and accepted.
+func TestZstdBodiesThatAreNotZstdAre400(t *testing.T) {
+	e := newTestEnv(t, envConfig{
+		opts:  func(o *Options) { o.MaxPatchBytes = 64 << 10 },
+		setup: bodyRoutes,
+	})
+	zstdEnc := withHeader("Content-Encoding", "zstd")
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range 40 {
+		b := make([]byte, 64)
+		for j := range b {
+			b[j] = byte(rnd.Uint32())
+		}
+		copy(b, []byte{0x28, 0xb5, 0x2f, 0xfd})
+		var h zstd.Header
+		declared := h.Decode(b) == nil && h.HasFCS
+		for _, path := range []string{"/test/body", "/test/stream", "/test/bigbody"} {
+			limit := uint64(testBodyLimit)
+			if path == "/test/bigbody" {
+				limit = 3 * 64 << 10
+			}
+			r := e.do("POST", path, b, zstdEnc)
+			switch {
+			case r.status == 413 && !(declared && h.FrameContentSize > limit):
+				t.Errorf("random frame %d (%+v) to %s: 413 %s; only a frame that says it decodes past the limit may be", i, h, path, r.body)
+			case r.status != 413 && r.status != 400:
+				t.Errorf("random frame %d to %s: %d %s, want 400", i, path, r.status, r.body)
+			}
+		}
+	}
+	var buf bytes.Buffer
+	enc, err := zstd.NewWriter(&buf, zstd.WithWindowSize(8<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := bytes.Repeat([]byte("a small body "), 50)
+	enc.Write(small)
+	enc.Flush() // the header goes out before the size is known: no content size
+	enc.Close()
+	var h zstd.Header
+	if err := h.Decode(buf.Bytes()); err != nil || h.HasFCS || h.WindowSize <= 64<<10 {
+		t.Fatalf("test body: header %+v (%v), want an 8 MiB window and no content size", h, err)
+	}
+	for _, path := range []string{"/test/body", "/test/stream"} {
+		r := e.do("POST", path, buf.Bytes(), zstdEnc)
+		var got bodyEcho
+		if r.status != 200 || json.Unmarshal(r.body, &got) != nil || got != echoBody(small) {
+			t.Errorf("small body with a big window to %s: %d %s", path, r.status, r.body)
+		}
 	}
 }

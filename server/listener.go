@@ -189,13 +189,16 @@ type conn struct {
 	once   sync.Once
 }
 
-// Lingering on close: how long, and how many bytes, a connection closed
-// with a request body still on its way goes on reading (and discarding)
-// it, so that the client sees the answer before the reset that closing
-// with unread data causes (net/http does the same).
+// Lingering on close: a connection closed with a request body still on
+// its way resets (RST) when closed, and the client may lose the answer
+// that came just before. So it first sends FIN, then waits up to
+// lingerTime for the client to go, reading and discarding at most
+// lingerBytes of what it still sends; past that it stops reading, so that
+// the client is held by flow control rather than allowed to spend its data
+// plan (net/http waits the same way).
 const (
 	lingerTime  = time.Second
-	lingerBytes = 1 << 20
+	lingerBytes = 64 << 10
 )
 
 // lingerOnClose makes Close linger: the answer just written refuses a
@@ -215,15 +218,19 @@ func (c *conn) Close() error {
 	return err
 }
 
-// lingerClose sends FIN where it can, then reads and discards what the
-// client still sends, until it stops, for at most lingerTime and
-// lingerBytes.
+// lingerClose sends FIN where it can, then waits for the client to close
+// (see lingerTime).
 func (c *conn) lingerClose() {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	if c.Conn.SetReadDeadline(time.Now().Add(lingerTime)) == nil {
-		_, _ = io.CopyN(io.Discard, c.Conn, lingerBytes)
+	until := time.Now().Add(lingerTime)
+	if c.Conn.SetReadDeadline(until) != nil {
+		return
+	}
+	n, err := io.CopyN(io.Discard, c.Conn, lingerBytes)
+	if n == lingerBytes && err == nil {
+		time.Sleep(time.Until(until))
 	}
 }
 
