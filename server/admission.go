@@ -137,6 +137,9 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 // comment at the top of this file).
 func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	conf := fasthttp.RequestConfig{ReadTimeout: s.opts.ReadTimeout}
+	if conf.ReadTimeout <= 0 {
+		conf.ReadTimeout = noTimeout // 0 would leave the headers' deadline on the body
+	}
 	if s.surelyRefused(h) {
 		if h.ContentLength() > maxDrainedBody {
 			h.Set(fasthttp.HeaderExpect, "100-continue")
@@ -148,6 +151,9 @@ func (s *Server) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfi
 	}
 	return conf
 }
+
+// noTimeout is a read deadline that never comes (Options.ReadTimeout 0).
+const noTimeout = 100 * 365 * 24 * time.Hour
 
 // maxDrainedBody is the most of a refused body that fasthttp reads and
 // discards to keep a connection alive (its maxUnreadStreamBodySize); past

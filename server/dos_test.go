@@ -849,3 +849,61 @@ func TestZstdBodiesThatAreNotZstdAre400(t *testing.T) {
 		}
 	}
 }
+
+// TestNoReadTimeoutMeansNone: ReadTimeout 0 leaves a body without a
+// deadline; it must not inherit the headers' HeaderTimeout.
+func TestNoReadTimeoutMeansNone(t *testing.T) {
+	const headerTimeout = 200 * time.Millisecond
+	_, addr := newTCPEnv(t, envConfig{setup: bodyRoutes, opts: func(o *Options) {
+		o.HeaderTimeout, o.ReadTimeout = headerTimeout, 0
+	}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /test/body HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\na")
+	time.Sleep(3 * headerTimeout)
+	io.WriteString(c, "b")
+	if status, answer := readAnswer(t, c); status != 200 {
+		t.Fatalf("slow body without a read timeout: %q", answer)
+	}
+}
+
+// TestExpectContinueAdmitsOnce: a request admitted by its
+// "Expect: 100-continue" is authenticated (and rate-limited) once, not
+// again when its body arrives.
+func TestExpectContinueAdmitsOnce(t *testing.T) {
+	e, addr := newTCPEnv(t, envConfig{opts: func(o *Options) { o.RateLimit, o.RateBurst = 0.001, 2 }})
+	e.enableOrg("acme")
+	e.upload("acme", "alice", gen.Dataset(gen.Options{Size: 4 << 10, Seed: 3}))
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	patch := `{"id":"expect","base":1,"ops":[{"op":"put","key":"k/e","value":1}]}`
+	fmt.Fprintf(c, "POST /v1/patches HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n",
+		userToken(t, "acme", "alice"), len(patch))
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100 ") {
+		t.Fatalf("interim answer %q (%v), want 100 Continue", line, err)
+	}
+	io.WriteString(c, patch)
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseResponse(resp)
+	if err := resp.Read(br); err != nil || resp.StatusCode() != 200 {
+		t.Fatalf("final answer: %v %d %s", err, resp.StatusCode(), resp.Body())
+	}
+	// The burst of 2 has one token left after this request: one more
+	// request uses it, the next is limited.
+	tok := withToken(userToken(t, "acme", "alice"))
+	if r := e.do("GET", "/v1/status", nil, tok); r.status != 200 {
+		t.Fatalf("status: %d: the Expect request was counted twice", r.status)
+	}
+	if r := e.do("GET", "/v1/status", nil, tok); r.status != 429 {
+		t.Fatalf("status: %d, want 429 (the limit works)", r.status)
+	}
+}
