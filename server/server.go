@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -260,11 +262,15 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, req *request, start time.Time)
 
 // parseError answers requests fasthttp could not parse, still in JSON.
 func (s *Server) parseError(ctx *fasthttp.RequestCtx, err error) {
-	status, code := fasthttp.StatusBadRequest, wire.CodeBadRequest
-	if err == fasthttp.ErrBodyTooLarge {
+	status, code, msg := fasthttp.StatusBadRequest, wire.CodeBadRequest, "malformed request: "+err.Error()
+	var ne net.Error
+	switch {
+	case err == fasthttp.ErrBodyTooLarge:
 		status, code = fasthttp.StatusRequestEntityTooLarge, wire.CodeTooLarge
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
+		status, msg = fasthttp.StatusRequestTimeout, "no complete request within the time allowed"
 	}
-	writeErrorBody(ctx, status, code, "malformed request: "+err.Error())
+	writeErrorBody(ctx, status, code, msg)
 	s.metrics.observe("malformed", status, 0, 0)
 }
 
