@@ -108,7 +108,13 @@ func New(opts Options) (*Server, error) {
 	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.routes()
-	s.http = &fasthttp.Server{
+	s.http = s.newHTTPServer()
+	return s, nil
+}
+
+// newHTTPServer configures the fasthttp server.
+func (s *Server) newHTTPServer() *fasthttp.Server {
+	return &fasthttp.Server{
 		Handler:               s.Handler(),
 		ErrorHandler:          s.parseError,
 		Name:                  "deltasync",
@@ -116,15 +122,16 @@ func New(opts Options) (*Server, error) {
 		// fasthttp's ReadTimeout covers the headers (from the
 		// connection's first byte); headerReceived gives the body
 		// Options.ReadTimeout of its own.
-		ReadTimeout:  opts.HeaderTimeout,
-		WriteTimeout: opts.WriteTimeout,
-		IdleTimeout:  opts.IdleTimeout,
+		ReadTimeout:  s.opts.HeaderTimeout,
+		WriteTimeout: s.opts.WriteTimeout,
+		IdleTimeout:  s.opts.IdleTimeout,
 		// Request bodies are streamed so that limits are enforced per route
-		// by readBody/bodyReader with a 413; fasthttp's own limit would
-		// answer 400. It is still set to the largest route limit so that
-		// nothing bigger is ever accepted.
+		// (admission by Content-Length, then readBody/bodyReader) with a
+		// 413; fasthttp's own limit would answer 400. With streaming,
+		// fasthttp hands a body over its limit to the handler rather than
+		// refuse it, so the limit only sizes its first read.
 		StreamRequestBody:  true,
-		MaxRequestBodySize: int(max(opts.MaxPatchBytes, opts.MaxDatasetBytes)),
+		MaxRequestBodySize: int(max(s.opts.MaxPatchBytes, s.opts.MaxDatasetBytes)),
 		// Admission before the body: see admission.go. Multipart forms
 		// are not parsed ahead (fasthttp would read a whole one first).
 		HeaderReceived:               s.headerReceived,
@@ -133,7 +140,6 @@ func New(opts Options) (*Server, error) {
 		CloseOnShutdown:              true,
 		Logger:                       fasthttpLogger{s.log},
 	}
-	return s, nil
 }
 
 // Serve answers requests on ln until Shutdown. It returns nil after Shutdown.
