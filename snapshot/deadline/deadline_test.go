@@ -414,3 +414,46 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkOverhead: what the deadlines cost per call on a store that
+// answers at once (the memory store): a goroutine, a timer and a context.
+func BenchmarkOverhead(b *testing.B) {
+	ctx := context.Background()
+	mem := memstore.New()
+	data := bytes.Repeat([]byte("x"), 8<<10)
+	if _, err := mem.Put(ctx, "k", bytes.NewReader(data), int64(len(data))); err != nil {
+		b.Fatal(err)
+	}
+	d, err := deadline.New(mem, deadline.DefaultOptions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, len(data))
+	for _, s := range []struct {
+		name string
+		s    snapshot.Store
+	}{{"direct", mem}, {"deadline", d}} {
+		b.Run("stat/"+s.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.s.Stat(ctx, "k"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("getrange8KiB/"+s.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				rc, err := s.s.GetRange(ctx, "k", 0, int64(len(data)))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(rc, buf); err != nil {
+					b.Fatal(err)
+				}
+				rc.Close()
+			}
+		})
+	}
+}
