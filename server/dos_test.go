@@ -691,7 +691,8 @@ func TestPatchCommittedAfterItsClientLeftAnswersTheRetry(t *testing.T) {
 func TestPatchCancelledBeforeCommitAppliesOnceOnRetry(t *testing.T) {
 	mem := memstore.New()
 	hs := newHangingStore(t, mem, true)
-	e, addr := newTCPEnv(t, envConfig{store: hs})
+	// No store deadline in reach: only the client's leaving ends the wait.
+	e, addr := newTCPEnv(t, envConfig{store: hs, opts: func(o *Options) { o.StoreTimeout = time.Hour }})
 	e.enableOrg("acme")
 	e.upload("acme", "alice", gen.Dataset(gen.Options{Size: 16 << 10, Seed: 3}))
 	tok := userToken(t, "acme", "alice")
