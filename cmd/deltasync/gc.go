@@ -46,6 +46,7 @@ func runGC(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
+	s = withDeadlines(s)
 	rep, runErr := gc.Run(ctx, s, o)
 	if rep != nil {
 		if asJSON {
