@@ -41,11 +41,31 @@
 // An org without settings has offline mode off and the client-wins policy;
 // its users get 403 offline_mode_disabled on sync routes.
 //
+// # Floods, hung stores and oversize bodies
+//
+// Connections come through a listener (listener.go) that never gives up on
+// running out of file descriptors (it backs off and retries, as net/http
+// does), refuses connections over Options.MaxConns (503) or
+// Options.MaxConnsPerIP (429) at once, and lingers on closing a connection
+// whose refused body may still be on its way. A request's headers must
+// arrive within Options.HeaderTimeout; its body then has ReadTimeout.
+// Admission (admission.go: the route, the token, the body's announced
+// length against the route's limit) runs before a byte of the body is
+// read, and answers "Expect: 100-continue" with the final status of a
+// refusal. Every store call has a deadline (the snapshot/deadline wrapper,
+// Options.StoreTimeout and StoreMinRate); one that runs out answers 503
+// with Retry-After. A request's context ends when its client closes the
+// connection while the handler works (lifecycle in guards.go), so an
+// abandoned long poll or patch stops; a patch that was committed anyway
+// is found by its retry (same patch id), which gets the stored answer.
+//
 // # Adding endpoints
 //
 // A handler is a handlerFunc: func(*fasthttp.RequestCtx, *request) error.
 // Register it in routes.go with s.handle(method, pattern, name, auth, h);
-// the pattern may hold "{param}" segments read with req.Param. On an
+// the pattern may hold "{param}" segments read with req.Param. A route that
+// reads a body declares its limit in bodyLimitFor (admission.go), so that
+// an oversize body is refused from its headers. On an
 // authUser route, req.Org, req.User and req.Policy are set and the org's
 // offline mode is known to be on. Read bodies with s.readBody (in memory,
 // limits and zstd handled) or s.bodyReader (streamed); answer with writeJSON

@@ -169,14 +169,6 @@ func hostileAuthCases(t *testing.T) []hostileCase {
 	return cases
 }
 
-func hostileBodyCases(t *testing.T) []hostileCase {
-	tok := userToken(t, hostileEnvOrg, hostileEnvUser)
-	return []hostileCase{
-		{name: "bad JSON patch", method: "POST", path: "/v1/patches", body: []byte(`{"id":`),
-			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
-	}
-}
-
 func hostileKeyCases(t *testing.T) []hostileCase {
 	tok := userToken(t, hostileEnvOrg, hostileEnvUser)
 	admin := adminToken(t)

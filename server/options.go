@@ -13,6 +13,7 @@ import (
 
 	"github.com/deltasync/deltasync/internal/bytesize"
 	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/snapshot/deadline"
 )
 
 // DevJWTSecret is the fixed HS256 secret used with --dev when no secret or key
@@ -97,6 +98,29 @@ type Options struct {
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration
 
+	// Denial-of-service guards (see listener.go, admission.go and the
+	// snapshot/deadline package).
+	//
+	// HeaderTimeout bounds the wait for a request's headers, from the
+	// connection's first byte (or its opening); ReadTimeout then bounds the
+	// body alone. A connection silent for that long is closed.
+	HeaderTimeout time.Duration
+	// MaxConns bounds the client connections open at once; over it a new
+	// connection is answered 503 and closed. 0 derives it from the
+	// process's file-descriptor limit (DefaultMaxConns).
+	MaxConns int
+	// MaxConnsPerIP bounds the open connections from one client address
+	// (over it: 429 and closed); 0, the default, means no such limit, since
+	// behind a load balancer or a carrier NAT many clients share one.
+	MaxConnsPerIP int
+	// StoreTimeout is how long one store call may wait for the store, and
+	// StoreMinRate the slowest transfer rate (bytes per second) allowed on
+	// top of it for an object's bytes: a call moving n bytes gets
+	// StoreTimeout + n/StoreMinRate. Past it the request answers 503 with
+	// Retry-After. A StoreTimeout of 0 sets no deadline.
+	StoreTimeout time.Duration
+	StoreMinRate int64
+
 	// envErr records a DELTASYNC_* variable that RegisterFlags could not
 	// parse; Validate reports it, since RegisterFlags cannot fail.
 	envErr error
@@ -120,6 +144,9 @@ func DefaultOptions() Options {
 		ReadTimeout:     10 * time.Minute,
 		WriteTimeout:    30 * time.Minute,
 		IdleTimeout:     2 * time.Minute,
+		HeaderTimeout:   10 * time.Second,
+		StoreTimeout:    deadline.DefaultOptions().Timeout,
+		StoreMinRate:    deadline.DefaultOptions().MinRate,
 	}
 }
 
@@ -200,6 +227,43 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	o.IdleTimeout = o.envDuration("DELTASYNC_IDLE_TIMEOUT", o.IdleTimeout)
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", o.IdleTimeout,
 		"how long an idle keep-alive connection stays open (env DELTASYNC_IDLE_TIMEOUT)")
+	o.registerGuardFlags(fs)
+}
+
+// registerGuardFlags registers the flags of the denial-of-service guards.
+func (o *Options) registerGuardFlags(fs *flag.FlagSet) {
+	o.HeaderTimeout = o.envDuration("DELTASYNC_HEADER_TIMEOUT", o.HeaderTimeout)
+	fs.DurationVar(&o.HeaderTimeout, "header-timeout", o.HeaderTimeout,
+		"longest wait for a request's headers; a connection silent that long is closed (env DELTASYNC_HEADER_TIMEOUT)")
+	o.MaxConns = envParse(o, "DELTASYNC_MAX_CONNS", o.MaxConns, strconv.Atoi)
+	fs.IntVar(&o.MaxConns, "max-conns", o.MaxConns,
+		"most client connections open at once, over it 503; 0 derives it from the file-descriptor limit (env DELTASYNC_MAX_CONNS)")
+	o.MaxConnsPerIP = envParse(o, "DELTASYNC_MAX_CONNS_PER_IP", o.MaxConnsPerIP, strconv.Atoi)
+	fs.IntVar(&o.MaxConnsPerIP, "max-conns-per-ip", o.MaxConnsPerIP,
+		"most open connections from one client address, over it 429; 0 for no limit (env DELTASYNC_MAX_CONNS_PER_IP)")
+	o.StoreTimeout = o.envDuration("DELTASYNC_STORE_TIMEOUT", o.StoreTimeout)
+	fs.DurationVar(&o.StoreTimeout, "store-timeout", o.StoreTimeout,
+		"longest wait for the store in one call (plus the transfer time at --store-min-rate); past it 503 + Retry-After; 0 for none (env DELTASYNC_STORE_TIMEOUT)")
+	o.StoreMinRate = o.envBytes("DELTASYNC_STORE_MIN_RATE", o.StoreMinRate)
+	fs.Var((*bytesize.Flag)(&o.StoreMinRate), "store-min-rate",
+		"slowest store transfer rate per second allowed on top of --store-timeout, e.g. 1MiB (env DELTASYNC_STORE_MIN_RATE)")
+}
+
+// validateGuards checks the options of the denial-of-service guards.
+func (o *Options) validateGuards() error {
+	if o.HeaderTimeout <= 0 {
+		return fmt.Errorf("server: header-timeout must be positive, not %v", o.HeaderTimeout)
+	}
+	if o.MaxConns < 0 || o.MaxConnsPerIP < 0 {
+		return fmt.Errorf("server: max-conns (%d) and max-conns-per-ip (%d) must not be negative", o.MaxConns, o.MaxConnsPerIP)
+	}
+	if o.StoreTimeout < 0 {
+		return fmt.Errorf("server: store-timeout must not be negative, not %v", o.StoreTimeout)
+	}
+	if o.StoreTimeout > 0 && o.StoreMinRate <= 0 {
+		return fmt.Errorf("server: store-min-rate must be positive, not %d", o.StoreMinRate)
+	}
+	return nil
 }
 
 // Validate checks the options and fills in what Dev implies. It refuses to
@@ -227,6 +291,9 @@ func (o *Options) Validate() error {
 	}
 	if o.JWTMaxLifetime <= 0 {
 		return fmt.Errorf("server: jwt-max-lifetime must be positive, got %v", o.JWTMaxLifetime)
+	}
+	if err := o.validateGuards(); err != nil {
+		return err
 	}
 	if len(o.JWTSecret) > 0 && len(o.JWTSecret) < MinJWTSecretBytes {
 		return fmt.Errorf("server: JWT secret has %d bytes, need at least %d", len(o.JWTSecret), MinJWTSecretBytes)

@@ -19,27 +19,58 @@ import (
 
 // secret returns the chunk-ID secret: configured, or the one kept in the
 // store (loaded once; retried on the next request if the store was down).
+// Requests that need it while it loads share that load, and its failure:
+// with a hung store they fail together after one store deadline instead of
+// asking the store one after the other.
 func (s *Server) secret(ctx context.Context) ([]byte, error) {
 	s.secretMu.Lock()
-	defer s.secretMu.Unlock()
-	if s.chunkSecret != nil {
-		return s.chunkSecret, nil
-	}
-	if len(s.opts.ChunkSecret) > 0 {
+	if s.chunkSecret == nil && len(s.opts.ChunkSecret) > 0 {
 		s.chunkSecret = s.opts.ChunkSecret
+	}
+	if s.chunkSecret != nil {
+		defer s.secretMu.Unlock()
 		return s.chunkSecret, nil
 	}
-	sec, err := snapshot.LoadOrCreateSecret(ctx, s.store)
-	if err != nil {
-		return nil, err
+	load := s.secretLoad
+	if load == nil {
+		load = &secretLoad{done: make(chan struct{})}
+		s.secretLoad = load
+		// The load outlives a caller that gives up: the others wait for it.
+		go s.loadSecret(context.WithoutCancel(ctx), load)
 	}
-	s.chunkSecret = sec
-	return sec, nil
+	s.secretMu.Unlock()
+	select {
+	case <-load.done:
+		return load.secret, load.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// loadSecret reads (or creates) the secret kept in the store for the
+// callers waiting on load.
+func (s *Server) loadSecret(ctx context.Context, load *secretLoad) {
+	sec, err := snapshot.LoadOrCreateSecret(ctx, s.store)
+	s.secretMu.Lock()
+	if err == nil {
+		s.chunkSecret = sec
+	}
+	s.secretLoad = nil
+	s.secretMu.Unlock()
+	load.secret, load.err = sec, err
+	close(load.done)
 }
 
 type secretState struct {
 	secretMu    sync.Mutex
 	chunkSecret []byte
+	secretLoad  *secretLoad // in flight, or nil
+}
+
+type secretLoad struct {
+	done   chan struct{}
+	secret []byte
+	err    error
 }
 
 func queryUint(ctx *fasthttp.RequestCtx, name string, def uint64) (uint64, error) {

@@ -92,6 +92,7 @@ func buildOne(ctx context.Context, e *env, o buildOptions) error {
 	if err != nil {
 		return err
 	}
+	store = withDeadlines(store)
 	res, err := batch.BuildUser(ctx, store, batch.UserOptions{Org: o.Org, User: o.User, TempDir: o.TempDir}, in)
 	if o.JSON {
 		if jerr := json.NewEncoder(e.stdout).Encode(res); jerr != nil && err == nil {
@@ -142,6 +143,7 @@ func buildDir(ctx context.Context, e *env, o buildOptions) error {
 	if err != nil {
 		return err
 	}
+	store = withDeadlines(store)
 	var bar *progressbar.ProgressBar
 	enc := json.NewEncoder(e.stdout)
 	var writeErr error

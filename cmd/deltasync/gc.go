@@ -54,6 +54,7 @@ func runGC(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	s = withDeadlines(s)
 	rep, runErr := gc.Run(ctx, s, o)
 	if rep != nil {
 		if asJSON {
