@@ -269,7 +269,7 @@ func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, erro
 // any version could reference, so a short grace gives no reason to cut a
 // slow writer's file short.
 func sweepTemp(ctx context.Context, store snapshot.Store, opts Options, rep *Report) error {
-	sw, ok := store.(snapshot.TempSweeper)
+	sw, ok := snapshot.AsTempSweeper(store)
 	if !ok || opts.DryRun {
 		return nil
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/gc"
+	"github.com/deltasync/deltasync/snapshot/deadline"
 	"github.com/deltasync/deltasync/snapshot/fsstore"
 )
 
@@ -36,14 +37,19 @@ func TestGCSweepsAbandonedTempFiles(t *testing.T) {
 	young := plant("put-45min", 45*time.Minute)
 	fresh := plant("put-writing", 0)
 	opts := gc.Options{KeepVersions: 1, Grace: time.Minute}
+	// As the command runs it: behind the deadline wrapper.
+	store, err := deadline.New(s, deadline.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	opts.DryRun = true
-	rep, err := gc.Run(t.Context(), s, opts)
+	rep, err := gc.Run(t.Context(), store, opts)
 	if err != nil || rep.TempFilesDeleted != 0 || !exists(old) {
 		t.Fatalf("dry run: %v, %+v; the old temp file exists: %v", err, rep, exists(old))
 	}
 	opts.DryRun = false
-	rep, err = gc.Run(t.Context(), s, opts)
+	rep, err = gc.Run(t.Context(), store, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
