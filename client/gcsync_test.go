@@ -27,7 +27,7 @@ import (
 	"github.com/deltasync/deltasync/wire"
 )
 
-// eachRealStore runs fn on the directory store and on the real S3 server
+// eachRealStore runs fn on the directory store and on each S3 server
 // (skipped without one, failed under CI).
 func eachRealStore(t *testing.T, fn func(t *testing.T, st snapshot.Store)) {
 	t.Run("fs", func(t *testing.T) {
@@ -38,8 +38,7 @@ func eachRealStore(t *testing.T, fn func(t *testing.T, st snapshot.Store)) {
 		fn(t, st)
 	})
 	t.Run("s3", func(t *testing.T) {
-		s3test.Check(t)
-		fn(t, s3test.Store(t))
+		s3test.Each(t, func(t *testing.T, srv s3test.Server) { fn(t, srv.Store(t)) })
 	})
 }
 

@@ -204,53 +204,51 @@ func TestFeedPageBounded(t *testing.T) {
 }
 
 // TestFeedOldCursorOnRealStores: the bounded walk on the directory store
-// and on the S3 server: a cursor 300 days back reads the same entries as
+// and on each S3 server: a cursor 300 days back reads the same entries as
 // one from the start, with a bounded number of listings.
 func TestFeedOldCursorOnRealStores(t *testing.T) {
-	stores := map[string]func(t *testing.T) snapshot.Store{
-		"dir": func(t *testing.T) snapshot.Store {
-			s, err := fsstore.New(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		},
-		"s3": func(t *testing.T) snapshot.Store { return s3test.Store(t) },
+	t.Run("dir", func(t *testing.T) {
+		s, err := fsstore.New(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		feedOldCursor(t, s)
+	})
+	t.Run("s3", func(t *testing.T) {
+		s3test.Each(t, func(t *testing.T, srv s3test.Server) { feedOldCursor(t, srv.Store(t)) })
+	})
+}
+
+func feedOldCursor(t *testing.T, base snapshot.Store) {
+	recs := gen.Dataset(gen.Options{Size: 8 << 10, Seed: 3})
+	for i := range 2 {
+		for _, u := range []string{"alice", "bob"} {
+			buildVersion(t, base, u, gen.EditScattered(recs, 1, int64(i)))
+		}
 	}
-	for name, open := range stores {
-		t.Run(name, func(t *testing.T) {
-			base := open(t)
-			recs := gen.Dataset(gen.Options{Size: 8 << 10, Seed: 3})
-			for i := range 2 {
-				for _, u := range []string{"alice", "bob"} {
-					buildVersion(t, base, u, gen.EditScattered(recs, 1, int64(i)))
-				}
-			}
-			s := &listCounter{Store: base}
-			o := diff.FeedOptions{Limit: 100, Settle: time.Millisecond, Now: time.Now().Add(time.Second)}
-			fromStart, _, err := diff.ReadFeed(t.Context(), s, o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.lists.Store(0)
-			start := time.Now()
-			o.After = oldCursor(300 * 24 * time.Hour)
-			fromOld, next, err := diff.ReadFeed(t.Context(), s, o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("cursor 300 days back: %d entries, %d listings, %v", len(fromOld), s.lists.Load(), time.Since(start))
-			if len(fromStart) != 4 || len(fromOld) != 4 || next != fromOld[3].Cursor {
-				t.Fatalf("%d entries from the start, %d from an old cursor (next %q); want 4 and 4", len(fromStart), len(fromOld), next)
-			}
-			for i := range fromOld {
-				if fromOld[i].Cursor != fromStart[i].Cursor {
-					t.Errorf("entry %d: %s, want %s", i, fromOld[i].Cursor, fromStart[i].Cursor)
-				}
-			}
-			if n := s.lists.Load(); n > 200 {
-				t.Errorf("%d listings; want at most 200", n)
-			}
-		})
+	s := &listCounter{Store: base}
+	o := diff.FeedOptions{Limit: 100, Settle: time.Millisecond, Now: time.Now().Add(time.Second)}
+	fromStart, _, err := diff.ReadFeed(t.Context(), s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.lists.Store(0)
+	start := time.Now()
+	o.After = oldCursor(300 * 24 * time.Hour)
+	fromOld, next, err := diff.ReadFeed(t.Context(), s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cursor 300 days back: %d entries, %d listings, %v", len(fromOld), s.lists.Load(), time.Since(start))
+	if len(fromStart) != 4 || len(fromOld) != 4 || next != fromOld[3].Cursor {
+		t.Fatalf("%d entries from the start, %d from an old cursor (next %q); want 4 and 4", len(fromStart), len(fromOld), next)
+	}
+	for i := range fromOld {
+		if fromOld[i].Cursor != fromStart[i].Cursor {
+			t.Errorf("entry %d: %s, want %s", i, fromOld[i].Cursor, fromStart[i].Cursor)
+		}
+	}
+	if n := s.lists.Load(); n > 200 {
+		t.Errorf("%d listings; want at most 200", n)
 	}
 }

@@ -39,18 +39,16 @@ var realStores = []struct {
 		}
 		return s
 	}},
-	{"s3", func(t *testing.T) snapshot.Store { return s3test.Store(t) }},
 }
 
+// eachRealStore runs fn on realStores and on each S3 server (s3test.Each).
 func eachRealStore(t *testing.T, fn func(t *testing.T, st snapshot.Store)) {
 	for _, sc := range realStores {
-		t.Run(sc.name, func(t *testing.T) {
-			if sc.name == "s3" {
-				s3test.Check(t)
-			}
-			fn(t, sc.open(t))
-		})
+		t.Run(sc.name, func(t *testing.T) { fn(t, sc.open(t)) })
 	}
+	t.Run("s3", func(t *testing.T) {
+		s3test.Each(t, func(t *testing.T, srv s3test.Server) { fn(t, srv.Store(t)) })
+	})
 }
 
 // editRecord returns recs with record i given a new value (n makes it
