@@ -126,6 +126,13 @@ func (h *hungStore) List(ctx context.Context, prefix string, fn func(snapshot.Ob
 	return h.Store.List(ctx, prefix, fn)
 }
 
+func (h *hungStore) ListAfter(ctx context.Context, prefix, after string, fn func(snapshot.ObjectInfo) error) error {
+	if err := h.hang(ctx, "list after"); err != nil {
+		return err
+	}
+	return h.Store.ListAfter(ctx, prefix, after, fn)
+}
+
 func (h *hungStore) Delete(ctx context.Context, key string) error {
 	if err := h.hang(ctx, "delete"); err != nil {
 		return err
@@ -161,6 +168,9 @@ var storeCalls = map[string]func(ctx context.Context, s snapshot.Store) error{
 	},
 	"list": func(ctx context.Context, s snapshot.Store) error {
 		return s.List(ctx, "", func(snapshot.ObjectInfo) error { return nil })
+	},
+	"list after": func(ctx context.Context, s snapshot.Store) error {
+		return s.ListAfter(ctx, "", "a", func(snapshot.ObjectInfo) error { return nil })
 	},
 	"delete": func(ctx context.Context, s snapshot.Store) error { return s.Delete(ctx, "k") },
 }
