@@ -54,6 +54,10 @@ type Server struct {
 
 	guards   *guardMetrics
 	maxConns int // Options.MaxConns, or the default derived from RLIMIT_NOFILE
+
+	hub       *hub     // long polls wait here (hub.go)
+	watcher   *watcher // started by the first long poll (watcher.go)
+	watchOnce sync.Once
 }
 
 // New builds a Server from opts (validated with opts.Validate).
@@ -79,7 +83,7 @@ func New(opts Options) (*Server, error) {
 	}
 	m := newMetrics()
 	guards := newGuardMetrics(m.reg)
-	store, err := wrapStore(&opts, guards)
+	store, err := wrapStore(&opts, guards, m.reg)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -103,6 +107,9 @@ func New(opts Options) (*Server, error) {
 	if s.maxConns == 0 {
 		s.maxConns = DefaultMaxConns()
 	}
+	s.hub = newHub(opts.HubIdleGrace, m.reg)
+	s.watcher = newWatcher(s.store, s.hub, opts.Watch, s.log, s.checkVersion)
+	s.watcher.onSettings = s.settings.drop
 	if bytes.Equal(opts.JWTSecret, []byte(DevJWTSecret)) {
 		s.log.Warn("serving with the public development JWT secret: anyone can act as any user or admin")
 	}
