@@ -125,16 +125,22 @@ func (r *run) call(ctx context.Context, replica int, token, method, path string,
 // pollLoop is a device's life: a long poll, the delta it brings, the next.
 // The first poll waits a random part of Wait, so that the fleet's polls
 // end spread over time as a real fleet's do, not all together as they
-// were connected.
+// were connected. A failed poll is retried after a backoff with jitter, as the client
+// library does (1 s doubling to 30 s, each delay drawn from [d/2, d)), so
+// that a fleet does not come back all at once to a struggling server.
 func (r *run) pollLoop(ctx context.Context, d *device) {
 	wait := r.o.Wait/10 + time.Duration(r.intn(int(r.o.Wait*9/10/time.Millisecond)+1))*time.Millisecond
+	backoff := time.Second
 	for ctx.Err() == nil {
 		ok := r.pollOnce(ctx, d, wait)
 		wait = r.o.Wait
-		if !ok && ctx.Err() == nil {
-			r.fail("poll")
-			sleep(ctx, time.Second)
+		if ok || ctx.Err() != nil {
+			backoff = time.Second
+			continue
 		}
+		r.fail("poll")
+		sleep(ctx, backoff/2+time.Duration(r.intn(int(backoff/2/time.Millisecond)+1))*time.Millisecond)
+		backoff = min(2*backoff, 30*time.Second)
 	}
 }
 

@@ -97,10 +97,14 @@ type Report struct {
 	// Connected is how many long polls the replicas held at once.
 	Connected      int     `json:"connected"`
 	ConnectSeconds float64 `json:"connect_seconds"`
-	// Memory of the servers: resident set before the devices connected
-	// and with every poll held, and the growth per connected device.
+	// Memory of the servers: resident set before the devices connected,
+	// once every poll was held, and at the end of the idle phase (the
+	// steady state: what connecting allocated and freed is returned to
+	// the system by then); the growth per connected device, to the end of
+	// the idle phase.
 	RSSBeforeMB    []float64 `json:"rss_before_mb"`
 	RSSHeldMB      []float64 `json:"rss_held_mb"`
+	RSSIdleMB      []float64 `json:"rss_idle_mb"`
 	RSSPerDeviceKB float64   `json:"rss_per_device_kb"`
 
 	Idle   Phase `json:"idle"`
@@ -182,6 +186,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if rep.Idle, err = r.phase(ctx, o.Idle, "idle", nil); err != nil {
 		return nil, err
 	}
+	rep.RSSIdleMB = r.rssMB()
+	rep.RSSPerDeviceKB = perDeviceKB(rep.RSSBeforeMB, rep.RSSIdleMB, len(r.devices))
 	if rep.Active, err = r.phase(ctx, o.Duration, "active", r.activity); err != nil {
 		return nil, err
 	}

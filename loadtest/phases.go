@@ -49,16 +49,18 @@ func (r *run) connect(ctx, devCtx context.Context, rep *Report) error {
 	}
 	rep.ConnectSeconds = time.Since(start).Seconds()
 	rep.RSSHeldMB = r.rssMB()
-	var grown float64
-	for i := range rep.RSSHeldMB {
-		grown += rep.RSSHeldMB[i] - rep.RSSBeforeMB[i]
-	}
-	if r.o.Replicas[0].PID != 0 {
-		rep.RSSPerDeviceKB = grown * 1024 / float64(len(r.devices))
-	}
 	r.logf("%d long polls held after %.1f s; servers' memory %v MB -> %v MB", rep.Connected, rep.ConnectSeconds,
 		roundAll(rep.RSSBeforeMB), roundAll(rep.RSSHeldMB))
 	return nil
+}
+
+// perDeviceKB is the servers' memory growth per device.
+func perDeviceKB(before, after []float64, devices int) float64 {
+	var grown float64
+	for i := range after {
+		grown += after[i] - before[i]
+	}
+	return grown * 1024 / float64(devices)
 }
 
 // waiters is the number of long polls the replicas hold now.

@@ -1,9 +1,13 @@
 package server
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -314,6 +318,99 @@ func TestMetricsCountStoreRequests(t *testing.T) {
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// gateStore holds every Get of a key that gate maps to an open channel,
+// until the channel closes, counting the Gets of each key and the most
+// held at once.
+type gateStore struct {
+	snapshot.Store
+	gate       atomic.Pointer[func(key string) chan struct{}]
+	mu         sync.Mutex
+	calls      map[string]int
+	held, most int
+}
+
+func (g *gateStore) Get(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
+	if f := g.gate.Load(); f != nil {
+		if ch := (*f)(key); ch != nil {
+			g.mu.Lock()
+			g.calls[key]++
+			g.held++
+			g.most = max(g.most, g.held)
+			g.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+			}
+			g.mu.Lock()
+			g.held--
+			g.mu.Unlock()
+		}
+	}
+	return g.Store.Get(ctx, key)
+}
+
+func (g *gateStore) stats(key string) (calls, held, most int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.calls[key], g.held, g.most
+}
+
+// TestFirstPollsShareTheirReads: devices reconnecting at once to a replica
+// that does not know their users yet (a restart, a failover) must not each
+// read the org's settings and their user's head: polls of one org share one
+// settings read, polls of one user one head read, and the head reads of
+// many users at once are bounded, so that a slow store sees a queue, not a
+// stampede that times out and comes back. (Before, each poll read both:
+// against a slow store, 10,000 reconnecting devices kept it overloaded.)
+func TestFirstPollsShareTheirReads(t *testing.T) {
+	gate := &gateStore{Store: memstore.New(), calls: map[string]int{}}
+	e := newTestEnv(t, envConfig{store: gate, opts: func(o *Options) { o.SettingsTTL = time.Millisecond }})
+	e.enableOrg("acme")
+	const users, devices = 100, 3
+	for u := range users {
+		e.upload("acme", fmt.Sprintf("u%d", u), gen.Dataset(gen.Options{Size: 1 << 10, Seed: int64(u)}))
+	}
+	time.Sleep(5 * time.Millisecond) // the settings cached by the uploads expire
+	settingsKey := snapshot.OrgSettingsKey("acme")
+	settingsGate, headGate := make(chan struct{}), make(chan struct{})
+	f := func(key string) chan struct{} {
+		switch {
+		case key == settingsKey:
+			return settingsGate
+		case strings.HasSuffix(key, "/head"):
+			return headGate
+		}
+		return nil
+	}
+	gate.gate.Store(&f)
+	var polls []<-chan response
+	for u := range users {
+		for range devices {
+			polls = append(polls, e.pollAsync("/v1/sync?from=0&wait=30s", userToken(t, "acme", fmt.Sprintf("u%d", u))))
+		}
+	}
+	waitUntil(t, "every poll reached the server", func() bool { return gauge(t, e.s.metrics.inFlight) == users*devices })
+	if n, _, _ := gate.stats(settingsKey); n != 1 {
+		t.Errorf("%d polls of one org read its settings %d times, want once", users*devices, n)
+	}
+	close(settingsGate)
+	waitUntil(t, "head reads wait at the store", func() bool { _, held, _ := gate.stats(""); return held >= maxPollHeadReads })
+	if _, _, most := gate.stats(""); most > maxPollHeadReads {
+		t.Errorf("%d head reads at once, want at most %d", most, maxPollHeadReads)
+	}
+	close(headGate)
+	for _, p := range polls {
+		if r := <-p; r.status != 200 {
+			t.Fatalf("poll: %d %s", r.status, r.body)
+		}
+	}
+	for u := range users {
+		if n, _, _ := gate.stats(snapshot.HeadKey("acme", fmt.Sprintf("u%d", u))); n > 1 {
+			t.Errorf("%d polls of user u%d read the head %d times, want once at most", devices, u, n)
 		}
 	}
 }

@@ -231,3 +231,7 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 	reg.MustRegister(m.waiters, m.users, m.wakeups, m.feedEntries, m.watchErrors, m.watchLag)
 	return m
 }
+
+// maxPollHeadReads bounds the head reads long polls make at once on a
+// replica.
+const maxPollHeadReads = 64

@@ -17,6 +17,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/wire"
@@ -58,6 +59,10 @@ type Server struct {
 	hub       *hub     // long polls wait here (hub.go)
 	watcher   *watcher // started by the first long poll (watcher.go)
 	watchOnce sync.Once
+	// Reads shared by concurrent requests: a user's head for long polls
+	// (at most maxPollHeadReads at once, headSlots), an org's settings.
+	headLoads, settingsLoads singleflight.Group
+	headSlots                chan struct{}
 }
 
 // New builds a Server from opts (validated with opts.Validate).
@@ -108,6 +113,7 @@ func New(opts Options) (*Server, error) {
 		s.maxConns = DefaultMaxConns()
 	}
 	s.hub = newHub(opts.HubIdleGrace, m.reg)
+	s.headSlots = make(chan struct{}, maxPollHeadReads)
 	s.watcher = newWatcher(s.store, s.hub, opts.Watch, s.log, s.checkVersion)
 	s.watcher.onSettings = s.settings.drop
 	if bytes.Equal(opts.JWTSecret, []byte(DevJWTSecret)) {

@@ -87,17 +87,32 @@ func (s *Server) loadOrgSettings(ctx context.Context, org string) (OrgSettings, 
 // long poll (poll) also takes settings older than the TTL if they were
 // read while the feed watcher ran: a change made since would have been
 // announced in the feed (announceSettings) and dropped them.
+//
+// Requests that miss the cache at the same time share one read (and its
+// failure): devices reconnecting together must not each read the settings
+// of their org.
 func (s *Server) orgSettings(ctx context.Context, org string, poll bool) (OrgSettings, error) {
 	if st, ok := s.settings.get(org, poll); ok {
 		return st, nil
 	}
-	watched := s.watcher.running()
-	st, _, err := s.loadOrgSettings(ctx, org)
-	if err != nil {
-		return OrgSettings{}, err
+	ch := s.settingsLoads.DoChan(org, func() (any, error) {
+		watched := s.watcher.running()
+		// The read outlives a caller that leaves: the others share it.
+		st, _, err := s.loadOrgSettings(context.WithoutCancel(ctx), org)
+		if err == nil {
+			s.settings.put(org, st, watched)
+		}
+		return st, err
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return OrgSettings{}, r.Err
+		}
+		return r.Val.(OrgSettings), nil
+	case <-ctx.Done():
+		return OrgSettings{}, ctx.Err()
 	}
-	s.settings.put(org, st, watched)
-	return st, nil
 }
 
 // orgPolicy returns the policy of org (defaults if it has no settings),

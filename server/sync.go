@@ -351,7 +351,7 @@ func (s *Server) poll(req *request, q syncQuery) (uint64, error) {
 	defer s.hub.unregister(w)
 	if !known || q.from > head || q.min > head {
 		var err error
-		if head, err = s.freshHead(req); err != nil {
+		if head, err = s.pollHead(req, w, q.wait); err != nil {
 			return 0, err
 		}
 	}
@@ -379,6 +379,52 @@ func (s *Server) poll(req *request, q syncQuery) (uint64, error) {
 // query, before its handler runs.
 func isLongPoll(ctx *fasthttp.RequestCtx, req *request) bool {
 	return req.Route == "sync" && len(ctx.QueryArgs().Peek("wait")) > 0
+}
+
+// pollHead reads the head of a long poll's user from the store: once for
+// all the polls of that user that need it at the same time, and at most
+// maxPollHeadReads users at once, so that devices reconnecting together
+// (after a restart or a failover) queue here instead of overloading the
+// store into timeouts they would come back from. A poll whose wait ends
+// before its user's head was read is answered 503 with Retry-After; one
+// woken meanwhile takes the version that woke it.
+func (s *Server) pollHead(req *request, w *waiter, wait time.Duration) (uint64, error) {
+	org, user := req.Org, req.User
+	ch := s.headLoads.DoChan(org+"/"+user, func() (any, error) {
+		// The read outlives a poll that leaves: the others share it.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Ctx), s.opts.LongPollMax)
+		defer cancel()
+		select {
+		case s.headSlots <- struct{}{}:
+			defer func() { <-s.headSlots }()
+		case <-ctx.Done():
+			return uint64(0), ctx.Err()
+		case <-s.stoppingCh():
+			return uint64(0), context.Canceled
+		}
+		v, err := snapshot.Head(ctx, s.store, org, user)
+		if err == nil {
+			s.hub.observe(org, user, v)
+			s.noteHead(org, user, v)
+		}
+		return v, err
+	})
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return 0, r.Err
+		}
+		return r.Val.(uint64), nil
+	case v := <-w.ch:
+		return v, nil
+	case <-req.Ctx.Done():
+		return 0, req.Ctx.Err()
+	case <-timer.C:
+		return 0, errorf(fasthttp.StatusServiceUnavailable, wire.CodeUnavailable,
+			"this server is catching up with reconnecting devices; retry shortly")
+	}
 }
 
 // freshHead reads the caller's head from the store and tells the caches.

@@ -264,8 +264,8 @@ func printLoadtest(e *env, o *loadtestOptions, r *loadtest.Report) {
 	fmt.Fprintf(out, "%d devices (two per user) on %d replica(s), store %s\n", r.Devices, r.Replicas, o.Store)
 	fmt.Fprintf(out, "long polls held at once: %d (connected in %.1f s); load average %.1f then %.1f on %d CPUs\n",
 		r.Connected, r.ConnectSeconds, r.LoadAverage[0], r.LoadAverage[1], runtime.NumCPU())
-	fmt.Fprintf(out, "server memory: %v MB before, %v MB with every poll held: %.1f KB per connected device\n",
-		r.RSSBeforeMB, r.RSSHeldMB, r.RSSPerDeviceKB)
+	fmt.Fprintf(out, "server memory: %s MB before, %s MB once every poll was held, %s MB after the idle phase: %.1f KB per connected device\n",
+		floats(r.RSSBeforeMB), floats(r.RSSHeldMB), floats(r.RSSIdleMB), r.RSSPerDeviceKB)
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "\nphase\tseconds\tstore req/s per replica\tby kind (all replicas)\tpolls answered")
 	for _, p := range []struct {
