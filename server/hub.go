@@ -194,8 +194,9 @@ type hubMetrics struct {
 	users       prometheus.Gauge
 	wakeups     *prometheus.CounterVec // source
 	feedEntries prometheus.Counter
-	watchErrors prometheus.Counter
-	watchLag    prometheus.Gauge
+	watchErrors  prometheus.Counter
+	watchLag     prometheus.Gauge
+	notifyErrors *prometheus.CounterVec // op
 }
 
 func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
@@ -225,10 +226,14 @@ func newHubMetrics(reg prometheus.Registerer) *hubMetrics {
 			Help: "Unix time up to which the watcher has listed the change feed (alert when it falls behind).",
 		}),
 	}
+	m.notifyErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "deltasync_notify_errors_total",
+		Help: "Failures of the notification plug-in, by operation (publish, subscribe); the feed watcher carries the news meanwhile.",
+	}, []string{"op"})
 	for _, s := range []string{"local", "feed", "notify", "store"} {
 		m.wakeups.WithLabelValues(s)
 	}
-	reg.MustRegister(m.waiters, m.users, m.wakeups, m.feedEntries, m.watchErrors, m.watchLag)
+	reg.MustRegister(m.waiters, m.users, m.wakeups, m.feedEntries, m.watchErrors, m.watchLag, m.notifyErrors)
 	return m
 }
 

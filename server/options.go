@@ -125,6 +125,9 @@ type Options struct {
 	// versions committed elsewhere (other replicas, batch builds): see
 	// WatchOptions and watcher.go.
 	Watch WatchOptions
+	// Notifier, if set, carries the news of commits between replicas
+	// faster than the watcher (see Notifier; redisnotify is one).
+	Notifier Notifier
 	// HubIdleGrace is how long a replica keeps track of a user's head
 	// after the user's last long poll here ended, so that the next poll
 	// costs the store nothing (hub.go).

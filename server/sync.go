@@ -444,6 +444,9 @@ func (s *Server) startWatcher() {
 	s.watchOnce.Do(func() {
 		s.watcher.started.Store(true)
 		go s.watcher.run(s.baseCtx, s.stopping)
+		if s.opts.Notifier != nil {
+			go s.subscribe(s.baseCtx, s.stopping)
+		}
 	})
 }
 

@@ -88,6 +88,9 @@ type watcher struct {
 
 	// onSettings is told of an org whose settings changed.
 	onSettings func(org string)
+	// kick makes the loop check the pending versions now (a notifier's
+	// news), without a listing.
+	kick chan struct{}
 
 	started atomic.Bool
 	rounds  atomic.Int64 // good rounds, for tests
@@ -104,15 +107,16 @@ type feedNews struct {
 	ms  int64
 }
 
-// pendingCheck is a version whose manifest was not there yet.
+// pendingCheck is a version to check (again).
 type pendingCheck struct {
 	first, next time.Time
 	delay       time.Duration
+	source      string // how it was learned: feed, notify
 }
 
 func newWatcher(store snapshot.Store, h *hub, opts WatchOptions, log *slog.Logger,
 	check func(context.Context, userKey, uint64) error) *watcher {
-	w := &watcher{store: store, hub: h, opts: opts, log: log, now: time.Now, check: check,
+	w := &watcher{store: store, hub: h, opts: opts, log: log, now: time.Now, check: check, kick: make(chan struct{}, 1),
 		seen: map[string]int64{}, recent: map[userKey][]feedNews{}, pending: map[feedNews]*pendingCheck{}}
 	h.onKnown = w.known
 	return w
@@ -136,8 +140,26 @@ func (w *watcher) run(ctx context.Context, stop <-chan struct{}) {
 			return
 		case <-ctx.Done():
 			return
+		case <-w.kick:
+			w.checkPending(ctx)
+			continue
 		case <-tick.C:
 		}
+	}
+}
+
+// notified is told of a version by the notifier: if someone here waits
+// for it, it is checked at once.
+func (w *watcher) notified(k userKey, v uint64) {
+	if !w.hub.wants(k, v) {
+		return
+	}
+	w.mu.Lock()
+	w.addPendingLocked(feedNews{key: k, v: v}, w.now(), "notify")
+	w.mu.Unlock()
+	select {
+	case w.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -167,7 +189,7 @@ func (w *watcher) round(ctx context.Context) {
 		}
 		w.recent[n.key] = append(w.recent[n.key], n)
 		if w.hub.wants(n.key, n.v) {
-			w.addPendingLocked(n, start)
+			w.addPendingLocked(n, start, "feed")
 		}
 	}
 	w.pruneLocked()
@@ -226,16 +248,20 @@ func (w *watcher) known(k userKey, head uint64) {
 	now := w.now()
 	for _, n := range w.recent[k] {
 		if n.v > head {
-			w.addPendingLocked(n, now)
+			w.addPendingLocked(n, now, "feed")
 		}
 	}
 }
 
-func (w *watcher) addPendingLocked(n feedNews, now time.Time) {
+func (w *watcher) addPendingLocked(n feedNews, now time.Time, source string) {
 	n.ms = 0 // one check per version, whichever entries name it
-	if _, ok := w.pending[n]; !ok {
-		w.pending[n] = &pendingCheck{first: now, next: now, delay: w.opts.Interval}
+	if p, ok := w.pending[n]; ok {
+		if now.Before(p.next) {
+			p.next = now // news again: check at once
+		}
+		return
 	}
+	w.pending[n] = &pendingCheck{first: now, next: now, delay: w.opts.Interval, source: source}
 }
 
 // checkPending reads the manifests of the versions due for a check, the
@@ -257,7 +283,7 @@ func (w *watcher) checkPending(ctx context.Context) {
 				}
 				err := w.check(gctx, n.key, n.v)
 				if err == nil {
-					w.hub.publish(n.key.org, n.key.user, n.v, "feed")
+					w.hub.publish(n.key.org, n.key.user, n.v, w.source(n))
 				}
 				w.settle(n, err)
 			}
@@ -293,6 +319,16 @@ func compareDesc(a, b uint64) int {
 		return 1
 	}
 	return 0
+}
+
+// source is how a pending version was learned.
+func (w *watcher) source(n feedNews) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if p := w.pending[n]; p != nil {
+		return p.source
+	}
+	return "feed"
 }
 
 // settle ends or reschedules the check of n after err.
