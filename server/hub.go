@@ -190,10 +190,10 @@ func (h *hub) counts() (users, waiters int) {
 
 // hubMetrics are the hub's and the watcher's metrics.
 type hubMetrics struct {
-	waiters     prometheus.Gauge
-	users       prometheus.Gauge
-	wakeups     *prometheus.CounterVec // source
-	feedEntries prometheus.Counter
+	waiters      prometheus.Gauge
+	users        prometheus.Gauge
+	wakeups      *prometheus.CounterVec // source
+	feedEntries  prometheus.Counter
 	watchErrors  prometheus.Counter
 	watchLag     prometheus.Gauge
 	notifyErrors *prometheus.CounterVec // op
