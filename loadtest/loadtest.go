@@ -106,6 +106,12 @@ type Report struct {
 	RSSHeldMB      []float64 `json:"rss_held_mb"`
 	RSSIdleMB      []float64 `json:"rss_idle_mb"`
 	RSSPerDeviceKB float64   `json:"rss_per_device_kb"`
+	// LivePerDeviceKB is the growth of the servers' Go heap and stacks in
+	// use per device (from their /metrics), at the end of the idle phase:
+	// the memory the connections hold, without what the runtime keeps
+	// for reuse; GoroutinesPerDevice likewise.
+	LivePerDeviceKB     float64 `json:"live_per_device_kb"`
+	GoroutinesPerDevice float64 `json:"goroutines_per_device"`
 
 	Idle   Phase `json:"idle"`
 	Active Phase `json:"active"`
@@ -152,8 +158,11 @@ type run struct {
 	// Clients: long polls (one connection each) and other requests, per replica.
 	pollc, reqc []*http.Client
 	admin       string
-	rng         *rand.Rand
-	rngMu       sync.Mutex
+	// The servers' Go heap and stacks in use and goroutines before the
+	// devices connected.
+	liveBefore, goroutinesBefore float64
+	rng                          *rand.Rand
+	rngMu                        sync.Mutex
 
 	mu       sync.Mutex
 	measure  bool // the active phase runs: record latencies
@@ -188,6 +197,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	rep.RSSIdleMB = r.rssMB()
 	rep.RSSPerDeviceKB = perDeviceKB(rep.RSSBeforeMB, rep.RSSIdleMB, len(r.devices))
+	live, goroutines, err := r.live(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep.LivePerDeviceKB = (live - r.liveBefore) / 1024 / float64(len(r.devices))
+	rep.GoroutinesPerDevice = (goroutines - r.goroutinesBefore) / float64(len(r.devices))
 	if rep.Active, err = r.phase(ctx, o.Duration, "active", r.activity); err != nil {
 		return nil, err
 	}

@@ -19,6 +19,10 @@ import (
 // before and after.
 func (r *run) connect(ctx, devCtx context.Context, rep *Report) error {
 	rep.RSSBeforeMB = r.rssMB()
+	var err error
+	if r.liveBefore, r.goroutinesBefore, err = r.live(ctx); err != nil {
+		return err
+	}
 	start := time.Now()
 	every := time.Second / time.Duration(r.o.ConnectRate)
 	batch := max(1, int(time.Millisecond*10/every))
@@ -61,6 +65,16 @@ func perDeviceKB(before, after []float64, devices int) float64 {
 		grown += after[i] - before[i]
 	}
 	return grown * 1024 / float64(devices)
+}
+
+// live sums the replicas' Go heap and stacks in use (bytes) and goroutines.
+func (r *run) live(ctx context.Context) (bytes, goroutines float64, err error) {
+	ms, err := r.scrapeAll(ctx)
+	for _, m := range ms {
+		bytes += m.live
+		goroutines += m.goroutines
+	}
+	return bytes, goroutines, err
 }
 
 // waiters is the number of long polls the replicas hold now.
@@ -200,8 +214,10 @@ func headOf(status []byte) (uint64, error) {
 
 // metrics is what the load test reads from a replica's /metrics.
 type metrics struct {
-	store   map[string]float64 // store requests by kind, every outcome
-	waiters float64
+	store      map[string]float64 // store requests by kind, every outcome
+	waiters    float64
+	live       float64 // Go heap and stacks in use, bytes
+	goroutines float64
 }
 
 func (r *run) scrapeAll(ctx context.Context) ([]metrics, error) {
@@ -248,6 +264,10 @@ func parseMetrics(rd io.Reader) (metrics, error) {
 			m.store[rest[:strings.IndexByte(rest, '"')]] += val
 		} else if strings.HasPrefix(line, "deltasync_hub_waiters ") {
 			m.waiters = val
+		} else if strings.HasPrefix(line, "go_memstats_heap_inuse_bytes ") || strings.HasPrefix(line, "go_memstats_stack_inuse_bytes ") {
+			m.live += val
+		} else if strings.HasPrefix(line, "go_goroutines ") {
+			m.goroutines = val
 		}
 	}
 	return m, sc.Err()
