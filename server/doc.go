@@ -75,7 +75,13 @@
 // manifest of each new version that someone here waits for, and wakes them
 // (the sync they make then finds the manifest cached). Changes of org
 // settings are announced in the feed too (announceSettings), so a long poll
-// takes the settings from the cache and reads nothing at all. A client
+// takes the settings from the cache and reads nothing at all. An optional
+// Notifier (Options.Notifier; redisnotify is Redis pub/sub) carries commits
+// between replicas in milliseconds; its notes are checked like feed
+// entries, and the watcher keeps running as the safety net. Polls that
+// meet a user for the first time share one head read per user, at most
+// maxPollHeadReads at once, so a fleet reconnecting together queues
+// instead of overloading the store. A client
 // that left is noticed (lifecycle): its waiter leaves the hub at once. A
 // user nobody waited for in Options.HubIdleGrace is forgotten.
 //
