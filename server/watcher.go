@@ -129,12 +129,8 @@ func (w *watcher) run(ctx context.Context, stop <-chan struct{}) {
 	tick := time.NewTicker(w.opts.Interval)
 	defer tick.Stop()
 	lastHubSweep := w.now()
+	w.round(ctx)
 	for {
-		w.round(ctx)
-		if now := w.now(); now.Sub(lastHubSweep) >= w.hub.grace/4 {
-			w.hub.sweep()
-			lastHubSweep = now
-		}
 		select {
 		case <-stop:
 			return
@@ -142,8 +138,12 @@ func (w *watcher) run(ctx context.Context, stop <-chan struct{}) {
 			return
 		case <-w.kick:
 			w.checkPending(ctx)
-			continue
 		case <-tick.C:
+			w.round(ctx)
+			if now := w.now(); now.Sub(lastHubSweep) >= w.hub.grace/4 {
+				w.hub.sweep()
+				lastHubSweep = now
+			}
 		}
 	}
 }

@@ -25,7 +25,7 @@ type watchRig struct {
 	hub    *hub
 	w      *watcher
 	now    time.Time
-	checks int
+	checks atomic.Int64
 }
 
 // flakyLister fails listings while fail is set.
@@ -52,7 +52,7 @@ func newWatchRig(t *testing.T) *watchRig {
 	r.hub.now = func() time.Time { return r.now }
 	r.w = newWatcher(r.store, r.hub, DefaultWatchOptions(), slog.New(slog.NewTextHandler(io.Discard, nil)),
 		func(ctx context.Context, k userKey, v uint64) error {
-			r.checks++
+			r.checks.Add(1)
 			_, err := r.store.Stat(ctx, snapshot.ManifestKey(k.org, k.user, v))
 			return err
 		})
@@ -144,8 +144,8 @@ func TestWatcherFindsEntriesOutOfOrder(t *testing.T) {
 	r.claim("alice", 2)
 	r.round(500 * time.Millisecond)
 	r.wantWoken(w, 2)
-	if r.checks != 1 {
-		t.Errorf("%d version checks, want 1 (bob has no waiter here)", r.checks)
+	if r.checks.Load() != 1 {
+		t.Errorf("%d version checks, want 1 (bob has no waiter here)", r.checks.Load())
 	}
 }
 
@@ -207,8 +207,8 @@ func TestWatcherGivesUpOnUnclaimedEntries(t *testing.T) {
 		r.round(r.w.opts.Interval)
 	}
 	r.wantAsleep(w)
-	if r.checks > 20 {
-		t.Errorf("%d checks of an entry never claimed in %d rounds, want few (backoff)", r.checks, rounds)
+	if r.checks.Load() > 20 {
+		t.Errorf("%d checks of an entry never claimed in %d rounds, want few (backoff)", r.checks.Load(), rounds)
 	}
 	if n := len(r.w.pending); n != 0 {
 		t.Errorf("%d checks still pending after the sweep window, want 0", n)
@@ -224,8 +224,8 @@ func TestWatcherEntryListedBeforeAnyoneWaited(t *testing.T) {
 	r.round(0)
 	r.entry(r.now, "alice", 2)
 	r.round(500 * time.Millisecond)
-	if r.checks != 0 {
-		t.Fatalf("%d checks for a user nobody waits for, want 0", r.checks)
+	if r.checks.Load() != 0 {
+		t.Fatalf("%d checks for a user nobody waits for, want 0", r.checks.Load())
 	}
 	w := r.wait("alice", 1) // head read: 1
 	r.claim("alice", 2)
@@ -270,8 +270,8 @@ func TestWatcherSettingsEntries(t *testing.T) {
 	}
 	r.round(500 * time.Millisecond)
 	r.round(500 * time.Millisecond)
-	if len(dropped) != 1 || dropped[0] != "acme" || r.checks != 0 {
-		t.Errorf("settings dropped for %q with %d checks, want [acme] once and none", dropped, r.checks)
+	if len(dropped) != 1 || dropped[0] != "acme" || r.checks.Load() != 0 {
+		t.Errorf("settings dropped for %q with %d checks, want [acme] once and none", dropped, r.checks.Load())
 	}
 }
 
@@ -290,5 +290,36 @@ func TestWatcherCostsOneListingARound(t *testing.T) {
 	if got.Lists-before.Lists != 50 || got.Gets+got.Stats+got.Puts+got.Deletes != before.Gets+before.Stats+before.Puts+before.Deletes {
 		t.Errorf("50 quiet rounds: %d listings and %d other requests, want 50 and 0", got.Lists-before.Lists,
 			got.Gets+got.Stats+got.Puts+got.Deletes-(before.Gets+before.Stats+before.Puts+before.Deletes))
+	}
+}
+
+// TestWatcherNotifiedChecksWithoutListing: news from the notifier is
+// checked at once, without a listing of the feed (the watcher's listings
+// stay one per interval however many notes arrive).
+func TestWatcherNotifiedChecksWithoutListing(t *testing.T) {
+	r := newWatchRig(t)
+	r.w.opts.Interval = time.Hour
+	r.w.now = time.Now
+	r.hub.now = time.Now
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { r.w.run(t.Context(), stop); close(done) }()
+	defer func() { close(stop); <-done }()
+	waitUntil(t, "the first round", func() bool { return r.w.rounds.Load() == 1 })
+	for v := uint64(2); v <= 6; v++ {
+		w := r.wait("alice", v-1)
+		r.claim("alice", v)
+		r.w.notified(userKey{"acme", "alice"}, v)
+		select {
+		case got := <-w.ch:
+			if got != v {
+				t.Fatalf("woken with %d, want %d", got, v)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the note of version %d woke nobody", v)
+		}
+	}
+	if n := r.counts.Counts().Lists; n != 1 {
+		t.Errorf("%d listings for 5 notes, want only the first round's", n)
 	}
 }
