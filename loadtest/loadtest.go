@@ -111,6 +111,7 @@ type Report struct {
 	// the memory the connections hold, without what the runtime keeps
 	// for reuse; GoroutinesPerDevice likewise.
 	LivePerDeviceKB     float64 `json:"live_per_device_kb"`
+	StacksPerDeviceKB   float64 `json:"stacks_per_device_kb"` // of LivePerDeviceKB
 	GoroutinesPerDevice float64 `json:"goroutines_per_device"`
 
 	Idle   Phase `json:"idle"`
@@ -160,9 +161,9 @@ type run struct {
 	admin       string
 	// The servers' Go heap and stacks in use and goroutines before the
 	// devices connected.
-	liveBefore, goroutinesBefore float64
-	rng                          *rand.Rand
-	rngMu                        sync.Mutex
+	liveBefore, stacksBefore, goroutinesBefore float64
+	rng                                        *rand.Rand
+	rngMu                                      sync.Mutex
 
 	mu       sync.Mutex
 	measure  bool // the active phase runs: record latencies
@@ -197,11 +198,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	rep.RSSIdleMB = r.rssMB()
 	rep.RSSPerDeviceKB = perDeviceKB(rep.RSSBeforeMB, rep.RSSIdleMB, len(r.devices))
-	live, goroutines, err := r.live(ctx)
+	live, stacks, goroutines, err := r.live(ctx)
 	if err != nil {
 		return nil, err
 	}
 	rep.LivePerDeviceKB = (live - r.liveBefore) / 1024 / float64(len(r.devices))
+	rep.StacksPerDeviceKB = (stacks - r.stacksBefore) / 1024 / float64(len(r.devices))
 	rep.GoroutinesPerDevice = (goroutines - r.goroutinesBefore) / float64(len(r.devices))
 	if rep.Active, err = r.phase(ctx, o.Duration, "active", r.activity); err != nil {
 		return nil, err

@@ -20,7 +20,7 @@ import (
 func (r *run) connect(ctx, devCtx context.Context, rep *Report) error {
 	rep.RSSBeforeMB = r.rssMB()
 	var err error
-	if r.liveBefore, r.goroutinesBefore, err = r.live(ctx); err != nil {
+	if r.liveBefore, r.stacksBefore, r.goroutinesBefore, err = r.live(ctx); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -67,14 +67,16 @@ func perDeviceKB(before, after []float64, devices int) float64 {
 	return grown * 1024 / float64(devices)
 }
 
-// live sums the replicas' Go heap and stacks in use (bytes) and goroutines.
-func (r *run) live(ctx context.Context) (bytes, goroutines float64, err error) {
+// live sums the replicas' Go heap and stacks in use, their stacks (bytes)
+// and goroutines.
+func (r *run) live(ctx context.Context) (bytes, stacks, goroutines float64, err error) {
 	ms, err := r.scrapeAll(ctx)
 	for _, m := range ms {
 		bytes += m.live
+		stacks += m.stacks
 		goroutines += m.goroutines
 	}
-	return bytes, goroutines, err
+	return bytes, stacks, goroutines, err
 }
 
 // waiters is the number of long polls the replicas hold now.
@@ -217,6 +219,7 @@ type metrics struct {
 	store      map[string]float64 // store requests by kind, every outcome
 	waiters    float64
 	live       float64 // Go heap and stacks in use, bytes
+	stacks     float64 // of which stacks
 	goroutines float64
 }
 
@@ -264,8 +267,11 @@ func parseMetrics(rd io.Reader) (metrics, error) {
 			m.store[rest[:strings.IndexByte(rest, '"')]] += val
 		} else if strings.HasPrefix(line, "deltasync_hub_waiters ") {
 			m.waiters = val
-		} else if strings.HasPrefix(line, "go_memstats_heap_inuse_bytes ") || strings.HasPrefix(line, "go_memstats_stack_inuse_bytes ") {
+		} else if strings.HasPrefix(line, "go_memstats_heap_inuse_bytes ") {
 			m.live += val
+		} else if strings.HasPrefix(line, "go_memstats_stack_inuse_bytes ") {
+			m.live += val
+			m.stacks = val
 		} else if strings.HasPrefix(line, "go_goroutines ") {
 			m.goroutines = val
 		}

@@ -266,8 +266,8 @@ func printLoadtest(e *env, o *loadtestOptions, r *loadtest.Report) {
 		r.Connected, r.ConnectSeconds, r.LoadAverage[0], r.LoadAverage[1], runtime.NumCPU())
 	fmt.Fprintf(out, "server memory: %s MB before, %s MB once every poll was held, %s MB after the idle phase: %.1f KB per connected device\n",
 		floats(r.RSSBeforeMB), floats(r.RSSHeldMB), floats(r.RSSIdleMB), r.RSSPerDeviceKB)
-	fmt.Fprintf(out, "Go heap and stacks in use: %.1f KB per connected device; %.2f goroutines per device\n",
-		r.LivePerDeviceKB, r.GoroutinesPerDevice)
+	fmt.Fprintf(out, "Go heap and stacks in use: %.1f KB per connected device (stacks %.1f KB); %.2f goroutines per device\n",
+		r.LivePerDeviceKB, r.StacksPerDeviceKB, r.GoroutinesPerDevice)
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "\nphase\tseconds\tstore req/s per replica\tby kind (all replicas)\tpolls answered")
 	for _, p := range []struct {
