@@ -167,19 +167,18 @@ func (w *watcher) notified(k userKey, v uint64) {
 func (w *watcher) round(ctx context.Context) {
 	start := w.now()
 	after := w.position(start)
-	var news []feedNews
+	var keys []string
 	err := w.store.ListAfter(ctx, snapshot.FeedPrefix, after, func(oi snapshot.ObjectInfo) error {
-		if n, ok := w.note(oi.Key); ok {
-			news = append(news, n)
-		}
+		keys = append(keys, oi.Key)
 		return nil
 	})
 	if err != nil {
-		w.failed(err)
+		w.failed(err) // what it listed is listed again by the next round
 		return
 	}
 	w.mu.Lock()
 	w.covered = start
+	news := w.noteLocked(keys)
 	for _, n := range news {
 		if n.key.user == snapshot.FeedSettingsUser {
 			if w.onSettings != nil {
@@ -223,20 +222,22 @@ func feedPosition(ms int64) string {
 	return fmt.Sprintf("%s%013d", snapshot.FeedHourPrefix(ms), max(ms, 0))
 }
 
-// note records a listed key; it returns the version it names if the key is
-// an entry the watcher had not handled yet.
-func (w *watcher) note(key string) (feedNews, bool) {
-	k, ok := snapshot.ParseFeedKey(key)
-	if !ok {
-		return feedNews{}, false
+// noteLocked records the keys of a good listing and returns the versions
+// named by the entries the watcher had not handled yet.
+func (w *watcher) noteLocked(keys []string) []feedNews {
+	var news []feedNews
+	for _, key := range keys {
+		k, ok := snapshot.ParseFeedKey(key)
+		if !ok {
+			continue
+		}
+		if _, dup := w.seen[key]; dup {
+			continue
+		}
+		w.seen[key] = k.Millis
+		news = append(news, feedNews{key: userKey{k.Org, k.User}, v: k.Version, ms: k.Millis})
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if _, dup := w.seen[key]; dup {
-		return feedNews{}, false
-	}
-	w.seen[key] = k.Millis
-	return feedNews{key: userKey{k.Org, k.User}, v: k.Version, ms: k.Millis}, true
+	return news
 }
 
 // known is told by the hub that a user's head was just read: versions of

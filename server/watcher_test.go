@@ -28,17 +28,28 @@ type watchRig struct {
 	checks atomic.Int64
 }
 
-// flakyLister fails listings while fail is set.
+// flakyLister fails listings while fail is set; with cutAfter > 0 the
+// next listing fails after delivering that many objects.
 type flakyLister struct {
 	snapshot.Store
-	fail atomic.Bool
+	fail     atomic.Bool
+	cutAfter atomic.Int64
 }
 
 func (f *flakyLister) ListAfter(ctx context.Context, prefix, after string, fn func(snapshot.ObjectInfo) error) error {
 	if f.fail.Load() {
 		return errors.New("store down")
 	}
-	return f.Store.ListAfter(ctx, prefix, after, fn)
+	cut := f.cutAfter.Swap(0)
+	n := int64(0)
+	err := f.Store.ListAfter(ctx, prefix, after, func(oi snapshot.ObjectInfo) error {
+		if cut > 0 && n == cut {
+			return errors.New("connection reset")
+		}
+		n++
+		return fn(oi)
+	})
+	return err
 }
 
 // watchStart is the rig's first moment: just before an hour ends.
@@ -322,4 +333,23 @@ func TestWatcherNotifiedChecksWithoutListing(t *testing.T) {
 	if n := r.counts.Counts().Lists; n != 1 {
 		t.Errorf("%d listings for 5 notes, want only the first round's", n)
 	}
+}
+
+// TestWatcherListingCutShortLosesNothing: a listing that fails halfway has
+// delivered some entries; they are handled by the next good round, not
+// taken as seen.
+func TestWatcherListingCutShortLosesNothing(t *testing.T) {
+	r := newWatchRig(t)
+	alice, bob := r.wait("alice", 1), r.wait("bob", 1)
+	r.round(0)
+	r.entry(r.now.Add(100*time.Millisecond), "alice", 2)
+	r.entry(r.now.Add(200*time.Millisecond), "bob", 2)
+	r.claim("alice", 2)
+	r.claim("bob", 2)
+	r.store.cutAfter.Store(1)
+	r.round(500 * time.Millisecond)
+	r.wantAsleep(alice)
+	r.round(500 * time.Millisecond)
+	r.wantWoken(alice, 2)
+	r.wantWoken(bob, 2)
 }
