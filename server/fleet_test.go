@@ -414,3 +414,50 @@ func TestFirstPollsShareTheirReads(t *testing.T) {
 		}
 	}
 }
+
+// TestAbandonedFirstPollReadsNothing: a poll waiting for its turn to read
+// its user's head (every slot taken by other users' reads) whose client
+// leaves makes no read afterwards: no store work outlives its connection.
+func TestAbandonedFirstPollReadsNothing(t *testing.T) {
+	gate := &gateStore{Store: memstore.New(), calls: map[string]int{}}
+	e, addr := newTCPEnv(t, envConfig{store: gate})
+	e.enableOrg("acme")
+	for u := range maxPollHeadReads + 1 {
+		e.upload("acme", fmt.Sprintf("u%d", u), gen.Dataset(gen.Options{Size: 1 << 10, Seed: int64(u)}))
+	}
+	if r := <-e.pollAsync("/v1/sync?from=0&wait=1ms", userToken(t, "acme", "u0")); r.status != 200 { // settings cached, watcher started
+		t.Fatalf("first poll: %d %s", r.status, r.body)
+	}
+	e.s.hub.forget("acme", "u0")
+	headGate := make(chan struct{})
+	f := func(key string) chan struct{} {
+		if strings.HasSuffix(key, "/head") {
+			return headGate
+		}
+		return nil
+	}
+	gate.gate.Store(&f)
+	var polls []<-chan response
+	for u := range maxPollHeadReads {
+		polls = append(polls, e.pollAsync("/v1/sync?from=0&wait=30s", userToken(t, "acme", fmt.Sprintf("u%d", u))))
+	}
+	waitUntil(t, "every slot holds a read", func() bool { _, held, _ := gate.stats(""); return held == maxPollHeadReads })
+	last := fmt.Sprintf("u%d", maxPollHeadReads)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "GET /v1/sync?from=0&wait=30s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", userToken(t, "acme", last))
+	waitUntil(t, "the last poll waits for a slot", func() bool { return waiters(e.s) == maxPollHeadReads+1 })
+	c.Close()
+	waitUntil(t, "the server drops the abandoned poll", func() bool { return waiters(e.s) == maxPollHeadReads })
+	close(headGate)
+	for _, p := range polls {
+		if r := <-p; r.status != 200 {
+			t.Fatalf("poll: %d %s", r.status, r.body)
+		}
+	}
+	if n, _, _ := gate.stats(snapshot.HeadKey("acme", last)); n != 0 {
+		t.Errorf("the abandoned poll's head was read %d times after its client left, want 0", n)
+	}
+}

@@ -61,8 +61,9 @@ type Server struct {
 	watchOnce sync.Once
 	// Reads shared by concurrent requests: a user's head for long polls
 	// (at most maxPollHeadReads at once, headSlots), an org's settings.
-	headLoads, settingsLoads singleflight.Group
-	headSlots                chan struct{}
+	headReads     sharedReads
+	headSlots     chan struct{}
+	settingsLoads singleflight.Group
 }
 
 // New builds a Server from opts (validated with opts.Validate).

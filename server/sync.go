@@ -387,20 +387,20 @@ func isLongPoll(ctx *fasthttp.RequestCtx, req *request) bool {
 // (after a restart or a failover) queue here instead of overloading the
 // store into timeouts they would come back from. A poll whose wait ends
 // before its user's head was read is answered 503 with Retry-After; one
-// woken meanwhile takes the version that woke it.
+// woken meanwhile takes the version that woke it. A read whose polls have
+// all left is cancelled (sharedReads), before it reaches the store if it
+// still waits for its turn.
 func (s *Server) pollHead(req *request, w *waiter, wait time.Duration) (uint64, error) {
 	org, user := req.Org, req.User
-	ch := s.headLoads.DoChan(org+"/"+user, func() (any, error) {
-		// The read outlives a poll that leaves: the others share it.
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Ctx), s.opts.LongPollMax)
-		defer cancel()
+	key := org + "/" + user
+	c := s.headReads.join(s.baseCtx, key, func(ctx context.Context) (uint64, error) {
 		select {
 		case s.headSlots <- struct{}{}:
 			defer func() { <-s.headSlots }()
 		case <-ctx.Done():
-			return uint64(0), ctx.Err()
+			return 0, ctx.Err()
 		case <-s.stoppingCh():
-			return uint64(0), context.Canceled
+			return 0, context.Canceled
 		}
 		v, err := snapshot.Head(ctx, s.store, org, user)
 		if err == nil {
@@ -409,14 +409,12 @@ func (s *Server) pollHead(req *request, w *waiter, wait time.Duration) (uint64, 
 		}
 		return v, err
 	})
+	defer s.headReads.leave(key, c)
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
-	case r := <-ch:
-		if r.Err != nil {
-			return 0, r.Err
-		}
-		return r.Val.(uint64), nil
+	case <-c.done:
+		return c.v, c.err
 	case v := <-w.ch:
 		return v, nil
 	case <-req.Ctx.Done():
