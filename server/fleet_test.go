@@ -390,7 +390,8 @@ func TestFirstPollsShareTheirReads(t *testing.T) {
 	var polls []<-chan response
 	for u := range users {
 		for range devices {
-			polls = append(polls, e.pollAsync("/v1/sync?from=0&wait=30s", userToken(t, "acme", fmt.Sprintf("u%d", u))))
+			// Up to date (from=1): the watcher's news of version 1 wakes none.
+			polls = append(polls, e.pollAsync("/v1/sync?from=1&wait=5s", userToken(t, "acme", fmt.Sprintf("u%d", u))))
 		}
 	}
 	waitUntil(t, "every poll reached the server", func() bool { return gauge(t, e.s.metrics.inFlight) == users*devices })
@@ -439,7 +440,7 @@ func TestAbandonedFirstPollReadsNothing(t *testing.T) {
 	gate.gate.Store(&f)
 	var polls []<-chan response
 	for u := range maxPollHeadReads {
-		polls = append(polls, e.pollAsync("/v1/sync?from=0&wait=30s", userToken(t, "acme", fmt.Sprintf("u%d", u))))
+		polls = append(polls, e.pollAsync("/v1/sync?from=1&wait=5s", userToken(t, "acme", fmt.Sprintf("u%d", u))))
 	}
 	waitUntil(t, "every slot holds a read", func() bool { _, held, _ := gate.stats(""); return held == maxPollHeadReads })
 	last := fmt.Sprintf("u%d", maxPollHeadReads)
@@ -447,7 +448,7 @@ func TestAbandonedFirstPollReadsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(c, "GET /v1/sync?from=0&wait=30s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", userToken(t, "acme", last))
+	fmt.Fprintf(c, "GET /v1/sync?from=1&wait=30s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", userToken(t, "acme", last))
 	waitUntil(t, "the last poll waits for a slot", func() bool { return waiters(e.s) == maxPollHeadReads+1 })
 	c.Close()
 	waitUntil(t, "the server drops the abandoned poll", func() bool { return waiters(e.s) == maxPollHeadReads })

@@ -156,6 +156,16 @@ func (h *hub) wants(k userKey, v uint64) bool {
 	return u != nil && (!u.known || v > u.head)
 }
 
+// knownHead returns the user's head if it was read from the store.
+func (h *hub) knownHead(org, user string) (uint64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if u := h.users[userKey{org, user}]; u != nil && u.known {
+		return u.head, true
+	}
+	return 0, false
+}
+
 // forget makes the user's head unknown again (the store disagreed with it).
 func (h *hub) forget(org, user string) {
 	h.mu.Lock()

@@ -23,14 +23,24 @@ type sharedCall struct {
 	cancel  context.CancelFunc
 }
 
-// join returns the read of key, starting read under parent if none runs.
-// The caller must leave it.
-func (g *sharedReads) join(parent context.Context, key string, read func(context.Context) (uint64, error)) *sharedCall {
+// join returns the read of key, starting read under parent if none runs
+// and known (asked under the lock that a finishing read is removed under,
+// so a read that has just told the caches is never repeated) has no
+// answer. The caller must leave it.
+func (g *sharedReads) join(parent context.Context, key string, known func() (uint64, bool),
+	read func(context.Context) (uint64, error)) *sharedCall {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if c := g.calls[key]; c != nil {
 		c.callers++
 		return c
+	}
+	if known != nil {
+		if v, ok := known(); ok {
+			c := &sharedCall{done: make(chan struct{}), v: v, callers: 1, cancel: func() {}}
+			close(c.done)
+			return c
+		}
 	}
 	if g.calls == nil {
 		g.calls = map[string]*sharedCall{}

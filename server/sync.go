@@ -351,7 +351,7 @@ func (s *Server) poll(req *request, q syncQuery) (uint64, error) {
 	defer s.hub.unregister(w)
 	if !known || q.from > head || q.min > head {
 		var err error
-		if head, err = s.pollHead(req, w, q.wait); err != nil {
+		if head, err = s.pollHead(req, w, q); err != nil {
 			return 0, err
 		}
 	}
@@ -385,15 +385,22 @@ func isLongPoll(ctx *fasthttp.RequestCtx, req *request) bool {
 // all the polls of that user that need it at the same time, and at most
 // maxPollHeadReads users at once, so that devices reconnecting together
 // (after a restart or a failover) queue here instead of overloading the
-// store into timeouts they would come back from. A poll whose wait ends
-// before its user's head was read is answered 503 with Retry-After; one
+// store into timeouts they would come back from. A poll whose wait (at
+// least minHeadReadWait) ends before its user's head was read is answered
+// 503 with Retry-After; one
 // woken meanwhile takes the version that woke it. A read whose polls have
 // all left is cancelled (sharedReads), before it reaches the store if it
 // still waits for its turn.
-func (s *Server) pollHead(req *request, w *waiter, wait time.Duration) (uint64, error) {
+func (s *Server) pollHead(req *request, w *waiter, q syncQuery) (uint64, error) {
 	org, user := req.Org, req.User
 	key := org + "/" + user
-	c := s.headReads.join(s.baseCtx, key, func(ctx context.Context) (uint64, error) {
+	// Another poll of the user may have read the head meanwhile; it will
+	// do unless the client knows of a newer version.
+	known := func() (uint64, bool) {
+		v, ok := s.hub.knownHead(org, user)
+		return v, ok && v >= q.from && v >= q.min
+	}
+	c := s.headReads.join(s.baseCtx, key, known, func(ctx context.Context) (uint64, error) {
 		select {
 		case s.headSlots <- struct{}{}:
 			defer func() { <-s.headSlots }()
@@ -410,7 +417,8 @@ func (s *Server) pollHead(req *request, w *waiter, wait time.Duration) (uint64, 
 		return v, err
 	})
 	defer s.headReads.leave(key, c)
-	timer := time.NewTimer(wait)
+	// A short poll may still wait for a read as long as a sync would.
+	timer := time.NewTimer(max(q.wait, minHeadReadWait))
 	defer timer.Stop()
 	select {
 	case <-c.done:
@@ -424,6 +432,9 @@ func (s *Server) pollHead(req *request, w *waiter, wait time.Duration) (uint64, 
 			"this server is catching up with reconnecting devices; retry shortly")
 	}
 }
+
+// minHeadReadWait is the least a long poll waits for its first head read.
+const minHeadReadWait = 5 * time.Second
 
 // freshHead reads the caller's head from the store and tells the caches.
 func (s *Server) freshHead(req *request) (uint64, error) {
