@@ -177,8 +177,6 @@ func hostileKeyCases(t *testing.T) []hostileCase {
 
 func hostileFeedCases(t *testing.T) []hostileCase { return nil }
 
-func hostileLimitCases(t *testing.T) []hostileCase { return nil }
-
 func hostileSyncCases(t *testing.T) []hostileCase {
 	tok := userToken(t, hostileEnvOrg, hostileEnvUser)
 	return []hostileCase{
