@@ -365,3 +365,37 @@ func TestPlain413SplitsNeverRejects(t *testing.T) {
 		t.Fatalf("blocked after the policy arrived %+v", b)
 	}
 }
+
+// TestDeviceLimitsNeverCostAnEdit pins issue 9 item 14's decision: the
+// org's max_pending_bytes and max_offline_seconds are the device's to show
+// (status error/policy with the limit), and the server does not refuse
+// the edits: everything made offline beyond them reaches the server.
+func TestDeviceLimitsNeverCostAnEdit(t *testing.T) {
+	ts := newTestServer(t)
+	ts.setPolicy(`{"max_pending_bytes":500,"max_offline_seconds":60}`)
+	c := ts.client("ann", nil)
+	ctx := context.Background()
+	_, err := c.Pull(ctx)
+	mustDo(t, err)
+	mustDo(t, c.SetOfflineMode(true))
+	mustDo(t, c.Put("first", []byte(`1`)))
+	c.st.mu.Lock()
+	c.st.c.LastSyncedUnix -= 3600 // an hour offline (there is no clock to inject)
+	c.st.mu.Unlock()
+	if s := c.Status(); s.State != StateError || s.Reason != ReasonPolicy || !strings.Contains(s.Message, "longer than the 1m0s your organization allows") {
+		t.Fatalf("over max_offline_seconds: %+v", s)
+	}
+	want := `{"key":"first","value":1}` + "\n" + queuePuts(t, c, 20)
+	if s := c.Status(); s.State != StateError || s.Reason != ReasonPolicy || !strings.Contains(s.Message, "more than the 500 your organization allows") {
+		t.Fatalf("over max_pending_bytes: %+v", s)
+	}
+	mustDo(t, c.SetOfflineMode(false))
+	res, err := c.Sync(ctx)
+	mustDo(t, err)
+	if res.EditsApplied != 21 || res.EditsRejected != 0 || res.Pending != 0 || res.State != StateSynced {
+		t.Fatalf("sync: %+v", res)
+	}
+	if got := ts.export("ann"); got != want {
+		t.Fatalf("server:\n%s", got)
+	}
+}
