@@ -222,6 +222,13 @@ func (c *Client) Blocked() []BlockedEdit {
 	return append([]BlockedEdit(nil), c.st.blocked.list...)
 }
 
+// BlockedCount is len(Blocked()), for gomobile callers.
+func (c *Client) BlockedCount() int {
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	return len(c.st.blocked.list)
+}
+
 // BlockedAt returns the i-th blocked edit (0 is the oldest), for gomobile
 // callers that cannot take a slice of structs.
 func (c *Client) BlockedAt(i int) (*BlockedEdit, error) {

@@ -206,3 +206,45 @@ func TestOptionsPatchLimits(t *testing.T) {
 		t.Errorf("flags: ops %d record %d", o.MaxPatchOps, o.MaxRecordBytes)
 	}
 }
+
+// TestRetryAfterLimitsLoweredGetsItsAnswer: a patch applied whose answer
+// was lost, sent again after the org lowered its limits below it, gets the
+// first answer (duplicate), not a 413 that would make the client send the
+// edits again under new ids.
+func TestRetryAfterLimitsLoweredGetsItsAnswer(t *testing.T) {
+	e := newTestEnv(t, envConfig{opts: func(o *Options) { o.SettingsTTL = 0 }})
+	e.enableOrg("acme")
+	e.upload("acme", "alice", []gen.Record{{Key: "a", Value: []byte(`1`)}})
+	tok := userToken(t, "acme", "alice")
+	body := patchOf("p-1", manyDeletes(5)...)
+	if r := e.do("POST", "/v1/patches", body, withToken(tok)); r.status != 200 {
+		t.Fatalf("first: %d %s", r.status, r.body)
+	}
+	if r := e.do("PUT", "/v1/admin/orgs/acme", []byte(`{"max_patch_ops":2}`), withToken(adminToken(t))); r.status != 200 {
+		t.Fatalf("settings: %d %s", r.status, r.body)
+	}
+	r := e.do("POST", "/v1/patches", body, withToken(tok))
+	var pr wire.PatchResponse
+	if r.status != 200 || json.Unmarshal(r.body, &pr) != nil || !pr.Duplicate {
+		t.Fatalf("retry: %d %s, want the stored answer", r.status, r.body)
+	}
+	if r := e.do("POST", "/v1/patches", patchOf("p-2", manyDeletes(5)...), withToken(tok)); r.status != 413 {
+		t.Fatalf("a new patch over the lowered limit: %d %s, want 413", r.status, r.body)
+	}
+}
+
+// TestDeviceLimitsDoNotRefuseUploads pins issue 9 item 14's decision on the
+// server: max_pending_bytes and max_offline_seconds travel in the policy
+// but a patch is not refused for them.
+func TestDeviceLimitsDoNotRefuseUploads(t *testing.T) {
+	e := newTestEnv(t, envConfig{opts: func(o *Options) { o.SettingsTTL = 0 }})
+	if r := e.do("PUT", "/v1/admin/orgs/acme", []byte(`{"offline_mode":true,"max_pending_bytes":10,"max_offline_seconds":1}`), withToken(adminToken(t))); r.status != 200 {
+		t.Fatalf("settings: %d %s", r.status, r.body)
+	}
+	tok := userToken(t, "acme", "alice")
+	r := e.do("POST", "/v1/patches", []byte(`{"id":"old","base":0,"ops":[`+putOp("a", 500)+`]}`), withToken(tok))
+	var pr wire.PatchResponse
+	if r.status != 200 || json.Unmarshal(r.body, &pr) != nil || pr.Receipts[0].Status != diff.StatusApplied {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+}

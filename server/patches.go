@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"math"
 
 	"github.com/valyala/fasthttp"
 
@@ -25,16 +26,14 @@ type rejectedBody struct {
 // answered 413 with the policy in force (wire.LimitErrorBody), so a client
 // splits instead of giving up on its edits.
 func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
-	// The body is read and decoded under the server's own limits; the
-	// org's (maybe lower) ones are Apply's, which first looks for a stored
-	// answer: a retry of a patch applied before the org lowered them still
-	// gets its answer.
-	own := s.opts.patchLimits()
+	// Only the body's size is bounded before decoding: the limits in force
+	// are Apply's, which first looks for a stored answer, so a retry of a
+	// patch applied before the limits were lowered still gets its answer.
 	body, err := s.readBody(ctx, s.patchBodyLimit())
 	if err != nil {
 		return s.patchTooLarge(ctx, req, err)
 	}
-	p, err := diff.DecodePatch(body, own)
+	p, err := diff.DecodePatch(body, decodeLimits(s.patchBodyLimit()))
 	if err != nil {
 		if errors.Is(err, diff.ErrTooLarge) {
 			return s.patchTooLarge(ctx, req, err)
@@ -95,6 +94,12 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 // MaxPatchBytes, or a single big edit the server accepts as a record could
 // never get through.
 func (s *Server) patchBodyLimit() int64 { return s.opts.patchLimits().MaxBodyBytes() }
+
+// decodeLimits bound nothing but the body (to body bytes): DecodePatch
+// checks the shape, Apply the limits.
+func decodeLimits(body int64) diff.Limits {
+	return diff.Limits{MaxOps: math.MaxInt, MaxBytes: body, MaxRecordBytes: snapshot.MaxValueLen}
+}
 
 // patchTooLarge answers a patch over a limit (a *diff.LimitError, or a body
 // readBody refused as too large) with 413 too_large and the policy in
