@@ -413,8 +413,9 @@ func (c *Client) canonicalValue(raw []byte, what string, lim diff.Limits) ([]byt
 // the record limit a merge's result is held to.
 func (c *Client) queueEdit(e *edit, lim diff.Limits) error {
 	e.At = time.Now().UnixMilli()
-	var size int
+	var size, txid int
 	err := c.db.Update(func(tx *bolt.Tx) error {
+		txid = tx.ID()
 		if e.Op == OpMerge {
 			if err := c.checkMerge(tx, e, lim); err != nil {
 				return err
@@ -441,10 +442,13 @@ func (c *Client) queueEdit(e *edit, lim diff.Limits) error {
 	c.st.mu.Lock()
 	c.st.pendingEdits++
 	c.st.pendingBytes += int64(size)
-	if b := &c.st.blocked; b.has(e.Key) {
-		// It waits behind the blocked edit of its record.
-		b.list[b.keys[e.Key]].Waiting++
-		b.count++
+	if b := &c.st.blocked; b.txid < txid {
+		if b.has(e.Key) {
+			// It waits behind the blocked edit of its record.
+			b.list[b.keys[e.Key]].Waiting++
+			b.count++
+		}
+		b.txid = txid // a scan from before this edit is stale now
 	}
 	c.st.mu.Unlock()
 	c.emitStatus()

@@ -119,6 +119,7 @@ type blockedSet struct {
 	keys  map[string]int // key → index in list
 	list  []BlockedEdit
 	count int // blocking edits plus the edits waiting behind them
+	txid  int // the bbolt transaction the set reflects (later ones win)
 }
 
 func (b *blockedSet) has(key string) bool {
@@ -129,7 +130,7 @@ func (b *blockedSet) has(key string) bool {
 // scanBlocked walks the whole queue for the edits that cannot be sent under
 // lim (or that a server refused alone).
 func scanBlocked(tx *bolt.Tx, lim diff.Limits) (blockedSet, error) {
-	bs := blockedSet{keys: map[string]int{}}
+	bs := blockedSet{keys: map[string]int{}, txid: tx.ID()}
 	server, err := loadServerBlocks(tx)
 	if err != nil {
 		return bs, err
@@ -173,10 +174,13 @@ func blockOf(e *edit, lim diff.Limits, server map[uint64]string) (BlockedEdit, b
 	return be, false
 }
 
-// setBlocked publishes a fresh scan to the status.
+// setBlocked publishes a scan to the status, unless the status already
+// reflects a later transaction (scans race with edits and other scans).
 func (c *Client) setBlocked(bs blockedSet) {
 	c.st.mu.Lock()
-	c.st.blocked = bs
+	if bs.txid >= c.st.blocked.txid {
+		c.st.blocked = bs
+	}
 	c.st.mu.Unlock()
 	c.emitStatus()
 }
