@@ -3,10 +3,12 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -78,22 +80,40 @@ func bigForm(n int) []byte {
 	return []byte(`{"photo":"` + strings.Repeat("A", n-len(`{"photo":""}`)) + `"}`)
 }
 
+// photoForm is a form of n bytes carrying a photo as base64 of random
+// bytes: like a real one, it does not shrink much under zstd.
+func photoForm(n int, seed uint64) []byte {
+	raw := make([]byte, (n-len(`{"photo":""}`))*3/4+3)
+	r := rand.New(rand.NewPCG(seed, seed))
+	for i := range raw {
+		raw[i] = byte(r.Uint32())
+	}
+	b64 := base64.StdEncoding.EncodeToString(raw)[:n-len(`{"photo":""}`)]
+	return []byte(`{"photo":"` + b64 + `"}`)
+}
+
 // TestOfflineFormOverPatchLimitSyncs protects issue 9 item 2: a 9.8 MB form
 // (the client accepts up to 16 MiB) met the server's 8 MiB patch limit,
 // became a rejection and vanished from the view. A value the server
-// accepts as a record must get through as a patch of its own.
+// accepts as a record must get through as a patch of its own, also when it
+// is over 8 MiB on the wire (the 14 MB form, compressed).
 func TestOfflineFormOverPatchLimitSyncs(t *testing.T) {
 	ts := newTestServer(t)
 	c := ts.client("ann", nil)
-	form := bigForm(9_800_000)
+	form, big := photoForm(9_800_000, 1), photoForm(14_000_000, 2)
 	mustDo(t, c.Put("forms/1", form))
+	mustDo(t, c.Put("forms/2", big))
 	mustDo(t, c.Put("tasks/1", []byte(`{"state":"done"}`)))
 	res, err := c.Sync(context.Background())
 	mustDo(t, err)
-	if res.EditsApplied != 2 || res.EditsRejected != 0 || res.Pending != 0 || res.State != StateSynced {
+	if res.EditsApplied != 3 || res.EditsRejected != 0 || res.Pending != 0 || res.State != StateSynced {
 		t.Fatalf("sync: %+v", res)
 	}
-	want := `{"key":"forms/1","value":` + string(form) + "}\n" + `{"key":"tasks/1","value":{"state":"done"}}` + "\n"
+	if res.BytesUp < 8<<20+14_000_000*3/4 {
+		t.Fatalf("%d bytes up: the forms did not go over the wire as big as they are", res.BytesUp)
+	}
+	want := `{"key":"forms/1","value":` + string(form) + "}\n" + `{"key":"forms/2","value":` + string(big) + "}\n" +
+		`{"key":"tasks/1","value":{"state":"done"}}` + "\n"
 	if got := ts.export("ann"); got != want {
 		t.Fatalf("server holds %d bytes, want %d", len(got), len(want))
 	}
