@@ -225,7 +225,7 @@ func (r *replayer) run(ctx context.Context) (*Result, error) {
 	// The intent is read after the head: a concurrent writer of the same id
 	// whose intent is not seen here has not committed yet, so its version
 	// will be newer than head and is found by the scan after a lost race.
-	_, _, err = r.s.Get(ctx, r.intentKey())
+	_, err = r.s.Stat(ctx, r.intentKey())
 	intent := err == nil
 	switch {
 	case intent:
