@@ -39,12 +39,6 @@ type testServer struct {
 
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
-	return newTestServerWith(t, nil)
-}
-
-// newTestServerWith is newTestServer with edit applied to its options.
-func newTestServerWith(t *testing.T, edit func(*server.Options)) *testServer {
-	t.Helper()
 	opts := server.DefaultOptions()
 	st := memstore.New()
 	opts.Store = st
@@ -52,9 +46,6 @@ func newTestServerWith(t *testing.T, edit func(*server.Options)) *testServer {
 	opts.ChunkSecret = netChunkSecret
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	opts.SettingsTTL = 0
-	if edit != nil {
-		edit(&opts)
-	}
 	s, err := server.New(opts)
 	if err != nil {
 		t.Fatal(err)
