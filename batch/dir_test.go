@@ -15,14 +15,15 @@ import (
 )
 
 // The acceptance of the batch builder, run against the in-memory store and
-// against versitygw (scripts/test sets DELTASYNC_TEST_S3).
+// against each S3 server (scripts/test sets DELTASYNC_TEST_S3).
 func TestBatchMemstore(t *testing.T) {
 	batchSuite(t, func(t *testing.T) snapshot.Store { return memstore.New() })
 }
 
 func TestBatchS3(t *testing.T) {
-	s3test.Check(t)
-	batchSuite(t, func(t *testing.T) snapshot.Store { return s3test.Store(t) })
+	s3test.Each(t, func(t *testing.T, srv s3test.Server) {
+		batchSuite(t, func(t *testing.T) snapshot.Store { return srv.Store(t) })
+	})
 }
 
 func batchSuite(t *testing.T, newStore func(*testing.T) snapshot.Store) {
@@ -72,7 +73,7 @@ func batchSuite(t *testing.T, newStore func(*testing.T) snapshot.Store) {
 		}
 		t.Logf("interrupted run: %d created, %d failed", res.Created, res.Failed)
 		assertNoHalfVersions(t, s, dir)
-		rerun(t, s, dir, res.Created)
+		rerun(t, s, dir, res.Created, 0)
 	})
 
 	t.Run("InterruptedByCancel", func(t *testing.T) {
@@ -89,7 +90,10 @@ func batchSuite(t *testing.T, newStore func(*testing.T) snapshot.Store) {
 		}
 		t.Logf("cancelled run: %d created, %d failed, %d not started", res.Created, res.Failed, res.NotStarted)
 		assertNoHalfVersions(t, s, dir)
-		rerun(t, s, dir, res.Created)
+		// A user cancelled during its claim may have landed: an S3 server
+		// can complete a PUT whose client has already given up (seen on
+		// versitygw and MinIO under load). Its re-run finds it unchanged.
+		rerun(t, s, dir, res.Created, res.Failed)
 	})
 }
 
@@ -107,14 +111,19 @@ func assertNoHalfVersions(t *testing.T, s snapshot.Store, dir string) {
 
 // rerun builds the directory again and checks it finishes the rest with
 // exactly one version per user.
-func rerun(t *testing.T, s snapshot.Store, dir string, createdBefore int) {
+//
+// Of the users the interrupted run reported failed, up to mayHaveLanded
+// may have been created all the same (their claim reached the store after
+// the run gave up on it); those come out unchanged too.
+func rerun(t *testing.T, s snapshot.Store, dir string, createdBefore, mayHaveLanded int) {
 	t.Helper()
 	res, err := BuildDir(t.Context(), s, DirOptions{Dir: dir, TempDir: t.TempDir()}, nil)
 	if err != nil || res.Err() != nil {
 		t.Fatalf("re-run: %v %v", err, res.Err())
 	}
-	if res.Created != 200-createdBefore || res.Unchanged != createdBefore {
-		t.Fatalf("re-run: created %d unchanged %d, want %d and %d", res.Created, res.Unchanged, 200-createdBefore, createdBefore)
+	if res.Created+res.Unchanged != 200 || res.Unchanged < createdBefore || res.Unchanged > createdBefore+mayHaveLanded {
+		t.Fatalf("re-run: created %d unchanged %d; want 200 in all, %d..%d unchanged", res.Created, res.Unchanged,
+			createdBefore, createdBefore+mayHaveLanded)
 	}
 	checkAll(t, s, dir)
 }

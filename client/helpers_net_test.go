@@ -33,7 +33,7 @@ const testOrg = "acme"
 type testServer struct {
 	t     *testing.T
 	url   string
-	store *memstore.Store
+	store snapshot.Store
 	admin string
 }
 

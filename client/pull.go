@@ -279,6 +279,10 @@ func (c *Client) applyDelta(ctx context.Context, body *countingReader, from uint
 				// for a full sync): refetch everything.
 				return fmt.Errorf("%w: %v", errRestart, baseErr)
 			}
+			var ae *wire.AbortError
+			if errors.As(err, &ae) {
+				return c.abortError(ae)
+			}
 			return c.deltaError(body, err)
 		}
 		ch := &chunks[j]
@@ -325,6 +329,20 @@ func (c *Client) deltaError(body *countingReader, err error) error {
 	// Malformed, or a chunk not matching its ID: the server (or something
 	// between) sent bad data. Nothing bad was stored; retry later.
 	return &serverError{op: "sync", err: err}
+}
+
+// abortError handles a pack the server ended early: the version being sent
+// is gone (404/410: forget the download and start again), or the server
+// failed (a server error like a 5xx answer; the chunks verified so far are
+// kept and the next pull resumes after them).
+func (c *Client) abortError(ae *wire.AbortError) error {
+	if ae.Status == http.StatusNotFound || ae.Status == http.StatusGone {
+		if err := c.abandonDownload(); err != nil {
+			return fmt.Errorf("sync: %w", err)
+		}
+		return fmt.Errorf("%w: %v", errRestart, ae)
+	}
+	return &HTTPError{Op: "sync", Status: ae.Status, Code: ae.Code, Message: ae.Message}
 }
 
 // putChunksMarked stores verified chunks and the advanced marker in one

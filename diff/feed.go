@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/deltasync/deltasync/snapshot"
 )
@@ -24,7 +26,25 @@ type FeedOptions struct {
 	// passed by the cursor before it is visible. Default 10s.
 	Settle time.Duration
 	Now    time.Time
+	// MaxScan bounds the feed objects one call examines: entries, the
+	// change sets of writers that lost a version race, stray objects.
+	// Default 10,000. A call that reaches it returns what it found and the
+	// cursor after the last object examined.
+	MaxScan int
 }
+
+// FeedEpoch is the earliest time a change feed can hold: the feed's format
+// dates from November 2026. A cursor from before it is refused.
+var FeedEpoch = time.Date(2026, time.January, 1, 0, 0, 0, 0, time.UTC)
+
+// FeedCursorAhead is how far ahead of the reader's clock a cursor may lie
+// (entries are named by the writing replica's clock, and clocks differ).
+// A cursor further ahead is refused.
+const FeedCursorAhead = time.Hour
+
+// maxFeedLists bounds the listings one ReadFeed call makes; each move to the
+// next non-empty hour takes at most 90 (see nextHour).
+const maxFeedLists = 1000
 
 // ReadFeed returns up to Limit change sets after the cursor, in the order
 // their versions were created (one user's versions always in version order),
@@ -32,7 +52,36 @@ type FeedOptions struct {
 // for a version (or crashed before claiming it) are skipped. The feed is
 // durable: it lives in the store, and the cursor is the caller's, so nothing
 // is lost while no one reads (until garbage collection retires versions).
+//
+// The work of one call is bounded whatever the cursor: empty hours are
+// skipped by listing (nextHour), not one listing per hour, at most MaxScan
+// objects are examined, and a cancelled ctx stops the walk. So a page may
+// hold fewer than Limit entries while more follow: continue from the
+// returned cursor until it comes back unchanged. A cursor that is not a
+// position in the feed, or lies more than FeedCursorAhead after Now, or
+// before FeedEpoch (and before the feed's first entry, which a replica with
+// a wrong clock may have dated earlier), is refused with an error matching
+// snapshot.ErrInvalid.
 func ReadFeed(ctx context.Context, s snapshot.Store, o FeedOptions) ([]FeedEntry, string, error) {
+	w := &feedWalk{ctx: ctx, s: s, o: o.withDefaults(), next: o.After}
+	w.horizon = w.o.Now.Add(-w.o.Settle).UnixMilli()
+	hour, err := w.firstHour()
+	for err == nil && hour != "" && !w.done {
+		if hourStart(hour) > w.horizon {
+			break
+		}
+		if err = w.readHour(hour); err != nil || w.done {
+			break
+		}
+		hour, err = w.nextHour(hour)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return w.out, w.next, nil
+}
+
+func (o FeedOptions) withDefaults() FeedOptions {
 	if o.Limit <= 0 {
 		o.Limit = 100
 	}
@@ -42,65 +91,201 @@ func ReadFeed(ctx context.Context, s snapshot.Store, o FeedOptions) ([]FeedEntry
 	if o.Now.IsZero() {
 		o.Now = time.Now()
 	}
-	horizon := o.Now.Add(-o.Settle).UnixMilli()
-	next := o.After
-	startMs := int64(-1)
-	if o.After != "" {
-		k, ok := snapshot.ParseFeedKey(o.After)
-		if !ok {
-			return nil, "", fmt.Errorf("bad cursor %q: %w", o.After, snapshot.ErrInvalid)
-		}
-		startMs = k.Millis
-	} else {
-		// The first key of the feed tells where it starts.
-		err := s.List(ctx, snapshot.FeedPrefix, func(oi snapshot.ObjectInfo) error {
-			if k, ok := snapshot.ParseFeedKey(oi.Key); ok {
-				startMs = k.Millis
-				return errStop
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, errStop) {
-			return nil, "", err
-		}
-		if startMs < 0 {
-			return nil, "", nil
-		}
+	if o.MaxScan <= 0 {
+		o.MaxScan = 10_000
 	}
-	var out []FeedEntry
-	done := false
-	for hour := startMs - startMs%3_600_000; hour <= horizon && !done; hour += 3_600_000 {
-		var keys []string
-		err := s.List(ctx, snapshot.FeedHourPrefix(hour), func(oi snapshot.ObjectInfo) error {
-			if oi.Key > o.After {
-				keys = append(keys, oi.Key)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, "", err
+	return o
+}
+
+// feedWalk is the state of one ReadFeed call.
+type feedWalk struct {
+	ctx     context.Context
+	s       snapshot.Store
+	o       FeedOptions
+	horizon int64 // unix ms; later entries are held back
+	out     []FeedEntry
+	next    string // the cursor after the last object examined
+	scanned int    // objects examined
+	lists   int    // listings made
+	done    bool   // a page limit was reached: stop, and answer
+}
+
+// firstHour returns the hour bucket where the walk starts: the cursor's
+// (after checking it), or without one the feed's first.
+func (w *feedWalk) firstHour() (string, error) {
+	if w.o.After == "" {
+		return w.firstHourUnder(snapshot.FeedPrefix, "")
+	}
+	hour, err := checkCursor(w.o.After, w.o.Now)
+	if !errors.Is(err, errBeforeEpoch) {
+		return hour, err
+	}
+	// A replica whose clock was wrong may have written entries dated
+	// before the epoch: a cursor among them is still a position.
+	first, ferr := w.firstHourUnder(snapshot.FeedPrefix, "")
+	if ferr != nil {
+		return "", ferr
+	}
+	if first == "" || hour < first {
+		return "", err
+	}
+	return hour, nil
+}
+
+var errBeforeEpoch = errors.New("before the change feed began")
+
+// checkCursor returns the hour bucket of a cursor, or an error matching
+// snapshot.ErrInvalid if it is not a feed position
+// (_feed/<yyyymmddhh>/<name>) within the feed's lifetime. One dated before
+// FeedEpoch also matches errBeforeEpoch.
+func checkCursor(after string, now time.Time) (string, error) {
+	hour, name, ok := splitFeedKey(after)
+	if !ok || name == "" || !utf8.ValidString(after) {
+		return "", fmt.Errorf("bad cursor %.80q: not a change feed position: %w", after, snapshot.ErrInvalid)
+	}
+	t := time.UnixMilli(hourStart(hour)).UTC()
+	if t.Before(FeedEpoch.Truncate(time.Hour)) {
+		return hour, fmt.Errorf("bad cursor %.80q: %s is %w (%s) and before its first entry: %w",
+			after, t.Format(time.RFC3339), errBeforeEpoch, FeedEpoch.Format(time.RFC3339), snapshot.ErrInvalid)
+	}
+	if t.After(now.Add(FeedCursorAhead)) {
+		return "", fmt.Errorf("bad cursor %.80q: %s is in the future: %w", after, t.Format(time.RFC3339), snapshot.ErrInvalid)
+	}
+	return hour, nil
+}
+
+// splitFeedKey splits a key under the feed into its hour bucket and the
+// rest; ok is false unless the bucket is a valid yyyymmddhh hour.
+func splitFeedKey(key string) (hour, name string, ok bool) {
+	rest, ok := strings.CutPrefix(key, snapshot.FeedPrefix)
+	if !ok {
+		return "", "", false
+	}
+	hour, name, ok = strings.Cut(rest, "/")
+	return hour, name, ok && hourStart(hour) >= 0
+}
+
+// hourStart is the unix ms at which an hour bucket begins, or -1 if it is
+// not ten digits naming a valid UTC hour.
+func hourStart(hour string) int64 {
+	if len(hour) != 10 || strings.Trim(hour, "0123456789") != "" {
+		return -1
+	}
+	t, err := time.Parse("2006010215", hour)
+	if err != nil {
+		return -1
+	}
+	return t.UnixMilli()
+}
+
+// list is s.List within the walk's budget: past maxFeedLists it makes no
+// call and ends the page.
+func (w *feedWalk) list(prefix string, fn func(snapshot.ObjectInfo) error) error {
+	if err := w.ctx.Err(); err != nil {
+		return err
+	}
+	if w.lists >= maxFeedLists {
+		w.done = true
+		return nil
+	}
+	w.lists++
+	err := w.s.List(w.ctx, prefix, fn)
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
+}
+
+// readHour examines the objects of one hour bucket after the cursor, at
+// most as many as the page has room for. When that cuts the hour short, the
+// page ends there (the store cannot list from a key, so the next call lists
+// the hour again and goes on from its cursor).
+func (w *feedWalk) readHour(hour string) error {
+	keys, cut, err := w.hourKeys(hour, min(w.o.MaxScan-w.scanned, w.o.Limit-len(w.out)))
+	if err != nil {
+		return err
+	}
+	for _, key := range keys {
+		if err := w.ctx.Err(); err != nil {
+			return err
 		}
-		for _, key := range keys {
-			k, ok := snapshot.ParseFeedKey(key)
-			if !ok {
-				next = key
-				continue
-			}
-			if k.Millis > horizon || len(out) >= o.Limit {
-				done = true
-				break
-			}
-			cs, err := feedEntry(ctx, s, key, k)
+		k, ok := snapshot.ParseFeedKey(key)
+		if ok && k.Millis > w.horizon {
+			w.done = true
+			return nil
+		}
+		w.scanned++
+		if ok {
+			cs, err := feedEntry(w.ctx, w.s, key, k)
 			if err != nil {
-				return nil, "", err
+				return err
 			}
-			next = key
 			if cs != nil {
-				out = append(out, FeedEntry{Cursor: key, ChangeSet: cs})
+				w.out = append(w.out, FeedEntry{Cursor: key, ChangeSet: cs})
+			}
+		}
+		w.next = key // past a loser's change set or a stray object too
+	}
+	if cut || w.scanned >= w.o.MaxScan || len(w.out) >= w.o.Limit {
+		w.done = true
+	}
+	return nil
+}
+
+// hourKeys lists up to max keys of an hour bucket after the cursor; cut
+// tells that there were more.
+func (w *feedWalk) hourKeys(hour string, max int) (keys []string, cut bool, err error) {
+	err = w.list(snapshot.FeedPrefix+hour+"/", func(oi snapshot.ObjectInfo) error {
+		if oi.Key <= w.o.After {
+			return nil
+		}
+		if len(keys) >= max {
+			cut = true
+			return errStop
+		}
+		keys = append(keys, oi.Key)
+		return nil
+	})
+	return keys, cut, err
+}
+
+// nextHour returns the first non-empty hour bucket after hour ("" if there
+// is none up to the horizon), found by listing, not by stepping through the
+// hours between: the next bucket shares a prefix of some length p with hour
+// and has a greater digit at p, so probing the prefixes hour[:p]+d, longest
+// p first and d ascending, finds it in at most 90 listings, each of which
+// stops at its first key. The probes cover ever later hours, so the first
+// that starts after the horizon ends the search: a reader that is caught up
+// lists nothing but its own hour.
+func (w *feedWalk) nextHour(hour string) (string, error) {
+	last := time.UnixMilli(w.horizon).UTC().Format("2006010215")
+	for p := len(hour) - 1; p >= 0; p-- {
+		for d := hour[p] + 1; d <= '9'; d++ {
+			prefix := hour[:p] + string(rune(d))
+			if prefix+strings.Repeat("0", len(hour)-len(prefix)) > last {
+				return "", nil
+			}
+			next, err := w.firstHourUnder(snapshot.FeedPrefix+prefix, hour)
+			if err != nil || next != "" || w.done {
+				return next, err
 			}
 		}
 	}
-	return out, next, nil
+	return "", nil
+}
+
+// firstHourUnder returns the first valid hour bucket after 'after' that
+// holds an object whose key starts with prefix ("" if none).
+func (w *feedWalk) firstHourUnder(prefix, after string) (string, error) {
+	var found string
+	err := w.list(prefix, func(oi snapshot.ObjectInfo) error {
+		if hour, _, ok := splitFeedKey(oi.Key); ok && hour > after {
+			found = hour
+			return errStop
+		}
+		return nil
+	})
+	return found, err
 }
 
 var errStop = errors.New("stop")

@@ -147,6 +147,11 @@ func DecodePatch(body []byte, lim Limits) (*Patch, error) {
 	if n, most := int64(len(body)), lim.MaxBodyBytes(); n > most {
 		return nil, &LimitError{Limit: LimitPatchBytes, Max: most, Got: n, Index: -1, What: "bytes"}
 	}
+	// Keys must be checked as sent: decoding turns bytes that are not
+	// UTF-8, and lone surrogates, into U+FFFD (two keys into one).
+	if err := snapshot.ValidateJSONText(body); err != nil {
+		return nil, fmt.Errorf("decode patch: %w", err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	var p Patch

@@ -31,6 +31,11 @@
 // retry after any time offline, so no age makes deleting one safe until the
 // server defines how long a patch id stays valid.
 //
+// A store that keeps temporary files of its own (snapshot.TempSweeper: the
+// directory store's dir/.tmp/put-*) also has those removed that killed
+// writers abandoned: older than the grace period and never younger than an
+// hour (Report.TempFilesDeleted).
+//
 // # Two phases and a grace period
 //
 // Writers never coordinate with gc. A build writes its packs (create-only)

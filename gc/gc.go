@@ -25,7 +25,8 @@ const DefaultWorkers = 4
 //
 //	--keep-versions N   KeepVersions = N
 //	--keep-days D       KeepDays = D
-//	--grace 1h          Grace (a time.Duration flag; 0 means DefaultGrace)
+//	--grace 1h          Grace (a time.Duration flag; the command refuses
+//	                    0, which here means DefaultGrace)
 //	--dry-run           DryRun = true
 //	--json              (output only: encode the *Report with encoding/json)
 //
@@ -144,6 +145,11 @@ type Report struct {
 	GraceSeconds int64 `json:"grace_seconds"`
 	UsersScanned int   `json:"users_scanned"`
 	UsersFailed  int   `json:"users_failed"`
+	// TempFilesDeleted counts the temporary files that killed writers left
+	// in a store that keeps its own (snapshot.TempSweeper: the directory
+	// store), older than the grace period or an hour, whichever is longer.
+	// A dry run removes none and counts none.
+	TempFilesDeleted int `json:"temp_files_deleted"`
 	Counts
 	PerUser []UserReport `json:"per_user,omitempty"`
 }
@@ -166,9 +172,12 @@ func (r *Report) String() string {
 	if r.DryRun {
 		verb = "would delete"
 	}
-	s := fmt.Sprintf("gc: %d users scanned; %s %d versions, %d change sets, %d packs (%d bytes); kept %d versions, %d packs (%d bytes); deferred by grace: %d versions, %d packs",
-		r.UsersScanned, verb, r.VersionsDeleted, r.ChangeSetsDeleted, r.PacksDeleted, r.BytesFreed,
+	s := fmt.Sprintf("gc (grace %v): %d users scanned; %s %d versions, %d change sets, %d packs (%d bytes); kept %d versions, %d packs (%d bytes); deferred by grace: %d versions, %d packs",
+		time.Duration(r.GraceSeconds)*time.Second, r.UsersScanned, verb, r.VersionsDeleted, r.ChangeSetsDeleted, r.PacksDeleted, r.BytesFreed,
 		r.VersionsKept, r.PacksKept, r.PackBytesKept, r.VersionsDeferred, r.PacksDeferred)
+	if r.TempFilesDeleted > 0 {
+		s += fmt.Sprintf("; removed %d abandoned temp files", r.TempFilesDeleted)
+	}
 	if r.UsersFailed > 0 {
 		s += fmt.Sprintf("; %d users FAILED", r.UsersFailed)
 	}
@@ -193,6 +202,9 @@ func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, erro
 		cur  *userObjects
 		errs []error
 	)
+	if err := sweepTemp(ctx, store, opts, rep); err != nil {
+		errs = append(errs, err)
+	}
 	flush := func() error {
 		if cur == nil {
 			return nil
@@ -250,6 +262,26 @@ func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, erro
 		return rep, fmt.Errorf("gc: list store: %w", err)
 	}
 	return rep, errors.Join(errs...)
+}
+
+// sweepTemp removes the temp files killed writers abandoned, in stores that
+// keep their own. Never younger than DefaultGrace: a temp file is no object
+// any version could reference, so a short grace gives no reason to cut a
+// slow writer's file short.
+func sweepTemp(ctx context.Context, store snapshot.Store, opts Options, rep *Report) error {
+	sw, ok := snapshot.AsTempSweeper(store)
+	if !ok || opts.DryRun {
+		return nil
+	}
+	n, err := sw.SweepTemp(ctx, max(opts.Grace, DefaultGrace))
+	rep.TempFilesDeleted = n
+	if err != nil {
+		return fmt.Errorf("gc: %w", err)
+	}
+	if n > 0 {
+		opts.Logger.Info("gc: removed abandoned temp files", "count", n)
+	}
+	return nil
 }
 
 // splitUserKey splits "<org>/<user>/<rest>" where org and user are valid

@@ -19,7 +19,8 @@ import (
 	"github.com/deltasync/deltasync/snapshot/memstore"
 )
 
-// storeCases is the one table every gc test runs against.
+// storeCases is the one table every gc test runs against; the S3 servers
+// (versitygw, MinIO) are added by eachStore, one subtest each.
 var storeCases = []struct {
 	name string
 	open func(t *testing.T) snapshot.Store
@@ -32,19 +33,18 @@ var storeCases = []struct {
 		}
 		return s
 	}},
-	{"s3", func(t *testing.T) snapshot.Store { return s3test.Store(t) }},
 }
 
 // eachStore runs fn once per backend; open gives a fresh, empty store.
 func eachStore(t *testing.T, fn func(t *testing.T, open func(*testing.T) snapshot.Store)) {
 	for _, sc := range storeCases {
-		t.Run(sc.name, func(t *testing.T) {
-			if sc.name == "s3" {
-				s3test.Check(t)
-			}
-			fn(t, sc.open)
-		})
+		t.Run(sc.name, func(t *testing.T) { fn(t, sc.open) })
 	}
+	t.Run("s3", func(t *testing.T) {
+		s3test.Each(t, func(t *testing.T, srv s3test.Server) {
+			fn(t, func(t *testing.T) snapshot.Store { return srv.Store(t) })
+		})
+	})
 }
 
 // aged returns a clock two hours ahead, so that with the default grace of

@@ -7,10 +7,13 @@ import (
 	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,16 +23,6 @@ import (
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/wire"
 )
-
-// Claims are the claims of a deltasync bearer token. A user token names the
-// org and user whose data set it opens; an admin token has Admin set and
-// opens the admin API (it needs no org or user).
-type Claims struct {
-	Org   string `json:"org,omitempty"`
-	User  string `json:"user,omitempty"`
-	Admin bool   `json:"admin,omitempty"`
-	jwt.RegisteredClaims
-}
 
 // MintToken signs c with the HS256 secret, valid for ttl from now. It is what
 // `deltasync token` uses; the app's own backend mints the same tokens with
@@ -55,35 +48,45 @@ func MintToken(secret []byte, c Claims, ttl time.Duration) (string, error) {
 		}
 	}
 	now := time.Now()
-	c.IssuedAt = jwt.NewNumericDate(now)
-	c.ExpiresAt = jwt.NewNumericDate(now.Add(ttl))
+	c.IssuedAt = now
+	c.ExpiresAt = now.Add(ttl)
 	if c.Subject == "" && c.User != "" {
 		c.Subject = c.User
 	}
-	return jwt.NewWithClaims(jwt.SigningMethodHS256, &c).SignedString(secret)
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("mint token: %w", err)
+	}
+	enc := base64.RawURLEncoding
+	signing := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString(payload)
+	sig, err := jwt.SigningMethodHS256.Sign(signing, secret)
+	if err != nil {
+		return "", fmt.Errorf("mint token: %w", err)
+	}
+	return signing + "." + enc.EncodeToString(sig), nil
 }
 
-// verifier checks bearer tokens. The key handed to the JWT library depends
-// on the token's algorithm family, and only the families with a configured
-// key are valid methods: an HMAC token is never checked against a public key
-// (the classic RS256→HS256 confusion) and "none" is never accepted.
+// verifier checks bearer tokens. The JWT library verifies the signature:
+// the key handed to it depends on the token's algorithm family, and only the
+// families with a configured key are valid methods, so an HMAC token is never
+// checked against a public key (the classic RS256→HS256 confusion) and
+// "none" is never accepted. The claims are then decoded exactly by
+// decodeClaims (not by the library, whose encoding/json matches names
+// case-insensitively) and checked by Claims.check.
 type verifier struct {
 	secret  []byte
 	rsaKeys []jwt.VerificationKey
 	ecKeys  []jwt.VerificationKey
 	parser  *jwt.Parser
+	rules   claimRules
+	now     func() time.Time
 
-	// cache holds tokens already verified: a client sends the same token
-	// with every poll, and parsing and checking it costs more than the
-	// rest of an up-to-date answer. A token's claims never change, so an
-	// entry only has to expire with the token itself.
+	// cache holds tokens already verified and decoded: a client sends the
+	// same token with every poll, and checking a signature costs more than
+	// the rest of an up-to-date answer. A token's claims never change, but
+	// time does: every use, cached or not, runs Claims.check again.
 	mu    sync.Mutex
-	cache map[string]cachedClaims
-}
-
-type cachedClaims struct {
-	c   *Claims
-	exp time.Time
+	cache map[string]*Claims
 }
 
 // maxCachedTokens bounds the verified-token cache; when full it starts over.
@@ -93,30 +96,16 @@ const maxCachedTokens = 10_000
 const tokenLeeway = 30 * time.Second
 
 func newVerifier(o *Options) (*verifier, error) {
-	v := &verifier{secret: o.JWTSecret}
-	keys := append([]crypto.PublicKey(nil), o.JWTPublicKeys...)
-	for _, f := range o.JWTPublicKeyFiles {
-		ks, err := loadPublicKeys(f)
-		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, ks...)
+	if o.JWTMaxLifetime <= 0 {
+		return nil, fmt.Errorf("server: the longest token lifetime must be positive, got %v", o.JWTMaxLifetime)
 	}
-	for _, k := range keys {
-		switch k := k.(type) {
-		case *rsa.PublicKey:
-			if k.N.BitLen() < 2048 {
-				return nil, fmt.Errorf("server: RSA public key has %d bits, need at least 2048", k.N.BitLen())
-			}
-			v.rsaKeys = append(v.rsaKeys, k)
-		case *ecdsa.PublicKey:
-			if k.Curve != elliptic.P256() {
-				return nil, fmt.Errorf("server: ECDSA public key on %s; ES256 needs P-256", k.Curve.Params().Name)
-			}
-			v.ecKeys = append(v.ecKeys, k)
-		default:
-			return nil, fmt.Errorf("server: unsupported public key type %T (want RSA or P-256 ECDSA)", k)
-		}
+	v := &verifier{
+		secret: o.JWTSecret,
+		rules:  claimRules{issuer: o.JWTIssuer, audience: o.JWTAudience, maxLifetime: o.JWTMaxLifetime},
+		now:    time.Now,
+	}
+	if err := v.addPublicKeys(o); err != nil {
+		return nil, err
 	}
 	var methods []string
 	if len(v.secret) > 0 {
@@ -131,19 +120,41 @@ func newVerifier(o *Options) (*verifier, error) {
 	if len(methods) == 0 {
 		return nil, errors.New("server: no JWT verification key")
 	}
-	popts := []jwt.ParserOption{
+	v.parser = jwt.NewParser(
 		jwt.WithValidMethods(methods),
-		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(tokenLeeway),
-	}
-	if o.JWTIssuer != "" {
-		popts = append(popts, jwt.WithIssuer(o.JWTIssuer))
-	}
-	if o.JWTAudience != "" {
-		popts = append(popts, jwt.WithAudience(o.JWTAudience))
-	}
-	v.parser = jwt.NewParser(popts...)
+		jwt.WithStrictDecoding(),
+		jwt.WithoutClaimsValidation(), // Claims.check does it, on exactly decoded claims
+	)
 	return v, nil
+}
+
+// addPublicKeys sorts the configured public keys by algorithm family.
+func (v *verifier) addPublicKeys(o *Options) error {
+	keys := append([]crypto.PublicKey(nil), o.JWTPublicKeys...)
+	for _, f := range o.JWTPublicKeyFiles {
+		ks, err := loadPublicKeys(f)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, ks...)
+	}
+	for _, k := range keys {
+		switch k := k.(type) {
+		case *rsa.PublicKey:
+			if k.N.BitLen() < 2048 {
+				return fmt.Errorf("server: RSA public key has %d bits, need at least 2048", k.N.BitLen())
+			}
+			v.rsaKeys = append(v.rsaKeys, k)
+		case *ecdsa.PublicKey:
+			if k.Curve != elliptic.P256() {
+				return fmt.Errorf("server: ECDSA public key on %s; ES256 needs P-256", k.Curve.Params().Name)
+			}
+			v.ecKeys = append(v.ecKeys, k)
+		default:
+			return fmt.Errorf("server: unsupported public key type %T (want RSA or P-256 ECDSA)", k)
+		}
+	}
+	return nil
 }
 
 func (v *verifier) keyFunc(t *jwt.Token) (any, error) {
@@ -164,29 +175,103 @@ func (v *verifier) keyFunc(t *jwt.Token) (any, error) {
 	return nil, fmt.Errorf("no key for algorithm %v", t.Header["alg"])
 }
 
-// verify parses and checks a raw token.
+// verify checks a raw token: signature, exact claims, and the time, issuer
+// and audience rules. A refused claim is a *tokenError. The claims returned
+// are shared with the cache and must not be modified.
 func (v *verifier) verify(raw string) (*Claims, error) {
-	now := time.Now()
 	v.mu.Lock()
-	e, ok := v.cache[raw]
+	c, cached := v.cache[raw]
 	v.mu.Unlock()
-	if ok && now.Before(e.exp) {
-		return e.c, nil
+	if !cached {
+		var err error
+		if c, err = v.parse(raw); err != nil {
+			return nil, err
+		}
 	}
-	var c Claims
-	if _, err := v.parser.ParseWithClaims(raw, &c, v.keyFunc); err != nil {
+	if err := c.check(v.now(), v.rules); err != nil {
+		if cached {
+			v.mu.Lock()
+			delete(v.cache, raw)
+			v.mu.Unlock()
+		}
 		return nil, err
 	}
-	if c.ExpiresAt != nil {
+	if !cached {
 		v.mu.Lock()
 		if v.cache == nil || len(v.cache) >= maxCachedTokens {
-			v.cache = make(map[string]cachedClaims)
+			v.cache = make(map[string]*Claims)
 		}
-		v.cache[raw] = cachedClaims{c: &c, exp: c.ExpiresAt.Add(tokenLeeway)}
+		v.cache[raw] = c
 		v.mu.Unlock()
 	}
-	return &c, nil
+	return c, nil // shared with the cache: callers only read it
 }
+
+// parse verifies the signature of a raw token, then decodes its header and
+// claims exactly.
+func (v *verifier) parse(raw string) (*Claims, error) {
+	var rc rawClaims
+	if _, err := v.parser.ParseWithClaims(raw, &rc, v.keyFunc); err != nil {
+		return nil, err
+	}
+	header, _, _ := strings.Cut(raw, ".")
+	if err := checkHeader(header); err != nil {
+		return nil, refuse("token header: %v", err)
+	}
+	c, err := decodeClaims(rc.b)
+	if err != nil {
+		return nil, refuse("token claims: %v", err)
+	}
+	return c, nil
+}
+
+// checkHeader refuses a JOSE header with duplicate names (RFC 7515 §4
+// allows refusing them; the library would read the last) and one with
+// "crit": the server understands no extension a token could require.
+func checkHeader(seg string) error {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(seg)
+	if err != nil {
+		return err
+	}
+	if err := snapshot.ValidateJSONText(b); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return errors.New("not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		name, err := memberName(dec, seen)
+		if err != nil {
+			return err
+		}
+		if name == "crit" {
+			return errors.New(`"crit" names extensions this server does not understand`)
+		}
+		if err := skipValue(dec, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rawClaims keeps the claims bytes for decodeClaims; it satisfies the JWT
+// library's Claims interface only so that the library verifies signatures.
+// Its claim validation is off (WithoutClaimsValidation), and these methods
+// refuse, should it ever be called.
+type rawClaims struct{ b []byte }
+
+var errClaimsByLibrary = errors.New("claims are checked by deltasync, not the JWT library")
+
+func (r *rawClaims) UnmarshalJSON(b []byte) error { r.b = bytes.Clone(b); return nil }
+
+func (*rawClaims) GetExpirationTime() (*jwt.NumericDate, error) { return nil, errClaimsByLibrary }
+func (*rawClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return nil, errClaimsByLibrary }
+func (*rawClaims) GetNotBefore() (*jwt.NumericDate, error)      { return nil, errClaimsByLibrary }
+func (*rawClaims) GetIssuer() (string, error)                   { return "", errClaimsByLibrary }
+func (*rawClaims) GetSubject() (string, error)                  { return "", errClaimsByLibrary }
+func (*rawClaims) GetAudience() (jwt.ClaimStrings, error)       { return nil, errClaimsByLibrary }
 
 // loadPublicKeys reads every public key in a PEM file.
 func loadPublicKeys(path string) ([]crypto.PublicKey, error) {
@@ -238,14 +323,11 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, req *request, level auth
 	}
 	c, err := s.verifier.verify(raw)
 	if err != nil {
-		switch {
-		case errors.Is(err, jwt.ErrTokenExpired):
-			return unauthorized("token expired")
-		case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-			return unauthorized("token lacks a required claim (exp, or the iss/aud this server requires)")
-		default:
-			return &httpError{Status: fasthttp.StatusUnauthorized, Code: wire.CodeUnauthorized, Message: "invalid token", Err: err}
+		var te *tokenError
+		if errors.As(err, &te) {
+			return unauthorized(te.reason)
 		}
+		return &httpError{Status: fasthttp.StatusUnauthorized, Code: wire.CodeUnauthorized, Message: "invalid token", Err: err}
 	}
 	req.Claims = c
 	switch level {

@@ -20,18 +20,30 @@ import (
 	"github.com/deltasync/deltasync/wire"
 )
 
-func sign(t *testing.T, m jwt.SigningMethod, key any, c jwt.Claims) string {
+func sign(t *testing.T, m jwt.SigningMethod, key any, c Claims) string {
 	t.Helper()
-	tok, err := jwt.NewWithClaims(m, c).SignedString(key)
+	tok, err := jwt.NewWithClaims(m, mapClaims(t, c)).SignedString(key)
 	if err != nil {
 		t.Fatalf("sign %s: %v", m.Alg(), err)
 	}
 	return tok
 }
 
-func exp(d time.Duration) jwt.RegisteredClaims {
-	return jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(d))}
+// mapClaims is c as the JWT library's map, for signing with it.
+func mapClaims(t *testing.T, c Claims) jwt.MapClaims {
+	t.Helper()
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := jwt.MapClaims{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
+
+func in(d time.Duration) time.Time { return time.Now().Add(d) }
 
 func writePEM(t *testing.T, typ string, der []byte) string {
 	t.Helper()
@@ -76,14 +88,14 @@ func TestAuth(t *testing.T) {
 		t.Fatalf("enable org: %d %s", r.status, r.body)
 	}
 
-	user := Claims{Org: "acme", User: "alice", RegisteredClaims: exp(time.Hour)}
-	noneTok, err := jwt.NewWithClaims(jwt.SigningMethodNone, &user).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	user := Claims{Org: "acme", User: "alice", ExpiresAt: in(time.Hour)}
+	noneTok, err := jwt.NewWithClaims(jwt.SigningMethodNone, mapClaims(t, user)).SignedString(jwt.UnsafeAllowNoneSignatureType)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// HS256 signed with the RSA public key as the HMAC secret: the classic
 	// algorithm confusion attack.
-	confused := sign(t, jwt.SigningMethodHS256, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: rsaDER}), &user)
+	confused := sign(t, jwt.SigningMethodHS256, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: rsaDER}), user)
 
 	tests := []struct {
 		name     string
@@ -94,8 +106,8 @@ func TestAuth(t *testing.T) {
 	}{
 		{"hs256 user", "/test/user", "Bearer " + userToken(t, "acme", "alice"), 200, ""},
 		{"lowercase bearer", "/test/user", "bearer " + userToken(t, "acme", "alice"), 200, ""},
-		{"rs256 from PEM file", "/test/user", "Bearer " + sign(t, jwt.SigningMethodRS256, rsaKey, &user), 200, ""},
-		{"es256", "/test/user", "Bearer " + sign(t, jwt.SigningMethodES256, ecKey, &user), 200, ""},
+		{"rs256 from PEM file", "/test/user", "Bearer " + sign(t, jwt.SigningMethodRS256, rsaKey, user), 200, ""},
+		{"es256", "/test/user", "Bearer " + sign(t, jwt.SigningMethodES256, ecKey, user), 200, ""},
 		{"admin on admin route", "/test/admin", "Bearer " + adminToken(t), 200, ""},
 
 		{"no header", "/test/user", "", 401, wire.CodeUnauthorized},
@@ -103,22 +115,22 @@ func TestAuth(t *testing.T) {
 		{"empty bearer", "/test/user", "Bearer ", 401, wire.CodeUnauthorized},
 		{"garbage", "/test/user", "Bearer not.a.jwt", 401, wire.CodeUnauthorized},
 		{"expired", "/test/user", "Bearer " + sign(t, jwt.SigningMethodHS256, testSecret,
-			&Claims{Org: "acme", User: "alice", RegisteredClaims: exp(-time.Hour)}), 401, wire.CodeUnauthorized},
+			Claims{Org: "acme", User: "alice", ExpiresAt: in(-time.Hour)}), 401, wire.CodeUnauthorized},
 		{"no exp", "/test/user", "Bearer " + sign(t, jwt.SigningMethodHS256, testSecret,
-			&Claims{Org: "acme", User: "alice"}), 401, wire.CodeUnauthorized},
+			Claims{Org: "acme", User: "alice"}), 401, wire.CodeUnauthorized},
 		{"wrong secret", "/test/user", "Bearer " + sign(t, jwt.SigningMethodHS256,
-			[]byte("another-secret-0123456789abcdef012345"), &user), 401, wire.CodeUnauthorized},
+			[]byte("another-secret-0123456789abcdef012345"), user), 401, wire.CodeUnauthorized},
 		{"alg none", "/test/user", "Bearer " + noneTok, 401, wire.CodeUnauthorized},
-		{"hs512 not allowed", "/test/user", "Bearer " + sign(t, jwt.SigningMethodHS512, testSecret, &user), 401, wire.CodeUnauthorized},
+		{"hs512 not allowed", "/test/user", "Bearer " + sign(t, jwt.SigningMethodHS512, testSecret, user), 401, wire.CodeUnauthorized},
 		{"alg confusion hs256 with rsa public key", "/test/user", "Bearer " + confused, 401, wire.CodeUnauthorized},
-		{"rs256 unknown key", "/test/user", "Bearer " + sign(t, jwt.SigningMethodRS256, otherRSA, &user), 401, wire.CodeUnauthorized},
+		{"rs256 unknown key", "/test/user", "Bearer " + sign(t, jwt.SigningMethodRS256, otherRSA, user), 401, wire.CodeUnauthorized},
 		{"tampered payload", "/test/user", "Bearer " + tamper(t, userToken(t, "acme", "alice")), 401, wire.CodeUnauthorized},
 		{"missing user", "/test/user", "Bearer " + sign(t, jwt.SigningMethodHS256, testSecret,
-			&Claims{Org: "acme", RegisteredClaims: exp(time.Hour)}), 401, wire.CodeUnauthorized},
+			Claims{Org: "acme", ExpiresAt: in(time.Hour)}), 401, wire.CodeUnauthorized},
 		{"missing org", "/test/user", "Bearer " + sign(t, jwt.SigningMethodHS256, testSecret,
-			&Claims{User: "alice", RegisteredClaims: exp(time.Hour)}), 401, wire.CodeUnauthorized},
+			Claims{User: "alice", ExpiresAt: in(time.Hour)}), 401, wire.CodeUnauthorized},
 		{"invalid org name", "/test/user", "Bearer " + sign(t, jwt.SigningMethodHS256, testSecret,
-			&Claims{Org: "../acme", User: "alice", RegisteredClaims: exp(time.Hour)}), 401, wire.CodeUnauthorized},
+			Claims{Org: "../acme", User: "alice", ExpiresAt: in(time.Hour)}), 401, wire.CodeUnauthorized},
 		{"admin token without user on user route", "/test/user", "Bearer " + adminToken(t), 401, wire.CodeUnauthorized},
 		{"user token on admin route", "/test/admin", "Bearer " + userToken(t, "acme", "alice"), 403, wire.CodeForbidden},
 		{"user token on admin API", "/v1/admin/orgs/acme", "Bearer " + userToken(t, "acme", "alice"), 403, wire.CodeForbidden},
@@ -175,7 +187,7 @@ func TestHMACOnlyServerRejectsRS256(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newTestEnv(t, envConfig{setup: echoRoutes})
-	tok := sign(t, jwt.SigningMethodRS256, rsaKey, &Claims{Admin: true, RegisteredClaims: exp(time.Hour)})
+	tok := sign(t, jwt.SigningMethodRS256, rsaKey, Claims{Admin: true, ExpiresAt: in(time.Hour)})
 	if r := e.do("GET", "/test/admin", nil, withToken(tok)); r.status != 401 {
 		t.Errorf("RS256 token on an HS256-only server: status %d, want 401", r.status)
 	}
@@ -198,10 +210,10 @@ func TestPublicKeyOnlyServer(t *testing.T) {
 		tok  string
 		want int
 	}{
-		{"es256", sign(t, jwt.SigningMethodES256, ecKey, &Claims{Admin: true, RegisteredClaims: exp(time.Hour)}), 200},
+		{"es256", sign(t, jwt.SigningMethodES256, ecKey, Claims{Admin: true, ExpiresAt: in(time.Hour)}), 200},
 		// Without a configured secret no HMAC token verifies, whatever it
 		// was signed with (an empty key included).
-		{"hs256 with empty secret", sign(t, jwt.SigningMethodHS256, []byte{}, &Claims{Admin: true, RegisteredClaims: exp(time.Hour)}), 401},
+		{"hs256 with empty secret", sign(t, jwt.SigningMethodHS256, []byte{}, Claims{Admin: true, ExpiresAt: in(time.Hour)}), 401},
 		{"hs256 with test secret", adminToken(t), 401},
 	}
 	for _, tc := range tests {
@@ -214,7 +226,7 @@ func TestPublicKeyOnlyServer(t *testing.T) {
 }
 
 func TestMintToken(t *testing.T) {
-	v, err := newVerifier(&Options{JWTSecret: testSecret})
+	v, err := newVerifier(&Options{JWTSecret: testSecret, JWTMaxLifetime: DefaultJWTMaxLifetime})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +241,7 @@ func TestMintToken(t *testing.T) {
 	if c.Org != "acme" || c.User != "bob" || c.Admin {
 		t.Errorf("claims = %+v, want acme/bob non-admin", c)
 	}
-	if d := time.Until(c.ExpiresAt.Time); d <= 0 || d > time.Minute {
+	if d := time.Until(c.ExpiresAt); d <= 0 || d > time.Minute {
 		t.Errorf("expires in %v, want within a minute", d)
 	}
 

@@ -27,7 +27,11 @@ const (
 )
 
 func requestEncoding(ctx *fasthttp.RequestCtx) (encoding, error) {
-	v := bytes.TrimSpace(ctx.Request.Header.Peek(fasthttp.HeaderContentEncoding))
+	return headerEncoding(&ctx.Request.Header)
+}
+
+func headerEncoding(h *fasthttp.RequestHeader) (encoding, error) {
+	v := bytes.TrimSpace(h.Peek(fasthttp.HeaderContentEncoding))
 	switch {
 	case len(v) == 0, bytes.EqualFold(v, []byte("identity")):
 		return encIdentity, nil
@@ -68,7 +72,11 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx, limit int64) ([]byte, error)
 			return nil, err
 		}
 		defer rc.Close()
-		return readAllBody(rc, ctx.Request.Header.ContentLength(), limit)
+		b, err := readAllBody(rc, ctx.Request.Header.ContentLength(), limit)
+		if err == nil {
+			watchAfterBody(ctx)
+		}
+		return b, err
 	}
 	wl := wireLimit(enc, limit)
 	if cl := ctx.Request.Header.ContentLength(); int64(cl) > wl {
@@ -86,12 +94,20 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx, limit int64) ([]byte, error)
 			return nil, tooLarge(limit)
 		}
 	}
+	watchAfterBody(ctx)
 	if enc == encIdentity {
 		return raw, nil
 	}
 	out, err := s.zdec.DecodeAll(raw, nil)
+	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		// The shared decoder's memory is capped at the patch limit, and a
+		// streaming encoder's window (8 MiB by default) may exceed it: a
+		// streaming decoder finds out whether the body is too large,
+		// not zstd, or fine after all.
+		return s.decodeStreamed(raw, limit)
+	}
 	if err != nil {
-		return nil, zstdError(err, limit)
+		return nil, zstdError(err, limit, raw, uint64(s.opts.MaxPatchBytes))
 	}
 	if int64(len(out)) > limit {
 		return nil, tooLarge(limit)
@@ -99,12 +115,44 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx, limit int64) ([]byte, error)
 	return out, nil
 }
 
-func zstdError(err error, limit int64) error {
-	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
-		return tooLarge(limit)
+// decodeStreamed decodes a zstd body held in memory with a streaming
+// decoder, up to limit decoded bytes.
+func (s *Server) decodeStreamed(raw []byte, limit int64) ([]byte, error) {
+	rc, err := s.zstdReader(bytes.NewReader(raw), limit)
+	if err != nil {
+		return nil, err
 	}
-	return &httpError{Status: fasthttp.StatusBadRequest, Code: wire.CodeBadRequest,
-		Message: "corrupt or truncated zstd body: " + err.Error(), Err: err}
+	defer rc.Close()
+	return readAllBody(rc, -1, limit)
+}
+
+// zstdError maps a failure to decode a zstd body: 413 when the body
+// decodes to more than limit bytes, or its frame header says it will; 400
+// for anything else, such as bytes that are not zstd, a truncated frame, or
+// a frame asking for a window bigger than maxWindow (the decoder's memory
+// cap; no well-behaved client needs one). head is the start of the body, for
+// the frame header.
+func zstdError(err error, limit int64, head []byte, maxWindow uint64) error {
+	if !errors.Is(err, zstd.ErrDecoderSizeExceeded) && !errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		return &httpError{Status: fasthttp.StatusBadRequest, Code: wire.CodeBadRequest,
+			Message: "corrupt or truncated zstd body: " + err.Error(), Err: err}
+	}
+	var h zstd.Header
+	if h.Decode(head) == nil && !h.Skippable {
+		if h.HasFCS && h.FrameContentSize > uint64(limit) {
+			return tooLarge(limit)
+		}
+		window := h.WindowSize
+		if h.SingleSegment {
+			window = h.FrameContentSize
+		}
+		if window > maxWindow {
+			return &httpError{Status: fasthttp.StatusBadRequest, Code: wire.CodeBadRequest, Err: err,
+				Message: fmt.Sprintf("invalid zstd body: its frame asks for a %d-byte window, over the %d bytes this server decodes with", window, maxWindow)}
+		}
+	}
+	// A sound header, so the decoded bytes outgrew the decoder's limit.
+	return tooLarge(limit)
 }
 
 // readAllBody reads r to the end; sizeHint (a Content-Length, -1 if
@@ -150,7 +198,15 @@ func (s *Server) bodyReader(ctx *fasthttp.RequestCtx, limit int64) (io.ReadClose
 	if enc == encIdentity {
 		return io.NopCloser(src), nil
 	}
+	return s.zstdReader(src, limit)
+}
+
+// zstdReader decodes the zstd stream src, failing with a 413 *httpError
+// past limit decoded bytes and a 400 one when src is not valid zstd.
+func (s *Server) zstdReader(src io.Reader, limit int64) (io.ReadCloser, error) {
+	head := &headReader{r: src}
 	dec, _ := streamDecoders.Get().(*zstd.Decoder)
+	var err error
 	if dec == nil {
 		dec, err = zstd.NewReader(nil,
 			zstd.WithDecoderConcurrency(1),
@@ -160,11 +216,11 @@ func (s *Server) bodyReader(ctx *fasthttp.RequestCtx, limit int64) (io.ReadClose
 			return nil, fmt.Errorf("zstd decoder: %w", err)
 		}
 	}
-	if err := dec.Reset(src); err != nil {
+	if err := dec.Reset(head); err != nil {
 		streamDecoders.Put(dec)
-		return nil, zstdError(err, limit)
+		return nil, zstdError(err, limit, head.b, streamWindowMax)
 	}
-	return &zstdBody{dec: dec, out: limitReader{r: dec, n: limit, limit: limit}, limit: limit}, nil
+	return &zstdBody{dec: dec, out: limitReader{r: dec, n: limit, limit: limit}, limit: limit, head: head}, nil
 }
 
 // streamDecoders pools single-goroutine streaming decoders; unlike the
@@ -175,6 +231,7 @@ type zstdBody struct {
 	dec   *zstd.Decoder
 	out   limitReader
 	limit int64
+	head  *headReader
 }
 
 func (z *zstdBody) Read(p []byte) (int, error) {
@@ -185,7 +242,7 @@ func (z *zstdBody) Read(p []byte) (int, error) {
 	if err != nil && err != io.EOF {
 		var he *httpError
 		if !errors.As(err, &he) {
-			err = zstdError(err, z.limit)
+			err = zstdError(err, z.limit, z.head.b, streamWindowMax)
 		}
 	}
 	return n, err
@@ -198,6 +255,21 @@ func (z *zstdBody) Close() error {
 		z.dec = nil
 	}
 	return nil
+}
+
+// headReader keeps the first bytes read through it: the zstd frame header,
+// for zstdError.
+type headReader struct {
+	r io.Reader
+	b []byte
+}
+
+func (h *headReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if k := min(n, zstd.HeaderMaxSize-len(h.b)); k > 0 {
+		h.b = append(h.b, p[:k]...)
+	}
+	return n, err
 }
 
 // limitReader reads at most n bytes from r and fails with a 413 (naming

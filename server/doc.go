@@ -25,6 +25,13 @@
 // an admin token carries "admin": true and alone opens /v1/admin. MintToken
 // signs HS256 tokens for the `deltasync token` command.
 //
+// The JWT library checks only signatures; the claims are decoded exactly
+// (claims.go): names are case-sensitive ("Admin" is refused, not read as
+// "admin"), duplicate names are refused at any depth, exp, iat and nbf
+// must be numbers, iat may not lie in the future, and exp - iat (or exp -
+// now without iat) may not exceed Options.JWTMaxLifetime. Verified tokens
+// are cached, and every use re-checks the time rules.
+//
 // # Org settings
 //
 // Offline sync is switched on per org. The settings (wire.Policy plus the
@@ -43,11 +50,31 @@
 // max_offline_seconds and max_pending_bytes are for the device (see
 // wire.Policy): uploads are not refused for them.
 //
+// # Floods, hung stores and oversize bodies
+//
+// Connections come through a listener (listener.go) that never gives up on
+// running out of file descriptors (it backs off and retries, as net/http
+// does), refuses connections over Options.MaxConns (503) or
+// Options.MaxConnsPerIP (429) at once, and lingers on closing a connection
+// whose refused body may still be on its way. A request's headers must
+// arrive within Options.HeaderTimeout; its body then has ReadTimeout.
+// Admission (admission.go: the route, the token, the body's announced
+// length against the route's limit) runs before a byte of the body is
+// read, and answers "Expect: 100-continue" with the final status of a
+// refusal. Every store call has a deadline (the snapshot/deadline wrapper,
+// Options.StoreTimeout and StoreMinRate); one that runs out answers 503
+// with Retry-After. A request's context ends when its client closes the
+// connection while the handler works (lifecycle in guards.go), so an
+// abandoned long poll or patch stops; a patch that was committed anyway
+// is found by its retry (same patch id), which gets the stored answer.
+//
 // # Adding endpoints
 //
 // A handler is a handlerFunc: func(*fasthttp.RequestCtx, *request) error.
 // Register it in routes.go with s.handle(method, pattern, name, auth, h);
-// the pattern may hold "{param}" segments read with req.Param. On an
+// the pattern may hold "{param}" segments read with req.Param. A route that
+// reads a body declares its limit in bodyLimitFor (admission.go), so that
+// an oversize body is refused from its headers. On an
 // authUser route, req.Org, req.User and req.Policy are set and the org's
 // offline mode is known to be on. Read bodies with s.readBody (in memory,
 // limits and zstd handled) or s.bodyReader (streamed); answer with writeJSON
@@ -55,4 +82,21 @@
 // or build one with badRequest, notFound, conflict, ...). Do store I/O with
 // req.Ctx, which survives the start of a graceful shutdown; long polls
 // should also select on s.stoppingCh() to answer at once when it begins.
+//
+// # Sync, gc and damaged data
+//
+// Manifests are cached per replica, but gc (a separate process) retires
+// old versions at any time, so a cached version other than the head is used
+// only after a Stat shows it still exists (liveManifest): a client at a
+// retired version gets a full sync from every replica alike, a resume of
+// one gets 404. A sync commits to 200 only once the first
+// Options.SyncVerifyBytes of the pack's chunks are read and verified
+// (windowGetter); a chunk that fails later ends the pack with a
+// wire.AbortError frame instead of a cut stream: 404 when gc retired the
+// version meanwhile (its manifest is gone too), 500 when the store lost or
+// damaged an object a live version references. Old chunks are read only as
+// dictionaries: if gc deleted them under a running delta, the new chunks
+// go whole. Damage is logged at ERROR naming the object and counted in
+// deltasync_corrupt_objects_total{kind} (noteCorrupt, also for every 5xx
+// error answer).
 package server

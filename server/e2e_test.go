@@ -19,23 +19,20 @@ import (
 )
 
 // TestEndToEndStores runs the whole cycle over real HTTP on loopback, once
-// on the local directory store and once on the S3 server: upload a data set,
-// sync from 0, apply patches, sync again; the client side rebuilds streams
-// whose SHA-256 equals the server's version.
+// on the local directory store and once on each S3 server: upload a data
+// set, sync from 0, apply patches, sync again; the client side rebuilds
+// streams whose SHA-256 equals the server's version.
 func TestEndToEndStores(t *testing.T) {
-	stores := map[string]func(t *testing.T) snapshot.Store{
-		"file": func(t *testing.T) snapshot.Store {
-			s, err := fsstore.New(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		},
-		"s3": func(t *testing.T) snapshot.Store { return s3test.Store(t) },
-	}
-	for name, open := range stores {
-		t.Run(name, func(t *testing.T) { endToEnd(t, open(t)) })
-	}
+	t.Run("file", func(t *testing.T) {
+		s, err := fsstore.New(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		endToEnd(t, s)
+	})
+	t.Run("s3", func(t *testing.T) {
+		s3test.Each(t, func(t *testing.T, srv s3test.Server) { endToEnd(t, srv.Store(t)) })
+	})
 }
 
 func endToEnd(t *testing.T, store snapshot.Store) {

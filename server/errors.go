@@ -70,6 +70,7 @@ func rateLimited(msg string) *httpError {
 //	snapshot.ErrNotExist             404 not_found
 //	snapshot.ErrInvalid              400 bad_request
 //	ErrExist, ErrPrecondition        409 conflict
+//	ErrUnavailable                   503 unavailable, with Retry-After
 //	ErrCorrupt, ErrUnsupportedVersion 500 internal (the stored data is bad)
 //	anything else                    503 unavailable (store or network)
 //
@@ -87,6 +88,8 @@ func classify(err error) *httpError {
 		return &httpError{Status: fasthttp.StatusBadRequest, Code: wire.CodeBadRequest, Message: err.Error(), Err: err}
 	case errors.Is(err, snapshot.ErrExist), errors.Is(err, snapshot.ErrPrecondition):
 		return &httpError{Status: fasthttp.StatusConflict, Code: wire.CodeConflict, Message: err.Error(), Err: err}
+	case errors.Is(err, snapshot.ErrUnavailable):
+		return &httpError{Status: fasthttp.StatusServiceUnavailable, Code: wire.CodeUnavailable, Message: "storage did not answer in time, retry later", Err: err}
 	case errors.Is(err, snapshot.ErrCorrupt), errors.Is(err, snapshot.ErrUnsupportedVersion):
 		return &httpError{Status: fasthttp.StatusInternalServerError, Code: wire.CodeInternal, Message: "stored data failed verification", Err: err}
 	case errors.Is(err, context.Canceled):
@@ -100,15 +103,36 @@ func classify(err error) *httpError {
 // streamed response body that a handler set before failing is discarded.
 func (s *Server) writeError(ctx *fasthttp.RequestCtx, req *request, err error) {
 	he := classify(err)
+	if clientGone(req) {
+		// Nobody reads this answer; the status tells logs and metrics.
+		he = &httpError{Status: statusClientClosed, Code: wire.CodeUnavailable, Message: "client closed the connection", Err: err}
+	}
 	if he.Status >= 500 {
+		s.noteCorrupt(req, err)
 		s.log.LogAttrs(context.Background(), slog.LevelError, "request failed",
 			slog.String("request_id", req.ID), slog.String("route", req.Route),
 			slog.Int("status", he.Status), slog.Any("error", err))
 	}
 	writeErrorBody(ctx, he.Status, he.Code, he.Message)
+	if he.Status == fasthttp.StatusServiceUnavailable && len(ctx.Response.Header.Peek(fasthttp.HeaderRetryAfter)) == 0 {
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, s.retryAfterUnavailable(err))
+	}
 	if he.Status == fasthttp.StatusUnauthorized {
 		ctx.Response.Header.Set(fasthttp.HeaderWWWAuthenticate, `Bearer realm="deltasync", error="invalid_token"`)
 	}
+}
+
+// statusClientClosed is the status logged for a request whose client
+// left before the answer (nginx's 499).
+const statusClientClosed = 499
+
+// retryAfterUnavailable is the Retry-After of a 503: a store that did not
+// answer gets a store timeout's rest, anything else a second.
+func (s *Server) retryAfterUnavailable(err error) string {
+	if errors.Is(err, snapshot.ErrUnavailable) {
+		return retryAfter(s.opts.StoreTimeout)
+	}
+	return "1"
 }
 
 func writeErrorBody(ctx *fasthttp.RequestCtx, status int, code, msg string) {

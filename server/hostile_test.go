@@ -149,37 +149,79 @@ func storeContents(t *testing.T, s snapshot.Store) map[string][]byte {
 // The groups below start with today's probes; each area's work adds its own.
 
 func hostileAuthCases(t *testing.T) []hostileCase {
-	return []hostileCase{
+	cases := []hostileCase{
 		{name: "no token", method: "GET", path: "/v1/status", status: 401, code: "unauthorized"},
 		{name: "no token, raw", raw: []byte("GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n"), status: 401, code: "unauthorized"},
 		{name: "garbage token", method: "GET", path: "/v1/status", opts: []reqOpt{withToken("not.a.jwt")}, status: 401, code: "unauthorized"},
 		{name: "user token on admin route", method: "GET", path: "/v1/admin/changes",
 			opts: []reqOpt{withToken(userToken(t, hostileEnvOrg, hostileEnvUser))}, status: 403},
 	}
-}
-
-func hostileBodyCases(t *testing.T) []hostileCase {
-	tok := userToken(t, hostileEnvOrg, hostileEnvUser)
-	return []hostileCase{
-		{name: "bad JSON patch", method: "POST", path: "/v1/patches", body: []byte(`{"id":`),
-			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+	// Forged claims (go-jose tokens signed with the server's own secret,
+	// see claims_test.go) on the real user and admin routes.
+	for _, f := range forgedClaimCases(t) {
+		path := "/v1/status"
+		if f.path == "/test/admin" {
+			path = "/v1/admin/changes"
+		}
+		cases = append(cases, hostileCase{name: "forged: " + f.name, method: "GET", path: path,
+			opts: []reqOpt{withToken(f.tok)}, status: 401, code: "unauthorized"})
 	}
+	return cases
 }
 
 func hostileKeyCases(t *testing.T) []hostileCase {
 	tok := userToken(t, hostileEnvOrg, hostileEnvUser)
+	admin := adminToken(t)
+	datasetPath := "/v1/admin/orgs/" + hostileEnvOrg + "/users/" + hostileEnvUser + "/dataset"
 	return []hostileCase{
 		{name: "empty key", method: "POST", path: "/v1/patches",
 			body: []byte(`{"id":"k1","base":1,"ops":[{"op":"put","key":"","value":1}]}`),
 			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		// encoding/json would store these under "k/\uFFFD", one record for many keys.
+		{name: "invalid UTF-8 key in a patch", method: "POST", path: "/v1/patches",
+			body: []byte("{\"id\":\"k2\",\"base\":1,\"ops\":[{\"op\":\"put\",\"key\":\"k/\xff\",\"value\":1}]}"),
+			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "lone surrogate key in a patch", method: "POST", path: "/v1/patches",
+			body: []byte(`{"id":"k3","base":1,"ops":[{"op":"put","key":"k/\ud800","value":1}]}`),
+			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "lone surrogate key in a delete", method: "POST", path: "/v1/patches",
+			body: []byte(`{"id":"k4","base":1,"ops":[{"op":"delete","key":"k/\udc00"}]}`),
+			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "invalid UTF-8 in a patch value", method: "POST", path: "/v1/patches",
+			body: []byte("{\"id\":\"k5\",\"base\":1,\"ops\":[{\"op\":\"put\",\"key\":\"k\",\"value\":{\"t\":\"\xfe\"}}]}"),
+			opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "invalid UTF-8 key in a data set upload", method: "PUT", path: datasetPath,
+			opts:   []reqOpt{withToken(admin), withStream([]byte("{\"key\":\"a\",\"value\":1}\n{\"key\":\"k/\xff\",\"value\":1}\n"))},
+			status: 400, code: "bad_request"},
+		{name: "lone surrogate key in a data set upload", method: "PUT", path: datasetPath,
+			opts:   []reqOpt{withToken(admin), withStream([]byte(`{"key":"k/\ud800","value":1}` + "\n"))},
+			status: 400, code: "bad_request"},
 	}
 }
 
-func hostileFeedCases(t *testing.T) []hostileCase { return nil }
+func hostileFeedCases(t *testing.T) []hostileCase { return feedCursorCases(t) }
 
 func hostileSyncCases(t *testing.T) []hostileCase {
 	tok := userToken(t, hostileEnvOrg, hostileEnvUser)
 	return []hostileCase{
 		{name: "unknown version", method: "GET", path: "/v1/sync?from=99", opts: []reqOpt{withToken(tok)}, status: 404},
+		{name: "from one past the head", method: "GET", path: "/v1/sync?from=2", opts: []reqOpt{withToken(tok)}, status: 404, code: "not_found"},
+		{name: "from the largest version", method: "GET", path: "/v1/sync?from=18446744073709551615", opts: []reqOpt{withToken(tok)}, status: 404, code: "not_found"},
+		{name: "from overflowing", method: "GET", path: "/v1/sync?from=18446744073709551616", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "from garbage", method: "GET", path: "/v1/sync?from=abc", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "from empty", method: "GET", path: "/v1/sync?from=", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "from negative", method: "GET", path: "/v1/sync?from=-1", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "from hex", method: "GET", path: "/v1/sync?from=0x1", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "from with NUL", method: "GET", path: "/v1/sync?from=1%00", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "to beyond the head", method: "GET", path: "/v1/sync?from=0&to=7&skip=0", opts: []reqOpt{withToken(tok)}, status: 404, code: "not_found"},
+		{name: "to garbage", method: "GET", path: "/v1/sync?from=0&to=1x", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "skip beyond the pack", method: "GET", path: "/v1/sync?from=0&to=1&skip=999999", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "skip huge", method: "GET", path: "/v1/sync?from=0&skip=18446744073709551615", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "skip negative", method: "GET", path: "/v1/sync?from=0&to=1&skip=-1", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "wait garbage", method: "GET", path: "/v1/sync?from=1&wait=forever", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "wait negative", method: "GET", path: "/v1/sync?from=1&wait=-5s", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "wait overflowing", method: "GET", path: "/v1/sync?from=1&wait=9999999999999h", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "chunk id garbage", method: "GET", path: "/v1/chunks/zz", opts: []reqOpt{withToken(tok)}, status: 400, code: "bad_request"},
+		{name: "chunk id unknown", method: "GET", path: "/v1/chunks/00000000000000000000000000000000", opts: []reqOpt{withToken(tok)}, status: 404, code: "not_found"},
 	}
 }

@@ -3,8 +3,6 @@ package server
 import (
 	"testing"
 	"time"
-
-	"github.com/golang-jwt/jwt/v5"
 )
 
 func TestIssuerAndAudience(t *testing.T) {
@@ -12,7 +10,7 @@ func TestIssuerAndAudience(t *testing.T) {
 	mintAs := func(c Claims, iss, aud string) string {
 		c.Issuer = iss
 		if aud != "" {
-			c.Audience = jwt.ClaimStrings{aud}
+			c.Audience = []string{aud}
 		}
 		tok, err := MintToken(testSecret, c, time.Hour)
 		if err != nil {

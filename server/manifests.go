@@ -2,6 +2,9 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -9,9 +12,10 @@ import (
 )
 
 // manifestCache keeps recently used manifests. A version's manifest never
-// changes once claimed, so entries need no invalidation; the cache only
-// bounds how many it holds and their approximate memory, evicting in
-// insertion order.
+// changes once claimed, but gc may retire the version: liveManifest checks
+// that a cached version other than the head still exists and drops it when
+// it does not. The cache bounds how many manifests it holds and their
+// approximate memory, evicting in insertion order.
 type manifestCache struct {
 	mu       sync.Mutex
 	max      int // entries
@@ -62,13 +66,53 @@ func (s *Server) manifest(ctx context.Context, org, user string, v uint64) (*sna
 	return cm.m, nil
 }
 
+// liveManifest is manifest for a version that gc may have retired since
+// this replica cached it (any version but the head): a cached manifest is
+// only used after a Stat shows it still exists, and dropped when it is gone,
+// so a retired version reads as unknown here as on every other replica.
+func (s *Server) liveManifest(ctx context.Context, org, user string, v uint64) (*snapshot.Manifest, error) {
+	k := manifestKey{org, user, v}
+	if cm, ok := s.manifests.get(k); ok {
+		key := snapshot.ManifestKey(org, user, v)
+		_, err := s.store.Stat(ctx, key)
+		if errors.Is(err, snapshot.ErrNotExist) {
+			s.manifests.drop(k)
+			return nil, &snapshot.ObjectError{Op: "read manifest", Key: key, Err: err}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("stat version %d: %w", v, err)
+		}
+		return cm.m, nil
+	}
+	return s.manifest(ctx, org, user, v)
+}
+
+func (c *manifestCache) get(k manifestKey) (*cachedManifest, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cm, ok := c.items[k]
+	return cm, ok
+}
+
+// drop forgets a manifest whose version no longer exists.
+func (c *manifestCache) drop(k manifestKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cm, ok := c.items[k]
+	if !ok {
+		return
+	}
+	c.bytes -= approxSize(cm.m)
+	delete(c.items, k)
+	if i := slices.Index(c.order, k); i >= 0 {
+		c.order = slices.Delete(c.order, i, i+1)
+	}
+}
+
 func (s *Server) cachedManifest(ctx context.Context, org, user string, v uint64) (*cachedManifest, error) {
 	k := manifestKey{org, user, v}
 	c := s.manifests
-	c.mu.Lock()
-	cm, ok := c.items[k]
-	c.mu.Unlock()
-	if ok {
+	if cm, ok := c.get(k); ok {
 		return cm, nil
 	}
 	m, err := snapshot.ReadManifest(ctx, s.store, org, user, v)
@@ -80,7 +124,7 @@ func (s *Server) cachedManifest(ctx context.Context, org, user string, v uint64)
 	if cm, ok := c.items[k]; ok {
 		return cm, nil
 	}
-	cm = &cachedManifest{m: m}
+	cm := &cachedManifest{m: m}
 	size := approxSize(m)
 	if size > c.maxBytes/4 {
 		return cm, nil // too big to be worth keeping

@@ -1,8 +1,12 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"io"
+	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -10,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/deltasync/deltasync/snapshot"
 )
 
 // metrics are the Prometheus metrics of one Server, on a registry of its own
@@ -27,6 +33,7 @@ type metrics struct {
 	chunksServed   prometheus.Counter
 	patchesApplied prometheus.Counter
 	conflicts      prometheus.Counter
+	corrupt        *prometheus.CounterVec // kind
 }
 
 func newMetrics() *metrics {
@@ -62,9 +69,16 @@ func newMetrics() *metrics {
 			Name: "deltasync_conflicts_total",
 			Help: "Conflicting edits resolved by an org's conflict policy.",
 		}),
+		corrupt: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "deltasync_corrupt_objects_total",
+			Help: "Stored objects found damaged or missing when read (each find counts), by kind: manifest, pack, changes, other.",
+		}, []string{"kind"}),
+	}
+	for _, k := range []string{"manifest", "pack", "changes", "other"} {
+		m.corrupt.WithLabelValues(k) // present at 0, for alerts on any increase
 	}
 	m.reg.MustRegister(m.requests, m.duration, m.bytesSent, m.inFlight,
-		m.chunksServed, m.patchesApplied, m.conflicts,
+		m.chunksServed, m.patchesApplied, m.conflicts, m.corrupt,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -77,6 +91,39 @@ func (m *metrics) observe(route string, status int, d time.Duration, n int64) {
 	if n > 0 {
 		m.bytesSent.WithLabelValues(route).Add(float64(n))
 	}
+}
+
+// noteCorrupt logs stored data that failed verification (or an object a
+// version references that is missing) at ERROR, naming the object, and
+// counts it. It reports whether err was such damage; other errors are left
+// to the caller.
+func (s *Server) noteCorrupt(req *request, err error) bool {
+	if !errors.Is(err, snapshot.ErrCorrupt) {
+		return false
+	}
+	var key string
+	var oe *snapshot.ObjectError
+	if errors.As(err, &oe) {
+		key = oe.Key
+	}
+	s.metrics.corrupt.WithLabelValues(objectKind(key)).Inc()
+	s.log.LogAttrs(context.Background(), slog.LevelError, "stored object failed verification",
+		slog.String("request_id", req.ID), slog.String("org", req.Org), slog.String("user", req.User),
+		slog.String("object", key), slog.Any("error", err))
+	return true
+}
+
+// objectKind is the label of an object in deltasync_corrupt_objects_total.
+func objectKind(key string) string {
+	switch {
+	case strings.HasSuffix(key, ".manifest"):
+		return "manifest"
+	case strings.HasSuffix(key, ".pack"):
+		return "pack"
+	case strings.HasSuffix(key, ".changes"):
+		return "changes"
+	}
+	return "other"
 }
 
 // MetricsRegistry returns the server's Prometheus registry, for an embedding

@@ -14,6 +14,7 @@ import (
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/internal/bytesize"
 	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/snapshot/deadline"
 )
 
 // DevJWTSecret is the fixed HS256 secret used with --dev when no secret or key
@@ -24,6 +25,9 @@ const DevJWTSecret = "deltasync-development-secret-DO-NOT-USE-IN-PRODUCTION"
 // MinJWTSecretBytes is the shortest accepted HS256 secret. RFC 7518 §3.2
 // requires a key at least as long as the hash output (256 bits).
 const MinJWTSecretBytes = 32
+
+// DefaultJWTMaxLifetime is the default of Options.JWTMaxLifetime.
+const DefaultJWTMaxLifetime = 24 * time.Hour
 
 // Options configures a Server. Start from DefaultOptions.
 type Options struct {
@@ -61,6 +65,9 @@ type Options struct {
 	// aud claims (tokens from another issuer or meant for another service
 	// are refused even if signed with a trusted key).
 	JWTIssuer, JWTAudience string
+	// JWTMaxLifetime is the longest a token may be valid: exp - iat, or
+	// exp - now for a token without iat. A longer-lived token is refused.
+	JWTMaxLifetime time.Duration
 
 	// Dev allows starting without a JWT secret or key, using DevJWTSecret.
 	Dev bool
@@ -87,12 +94,41 @@ type Options struct {
 	// change made through another replica shows up after at most this long.
 	SettingsTTL time.Duration
 
+	// SyncVerifyBytes is how much of a delta pack's chunk data a sync reads
+	// and verifies before it commits to a 200 answer (0: none): damage
+	// found there is a JSON 500, damage found later ends the pack with an
+	// abort frame. It bounds the memory each sync request holds for this.
+	SyncVerifyBytes int64
+
 	// ReadTimeout, WriteTimeout and IdleTimeout are the connection timeouts
 	// of the underlying fasthttp server. Reads cover a whole (streamed) upload
 	// and writes a whole download, so they are generous.
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration
+
+	// Denial-of-service guards (see listener.go, admission.go and the
+	// snapshot/deadline package).
+	//
+	// HeaderTimeout bounds the wait for a request's headers, from the
+	// connection's first byte (or its opening); ReadTimeout then bounds the
+	// body alone. A connection silent for that long is closed.
+	HeaderTimeout time.Duration
+	// MaxConns bounds the client connections open at once; over it a new
+	// connection is answered 503 and closed. 0 derives it from the
+	// process's file-descriptor limit (DefaultMaxConns).
+	MaxConns int
+	// MaxConnsPerIP bounds the open connections from one client address
+	// (over it: 429 and closed); 0, the default, means no such limit, since
+	// behind a load balancer or a carrier NAT many clients share one.
+	MaxConnsPerIP int
+	// StoreTimeout is how long one store call may wait for the store, and
+	// StoreMinRate the slowest transfer rate (bytes per second) allowed on
+	// top of it for an object's bytes: a call moving n bytes gets
+	// StoreTimeout + n/StoreMinRate. Past it the request answers 503 with
+	// Retry-After. A StoreTimeout of 0 sets no deadline.
+	StoreTimeout time.Duration
+	StoreMinRate int64
 
 	// envErr records a DELTASYNC_* variable that RegisterFlags could not
 	// parse; Validate reports it, since RegisterFlags cannot fail.
@@ -110,13 +146,18 @@ func DefaultOptions() Options {
 		MaxDatasetBytes: 1 << 30,
 		LongPollMax:     60 * time.Second,
 		FeedSettle:      10 * time.Second,
+		JWTMaxLifetime:  DefaultJWTMaxLifetime,
 		HeadCacheTTL:    250 * time.Millisecond,
 		RateBurst:       20,
 		ReadyTimeout:    2 * time.Second,
 		SettingsTTL:     2 * time.Second,
+		SyncVerifyBytes: 2 << 20,
 		ReadTimeout:     10 * time.Minute,
 		WriteTimeout:    30 * time.Minute,
 		IdleTimeout:     2 * time.Minute,
+		HeaderTimeout:   10 * time.Second,
+		StoreTimeout:    deadline.DefaultOptions().Timeout,
+		StoreMinRate:    deadline.DefaultOptions().MinRate,
 	}
 }
 
@@ -164,6 +205,9 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.JWTIssuer, "jwt-issuer", o.JWTIssuer, "required iss claim of tokens, if set (env DELTASYNC_JWT_ISSUER)")
 	o.JWTAudience = o.envString("DELTASYNC_JWT_AUDIENCE", o.JWTAudience)
 	fs.StringVar(&o.JWTAudience, "jwt-audience", o.JWTAudience, "required aud claim of tokens, if set (env DELTASYNC_JWT_AUDIENCE)")
+	o.JWTMaxLifetime = o.envDuration("DELTASYNC_JWT_MAX_LIFETIME", o.JWTMaxLifetime)
+	fs.DurationVar(&o.JWTMaxLifetime, "jwt-max-lifetime", o.JWTMaxLifetime,
+		"longest token lifetime accepted: exp - iat, or exp - now without iat (env DELTASYNC_JWT_MAX_LIFETIME)")
 
 	o.Dev = o.envBool("DELTASYNC_DEV", o.Dev)
 	fs.BoolVar(&o.Dev, "dev", o.Dev,
@@ -200,6 +244,43 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	o.IdleTimeout = o.envDuration("DELTASYNC_IDLE_TIMEOUT", o.IdleTimeout)
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", o.IdleTimeout,
 		"how long an idle keep-alive connection stays open (env DELTASYNC_IDLE_TIMEOUT)")
+	o.registerGuardFlags(fs)
+}
+
+// registerGuardFlags registers the flags of the denial-of-service guards.
+func (o *Options) registerGuardFlags(fs *flag.FlagSet) {
+	o.HeaderTimeout = o.envDuration("DELTASYNC_HEADER_TIMEOUT", o.HeaderTimeout)
+	fs.DurationVar(&o.HeaderTimeout, "header-timeout", o.HeaderTimeout,
+		"longest wait for a request's headers; a connection silent that long is closed (env DELTASYNC_HEADER_TIMEOUT)")
+	o.MaxConns = envParse(o, "DELTASYNC_MAX_CONNS", o.MaxConns, strconv.Atoi)
+	fs.IntVar(&o.MaxConns, "max-conns", o.MaxConns,
+		"most client connections open at once, over it 503; 0 derives it from the file-descriptor limit (env DELTASYNC_MAX_CONNS)")
+	o.MaxConnsPerIP = envParse(o, "DELTASYNC_MAX_CONNS_PER_IP", o.MaxConnsPerIP, strconv.Atoi)
+	fs.IntVar(&o.MaxConnsPerIP, "max-conns-per-ip", o.MaxConnsPerIP,
+		"most open connections from one client address, over it 429; 0 for no limit (env DELTASYNC_MAX_CONNS_PER_IP)")
+	o.StoreTimeout = o.envDuration("DELTASYNC_STORE_TIMEOUT", o.StoreTimeout)
+	fs.DurationVar(&o.StoreTimeout, "store-timeout", o.StoreTimeout,
+		"longest wait for the store in one call (plus the transfer time at --store-min-rate); past it 503 + Retry-After; 0 for none (env DELTASYNC_STORE_TIMEOUT)")
+	o.StoreMinRate = o.envBytes("DELTASYNC_STORE_MIN_RATE", o.StoreMinRate)
+	fs.Var((*bytesize.Flag)(&o.StoreMinRate), "store-min-rate",
+		"slowest store transfer rate per second allowed on top of --store-timeout, e.g. 1MiB (env DELTASYNC_STORE_MIN_RATE)")
+}
+
+// validateGuards checks the options of the denial-of-service guards.
+func (o *Options) validateGuards() error {
+	if o.HeaderTimeout <= 0 {
+		return fmt.Errorf("server: header-timeout must be positive, not %v", o.HeaderTimeout)
+	}
+	if o.MaxConns < 0 || o.MaxConnsPerIP < 0 {
+		return fmt.Errorf("server: max-conns (%d) and max-conns-per-ip (%d) must not be negative", o.MaxConns, o.MaxConnsPerIP)
+	}
+	if o.StoreTimeout < 0 {
+		return fmt.Errorf("server: store-timeout must not be negative, not %v", o.StoreTimeout)
+	}
+	if o.StoreTimeout > 0 && o.StoreMinRate <= 0 {
+		return fmt.Errorf("server: store-min-rate must be positive, not %d", o.StoreMinRate)
+	}
+	return nil
 }
 
 // Validate checks the options and fills in what Dev implies. It refuses to
@@ -227,6 +308,12 @@ func (o *Options) Validate() error {
 	}
 	if o.LongPollMax <= 0 || o.ReadyTimeout <= 0 || o.SettingsTTL < 0 {
 		return errors.New("server: long-poll-max and ready-timeout must be positive, settings-ttl not negative")
+	}
+	if o.JWTMaxLifetime <= 0 {
+		return fmt.Errorf("server: jwt-max-lifetime must be positive, got %v", o.JWTMaxLifetime)
+	}
+	if err := o.validateGuards(); err != nil {
+		return err
 	}
 	if len(o.JWTSecret) > 0 && len(o.JWTSecret) < MinJWTSecretBytes {
 		return fmt.Errorf("server: JWT secret has %d bytes, need at least %d", len(o.JWTSecret), MinJWTSecretBytes)

@@ -5,11 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,9 @@ type Server struct {
 	heads     *headCache
 	chunks    *chunkCache
 	limiter   *userLimiter // nil: no limit
+
+	guards   *guardMetrics
+	maxConns int // Options.MaxConns, or the default derived from RLIMIT_NOFILE
 }
 
 // New builds a Server from opts (validated with opts.Validate).
@@ -73,12 +77,20 @@ func New(opts Options) (*Server, error) {
 	if _, err := rand.Read(prefix[:]); err != nil {
 		return nil, fmt.Errorf("server: request id prefix: %w", err)
 	}
+	m := newMetrics()
+	guards := newGuardMetrics(m.reg)
+	store, err := wrapStore(&opts, guards)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	s := &Server{
 		opts:        opts,
-		store:       opts.Store,
+		store:       store,
 		log:         opts.logger(),
 		verifier:    v,
-		metrics:     newMetrics(),
+		metrics:     m,
+		guards:      guards,
+		maxConns:    opts.MaxConns,
 		settings:    newSettingsCache(opts.SettingsTTL),
 		zdec:        zdec,
 		stopping:    make(chan struct{}),
@@ -88,35 +100,55 @@ func New(opts Options) (*Server, error) {
 		limiter:     newUserLimiter(opts.RateLimit, opts.RateBurst),
 		heads:       &headCache{ttl: opts.HeadCacheTTL, items: map[string]headEntry{}},
 	}
+	if s.maxConns == 0 {
+		s.maxConns = DefaultMaxConns()
+	}
 	if bytes.Equal(opts.JWTSecret, []byte(DevJWTSecret)) {
 		s.log.Warn("serving with the public development JWT secret: anyone can act as any user or admin")
 	}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.routes()
-	s.http = &fasthttp.Server{
+	s.http = s.newHTTPServer()
+	return s, nil
+}
+
+// newHTTPServer configures the fasthttp server.
+func (s *Server) newHTTPServer() *fasthttp.Server {
+	return &fasthttp.Server{
 		Handler:               s.Handler(),
 		ErrorHandler:          s.parseError,
 		Name:                  "deltasync",
 		NoDefaultServerHeader: true,
-		ReadTimeout:           opts.ReadTimeout,
-		WriteTimeout:          opts.WriteTimeout,
-		IdleTimeout:           opts.IdleTimeout,
+		// fasthttp's ReadTimeout covers the headers (from the
+		// connection's first byte); headerReceived gives the body
+		// Options.ReadTimeout of its own.
+		ReadTimeout:  s.opts.HeaderTimeout,
+		WriteTimeout: s.opts.WriteTimeout,
+		IdleTimeout:  s.opts.IdleTimeout,
 		// Request bodies are streamed so that limits are enforced per route
-		// by readBody/bodyReader with a 413; fasthttp's own limit would
-		// answer 400. It is still set to the largest route limit so that
-		// nothing bigger is ever accepted.
+		// (admission by Content-Length, then readBody/bodyReader) with a
+		// 413; fasthttp's own limit would answer 400. With streaming,
+		// fasthttp hands a body over its limit to the handler rather than
+		// refuse it, so the limit only sizes its first read.
 		StreamRequestBody:  true,
-		MaxRequestBodySize: int(max(opts.MaxPatchBytes, opts.MaxDatasetBytes)),
-		CloseOnShutdown:    true,
-		Logger:             fasthttpLogger{s.log},
+		MaxRequestBodySize: int(max(s.opts.MaxPatchBytes, s.opts.MaxDatasetBytes)),
+		// Admission before the body: see admission.go. Multipart forms
+		// are not parsed ahead (fasthttp would read a whole one first).
+		HeaderReceived:               s.headerReceived,
+		ExpectHandler:                s.expectContinue,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		Logger:                       fasthttpLogger{s.log},
 	}
-	return s, nil
 }
 
 // Serve answers requests on ln until Shutdown. It returns nil after Shutdown.
+// Connections are accepted within the limits of Options (see listener),
+// and running out of file descriptors never ends it.
 func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("deltasync server listening", slog.String("addr", ln.Addr().String()))
-	return s.http.Serve(ln)
+	s.logGuards()
+	return s.http.Serve(newListener(ln, s.maxConns, s.opts.MaxConnsPerIP, s.log, s.guards))
 }
 
 // ListenAndServe listens on opts.Addr and serves until Shutdown.
@@ -148,12 +180,16 @@ func (s *Server) stoppingCh() <-chan struct{} { return s.stopping }
 func (s *Server) Handler() fasthttp.RequestHandler { return s.serveHTTP }
 
 // serveHTTP is the dispatcher every request goes through: request id,
-// routing, auth, the handler, error answers, metrics and the access log.
+// admission (routing, auth, the body's announced length: see admit), the
+// handler, error answers, metrics and the access log.
 func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	s.metrics.inFlight.Inc()
-	req := &request{Ctx: s.baseCtx, ID: s.requestID(ctx.Request.Header.Peek(headerRequestID))}
-	ctx.Response.Header.Set(headerRequestID, req.ID)
+	a, ok := admittedRequest(ctx) // by expectContinue, before the body was sent
+	if !ok {
+		a = &admitted{req: s.newRequest(ctx)}
+	}
+	req := a.req
 
 	defer func() {
 		if p := recover(); p != nil {
@@ -164,24 +200,24 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 		s.finish(ctx, req, start)
 	}()
 
-	method, path := string(ctx.Method()), string(ctx.Path())
-	r, params, allowed := s.router.match(method, path)
-	if r == nil {
-		if len(allowed) > 0 {
-			req.Route = "method_not_allowed"
-			ctx.Response.Header.Set(fasthttp.HeaderAllow, strings.Join(allowed, ", "))
-			writeErrorBody(ctx, fasthttp.StatusMethodNotAllowed, wire.CodeMethodNotAllowed,
-				fmt.Sprintf("method %s not allowed; use %s", method, strings.Join(allowed, ", ")))
+	if !ok {
+		r, err := s.admit(ctx, req)
+		if err != nil {
+			s.writeError(ctx, req, err)
 			return
 		}
-		req.Route = "not_found"
-		writeErrorBody(ctx, fasthttp.StatusNotFound, wire.CodeNotFound, "no such endpoint: "+path)
-		return
+		a.route = r
 	}
-	req.Route, req.params = r.name, params
-	if err := s.authenticate(ctx, req, r.auth); err != nil {
-		s.writeError(ctx, req, err)
-		return
+	s.run(ctx, req, a.route)
+}
+
+// run runs the route's handler under a context of the request's own,
+// cancelled if the client leaves while the handler works (see lifecycle).
+func (s *Server) run(ctx *fasthttp.RequestCtx, req *request, r *route) {
+	life := s.begin(ctx, req)
+	defer life.handlerDone()
+	if !hasBody(&ctx.Request.Header) {
+		life.watch()
 	}
 	if err := r.h(ctx, req); err != nil {
 		s.writeError(ctx, req, err)
@@ -232,11 +268,15 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, req *request, start time.Time)
 
 // parseError answers requests fasthttp could not parse, still in JSON.
 func (s *Server) parseError(ctx *fasthttp.RequestCtx, err error) {
-	status, code := fasthttp.StatusBadRequest, wire.CodeBadRequest
-	if err == fasthttp.ErrBodyTooLarge {
+	status, code, msg := fasthttp.StatusBadRequest, wire.CodeBadRequest, "malformed request: "+err.Error()
+	var ne net.Error
+	switch {
+	case err == fasthttp.ErrBodyTooLarge:
 		status, code = fasthttp.StatusRequestEntityTooLarge, wire.CodeTooLarge
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
+		status, msg = fasthttp.StatusRequestTimeout, "no complete request within the time allowed"
 	}
-	writeErrorBody(ctx, status, code, "malformed request: "+err.Error())
+	writeErrorBody(ctx, status, code, msg)
 	s.metrics.observe("malformed", status, 0, 0)
 }
 

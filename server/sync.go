@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -18,27 +19,58 @@ import (
 
 // secret returns the chunk-ID secret: configured, or the one kept in the
 // store (loaded once; retried on the next request if the store was down).
+// Requests that need it while it loads share that load, and its failure:
+// with a hung store they fail together after one store deadline instead of
+// asking the store one after the other.
 func (s *Server) secret(ctx context.Context) ([]byte, error) {
 	s.secretMu.Lock()
-	defer s.secretMu.Unlock()
-	if s.chunkSecret != nil {
-		return s.chunkSecret, nil
-	}
-	if len(s.opts.ChunkSecret) > 0 {
+	if s.chunkSecret == nil && len(s.opts.ChunkSecret) > 0 {
 		s.chunkSecret = s.opts.ChunkSecret
+	}
+	if s.chunkSecret != nil {
+		defer s.secretMu.Unlock()
 		return s.chunkSecret, nil
 	}
-	sec, err := snapshot.LoadOrCreateSecret(ctx, s.store)
-	if err != nil {
-		return nil, err
+	load := s.secretLoad
+	if load == nil {
+		load = &secretLoad{done: make(chan struct{})}
+		s.secretLoad = load
+		// The load outlives a caller that gives up: the others wait for it.
+		go s.loadSecret(context.WithoutCancel(ctx), load)
 	}
-	s.chunkSecret = sec
-	return sec, nil
+	s.secretMu.Unlock()
+	select {
+	case <-load.done:
+		return load.secret, load.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// loadSecret reads (or creates) the secret kept in the store for the
+// callers waiting on load.
+func (s *Server) loadSecret(ctx context.Context, load *secretLoad) {
+	sec, err := snapshot.LoadOrCreateSecret(ctx, s.store)
+	s.secretMu.Lock()
+	if err == nil {
+		s.chunkSecret = sec
+	}
+	s.secretLoad = nil
+	s.secretMu.Unlock()
+	load.secret, load.err = sec, err
+	close(load.done)
 }
 
 type secretState struct {
 	secretMu    sync.Mutex
 	chunkSecret []byte
+	secretLoad  *secretLoad // in flight, or nil
+}
+
+type secretLoad struct {
+	done   chan struct{}
+	secret []byte
+	err    error
 }
 
 func queryUint(ctx *fasthttp.RequestCtx, name string, def uint64) (uint64, error) {
@@ -53,104 +85,252 @@ func queryUint(ctx *fasthttp.RequestCtx, name string, def uint64) (uint64, error
 	return n, nil
 }
 
+// syncQuery is what GET /v1/sync asks for.
+type syncQuery struct {
+	from, to, skip uint64
+	wait           time.Duration
+}
+
+func (s *Server) parseSyncQuery(ctx *fasthttp.RequestCtx) (syncQuery, error) {
+	var q syncQuery
+	var err error
+	if q.from, err = queryUint(ctx, "from", 0); err != nil {
+		return q, err
+	}
+	if q.to, err = queryUint(ctx, "to", 0); err != nil {
+		return q, err
+	}
+	if q.skip, err = queryUint(ctx, "skip", 0); err != nil {
+		return q, err
+	}
+	if w := ctx.QueryArgs().Peek("wait"); w != nil {
+		if q.wait, err = time.ParseDuration(string(w)); err != nil || q.wait < 0 {
+			return q, badRequest("query parameter wait=%q is not a duration such as 30s", w)
+		}
+		q.wait = min(q.wait, s.opts.LongPollMax)
+	}
+	return q, nil
+}
+
 // sync handles GET /v1/sync?from=A[&to=B&skip=K][&wait=30s]: an up-to-date
 // answer, or one delta pack from A to the head (or to B, when resuming an
 // interrupted download of B, skipping the K chunks already received).
+//
+// The answer is committed to 200 only once the start of the pack is read
+// and verified (see readWindow); a failure after that ends the pack with an
+// abort frame. A version gc retired is unknown here even if this replica
+// still has its manifest cached: a client at it gets a full sync, a resume
+// of it a 404.
 func (s *Server) sync(ctx *fasthttp.RequestCtx, req *request) error {
-	from, err := queryUint(ctx, "from", 0)
+	q, err := s.parseSyncQuery(ctx)
 	if err != nil {
 		return err
 	}
-	to, err := queryUint(ctx, "to", 0)
+	head, target, err := s.syncTarget(req, q)
 	if err != nil {
 		return err
 	}
-	skip, err := queryUint(ctx, "skip", 0)
-	if err != nil {
-		return err
-	}
-	var wait time.Duration
-	if w := ctx.QueryArgs().Peek("wait"); w != nil {
-		if wait, err = time.ParseDuration(string(w)); err != nil || wait < 0 {
-			return badRequest("query parameter wait=%q is not a duration such as 30s", w)
-		}
-		wait = min(wait, s.opts.LongPollMax)
-	}
-	head, err := s.head(req.Ctx, req.Org, req.User)
-	if err != nil {
-		return err
-	}
-	if from > head || to > head {
-		// A client may know of a newer version than the cached head.
-		if head, err = snapshot.Head(req.Ctx, s.store, req.Org, req.User); err != nil {
-			return err
-		}
-		s.noteHead(req.Org, req.User, head)
-	}
-	if from > head {
-		return notFound("version %d is unknown: the newest version is %d", from, head)
-	}
-	if to == 0 && from == head && wait > 0 {
-		if head, err = s.waitForVersion(req, from, wait); err != nil {
-			return err
-		}
-	}
-	target := head
-	if to != 0 {
-		if to > head || to < from {
-			return notFound("version %d is unknown or older than %d: the newest version is %d", to, from, head)
-		}
-		target = to
-	}
-	if from == target {
+	if q.from == target {
 		writeJSON(ctx, fasthttp.StatusOK, wire.UpToDate{UpToDate: true, Version: head, Policy: req.Policy})
 		return nil
 	}
-	secret, err := s.secret(req.Ctx)
+	src, err := s.planDelta(req, q, head, target)
 	if err != nil {
 		return err
 	}
-	b, err := s.manifest(req.Ctx, req.Org, req.User, target)
-	if err != nil {
-		return err
-	}
-	var a *snapshot.Manifest
-	if from > 0 {
-		a, err = s.manifest(req.Ctx, req.Org, req.User, from)
-		if errors.Is(err, snapshot.ErrNotExist) {
-			// The client's version was retired by garbage collection: it
-			// gets a full sync (from 0) and replaces what it has.
-			a, from = nil, 0
-		} else if err != nil {
-			return err
-		}
-	}
-	src := wire.DeltaSource{Script: diff.Manifests(a, b), NewChunks: snapshot.NewReader(s.store, b, secret)}
-	if a != nil {
-		src.OldChunks = snapshot.NewReader(s.store, a, secret)
-	}
-	needed := len(src.Script.Needed())
-	if skip > uint64(needed) {
-		return badRequest("skip=%d but the delta from %d to %d has %d chunks", skip, from, target, needed)
-	}
-	src.Header.Org, src.Header.User = req.Org, req.User
-	src.Header.From, src.Header.To, src.Header.Skip = from, target, int(skip)
-	src.Header.IDSeeds = snapshot.NewHasher(secret, req.Org, req.User).Seeds()
-	src.Header.Policy = req.Policy
-	s.metrics.chunksServed.Add(float64(needed - int(skip)))
-
 	pr, pw := io.Pipe()
 	go func() {
 		err := wire.WriteDelta(req.Ctx, pw, src)
-		if err != nil {
+		if err != nil && !errors.Is(err, wire.ErrDeltaAborted) {
+			// The client left, or could not keep up (aborts are logged
+			// by abortDelta).
 			s.log.Warn("delta pack interrupted", "request_id", req.ID, "org", req.Org, "user", req.User, "err", err)
+			pw.CloseWithError(err)
+			return
 		}
-		pw.CloseWithError(err)
+		pw.Close()
 	}()
 	ctx.SetContentType(wire.ContentTypeDelta)
-	ctx.Response.Header.Set("X-Deltasync-Version", strconv.FormatUint(target, 10))
+	ctx.Response.Header.Set("X-Deltasync-Version", strconv.FormatUint(src.Header.To, 10))
 	s.setBodyStream(ctx, req, pr, -1)
 	return nil
+}
+
+// syncTarget returns the head and the version to send: the head (after a
+// long poll, if asked), or the version being resumed.
+func (s *Server) syncTarget(req *request, q syncQuery) (head, target uint64, err error) {
+	head, err = s.head(req.Ctx, req.Org, req.User)
+	if err != nil {
+		return 0, 0, err
+	}
+	if q.from > head || q.to > head {
+		// A client may know of a newer version than the cached head.
+		if head, err = snapshot.Head(req.Ctx, s.store, req.Org, req.User); err != nil {
+			return 0, 0, err
+		}
+		s.noteHead(req.Org, req.User, head)
+	}
+	if q.from > head {
+		return 0, 0, notFound("version %d is unknown: the newest version is %d", q.from, head)
+	}
+	if q.to == 0 && q.from == head && q.wait > 0 {
+		if head, err = s.waitForVersion(req, q.from, q.wait); err != nil {
+			return 0, 0, err
+		}
+	}
+	if q.to == 0 {
+		return head, head, nil
+	}
+	if q.to > head || q.to < q.from {
+		return 0, 0, notFound("version %d is unknown or older than %d: the newest version is %d", q.to, q.from, head)
+	}
+	return head, q.to, nil
+}
+
+// planDelta reads the manifests, works out the pack and reads its first
+// window: everything that can fail before the answer is committed.
+func (s *Server) planDelta(req *request, q syncQuery, head, target uint64) (wire.DeltaSource, error) {
+	var src wire.DeltaSource
+	secret, err := s.secret(req.Ctx)
+	if err != nil {
+		return src, err
+	}
+	b, err := s.targetManifest(req, head, target)
+	if err != nil {
+		return src, err
+	}
+	a, err := s.baseManifest(req, q.from)
+	if err != nil {
+		return src, err
+	}
+	from := q.from
+	if a == nil && from > 0 {
+		if q.to != 0 {
+			return src, notFound("version %d, the base of the download being resumed, is no longer available: start again", from)
+		}
+		from = 0 // the client replaces what it has
+	}
+	src.Script = diff.Manifests(a, b)
+	needed := src.Script.Needed()
+	if q.skip > uint64(len(needed)) {
+		return src, badRequest("skip=%d but the delta from %d to %d has %d chunks", q.skip, from, target, len(needed))
+	}
+	newChunks := snapshot.NewReader(s.store, b, secret)
+	w, err := readWindow(req.Ctx, newChunks, b, needed[q.skip:], s.opts.SyncVerifyBytes)
+	if err != nil {
+		return src, s.targetReadError(req, b, err)
+	}
+	src.NewChunks = w
+	src.Abort = func(err error) *wire.AbortError { return s.abortDelta(req, b, err) }
+	if a != nil {
+		src.OldChunks = snapshot.NewReader(s.store, a, secret)
+		src.OldChunkError = func(err error) { s.oldChunksFailed(req, a, err) }
+	}
+	src.Header.Org, src.Header.User = req.Org, req.User
+	src.Header.From, src.Header.To, src.Header.Skip = from, target, int(q.skip)
+	src.Header.IDSeeds = snapshot.NewHasher(secret, req.Org, req.User).Seeds()
+	src.Header.Policy = req.Policy
+	s.metrics.chunksServed.Add(float64(len(needed) - int(q.skip)))
+	return src, nil
+}
+
+// targetManifest reads the manifest of the version to send. Any version
+// but the head may have been retired by gc.
+func (s *Server) targetManifest(req *request, head, target uint64) (*snapshot.Manifest, error) {
+	if target == head {
+		return s.manifest(req.Ctx, req.Org, req.User, target)
+	}
+	m, err := s.liveManifest(req.Ctx, req.Org, req.User, target)
+	if errors.Is(err, snapshot.ErrNotExist) {
+		return nil, &httpError{Status: fasthttp.StatusNotFound, Code: wire.CodeNotFound,
+			Message: fmt.Sprintf("version %d is no longer available: sync again", target), Err: err}
+	}
+	return m, err
+}
+
+// baseManifest returns the manifest of the client's version, or nil when
+// the client must get a full sync: version 0, a version gc retired, or one
+// whose manifest cannot be read (damaged, or from a newer format), which
+// must not make every sync of the client fail.
+func (s *Server) baseManifest(req *request, v uint64) (*snapshot.Manifest, error) {
+	if v == 0 {
+		return nil, nil
+	}
+	m, err := s.liveManifest(req.Ctx, req.Org, req.User, v)
+	switch {
+	case err == nil:
+		return m, nil
+	case errors.Is(err, snapshot.ErrNotExist):
+		return nil, nil
+	case s.noteCorrupt(req, err):
+		return nil, nil
+	case errors.Is(err, snapshot.ErrUnsupportedVersion):
+		s.log.Warn("base version unreadable: full sync", "request_id", req.ID, "org", req.Org, "user", req.User, "version", v, "err", err)
+		return nil, nil
+	}
+	return nil, err
+}
+
+// targetReadError tells what a failure to read a chunk of version m means.
+// A missing pack means gc retired m while it was being sent (404: the
+// client starts again) if m's manifest is gone too; if the manifest is
+// still there, the store lost an object a version references, which is
+// damage like a flipped byte (500).
+func (s *Server) targetReadError(req *request, m *snapshot.Manifest, err error) error {
+	if !errors.Is(err, snapshot.ErrNotExist) {
+		return err
+	}
+	key := snapshot.ManifestKey(m.Org, m.User, m.Version)
+	_, serr := s.store.Stat(req.Ctx, key)
+	switch {
+	case errors.Is(serr, snapshot.ErrNotExist):
+		s.manifests.drop(manifestKey{m.Org, m.User, m.Version})
+		return &httpError{Status: fasthttp.StatusNotFound, Code: wire.CodeNotFound,
+			Message: fmt.Sprintf("version %d was retired while it was being sent: sync again", m.Version), Err: err}
+	case serr != nil:
+		return fmt.Errorf("%w (and stat %s: %v)", err, key, serr)
+	}
+	obj := ""
+	var oe *snapshot.ObjectError
+	if errors.As(err, &oe) {
+		obj = oe.Key
+	}
+	return &snapshot.ObjectError{Op: "read pack", Key: obj,
+		Err: fmt.Errorf("missing, but version %d references it (%v): %w", m.Version, err, snapshot.ErrCorrupt)}
+}
+
+// abortDelta describes, for the abort frame, a chunk of version m that
+// could not be read after the answer was committed to 200.
+func (s *Server) abortDelta(req *request, m *snapshot.Manifest, err error) *wire.AbortError {
+	err = s.targetReadError(req, m, err)
+	he := classify(err)
+	if he.Status != fasthttp.StatusNotFound && he.Status < 500 {
+		he = &httpError{Status: fasthttp.StatusInternalServerError, Code: wire.CodeInternal, Message: "internal error"}
+	}
+	level := slog.LevelWarn
+	if he.Status >= 500 {
+		s.noteCorrupt(req, err)
+		level = slog.LevelError
+	}
+	s.log.LogAttrs(context.Background(), level, "delta pack aborted", slog.String("request_id", req.ID),
+		slog.String("org", req.Org), slog.String("user", req.User), slog.Uint64("version", m.Version),
+		slog.Int("status", he.Status), slog.Any("error", err))
+	return &wire.AbortError{Status: he.Status, Code: he.Code, Message: he.Message}
+}
+
+// oldChunksFailed is told when chunks of the client's version (read only
+// as dictionaries) cannot be read; the pack goes on without them. A missing
+// pack means gc retired that version: it is dropped from the cache, so the
+// next sync from it is a full sync, as on any other replica.
+func (s *Server) oldChunksFailed(req *request, a *snapshot.Manifest, err error) {
+	if s.noteCorrupt(req, err) {
+		return
+	}
+	if errors.Is(err, snapshot.ErrNotExist) {
+		s.manifests.drop(manifestKey{a.Org, a.User, a.Version})
+	}
+	s.log.Warn("base version unreadable: chunks sent without dictionaries", "request_id", req.ID,
+		"org", req.Org, "user", req.User, "version", a.Version, "err", err)
 }
 
 // waitForVersion long-polls until a version newer than from exists, the

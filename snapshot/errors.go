@@ -22,6 +22,10 @@ var (
 	// ErrInvalid reports input that breaks the data model rules (bad key,
 	// oversize value, duplicate key, malformed JSON).
 	ErrInvalid = errors.New("invalid input")
+	// ErrUnavailable reports a store that did not answer in time (see
+	// snapshot/deadline). A write that fails so may still take effect
+	// later, as with any request lost on a network.
+	ErrUnavailable = errors.New("store unavailable")
 )
 
 // ObjectError names the store object an error concerns.

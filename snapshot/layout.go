@@ -12,6 +12,7 @@ import (
 // with "_") or escape their directory.
 //
 //	_deltasync/secret                         deployment chunk-ID secret
+//	_deltasync/probe/<time>-<random>          start-up probe of conditional writes (deleted after)
 //	<org>/_settings.json                      org settings (offline policy)
 //	<org>/<user>/head                         head hint (the truth is the highest manifest)
 //	<org>/<user>/versions/<n>.manifest        manifest of version n (20 digits)

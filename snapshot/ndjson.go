@@ -44,6 +44,11 @@ func ParseNDJSONLine(line []byte) (string, []byte, error) {
 		}
 		return key, value, nil
 	}
+	// The decoder would turn a key that is not Unicode into one with
+	// U+FFFD (two keys into one): the raw bytes are checked first.
+	if err := ValidateJSONText(line); err != nil {
+		return "", nil, fmt.Errorf("bad record: %w", err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
 	var l ndjsonLine

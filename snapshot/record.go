@@ -52,7 +52,12 @@ func CanonicalJSON(raw []byte) ([]byte, error) {
 }
 
 // DecodeJSON parses exactly one JSON value, keeping numbers as json.Number.
+// A string that is not Unicode as written is refused (see ValidateJSONText),
+// not decoded to U+FFFD.
 func DecodeJSON(raw []byte) (any, error) {
+	if err := ValidateJSONText(raw); err != nil {
+		return nil, fmt.Errorf("bad JSON value: %w", err)
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var v any

@@ -46,6 +46,32 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 }
 
+// TempSweeper is a store that keeps temporary files of its own (the local
+// directory store's in-flight writes) and can remove those that writers
+// killed mid-write abandoned. gc sweeps through it.
+type TempSweeper interface {
+	// SweepTemp removes the temporary files older than olderThan and
+	// returns how many it removed.
+	SweepTemp(ctx context.Context, olderThan time.Duration) (removed int, err error)
+}
+
+// AsTempSweeper finds the TempSweeper in s or in the stores it wraps (a
+// wrapper for deadlines, metrics or limits exposes its store with
+// Unwrap() Store).
+func AsTempSweeper(s Store) (TempSweeper, bool) {
+	for s != nil {
+		if sw, ok := s.(TempSweeper); ok {
+			return sw, true
+		}
+		u, ok := s.(interface{ Unwrap() Store })
+		if !ok {
+			break
+		}
+		s = u.Unwrap()
+	}
+	return nil, false
+}
+
 // GetBytes reads a whole object into memory. It is meant for small objects
 // (manifests, settings, change sets); max bounds what it will read.
 func GetBytes(ctx context.Context, s Store, key string, max int64) ([]byte, error) {

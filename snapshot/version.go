@@ -15,17 +15,18 @@ import (
 // object is only a hint: the truth is the highest manifest that exists, found
 // by probing upward from the hint, so a stale hint (a crash between claiming a
 // version and updating the hint, or a replica racing) costs one extra Stat.
+//
+// A hint that is present but unusable (not a version number, 0, too long,
+// or naming a version that is gone) is ignored and the versions are listed
+// instead: probing upward from 0 would stop at the first version gc
+// retired and call a data set empty that is not.
 func Head(ctx context.Context, s Store, org, user string) (uint64, error) {
-	var v uint64
-	b, err := GetBytes(ctx, s, HeadKey(org, user), 64)
-	switch {
-	case err == nil:
-		v, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-		if err != nil {
-			v = 0 // an unreadable hint is only a hint
-		}
-	case !errors.Is(err, ErrNotExist):
-		return 0, fmt.Errorf("read head of %s/%s: %w", org, user, err)
+	v, ok, err := readHeadHint(ctx, s, org, user)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return headByList(ctx, s, org, user)
 	}
 	if v > 0 {
 		if _, err := s.Stat(ctx, ManifestKey(org, user, v)); errors.Is(err, ErrNotExist) {
@@ -46,6 +47,30 @@ func Head(ctx context.Context, s Store, org, user string) (uint64, error) {
 		}
 		v++
 	}
+}
+
+// maxHeadHint bounds the head hint read: Commit writes a decimal version
+// number, at most 20 digits.
+const maxHeadHint = 64
+
+// readHeadHint reads the head hint: (v, true) for a usable one, (0, true)
+// when there is none (a new data set, probed from version 1), and
+// (0, false) when the object holds anything Commit would not write.
+func readHeadHint(ctx context.Context, s Store, org, user string) (uint64, bool, error) {
+	b, err := GetBytes(ctx, s, HeadKey(org, user), maxHeadHint)
+	switch {
+	case errors.Is(err, ErrNotExist):
+		return 0, true, nil
+	case errors.Is(err, ErrCorrupt):
+		return 0, false, nil // longer than any version number
+	case err != nil:
+		return 0, false, fmt.Errorf("read head of %s/%s: %w", org, user, err)
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || v == 0 {
+		return 0, false, nil
+	}
+	return v, true, nil
 }
 
 func headByList(ctx context.Context, s Store, org, user string) (uint64, error) {

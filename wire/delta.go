@@ -29,6 +29,8 @@ import (
 //	         first..first+count-1, concatenated, are the dictionary],
 //	        uvarint length, payload (raw chunk, or a zstd frame compressed
 //	        with the old chunk as raw dictionary)
+//	    [abort frame: uvarint index, flags byte 0x80, uvarint length,
+//	     JSON AbortError; in place of a chunk the server could not read]
 //	    end byte 0xff
 //	}
 //
@@ -37,6 +39,13 @@ import (
 // chunk is sent as a tiny frame against the chunk it replaces, which the
 // client holds. Chunk order is fixed (stream order), so an interrupted
 // download resumes with skip=<chunks already verified>.
+//
+// The server verifies the first chunks before it answers 200; a chunk that
+// fails later (damaged in the store, its pack gone, the store down) ends the
+// pack with an abort frame, so the client can tell a server failure from a
+// cut connection and keeps the chunks it verified for the resume. The frame
+// needs no new format number: a reader that does not know it rejects the
+// pack as malformed, which it also counts as a server error.
 const (
 	DeltaMagic  = "DSDP"
 	DeltaFormat = 2
@@ -48,7 +57,8 @@ const (
 	opInsert = 1
 	opEnd    = 2
 
-	flagDict = 1
+	flagDict  = 1
+	flagAbort = 0x80
 	// dictSpan is how many old chunks around the replaced one make the
 	// dictionary: when an edit moves a boundary, the new chunk holds the
 	// tail or head of a neighbour too.
@@ -56,6 +66,7 @@ const (
 	endMark  = 0xff
 
 	maxHeader = 1 << 20
+	maxAbort  = 4 << 10
 	dictID    = 1
 	maxChunk  = 16 << 20 // the chunker never emits more (ChunkerParams.Validate)
 )
@@ -102,7 +113,33 @@ type DeltaSource struct {
 	Script    *diff.Script         // from the client's version (nil A for a full sync) to the new one
 	NewChunks snapshot.ChunkGetter // reads the new version's chunks
 	OldChunks snapshot.ChunkGetter // reads the old version's chunks (dictionaries); nil for a full sync
+
+	// Abort describes a failure to read a chunk of the new version for the
+	// abort frame that ends the pack (nil: 500 internal).
+	Abort func(err error) *AbortError
+	// OldChunkError is told when chunks of the old version cannot be read.
+	// They only serve as dictionaries: the chunks that needed them are sent
+	// whole and the pack stays complete, only bigger. Nil ignores it.
+	OldChunkError func(err error)
 }
+
+// AbortError is the content of an abort frame: why the server could not
+// finish a pack it had begun. Status is an HTTP status the answer would
+// have had: 404 or 410 (the version being sent is gone: start again), or
+// 5xx (a server failure: retry later, resuming).
+type AbortError struct {
+	Status  int    `json:"status"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *AbortError) Error() string {
+	return fmt.Sprintf("server aborted the delta pack: %d %s: %s", e.Status, e.Code, e.Message)
+}
+
+// ErrDeltaAborted is wrapped by WriteDelta's error when it ended the pack
+// with an abort frame: the stream itself is well formed and complete.
+var ErrDeltaAborted = errors.New("delta pack ended with an abort frame")
 
 // Encoders are pooled: a delta pack needs one stream encoder, and dictionary
 // compression re-targets an encoder per chunk with ResetWithOptions.
@@ -155,9 +192,17 @@ func WriteDelta(ctx context.Context, w io.Writer, src DeltaSource) error {
 		return err
 	}
 	if err := writeChunks(ctx, bw, src, needed[h.Skip:]); err != nil {
+		var rf *readFailure
+		if errors.As(err, &rf) && ctx.Err() == nil {
+			return writeAbort(bw, enc, src, rf)
+		}
 		enc.Close()
 		return err
 	}
+	return finish(bw, enc)
+}
+
+func finish(bw *bufio.Writer, enc *zstd.Encoder) error {
 	if err := bw.WriteByte(endMark); err != nil {
 		return err
 	}
@@ -165,6 +210,42 @@ func WriteDelta(ctx context.Context, w io.Writer, src DeltaSource) error {
 		return err
 	}
 	return enc.Close()
+}
+
+// readFailure is a chunk of the new version that could not be read: the
+// pack ends with an abort frame in its place.
+type readFailure struct {
+	index int
+	err   error
+}
+
+func (e *readFailure) Error() string { return fmt.Sprintf("chunk %d: %v", e.index, e.err) }
+func (e *readFailure) Unwrap() error { return e.err }
+
+// writeAbort ends the pack with an abort frame for rf and the end mark.
+func writeAbort(bw *bufio.Writer, enc *zstd.Encoder, src DeltaSource, rf *readFailure) error {
+	ae := &AbortError{Status: 500, Code: CodeInternal, Message: "the server could not read your data"}
+	if src.Abort != nil {
+		if a := src.Abort(rf.err); a != nil {
+			ae = a
+		}
+	}
+	js, err := json.Marshal(ae)
+	if err != nil || len(js) > maxAbort {
+		js = []byte(`{"status":500,"code":"internal","message":"server error"}`)
+	}
+	b := binary.AppendUvarint(nil, uint64(rf.index))
+	b = append(b, flagAbort)
+	b = binary.AppendUvarint(b, uint64(len(js)))
+	b = append(b, js...)
+	if _, err := bw.Write(b); err != nil {
+		enc.Close()
+		return err
+	}
+	if err := finish(bw, enc); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrDeltaAborted, rf)
 }
 
 func appendManifestDelta(b []byte, s *diff.Script) []byte {
@@ -222,76 +303,114 @@ func commonPrefix(a, b string) int {
 
 // writeChunks sends the listed chunks of the new version in batches, each
 // compressed against the old chunks around the one it replaces when that is
-// clearly smaller.
+// clearly smaller. A chunk that cannot be read ends it with *readFailure.
 func writeChunks(ctx context.Context, w *bufio.Writer, src DeltaSource, idx []int) error {
-	s := src.Script
 	const batch = 64
-	var hdr, dict []byte
+	var hdr, payload, dict []byte
 	for len(idx) > 0 {
 		n := min(batch, len(idx))
 		part := idx[:n]
 		idx = idx[n:]
-		olds := map[int][]byte{}
-		if src.OldChunks != nil {
-			var want []int
-			seen := map[int]bool{}
-			for _, j := range part {
-				lo, hi, ok := dictRange(s, j)
-				for i := lo; ok && i < hi; i++ {
-					if !seen[i] {
-						seen[i] = true
-						want = append(want, i)
-					}
-				}
-			}
-			if len(want) > 0 {
-				err := src.OldChunks.Chunks(ctx, sortedInts(want), func(i int, raw []byte) error {
-					olds[i] = append([]byte(nil), raw...)
-					return nil
-				})
-				if err != nil {
-					return err
-				}
-			}
-		}
-		err := src.NewChunks.Chunks(ctx, part, func(j int, raw []byte) error {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			hdr = binary.AppendUvarint(hdr[:0], uint64(j))
-			payload := raw
-			flags := byte(0)
-			if lo, hi, ok := dictRange(s, j); ok && src.OldChunks != nil {
-				dict = dict[:0]
-				for i := lo; i < hi; i++ {
-					dict = append(dict, olds[i]...)
-				}
-				frame := dictCompress(raw, dict)
-				// The raw chunk rides in the outer stream, which compresses it
-				// too; a dictionary frame pays off only when clearly smaller.
-				if len(frame) < len(raw)/4 {
-					flags = flagDict
-					hdr = append(hdr, flags)
-					hdr = binary.AppendUvarint(hdr, uint64(lo))
-					hdr = binary.AppendUvarint(hdr, uint64(hi-lo))
-					payload = frame
-				}
-			}
-			if flags == 0 {
-				hdr = append(hdr, 0)
-			}
-			hdr = binary.AppendUvarint(hdr, uint64(len(payload)))
-			if _, err := w.Write(hdr); err != nil {
-				return err
-			}
-			_, err := w.Write(payload)
-			return err
-		})
+		olds, err := readOlds(ctx, src, part)
 		if err != nil {
 			return err
 		}
+		sent := 0
+		var werr error
+		err = src.NewChunks.Chunks(ctx, part, func(j int, raw []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			hdr, payload, dict = encodeChunk(hdr[:0], dict, src.Script, olds, j, raw)
+			if _, werr = w.Write(hdr); werr != nil {
+				return werr
+			}
+			if _, werr = w.Write(payload); werr != nil {
+				return werr
+			}
+			sent++
+			return nil
+		})
+		if err != nil {
+			if werr != nil || ctx.Err() != nil || sent == len(part) {
+				return err
+			}
+			return &readFailure{index: part[sent], err: err}
+		}
 	}
 	return nil
+}
+
+// readOlds reads the old chunks that the dictionaries of the new chunks
+// part need. A failure is not fatal: the chunks whose dictionary is
+// incomplete are sent whole.
+func readOlds(ctx context.Context, src DeltaSource, part []int) (map[int][]byte, error) {
+	olds := map[int][]byte{}
+	if src.OldChunks == nil {
+		return olds, nil
+	}
+	var want []int
+	seen := map[int]bool{}
+	for _, j := range part {
+		lo, hi, ok := dictRange(src.Script, j)
+		for i := lo; ok && i < hi; i++ {
+			if !seen[i] {
+				seen[i] = true
+				want = append(want, i)
+			}
+		}
+	}
+	if len(want) == 0 {
+		return olds, nil
+	}
+	err := src.OldChunks.Chunks(ctx, sortedInts(want), func(i int, raw []byte) error {
+		olds[i] = append([]byte(nil), raw...)
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if src.OldChunkError != nil {
+			src.OldChunkError(err)
+		}
+	}
+	return olds, nil
+}
+
+// encodeChunk returns the section entry of new chunk j: its header and
+// payload, the raw chunk or, when clearly smaller, a zstd frame against the
+// old chunks around the one it replaces (all of them in olds).
+func encodeChunk(hdr, dict []byte, s *diff.Script, olds map[int][]byte, j int, raw []byte) ([]byte, []byte, []byte) {
+	hdr = binary.AppendUvarint(hdr, uint64(j))
+	if lo, hi, ok := dictRange(s, j); ok && haveAll(olds, lo, hi) {
+		dict = dict[:0]
+		for i := lo; i < hi; i++ {
+			dict = append(dict, olds[i]...)
+		}
+		frame := dictCompress(raw, dict)
+		// The raw chunk rides in the outer stream, which compresses it
+		// too; a dictionary frame pays off only when clearly smaller.
+		if len(frame) < len(raw)/4 {
+			hdr = append(hdr, flagDict)
+			hdr = binary.AppendUvarint(hdr, uint64(lo))
+			hdr = binary.AppendUvarint(hdr, uint64(hi-lo))
+			hdr = binary.AppendUvarint(hdr, uint64(len(frame)))
+			return hdr, frame, dict
+		}
+	}
+	hdr = append(hdr, 0)
+	hdr = binary.AppendUvarint(hdr, uint64(len(raw)))
+	return hdr, raw, dict
+}
+
+func haveAll(olds map[int][]byte, lo, hi int) bool {
+	for i := lo; i < hi; i++ {
+		if _, ok := olds[i]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // dictRange returns the old chunks [lo,hi) whose concatenation is the
@@ -329,17 +448,18 @@ var ErrBadDelta = errors.New("malformed delta pack")
 
 // DeltaReader decodes a delta pack on the client.
 type DeltaReader struct {
-	dec    *zstd.Decoder
-	r      *bufio.Reader
-	header SyncHeader
-	chunks []snapshot.ChunkRef
-	hasher *snapshot.Hasher
-	dictD  *zstd.Decoder
-	left   int
-	done   bool
-	lastJ  int
-	oldLen int    // chunks in the client's old list (dictionary bounds)
-	dict   []byte // reused dictionary buffer
+	dec     *zstd.Decoder
+	r       *bufio.Reader
+	header  SyncHeader
+	chunks  []snapshot.ChunkRef
+	hasher  *snapshot.Hasher
+	dictD   *zstd.Decoder
+	left    int
+	done    bool
+	aborted *AbortError
+	lastJ   int
+	oldLen  int    // chunks in the client's old list (dictionary bounds)
+	dict    []byte // reused dictionary buffer
 }
 
 // MaxDeltaMemory bounds the zstd window and frames the client accepts.
@@ -507,8 +627,13 @@ func (d *DeltaReader) Chunks() []snapshot.ChunkRef { return d.chunks }
 // Next returns the next chunk: its index in the new list and its raw bytes,
 // verified against the entry's size and keyed ID. base returns the raw bytes
 // of an old chunk (the client's copy) for dictionary-compressed chunks. It
-// returns io.EOF after the last chunk, once the end mark is checked.
+// returns io.EOF after the last chunk, once the end mark is checked, and
+// an *AbortError (on this and every later call) if the server ended the
+// pack early with an abort frame.
 func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte, error) {
+	if d.aborted != nil {
+		return 0, nil, d.aborted
+	}
 	if d.done {
 		return 0, nil, io.EOF
 	}
@@ -533,6 +658,9 @@ func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte
 	flags, err := d.r.ReadByte()
 	if err != nil {
 		return 0, nil, d.bad("truncated chunk")
+	}
+	if flags == flagAbort {
+		return 0, nil, d.readAbort()
 	}
 	baseIdx, baseCount := -1, 0
 	if flags&flagDict != 0 {
@@ -585,6 +713,31 @@ func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte
 	d.left--
 	d.lastJ = int(j)
 	return int(j), raw, nil
+}
+
+// readAbort reads an abort frame and returns it as *AbortError; the pack
+// ends there.
+func (d *DeltaReader) readAbort() error {
+	n, err := d.num()
+	if err != nil {
+		return err
+	}
+	if n > maxAbort {
+		return d.bad("abort frame of %d bytes", n)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(d.r, b); err != nil {
+		return d.bad("truncated abort frame")
+	}
+	var ae AbortError
+	if err := json.Unmarshal(b, &ae); err != nil {
+		return d.bad("abort frame: %v", err)
+	}
+	if ae.Status != 404 && ae.Status != 410 && (ae.Status < 500 || ae.Status > 599) {
+		return d.bad("abort frame with status %d", ae.Status)
+	}
+	d.aborted = &ae
+	return d.aborted
 }
 
 func (d *DeltaReader) dictDecode(frame, dict []byte, size int) ([]byte, error) {

@@ -224,6 +224,11 @@ func FuzzDeltaReader(f *testing.F) {
 	have := chunkMap(f, s, a)
 	f.Add(pack(f, s, a, b, 0))
 	f.Add(pack(f, s, nil, b, 1))
+	ds := deltaSource(s, a, b)
+	ds.NewChunks = failingGetter{r: ds.NewChunks, at: ds.Script.Needed()[0], err: snapshot.ErrCorrupt}
+	var aborted bytes.Buffer
+	wire.WriteDelta(context.Background(), &aborted, ds)
+	f.Add(aborted.Bytes())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		apply(t, data, a, have) // must not panic or hang
 	})

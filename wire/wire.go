@@ -1,6 +1,6 @@
 // Package wire holds the message types that the server and the client share:
-// JSON control messages and (later) the binary delta-pack format. It sits
-// below both so that neither imports the other.
+// JSON control messages and the binary delta-pack format (delta.go, with
+// its abort frame). It sits below both so that neither imports the other.
 package wire
 
 import "github.com/deltasync/deltasync/diff"

@@ -13,7 +13,6 @@ import (
 
 	"github.com/deltasync/deltasync/batch"
 	"github.com/deltasync/deltasync/internal/bytesize"
-	"github.com/deltasync/deltasync/snapshot/storeurl"
 )
 
 const buildSynopsis = `  deltasync build [--store URL] --org O --user U --input FILE.ndjson [--json]
@@ -31,12 +30,13 @@ of n, so n jobs can split the work.
 
 With --json, the result is one JSON object per user on stdout.
 Store URLs: file://./data (default), /abs/dir, s3://bucket/prefix?endpoint=host:port&secure=false
-(credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
+(credentials in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY). The store is
+probed first: it must enforce create-only and compare-and-swap writes.
 `
 
 // buildOptions are the flags of `deltasync build`.
 type buildOptions struct {
-	Store    string
+	storeOptions
 	Org      string
 	User     string
 	Input    string
@@ -59,6 +59,7 @@ func runBuild(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&o.Shard, "shard", "", "with --input-dir, build only the users of shard `i/n` (0 <= i < n)")
 	fs.StringVar(&o.TempDir, "temp-dir", "", "directory for sort runs of inputs too big to sort in memory (default the system's)")
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON object per user instead of a summary")
+	o.registerUnsafe(e, fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -87,10 +88,11 @@ func buildOne(ctx context.Context, e *env, o buildOptions) error {
 		defer f.Close()
 		in = f
 	}
-	store, err := storeurl.Open(ctx, o.Store)
+	store, err := openStore(ctx, e, o.storeOptions, warnLogger(e))
 	if err != nil {
 		return err
 	}
+	store = withDeadlines(store)
 	res, err := batch.BuildUser(ctx, store, batch.UserOptions{Org: o.Org, User: o.User, TempDir: o.TempDir}, in)
 	if o.JSON {
 		if jerr := json.NewEncoder(e.stdout).Encode(res); jerr != nil && err == nil {
@@ -137,10 +139,11 @@ func buildDir(ctx context.Context, e *env, o buildOptions) error {
 	if o.Jobs < 0 {
 		return usagef("--jobs must be positive")
 	}
-	store, err := storeurl.Open(ctx, o.Store)
+	store, err := openStore(ctx, e, o.storeOptions, warnLogger(e))
 	if err != nil {
 		return err
 	}
+	store = withDeadlines(store)
 	var bar *progressbar.ProgressBar
 	enc := json.NewEncoder(e.stdout)
 	var writeErr error

@@ -61,7 +61,7 @@ func TestBigCrashSafetyKill9(t *testing.T) {
 	h := newCrashHarness(t, seed)
 
 	landed := 0
-	for iter := 0; landed < kills && iter < 5*kills; iter++ {
+	for iter := 0; landed < kills && iter < 10*kills; iter++ {
 		if h.rng.IntN(10) == 0 {
 			h.otherWriter() // gives pulls something to fetch and install
 		}
@@ -107,9 +107,9 @@ type crashHarness struct {
 	localVersion uint64
 	others       int
 
-	maxDelay map[string]time.Duration // per command: its longest run not killed
-	history  []string                 // what ran, for failure messages
-	runs     map[string]*[2]int       // per command: completed, killed
+	took    map[string][]time.Duration // per command: its recent runs not killed
+	history []string                   // what ran, for failure messages
+	runs    map[string]*[2]int         // per command: completed, killed
 }
 
 // crashEdit is one edit the harness asked the CLI to make.
@@ -169,7 +169,7 @@ func newCrashHarness(t *testing.T, seed uint64) *crashHarness {
 			"GORACE=" + os.Getenv("GORACE") + " atexit_sleep_ms=0"},
 		edits: map[string]*crashEdit{}, applied: map[string][]appliedOp{},
 		patches: map[string]uint64{}, records: map[uint64]string{},
-		maxDelay: map[string]time.Duration{}, runs: map[string]*[2]int{},
+		took: map[string][]time.Duration{}, runs: map[string]*[2]int{},
 	}
 	if code, b := call(t, "PUT", h.url+"/v1/admin/orgs/"+crashOrg, admin, []byte(`{"offline_mode":true}`)); code != 200 {
 		t.Fatalf("enable org: %d %s", code, b)
@@ -302,8 +302,9 @@ func (h *crashHarness) step() bool {
 	}
 	st[0]++
 	// Aim the next kills of this command inside its running time.
-	if r.took > h.maxDelay[kind] {
-		h.maxDelay[kind] = r.took
+	h.took[kind] = append(h.took[kind], r.took)
+	if n := len(h.took[kind]); n > 16 {
+		h.took[kind] = h.took[kind][n-16:]
 	}
 	if r.code != 0 {
 		h.fatalf("client %s (not killed): exit %d\n%s%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
@@ -314,13 +315,17 @@ func (h *crashHarness) step() bool {
 	return false
 }
 
-// killWindow is how long after its start a command is killed at most: a
-// little more than its longest run seen (30 ms before any).
+// killWindow is how long after its start a command is killed at most: half
+// again its median run among the last ones seen (30 ms before any). The
+// median, not the longest: on a loaded machine one slow run would otherwise
+// aim most kills past the end of a typical run.
 func (h *crashHarness) killWindow(kind string) time.Duration {
-	if d := h.maxDelay[kind]; d > 0 {
-		return d * 5 / 4
+	took := slices.Clone(h.took[kind])
+	if len(took) == 0 {
+		return 30 * time.Millisecond
 	}
-	return 30 * time.Millisecond
+	slices.Sort(took)
+	return took[len(took)/2] * 3 / 2
 }
 
 // otherWriter changes a few seeded records through the API, as another

@@ -75,3 +75,31 @@ func TestSampleConfigNamesRealVariables(t *testing.T) {
 		t.Fatalf("only %d variables found in the sample config", n)
 	}
 }
+
+// TestComposePinsMinIORelease: the compose file names a MinIO release, not a
+// moving tag, so what an operator starts is what the README describes.
+func TestComposePinsMinIORelease(t *testing.T) {
+	data, err := os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Image string `yaml:"image"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(data, &compose); err != nil {
+		t.Fatal(err)
+	}
+	img := compose.Services["minio"].Image
+	if !strings.HasPrefix(img, "minio/minio:RELEASE.") {
+		t.Fatalf("compose MinIO image %q: want a pinned minio/minio:RELEASE.… tag", img)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), img) {
+		t.Errorf("README does not name the compose MinIO image %s", img)
+	}
+}

@@ -16,6 +16,8 @@ import (
 	"syscall"
 
 	"golang.org/x/term"
+
+	"github.com/deltasync/deltasync/snapshot"
 )
 
 // Exit codes.
@@ -52,6 +54,9 @@ type env struct {
 	// stderrTerminal reports whether stderr is a terminal (progress bars
 	// are drawn only there).
 	stderrTerminal bool
+	// wrapStore, if set, wraps every store a command opens, before the
+	// start-up probe: tests use it for stores that misbehave.
+	wrapStore func(snapshot.Store) snapshot.Store
 }
 
 // usageError is a bad command line: exit code 2.

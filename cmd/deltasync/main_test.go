@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -14,7 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	jose "github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/deltasync/deltasync/internal/bytesize"
 	"github.com/deltasync/deltasync/internal/s3test"
@@ -37,7 +39,14 @@ func TestMain(m *testing.M) {
 // cli runs the deltasync binary (this test binary) as a process.
 func cli(t *testing.T, stdin string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return cliEnv(t, nil, stdin, args...)
+}
+
+// cliEnv is cli with env added to the process's environment.
+func cliEnv(t *testing.T, env []string, stdin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := cliCommand(t, args...)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -61,13 +70,28 @@ func cliCommand(t *testing.T, args ...string) *exec.Cmd {
 	return cmd
 }
 
-// runIn runs a command in-process.
+// runIn runs a command in-process. The S3 credentials that scripts/test
+// exports (the first S3 server's) reach the command unless getenv names
+// them, so a test can pass s3test.URL as --store; a test that needs them
+// absent maps them to "".
 func runIn(t *testing.T, getenv map[string]string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	e := &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, getenv: func(k string) string { return getenv[k] }}
+	e := testEnv(getenv, &out, &errb)
 	code = run(context.Background(), e, args)
 	return out.String(), errb.String(), code
+}
+
+func testEnv(getenv map[string]string, stdout, stderr io.Writer) *env {
+	return &env{stdin: strings.NewReader(""), stdout: stdout, stderr: stderr, getenv: func(k string) string {
+		if v, ok := getenv[k]; ok {
+			return v
+		}
+		if k == envAccessKey || k == envSecretKey {
+			return os.Getenv(k)
+		}
+		return ""
+	}}
 }
 
 func genFile(t *testing.T, size string, seed string) string {
@@ -274,12 +298,31 @@ func TestParseSize(t *testing.T) {
 	}
 }
 
-func parseToken(t *testing.T, tok, secret string) (*server.Claims, error) {
+// tokenClaims are the claims of a minted token as another JWT library
+// (go-jose) reads them.
+type tokenClaims struct {
+	Org   string `json:"org"`
+	User  string `json:"user"`
+	Admin bool   `json:"admin"`
+	josejwt.Claims
+}
+
+// parseToken verifies a token minted by `deltasync token` with go-jose, a JWT
+// library the server does not use: the tokens are standard HS256 JWTs.
+func parseToken(t *testing.T, tok, secret string) (*tokenClaims, error) {
 	t.Helper()
-	var c server.Claims
-	_, err := jwt.ParseWithClaims(strings.TrimSpace(tok), &c, func(*jwt.Token) (any, error) { return []byte(secret), nil },
-		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
-	return &c, err
+	jt, err := josejwt.ParseSigned(strings.TrimSpace(tok), []jose.SignatureAlgorithm{jose.HS256})
+	if err != nil {
+		return nil, err
+	}
+	var c tokenClaims
+	if err := jt.Claims([]byte(secret), &c); err != nil {
+		return nil, err
+	}
+	if c.Expiry == nil || c.IssuedAt == nil {
+		return nil, fmt.Errorf("token without exp or iat: %+v", c)
+	}
+	return &c, c.ValidateWithLeeway(josejwt.Expected{Time: time.Now()}, 0)
 }
 
 func TestToken(t *testing.T) {
@@ -292,7 +335,7 @@ func TestToken(t *testing.T) {
 	if err != nil || c.Org != "acme" || c.User != "alice" || c.Admin {
 		t.Fatalf("claims %+v, %v", c, err)
 	}
-	if ttl := time.Until(c.ExpiresAt.Time); ttl < 9*time.Minute || ttl > 10*time.Minute {
+	if ttl := time.Until(c.Expiry.Time()); ttl < 9*time.Minute || ttl > 10*time.Minute {
 		t.Fatalf("expires in %v, want 10m", ttl)
 	}
 	if _, err := parseToken(t, stdout, secret+"x"); err == nil {
@@ -306,6 +349,16 @@ func TestToken(t *testing.T) {
 	}
 	if c, err := parseToken(t, stdout, secret); err != nil || !c.Admin {
 		t.Fatalf("admin claims %+v, %v", c, err)
+	}
+
+	// iss and aud; a lifetime the default server refuses is warned about.
+	stdout, stderr, code = runIn(t, nil, "token", "--admin", "--jwt-secret", secret,
+		"--issuer", "https://app.example", "--audience", "deltasync", "--ttl", "48h")
+	if code != 0 || !strings.Contains(stderr, "--jwt-max-lifetime") {
+		t.Fatalf("exit %d, stderr %q; want a warning naming --jwt-max-lifetime", code, stderr)
+	}
+	if c, err := parseToken(t, stdout, secret); err != nil || c.Issuer != "https://app.example" || !c.Audience.Contains("deltasync") {
+		t.Fatalf("claims %+v, %v; want iss and aud", c, err)
 	}
 
 	// --dev signs with the development secret, and says so.
@@ -371,20 +424,25 @@ func TestBuildDirJSONLinesAndFailures(t *testing.T) {
 // The acceptance of issue 6: a batch build killed with SIGKILL halfway and
 // run again leaves every user with exactly one version holding its data.
 func TestBuildDirKill9ThenRerunFile(t *testing.T) {
-	kill9ThenRerun(t, "file://"+t.TempDir())
+	kill9ThenRerun(t, "file://"+t.TempDir(), nil, storeurl.Options{})
 }
 
 func TestBuildDirKill9ThenRerunS3(t *testing.T) {
-	kill9ThenRerun(t, s3test.URL(t))
+	s3test.Each(t, func(t *testing.T, srv s3test.Server) {
+		kill9ThenRerun(t, srv.URL(t), srv.Env(), srv.Options())
+	})
 }
 
-func kill9ThenRerun(t *testing.T, storeURL string) {
+// kill9ThenRerun runs the build processes with env added to theirs (the
+// store's credentials) and opens the store with so to check it.
+func kill9ThenRerun(t *testing.T, storeURL string, env []string, so storeurl.Options) {
 	in := t.TempDir()
 	if _, stderr, code := runIn(t, nil, "gen", "--users", "200", "--out-dir", in, "--seed", "5", "--size-per-user", "2KB-64KB"); code != 0 {
 		t.Fatal(stderr)
 	}
 	args := []string{"build", "--store", storeURL, "--input-dir", in, "--jobs", "4", "--json"}
 	cmd := cliCommand(t, args...)
+	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -403,7 +461,7 @@ func kill9ThenRerun(t *testing.T, storeURL string) {
 		t.Fatalf("the build ended after %d users, before it could be killed", done)
 	}
 
-	stdout, stderr, code := cli(t, "", args...)
+	stdout, stderr, code := cliEnv(t, env, "", args...)
 	if code != 0 {
 		t.Fatalf("re-run: exit %d: %s", code, stderr)
 	}
@@ -423,7 +481,7 @@ func kill9ThenRerun(t *testing.T, storeURL string) {
 	}
 
 	ctx := t.Context()
-	store, err := storeurl.Open(ctx, storeURL)
+	store, err := storeurl.Open(ctx, storeURL, so)
 	if err != nil {
 		t.Fatal(err)
 	}

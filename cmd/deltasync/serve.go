@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"log/slog"
 	"net"
 	"time"
 
 	"github.com/deltasync/deltasync/server"
-	"github.com/deltasync/deltasync/snapshot/storeurl"
+	"github.com/deltasync/deltasync/snapshot/memstore"
 )
 
 const serveSynopsis = `  deltasync serve [--addr 127.0.0.1:8080] [--store URL] (--jwt-secret S | --jwt-public-key FILE | --dev)
@@ -19,13 +18,15 @@ Serves the sync API. The store defaults to file://./data; an S3 store is
 s3://bucket/prefix?endpoint=host:port&secure=true with credentials from
 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Every flag also reads a DELTASYNC_*
 environment variable (named beside it); a flag on the command line wins.
+The configuration is checked before the store is touched; then the store is
+probed once: it must enforce create-only and compare-and-swap writes.
 SIGTERM or SIGINT stops accepting connections and lets in-flight requests
 finish (up to --shutdown-timeout).
 `
 
 // serveOptions are the flags of `deltasync serve` beyond server.Options.
 type serveOptions struct {
-	Store           string
+	storeOptions
 	ShutdownTimeout time.Duration
 	LogJSON         bool
 	LogLevel        slog.Level
@@ -34,13 +35,14 @@ type serveOptions struct {
 // serveFlags registers every flag of `deltasync serve`; tests parse the
 // documented command lines (docker-compose.yml) against it.
 func serveFlags(e *env) (*serveOptions, *server.Options, *flag.FlagSet) {
-	so := &serveOptions{Store: "file://./data", ShutdownTimeout: 30 * time.Second}
+	so := &serveOptions{storeOptions: storeOptions{Store: "file://./data"}, ShutdownTimeout: 30 * time.Second}
 	if v := e.getenv("DELTASYNC_STORE"); v != "" {
 		so.Store = v
 	}
 	opts := server.DefaultOptions()
 	fs := newFlagSet(e, "serve", serveSynopsis)
 	fs.StringVar(&so.Store, "store", so.Store, "store URL (env DELTASYNC_STORE)")
+	so.registerUnsafe(e, fs)
 	fs.DurationVar(&so.ShutdownTimeout, "shutdown-timeout", so.ShutdownTimeout, "how long in-flight requests may take to finish on SIGTERM")
 	fs.BoolVar(&so.LogJSON, "log-json", !e.stderrTerminal, "structured JSON logs (default when stderr is not a terminal)")
 	if v := e.getenv("DELTASYNC_LOG_LEVEL"); v != "" {
@@ -63,9 +65,14 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	log := slog.New(h)
 	opts.Logger = log
-	store, err := storeurl.Open(ctx, so.Store)
+	// Refuse a bad configuration before the store is opened or probed: a
+	// server that will not start must leave no trace in the store.
+	if err := checkServeConfig(*opts); err != nil {
+		return err
+	}
+	store, err := openStore(ctx, e, so.storeOptions, log)
 	if err != nil {
-		return fmt.Errorf("open store: %w", err)
+		return err
 	}
 	opts.Store = store
 	if len(opts.ChunkSecret) == 0 {
@@ -93,4 +100,22 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return <-errc
+}
+
+// SampleJWTSecret is the HS256 secret printed in deploy/deltasync.env. It is
+// public, so a server using it accepts tokens anyone can mint; serve refuses
+// it (a test keeps it equal to the file's).
+const SampleJWTSecret = "change-me-to-32-or-more-random-bytes-0123456789"
+
+// checkServeConfig validates the options as server.New will, without a
+// store: a placeholder stands in for it, and the copy's logger is silenced
+// so that server.New's warnings are logged once.
+func checkServeConfig(opts server.Options) error {
+	if string(opts.JWTSecret) == SampleJWTSecret {
+		return errors.New("the JWT secret is the published sample from deploy/deltasync.env (" + SampleJWTSecret +
+			"): anyone could mint tokens with it; set DELTASYNC_JWT_SECRET to your backend's own secret (e.g. openssl rand -base64 48)")
+	}
+	opts.Store = memstore.New()
+	opts.Logger = slog.New(slog.DiscardHandler)
+	return opts.Validate()
 }

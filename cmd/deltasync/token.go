@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
 	"github.com/deltasync/deltasync/server"
 )
 
@@ -62,11 +60,13 @@ func runToken(_ context.Context, e *env, args []string) error {
 	if !o.Admin && (o.Org == "" || o.User == "") {
 		return usagef("a user token needs --org and --user (or use --admin)")
 	}
+	if o.TTL > server.DefaultJWTMaxLifetime {
+		fmt.Fprintf(e.stderr, "warning: a --ttl over %v is refused by a server with the default --jwt-max-lifetime\n", server.DefaultJWTMaxLifetime)
+	}
 	expires := time.Now().Add(o.TTL)
-	c := server.Claims{Org: o.Org, User: o.User, Admin: o.Admin}
-	c.Issuer = o.Issuer
+	c := server.Claims{Org: o.Org, User: o.User, Admin: o.Admin, Issuer: o.Issuer}
 	if o.Audience != "" {
-		c.Audience = jwt.ClaimStrings{o.Audience}
+		c.Audience = []string{o.Audience}
 	}
 	tok, err := server.MintToken([]byte(o.Secret), c, o.TTL)
 	if err != nil {

@@ -12,6 +12,14 @@
 // As on an S3 gateway over a file system, a key cannot be both an object
 // and the parent of another ("a" and "a/b"); the layout in package snapshot
 // never needs that.
+//
+// A writer killed mid-write leaves its temp file (dir/.tmp/put-*) behind.
+// Such files are swept by age: older than TempMaxAge (by modification time,
+// which every write to the file moves on), they are removed when a store is
+// opened, by writers at most once per sweepInterval, and by gc through
+// SweepTemp. A live writer's file is younger; one stalled for longer than
+// TempMaxAge loses its file and its write fails, so nothing acknowledged is
+// lost.
 package fsstore
 
 import (
@@ -25,15 +33,25 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/deltasync/deltasync/snapshot"
 )
 
 const (
-	tmpDir   = ".tmp"
-	lockFile = ".lock"
+	tmpDir    = ".tmp"
+	tmpPrefix = "put-"
+	lockFile  = ".lock"
 )
+
+// TempMaxAge is the age from which a temp file counts as abandoned by a
+// killed writer. Writes take seconds; an hour leaves a wide margin.
+const TempMaxAge = time.Hour
+
+// sweepInterval is how often writers of one Store sweep abandoned temp files.
+const sweepInterval = 10 * time.Minute
 
 // Store is a snapshot.Store over a local directory. It is safe for
 // concurrent use by goroutines and processes.
@@ -43,9 +61,15 @@ type Store struct {
 	// flock on dir/.lock does the same across processes (flock alone is
 	// not enough: it is per open file, not per goroutine).
 	mu sync.Mutex
+	// lastSweep is when writers last swept abandoned temp files (unix ns).
+	lastSweep atomic.Int64
+	now       func() time.Time // time.Now; tests move it
 }
 
-var _ snapshot.Store = (*Store)(nil)
+var (
+	_ snapshot.Store       = (*Store)(nil)
+	_ snapshot.TempSweeper = (*Store)(nil)
+)
 
 // New opens the store in dir, creating dir if needed.
 func New(dir string) (*Store, error) {
@@ -56,7 +80,57 @@ func New(dir string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(abs, tmpDir), 0o755); err != nil {
 		return nil, fmt.Errorf("fsstore: %w", err)
 	}
-	return &Store{dir: abs}, nil
+	s := &Store{dir: abs, now: time.Now}
+	s.maybeSweep()
+	return s, nil
+}
+
+// SweepTemp removes the temp files (dir/.tmp/put-*) older than olderThan and
+// returns how many it removed. gc calls it through snapshot.TempSweeper. A
+// file that vanishes meanwhile (its writer finished) is not an error.
+func (s *Store) SweepTemp(ctx context.Context, olderThan time.Duration) (int, error) {
+	ents, err := os.ReadDir(filepath.Join(s.dir, tmpDir))
+	if err != nil {
+		return 0, fmt.Errorf("fsstore: sweep temp files: %w", err)
+	}
+	cutoff := s.now().Add(-olderThan)
+	removed := 0
+	for _, ent := range ents {
+		if err := ctx.Err(); err != nil {
+			return removed, err
+		}
+		if !strings.HasPrefix(ent.Name(), tmpPrefix) || !ent.Type().IsRegular() {
+			continue
+		}
+		fi, err := ent.Info()
+		if err != nil || !fi.ModTime().Before(cutoff) {
+			continue // gone already, or young: a writer may be using it
+		}
+		err = os.Remove(filepath.Join(s.dir, tmpDir, ent.Name()))
+		switch {
+		case err == nil:
+			removed++
+		case !errors.Is(err, fs.ErrNotExist):
+			return removed, fmt.Errorf("fsstore: sweep temp files: %w", err)
+		}
+	}
+	return removed, nil
+}
+
+// maybeSweep sweeps abandoned temp files if no writer of this Store did in
+// the last sweepInterval. One ReadDir of a directory that holds only the
+// files of writes in flight: cheap enough to do inline. Failures are left to
+// the next sweep: a left-over temp file costs space, not correctness.
+func (s *Store) maybeSweep() {
+	now := s.now()
+	last := s.lastSweep.Load()
+	if last != 0 && now.Sub(time.Unix(0, last)) < sweepInterval {
+		return
+	}
+	if !s.lastSweep.CompareAndSwap(last, now.UnixNano()) {
+		return // another writer is sweeping
+	}
+	_, _ = s.SweepTemp(context.Background(), TempMaxAge)
 }
 
 // Dir returns the absolute directory of the store.
@@ -184,7 +258,8 @@ func (s *Store) writeTemp(ctx context.Context, op, key string, r io.Reader, size
 	if size < 0 {
 		return "", objErr(op, key, fmt.Errorf("negative size %d: %w", size, snapshot.ErrInvalid))
 	}
-	f, err := os.CreateTemp(filepath.Join(s.dir, tmpDir), "put-*")
+	s.maybeSweep()
+	f, err := os.CreateTemp(filepath.Join(s.dir, tmpDir), tmpPrefix+"*")
 	if err != nil {
 		return "", objErr(op, key, err)
 	}
@@ -416,6 +491,12 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(snapshot.Object
 				return filepath.SkipDir
 			}
 			return nil
+		}
+		// A directory that neither holds the prefix nor lies inside it
+		// holds no key with the prefix: do not read it (the change feed
+		// probes many prefixes of _feed/<hour>).
+		if d.IsDir() && path != root && !strings.HasPrefix(key+"/", prefix) && !strings.HasPrefix(prefix, key+"/") {
+			return filepath.SkipDir
 		}
 		if d.IsDir() || !d.Type().IsRegular() || !strings.HasPrefix(key, prefix) {
 			return nil

@@ -8,9 +8,10 @@ import (
 	"github.com/deltasync/deltasync/snapshot/storetest"
 )
 
-// TestConformance runs the store suite against the server scripts/test
-// starts (see internal/s3test).
+// TestConformance runs the store suite against each server scripts/test
+// starts (versitygw and MinIO; see internal/s3test).
 func TestConformance(t *testing.T) {
-	s3test.Check(t)
-	storetest.Run(t, func(t *testing.T) snapshot.Store { return s3test.Store(t) })
+	s3test.Each(t, func(t *testing.T, srv s3test.Server) {
+		storetest.Run(t, func(t *testing.T) snapshot.Store { return srv.Store(t) })
+	})
 }

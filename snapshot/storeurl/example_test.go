@@ -14,7 +14,7 @@ import (
 // ErrExist and re-reads the head.
 func ExampleOpen() {
 	ctx := context.Background()
-	s, err := storeurl.Open(ctx, "mem://") // or "file://./data", "s3://bucket/prefix?endpoint=..."
+	s, err := storeurl.Open(ctx, "mem://", storeurl.Options{}) // or "file://./data", "s3://bucket/prefix?endpoint=..."
 	if err != nil {
 		panic(err)
 	}
