@@ -46,14 +46,43 @@ func (c *Client) checkRecordSize(what string, n int, lim diff.Limits) error {
 }
 
 // patchLimits are the limits patches are formed by: the policy's (the
-// defaults where it has none), with fewer ops if an older server answered
-// 413 to a bigger patch.
+// defaults where it has none), lowered while a bare 413 (an older server,
+// a proxy) is being split down.
 func (c *Client) patchLimits() diff.Limits {
 	lim := c.Policy().Limits()
-	if n := c.patchOpsLimit(); n > 0 && n < lim.MaxOps {
-		lim.MaxOps = n
+	c.loop.mu.Lock()
+	ops, size := c.loop.patchOpsCap, c.loop.patchByteCap
+	c.loop.mu.Unlock()
+	if ops > 0 && ops < lim.MaxOps {
+		lim.MaxOps = ops
+	}
+	if size > 0 && size < lim.MaxBytes {
+		lim.MaxBytes = size
 	}
 	return lim
+}
+
+// capPatches halves patches after a bare 413 to one of ops edits and size
+// bytes: it does not say which limit, so both shrink. Each 413 shrinks
+// them further; a patch of one edit is always formed.
+func (c *Client) capPatches(ops int, size int64) {
+	c.loop.mu.Lock()
+	defer c.loop.mu.Unlock()
+	if c.loop.patchOpsCap == 0 || ops/2 < c.loop.patchOpsCap {
+		c.loop.patchOpsCap = max(ops/2, 1)
+	}
+	if c.loop.patchByteCap == 0 || size/2 < c.loop.patchByteCap {
+		c.loop.patchByteCap = max(size/2, 1)
+	}
+}
+
+// uncapPatches ends the halving once a single edit was refused: that edit
+// (now blocked) was the likely cause, and the others need not crawl in
+// patches of one.
+func (c *Client) uncapPatches() {
+	c.loop.mu.Lock()
+	c.loop.patchOpsCap, c.loop.patchByteCap = 0, 0
+	c.loop.mu.Unlock()
 }
 
 // BlockedEdit is a pending edit that cannot be sent under the limits in
@@ -255,10 +284,32 @@ func (c *Client) patchTooLarge(p *inflightPatch, edits []*edit, hb *httpErrorWit
 	var lb wire.LimitErrorBody
 	_ = json.Unmarshal(hb.body, &lb) // a bonus: the 413 alone is the answer
 	learned := lb.Policy != nil && *lb.Policy != c.Policy()
-	err := c.db.Update(func(tx *bolt.Tx) error {
-		if learned || len(edits) != 1 {
-			return nil
+	switch {
+	case learned:
+		if err := c.setPolicy(*lb.Policy); err != nil {
+			return fmt.Errorf("push: %w", err)
 		}
+	case len(edits) > 1:
+		c.capPatches(len(edits), bodySize(p, edits))
+	default:
+		reason := hb.HTTPError.Message
+		if reason == "" {
+			reason = hb.HTTPError.Error() // a proxy's page, not our JSON
+		}
+		if err := c.blockEdit(edits[0].Seq, reason); err != nil {
+			return fmt.Errorf("push: %w", err)
+		}
+		c.uncapPatches()
+	}
+	if err := c.completePatchX(p.ID, 0, nil, nil, nil); err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	return c.refreshBlocked()
+}
+
+// blockEdit records that the server refused edit seq alone as too large.
+func (c *Client) blockEdit(seq uint64, reason string) error {
+	return c.db.Update(func(tx *bolt.Tx) error {
 		m, err := loadServerBlocks(tx)
 		if err != nil {
 			return err
@@ -266,22 +317,19 @@ func (c *Client) patchTooLarge(p *inflightPatch, edits []*edit, hb *httpErrorWit
 		if m == nil {
 			m = map[uint64]string{}
 		}
-		m[edits[0].Seq] = hb.HTTPError.Message
+		m[seq] = reason
 		return saveServerBlocks(tx, m)
 	})
-	if err != nil {
-		return fmt.Errorf("push: %w", err)
+}
+
+// bodySize is the size of the canonical body of the patch p with edits.
+func bodySize(p *inflightPatch, edits []*edit) int64 {
+	s := diff.NewPatchSize(p.ID, p.Base)
+	for _, e := range edits {
+		s.AddOp(e.op())
 	}
-	switch {
-	case learned:
-		if err := c.setPolicy(*lb.Policy); err != nil {
-			return fmt.Errorf("push: %w", err)
-		}
-	case len(edits) > 1:
-		c.capPatchOps(len(edits) / 2)
+	for k, h := range p.Seen {
+		s.AddSeen(k, h)
 	}
-	if err := c.completePatchX(p.ID, 0, nil, nil, nil); err != nil {
-		return fmt.Errorf("push: %w", err)
-	}
-	return c.refreshBlocked()
+	return s.Bytes()
 }

@@ -457,3 +457,75 @@ func newTestServerWith(t *testing.T, edit func(*server.Options)) *testServer {
 	ts.setPolicy(`{"offline_mode":true,"conflict_policy":"client-wins"}`)
 	return ts
 }
+
+// proxyLimit stands for a reverse proxy in front of the server with a body
+// limit of its own (nginx's client_max_body_size): it answers 413 with an
+// HTML page to any request body over max, without asking the server.
+type proxyLimit struct {
+	base    http.RoundTripper
+	max     int64
+	refused atomic.Int64
+}
+
+func (p *proxyLimit) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.ContentLength > p.max {
+		p.refused.Add(1)
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		body := "<html><body><h1>413 Request Entity Too Large</h1></body></html>"
+		return &http.Response{StatusCode: http.StatusRequestEntityTooLarge, Header: http.Header{"Content-Type": {"text/html"}},
+			Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Request: req}, nil
+	}
+	return p.base.RoundTrip(req)
+}
+
+// TestProxy413BlocksTheEditItRefuses: a 413 that no limit of the policy
+// explains (a proxy's body limit) keeps the refused edit queued and
+// blocked, across the policy the next pull brings (its limits are the
+// same), while every other edit is sent, not one per patch; the big edit
+// goes up twice at most (halving by bytes isolates it at once). A change of
+// the limits gives it another try.
+func TestProxy413BlocksTheEditItRefuses(t *testing.T) {
+	ts := newTestServer(t)
+	px := &proxyLimit{base: http.DefaultTransport.(*http.Transport).Clone(), max: 1 << 20}
+	c := ts.client("ann", px)
+	ctx := context.Background()
+	form := photoForm(2_000_000, 3) // fits every limit of the policy, not the proxy's
+	mustDo(t, c.Put("forms/1", form))
+	want := queuePuts(t, c, 30)
+	for i := 0; i < 2; i++ { // the second sync must not lose it either
+		res, err := c.Sync(ctx)
+		mustDo(t, err)
+		if res.EditsRejected != 0 || res.Pending != 1 || res.EditsBlocked != 1 || res.State != StateError {
+			t.Fatalf("sync %d: %+v", i, res)
+		}
+		if i == 0 && res.Patches != 1 {
+			t.Errorf("the 30 small edits took %d patches, want 1", res.Patches)
+		}
+	}
+	if n := px.refused.Load(); n > 2 {
+		t.Errorf("the big form went up %d times, want at most 2", n)
+	}
+	if got := ts.export("ann"); got != want {
+		t.Fatalf("server holds %d lines, want the 30 small edits", strings.Count(got, "\n"))
+	}
+	s := c.Status()
+	if s.Reason != ReasonBlocked || !strings.Contains(s.Message, `"forms/1"`) || !strings.Contains(s.Message, "413") {
+		t.Fatalf("status %+v", s)
+	}
+	if got := get(t, c, "forms/1"); got != string(form) {
+		t.Fatal("the blocked form left the view")
+	}
+	// A change of the limits gives it another try: through a bigger proxy
+	// it goes.
+	px.max = 64 << 20
+	ts.setPolicy(`{"max_patch_ops":9999}`)
+	_, err := c.Pull(ctx)
+	mustDo(t, err)
+	res, err := c.Sync(ctx)
+	mustDo(t, err)
+	if res.EditsApplied != 1 || res.Pending != 0 || res.EditsBlocked != 0 || res.State != StateSynced {
+		t.Fatalf("sync after the limits changed: %+v", res)
+	}
+}

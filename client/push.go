@@ -375,24 +375,6 @@ func getSeq(b []byte) uint64 {
 	return v
 }
 
-// capPatchOps lowers the number of edits per patch (after a 413).
-func (c *Client) capPatchOps(n int) {
-	c.loop.mu.Lock()
-	if n < 1 {
-		n = 1
-	}
-	if c.loop.patchOpsCap == 0 || n < c.loop.patchOpsCap {
-		c.loop.patchOpsCap = n
-	}
-	c.loop.mu.Unlock()
-}
-
-func (c *Client) patchOpsLimit() int {
-	c.loop.mu.Lock()
-	defer c.loop.mu.Unlock()
-	return c.loop.patchOpsCap
-}
-
 // raiseServerHead records a server version we learned of, never lowering it.
 func (c *Client) raiseServerHead(v uint64) {
 	if c.Status().ServerHead < v {

@@ -458,16 +458,20 @@ func (c *Client) Policy() wire.Policy {
 }
 
 // setPolicy stores the policy the server sent. Edits a server refused
-// alone as too large get another chance under a new policy; which edits
-// cannot be sent is worked out again.
+// alone as too large get another chance when the limits change; which
+// edits cannot be sent is worked out again.
 func (c *Client) setPolicy(p wire.Policy) error {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
+	newLimits := c.Policy().Limits() != p.Limits()
 	err = c.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketMeta).Put(metaPolicy, b); err != nil {
 			return err
+		}
+		if !newLimits {
+			return nil
 		}
 		return saveServerBlocks(tx, nil)
 	})
