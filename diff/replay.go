@@ -170,7 +170,7 @@ func Apply(ctx context.Context, s snapshot.Store, opts ApplyOptions, p *Patch) (
 	}
 	q := *p
 	q.Ops = slices.Clone(p.Ops)
-	if err := q.Validate(opts.Limits); err != nil {
+	if err := q.validateShape(); err != nil {
 		return nil, err
 	}
 	hash, err := patchHash(&q)
@@ -178,6 +178,14 @@ func Apply(ctx context.Context, s snapshot.Store, opts ApplyOptions, p *Patch) (
 		return nil, err
 	}
 	r := &replayer{s: s, opts: opts, p: &q, hash: hash, idHash: idHash(q.ID)}
+	if lerr := q.CheckLimits(opts.Limits); lerr != nil {
+		// The limits may have become stricter since this patch was
+		// applied (its answer lost): a retry still gets that answer.
+		if res, err := r.previous(ctx); res != nil || err != nil {
+			return res, err
+		}
+		return nil, lerr
+	}
 	return r.run(ctx)
 }
 
@@ -217,7 +225,7 @@ func (r *replayer) run(ctx context.Context) (*Result, error) {
 	// The intent is read after the head: a concurrent writer of the same id
 	// whose intent is not seen here has not committed yet, so its version
 	// will be newer than head and is found by the scan after a lost race.
-	_, _, err = r.s.Get(ctx, r.intentKey())
+	_, err = r.s.Stat(ctx, r.intentKey())
 	intent := err == nil
 	switch {
 	case intent:
@@ -312,6 +320,25 @@ func (r *replayer) manifest(ctx context.Context, v uint64) (*snapshot.Manifest, 
 	}
 	r.last = m
 	return m, nil
+}
+
+// previous returns the result of this patch id if it was applied before:
+// its stored answer or, where its intent says it may have been committed
+// without one, the version that holds it. Nil if it was not.
+func (r *replayer) previous(ctx context.Context) (*Result, error) {
+	if res, err := r.storedAnswer(ctx); res != nil || err != nil {
+		return res, err
+	}
+	if _, err := r.s.Stat(ctx, r.intentKey()); errors.Is(err, snapshot.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, &snapshot.ObjectError{Op: "read patch intent", Key: r.intentKey(), Err: err}
+	}
+	head, err := snapshot.Head(ctx, r.s, r.opts.Org, r.opts.User)
+	if err != nil || head <= r.p.Base {
+		return nil, err
+	}
+	return r.scan(ctx, head, max(r.p.Base+1, head-min(head, uint64(r.opts.MaxScan))+1))
 }
 
 // storedAnswer returns the stored answer to the patch id, nil if there is
@@ -553,9 +580,9 @@ func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []
 			if err != nil {
 				return nil, err
 			}
-			if len(b) > snapshot.MaxValueLen {
+			if most := r.opts.Limits.MaxRecordBytes; int64(len(b)) > most {
 				receipts[i].Status = StatusRejected
-				receipts[i].Reason = fmt.Sprintf("merged value of %d bytes exceeds %d", len(b), snapshot.MaxValueLen)
+				receipts[i].Reason = fmt.Sprintf("merged value of %d bytes is over the limit of %d bytes per record (%s)", len(b), most, LimitRecordBytes)
 				continue
 			}
 			cur, curV, decoded = b, nv, true
@@ -596,10 +623,10 @@ func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []
 			return nil, err
 		}
 	}
-	if len(out) > snapshot.MaxValueLen {
+	if most := r.opts.Limits.MaxRecordBytes; int64(len(out)) > most {
 		for _, i := range live {
 			receipts[i].Status = StatusRejected
-			receipts[i].Reason = fmt.Sprintf("merged with server changes the value has %d bytes, more than %d", len(out), snapshot.MaxValueLen)
+			receipts[i].Reason = fmt.Sprintf("merged with server changes the value has %d bytes, over the limit of %d bytes per record (%s)", len(out), most, LimitRecordBytes)
 		}
 		return head, nil
 	}
