@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/deltasync/deltasync/wire"
@@ -107,6 +108,7 @@ func newHTTPClient(dial, header time.Duration) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
 	t.ResponseHeaderTimeout = header
+	t.ExpectContinueTimeout = expectContinueTimeout
 	return &http.Client{Transport: t}
 }
 
@@ -130,13 +132,13 @@ func (c *Client) request(ctx context.Context, op, method, path string, query url
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: server URL %q: %w", op, base, err)
+	}
+	var sent *sentCounter
+	if body != nil {
+		sent = c.setBody(req, body)
 	}
 	for k, v := range header {
 		req.Header[k] = v
@@ -146,9 +148,8 @@ func (c *Client) request(ctx context.Context, op, method, path string, query url
 	}
 	req.Header.Set("User-Agent", "deltasync-client/1")
 	resp, err := c.httpc.Do(req)
-	if body != nil {
-		// Counted whether or not the answer arrives: the bytes left.
-		c.addBytes(0, int64(len(body)))
+	if up := sent.take(); up > 0 {
+		c.addBytes(0, up)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -171,6 +172,65 @@ func (c *Client) request(ctx context.Context, op, method, path string, query url
 		return nil, fmt.Errorf("%s: %w", op, ctx.Err())
 	}
 	return nil, &httpErrorWithBody{HTTPError: he, body: raw}
+}
+
+// expectContinueOver is the body size from which a request asks the server
+// first ("Expect: 100-continue"): the server answers a refusal (401, 403,
+// 413) from the headers, and a phone does not spend its data plan sending
+// a body that would be thrown away. Smaller bodies go at once: waiting a
+// round trip would cost more than they do.
+const expectContinueOver = 64 << 10
+
+// expectContinueTimeout is how long the transport waits for the server's
+// "100 Continue" before sending a big body anyway (a proxy may swallow
+// it). A phone's round trip can take a second; the server answers at once.
+const expectContinueTimeout = 3 * time.Second
+
+// setBody attaches body to req. The transport reads it through a counter:
+// traffic up is what it actually took to send (nothing for a refused
+// connection, nor for a body the server refused from the headers), not
+// what the client meant to send. Counted once Do returns (by then a server
+// that answers has read the body), so that status listeners are never
+// called from the transport's goroutines.
+func (c *Client) setBody(req *http.Request, body []byte) *sentCounter {
+	sc := &sentCounter{}
+	open := func() io.ReadCloser { return io.NopCloser(&countedBody{r: bytes.NewReader(body), n: &sc.n}) }
+	req.Body = open()
+	req.GetBody = func() (io.ReadCloser, error) { return open(), nil }
+	req.ContentLength = int64(len(body))
+	if len(body) > expectContinueOver {
+		req.Header.Set("Expect", "100-continue")
+	}
+	return sc
+}
+
+// sentCounter counts the body bytes the transport took, over every attempt
+// (the transport may resend a body on a fresh connection).
+type sentCounter struct {
+	n       atomic.Int64
+	counted int64
+}
+
+// take returns the bytes sent since the last take.
+func (s *sentCounter) take() int64 {
+	if s == nil {
+		return 0
+	}
+	n := s.n.Load()
+	d := n - s.counted
+	s.counted = n
+	return d
+}
+
+type countedBody struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (b *countedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 // httpErrorWithBody keeps the raw error body for callers that need more
