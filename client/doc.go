@@ -83,6 +83,25 @@
 // AddStatusListener, for gomobile) subscribes to changes; listeners are
 // called one at a time, in order, outside the client's locks.
 //
+// The status tells the truth across restarts and outages. The last settled
+// state (synced, an error with its reason, offline for want of a
+// connection) is persisted with the counters, and a new process reports
+// it until it has talked to the server; a client that never synced is
+// syncing, "not synced yet". Offline appears only after an attempt failed
+// to reach the server (or NotifyConnectivity(false), or offline mode). An
+// attempt after a failure does not announce itself: the state stays until
+// the server answers (then offline becomes syncing, once per outage) or
+// the outcome is known, so retries against an unreachable server change
+// nothing but the "retrying in N s" of the message (NextRetryUnix). The
+// since-online counters restart when an outage ends, not on every
+// attempt, and count only bytes that crossed the network: bodies read by
+// the transport (none for a refused connection; a body over 64 KiB asks
+// "Expect: 100-continue" first, so a refusal costs only headers) and
+// received. MaxOfflineSeconds counts from the last successful answer
+// (LastContactUnix) and alarms only once the device is known to be
+// offline. Offline mode cannot be switched on before a sync has completed
+// (ErrNotSynced): there would be nothing to work with.
+//
 // # gomobile
 //
 // Exported methods take and return strings, []byte, integers and plain

@@ -148,6 +148,10 @@ func (c *Client) request(ctx context.Context, op, method, path string, query url
 	}
 	req.Header.Set("User-Agent", "deltasync-client/1")
 	resp, err := c.httpc.Do(req)
+	if err == nil {
+		// Contact first: its bytes belong to the online period it starts.
+		c.contact(resp.StatusCode/100 == 2)
+	}
 	if up := sent.take(); up > 0 {
 		c.addBytes(0, up)
 	}

@@ -58,7 +58,7 @@ func (c *Client) push(ctx context.Context, res *SyncResult) error {
 		if p == nil {
 			return nil
 		}
-		c.ensureSyncing()
+		c.beginSync()
 		if err := c.sendPatch(ctx, p, edits, res); err != nil {
 			return err
 		}

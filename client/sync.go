@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 )
 
 // SyncResult tells what one Pull, Push or Sync did. Plain fields, so it
@@ -109,7 +108,7 @@ func (c *Client) syncLocked(ctx context.Context, push, pull bool, waitSeconds in
 		res.BytesUp += after.BytesUpTotal
 	}()
 	if waitSeconds == 0 {
-		c.ensureSyncing()
+		c.beginSync()
 	}
 	if push {
 		err := c.push(ctx, res)
@@ -148,7 +147,22 @@ func (c *Client) finishResult(res *SyncResult, err error) {
 	}
 }
 
-// ensureSyncing sets the state to syncing unless it already is.
+// beginSync marks the start of an attempt: syncing, unless the last
+// attempt failed (offline or error). Then the state stays until the server
+// answers (contact) or the attempt's outcome is known, so that a retry
+// that fails again changes nothing: no flicker while the server is out of
+// reach.
+func (c *Client) beginSync() {
+	c.st.mu.Lock()
+	ok := c.st.state == StateSynced || c.st.state == StateSyncing
+	c.st.mu.Unlock()
+	if ok {
+		c.ensureSyncing()
+	}
+}
+
+// ensureSyncing sets the state to syncing unless it already is: data is
+// moving.
 func (c *Client) ensureSyncing() {
 	c.st.mu.Lock()
 	already := c.st.state == StateSyncing
@@ -206,7 +220,7 @@ func rebaseMessage(conflicts int) string {
 func (c *Client) policyNotice() string {
 	c.st.mu.Lock()
 	defer c.st.mu.Unlock()
-	return c.st.policyViolationLocked(time.Now())
+	return c.st.policyViolationLocked(c.st.clock())
 }
 
 // foreground prepares a sync the app asked for (not the loop's): it fails
