@@ -66,6 +66,9 @@ type Options struct {
 	// the status keeps showing syncing before it reports error/server
 	// (default 3).
 	ServerRetries int
+	// MaxChangeKeys is how many keys a Change lists; a larger change is
+	// described by its collections only (default DefaultMaxChangeKeys).
+	MaxChangeKeys int
 }
 
 // DefaultOptions returns the options Open uses when nothing else is said.
@@ -78,6 +81,7 @@ func DefaultOptions() Options {
 		RetryMaxMillis:       300_000,
 		LongPollSeconds:      30,
 		ServerRetries:        3,
+		MaxChangeKeys:        DefaultMaxChangeKeys,
 	}
 }
 
@@ -95,6 +99,7 @@ func (o Options) withDefaults() Options {
 	set(&o.RetryMaxMillis, d.RetryMaxMillis)
 	set(&o.LongPollSeconds, d.LongPollSeconds)
 	set(&o.ServerRetries, d.ServerRetries)
+	set(&o.MaxChangeKeys, d.MaxChangeKeys)
 	if o.RetryMaxMillis < o.RetryMinMillis {
 		o.RetryMaxMillis = o.RetryMinMillis
 	}
@@ -146,7 +151,8 @@ type Client struct {
 	wakeMu sync.Mutex
 	wake   func()
 
-	st statusState
+	st      statusState
+	changes changeState
 
 	opts  Options
 	httpc *http.Client

@@ -20,6 +20,22 @@
 // touch the network. They then call the wake hook so a running sync loop
 // pushes at once.
 //
+// ScanPage (prefix, limit and startAfter paging), Count and GetMany (several
+// keys from one consistent snapshot) answer the queries a UI needs offline
+// on the same merged view.
+//
+// # Change events
+//
+// OnChange listeners learn which keys of the merged view changed: for each
+// installed version the keys its record diff changed (Full for a full
+// sync: reload everything), for each local edit its key, and for an edit
+// that leaves the view (discarded, refused, lost a conflict) its key. Each
+// Change also counts the keys per collection (the key up to its first
+// '/'); a change of more than Options.MaxChangeKeys keys lists only those
+// counts, so a 500-record insert is "forms: 300, photos: 200". The install
+// path reports through notifyInstalled (events.go), one call after the
+// switch to the new version.
+//
 // # Sync (pull and push)
 //
 // Pull asks GET /v1/sync?from=<local version> and streams the delta pack

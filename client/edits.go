@@ -452,6 +452,7 @@ func (c *Client) queueEdit(e *edit, lim diff.Limits) error {
 	}
 	c.st.mu.Unlock()
 	c.emitStatus()
+	c.notifyEdited(e.Key)
 	c.notifyWake()
 	return nil
 }
