@@ -87,6 +87,14 @@
 // with capped exponential backoff and jitter, and stops all network use in
 // offline mode or after NotifyConnectivity(false).
 //
+// # Sign-in
+//
+// The bearer token is either stored in the state directory (Options.Token,
+// SetServer) or, with Options.TokenProvider, asked from the app: before the
+// first request, before a token with a readable exp expires, and when the
+// server answers 401 (the request is then sent once more with the new
+// token). A provided token lives in memory only, never in the state file.
+//
 // # Status
 //
 // Status reports what a status bar needs: syncing, synced, offline (no

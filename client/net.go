@@ -97,8 +97,10 @@ func (e *serverError) Unwrap() error        { return e.err }
 func (e *serverError) Is(target error) bool { return target == ErrServer }
 
 // temporary reports whether err is worth retrying without anyone acting.
+// The app's token provider may have failed for want of a network too.
 func temporary(err error) bool {
-	return errors.Is(err, ErrNoConnection) || errors.Is(err, ErrServer)
+	var te *tokenError
+	return errors.Is(err, ErrNoConnection) || errors.Is(err, ErrServer) || errors.As(err, &te)
 }
 
 // newHTTPClient makes the default client. There is no overall timeout (a
@@ -132,9 +134,28 @@ func (c *Client) request(ctx context.Context, op, method, path string, query url
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
+	tok, err := c.bearer(ctx, false, "")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	resp, err := c.send(ctx, op, method, u, body, header, tok)
+	var he *HTTPError
+	if c.tok.provider != nil && errors.As(err, &he) && he.Status == http.StatusUnauthorized {
+		// The token was refused (expired early, revoked): ask the app for
+		// a new one and try once more.
+		if tok, err = c.bearer(ctx, true, tok); err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		resp, err = c.send(ctx, op, method, u, body, header, tok)
+	}
+	return resp, err
+}
+
+// send sends one request with the bearer token tok; see request.
+func (c *Client) send(ctx context.Context, op, method, u string, body []byte, header http.Header, tok string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
-		return nil, fmt.Errorf("%s: server URL %q: %w", op, base, err)
+		return nil, fmt.Errorf("%s: server URL %q: %w", op, c.ServerURL(), err)
 	}
 	var sent *sentCounter
 	if body != nil {
@@ -143,7 +164,7 @@ func (c *Client) request(ctx context.Context, op, method, path string, query url
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	if tok := c.Token(); tok != "" {
+	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	req.Header.Set("User-Agent", "deltasync-client/1")

@@ -188,7 +188,7 @@ func (c *Client) reportOutcome(err error, failures int) {
 	case errors.Is(err, ErrNoServer):
 		c.setState(StateError, ReasonServer, "no server configured")
 	case errors.Is(err, ErrAuth):
-		c.setState(StateError, ReasonAuth, "the server refused the sign-in token: sign in again ("+err.Error()+")")
+		c.setState(StateError, ReasonAuth, tokenMessage(err))
 	case errors.Is(err, ErrRebaseNeeded):
 		c.setState(StateError, ReasonPolicy, rebaseMessage(c.ConflictCount()))
 	case errors.Is(err, ErrPolicy):
