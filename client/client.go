@@ -205,6 +205,19 @@ func Open(dir string, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if wipedFile(db) {
+		// A Wipe sealed this file and died before removing it: finish it.
+		db.Close()
+		if err := removeState(dir); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create client state directory: %w", err)
+		}
+		if db, err = openBolt(path, timeout); err != nil {
+			return nil, err
+		}
+	}
 	opts = opts.withDefaults()
 	c := &Client{dir: dir, db: db, opts: opts, httpc: opts.HTTPClient}
 	if c.tok.provider = opts.TokenProvider; c.tok.provider != nil {

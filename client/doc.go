@@ -95,6 +95,14 @@
 // server answers 401 (the request is then sent once more with the new
 // token). A provided token lives in memory only, never in the state file.
 //
+// # Sign-out
+//
+// Wipe removes a user's local state for a shared device: it pushes the
+// pending edits first and refuses (ErrPendingEdits) while any remain,
+// unless forced; the state file is sealed in the transaction that checks
+// the queue (a concurrent edit fails with ErrWiped), then deleted; a
+// sealed file left by a crash is deleted by the next Open.
+//
 // # Status
 //
 // Status reports what a status bar needs: syncing, synced, offline (no
