@@ -121,10 +121,11 @@
 // it until it has talked to the server; a client that never synced is
 // syncing, "not synced yet". Offline appears only after an attempt failed
 // to reach the server (or NotifyConnectivity(false), or offline mode). An
-// attempt after a failure does not announce itself: the state stays until
-// the server answers (then offline becomes syncing, once per outage) or
-// the outcome is known, so retries against an unreachable server change
-// nothing but the "retrying in N s" of the message (NextRetryUnix). The
+// attempt does not announce itself: the state turns syncing when the
+// server answers (so offline becomes syncing once per outage), or goes
+// straight to the outcome, so an outage is one change (synced → offline)
+// and retries against an unreachable server change nothing but the
+// "retrying in N s" of the message (NextRetryUnix). The
 // since-online counters restart when an outage ends, not on every
 // attempt, and count only bytes that crossed the network: bodies read by
 // the transport (none for a refused connection; a body over 64 KiB asks

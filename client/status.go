@@ -114,6 +114,7 @@ type statusState struct {
 	c                      counters
 	dirty                  bool      // c changed since last persisted
 	retryAt                time.Time // the loop's next attempt after a failure (zero: none)
+	attempting             bool      // an attempt began (beginSync); syncing once the server answers
 	now                    func() time.Time
 
 	listeners  []listener
@@ -266,15 +267,18 @@ func (c *Client) touchSynced() {
 // contact records an answer of the server; a successful one (ok) is the
 // clock of MaxOfflineSeconds. Any answer ends an outage: offline becomes
 // syncing, a new online period (once per outage; the attempt's outcome
-// decides what follows). Error states stay until the outcome replaces
-// them, so a retry that the server answers never flickers through syncing.
+// decides what follows). A successful answer to an attempt (beginSync)
+// shows syncing; error states otherwise stay until the outcome replaces
+// them, so a retry the server refuses again never flickers through
+// syncing, and neither does a quiet long poll.
 func (c *Client) contact(ok bool) {
 	s := &c.st
 	s.mu.Lock()
 	if ok {
 		s.c.LastContactUnix, s.dirty = s.clock().Unix(), true
 	}
-	lift := s.state == StateOffline && !s.offline
+	lift := !s.offline && s.state != StateSyncing &&
+		(s.state == StateOffline || ok && s.attempting)
 	s.mu.Unlock()
 	if lift {
 		c.setState(StateSyncing, ReasonNone, "")
@@ -404,6 +408,9 @@ func (c *Client) setState(state, reason, message string) error {
 	}
 	if online {
 		s.retryAt = time.Time{}
+	}
+	if state != StateSyncing {
+		s.attempting = false // the attempt's outcome
 	}
 	if state != StateSyncing && reason != ReasonOfflineMode &&
 		(s.c.State != state || s.c.Reason != reason || s.c.Message != message) {

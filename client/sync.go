@@ -147,18 +147,15 @@ func (c *Client) finishResult(res *SyncResult, err error) {
 	}
 }
 
-// beginSync marks the start of an attempt: syncing, unless the last
-// attempt failed (offline or error). Then the state stays until the server
-// answers (contact) or the attempt's outcome is known, so that a retry
-// that fails again changes nothing: no flicker while the server is out of
-// reach.
+// beginSync marks the start of an attempt the app should see (not a quiet
+// long poll). The state does not change yet: it turns syncing when the
+// server answers (contact), or goes straight to the outcome. So an attempt
+// that cannot reach the server is one change at most (synced → offline),
+// and retries while it stays out of reach are none: no flicker.
 func (c *Client) beginSync() {
 	c.st.mu.Lock()
-	ok := c.st.state == StateSynced || c.st.state == StateSyncing
+	c.st.attempting = true
 	c.st.mu.Unlock()
-	if ok {
-		c.ensureSyncing()
-	}
 }
 
 // ensureSyncing sets the state to syncing unless it already is: data is

@@ -176,6 +176,49 @@ func TestOutageIsOneStateChange(t *testing.T) {
 	}
 }
 
+// TestFailedAttemptIsOneChange: an attempt that cannot reach the server
+// goes from synced straight to offline, not through syncing (which would
+// be two changes for one outage); an attempt that reaches it shows
+// syncing, then synced.
+func TestFailedAttemptIsOneChange(t *testing.T) {
+	ts := newTestServer(t)
+	ts.upload("ann", []gen.Record{{Key: "tasks/1", Value: []byte(`{"s":"open"}`)}})
+	sw := newSwitchTransport()
+	c := ts.client("ann", sw)
+	_, err := c.Sync(context.Background())
+	mustDo(t, err)
+	var r recorder
+	c.OnStatus(r.fn)
+	sw.stop()
+	for range 3 {
+		if _, err := c.Sync(context.Background()); !errors.Is(err, ErrNoConnection) {
+			t.Fatalf("sync with the server stopped: %v", err)
+		}
+	}
+	if got := distinct(r.states()); len(got) != 1 || got[0] != StateOffline+"/"+ReasonNoConnection {
+		t.Fatalf("three failed attempts from synced: states %v, want only offline/no_connection", got)
+	}
+	sw.down.Store(false)
+	ts.upload("ann", []gen.Record{{Key: "tasks/1", Value: []byte(`{"s":"done"}`)}})
+	_, err = c.Sync(context.Background())
+	mustDo(t, err)
+	want := []string{StateOffline + "/" + ReasonNoConnection, StateSyncing + "/", StateSynced + "/"}
+	if got := distinct(r.states()); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("outage and recovery: states %v, want %v", got, want)
+	}
+}
+
+// distinct drops consecutive repeats.
+func distinct(states []string) []string {
+	var out []string
+	for _, s := range states {
+		if len(out) == 0 || out[len(out)-1] != s {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // TestMaxOfflineAlarmCountsFromLastContact protects issue 12 item 4: the
 // org's max_offline_seconds alarm is measured from the last successful
 // contact with the server, and only raised once the device is known to be
