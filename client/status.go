@@ -162,6 +162,11 @@ func (c *Client) loadStatus() error {
 		if s.state == "" {
 			s.state, s.reason, s.message = StateSyncing, ReasonNone, "not synced yet"
 		}
+		if s.offline {
+			// As when the switch is turned on: underneath it, offline, so
+			// turning it off ends an outage (a new online period).
+			s.state, s.reason, s.message = StateOffline, ReasonOfflineMode, "offline mode is on"
+		}
 		return nil
 	})
 }
