@@ -19,9 +19,9 @@ const (
 )
 
 // ChangeSet is the record-level change that produced a version from its
-// parent, stored beside the version. Replay reads the change sets since a
-// patch's base to find what the server changed meanwhile; the change feed
-// publishes them.
+// parent, stored in the change feed (snapshot.FeedKey) and named by the
+// version's manifest (Manifest.Changes). Replay reads the change set of a
+// version it recovers a patch from; the change feed publishes them.
 type ChangeSet struct {
 	Org         string   `json:"org"`
 	User        string   `json:"user"`

@@ -160,13 +160,6 @@ func (f *fixture) verify(org, user string, v uint64) {
 	}
 }
 
-// ownChangeSet reports whether m's change set lives below the user's
-// versions/, where gc collects change sets. (The change feed keeps them
-// under _feed/ instead, which gc never touches.)
-func ownChangeSet(m *snapshot.Manifest) bool {
-	return strings.HasPrefix(m.Changes, snapshot.UserPrefix(m.Org, m.User)+"versions/")
-}
-
 // listing returns every object of the store by key.
 func listing(t *testing.T, s snapshot.Store) map[string]snapshot.ObjectInfo {
 	t.Helper()

@@ -20,14 +20,12 @@ import (
 type userObjects struct {
 	org, user string
 	manifests map[uint64]snapshot.ObjectInfo
-	changes   map[string]snapshot.ObjectInfo // by full key
 	packs     map[string]snapshot.ObjectInfo // by pack name (Manifest.Packs)
 }
 
 func newUserObjects(org, user string) *userObjects {
 	return &userObjects{org: org, user: user,
 		manifests: map[uint64]snapshot.ObjectInfo{},
-		changes:   map[string]snapshot.ObjectInfo{},
 		packs:     map[string]snapshot.ObjectInfo{}}
 }
 
@@ -39,8 +37,6 @@ func (u *userObjects) add(rest string, oi snapshot.ObjectInfo) {
 	case strings.HasPrefix(rest, "versions/"):
 		if v, ok := snapshot.ParseManifestKey(oi.Key); ok && oi.Key == snapshot.ManifestKey(u.org, u.user, v) {
 			u.manifests[v] = oi
-		} else if isChangesName(rest[len("versions/"):]) {
-			u.changes[oi.Key] = oi
 		}
 	case strings.HasPrefix(rest, "packs/"):
 		name, ok := strings.CutSuffix(rest[len("packs/"):], ".pack")
@@ -48,37 +44,6 @@ func (u *userObjects) add(rest string, oi snapshot.ObjectInfo) {
 			u.packs[name] = oi
 		}
 	}
-}
-
-// isChangesName matches "<20 digits>.changes" (snapshot.ChangesKey) and
-// "<20 digits>.changes.<hex>" (diff's per-writer names).
-func isChangesName(name string) bool {
-	if len(name) < 20 {
-		return false
-	}
-	for i := range 20 {
-		if name[i] < '0' || name[i] > '9' {
-			return false
-		}
-	}
-	rest, ok := strings.CutPrefix(name[20:], ".changes")
-	if !ok {
-		return false
-	}
-	if rest == "" {
-		return true
-	}
-	suffix, ok := strings.CutPrefix(rest, ".")
-	if !ok || suffix == "" {
-		return false
-	}
-	for i := 0; i < len(suffix); i++ {
-		c := suffix[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 type runner struct {
@@ -94,10 +59,10 @@ func (r *runner) old(oi snapshot.ObjectInfo) bool {
 
 // user collects one user in two phases. Phase 1 reads the manifests that
 // existed at listing time, picks the versions to delete, and computes the
-// live set (packs and change sets the remaining versions reference). Phase 2
-// deletes the versions, then re-reads any versions claimed since the listing
-// (their packs and change sets join the live set) and only then deletes
-// unreferenced objects older than the grace period.
+// live set (the packs the remaining versions reference). Phase 2 deletes the
+// versions with their change-feed entries, then re-reads any versions
+// claimed since the listing (their packs join the live set) and only then
+// deletes unreferenced packs older than the grace period.
 func (r *runner) user(ctx context.Context, u *userObjects) (UserReport, error) {
 	rep := UserReport{Org: u.org, User: u.user}
 
@@ -131,7 +96,6 @@ func (r *runner) user(ctx context.Context, u *userObjects) (UserReport, error) {
 	// the head. A manifest goes before its change set, so no remaining
 	// manifest ever names a missing change set.
 	var mu sync.Mutex // guards rep.Counts from the delete workers
-	deletedChanges := map[string]bool{}
 	for _, m := range del {
 		key := snapshot.ManifestKey(u.org, u.user, m.Version)
 		if err := r.delete(ctx, u, key); err != nil {
@@ -139,14 +103,7 @@ func (r *runner) user(ctx context.Context, u *userObjects) (UserReport, error) {
 		}
 		rep.VersionsDeleted++
 		rep.BytesFreed += u.manifests[m.Version].Size
-		if oi, ok := u.changes[m.Changes]; ok && !live.changes[m.Changes] {
-			if err := r.delete(ctx, u, oi.Key); err != nil {
-				return rep, err
-			}
-			deletedChanges[oi.Key] = true
-			rep.ChangeSetsDeleted++
-			rep.BytesFreed += oi.Size
-		} else if k, ok := snapshot.ParseFeedKey(m.Changes); ok && k.Org == u.org && k.User == u.user && k.Version == m.Version {
+		if k, ok := snapshot.ParseFeedKey(m.Changes); ok && k.Org == u.org && k.User == u.user && k.Version == m.Version {
 			// The version's change set in the change feed goes with it.
 			oi, err := r.s.Stat(ctx, m.Changes)
 			if errors.Is(err, snapshot.ErrNotExist) {
@@ -164,8 +121,8 @@ func (r *runner) user(ctx context.Context, u *userObjects) (UserReport, error) {
 	}
 
 	// Phase 2b: re-check the head right before deleting unreferenced
-	// objects. A version claimed since the listing may reference packs and
-	// a change set that looked unreferenced.
+	// packs. A version claimed since the listing may reference packs that
+	// looked unreferenced.
 	var head0 uint64
 	if len(versions) > 0 {
 		head0 = versions[len(versions)-1]
@@ -186,16 +143,9 @@ func (r *runner) user(ctx context.Context, u *userObjects) (UserReport, error) {
 		}
 	}
 
-	// Phase 2c: unreferenced change sets (lost version races, or left by a
-	// run that stopped between a manifest and its change set) and packs,
-	// each only once older than the grace period, by the listing and again
-	// by a Stat right before its Delete.
+	// Phase 2c: unreferenced packs, each only once older than the grace
+	// period, by the listing and again by a Stat right before its Delete.
 	var garbage []snapshot.ObjectInfo
-	for key, oi := range u.changes {
-		if !live.changes[key] && !deletedChanges[key] && r.old(oi) {
-			garbage = append(garbage, oi)
-		}
-	}
 	for name, oi := range u.packs {
 		switch {
 		case live.packs[name]:
@@ -211,7 +161,6 @@ func (r *runner) user(ctx context.Context, u *userObjects) (UserReport, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.opts.Workers)
 	for _, oi := range garbage {
-		isPack := strings.HasSuffix(oi.Key, ".pack")
 		g.Go(func() error {
 			// Judge the object as it is now, not as listed: one written
 			// again since the listing (a writer refreshing a pack it
@@ -225,11 +174,9 @@ func (r *runner) user(ctx context.Context, u *userObjects) (UserReport, error) {
 				return fmt.Errorf("stat %s: %w", oi.Key, err)
 			}
 			if !r.old(cur) {
-				if isPack {
-					mu.Lock()
-					rep.PacksDeferred++
-					mu.Unlock()
-				}
+				mu.Lock()
+				rep.PacksDeferred++
+				mu.Unlock()
 				return nil
 			}
 			if err := r.delete(gctx, u, oi.Key); err != nil {
@@ -237,11 +184,7 @@ func (r *runner) user(ctx context.Context, u *userObjects) (UserReport, error) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if isPack {
-				rep.PacksDeleted++
-			} else {
-				rep.ChangeSetsDeleted++
-			}
+			rep.PacksDeleted++
 			rep.BytesFreed += cur.Size
 			return nil
 		})
@@ -342,21 +285,17 @@ func (r *runner) remove(ctx context.Context, key string) error {
 	return nil
 }
 
-// liveSet holds what the remaining versions reference.
+// liveSet holds the packs the remaining versions reference.
 type liveSet struct {
-	packs   map[string]bool
-	changes map[string]bool
+	packs map[string]bool
 }
 
 func newLiveSet() *liveSet {
-	return &liveSet{packs: map[string]bool{}, changes: map[string]bool{}}
+	return &liveSet{packs: map[string]bool{}}
 }
 
 func (l *liveSet) addManifest(m *snapshot.Manifest) {
 	for _, p := range m.Packs {
 		l.packs[p] = true
-	}
-	if m.Changes != "" {
-		l.changes[m.Changes] = true
 	}
 }
