@@ -63,7 +63,7 @@ func batchSuite(t *testing.T, newStore func(*testing.T) snapshot.Store) {
 		s := newStore(t)
 		// Enough writes for roughly a third of the users, then the store
 		// fails every write: users die at every stage of a build.
-		fs := &faultStore{Store: s, beforeWrite: failAfter(250)}
+		fs := failingWrites(s, failAfter(250))
 		res, err := BuildDir(t.Context(), fs, DirOptions{Dir: dir, TempDir: t.TempDir()}, nil)
 		if err != nil {
 			t.Fatal(err)

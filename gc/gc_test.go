@@ -18,6 +18,7 @@ import (
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/fsstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 )
 
 const day = 24 * time.Hour
@@ -422,11 +423,11 @@ func TestRewrittenSinceListingIsYoung(t *testing.T) {
 	backdated()
 	// gc's re-check of the head comes after the listing and before the
 	// deletes: rewrite the pack there.
-	gs := &hookStore{Store: s, beforeGet: func(key string) {
+	gs := hooked(s, storetest.OpGet, func(key string) {
 		if key == snapshot.ManifestKey("acme", "alice", 2) {
 			putObject(t, s, pack, "orphan")
 		}
-	}}
+	})
 	rep, err := gc.Run(ctx, gs, gc.Options{KeepVersions: 1})
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -16,47 +15,18 @@ import (
 
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 	"github.com/deltasync/deltasync/wire"
 )
 
 // testSecret is the HS256 secret of test servers.
 var testSecret = []byte("test-secret-0123456789abcdef0123456789")
 
-// faultStore wraps a store and lets a test inject faults through function
-// fields; a nil field passes the call through.
-type faultStore struct {
-	snapshot.Store
-	stat func(ctx context.Context, key string) (snapshot.ObjectInfo, error)
-	// beforeCAS runs before every PutIfAbsent and PutIfMatch.
-	beforeCAS func(key string)
-}
-
-func (f *faultStore) Stat(ctx context.Context, key string) (snapshot.ObjectInfo, error) {
-	if f.stat != nil {
-		return f.stat(ctx, key)
-	}
-	return f.Store.Stat(ctx, key)
-}
-
-func (f *faultStore) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
-	if f.beforeCAS != nil {
-		f.beforeCAS(key)
-	}
-	return f.Store.PutIfAbsent(ctx, key, r, size)
-}
-
-func (f *faultStore) PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, etag string) (snapshot.ObjectInfo, error) {
-	if f.beforeCAS != nil {
-		f.beforeCAS(key)
-	}
-	return f.Store.PutIfMatch(ctx, key, r, size, etag)
-}
-
 // testEnv is one server on an in-memory listener with a client dialing it.
 type testEnv struct {
 	t      *testing.T
 	s      *Server
-	store  *faultStore
+	store  *storetest.Faults // wraps envConfig.store: set its fields to inject faults
 	ln     *fasthttputil.InmemoryListener
 	client *fasthttp.Client
 	logs   *syncBuffer
@@ -91,7 +61,7 @@ func newTestEnv(t *testing.T, cfg envConfig) *testEnv {
 	if base == nil {
 		base = memstore.New()
 	}
-	fs := &faultStore{Store: base}
+	fs := storetest.Wrap(base)
 	logs := &syncBuffer{}
 	opts := DefaultOptions()
 	opts.Store = fs

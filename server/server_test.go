@@ -50,7 +50,7 @@ func TestReadyz(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t, envConfig{opts: func(o *Options) { o.ReadyTimeout = 100 * time.Millisecond }})
 			var probed atomic.Value
-			e.store.stat = func(ctx context.Context, key string) (snapshot.ObjectInfo, error) {
+			e.store.StatFunc = func(ctx context.Context, key string) (snapshot.ObjectInfo, error) {
 				probed.Store(key)
 				if tc.stat == nil {
 					return e.store.Store.Stat(ctx, key)
