@@ -89,46 +89,15 @@ func hostileBodyCases(t *testing.T) []hostileCase {
 // remote address (the per-address limit).
 func newTCPEnv(t *testing.T, cfg envConfig) (*testEnv, string) {
 	t.Helper()
-	base := cfg.store
-	if base == nil {
-		base = memstore.New()
-	}
-	fs := storetest.Wrap(base)
-	logs := &syncBuffer{}
-	opts := DefaultOptions()
-	opts.Store = fs
-	opts.JWTSecret = testSecret
-	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	if cfg.opts != nil {
-		cfg.opts(&opts)
-	}
-	s, err := New(opts)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	if cfg.setup != nil {
-		cfg.setup(s)
-	}
+	e := newEnvServer(t, cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return &testEnv{t: t, s: s, store: fs, logs: logs,
-		client: &fasthttp.Client{Dial: func(string) (net.Conn, error) { return net.Dial("tcp", addr) }, MaxResponseBodySize: 1 << 20},
-	}, addr
+	serveUntilCleanup(t, e.s, ln)
+	e.client = &fasthttp.Client{Dial: func(string) (net.Conn, error) { return net.Dial("tcp", addr) }, MaxResponseBodySize: 1 << 20}
+	return e, addr
 }
 
 // readAnswer reads one HTTP answer from c, skipping none: an interim

@@ -57,6 +57,21 @@ type envConfig struct {
 
 func newTestEnv(t *testing.T, cfg envConfig) *testEnv {
 	t.Helper()
+	e := newEnvServer(t, cfg)
+	ln := fasthttputil.NewInmemoryListener()
+	e.ln = ln
+	serveUntilCleanup(t, e.s, ln)
+	e.client = &fasthttp.Client{
+		Dial:                func(string) (net.Conn, error) { return ln.Dial() },
+		MaxResponseBodySize: 1 << 20,
+	}
+	return e
+}
+
+// newEnvServer builds the server of a test env (not yet serving): cfg's
+// store behind a storetest.Faults, the test secret, debug logs kept.
+func newEnvServer(t *testing.T, cfg envConfig) *testEnv {
+	t.Helper()
 	base := cfg.store
 	if base == nil {
 		base = memstore.New()
@@ -77,7 +92,12 @@ func newTestEnv(t *testing.T, cfg envConfig) *testEnv {
 	if cfg.setup != nil {
 		cfg.setup(s)
 	}
-	ln := fasthttputil.NewInmemoryListener()
+	return &testEnv{t: t, s: s, store: fs, logs: logs}
+}
+
+// serveUntilCleanup serves s on ln until the test ends, then shuts it down
+// and fails the test if either reports an error.
+func serveUntilCleanup(t *testing.T, s *Server, ln net.Listener) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	t.Cleanup(func() {
@@ -90,13 +110,6 @@ func newTestEnv(t *testing.T, cfg envConfig) *testEnv {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &testEnv{
-		t: t, s: s, store: fs, ln: ln, logs: logs,
-		client: &fasthttp.Client{
-			Dial:                func(string) (net.Conn, error) { return ln.Dial() },
-			MaxResponseBodySize: 1 << 20,
-		},
-	}
 }
 
 type response struct {
