@@ -14,6 +14,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/storetest"
 )
@@ -22,7 +23,7 @@ import (
 func genDir(t testing.TB, users int, seed int64, zst bool) string {
 	t.Helper()
 	dir := t.TempDir()
-	_, err := GenerateDir(t.Context(), GenOptions{Dir: dir, Users: users, MinSize: 2 << 10, MaxSize: 64 << 10, Seed: seed, Zstd: zst})
+	_, err := gen.GenerateDir(t.Context(), gen.DirOptions{Dir: dir, Users: users, MinSize: 2 << 10, MaxSize: 64 << 10, Seed: seed, Zstd: zst})
 	if err != nil {
 		t.Fatal(err)
 	}
