@@ -14,6 +14,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/deltasync/deltasync/client"
+	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/internal/bytesize"
 )
 
@@ -320,7 +321,7 @@ func clientConflicts(e *env, c *client.Client, o clientOptions) error {
 	for _, cf := range cs {
 		outcome := "server's value kept"
 		switch {
-		case cf.Status == "rejected":
+		case cf.Status == diff.StatusRejected:
 			outcome = "rejected: " + cf.Reason
 		case cf.Pending:
 			outcome = "edit still pending (org policy rejects conflicts)"
