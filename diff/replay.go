@@ -217,8 +217,11 @@ func (r *replayer) run(ctx context.Context) (*Result, error) {
 	// The intent is read after the head: a concurrent writer of the same id
 	// whose intent is not seen here has not committed yet, so its version
 	// will be newer than head and is found by the scan after a lost race.
-	_, _, err = r.s.Get(ctx, r.intentKey())
+	rc, _, err := r.s.Get(ctx, r.intentKey())
 	intent := err == nil
+	if intent {
+		rc.Close() // only its existence matters
+	}
 	switch {
 	case intent:
 		lo := max(r.p.Base+1, head-min(head, uint64(r.opts.MaxScan))+1)

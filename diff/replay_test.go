@@ -7,9 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/deltasync/deltasync/diff"
@@ -443,3 +445,69 @@ func TestReplayAroundOversizeRecords(t *testing.T) {
 		t.Fatalf("statuses %s", got)
 	}
 }
+
+// TestApplyClosesWhatItOpens: every object body Apply opens is closed, on
+// the path of a retry that finds its patch's intent (an answer lost after
+// the commit) too. A body left open holds an S3 connection.
+func TestApplyClosesWhatItOpens(t *testing.T) {
+	ctx := context.Background()
+	mem := memstore.New()
+	seed(t, mem, "u", 20)
+	outage := errors.New("store unavailable")
+	lossy := failingCreates(mem, func(key string) error {
+		if strings.Contains(key, "/patches/") && !strings.HasSuffix(key, ".intent.json") {
+			return outage
+		}
+		return nil
+	})
+	p := &diff.Patch{ID: "open-bodies", Base: 1, Ops: []diff.Op{mergeOp("tasks/003", `{"status":"done"}`)}}
+	if _, err := diff.Apply(ctx, lossy, applyOpts("u", ""), p); !errors.Is(err, outage) {
+		t.Fatalf("got %v, want the outage", err)
+	}
+	for _, tc := range []struct {
+		name string
+		p    *diff.Patch
+	}{
+		{"retry with intent", p},
+		{"fresh patch", &diff.Patch{ID: "fresh", Base: 1, Ops: []diff.Op{mergeOp("tasks/004", `{"status":"done"}`)}}},
+	} {
+		s, opened, closed := countingBodies(mem)
+		if _, err := diff.Apply(ctx, s, applyOpts("u", ""), tc.p); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if opened.Load() == 0 || opened.Load() != closed.Load() {
+			t.Errorf("%s: opened %d bodies, closed %d", tc.name, opened.Load(), closed.Load())
+		}
+	}
+}
+
+// countingBodies wraps s so that it counts the bodies Get and GetRange
+// open and the ones closed.
+func countingBodies(s snapshot.Store) (f *storetest.Faults, opened, closed *atomic.Int64) {
+	opened, closed = new(atomic.Int64), new(atomic.Int64)
+	f = storetest.Wrap(s)
+	f.GetFunc = func(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
+		rc, oi, err := s.Get(ctx, key)
+		if err != nil {
+			return nil, oi, err
+		}
+		opened.Add(1)
+		return closeCounter{rc, closed}, oi, nil
+	}
+	f.GetRangeFunc = func(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+		rc, err := s.GetRange(ctx, key, off, n)
+		if err != nil {
+			return nil, err
+		}
+		opened.Add(1)
+		return closeCounter{rc, closed}, nil
+	}
+	return f, opened, closed
+}
+
+type closeCounter struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c closeCounter) Close() error { c.n.Add(1); return c.ReadCloser.Close() }
