@@ -6,15 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"time"
 
 	"github.com/deltasync/deltasync/snapshot"
 )
 
-// Conflict policies; the same names as wire.Policy* (diff sits below wire's
-// users and does not import it).
+// Conflict policies, the org setting that picks how Apply resolves a
+// conflict (wire.Policy* are these).
 const (
 	PolicyClientWins = "client-wins" // the offline edit wins; the server value is kept in the receipt
 	PolicyServerWins = "server-wins" // the server value stays; the client value is kept in the receipt
@@ -236,66 +235,85 @@ func (r *replayer) run(ctx context.Context) (*Result, error) {
 			return nil, fmt.Errorf("patch %q: base version %d: %w", r.p.ID, r.p.Base, err)
 		}
 	}
-	for attempt := 1; ; attempt++ {
-		headM, err := r.manifest(ctx, head)
-		if err != nil {
-			return nil, err
-		}
-		pl, err := r.plan(ctx, headM)
-		if err != nil {
-			return nil, err
-		}
-		if pl.conflicts > 0 && r.opts.Policy == PolicyReject {
-			return nil, &RejectedError{Head: head, Receipts: pl.receipts}
-		}
-		if len(pl.edits) == 0 {
-			res := newResult(head, false, pl.receipts)
-			return res, r.storeAnswer(ctx, res)
-		}
-		if !intent {
-			if err := r.putIntent(ctx); err != nil {
-				return nil, err
-			}
-			intent = true
-		}
-		res, err := r.commit(ctx, headM, pl)
-		if err == nil {
-			return res, r.storeAnswer(ctx, res)
-		}
-		if !errors.Is(err, snapshot.ErrExist) {
-			return nil, err
-		}
-		if attempt >= r.opts.MaxAttempts {
-			return nil, fmt.Errorf("patch %q: lost the race for a new version %d times (%v): %w", r.p.ID, attempt, err, ErrContended)
-		}
-		if err := backoff(ctx, attempt); err != nil {
-			return nil, err
-		}
-		newHead, err := snapshot.Head(ctx, r.s, r.opts.Org, r.opts.User)
-		if err != nil {
-			return nil, err
-		}
-		// Another request with this id may have won: look at every
-		// version committed since the head this attempt built on.
-		if res, err := r.scan(ctx, newHead, head+1); res != nil || err != nil {
-			return res, err
-		}
-		head = newHead
-	}
+	return r.replay(ctx, head, intent)
 }
 
-// backoff sleeps a jittered, growing delay (up to ~100 ms) or until ctx ends.
-func backoff(ctx context.Context, attempt int) error {
-	d := time.Duration(1<<min(attempt, 7)) * time.Millisecond
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+// replay plans the patch on head and commits it as the next version,
+// again on the new head whenever another writer claimed that version
+// first (snapshot.RetryLostRace), up to MaxAttempts times.
+func (r *replayer) replay(ctx context.Context, head uint64, intent bool) (*Result, error) {
+	var (
+		res *Result
+		end error // what ends the replay, other than a lost race
+	)
+	attempts, err := snapshot.RetryLostRace(ctx, r.opts.MaxAttempts, func(attempt int) error {
+		if attempt > 1 {
+			newHead, found, err := r.afterLostRace(ctx, head)
+			if found != nil || err != nil {
+				res, end = found, err
+				return nil
+			}
+			head = newHead
+		}
+		var lost error
+		res, lost, end = r.try(ctx, head, &intent)
+		return lost
+	})
+	switch {
+	case errors.Is(err, snapshot.ErrExist):
+		return nil, fmt.Errorf("patch %q: lost the race for a new version %d times (%v): %w", r.p.ID, attempts, err, ErrContended)
+	case err != nil:
+		return nil, err // ctx ended while waiting to try again
 	}
+	return res, end
+}
+
+// try plans the patch on head and commits it as head+1, marking the patch
+// id with its intent first. lost is the commit's error when another writer
+// claimed head+1 first; anything else (an answer, or any other failure)
+// ends the replay with res and err.
+func (r *replayer) try(ctx context.Context, head uint64, intent *bool) (res *Result, lost, err error) {
+	headM, err := r.manifest(ctx, head)
+	if err != nil {
+		return nil, nil, err
+	}
+	pl, err := r.plan(ctx, headM)
+	if err != nil {
+		return nil, nil, err
+	}
+	if pl.conflicts > 0 && r.opts.Policy == PolicyReject {
+		return nil, nil, &RejectedError{Head: head, Receipts: pl.receipts}
+	}
+	if len(pl.edits) == 0 {
+		res := newResult(head, false, pl.receipts)
+		return res, nil, r.storeAnswer(ctx, res)
+	}
+	if !*intent {
+		if err := r.putIntent(ctx); err != nil {
+			return nil, nil, err
+		}
+		*intent = true
+	}
+	res, err = r.commit(ctx, headM, pl)
+	switch {
+	case errors.Is(err, snapshot.ErrExist):
+		return nil, err, nil
+	case err != nil:
+		return nil, nil, err
+	}
+	return res, nil, r.storeAnswer(ctx, res)
+}
+
+// afterLostRace reads the new head after a lost race. Another request with
+// this patch id may have won: found is its answer if a version committed
+// since head (the one the lost attempt built on) carries the id.
+func (r *replayer) afterLostRace(ctx context.Context, head uint64) (newHead uint64, found *Result, err error) {
+	newHead, err = snapshot.Head(ctx, r.s, r.opts.Org, r.opts.User)
+	if err != nil {
+		return 0, nil, err
+	}
+	found, err = r.scan(ctx, newHead, head+1)
+	return newHead, found, err
 }
 
 // manifest returns version v (nil for 0), reusing the base or the last one

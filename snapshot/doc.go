@@ -69,7 +69,8 @@
 //   - PutIfAbsent (create-only, If-None-Match: * on S3): of any number of
 //     concurrent writers exactly one wins, the others get ErrExist and
 //     change nothing. Commit claims version n with it; the loser re-reads
-//     the head and builds or replays again. The deployment
+//     the head and builds or replays again (RetryLostRace, with a jittered
+//     backoff, is that loop for every writer). The deployment
 //     secret, packs, change sets and patch answers are written with it too.
 //   - PutIfMatch (compare-and-swap, If-Match): replaces an object only if
 //     its ETag is unchanged. Org settings are updated with it.
