@@ -505,7 +505,7 @@ func (r *replayer) plan(ctx context.Context, headM *snapshot.Manifest) (*plan, e
 		if err != nil {
 			return nil, err
 		}
-		if bytes.Equal(res, head) && (res == nil) == (head == nil) {
+		if sameValue(res, head) {
 			continue
 		}
 		pl.edits = append(pl.edits, snapshot.Edit{Key: k, Value: res, Delete: res == nil})
@@ -529,76 +529,124 @@ func (r *replayer) plan(ctx context.Context, headM *snapshot.Manifest) (*plan, e
 // resolve computes the new value of one key (nil: deleted) from its value
 // at base and at head and the client's ops on it, filling their receipts.
 func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []Receipt) ([]byte, error) {
-	corrupt := func(err error) error {
-		return fmt.Errorf("stored value of %q: %v: %w", key, err, snapshot.ErrCorrupt)
-	}
 	if h, ok := r.p.Seen[key]; ok && h == SeenHash(head) {
 		// The client saw exactly the head's value (typically: its own
 		// previous patch made it): nothing else changed the key, and the
 		// ops fold onto that value.
 		base = head
 	}
-	// Fold the ops onto the value the client saw.
-	cur := base
-	var curV any
-	decoded := false
-	var live []int
-	for _, i := range ops {
-		op := &r.p.Ops[i]
-		switch op.Op {
-		case OpPut:
-			cur, decoded = op.Value, false
-		case OpDelete:
-			cur, decoded = nil, false
-		case OpMerge:
-			if cur != nil && !decoded {
-				v, err := snapshot.DecodeJSON(cur)
-				if err != nil {
-					return nil, corrupt(err)
-				}
-				curV, decoded = v, true
-			}
-			if cur == nil {
-				curV = nil
-			} else if _, ok := curV.(map[string]any); !ok {
-				receipts[i].Status = StatusRejected
-				receipts[i].Reason = fmt.Sprintf("merge on a non-object value (%s)", jsonKind(curV))
-				continue
-			}
-			pv, err := snapshot.DecodeJSON(op.Patch)
-			if err != nil {
-				return nil, err
-			}
-			nv := MergePatch(curV, pv)
-			b, err := snapshot.MarshalCanonical(nv)
-			if err != nil {
-				return nil, err
-			}
-			if len(b) > snapshot.MaxValueLen {
-				receipts[i].Status = StatusRejected
-				receipts[i].Reason = fmt.Sprintf("merged value of %d bytes exceeds %d", len(b), snapshot.MaxValueLen)
-				continue
-			}
-			cur, curV, decoded = b, nv, true
-		}
-		live = append(live, i)
+	ours, live, err := r.fold(key, ops, base, receipts)
+	if err != nil {
+		return nil, err
 	}
 	if len(live) == 0 {
 		return head, nil
 	}
-	ours := cur
-	if bytes.Equal(base, head) && (base == nil) == (head == nil) {
+	if sameValue(base, head) {
 		// Untouched by the server since base: the ops apply as they are.
 		for _, i := range live {
 			receipts[i].Status = StatusApplied
 		}
 		return ours, nil
 	}
+	out, conf, err := r.mergeValues(key, base, ours, head)
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > snapshot.MaxValueLen {
+		for _, i := range live {
+			receipts[i].Status = StatusRejected
+			receipts[i].Reason = fmt.Sprintf("merged with server changes the value has %d bytes, more than %d", len(out), snapshot.MaxValueLen)
+		}
+		return head, nil
+	}
+	r.mergedReceipts(live, conf, ours, head, receipts)
+	return out, nil
+}
+
+// sameValue reports whether two values of a key (nil: absent) are equal.
+func sameValue(a, b []byte) bool { return bytes.Equal(a, b) && (a == nil) == (b == nil) }
+
+func corruptValue(key string, err error) error {
+	return fmt.Errorf("stored value of %q: %v: %w", key, err, snapshot.ErrCorrupt)
+}
+
+// fold applies the client's ops on one key, in order, to the value the
+// client saw (base): ours is the client's value (nil: deleted). An op
+// that cannot apply (a merge into a non-object, or past the size limit)
+// gets a rejected receipt and is skipped; live are the ops that applied.
+func (r *replayer) fold(key string, ops []int, base []byte, receipts []Receipt) (ours []byte, live []int, err error) {
+	cur := foldedValue{b: base}
+	for _, i := range ops {
+		op := &r.p.Ops[i]
+		switch op.Op {
+		case OpPut:
+			cur = foldedValue{b: op.Value}
+		case OpDelete:
+			cur = foldedValue{}
+		case OpMerge:
+			reason, err := cur.merge(key, op.Patch)
+			if err != nil {
+				return nil, nil, err
+			}
+			if reason != "" {
+				receipts[i].Status, receipts[i].Reason = StatusRejected, reason
+				continue
+			}
+		}
+		live = append(live, i)
+	}
+	return cur.b, live, nil
+}
+
+// foldedValue is a key's value as the client's ops change it: its
+// canonical bytes (nil: absent) and, once a merge needed it, its decoded
+// form, kept for the next merge.
+type foldedValue struct {
+	b       []byte
+	v       any
+	decoded bool
+}
+
+// merge applies an RFC 7386 merge patch. A non-empty reason says why it
+// cannot apply; the value is then unchanged.
+func (f *foldedValue) merge(key string, patch []byte) (reason string, err error) {
+	if f.b != nil && !f.decoded {
+		v, err := snapshot.DecodeJSON(f.b)
+		if err != nil {
+			return "", corruptValue(key, err)
+		}
+		f.v, f.decoded = v, true
+	}
+	if f.b == nil {
+		f.v = nil
+	} else if _, ok := f.v.(map[string]any); !ok {
+		return fmt.Sprintf("merge on a non-object value (%s)", jsonKind(f.v)), nil
+	}
+	pv, err := snapshot.DecodeJSON(patch)
+	if err != nil {
+		return "", err
+	}
+	nv := MergePatch(f.v, pv)
+	b, err := snapshot.MarshalCanonical(nv)
+	if err != nil {
+		return "", err
+	}
+	if len(b) > snapshot.MaxValueLen {
+		return fmt.Sprintf("merged value of %d bytes exceeds %d", len(b), snapshot.MaxValueLen), nil
+	}
+	*f = foldedValue{b: b, v: nv, decoded: true}
+	return "", nil
+}
+
+// mergeValues merges the client's value (ours) and the server's (head)
+// three-way against base, field by field; conf lists the conflicting
+// fields (JSON Pointers, "" for the whole record), resolved by the policy.
+func (r *replayer) mergeValues(key string, base, ours, head []byte) (out []byte, conf []string, err error) {
 	bd, od, td, err := decodeDocs(base, ours, head)
 	if err != nil {
-		return nil, corrupt(err)
+		return nil, nil, corruptValue(key, err)
 	}
-	var conf []string
 	clientWins := r.opts.Policy != PolicyServerWins
 	res := merge3(bd, od, td, "", clientWins, &conf)
 	if ours == nil && base == nil && head != nil {
@@ -611,19 +659,18 @@ func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []
 			res = td
 		}
 	}
-	var out []byte
 	if res.ok {
 		if out, err = snapshot.MarshalCanonical(res.v); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	if len(out) > snapshot.MaxValueLen {
-		for _, i := range live {
-			receipts[i].Status = StatusRejected
-			receipts[i].Reason = fmt.Sprintf("merged with server changes the value has %d bytes, more than %d", len(out), snapshot.MaxValueLen)
-		}
-		return head, nil
-	}
+	return out, conf, nil
+}
+
+// mergedReceipts fills the receipts of the ops on a key merged with the
+// server's changes: merged, or a conflict with both sides' values.
+func (r *replayer) mergedReceipts(live []int, conf []string, ours, head []byte, receipts []Receipt) {
+	clientWins := r.opts.Policy != PolicyServerWins
 	for _, i := range live {
 		rc := &receipts[i]
 		if len(conf) == 0 {
@@ -637,7 +684,6 @@ func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []
 		rc.ClientValue, rc.ClientDeleted = ours, ours == nil
 		rc.ServerValue, rc.ServerDeleted = head, head == nil
 	}
-	return out, nil
 }
 
 func decodeDocs(vals ...[]byte) (b, o, t doc, err error) {

@@ -10,4 +10,7 @@
 //   - Every package has a package doc.
 //   - Tests build their fake stores on the one fake, storetest.Faults: no
 //     test file implements a snapshot.Store method itself.
+//   - No non-test function is longer than 80 lines: a longer one has
+//     phases, and each phase is a function named for it (a short list of
+//     functions still to split aside).
 package layers

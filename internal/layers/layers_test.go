@@ -187,3 +187,57 @@ func recvName(fd *ast.FuncDecl) string {
 	}
 	return "?"
 }
+
+// maxFuncLines is the longest a non-test function may be (issue 16): a
+// longer one has phases, and each phase is a function named for it.
+const maxFuncLines = 80
+
+// longFuncs are the functions over maxFuncLines that are still to be split
+// (in packages being rewritten by others when this rule came). Split one,
+// then remove it here; never add one.
+var longFuncs = map[string]bool{
+	"client Client.applyDelta":      true,
+	"client Client.finishVersion":   true,
+	"client Client.runLoop":         true,
+	"bench Run":                     true,
+	"wire DeltaReader.Next":         true,
+	"wire DeltaReader.readManifest": true,
+}
+
+// TestFunctionsAreShort: no non-test function is longer than maxFuncLines
+// lines, the allowed ones aside.
+func TestFunctionsAreShort(t *testing.T) {
+	fset := token.NewFileSet()
+	seen := map[string]bool{}
+	for _, p := range listPackages(t) {
+		for _, name := range p.GoFiles {
+			f, err := parser.ParseFile(fset, filepath.Join(p.Dir, name), nil, parser.SkipObjectResolution)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range f.Decls {
+				fd, ok := d.(*ast.FuncDecl)
+				if !ok || fd.Body == nil {
+					continue
+				}
+				n := fset.Position(fd.End()).Line - fset.Position(fd.Pos()).Line + 1
+				if n <= maxFuncLines {
+					continue
+				}
+				id := p.rel() + " " + fd.Name.Name
+				if fd.Recv != nil {
+					id = p.rel() + " " + recvName(fd) + "." + fd.Name.Name
+				}
+				seen[id] = true
+				if !longFuncs[id] {
+					t.Errorf("%s: %s has %d lines, more than %d: split it into named phases", fset.Position(fd.Pos()), id, n, maxFuncLines)
+				}
+			}
+		}
+	}
+	for id := range longFuncs {
+		if !seen[id] {
+			t.Logf("%s is no longer too long: remove it from longFuncs", id)
+		}
+	}
+}
