@@ -47,8 +47,15 @@ func (u *userObjects) add(rest string, oi snapshot.ObjectInfo) {
 	}
 }
 
+// collectStore is what gc does to a store: it reads, lists and deletes,
+// and never writes an object.
+type collectStore interface {
+	snapshot.ReadStore
+	Delete(ctx context.Context, key string) error
+}
+
 type runner struct {
-	s    snapshot.Store
+	s    collectStore
 	opts Options
 	now  time.Time
 }

@@ -391,7 +391,7 @@ func (b *build) flushPack(ctx context.Context) error {
 // reusing the existing object: a reused object would keep its old
 // modification time, and the garbage collector, which spares only young
 // unreferenced packs, could delete it before the new version is claimed.
-func putPack(ctx context.Context, s Store, org, user, name string, data []byte) (string, error) {
+func putPack(ctx context.Context, s Creator, org, user, name string, data []byte) (string, error) {
 	for attempt := 0; ; attempt++ {
 		n := name
 		if attempt > 0 {

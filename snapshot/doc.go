@@ -90,7 +90,10 @@
 // only importer of minio-go) and snapshot/memstore (tests); all pass the
 // conformance suite snapshot/storetest. snapshot/deadline wraps any store
 // so that no call outlives a budget, and snapshot/storeurl opens one from a
-// URL.
+// URL. A function that needs less than a whole Store asks for a role, so
+// its signature says what it may do: Getter (reads objects), Lister,
+// ReadStore (reads and lists, changes nothing), Creator (create-only
+// writes).
 //
 // # Object layout
 //
