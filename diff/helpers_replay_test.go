@@ -36,14 +36,6 @@ func toRecords(t testing.TB, m map[string][]byte) []gen.Record {
 	return out
 }
 
-func toMap(recs []gen.Record) map[string][]byte {
-	m := make(map[string][]byte, len(recs))
-	for _, r := range recs {
-		m[r.Key] = r.Value
-	}
-	return m
-}
-
 // readAll returns every record of version v (none for version 0).
 func readAll(t testing.TB, s snapshot.Store, user string, v uint64) map[string][]byte {
 	t.Helper()

@@ -117,6 +117,7 @@ type chunkJob struct {
 	sum    [32]byte
 	stored []byte // compressed frame, nil if the parent (or this build) has the chunk
 	known  bool
+	buf    *[]byte // data's buffer from build.dataPool, returned once collected (nil: not pooled)
 }
 
 type build struct {
@@ -165,7 +166,7 @@ func newBuild(s Store, opts BuildOptions, parent *Manifest) *build {
 		ChunkerName: ChunkerName, ChunkerVersion: ChunkerVersion, Chunker: opts.Chunker,
 		CreatedUnix: opts.Now().Unix(),
 	}
-	b.dataPool.New = func() any { return make([]byte, 0, opts.Chunker.Max) }
+	b.dataPool.New = func() any { buf := make([]byte, 0, opts.Chunker.Max); return &buf }
 	return b
 }
 
@@ -213,8 +214,9 @@ func (b *build) produce(ctx context.Context, src RecordSource, jobs chan<- *chun
 	seq := 0
 	ch, err := NewChunker(b.opts.Chunker, func(c ChunkData) error {
 		b.m.StreamLen += uint64(len(c.Data))
-		data := append(b.dataPool.Get().([]byte)[:0], c.Data...)
-		j := &chunkJob{seq: seq, data: data, first: c.FirstKey, cont: c.Continued, recs: c.Records}
+		buf := b.dataPool.Get().(*[]byte)
+		*buf = append((*buf)[:0], c.Data...)
+		j := &chunkJob{seq: seq, data: *buf, buf: buf, first: c.FirstKey, cont: c.Continued, recs: c.Records}
 		seq++
 		select {
 		case jobs <- j:
@@ -309,7 +311,9 @@ func (b *build) collectInOrder(ctx context.Context, done <-chan *chunkJob) error
 
 func (b *build) collect(ctx context.Context, j *chunkJob) error {
 	ref := ChunkRef{ID: j.id, Sum: j.sum, Size: uint32(len(j.data)), Records: uint32(j.recs), Continued: j.cont, FirstKey: j.first}
-	b.dataPool.Put(j.data[:0]) //nolint:staticcheck // slices are fine in this pool
+	if j.buf != nil {
+		b.dataPool.Put(j.buf)
+	}
 	if p := b.known(j.id, j.first); p != nil {
 		ref.Pack = b.parentPackIndex(p.Pack)
 		ref.Offset, ref.StoredLen = p.Offset, p.StoredLen
