@@ -47,8 +47,24 @@
 // with both values until the app acknowledges them. Under the org's reject
 // policy a conflicting patch is refused whole (409): its conflicts are
 // kept, its edits stay queued, and pushing pauses until Rebase (pull, then
-// send the edits on the new base) or DiscardEdits. A 413 splits the next
-// patches; 400 turns the patch's edits into rejected conflicts.
+// send the edits on the new base) or DiscardEdits. 400 turns the patch's
+// edits into rejected conflicts.
+//
+// # Limits
+//
+// No edit is ever rejected for a limit that splitting meets. The policy
+// carries the server's patch limits (ops and bytes per patch, bytes per
+// record; diff.DefaultLimits before the first policy): formPatch fills each
+// patch up to them, measured on the exact body sent, and a patch of one
+// edit may be as large as one record. Put and Merge refuse at once a value
+// over the record limit (ErrTooLarge). A 413 means the server applied
+// nothing: with the policy in its body the client forms patches by it; an
+// older server's bare 413 halves the edits per patch. An edit that cannot
+// be sent at all (the org lowered the record limit after it was made, or a
+// server refused it alone) is blocked, never dropped: it stays queued and
+// visible with the later edits of its record behind it, the status says
+// error/blocked with the reason (Blocked lists them), and it goes out when
+// a policy allows it or is dropped by DiscardEdits.
 //
 // Sync is push then pull. Start runs it in the background: long polls for
 // new versions, wakes on every edit and on connectivity, retries failures
@@ -60,7 +76,9 @@
 // Status reports what a status bar needs: syncing, synced, offline (no
 // connection or offline mode) or error (auth, policy, server; policy also
 // when the device is over the org's MaxPendingBytes, or offline longer than
-// its MaxOfflineSeconds, with the limit explained in Message), versions,
+// its MaxOfflineSeconds, with the limit explained in Message: limits the
+// device shows and the server does not refuse uploads for; blocked when
+// edits cannot be sent under the org's limits), versions,
 // pending edits, traffic and download progress. OnStatus (or
 // AddStatusListener, for gomobile) subscribes to changes; listeners are
 // called one at a time, in order, outside the client's locks.

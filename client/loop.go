@@ -22,7 +22,8 @@ type loopState struct {
 	pollCancel   context.CancelFunc // set while a long poll waits for news
 	fgCancel     context.CancelFunc // cancels an app-requested Pull/Push/Sync
 	disconnected bool               // NotifyConnectivity(false)
-	patchOpsCap  int                // after a 413: most edits per patch
+	patchOpsCap  int                // after a bare 413: most edits per patch
+	patchByteCap int64              // after a bare 413: most bytes per patch
 }
 
 // Start runs push-then-pull in the background until ctx ends or Stop:

@@ -27,6 +27,10 @@ const (
 	ReasonAuth         = "auth"
 	ReasonPolicy       = "policy"
 	ReasonServer       = "server"
+	// ReasonBlocked: pending edits cannot be sent under the organization's
+	// limits (see Client.Blocked); they wait until discarded or the limit
+	// is raised. Everything else is in sync.
+	ReasonBlocked = "blocked"
 )
 
 // Status is what a status bar or settings page shows. All fields are plain
@@ -49,6 +53,10 @@ type Status struct {
 	LastSyncedUnix       int64 // when the state last became synced (0: never)
 
 	Conflicts int // conflicts not yet acknowledged
+	// BlockedEdits counts pending edits that cannot be sent under the
+	// organization's limits (see Client.Blocked), with the later edits of
+	// their records waiting behind them. They are part of PendingEdits.
+	BlockedEdits int
 
 	// Progress of a running download, from the totals the manifest announces.
 	ProgressBytesDone   int64
@@ -83,6 +91,7 @@ type statusState struct {
 	pendingEdits           int
 	pendingBytes           int64
 	conflicts              int
+	blocked                blockedSet
 	progBytesDone          int64
 	progBytesTotal         int64
 	progChunksDone         int
@@ -126,6 +135,10 @@ func (c *Client) loadStatus() error {
 			return err
 		}
 		s.conflicts = countKeys(tx.Bucket(bucketConflicts))
+		var err error
+		if s.blocked, err = scanBlocked(tx, s.policy.Limits()); err != nil {
+			return err
+		}
 		// Nothing has talked to the server in this process yet.
 		s.state, s.reason = StateOffline, ReasonNoConnection
 		s.message = "not connected yet: no sync has run since the client was opened"
@@ -155,6 +168,7 @@ func (s *statusState) snapshotLocked() Status {
 		BytesUpTotal:         s.c.UpTotal,
 		LastSyncedUnix:       s.c.LastSyncedUnix,
 		Conflicts:            s.conflicts,
+		BlockedEdits:         s.blocked.count,
 		ProgressBytesDone:    s.progBytesDone,
 		ProgressBytesTotal:   s.progBytesTotal,
 		ProgressChunksDone:   s.progChunksDone,
@@ -171,14 +185,20 @@ func (s *statusState) snapshotLocked() Status {
 			st.State, st.Reason, st.Message = StateError, ReasonPolicy, msg
 		}
 	}
+	if st.State == StateSynced && s.blocked.count > 0 {
+		// In sync but for edits that cannot be sent: the app must show
+		// them (and let the user discard them), not a green tick.
+		st.State, st.Reason, st.Message = StateError, ReasonBlocked, s.blockedMessageLocked()
+	}
 	return st
 }
 
 // policyViolationLocked explains which limit of the org's offline policy
 // this device is over ("" if none): more pending bytes than
 // MaxPendingBytes, or (while not connected) longer offline than
-// MaxOfflineSeconds since the last successful sync. Edits are still
-// accepted and kept; the server enforces the limits on upload.
+// MaxOfflineSeconds since the last successful sync. These limits are the
+// device's to show: edits are still accepted, kept and sent when the device
+// connects, and the server does not refuse them (see wire.Policy).
 func (s *statusState) policyViolationLocked(now time.Time) string {
 	p := s.policy
 	if p.MaxPendingBytes > 0 && s.pendingBytes > p.MaxPendingBytes {
@@ -437,17 +457,29 @@ func (c *Client) Policy() wire.Policy {
 	return c.st.policy
 }
 
-// setPolicy stores the policy the server sent.
+// setPolicy stores the policy the server sent. Edits a server refused
+// alone as too large get another chance when the limits change; which
+// edits cannot be sent is worked out again.
 func (c *Client) setPolicy(p wire.Policy) error {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
-	if err := c.setMeta(metaPolicy, b); err != nil {
+	newLimits := c.Policy().Limits() != p.Limits()
+	err = c.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketMeta).Put(metaPolicy, b); err != nil {
+			return err
+		}
+		if !newLimits {
+			return nil
+		}
+		return saveServerBlocks(tx, nil)
+	})
+	if err != nil {
 		return fmt.Errorf("store policy: %w", err)
 	}
 	c.st.mu.Lock()
 	c.st.policy = p
 	c.st.mu.Unlock()
-	return nil
+	return c.refreshBlocked()
 }

@@ -29,6 +29,7 @@ type SyncResult struct {
 	EditsConflict int `json:"edits_conflict"` // applied with a conflict (see Conflicts)
 	EditsRejected int `json:"edits_rejected"` // rejected by the server (kept in Conflicts, Status "rejected")
 	Patches       int `json:"patches"`        // patches answered
+	EditsBlocked  int `json:"edits_blocked"`  // pending edits that cannot be sent under the org's limits (see Blocked)
 
 	Pending int    `json:"pending"` // edits still waiting to be sent
 	State   string `json:"state"`   // Status().State afterwards
@@ -138,7 +139,7 @@ func (c *Client) finishResult(res *SyncResult, err error) {
 	if res.ServerHead == 0 {
 		res.ServerHead = st.ServerHead
 	}
-	res.Pending, res.State = st.PendingEdits, st.State
+	res.Pending, res.State, res.EditsBlocked = st.PendingEdits, st.State, st.BlockedEdits
 	if res.BytesDown > 0 || res.BytesUp > 0 {
 		if raw, jerr := json.Marshal(res); jerr == nil {
 			// Only informational: a failed write loses nothing that matters.

@@ -41,6 +41,18 @@
 // key are allowed and apply in order: users edit a record many times while
 // offline.
 //
+// # Limits
+//
+// Limits bound a patch: MaxOps ops and MaxBytes of canonical body
+// (EncodePatch, measured op by op with PatchSize) for a patch of several
+// edits, and MaxRecordBytes for each value, merge patch and merged result.
+// The first two only ever ask a client to split its queue into more
+// patches; a patch of one edit is bounded by MaxRecordBytes alone
+// (MaxBodyBytes), so every edit whose value fits a record fits a patch. A
+// violation is a *LimitError (ErrTooLarge). Apply checks the limits after
+// looking for a stored answer to the patch id, so a retry of a patch that was
+// applied before the limits became stricter still gets its answer.
+//
 // # Replay
 //
 // Apply replays a patch on the head h. For every key the patch names, it

@@ -169,7 +169,7 @@ func Apply(ctx context.Context, s snapshot.Store, opts ApplyOptions, p *Patch) (
 	}
 	q := *p
 	q.Ops = slices.Clone(p.Ops)
-	if err := q.Validate(opts.Limits); err != nil {
+	if err := q.validateShape(); err != nil {
 		return nil, err
 	}
 	hash, err := patchHash(&q)
@@ -177,6 +177,14 @@ func Apply(ctx context.Context, s snapshot.Store, opts ApplyOptions, p *Patch) (
 		return nil, err
 	}
 	r := &replayer{s: s, opts: opts, p: &q, hash: hash, idHash: idHash(q.ID)}
+	if lerr := q.CheckLimits(opts.Limits); lerr != nil {
+		// The limits may have become stricter since this patch was
+		// applied (its answer lost): a retry still gets that answer.
+		if res, err := r.previous(ctx); res != nil || err != nil {
+			return res, err
+		}
+		return nil, lerr
+	}
 	return r.run(ctx)
 }
 
@@ -216,11 +224,8 @@ func (r *replayer) run(ctx context.Context) (*Result, error) {
 	// The intent is read after the head: a concurrent writer of the same id
 	// whose intent is not seen here has not committed yet, so its version
 	// will be newer than head and is found by the scan after a lost race.
-	rc, _, err := r.s.Get(ctx, r.intentKey())
+	_, err = r.s.Stat(ctx, r.intentKey())
 	intent := err == nil
-	if intent {
-		rc.Close() // only its existence matters
-	}
 	switch {
 	case intent:
 		lo := max(r.p.Base+1, head-min(head, uint64(r.opts.MaxScan))+1)
@@ -333,6 +338,25 @@ func (r *replayer) manifest(ctx context.Context, v uint64) (*snapshot.Manifest, 
 	}
 	r.last = m
 	return m, nil
+}
+
+// previous returns the result of this patch id if it was applied before:
+// its stored answer or, where its intent says it may have been committed
+// without one, the version that holds it. Nil if it was not.
+func (r *replayer) previous(ctx context.Context) (*Result, error) {
+	if res, err := r.storedAnswer(ctx); res != nil || err != nil {
+		return res, err
+	}
+	if _, err := r.s.Stat(ctx, r.intentKey()); errors.Is(err, snapshot.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, &snapshot.ObjectError{Op: "read patch intent", Key: r.intentKey(), Err: err}
+	}
+	head, err := snapshot.Head(ctx, r.s, r.opts.Org, r.opts.User)
+	if err != nil || head <= r.p.Base {
+		return nil, err
+	}
+	return r.scan(ctx, head, max(r.p.Base+1, head-min(head, uint64(r.opts.MaxScan))+1))
 }
 
 // storedAnswer returns the stored answer to the patch id, nil if there is
@@ -553,10 +577,10 @@ func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []
 	if err != nil {
 		return nil, err
 	}
-	if len(out) > snapshot.MaxValueLen {
+	if most := r.opts.Limits.MaxRecordBytes; int64(len(out)) > most {
 		for _, i := range live {
 			receipts[i].Status = StatusRejected
-			receipts[i].Reason = fmt.Sprintf("merged with server changes the value has %d bytes, more than %d", len(out), snapshot.MaxValueLen)
+			receipts[i].Reason = fmt.Sprintf("merged with server changes the value has %d bytes, over the limit of %d bytes per record (%s)", len(out), most, LimitRecordBytes)
 		}
 		return head, nil
 	}
@@ -573,7 +597,7 @@ func corruptValue(key string, err error) error {
 
 // fold applies the client's ops on one key, in order, to the value the
 // client saw (base): ours is the client's value (nil: deleted). An op
-// that cannot apply (a merge into a non-object, or past the size limit)
+// that cannot apply (a merge into a non-object, or past the record limit)
 // gets a rejected receipt and is skipped; live are the ops that applied.
 func (r *replayer) fold(key string, ops []int, base []byte, receipts []Receipt) (ours []byte, live []int, err error) {
 	cur := foldedValue{b: base}
@@ -585,7 +609,7 @@ func (r *replayer) fold(key string, ops []int, base []byte, receipts []Receipt) 
 		case OpDelete:
 			cur = foldedValue{}
 		case OpMerge:
-			reason, err := cur.merge(key, op.Patch)
+			reason, err := cur.merge(key, op.Patch, r.opts.Limits.MaxRecordBytes)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -608,9 +632,10 @@ type foldedValue struct {
 	decoded bool
 }
 
-// merge applies an RFC 7386 merge patch. A non-empty reason says why it
-// cannot apply; the value is then unchanged.
-func (f *foldedValue) merge(key string, patch []byte) (reason string, err error) {
+// merge applies an RFC 7386 merge patch, giving a value of at most most
+// bytes. A non-empty reason says why it cannot apply; the value is then
+// unchanged.
+func (f *foldedValue) merge(key string, patch []byte, most int64) (reason string, err error) {
 	if f.b != nil && !f.decoded {
 		v, err := snapshot.DecodeJSON(f.b)
 		if err != nil {
@@ -632,8 +657,8 @@ func (f *foldedValue) merge(key string, patch []byte) (reason string, err error)
 	if err != nil {
 		return "", err
 	}
-	if len(b) > snapshot.MaxValueLen {
-		return fmt.Sprintf("merged value of %d bytes exceeds %d", len(b), snapshot.MaxValueLen), nil
+	if int64(len(b)) > most {
+		return fmt.Sprintf("merged value of %d bytes is over the limit of %d bytes per record (%s)", len(b), most, LimitRecordBytes), nil
 	}
 	*f = foldedValue{b: b, v: nv, decoded: true}
 	return "", nil

@@ -7,11 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/deltasync/deltasync/diff"
@@ -480,34 +478,3 @@ func TestApplyClosesWhatItOpens(t *testing.T) {
 		}
 	}
 }
-
-// countingBodies wraps s so that it counts the bodies Get and GetRange
-// open and the ones closed.
-func countingBodies(s snapshot.Store) (f *storetest.Faults, opened, closed *atomic.Int64) {
-	opened, closed = new(atomic.Int64), new(atomic.Int64)
-	f = storetest.Wrap(s)
-	f.GetFunc = func(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
-		rc, oi, err := s.Get(ctx, key)
-		if err != nil {
-			return nil, oi, err
-		}
-		opened.Add(1)
-		return closeCounter{rc, closed}, oi, nil
-	}
-	f.GetRangeFunc = func(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
-		rc, err := s.GetRange(ctx, key, off, n)
-		if err != nil {
-			return nil, err
-		}
-		opened.Add(1)
-		return closeCounter{rc, closed}, nil
-	}
-	return f, opened, closed
-}
-
-type closeCounter struct {
-	io.ReadCloser
-	n *atomic.Int64
-}
-
-func (c closeCounter) Close() error { c.n.Add(1); return c.ReadCloser.Close() }

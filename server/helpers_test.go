@@ -125,10 +125,16 @@ func (r response) errBody(t *testing.T) wire.ErrorDetail {
 	if ct := r.header["Content-Type"]; ct != "application/json" {
 		t.Errorf("error Content-Type = %q, want application/json", ct)
 	}
+	// The error object is decoded strictly; beside it an answer may carry
+	// what its route documents (a 409's receipts, a 413's policy).
+	var top struct{ Error json.RawMessage }
 	var eb wire.ErrorBody
-	dec := json.NewDecoder(bytes.NewReader(r.body))
+	if err := json.Unmarshal(r.body, &top); err != nil || top.Error == nil {
+		t.Fatalf("error body %q is not a wire.ErrorBody: %v", r.body, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(top.Error))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&eb); err != nil {
+	if err := dec.Decode(&eb.Error); err != nil {
 		t.Fatalf("error body %q is not a wire.ErrorBody: %v", r.body, err)
 	}
 	if eb.Error.Code == "" || eb.Error.Message == "" {

@@ -60,7 +60,7 @@ func TestOfflineModeGate(t *testing.T) {
 	if err := json.Unmarshal(r.body, &echo); err != nil {
 		t.Fatal(err)
 	}
-	if want := (wire.Policy{ConflictPolicy: wire.PolicyClientWins}); echo.Policy != want {
+	if want := withServerLimits(wire.Policy{ConflictPolicy: wire.PolicyClientWins}); echo.Policy != want {
 		t.Errorf("default policy = %+v, want %+v", echo.Policy, want)
 	}
 
@@ -76,7 +76,7 @@ func TestOfflineModeGate(t *testing.T) {
 	if err := json.Unmarshal(r.body, &echo); err != nil {
 		t.Fatal(err)
 	}
-	if want := (wire.Policy{OfflineMode: true, ConflictPolicy: wire.PolicyServerWins}); echo.Policy != want {
+	if want := withServerLimits(wire.Policy{OfflineMode: true, ConflictPolicy: wire.PolicyServerWins}); echo.Policy != want {
 		t.Errorf("policy = %+v, want %+v", echo.Policy, want)
 	}
 	// Another org stays off.
@@ -313,7 +313,7 @@ func TestOrgPolicyStoreErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (wire.Policy{OfflineMode: true, ConflictPolicy: wire.PolicyServerWins}); p != want {
+	if want := withServerLimits(wire.Policy{OfflineMode: true, ConflictPolicy: wire.PolicyServerWins}); p != want {
 		t.Errorf("policy = %+v, want %+v", p, want)
 	}
 	// Corrupt settings are an internal error, not a silent default.

@@ -77,7 +77,8 @@
 //
 // The head object is only a hint (a plain Put after the claim): Head trusts
 // the highest manifest that exists, probing upward from the hint, and lists
-// the versions when the hint is missing or unusable.
+// the versions when the hint is unusable, or missing while version 1 is
+// gone too (gc retired it).
 //
 // A store that accepts conditional headers but does not enforce them would
 // lose versions silently, so servers, builders and gc run

@@ -227,7 +227,12 @@ func (d *RecordDecoder) Feed(p []byte, fn func(key, value []byte) error) error {
 		}
 		buf = buf[n:]
 	}
-	d.carry = append(d.carry[:0], buf...)
+	if len(buf) == 0 || len(buf) != len(d.carry) || &buf[0] != &d.carry[0] {
+		// Keep the unfinished record. (When nothing was finished, buf is
+		// the carry itself: copying it onto itself on every chunk of a
+		// big record made decoding it quadratic.)
+		d.carry = append(d.carry[:0], buf...)
+	}
 	return nil
 }
 

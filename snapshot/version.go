@@ -28,6 +28,16 @@ func Head(ctx context.Context, s ReadStore, org, user string) (uint64, error) {
 	if !ok {
 		return headByList(ctx, s, org, user)
 	}
+	if v == 0 {
+		// No hint: a new data set, or one whose hint was lost. Version 1
+		// tells them apart, unless gc retired it: then only a listing can
+		// (one LIST, for data sets without a hint only).
+		if _, err := s.Stat(ctx, ManifestKey(org, user, 1)); errors.Is(err, ErrNotExist) {
+			return headByList(ctx, s, org, user)
+		} else if err != nil {
+			return 0, fmt.Errorf("stat version 1 of %s/%s: %w", org, user, err)
+		}
+	}
 	if v > 0 {
 		if _, err := s.Stat(ctx, ManifestKey(org, user, v)); errors.Is(err, ErrNotExist) {
 			// The hint points at a version that is gone (garbage collected

@@ -254,7 +254,17 @@ func clientSync(ctx context.Context, e *env, c *client.Client, sub string, o cli
 	if n := c.ConflictCount(); n > 0 {
 		fmt.Fprintf(e.stderr, "%d conflict(s) to review: deltasync client conflicts\n", n)
 	}
+	printBlocked(e, c)
 	return nil
+}
+
+// printBlocked warns about pending edits that cannot be sent under the
+// org's limits: they stay until discarded.
+func printBlocked(e *env, c *client.Client) {
+	for _, b := range c.Blocked() {
+		fmt.Fprintf(e.stderr, "cannot send the %s of %s (%d more edit(s) wait behind it): %s; keep it, or drop it with: deltasync client discard %s\n",
+			b.Op, b.Key, b.Waiting, b.Reason, b.Key)
+	}
 }
 
 func clientStatus(e *env, c *client.Client, o clientOptions) error {
@@ -275,7 +285,7 @@ func clientStatus(e *env, c *client.Client, o clientOptions) error {
 			"bytes_down_since_online": s.BytesDownSinceOnline, "bytes_up_since_online": s.BytesUpSinceOnline,
 			"chunks_fetched": last.ChunksFetched, "chunks_reused": last.ChunksReused,
 			"last_synced_unix": s.LastSyncedUnix, "conflicts": s.Conflicts,
-			"offline_mode": c.OfflineMode(), "rebase_needed": c.RebaseNeeded(),
+			"offline_mode": c.OfflineMode(), "rebase_needed": c.RebaseNeeded(), "blocked": s.BlockedEdits,
 			"server": c.ServerURL(), "policy": c.Policy(),
 		})
 	}
@@ -291,6 +301,9 @@ func clientStatus(e *env, c *client.Client, o clientOptions) error {
 	fmt.Fprintf(tw, "server\t%s\n", c.ServerURL())
 	fmt.Fprintf(tw, "version\t%d (server head %d)\n", s.LocalVersion, s.ServerHead)
 	fmt.Fprintf(tw, "pending\t%d edit(s), %s\n", s.PendingEdits, bytesize.Format(s.PendingBytes))
+	if s.BlockedEdits > 0 {
+		fmt.Fprintf(tw, "blocked\t%d edit(s) cannot be sent (see message; deltasync client discard KEY drops them)\n", s.BlockedEdits)
+	}
 	fmt.Fprintf(tw, "conflicts\t%d\n", s.Conflicts)
 	fmt.Fprintf(tw, "traffic\t%s down, %s up since online; %s down, %s up in total\n",
 		bytesize.Format(s.BytesDownSinceOnline), bytesize.Format(s.BytesUpSinceOnline), bytesize.Format(s.BytesDownTotal), bytesize.Format(s.BytesUpTotal))
