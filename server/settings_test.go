@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -259,7 +260,7 @@ func TestAdminSettingsCASRetry(t *testing.T) {
 			}
 			var interfered atomic.Bool
 			var casCalls atomic.Int32
-			e.store.beforeCAS = func(key string) {
+			beforeCAS := func(key string) {
 				casCalls.Add(1)
 				if interfered.Swap(true) {
 					return
@@ -270,7 +271,15 @@ func TestAdminSettingsCASRetry(t *testing.T) {
 					t.Errorf("interfering put: %v", err)
 				}
 			}
-			defer func() { e.store.beforeCAS = nil }()
+			e.store.PutIfAbsentFunc = func(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
+				beforeCAS(key)
+				return e.store.Store.PutIfAbsent(ctx, key, r, size)
+			}
+			e.store.PutIfMatchFunc = func(ctx context.Context, key string, r io.Reader, size int64, etag string) (snapshot.ObjectInfo, error) {
+				beforeCAS(key)
+				return e.store.Store.PutIfMatch(ctx, key, r, size, etag)
+			}
+			defer func() { e.store.PutIfAbsentFunc, e.store.PutIfMatchFunc = nil, nil }()
 
 			r := e.do("PUT", "/v1/admin/orgs/"+org, []byte(`{"offline_mode": true}`), withToken(admin))
 			if r.status != 200 {
