@@ -220,7 +220,7 @@ func TestProvidedTokenNotInStateFile(t *testing.T) {
 func TestJWTExpiry(t *testing.T) {
 	ts := newTestServer(t)
 	tok := ts.tokenFor("ann", time.Hour)
-	if exp := jwtExpiry(tok); exp.Sub(time.Now()) < 59*time.Minute || exp.Sub(time.Now()) > 61*time.Minute {
+	if exp := jwtExpiry(tok); time.Until(exp) < 59*time.Minute || time.Until(exp) > 61*time.Minute {
 		t.Errorf("exp of a one-hour token read as %v", exp)
 	}
 	for _, bad := range []string{"", "opaque-token", "a.b.c", "a.e30.c", "a.eyJleHAiOiJzb29uIn0.c", "a.eyJleHAiOi0xfQ.c"} {
