@@ -134,7 +134,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	so := server.DefaultOptions()
 	so.Store, so.JWTSecret, so.ChunkSecret = store, []byte(jwtSecret), secret
 	so.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	so.MaxPatchBytes = 64 << 20
+	so.MaxPatchBytes, so.MaxPatchOps = 64<<20, 100_000
 	srv, err := server.New(so)
 	if err != nil {
 		return nil, err

@@ -459,6 +459,7 @@ func (c *Client) finishVersion(ctx context.Context, h wire.SyncHeader, old *snap
 	} else if sw != nil || old == nil {
 		u.SweepChunks = true
 	}
+	var changed []string // for the change listeners
 	if old == nil {
 		u.Full, u.FromChunks, u.RecordCount = true, m.Chunks, int64(m.Records)
 	} else {
@@ -466,6 +467,7 @@ func (c *Client) finishVersion(ctx context.Context, h wire.SyncHeader, old *snap
 		if err != nil {
 			return fmt.Errorf("sync: record changes %d→%d: %w", old.Version, h.To, err)
 		}
+		changed = changedKeys(changes)
 		u.Puts = func(put func(string, []byte) error) error {
 			for i := range changes {
 				if !changes[i].Deleted() {
@@ -495,6 +497,7 @@ func (c *Client) finishVersion(ctx context.Context, h wire.SyncHeader, old *snap
 	if err := c.installVersion(u); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
+	c.notifyInstalled(h.To, changed, old == nil)
 	res.Version, res.Full = h.To, old == nil
 	res.ChunksReused = len(chunks) - res.ChunksFetched
 	if res.ChunksReused < 0 {

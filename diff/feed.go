@@ -62,7 +62,7 @@ const maxFeedLists = 1000
 // before FeedEpoch (and before the feed's first entry, which a replica with
 // a wrong clock may have dated earlier), is refused with an error matching
 // snapshot.ErrInvalid.
-func ReadFeed(ctx context.Context, s snapshot.Store, o FeedOptions) ([]FeedEntry, string, error) {
+func ReadFeed(ctx context.Context, s snapshot.ReadStore, o FeedOptions) ([]FeedEntry, string, error) {
 	w := &feedWalk{ctx: ctx, s: s, o: o.withDefaults(), next: o.After}
 	w.horizon = w.o.Now.Add(-w.o.Settle).UnixMilli()
 	hour, err := w.firstHour()
@@ -100,7 +100,7 @@ func (o FeedOptions) withDefaults() FeedOptions {
 // feedWalk is the state of one ReadFeed call.
 type feedWalk struct {
 	ctx     context.Context
-	s       snapshot.Store
+	s       snapshot.ReadStore
 	o       FeedOptions
 	horizon int64 // unix ms; later entries are held back
 	out     []FeedEntry
@@ -300,7 +300,7 @@ func isSettingsEntry(key string) bool {
 
 // feedEntry loads a feed object if it is the change set of a claimed
 // version, or returns nil for a loser's or a crashed writer's.
-func feedEntry(ctx context.Context, s snapshot.Store, key string, k snapshot.FeedEntryKey) (*ChangeSet, error) {
+func feedEntry(ctx context.Context, s snapshot.Getter, key string, k snapshot.FeedEntryKey) (*ChangeSet, error) {
 	m, err := snapshot.ReadManifestHeader(ctx, s, k.Org, k.User, k.Version)
 	if errors.Is(err, snapshot.ErrNotExist) {
 		return nil, nil // never claimed, or retired by garbage collection

@@ -41,6 +41,15 @@
 // An org without settings has offline mode off and the client-wins policy;
 // its users get 403 offline_mode_disabled on sync routes.
 //
+// The policy a client gets (with every sync and status) carries the patch
+// limits in force: each the lower of the server's own (Options.MaxPatchOps,
+// MaxPatchBytes, MaxRecordBytes) and the org's, so a client splits its queue
+// to fit before sending anything. A patch over one is answered 413 too_large
+// with that policy (wire.LimitErrorBody) and nothing applied; a patch of one
+// edit is bounded only by the record limit (patchBodyLimit). The org's
+// max_offline_seconds and max_pending_bytes are for the device (see
+// wire.Policy): uploads are not refused for them.
+//
 // # Floods, hung stores and oversize bodies
 //
 // Connections come through a listener (listener.go) that never gives up on

@@ -16,6 +16,7 @@ import (
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 	"github.com/deltasync/deltasync/wire"
 )
 
@@ -326,31 +327,43 @@ func TestMetricsCountStoreRequests(t *testing.T) {
 // until the channel closes, counting the Gets of each key and the most
 // held at once.
 type gateStore struct {
-	snapshot.Store
+	*storetest.Faults
 	gate       atomic.Pointer[func(key string) chan struct{}]
 	mu         sync.Mutex
 	calls      map[string]int
 	held, most int
 }
 
-func (g *gateStore) Get(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
-	if f := g.gate.Load(); f != nil {
-		if ch := (*f)(key); ch != nil {
-			g.mu.Lock()
-			g.calls[key]++
-			g.held++
-			g.most = max(g.most, g.held)
-			g.mu.Unlock()
-			select {
-			case <-ch:
-			case <-ctx.Done():
-			}
-			g.mu.Lock()
-			g.held--
-			g.mu.Unlock()
-		}
+func newGateStore() *gateStore {
+	g := &gateStore{Faults: storetest.Wrap(memstore.New()), calls: map[string]int{}}
+	g.GetFunc = func(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
+		g.hold(ctx, key)
+		return g.Faults.Store.Get(ctx, key)
 	}
-	return g.Store.Get(ctx, key)
+	return g
+}
+
+func (g *gateStore) hold(ctx context.Context, key string) {
+	f := g.gate.Load()
+	if f == nil {
+		return
+	}
+	ch := (*f)(key)
+	if ch == nil {
+		return
+	}
+	g.mu.Lock()
+	g.calls[key]++
+	g.held++
+	g.most = max(g.most, g.held)
+	g.mu.Unlock()
+	select {
+	case <-ch:
+	case <-ctx.Done():
+	}
+	g.mu.Lock()
+	g.held--
+	g.mu.Unlock()
 }
 
 func (g *gateStore) stats(key string) (calls, held, most int) {
@@ -367,7 +380,7 @@ func (g *gateStore) stats(key string) (calls, held, most int) {
 // stampede that times out and comes back. (Before, each poll read both:
 // against a slow store, 10,000 reconnecting devices kept it overloaded.)
 func TestFirstPollsShareTheirReads(t *testing.T) {
-	gate := &gateStore{Store: memstore.New(), calls: map[string]int{}}
+	gate := newGateStore()
 	e := newTestEnv(t, envConfig{store: gate, opts: func(o *Options) { o.SettingsTTL = time.Millisecond }})
 	e.enableOrg("acme")
 	const users, devices = 100, 3
@@ -420,7 +433,7 @@ func TestFirstPollsShareTheirReads(t *testing.T) {
 // its user's head (every slot taken by other users' reads) whose client
 // leaves makes no read afterwards: no store work outlives its connection.
 func TestAbandonedFirstPollReadsNothing(t *testing.T) {
-	gate := &gateStore{Store: memstore.New(), calls: map[string]int{}}
+	gate := newGateStore()
 	e, addr := newTCPEnv(t, envConfig{store: gate})
 	e.enableOrg("acme")
 	for u := range maxPollHeadReads + 1 {

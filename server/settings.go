@@ -47,8 +47,8 @@ func (o OrgSettings) validate() error {
 		return badRequest("conflict_policy %q is not one of %q, %q, %q",
 			o.ConflictPolicy, wire.PolicyClientWins, wire.PolicyServerWins, wire.PolicyReject)
 	}
-	if o.MaxOfflineSeconds < 0 || o.MaxPendingBytes < 0 || o.MaxPatchOps < 0 || o.MaxPatchBytes < 0 {
-		return badRequest("limits must not be negative (0 means no limit)")
+	if o.MaxOfflineSeconds < 0 || o.MaxPendingBytes < 0 || o.MaxPatchOps < 0 || o.MaxPatchBytes < 0 || o.MaxRecordBytes < 0 {
+		return badRequest("limits must not be negative (0 means no limit of the organization's own)")
 	}
 	return nil
 }
@@ -116,14 +116,35 @@ func (s *Server) orgSettings(ctx context.Context, org string, poll bool) (OrgSet
 }
 
 // orgPolicy returns the policy of org (defaults if it has no settings),
-// at most SettingsTTL old, or for a long poll kept current by the feed
-// watcher. Sync handlers send it to clients and enforce it.
+// at most SettingsTTL old (or, for a long poll, kept current by the feed
+// watcher), with the patch limits in force (effectivePolicy). Sync handlers
+// send it to clients and patches are held to it.
 func (s *Server) orgPolicy(ctx context.Context, org string, poll bool) (wire.Policy, error) {
 	st, err := s.orgSettings(ctx, org, poll)
 	if err != nil {
 		return wire.Policy{}, err
 	}
-	return st.Policy, nil
+	return s.effectivePolicy(st.Policy), nil
+}
+
+// effectivePolicy is p with each patch limit the lower of the org's (if it
+// set one) and the server's own: what clients split their queues by and
+// what their patches are held to. The server's limits are part of it so a
+// client never has to learn them from a refused patch.
+func (s *Server) effectivePolicy(p wire.Policy) wire.Policy {
+	own := s.opts.patchLimits()
+	p.MaxPatchOps = int(lowerLimit(int64(p.MaxPatchOps), int64(own.MaxOps)))
+	p.MaxPatchBytes = lowerLimit(p.MaxPatchBytes, own.MaxBytes)
+	p.MaxRecordBytes = lowerLimit(p.MaxRecordBytes, own.MaxRecordBytes)
+	return p
+}
+
+// lowerLimit is the lower of an org limit (0: none) and the server's.
+func lowerLimit(org, server int64) int64 {
+	if org > 0 && org < server {
+		return org
+	}
+	return server
 }
 
 // announceSettings writes the feed entry that tells every replica's
@@ -150,6 +171,7 @@ type settingsUpdate struct {
 	MaxPendingBytes   *int64  `json:"max_pending_bytes"`
 	MaxPatchOps       *int    `json:"max_patch_ops"`
 	MaxPatchBytes     *int64  `json:"max_patch_bytes"`
+	MaxRecordBytes    *int64  `json:"max_record_bytes"`
 }
 
 func (u settingsUpdate) apply(st *OrgSettings) {
@@ -170,6 +192,9 @@ func (u settingsUpdate) apply(st *OrgSettings) {
 	}
 	if u.MaxPatchBytes != nil {
 		st.MaxPatchBytes = *u.MaxPatchBytes
+	}
+	if u.MaxRecordBytes != nil {
+		st.MaxRecordBytes = *u.MaxRecordBytes
 	}
 }
 

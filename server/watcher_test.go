@@ -14,6 +14,7 @@ import (
 
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 )
 
 // watchRig drives a watcher round by round on a clock of its own, over a
@@ -31,25 +32,27 @@ type watchRig struct {
 // flakyLister fails listings while fail is set; with cutAfter > 0 the
 // next listing fails after delivering that many objects.
 type flakyLister struct {
-	snapshot.Store
+	*storetest.Faults
 	fail     atomic.Bool
 	cutAfter atomic.Int64
 }
 
-func (f *flakyLister) ListAfter(ctx context.Context, prefix, after string, fn func(snapshot.ObjectInfo) error) error {
-	if f.fail.Load() {
-		return errors.New("store down")
-	}
-	cut := f.cutAfter.Swap(0)
-	n := int64(0)
-	err := f.Store.ListAfter(ctx, prefix, after, func(oi snapshot.ObjectInfo) error {
-		if cut > 0 && n == cut {
-			return errors.New("connection reset")
+func newFlakyLister(s snapshot.Store) *flakyLister {
+	f := &flakyLister{Faults: storetest.Wrap(s)}
+	f.ListAfterFunc = func(ctx context.Context, prefix, after string, fn func(snapshot.ObjectInfo) error) error {
+		if f.fail.Load() {
+			return errors.New("store down")
 		}
-		n++
-		return fn(oi)
-	})
-	return err
+		cut, n := f.cutAfter.Swap(0), int64(0)
+		return f.Faults.Store.ListAfter(ctx, prefix, after, func(oi snapshot.ObjectInfo) error {
+			if cut > 0 && n == cut {
+				return errors.New("connection reset")
+			}
+			n++
+			return fn(oi)
+		})
+	}
+	return f
 }
 
 // watchStart is the rig's first moment: just before an hour ends.
@@ -58,7 +61,7 @@ var watchStart = time.Date(2026, 11, 15, 10, 59, 58, 0, time.UTC)
 func newWatchRig(t *testing.T) *watchRig {
 	r := &watchRig{t: t, now: watchStart}
 	r.counts = snapshot.NewCountingStore(memstore.New())
-	r.store = &flakyLister{Store: r.counts}
+	r.store = newFlakyLister(r.counts)
 	r.hub = newHub(time.Hour, prometheus.NewRegistry())
 	r.hub.now = func() time.Time { return r.now }
 	r.w = newWatcher(r.store, r.hub, DefaultWatchOptions(), slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -7,18 +7,10 @@ import (
 	"time"
 )
 
-// Object layout in a store. Org and user names are validated by ValidateName
-// so that they can never collide with the reserved names below (which start
-// with "_") or escape their directory.
-//
-//	_deltasync/secret                         deployment chunk-ID secret
-//	_deltasync/probe/<time>-<random>          start-up probe of conditional writes (deleted after)
-//	<org>/_settings.json                      org settings (offline policy)
-//	<org>/<user>/head                         head hint (the truth is the highest manifest)
-//	<org>/<user>/versions/<n>.manifest        manifest of version n (20 digits)
-//	<org>/<user>/versions/<n>.changes         change set that produced version n
-//	<org>/<user>/packs/<hex>.pack             pack objects
-//	<org>/<user>/patches/<hash>.json          stored answer to a patch id
+// Object layout in a store: the table in the package doc (doc.go) is the
+// map, kept true whenever a key below changes. Org and user names are
+// validated by ValidateName so that they can never collide with the
+// reserved names (which start with "_") or escape their directory.
 
 // SecretKey is the object holding the deployment's chunk-ID secret.
 const SecretKey = "_deltasync/secret"
@@ -54,11 +46,6 @@ func HeadKey(org, user string) string { return UserPrefix(org, user) + "head" }
 // ManifestKey is the manifest object of version v.
 func ManifestKey(org, user string, v uint64) string {
 	return fmt.Sprintf("%sversions/%020d.manifest", UserPrefix(org, user), v)
-}
-
-// ChangesKey is the change-set object of version v.
-func ChangesKey(org, user string, v uint64) string {
-	return fmt.Sprintf("%sversions/%020d.changes", UserPrefix(org, user), v)
 }
 
 // PackKey is the object of the pack with the given name.

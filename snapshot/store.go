@@ -79,7 +79,7 @@ func AsTempSweeper(s Store) (TempSweeper, bool) {
 
 // GetBytes reads a whole object into memory. It is meant for small objects
 // (manifests, settings, change sets); max bounds what it will read.
-func GetBytes(ctx context.Context, s Store, key string, max int64) ([]byte, error) {
+func GetBytes(ctx context.Context, s Getter, key string, max int64) ([]byte, error) {
 	rc, info, err := s.Get(ctx, key)
 	if err != nil {
 		return nil, err

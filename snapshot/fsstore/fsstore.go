@@ -300,18 +300,6 @@ func (s *Store) prepare(ctx context.Context, op, key string, r io.Reader, size i
 	return tmp, final, nil
 }
 
-// finish fsyncs the object's directory and stats the new object.
-func (s *Store) finish(op, key, final string) (snapshot.ObjectInfo, error) {
-	if err := syncDir(filepath.Dir(final)); err != nil {
-		return snapshot.ObjectInfo{}, objErr(op, key, err)
-	}
-	fi, err := os.Stat(final)
-	if err != nil {
-		return snapshot.ObjectInfo{}, objErr(op, key, err)
-	}
-	return s.info(key, fi), nil
-}
-
 // Put implements snapshot.Store.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
 	tmp, final, err := s.prepare(ctx, "put", key, r, size)

@@ -610,7 +610,12 @@ func testList(t *testing.T, s snapshot.Store) {
 			t.Errorf("List(%q) = %q..%q, want %q..%q", tt.prefix, got[0], got[len(got)-1], tt.first, tt.last)
 		}
 	}
-	// ListAfter over the same keys, across S3's page boundary.
+	checkListAfterPages(t, s)
+}
+
+// checkListAfterPages runs ListAfter over testList's keys, across S3's
+// page boundary.
+func checkListAfterPages(t *testing.T, s snapshot.Store) {
 	for _, tt := range []struct {
 		prefix, after string
 		n             int
