@@ -389,8 +389,8 @@ func isLongPoll(ctx *fasthttp.RequestCtx, req *request) bool {
 // least minHeadReadWait) ends before its user's head was read is answered
 // 503 with Retry-After; one
 // woken meanwhile takes the version that woke it. A read whose polls have
-// all left is cancelled (sharedReads), before it reaches the store if it
-// still waits for its turn.
+// all left while it waits for its turn is dropped (sharedReads); one that
+// has started finishes, for the hub.
 func (s *Server) pollHead(req *request, w *waiter, q syncQuery) (uint64, error) {
 	org, user := req.Org, req.User
 	key := org + "/" + user
@@ -409,7 +409,11 @@ func (s *Server) pollHead(req *request, w *waiter, q syncQuery) (uint64, error) 
 		case <-s.stoppingCh():
 			return 0, context.Canceled
 		}
-		v, err := snapshot.Head(ctx, s.store, org, user)
+		// Once started, the read finishes even if its polls leave: the
+		// hub learns the head, and their retries need no read again (under
+		// overload, reads cut short just before the end would be redone
+		// forever). The store deadline bounds it.
+		v, err := snapshot.Head(s.baseCtx, s.store, org, user)
 		if err == nil {
 			s.hub.observe(org, user, v)
 			s.noteHead(org, user, v)
