@@ -14,7 +14,8 @@
 // the editing device on its own replica.
 //
 // Run goes through phases: seed the users' data sets; connect every device
-// (ConnectRate polls a second); hold them Idle with nothing happening (the
+// (ConnectRate polls a second) and wait until the replicas have read what
+// the new polls need (each user's head); hold them Idle with nothing happening (the
 // store cost of idle devices); then Duration of activity at EditRate edits
 // (a one-record patch) and SyncRate syncs (a status and a sync request) a
 // second across the fleet; then CostSamples sequential patches, delta syncs
@@ -97,6 +98,10 @@ type Report struct {
 	// Connected is how many long polls the replicas held at once.
 	Connected      int     `json:"connected"`
 	ConnectSeconds float64 `json:"connect_seconds"`
+	// SettleSeconds is how long after that the replicas still read the
+	// store for the connecting devices (each user's head, once); -1 if
+	// they had not stopped after 5 minutes.
+	SettleSeconds float64 `json:"settle_seconds"`
 	// Memory of the servers: resident set before the devices connected,
 	// once every poll was held, and at the end of the idle phase (the
 	// steady state: what connecting allocated and freed is returned to

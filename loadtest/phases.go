@@ -52,9 +52,14 @@ func (r *run) connect(ctx, devCtx context.Context, rep *Report) error {
 		sleep(ctx, 250*time.Millisecond)
 	}
 	rep.ConnectSeconds = time.Since(start).Seconds()
+	settled, err := r.settle(ctx)
+	if err != nil {
+		return err
+	}
+	rep.SettleSeconds = settled
 	rep.RSSHeldMB = r.rssMB()
-	r.logf("%d long polls held after %.1f s; servers' memory %v MB -> %v MB", rep.Connected, rep.ConnectSeconds,
-		roundAll(rep.RSSBeforeMB), roundAll(rep.RSSHeldMB))
+	r.logf("%d long polls held after %.1f s, store settled %.1f s later; servers' memory %v MB -> %v MB", rep.Connected,
+		rep.ConnectSeconds, rep.SettleSeconds, roundAll(rep.RSSBeforeMB), roundAll(rep.RSSHeldMB))
 	return nil
 }
 
@@ -77,6 +82,49 @@ func (r *run) live(ctx context.Context) (bytes, stacks, goroutines float64, err 
 		goroutines += m.goroutines
 	}
 	return bytes, stacks, goroutines, err
+}
+
+// settle waits until the replicas have read what connecting devices need
+// (each user's head, once): until their store requests other than listings
+// stay under one a second for 2 s, at most 5 minutes. It returns how long
+// that took, or -1 if they never settled (the idle phase then measures
+// the end of the connecting too).
+func (r *run) settle(ctx context.Context) (float64, error) {
+	start := time.Now()
+	prev, err := r.readsSoFar(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for time.Since(start) < 5*time.Minute {
+		sleep(ctx, 2*time.Second)
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		n, err := r.readsSoFar(ctx)
+		if err != nil {
+			return 0, err
+		}
+		if n-prev <= 2 {
+			return time.Since(start).Seconds(), nil
+		}
+		prev = n
+	}
+	r.logf("the replicas were still reading for connecting devices after 5 minutes")
+	return -1, nil
+}
+
+// readsSoFar is the replicas' store requests other than listings so far.
+func (r *run) readsSoFar(ctx context.Context) (float64, error) {
+	ms, err := r.scrapeAll(ctx)
+	var n float64
+	for _, m := range ms {
+		for kind, v := range m.store {
+			if kind != "list" {
+				n += v
+			}
+		}
+	}
+	return n, err
 }
 
 // waiters is the number of long polls the replicas hold now.

@@ -262,8 +262,8 @@ func (l *processOutput) String() string {
 func printLoadtest(e *env, o *loadtestOptions, r *loadtest.Report) {
 	out := e.stdout
 	fmt.Fprintf(out, "%d devices (two per user) on %d replica(s), store %s\n", r.Devices, r.Replicas, o.Store)
-	fmt.Fprintf(out, "long polls held at once: %d (connected in %.1f s); load average %.1f then %.1f on %d CPUs\n",
-		r.Connected, r.ConnectSeconds, r.LoadAverage[0], r.LoadAverage[1], runtime.NumCPU())
+	fmt.Fprintf(out, "long polls held at once: %d (connected in %.1f s, store settled %.1f s later); load average %.1f then %.1f on %d CPUs\n",
+		r.Connected, r.ConnectSeconds, r.SettleSeconds, r.LoadAverage[0], r.LoadAverage[1], runtime.NumCPU())
 	fmt.Fprintf(out, "server memory: %s MB before, %s MB once every poll was held, %s MB after the idle phase: %.1f KB per connected device\n",
 		floats(r.RSSBeforeMB), floats(r.RSSHeldMB), floats(r.RSSIdleMB), r.RSSPerDeviceKB)
 	fmt.Fprintf(out, "Go heap and stacks in use: %.1f KB per connected device (stacks %.1f KB); %.2f goroutines per device\n",
