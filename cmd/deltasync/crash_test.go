@@ -632,8 +632,8 @@ func (h *crashHarness) finish() {
 	head := h.scanned
 	server := h.serverRecords(head)
 	if mine.stdout != server || theirs.stdout != server {
-		t.Fatalf("after the final sync the client (%d bytes) and a fresh client (%d bytes) differ from the server's version %d (%d bytes)\nclient: %s\nfresh: %s",
-			len(mine.stdout), len(theirs.stdout), head, len(server), lineDiff(mine.stdout, server), lineDiff(theirs.stdout, server))
+		t.Fatalf("after the final sync (%s) the client (%d bytes) and a fresh client (%d bytes) differ from the server's version %d (%d bytes)\nclient: %s\nfresh: %s",
+			strings.TrimSpace(r.stdout), len(mine.stdout), len(theirs.stdout), head, len(server), lineDiff(mine.stdout, server), lineDiff(theirs.stdout, server))
 	}
 	if res.Version != head {
 		t.Errorf("final sync left the client at version %d, the server's head is %d", res.Version, head)
