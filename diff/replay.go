@@ -545,49 +545,25 @@ func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []
 		base = head
 	}
 	// Fold the ops onto the value the client saw.
-	cur := base
-	var curV any
-	decoded := false
+	f := NewFold(base, r.opts.Limits.MaxRecordBytes)
 	var live []int
 	for _, i := range ops {
-		op := &r.p.Ops[i]
-		switch op.Op {
-		case OpPut:
-			cur, decoded = op.Value, false
-		case OpDelete:
-			cur, decoded = nil, false
-		case OpMerge:
-			if cur != nil && !decoded {
-				v, err := snapshot.DecodeJSON(cur)
-				if err != nil {
-					return nil, corrupt(err)
-				}
-				curV, decoded = v, true
-			}
-			if cur == nil {
-				curV = nil
-			} else if _, ok := curV.(map[string]any); !ok {
-				receipts[i].Status = StatusRejected
-				receipts[i].Reason = fmt.Sprintf("merge on a non-object value (%s)", jsonKind(curV))
-				continue
-			}
-			pv, err := snapshot.DecodeJSON(op.Patch)
-			if err != nil {
-				return nil, err
-			}
-			nv := MergePatch(curV, pv)
-			b, err := snapshot.MarshalCanonical(nv)
-			if err != nil {
-				return nil, err
-			}
-			if most := r.opts.Limits.MaxRecordBytes; int64(len(b)) > most {
-				receipts[i].Status = StatusRejected
-				receipts[i].Reason = fmt.Sprintf("merged value of %d bytes is over the limit of %d bytes per record (%s)", len(b), most, LimitRecordBytes)
-				continue
-			}
-			cur, curV, decoded = b, nv, true
+		reason, err := f.Apply(&r.p.Ops[i])
+		if errors.Is(err, snapshot.ErrCorrupt) {
+			return nil, corrupt(err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if reason != "" {
+			receipts[i].Status, receipts[i].Reason = StatusRejected, reason
+			continue
 		}
 		live = append(live, i)
+	}
+	cur, err := f.Value()
+	if err != nil {
+		return nil, err
 	}
 	if len(live) == 0 {
 		return head, nil
