@@ -55,6 +55,13 @@ func Check(dir string, opts CheckOptions) (*Report, error) {
 		return nil, err
 	}
 	defer s.Close()
+	return s.Verify(opts)
+}
+
+// Verify checks the open store as Check does, each file in one read
+// transaction (writers go on meanwhile).
+func (s *Store) Verify(opts CheckOptions) (*Report, error) {
+	dir := s.dir
 	c := &checker{s: s, r: &Report{}, opts: opts}
 	if err := s.data.View(c.data); err != nil {
 		return nil, err

@@ -68,7 +68,7 @@ func scanAll(t *testing.T, s *Store, prefix string, batch int) [][2]string {
 	var out [][2]string
 	var after []byte
 	for {
-		kvs, next, err := s.ScanBatch([]byte(prefix), after, batch, 1<<20, 0)
+		kvs, next, err := s.ScanBatch([]byte(prefix), after, batch, 1<<20)
 		must(t, err)
 		for _, kv := range kvs {
 			out = append(out, [2]string{kv.Key, string(kv.Value)})
@@ -102,12 +102,12 @@ func TestInstallRecordsReadsBackAndReplaces(t *testing.T) {
 		t.Fatalf("scan of version 1: %d records, want %d", len(got), len(v1))
 	}
 	for _, i := range []int{0, 50, 147, 2999} {
-		got, found, err := s.View(v1[i][0], ^uint64(0), 0)
+		got, found, err := s.View(v1[i][0], ^uint64(0))
 		if err != nil || !found || string(got) != v1[i][1] {
 			t.Errorf("view %s: %v %v %.40q", v1[i][0], found, err, got)
 		}
 	}
-	if _, found, err := s.View("k/99999", ^uint64(0), 0); found || err != nil {
+	if _, found, err := s.View("k/99999", ^uint64(0)); found || err != nil {
 		t.Errorf("absent key: %v %v", found, err)
 	}
 	s.Close()

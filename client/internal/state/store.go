@@ -172,20 +172,24 @@ func (s *Store) Dir() string { return s.dir }
 
 // Close releases the directory. It may be called more than once.
 func (s *Store) Close() error {
+	// The handles stay: bbolt closes once and then answers every call
+	// with ErrDatabaseNotOpen (IsClosed).
 	var errs []error
 	if s.data != nil {
 		errs = append(errs, s.data.Close())
-		s.data = nil
 	}
 	if s.edits != nil {
 		errs = append(errs, s.edits.Close())
-		s.edits = nil
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("close client state: %w", err)
 	}
 	return nil
 }
+
+// SetEditsNoSync turns off (or back on) the fsync of state.db's commits:
+// only for tests that queue many edits and are not about durability.
+func (s *Store) SetEditsNoSync(on bool) { s.edits.NoSync = on }
 
 // IsClosed reports an error of a store already closed.
 func IsClosed(err error) bool { return errors.Is(err, bolterrors.ErrDatabaseNotOpen) }

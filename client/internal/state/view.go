@@ -20,9 +20,12 @@ import (
 // a version read later, never lost between the two reads.
 
 // View returns the merged value of key, from the edits with a seq below
-// before (^uint64(0): all). maxRecord is the record limit a merge is held
-// to (diff.Fold). found is false for a key absent or deleted.
-func (s *Store) View(key string, before uint64, maxRecord int64) (val []byte, found bool, err error) {
+// before (^uint64(0): all). found is false for a key absent or deleted.
+//
+// A merge onto a value that is not an object is left out, as the server
+// leaves it out ("rejected"); the record size limit is not applied: an
+// edit over it is blocked, not dropped, and stays in view as made.
+func (s *Store) View(key string, before uint64) (val []byte, found bool, err error) {
 	var edits []*Edit
 	err = s.ViewEdits(func(tx *EditsTx) error {
 		var err error
@@ -32,21 +35,21 @@ func (s *Store) View(key string, before uint64, maxRecord int64) (val []byte, fo
 	if err != nil {
 		return nil, false, err
 	}
-	return s.fold(key, edits, maxRecord)
+	return s.fold(key, edits)
 }
 
 // View is Store.View inside an edits transaction, which sees its own
 // writes (the value a new merge applies to).
-func (t *EditsTx) View(key string, before uint64, maxRecord int64) ([]byte, bool, error) {
+func (t *EditsTx) View(key string, before uint64) ([]byte, bool, error) {
 	edits, err := t.editsOf(key, before)
 	if err != nil {
 		return nil, false, err
 	}
-	return t.s.fold(key, edits, maxRecord)
+	return t.s.fold(key, edits)
 }
 
 // fold reads key's synced value and lays edits over it.
-func (s *Store) fold(key string, edits []*Edit, maxRecord int64) ([]byte, bool, error) {
+func (s *Store) fold(key string, edits []*Edit) ([]byte, bool, error) {
 	var base []byte
 	var found bool
 	var version uint64
@@ -62,7 +65,7 @@ func (s *Store) fold(key string, edits []*Edit, maxRecord int64) ([]byte, bool, 
 	if !found {
 		base = nil
 	}
-	val, err := foldEdits(base, edits, version, maxRecord)
+	val, err := foldEdits(base, edits, version)
 	if err != nil {
 		return nil, false, fmt.Errorf("key %q: %w", key, err)
 	}
@@ -70,11 +73,11 @@ func (s *Store) fold(key string, edits []*Edit, maxRecord int64) ([]byte, bool, 
 }
 
 // foldEdits lays edits over base (nil: absent) for synced version v.
-func foldEdits(base []byte, edits []*Edit, v uint64, maxRecord int64) ([]byte, error) {
+func foldEdits(base []byte, edits []*Edit, v uint64) ([]byte, error) {
 	if len(edits) == 0 {
 		return base, nil
 	}
-	f := diff.NewFold(base, maxRecord)
+	f := diff.NewFold(base, 0)
 	for _, e := range edits {
 		if e.Version != 0 && e.Version <= v {
 			continue // the synced version holds it
@@ -97,13 +100,13 @@ type KV struct {
 // view whose keys start with prefix, in bytewise key order, starting after
 // the key after (nil: from the start). next is where the following batch
 // starts (after next); nil when the scan is done.
-func (s *Store) ScanBatch(prefix, after []byte, maxKeys, maxBytes int, maxRecord int64) (batch []KV, next []byte, err error) {
+func (s *Store) ScanBatch(prefix, after []byte, maxKeys, maxBytes int) (batch []KV, next []byte, err error) {
 	edits, horizon, err := s.scanEdits(prefix, after, maxKeys)
 	if err != nil {
 		return nil, nil, err
 	}
 	err = s.viewData(func(v *dataView) error {
-		batch, next, err = v.scan(prefix, after, edits, horizon, maxKeys, maxBytes, maxRecord)
+		batch, next, err = v.scan(prefix, after, edits, horizon, maxKeys, maxBytes)
 		return err
 	})
 	return batch, next, err
@@ -155,7 +158,7 @@ func (s *Store) scanEdits(prefix, after []byte, maxKeys int) (out []keyEdits, ho
 }
 
 // scan merges the synced records and the edits read into one batch.
-func (v *dataView) scan(prefix, after []byte, edits []keyEdits, horizon []byte, maxKeys, maxBytes int, maxRecord int64) ([]KV, []byte, error) {
+func (v *dataView) scan(prefix, after []byte, edits []keyEdits, horizon []byte, maxKeys, maxBytes int) ([]KV, []byte, error) {
 	var batch []KV
 	var cur *bolt.Cursor
 	var rk, rloc []byte
@@ -206,7 +209,7 @@ func (v *dataView) scan(prefix, after []byte, edits []keyEdits, horizon []byte, 
 			ke = edits[ei].edits
 			ei++
 		}
-		val, err := foldEdits(base, ke, v.version, maxRecord)
+		val, err := foldEdits(base, ke, v.version)
 		if err != nil {
 			return nil, nil, fmt.Errorf("key %q: %w", last, err)
 		}
