@@ -77,7 +77,7 @@ type Download struct {
 	// A full sync indexes records as chunks arrive (ix), so that the install
 	// needs no second pass over the data.
 	ix      *walker
-	next    int                       // full sync: the next chunk to index
+	next    int                         // full sync: the next chunk to index
 	byID    map[snapshot.ChunkID]uint64 // full sync: seqs of chunks received, for repeats
 	pending []pendingChunk
 	recs    []indexEntry
