@@ -460,6 +460,7 @@ type DeltaReader struct {
 	lastJ   int
 	oldLen  int    // chunks in the client's old list (dictionary bounds)
 	dict    []byte // reused dictionary buffer
+	payload []byte // reused chunk buffer
 }
 
 // MaxDeltaMemory bounds the zstd window and frames the client accepts.
@@ -625,7 +626,9 @@ func (d *DeltaReader) Header() SyncHeader { return d.header }
 func (d *DeltaReader) Chunks() []snapshot.ChunkRef { return d.chunks }
 
 // Next returns the next chunk: its index in the new list and its raw bytes,
-// verified against the entry's size and keyed ID. base returns the raw bytes
+// verified against the entry's size and keyed ID. The bytes are valid
+// until the next call (a full sync passes the whole data set through
+// Next: a buffer per chunk would be that much garbage). base returns the raw bytes
 // of an old chunk (the client's copy) for dictionary-compressed chunks. It
 // returns io.EOF after the last chunk, once the end mark is checked, and
 // an *AbortError (on this and every later call) if the server ended the
@@ -687,7 +690,10 @@ func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte
 	if n > maxChunk || (baseIdx < 0 && n != uint64(c.Size)) {
 		return 0, nil, d.bad("chunk %d length %d", j, n)
 	}
-	payload := make([]byte, n)
+	if uint64(cap(d.payload)) < n {
+		d.payload = make([]byte, n)
+	}
+	payload := d.payload[:n]
 	if _, err := io.ReadFull(d.r, payload); err != nil {
 		return 0, nil, d.bad("truncated chunk %d", j)
 	}

@@ -223,15 +223,14 @@ func (c *checker) other(slot, meta *bolt.Bucket, refs map[uint64]string) {
 			return
 		}
 		n := 0
-		recv.ForEach(func(k, v []byte) error {
+		err := forEachRecv(recv, func(e recvEntry) error {
 			n++
-			if len(k) != 4 || len(v) != 40 {
-				c.fail("staging entry %x", k)
-				return nil
-			}
-			refs[binary.BigEndian.Uint64(v)] = "staging"
+			refs[e.seq] = "staging"
 			return nil
 		})
+		if err != nil {
+			c.fail("staging slot: %v", err)
+		}
 		if mk != nil && (mk.Received != n || getU64(slot, skVersion) != mk.To) {
 			c.fail("download marker %+v, staging slot of version %d with %d chunks", *mk, getU64(slot, skVersion), n)
 		}

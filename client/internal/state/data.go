@@ -31,7 +31,7 @@ var (
 	skSeqs     = []byte("seqs")     // uvarint chunk seq per manifest chunk
 	skState    = []byte("state")    // one of the slot states
 	sbIndex    = []byte("index")    // record key -> location (appendLoc)
-	sbRecv     = []byte("recv")     // staging: new-list index (big-endian uint32) -> seq (8) + SHA-256 (32)
+	sbRecv     = []byte("recv")     // staging: batch number (big-endian uint32) -> recvEntry per chunk stored
 )
 
 // Slot states. The live slot is the version readers see; a staging slot is

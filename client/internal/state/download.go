@@ -30,7 +30,8 @@ type Marker struct {
 // interruption loses at most the batch being received.
 const (
 	flushChunks = 256
-	flushBytes  = 8 << 20 // raw bytes
+	flushBytes  = 4 << 20 // raw bytes
+	arenaBytes  = 4 << 20 // stored bytes
 )
 
 // Marker returns the download in progress, or nil. A marker that cannot be
@@ -73,6 +74,8 @@ type Download struct {
 	chunks []snapshot.ChunkRef // the new version's list; Sums filled as chunks arrive
 	old    *snapshot.Manifest  // the version the pack applies to; nil for a full sync
 	seq    uint64              // last chunk seq assigned
+	seqs   []uint64            // seq of each chunk of the new list stored (0: not received)
+	batch  uint32              // batches written
 
 	// A full sync indexes records as chunks arrive (ix), so that the install
 	// needs no second pass over the data.
@@ -82,6 +85,11 @@ type Download struct {
 	pending []pendingChunk
 	recs    []indexEntry
 	bytes   int
+	// Arenas for the batch's stored chunks and index entries: bbolt holds
+	// on to what Put is given until the commit, after which both are
+	// reused (a full sync of 64 MB would otherwise allocate a slice per
+	// chunk and two per record).
+	chunkArena, recArena []byte
 }
 
 type pendingChunk struct {
@@ -98,7 +106,7 @@ type indexEntry struct{ key, loc []byte }
 // the pack applies to (nil for a full sync). A resumed download must be
 // the marker's.
 func (s *Store) StartDownload(from, to uint64, chunks []snapshot.ChunkRef, old *snapshot.Manifest, resume *Marker) (*Download, error) {
-	d := &Download{s: s, chunks: chunks, old: old, mk: Marker{From: from, To: to}}
+	d := &Download{s: s, chunks: chunks, old: old, mk: Marker{From: from, To: to}, seqs: make([]uint64, len(chunks))}
 	if from == 0 {
 		d.old = nil
 		d.ix, d.byID = &walker{}, map[snapshot.ChunkID]uint64{}
@@ -158,16 +166,30 @@ func (d *Download) resume() error {
 		if slotState(slot) != slotStaging || getU64(slot, skVersion) != d.mk.To || recv == nil {
 			return fmt.Errorf("no staging slot for version %d: %w", d.mk.To, ErrCorrupt)
 		}
-		if got := recv.Stats().KeyN; got != d.mk.Received {
-			return fmt.Errorf("staging slot holds %d chunks, the marker says %d: %w", got, d.mk.Received, ErrCorrupt)
-		}
 		d.slot = n
 		d.seq = getU64(tx.Bucket(dataMeta), dmChunkSeq)
+		got := 0
+		err := forEachRecv(recv, func(e recvEntry) error {
+			if e.j >= len(d.chunks) || d.seqs[e.j] != 0 {
+				return fmt.Errorf("staging entry for chunk %d of %d: %w", e.j, len(d.chunks), ErrCorrupt)
+			}
+			d.seqs[e.j], d.chunks[e.j].Sum = e.seq, e.sum
+			got++
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if got != d.mk.Received {
+			return fmt.Errorf("staging slot holds %d chunks, the marker says %d: %w", got, d.mk.Received, ErrCorrupt)
+		}
+		if k, _ := recv.Cursor().Last(); len(k) == 4 {
+			d.batch = binary.BigEndian.Uint32(k)
+		}
 		if d.ix == nil {
 			return nil
 		}
-		var err error
-		tail, err = d.restoreIndexer(recv)
+		tail, err = d.restoreIndexer(slot)
 		return err
 	})
 	if err != nil || len(tail) == 0 {
@@ -191,20 +213,16 @@ func (d *Download) resume() error {
 	})
 }
 
-// restoreIndexer reads the received chunks' entries (their sums, and seqs
-// by ID for repeats) and returns the seqs of the chunks that hold a record
-// not yet indexed: from its first chunk (one that does not continue a
-// record) to the last chunk indexed.
-func (d *Download) restoreIndexer(recv *bolt.Bucket) ([]uint64, error) {
-	c := recv.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		j, seq, sum, err := recvEntry(k, v, len(d.chunks))
-		if err != nil {
-			return nil, err
+// restoreIndexer brings a full sync's indexer back: the seqs by ID (for
+// repeats), the next chunk to index, and the seqs of the chunks that hold
+// a record not yet indexed: from its first chunk (one that does not
+// continue a record) to the last chunk indexed.
+func (d *Download) restoreIndexer(slot *bolt.Bucket) ([]uint64, error) {
+	for j, seq := range d.seqs {
+		if seq != 0 {
+			d.byID[d.chunks[j].ID] = seq
+			d.next = j + 1
 		}
-		d.chunks[j].Sum = sum
-		d.byID[d.chunks[j].ID] = seq
-		d.next = j + 1
 	}
 	r := d.next
 	for r > 0 && r < len(d.chunks) && d.chunks[r].Continued {
@@ -219,22 +237,45 @@ func (d *Download) restoreIndexer(recv *bolt.Bucket) ([]uint64, error) {
 		tail = append(tail, seq)
 	}
 	d.ix.n = d.mk.Records
-	if last, _ := recv.Tx().Bucket(slotNames[d.slot]).Bucket(sbIndex).Cursor().Last(); last != nil {
+	if last, _ := slot.Bucket(sbIndex).Cursor().Last(); last != nil {
 		d.ix.prev = bytes.Clone(last)
 	}
 	return tail, nil
 }
 
-func recvEntry(k, v []byte, n int) (j int, seq uint64, sum [32]byte, err error) {
-	if len(k) != 4 || len(v) != 40 {
-		return 0, 0, sum, fmt.Errorf("staging entry %x: %w", k, ErrCorrupt)
-	}
-	j = int(binary.BigEndian.Uint32(k))
-	if j >= n {
-		return 0, 0, sum, fmt.Errorf("staging entry for chunk %d of %d: %w", j, n, ErrCorrupt)
-	}
-	copy(sum[:], v[8:])
-	return j, binary.BigEndian.Uint64(v), sum, nil
+// recvEntry is one chunk stored by a download: its index in the new list,
+// its seq and SHA-256. A batch's entries are stored as one value (one
+// value per chunk would make dropping the list touch a page per few
+// chunks).
+type recvEntry struct {
+	j   int
+	seq uint64
+	sum [32]byte
+}
+
+const recvEntryLen = 4 + 8 + 32
+
+func appendRecv(dst []byte, e recvEntry) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(e.j))
+	dst = binary.BigEndian.AppendUint64(dst, e.seq)
+	return append(dst, e.sum[:]...)
+}
+
+// forEachRecv calls fn with every entry of a staging list.
+func forEachRecv(recv *bolt.Bucket, fn func(e recvEntry) error) error {
+	return recv.ForEach(func(k, v []byte) error {
+		if len(k) != 4 || len(v)%recvEntryLen != 0 {
+			return fmt.Errorf("staging batch %x: %w", k, ErrCorrupt)
+		}
+		for ; len(v) > 0; v = v[recvEntryLen:] {
+			e := recvEntry{j: int(binary.BigEndian.Uint32(v)), seq: binary.BigEndian.Uint64(v[4:])}
+			copy(e.sum[:], v[12:recvEntryLen])
+			if err := fn(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // Marker returns the download's progress.
@@ -248,8 +289,21 @@ func (d *Download) Add(j int, raw []byte) error {
 	}
 	sum := sha256.Sum256(raw)
 	d.chunks[j].Sum = sum
+	if need := storedLen(len(raw)); len(d.chunkArena)+need > cap(d.chunkArena) {
+		// A fixed arena: growing it would keep every smaller one alive
+		// (the pending chunks point into them) until the flush.
+		if err := d.Flush(); err != nil {
+			return err
+		}
+		if cap(d.chunkArena) < need {
+			d.chunkArena = make([]byte, 0, max(need, arenaBytes))
+		}
+	}
 	d.seq++
-	p := pendingChunk{j: j, seq: d.seq, sum: sum, stored: d.s.chunks.encode(nil, raw)}
+	d.seqs[j] = d.seq
+	start := len(d.chunkArena)
+	d.chunkArena = d.s.chunks.encode(d.chunkArena, raw)
+	p := pendingChunk{j: j, seq: d.seq, sum: sum, stored: d.chunkArena[start:len(d.chunkArena):len(d.chunkArena)]}
 	d.pending = append(d.pending, p)
 	d.bytes += len(raw)
 	d.mk.Received++
@@ -278,7 +332,11 @@ func (d *Download) index(j int, seq uint64, raw []byte) error {
 }
 
 func (d *Download) addEntry(r record) error {
-	d.recs = append(d.recs, indexEntry{bytes.Clone(r.key), bytes.Clone(r.loc)})
+	start := len(d.recArena)
+	d.recArena = append(d.recArena, r.key...)
+	d.recArena = append(d.recArena, r.loc...)
+	k, l := start+len(r.key), len(d.recArena)
+	d.recs = append(d.recs, indexEntry{d.recArena[start:k:k], d.recArena[k:l:l]})
 	d.mk.Records++
 	return nil
 }
@@ -335,14 +393,16 @@ func (d *Download) Flush() error {
 		slot := tx.Bucket(slotNames[d.slot])
 		recv := slot.Bucket(sbRecv)
 		recv.FillPercent = 1
+		list := make([]byte, 0, len(d.pending)*recvEntryLen)
 		for _, p := range d.pending {
 			if err := chunks.Put(u64(p.seq), p.stored); err != nil {
 				return err
 			}
-			// bbolt keeps the slices until the commit: one each.
-			v := binary.BigEndian.AppendUint64(make([]byte, 0, 40), p.seq)
-			v = append(v, p.sum[:]...)
-			if err := recv.Put(binary.BigEndian.AppendUint32(nil, uint32(p.j)), v); err != nil {
+			list = appendRecv(list, recvEntry{p.j, p.seq, p.sum})
+		}
+		if len(list) > 0 {
+			d.batch++
+			if err := recv.Put(binary.BigEndian.AppendUint32(nil, d.batch), list); err != nil {
 				return err
 			}
 		}
@@ -363,5 +423,6 @@ func (d *Download) Flush() error {
 		return fmt.Errorf("store chunks: %w", err)
 	}
 	d.pending, d.recs, d.bytes = d.pending[:0], d.recs[:0], 0
+	d.chunkArena, d.recArena = d.chunkArena[:0], d.recArena[:0]
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -80,55 +81,50 @@ func (d *Download) Finish(ctx context.Context, m *snapshot.Manifest, announced [
 	return in, d.installDelta(ctx, m, mb, seqs, oldSeqs, in)
 }
 
-// resolve finds the seq and SHA-256 of every chunk of the new list: from
-// the staging slot (received), the old version (kept), or an earlier chunk
-// with the same ID (a repeat).
+// resolve finds the seq and SHA-256 of every chunk of the new list: stored
+// by this download (received now or in an earlier attempt), kept from the
+// old version, or an earlier chunk with the same ID (a repeat).
 func (d *Download) resolve() (seqs, oldSeqs []uint64, err error) {
-	seqs = make([]uint64, len(d.chunks))
-	err = d.s.data.View(func(tx *bolt.Tx) error {
-		byID := map[snapshot.ChunkID]int{} // chunk ID -> index in the new list, for chunks found
-		found := make([]bool, len(d.chunks))
-		c := tx.Bucket(slotNames[d.slot]).Bucket(sbRecv).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			j, seq, sum, err := recvEntry(k, v, len(d.chunks))
-			if err != nil {
-				return err
-			}
-			seqs[j], d.chunks[j].Sum, found[j] = seq, sum, true
+	seqs = slices.Clone(d.seqs)
+	byID := map[snapshot.ChunkID]int{} // chunk ID -> index in the new list, for chunks found
+	for j, s := range seqs {
+		if s != 0 {
 			byID[d.chunks[j].ID] = j
 		}
-		oldByID := map[snapshot.ChunkID]int{}
-		if d.old != nil {
+	}
+	oldByID := map[snapshot.ChunkID]int{}
+	if d.old != nil {
+		err = d.s.data.View(func(tx *bolt.Tx) error {
 			live := liveSlot(tx)
 			if live == nil || getU64(live, skVersion) != d.old.Version {
 				return fmt.Errorf("the local version is no longer %d: %w", d.old.Version, ErrCorrupt)
 			}
 			var err error
-			if oldSeqs, err = seqList(live.Get(skSeqs), len(d.old.Chunks)); err != nil {
-				return err
-			}
-			for i := range d.old.Chunks {
-				oldByID[d.old.Chunks[i].ID] = i
-			}
+			oldSeqs, err = seqList(live.Get(skSeqs), len(d.old.Chunks))
+			return err
+		})
+		if err != nil {
+			return nil, nil, err
 		}
-		for j := range d.chunks {
-			if found[j] {
-				continue
-			}
-			ch := &d.chunks[j]
-			if i, ok := byID[ch.ID]; ok {
-				seqs[j], ch.Sum = seqs[i], d.chunks[i].Sum
-			} else if i, ok := oldByID[ch.ID]; ok {
-				seqs[j], ch.Sum = oldSeqs[i], d.old.Chunks[i].Sum
-			} else {
-				return fmt.Errorf("chunk %d (%s) of version %d is neither received nor held: %w", j, ch.ID, d.mk.To, ErrCorrupt)
-			}
-			found[j] = true
-			byID[ch.ID] = j
+		for i := range d.old.Chunks {
+			oldByID[d.old.Chunks[i].ID] = i
 		}
-		return nil
-	})
-	return seqs, oldSeqs, err
+	}
+	for j := range d.chunks {
+		if seqs[j] != 0 {
+			continue
+		}
+		ch := &d.chunks[j]
+		if i, ok := byID[ch.ID]; ok {
+			seqs[j], ch.Sum = seqs[i], d.chunks[i].Sum
+		} else if i, ok := oldByID[ch.ID]; ok {
+			seqs[j], ch.Sum = oldSeqs[i], d.old.Chunks[i].Sum
+		} else {
+			return nil, nil, fmt.Errorf("chunk %d (%s) of version %d is neither received nor held: %w", j, ch.ID, d.mk.To, ErrCorrupt)
+		}
+		byID[ch.ID] = j
+	}
+	return seqs, oldSeqs, nil
 }
 
 // switchTo makes the staging slot the live one: its manifest and chunk
@@ -456,17 +452,18 @@ func dropReceived(tx *bolt.Tx, slot *bolt.Bucket) (bool, error) {
 	c := recv.Cursor()
 	n := 0
 	for k, v := c.First(); k != nil && n < cleanupBatch; k, v = c.First() {
-		if len(v) == 40 {
-			if err := chunks.Delete(v[:8]); err != nil {
+		for ; len(v) >= recvEntryLen; v = v[recvEntryLen:] {
+			if err := chunks.Delete(v[4:12]); err != nil {
 				return false, err
 			}
+			n++
 		}
 		if err := recv.Delete(k); err != nil {
 			return false, err
 		}
-		n++
 	}
-	return n < cleanupBatch, nil
+	k, _ := c.First()
+	return k == nil, nil
 }
 
 // dropOld drops a batch of a replaced version's chunks that the live

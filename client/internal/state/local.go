@@ -31,6 +31,7 @@ func (s *Store) InstallRecords(ctx context.Context, v uint64, p snapshot.Chunker
 		copy(id[:], sum[:])
 		d.chunks = append(d.chunks, snapshot.ChunkRef{ID: id, Size: uint32(len(c.Data)), StoredLen: uint32(len(c.Data)),
 			Records: uint32(c.Records), Continued: c.Continued, FirstKey: c.FirstKey})
+		d.seqs = append(d.seqs, 0)
 		return d.Add(len(d.chunks)-1, c.Data)
 	})
 	if err != nil {

@@ -18,6 +18,7 @@ type walker struct {
 	prev  []byte   // last key, for the order check
 	n     uint64   // records decoded
 	loc   []byte   // reused location buffer
+	one   [1]uint64
 }
 
 // record is one decoded record. Key and value are valid until the next
@@ -59,7 +60,8 @@ func (w *walker) feed(seq uint64, raw []byte, fn func(r record) error) error {
 			w.coff, w.cseqs = pos, append(w.cseqs[:0], seq)
 			return nil
 		}
-		if err := w.emit(k, v, pos, []uint64{seq}, fn); err != nil {
+		w.one[0] = seq
+		if err := w.emit(k, v, pos, w.one[:], fn); err != nil {
 			return err
 		}
 		pos += n
