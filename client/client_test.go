@@ -486,7 +486,7 @@ func TestFailedInstallLeavesTheOldVersion(t *testing.T) {
 	if got := scanAll(t, c, ""); !reflect.DeepEqual(got, []string{"a=1", "b=2"}) || c.Status().LocalVersion != 5 {
 		t.Errorf("records after failed install: %q, version %d", got, c.Status().LocalVersion)
 	}
-	if r, err := c.store.Verify(state.CheckOptions{}); err != nil || r.Stored != r.Chunks {
+	if r, err := c.store.Verify(state.CheckOptions{}); err != nil || r.Stored != r.Distinct {
 		t.Errorf("state after failed install: %+v, %v (what it stored must be gone)", r, err)
 	}
 }

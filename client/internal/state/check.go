@@ -21,6 +21,7 @@ type Report struct {
 	Records    uint64   // its records
 	StreamHash [32]byte // its stream hash, recomputed from its chunks
 	Chunks     int      // its chunks
+	Distinct   int      // of them distinct (a version may hold one chunk twice: stored once)
 	Stored     int      // chunks stored in data.db (any version)
 	NeedFull   bool     // the next pull is a full sync
 	Download   *Marker  // the download in progress, if any
@@ -153,6 +154,9 @@ func (c *checker) live(slot, chunks *bolt.Bucket, refs map[uint64]string) {
 	w := &walker{}
 	var buf []byte
 	for j, seq := range seqs {
+		if refs[seq] == "" {
+			c.r.Distinct++
+		}
 		refs[seq] = "live"
 		ref := &m.Chunks[j]
 		raw, err := c.s.chunks.decodeUncached(seq, chunks.Get(u64(seq)), buf)

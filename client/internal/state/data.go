@@ -48,7 +48,7 @@ const dataFormat = 1
 
 // initData creates data.db's buckets.
 func (s *Store) initData() error {
-	err := s.data.Update(func(tx *bolt.Tx) error {
+	err := s.updateData(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{dataMeta, dataChunks, slotNames[0], slotNames[1]} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
@@ -220,7 +220,7 @@ func (s *Store) NeedFull() (bool, error) {
 
 // SetNeedFull makes the next pull a full sync.
 func (s *Store) SetNeedFull() error {
-	return s.data.Update(func(tx *bolt.Tx) error {
+	return s.updateData(func(tx *bolt.Tx) error {
 		return tx.Bucket(dataMeta).Put(dmNeedFull, []byte{1})
 	})
 }

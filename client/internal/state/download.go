@@ -27,10 +27,14 @@ type Marker struct {
 // Batches: each is one write transaction (two fsyncs) of data.db. They
 // bound what an install holds in memory (the batch and bbolt's dirty
 // pages for it) and how long another writer of data.db waits; an
-// interruption loses at most the batch being received.
+// interruption loses at most the batch being received. The first batch
+// of a download is small (a small delta is one batch either way), later
+// ones double up to the most.
 const (
+	firstChunks = 64
+	firstBytes  = 1 << 20 // raw bytes
 	flushChunks = 256
-	flushBytes  = 4 << 20 // raw bytes
+	flushBytes  = 4 << 20
 	arenaBytes  = 4 << 20 // stored bytes
 )
 
@@ -55,7 +59,7 @@ func (s *Store) Marker() (*Marker, error) {
 // AbandonDownload forgets the download in progress and drops what it
 // stored.
 func (s *Store) AbandonDownload() error {
-	err := s.data.Update(func(tx *bolt.Tx) error {
+	err := s.updateData(func(tx *bolt.Tx) error {
 		return tx.Bucket(dataMeta).Delete(dmDownload)
 	})
 	if err != nil {
@@ -76,6 +80,9 @@ type Download struct {
 	seq    uint64              // last chunk seq assigned
 	seqs   []uint64            // seq of each chunk of the new list stored (0: not received)
 	batch  uint32              // batches written
+	// This batch is written once it holds limChunks chunks or limBytes
+	// raw bytes.
+	limChunks, limBytes int
 
 	// A full sync indexes records as chunks arrive (ix), so that the install
 	// needs no second pass over the data.
@@ -106,7 +113,8 @@ type indexEntry struct{ key, loc []byte }
 // the pack applies to (nil for a full sync). A resumed download must be
 // the marker's.
 func (s *Store) StartDownload(from, to uint64, chunks []snapshot.ChunkRef, old *snapshot.Manifest, resume *Marker) (*Download, error) {
-	d := &Download{s: s, chunks: chunks, old: old, mk: Marker{From: from, To: to}, seqs: make([]uint64, len(chunks))}
+	d := &Download{s: s, chunks: chunks, old: old, mk: Marker{From: from, To: to}, seqs: make([]uint64, len(chunks)),
+		limChunks: min(firstChunks, s.batchChunks), limBytes: min(firstBytes, s.batchBytes)}
 	if from == 0 {
 		d.old = nil
 		d.ix, d.byID = &walker{}, map[snapshot.ChunkID]uint64{}
@@ -133,7 +141,7 @@ func (d *Download) begin() error {
 	if err != nil {
 		return err
 	}
-	return d.s.data.Update(func(tx *bolt.Tx) error {
+	return d.s.updateData(func(tx *bolt.Tx) error {
 		slot, n := otherSlot(tx)
 		if st := slotState(slot); st != 0 {
 			return fmt.Errorf("slot %d is still in state %c: %w", n, st, ErrCorrupt)
@@ -313,7 +321,7 @@ func (d *Download) Add(j int, raw []byte) error {
 			return err
 		}
 	}
-	if len(d.pending) >= flushChunks || d.bytes >= flushBytes {
+	if len(d.pending) >= d.limChunks || d.bytes >= d.limBytes {
 		return d.Flush()
 	}
 	return nil
@@ -387,7 +395,7 @@ func (d *Download) Flush() error {
 	if err != nil {
 		return err
 	}
-	err = d.s.data.Update(func(tx *bolt.Tx) error {
+	err = d.s.updateData(func(tx *bolt.Tx) error {
 		chunks := tx.Bucket(dataChunks)
 		chunks.FillPercent = 1
 		slot := tx.Bucket(slotNames[d.slot])
@@ -424,5 +432,6 @@ func (d *Download) Flush() error {
 	}
 	d.pending, d.recs, d.bytes = d.pending[:0], d.recs[:0], 0
 	d.chunkArena, d.recArena = d.chunkArena[:0], d.recArena[:0]
+	d.limChunks, d.limBytes = min(2*d.limChunks, d.s.batchChunks), min(2*d.limBytes, d.s.batchBytes)
 	return nil
 }

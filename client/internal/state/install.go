@@ -133,7 +133,7 @@ func (d *Download) resolve() (seqs, oldSeqs []uint64, err error) {
 // the old version or the new one, never a mix; a crash in between resumes
 // the download, complete, and finishes it again.
 func (d *Download) switchTo(manifest []byte, seqs []uint64) error {
-	err := d.s.data.Update(func(tx *bolt.Tx) error {
+	err := d.s.updateData(func(tx *bolt.Tx) error {
 		slot := tx.Bucket(slotNames[d.slot])
 		if err := slot.Put(skManifest, manifest); err != nil {
 			return err
@@ -143,7 +143,7 @@ func (d *Download) switchTo(manifest []byte, seqs []uint64) error {
 	if err != nil {
 		return fmt.Errorf("install version %d: %w", d.mk.To, err)
 	}
-	err = d.s.data.Update(func(tx *bolt.Tx) error {
+	err = d.s.updateData(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(dataMeta)
 		if old := liveSlot(tx); old != nil {
 			if err := old.Put(skState, []byte{slotOld}); err != nil {
@@ -206,7 +206,7 @@ func (d *Download) installDelta(ctx context.Context, m *snapshot.Manifest, manif
 func (s *Store) planDelta(ctx context.Context, chunks *bolt.Bucket, script *diff.Script, seqs, oldSeqs []uint64, in *Installed) (indexPlan, error) {
 	var plan indexPlan
 	write := func(key, loc []byte) {
-		if len(plan.writes) >= inPlaceMax {
+		if len(plan.writes) >= s.inPlaceMax {
 			plan.overflow, plan.writes = true, nil
 		}
 		if !plan.overflow {
@@ -298,7 +298,7 @@ func (d *Download) switchInPlace(manifest []byte, seqs, oldSeqs []uint64, writes
 	for _, s := range seqs {
 		keep[s] = true
 	}
-	err := d.s.data.Update(func(tx *bolt.Tx) error {
+	err := d.s.updateData(func(tx *bolt.Tx) error {
 		live := liveSlot(tx)
 		if live == nil || getU64(live, skVersion) != d.old.Version {
 			return fmt.Errorf("the local version is no longer %d: %w", d.old.Version, ErrCorrupt)
@@ -357,11 +357,11 @@ func resetSlot(tx *bolt.Tx, n byte) error {
 func (d *Download) rebuildIndex(ctx context.Context, m *snapshot.Manifest, seqs []uint64) error {
 	w := &walker{}
 	for j := 0; j < len(seqs); {
-		err := d.s.data.Update(func(tx *bolt.Tx) error {
+		err := d.s.updateData(func(tx *bolt.Tx) error {
 			chunks := tx.Bucket(dataChunks)
 			idx := tx.Bucket(slotNames[d.slot]).Bucket(sbIndex)
 			idx.FillPercent = 1
-			for size := 0; j < len(seqs) && size < flushBytes; j++ {
+			for size := 0; j < len(seqs) && size < d.s.batchBytes; j++ {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
@@ -394,6 +394,16 @@ func (d *Download) rebuildIndex(ctx context.Context, m *snapshot.Manifest, seqs 
 // batches (one transaction each), then the slot is emptied. A download in
 // progress is left alone. It is idempotent: a crash midway resumes.
 func (s *Store) Cleanup() error {
+	var idle bool
+	err := s.data.View(func(tx *bolt.Tx) error {
+		slot, _ := otherSlot(tx)
+		st := slotState(slot)
+		idle = st == 0 || st == slotStaging && tx.Bucket(dataMeta).Get(dmDownload) != nil
+		return nil
+	})
+	if err != nil || idle {
+		return err
+	}
 	for {
 		done, err := s.cleanupStep()
 		if err != nil {
@@ -410,7 +420,7 @@ const cleanupBatch = 2048
 var skDropped = []byte("dropped") // old slot: its seqs before this position are dropped
 
 func (s *Store) cleanupStep() (done bool, err error) {
-	err = s.data.Update(func(tx *bolt.Tx) error {
+	err = s.updateData(func(tx *bolt.Tx) error {
 		slot, n := otherSlot(tx)
 		switch slotState(slot) {
 		case 0:
@@ -422,14 +432,14 @@ func (s *Store) cleanupStep() (done bool, err error) {
 				return nil
 			}
 			var err error
-			done, err = dropReceived(tx, slot)
+			done, err = dropReceived(tx, slot, s.cleanupBatch)
 			if err == nil && done {
 				err = resetSlot(tx, n)
 			}
 			return err
 		case slotOld:
 			var err error
-			done, err = dropOld(tx, slot)
+			done, err = dropOld(tx, slot, s.cleanupBatch)
 			if err == nil && done {
 				err = resetSlot(tx, n)
 			}
@@ -443,7 +453,7 @@ func (s *Store) cleanupStep() (done bool, err error) {
 
 // dropReceived drops a batch of an abandoned download's chunks; done when
 // none is left.
-func dropReceived(tx *bolt.Tx, slot *bolt.Bucket) (bool, error) {
+func dropReceived(tx *bolt.Tx, slot *bolt.Bucket, most int) (bool, error) {
 	recv := slot.Bucket(sbRecv)
 	if recv == nil {
 		return true, nil
@@ -451,7 +461,7 @@ func dropReceived(tx *bolt.Tx, slot *bolt.Bucket) (bool, error) {
 	chunks := tx.Bucket(dataChunks)
 	c := recv.Cursor()
 	n := 0
-	for k, v := c.First(); k != nil && n < cleanupBatch; k, v = c.First() {
+	for k, v := c.First(); k != nil && n < most; k, v = c.First() {
 		for ; len(v) >= recvEntryLen; v = v[recvEntryLen:] {
 			if err := chunks.Delete(v[4:12]); err != nil {
 				return false, err
@@ -468,7 +478,7 @@ func dropReceived(tx *bolt.Tx, slot *bolt.Bucket) (bool, error) {
 
 // dropOld drops a batch of a replaced version's chunks that the live
 // version does not use; done when it got to the end of its list.
-func dropOld(tx *bolt.Tx, slot *bolt.Bucket) (bool, error) {
+func dropOld(tx *bolt.Tx, slot *bolt.Bucket, most int) (bool, error) {
 	old := seqsOf(slot.Get(skSeqs))
 	pos := int(getU64(slot, skDropped))
 	if pos >= len(old) {
@@ -481,7 +491,7 @@ func dropOld(tx *bolt.Tx, slot *bolt.Bucket) (bool, error) {
 		}
 	}
 	chunks := tx.Bucket(dataChunks)
-	end := min(pos+cleanupBatch, len(old))
+	end := min(pos+most, len(old))
 	for _, s := range old[pos:end] {
 		if !keep[s] {
 			if err := chunks.Delete(u64(s)); err != nil {

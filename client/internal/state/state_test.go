@@ -112,7 +112,7 @@ func TestInstallRecordsReadsBackAndReplaces(t *testing.T) {
 	}
 	s.Close()
 	r := checkOK(t, dir)
-	if r.Version != 1 || r.Records != 3000 || r.StreamHash != m1.StreamHash || r.Stored != r.Chunks {
+	if r.Version != 1 || r.Records != 3000 || r.StreamHash != m1.StreamHash || r.Stored != r.Distinct {
 		t.Errorf("report %+v", r)
 	}
 	s = openStore(t, dir)
@@ -123,7 +123,7 @@ func TestInstallRecordsReadsBackAndReplaces(t *testing.T) {
 	}
 	s.Close()
 	r = checkOK(t, dir)
-	if r.Version != 2 || r.Stored != r.Chunks {
+	if r.Version != 2 || r.Stored != r.Distinct {
 		t.Errorf("after replacing version 1: %+v (the old chunks must be gone)", r)
 	}
 }

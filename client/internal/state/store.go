@@ -54,6 +54,26 @@ type Store struct {
 	edits  *bolt.DB
 	data   *bolt.DB
 	chunks *chunkCodec
+
+	// beforeWrite, when set (by tests), is called before each write
+	// transaction of data.db; an error it returns is that write's, and the
+	// write does not happen: a test stops an install between any two
+	// commits, as a crash would.
+	beforeWrite func() error
+	// Sizes of an install's steps (tests make them small): the largest
+	// batch (flushChunks, flushBytes), the most index writes of a delta in
+	// place (inPlaceMax), chunks dropped per transaction (cleanupBatch).
+	batchChunks, batchBytes, inPlaceMax, cleanupBatch int
+}
+
+// updateData runs fn in a write transaction of data.db.
+func (s *Store) updateData(fn func(tx *bolt.Tx) error) error {
+	if s.beforeWrite != nil {
+		if err := s.beforeWrite(); err != nil {
+			return err
+		}
+	}
+	return s.data.Update(fn)
 }
 
 // Open opens (creating if needed) the state in dir, migrating a state of
@@ -70,7 +90,8 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("create client state directory: %w", err)
 		}
 	}
-	s := &Store{dir: dir, chunks: newChunkCodec()}
+	s := &Store{dir: dir, chunks: newChunkCodec(), batchChunks: flushChunks, batchBytes: flushBytes,
+		inPlaceMax: inPlaceMax, cleanupBatch: cleanupBatch}
 	var err error
 	// state.db first: holding it is holding the directory.
 	if s.edits, err = openBolt(filepath.Join(dir, EditsFile), opts, false); err != nil {
