@@ -130,7 +130,7 @@ func TestInstallSurvivesAStopAfterAnyCommit(t *testing.T) {
 	r2 := slices.Clone(v1.recs)
 	r2[10][1], r2[300][1] = `{"changed":2}`, `{"changed":3}`
 	r2 = slices.Delete(r2, 200, 201)
-	v2 := cut(t, 2, r2)                                  // a small delta: in place
+	v2 := cut(t, 2, r2)                                   // a small delta: in place
 	v3 := cut(t, 3, records(380, 310, true, "three"))     // a big one: a new index
 	v4 := cut(t, 4, records(350, 200, false, "four")[5:]) // a full sync over version 3
 	steps := []struct {
