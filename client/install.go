@@ -23,9 +23,9 @@ func (c *Client) installed(in *state.Installed) {
 	c.st.localVersion = in.Version
 	c.st.mu.Unlock()
 	// Only tidying (see state.Store.View): a failure costs nothing, the
-	// next install drops them.
+	// next install drops them. (The counters are written with the state
+	// the sync reports next.)
 	_ = c.store.DropSentThrough(in.Version)
-	_ = c.flushCounters()
 	c.emitStatus()
 	c.installedChanges(installedChange{From: in.From, Version: in.Version, All: in.AllKeys, Keys: in.Keys})
 }

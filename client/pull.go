@@ -198,7 +198,8 @@ func (c *Client) applyDelta(ctx context.Context, body *countingReader, from uint
 }
 
 // receive stores the pack's chunks as they arrive (Download writes them in
-// batches, each with the marker), reporting progress.
+// batches, each with the marker), reporting progress. If the pack breaks
+// off, what was verified is written, so the next pull resumes after it.
 func (c *Client) receive(ctx context.Context, body *countingReader, d *wire.DeltaReader, dl *state.Download, old *snapshot.Manifest, res *SyncResult) error {
 	h := d.Header()
 	mk := dl.Marker()
@@ -247,9 +248,8 @@ func (c *Client) receive(ctx context.Context, body *countingReader, d *wire.Delt
 		mk := dl.Marker()
 		c.setProgress(mk.Bytes, h.Total.Bytes, mk.Received, h.Total.Chunks)
 	}
-	if err := dl.Flush(); err != nil {
-		return fmt.Errorf("sync: %w", err)
-	}
+	// The last batch is written by Finish: with a small delta, in the
+	// transaction that installs it.
 	c.addBytes(body.take(), 0)
 	return nil
 }

@@ -12,7 +12,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/deltasync/deltasync/snapshot"
 )
 
 // Report is what Check found.
@@ -135,7 +134,7 @@ func (c *checker) live(slot, chunks *bolt.Bucket, refs map[uint64]string) {
 	if slotState(slot) != slotLive {
 		c.fail("the live slot is in state %q", slotState(slot))
 	}
-	m, err := snapshot.UnmarshalManifest(bytes.Clone(slot.Get(skManifest)))
+	m, err := unmarshalManifest(slot.Get(skManifest))
 	if err != nil || m.Version != v {
 		c.fail("manifest of version %d: %v", v, err)
 		return
@@ -192,7 +191,7 @@ func (c *checker) live(slot, chunks *bolt.Bucket, refs map[uint64]string) {
 		c.fail("the index of version %d has %d entries for %d records", v, n, w.n)
 	}
 	if raw := slot.Get(skManifest); raw != nil {
-		if stored, err := snapshot.UnmarshalManifest(bytes.Clone(raw)); err == nil && stored.StreamHash != m.StreamHash {
+		if stored, err := unmarshalManifest(raw); err == nil && stored.StreamHash != m.StreamHash {
 			c.fail("version %d: chunks hash to %x, the manifest says %x", v, m.StreamHash, stored.StreamHash)
 		}
 	}

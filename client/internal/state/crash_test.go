@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/deltasync/deltasync/snapshot"
@@ -104,9 +105,6 @@ func pull(s *Store, v *version) (*Installed, error) {
 			return nil, err
 		}
 	}
-	if err := d.Flush(); err != nil {
-		return nil, err
-	}
 	m := *v.m
 	m.Chunks, m.StreamHash = nil, [32]byte{}
 	return d.Finish(context.Background(), &m, v.m.StreamHash)
@@ -116,7 +114,7 @@ var errCrash = errors.New("crashed")
 
 // small makes every step of an install take many transactions.
 func small(s *Store) {
-	s.batchChunks, s.batchBytes, s.inPlaceMax, s.cleanupBatch = 4, 32<<10, 100, 3
+	s.batchChunks, s.batchBytes, s.inPlaceMax, s.cleanupBatch = 4, 32<<10, 1000, 3
 }
 
 // TestInstallSurvivesAStopAfterAnyCommit stops installs (full sync, small
@@ -130,18 +128,25 @@ func TestInstallSurvivesAStopAfterAnyCommit(t *testing.T) {
 	r2 := slices.Clone(v1.recs)
 	r2[10][1], r2[300][1] = `{"changed":2}`, `{"changed":3}`
 	r2 = slices.Delete(r2, 200, 201)
-	v2 := cut(t, 2, r2)                                   // a small delta: in place
-	v3 := cut(t, 3, records(380, 310, true, "three"))     // a big one: a new index
+	v2 := cut(t, 2, r2) // a small delta: one transaction
+	rm := slices.Clone(v1.recs)
+	for i := 3; i < len(rm); i += 45 {
+		rm[i][1] = fmt.Sprintf(`{"changed":%d}`, i)
+	}
+	vm := cut(t, 2, rm)                                   // several batches of chunks, the index in place
+	v3 := cut(t, 3, records(2000, 60, false, "three"))     // a big one: a new index
 	v4 := cut(t, 4, records(350, 200, false, "four")[5:]) // a full sync over version 3
 	steps := []struct {
 		name     string
 		from, to *version
 		needFull bool
+		commits  int // at least
 	}{
-		{"full sync", nil, v1, false},
-		{"small delta", v1, v2, false},
-		{"big delta", v2, v3, false},
-		{"full sync over a version", v3, v4, true},
+		{"full sync", nil, v1, false, 10},
+		{"small delta", v1, v2, false, 1}, // one transaction
+		{"delta of several batches", v1, vm, false, 3},
+		{"big delta", v2, v3, false, 10},
+		{"full sync over a version", v3, v4, true, 10},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -170,7 +175,7 @@ func TestInstallSurvivesAStopAfterAnyCommit(t *testing.T) {
 				stops++
 			}
 			t.Logf("stopped after each of %d commits", stops)
-			if stops < 3 {
+			if stops < st.commits {
 				t.Errorf("only %d commits: the test does not stop the install where it should", stops)
 			}
 		})
@@ -265,10 +270,9 @@ func osWriteFile(dir, name string, b []byte) error {
 	return os.WriteFile(filepath.Join(dir, name), b, 0o600)
 }
 
-// TestSmallDeltaIsOneSwitch: a delta of a few records writes the live
-// index in the one transaction that switches the version, after the one
-// that opens the download and those that store its chunks; a big one
-// builds a new index in batches.
+// TestSmallDeltaIsOneSwitch: a delta of a few records is installed in one
+// transaction (its chunks, the live index's writes, the switch); a big one
+// stores its chunks in batches and builds a new index.
 func TestSmallDeltaIsOneSwitch(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	small(s)
@@ -276,7 +280,7 @@ func TestSmallDeltaIsOneSwitch(t *testing.T) {
 	r2 := slices.Clone(v1.recs)
 	r2[10][1] = `{"changed":2}`
 	v2 := cut(t, 2, r2)
-	v3 := cut(t, 3, records(380, 310, true, "three"))
+	v3 := cut(t, 3, records(2000, 60, false, "three"))
 	_, err := pull(s, v1)
 	must(t, err)
 	prev := v1
@@ -287,15 +291,58 @@ func TestSmallDeltaIsOneSwitch(t *testing.T) {
 				needed++
 			}
 		}
-		flushes := (needed + s.batchChunks - 1) / s.batchChunks
 		writes := 0
 		s.beforeWrite = func() error { writes++; return nil }
 		_, err = pull(s, v)
 		must(t, err)
-		inPlace := writes == 1+flushes+1
-		if inPlace != (v == v2) {
+		if (writes == 1) != (v == v2) {
 			t.Errorf("version %d (%d chunks new) installed in %d writes", v.m.Version, needed, writes)
 		}
 		prev = v
 	}
+}
+
+// TestEditsNeverWaitForAnInstall holds an install inside one of its
+// data.db transactions and makes edits and reads meanwhile: they go to
+// state.db, which no install transaction locks, and read data.db in
+// transactions of their own, so they all finish while the install waits.
+func TestEditsNeverWaitForAnInstall(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	small(s)
+	v1 := cut(t, 1, records(400, 300, true, "one"))
+	v2 := cut(t, 2, records(400, 200, false, "two"))
+	_, err := pull(s, v1)
+	must(t, err)
+	inside, release := make(chan struct{}), make(chan struct{})
+	writes := 0
+	s.duringWrite = func() {
+		if writes++; writes == 3 {
+			close(inside)
+			<-release
+		}
+	}
+	done := make(chan error, 1)
+	go func() { _, err := pull(s, v2); done <- err }()
+	<-inside
+	// The install holds data.db's write lock now.
+	must(t, s.UpdateEdits(func(tx *EditsTx) error {
+		if _, err := tx.Enqueue(&Edit{Op: OpMerge, Key: "k/00001", Patch: []byte(`{"x":1}`)}); err != nil {
+			return err
+		}
+		_, _, err := tx.View("k/00001", ^uint64(0))
+		return err
+	}))
+	if v, found, err := s.View("k/00001", ^uint64(0)); err != nil || !found || !strings.Contains(string(v), `"x":1`) {
+		t.Errorf("view during the install: %s %v %v", v, found, err)
+	}
+	if got := scanAll(t, s, "k/0000", 3); len(got) != 10 {
+		t.Errorf("scan during the install: %d records", len(got))
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the install finished while held: %v", err)
+	default:
+	}
+	close(release)
+	must(t, <-done)
 }

@@ -27,7 +27,7 @@ var (
 	dmMigrated = []byte("migrated")  // format-1 version this file was migrated from (until state.db is rewritten)
 
 	skVersion  = []byte("version")  // big-endian uint64
-	skManifest = []byte("manifest") // snapshot manifest bytes
+	skManifest = []byte("manifest") // marshalManifest
 	skSeqs     = []byte("seqs")     // uvarint chunk seq per manifest chunk
 	skState    = []byte("state")    // one of the slot states
 	sbIndex    = []byte("index")    // record key -> location (appendLoc)
@@ -196,7 +196,7 @@ func (s *Store) Manifest() (uint64, *snapshot.Manifest, error) {
 	if err != nil || v == 0 {
 		return 0, nil, err
 	}
-	m, err := snapshot.UnmarshalManifest(mb)
+	m, err := unmarshalManifest(mb)
 	if err == nil && m.Version != v {
 		err = fmt.Errorf("manifest of version %d stored for version %d: %w", m.Version, v, ErrCorrupt)
 	}

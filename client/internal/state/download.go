@@ -80,6 +80,7 @@ type Download struct {
 	seq    uint64              // last chunk seq assigned
 	seqs   []uint64            // seq of each chunk of the new list stored (0: not received)
 	batch  uint32              // batches written
+	opened bool                // the staging slot exists (a batch was written)
 	// This batch is written once it holds limChunks chunks or limBytes
 	// raw bytes.
 	limChunks, limBytes int
@@ -132,36 +133,42 @@ func (s *Store) StartDownload(from, to uint64, chunks []snapshot.ChunkRef, old *
 	return d, nil
 }
 
-// begin drops what an earlier install left and opens a staging slot.
+// begin drops what an earlier install left. The staging slot is opened
+// by the first batch written: a small delta writes none before the one
+// transaction that installs it.
 func (d *Download) begin() error {
 	if err := d.s.Cleanup(); err != nil {
 		return err
 	}
-	mk, err := json.Marshal(d.mk)
-	if err != nil {
-		return err
-	}
-	return d.s.updateData(func(tx *bolt.Tx) error {
+	return d.s.data.View(func(tx *bolt.Tx) error {
 		slot, n := otherSlot(tx)
 		if st := slotState(slot); st != 0 {
 			return fmt.Errorf("slot %d is still in state %c: %w", n, st, ErrCorrupt)
 		}
-		if err := slot.Put(skState, []byte{slotStaging}); err != nil {
-			return err
-		}
-		if err := slot.Put(skVersion, u64(d.mk.To)); err != nil {
-			return err
-		}
-		if _, err := slot.CreateBucket(sbRecv); err != nil {
-			return err
-		}
-		if _, err := slot.CreateBucket(sbIndex); err != nil {
-			return err
-		}
 		d.slot = n
 		d.seq = getU64(tx.Bucket(dataMeta), dmChunkSeq)
-		return tx.Bucket(dataMeta).Put(dmDownload, mk)
+		return nil
 	})
+}
+
+// open makes the slot the download's staging slot, in the transaction of
+// its first batch.
+func (d *Download) open(tx *bolt.Tx) error {
+	slot := tx.Bucket(slotNames[d.slot])
+	if st := slotState(slot); st != 0 {
+		return fmt.Errorf("slot %d is still in state %c: %w", d.slot, st, ErrCorrupt)
+	}
+	if err := slot.Put(skState, []byte{slotStaging}); err != nil {
+		return err
+	}
+	if err := slot.Put(skVersion, u64(d.mk.To)); err != nil {
+		return err
+	}
+	if _, err := slot.CreateBucket(sbRecv); err != nil {
+		return err
+	}
+	_, err := slot.CreateBucket(sbIndex)
+	return err
 }
 
 // resume checks that the staging slot holds what the marker says and, for
@@ -174,7 +181,7 @@ func (d *Download) resume() error {
 		if slotState(slot) != slotStaging || getU64(slot, skVersion) != d.mk.To || recv == nil {
 			return fmt.Errorf("no staging slot for version %d: %w", d.mk.To, ErrCorrupt)
 		}
-		d.slot = n
+		d.slot, d.opened = n, true
 		d.seq = getU64(tx.Bucket(dataMeta), dmChunkSeq)
 		got := 0
 		err := forEachRecv(recv, func(e recvEntry) error {
@@ -300,11 +307,14 @@ func (d *Download) Add(j int, raw []byte) error {
 	if need := storedLen(len(raw)); len(d.chunkArena)+need > cap(d.chunkArena) {
 		// A fixed arena: growing it would keep every smaller one alive
 		// (the pending chunks point into them) until the flush.
-		if err := d.Flush(); err != nil {
-			return err
+		if len(d.pending) > 0 {
+			if err := d.Flush(); err != nil {
+				return err
+			}
 		}
-		if cap(d.chunkArena) < need {
-			d.chunkArena = make([]byte, 0, max(need, arenaBytes))
+		// Sized for the batch: a delta of one record needs no 4 MB.
+		if want := max(need, min(arenaBytes, storedLen(d.limBytes))); cap(d.chunkArena) < want {
+			d.chunkArena = make([]byte, 0, want)
 		}
 	}
 	d.seq++
@@ -369,12 +379,21 @@ func (d *Download) indexRepeats(j int) error {
 	return nil
 }
 
-// rawOf returns a stored chunk of this download, pending or written.
-func (d *Download) rawOf(seq uint64) ([]byte, error) {
+// pendingRaw returns a chunk of this download not written yet (nil if it
+// is not pending).
+func (d *Download) pendingRaw(seq uint64) ([]byte, error) {
 	for i := range d.pending {
 		if d.pending[i].seq == seq {
 			return d.s.chunks.decodeUncached(seq, d.pending[i].stored, nil)
 		}
+	}
+	return nil, nil
+}
+
+// rawOf returns a stored chunk of this download, pending or written.
+func (d *Download) rawOf(seq uint64) ([]byte, error) {
+	if raw, err := d.pendingRaw(seq); raw != nil || err != nil {
+		return raw, err
 	}
 	var raw []byte
 	err := d.s.data.View(func(tx *bolt.Tx) error {
@@ -386,9 +405,10 @@ func (d *Download) rawOf(seq uint64) ([]byte, error) {
 }
 
 // Flush writes the pending chunks, their index entries and the marker in
-// one transaction.
+// one transaction (the first opens the staging slot, even with nothing to
+// write).
 func (d *Download) Flush() error {
-	if len(d.pending) == 0 && len(d.recs) == 0 {
+	if len(d.pending) == 0 && len(d.recs) == 0 && d.opened {
 		return nil
 	}
 	mk, err := json.Marshal(d.mk)
@@ -396,6 +416,11 @@ func (d *Download) Flush() error {
 		return err
 	}
 	err = d.s.updateData(func(tx *bolt.Tx) error {
+		if !d.opened {
+			if err := d.open(tx); err != nil {
+				return err
+			}
+		}
 		chunks := tx.Bucket(dataChunks)
 		chunks.FillPercent = 1
 		slot := tx.Bucket(slotNames[d.slot])
@@ -430,6 +455,7 @@ func (d *Download) Flush() error {
 	if err != nil {
 		return fmt.Errorf("store chunks: %w", err)
 	}
+	d.opened = true
 	d.pending, d.recs, d.bytes = d.pending[:0], d.recs[:0], 0
 	d.chunkArena, d.recArena = d.chunkArena[:0], d.recArena[:0]
 	d.limChunks, d.limBytes = min(2*d.limChunks, d.s.batchChunks), min(2*d.limBytes, d.s.batchBytes)

@@ -337,6 +337,15 @@ func (t *EditsTx) DropSentThrough(v uint64) error {
 // that version v contains. Reads already ignore them (a version that holds
 // an edit shows it): this only tidies up after an install.
 func (s *Store) DropSentThrough(v uint64) error {
+	any := false
+	err := s.ViewEdits(func(tx *EditsTx) error {
+		k, _ := tx.tx.Bucket(bucketSent).Cursor().First()
+		any = k != nil
+		return nil
+	})
+	if err != nil || !any {
+		return err
+	}
 	return s.UpdateEdits(func(tx *EditsTx) error { return tx.DropSentThrough(v) })
 }
 

@@ -50,12 +50,16 @@ func (d *Download) Finish(ctx context.Context, m *snapshot.Manifest, announced [
 		if err := d.indexRepeats(len(d.chunks)); err != nil {
 			return nil, err
 		}
-	}
-	if err := d.Flush(); err != nil {
-		return nil, err
+		if err := d.Flush(); err != nil {
+			return nil, err
+		}
 	}
 	m.Chunks = d.chunks
-	seqs, oldSeqs, err := d.resolve()
+	var script *diff.Script
+	if d.old != nil {
+		script = diff.Manifests(d.old, m)
+	}
+	seqs, oldSeqs, err := d.resolve(script)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +67,7 @@ func (d *Download) Finish(ctx context.Context, m *snapshot.Manifest, announced [
 	if m.StreamHash != announced {
 		return nil, fmt.Errorf("version %d rebuilt with stream hash %x, the server announced %x: %w", m.Version, m.StreamHash, announced, ErrCorrupt)
 	}
-	mb, err := m.Marshal()
+	mb, err := marshalManifest(m)
 	if err != nil {
 		return nil, err
 	}
@@ -78,21 +82,15 @@ func (d *Download) Finish(ctx context.Context, m *snapshot.Manifest, announced [
 		in.Full, in.AllKeys = true, true
 		return in, d.switchTo(mb, seqs)
 	}
-	return in, d.installDelta(ctx, m, mb, seqs, oldSeqs, in)
+	return in, d.installDelta(ctx, script, mb, seqs, oldSeqs, in)
 }
 
 // resolve finds the seq and SHA-256 of every chunk of the new list: stored
 // by this download (received now or in an earlier attempt), kept from the
-// old version, or an earlier chunk with the same ID (a repeat).
-func (d *Download) resolve() (seqs, oldSeqs []uint64, err error) {
+// old version (where the edit script pairs it with one, or found by ID
+// when it moved), or an earlier chunk with the same ID (a repeat).
+func (d *Download) resolve(script *diff.Script) (seqs, oldSeqs []uint64, err error) {
 	seqs = slices.Clone(d.seqs)
-	byID := map[snapshot.ChunkID]int{} // chunk ID -> index in the new list, for chunks found
-	for j, s := range seqs {
-		if s != 0 {
-			byID[d.chunks[j].ID] = j
-		}
-	}
-	oldByID := map[snapshot.ChunkID]int{}
 	if d.old != nil {
 		err = d.s.data.View(func(tx *bolt.Tx) error {
 			live := liveSlot(tx)
@@ -106,13 +104,17 @@ func (d *Download) resolve() (seqs, oldSeqs []uint64, err error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		for i := range d.old.Chunks {
-			oldByID[d.old.Chunks[i].ID] = i
-		}
+		keptFromOld(script, func(i, j int) {
+			seqs[j], d.chunks[j].Sum = oldSeqs[i], d.old.Chunks[i].Sum
+		})
 	}
+	var byID, oldByID map[snapshot.ChunkID]int // built when needed: repeats and moves are rare
 	for j := range d.chunks {
 		if seqs[j] != 0 {
 			continue
+		}
+		if byID == nil {
+			byID, oldByID = d.chunkIndexes(seqs)
 		}
 		ch := &d.chunks[j]
 		if i, ok := byID[ch.ID]; ok {
@@ -125,6 +127,39 @@ func (d *Download) resolve() (seqs, oldSeqs []uint64, err error) {
 		byID[ch.ID] = j
 	}
 	return seqs, oldSeqs, nil
+}
+
+// keptFromOld calls fn for every chunk the new version keeps from the old
+// at a place the edit script pairs (outside its regions): old i, new j.
+func keptFromOld(s *diff.Script, fn func(i, j int)) {
+	i, j := 0, 0
+	run := func(oldTo int) {
+		for ; i < oldTo; i, j = i+1, j+1 {
+			fn(i, j)
+		}
+	}
+	for _, r := range s.Regions {
+		run(r.OldFrom)
+		i, j = r.OldTo, r.NewTo
+	}
+	run(len(s.A.Chunks))
+}
+
+// chunkIndexes maps the IDs of the new chunks found so far and of the old
+// version's chunks to their indexes.
+func (d *Download) chunkIndexes(seqs []uint64) (byID, oldByID map[snapshot.ChunkID]int) {
+	byID, oldByID = map[snapshot.ChunkID]int{}, map[snapshot.ChunkID]int{}
+	for j, s := range seqs {
+		if s != 0 {
+			byID[d.chunks[j].ID] = j
+		}
+	}
+	if d.old != nil {
+		for i := range d.old.Chunks {
+			oldByID[d.old.Chunks[i].ID] = i
+		}
+	}
+	return byID, oldByID
 }
 
 // switchTo makes the staging slot the live one: its manifest and chunk
@@ -181,17 +216,21 @@ type indexPlan struct {
 // only, then either applies them to the live index in the switching
 // transaction (a small delta: O(change)) or builds the new index in the
 // staging slot in batches (a big one).
-func (d *Download) installDelta(ctx context.Context, m *snapshot.Manifest, manifest []byte, seqs, oldSeqs []uint64, in *Installed) error {
+func (d *Download) installDelta(ctx context.Context, script *diff.Script, manifest []byte, seqs, oldSeqs []uint64, in *Installed) error {
+	m := script.B
 	var plan indexPlan
 	err := d.s.data.View(func(tx *bolt.Tx) error {
 		var err error
-		plan, err = d.s.planDelta(ctx, tx.Bucket(dataChunks), diff.Manifests(d.old, m), seqs, oldSeqs, in)
+		plan, err = d.planDelta(ctx, tx.Bucket(dataChunks), script, seqs, oldSeqs, in)
 		return err
 	})
 	if err != nil {
 		return fmt.Errorf("record changes %d→%d: %w", d.old.Version, m.Version, err)
 	}
 	if plan.overflow {
+		if err := d.Flush(); err != nil {
+			return err
+		}
 		if err := d.rebuildIndex(ctx, m, seqs); err != nil {
 			return err
 		}
@@ -203,10 +242,10 @@ func (d *Download) installDelta(ctx context.Context, m *snapshot.Manifest, manif
 // planDelta merges, stretch by stretch, the old records and the new ones
 // in key order (both are sorted), streaming: memory holds a chunk of each
 // side, not the change.
-func (s *Store) planDelta(ctx context.Context, chunks *bolt.Bucket, script *diff.Script, seqs, oldSeqs []uint64, in *Installed) (indexPlan, error) {
+func (d *Download) planDelta(ctx context.Context, chunks *bolt.Bucket, script *diff.Script, seqs, oldSeqs []uint64, in *Installed) (indexPlan, error) {
 	var plan indexPlan
 	write := func(key, loc []byte) {
-		if len(plan.writes) >= s.inPlaceMax {
+		if len(plan.writes) >= d.s.inPlaceMax {
 			plan.overflow, plan.writes = true, nil
 		}
 		if !plan.overflow {
@@ -226,7 +265,10 @@ func (s *Store) planDelta(ctx context.Context, chunks *bolt.Bucket, script *diff
 			if err := ctx.Err(); err != nil {
 				return 0, nil, err
 			}
-			raw, err := s.loadChunk(chunks, list[j])
+			if raw, err := d.pendingRaw(list[j]); raw != nil || err != nil {
+				return list[j], raw, err
+			}
+			raw, err := d.s.loadChunk(chunks, list[j])
 			return list[j], raw, err
 		}
 	}
@@ -289,10 +331,11 @@ func mergeSpan(a, b *recIter, write func(key, loc []byte), changed func(key []by
 	return nil
 }
 
-// switchInPlace installs a small delta in one transaction: the live index
-// gets the planned writes, the live slot the new manifest and chunk list;
-// chunks the new version no longer uses are dropped, and the staging slot
-// (whose chunks the live version now holds) is emptied.
+// switchInPlace installs a small delta in one transaction: the chunks not
+// written yet are, the live index gets the planned writes, the live slot
+// the new manifest and chunk list; chunks the new version no longer uses
+// are dropped, and the staging slot, if a batch opened it (its chunks are
+// the live version's now), is emptied.
 func (d *Download) switchInPlace(manifest []byte, seqs, oldSeqs []uint64, writes []indexEntry) error {
 	keep := make(map[uint64]bool, len(seqs))
 	for _, s := range seqs {
@@ -321,6 +364,11 @@ func (d *Download) switchInPlace(manifest []byte, seqs, oldSeqs []uint64, writes
 			}
 		}
 		chunks := tx.Bucket(dataChunks)
+		for _, p := range d.pending {
+			if err := chunks.Put(u64(p.seq), p.stored); err != nil {
+				return err
+			}
+		}
 		for _, s := range oldSeqs {
 			if !keep[s] {
 				if err := chunks.Delete(u64(s)); err != nil {
@@ -328,10 +376,15 @@ func (d *Download) switchInPlace(manifest []byte, seqs, oldSeqs []uint64, writes
 				}
 			}
 		}
-		if err := resetSlot(tx, d.slot); err != nil {
-			return err
+		if d.opened {
+			if err := resetSlot(tx, d.slot); err != nil {
+				return err
+			}
 		}
 		meta := tx.Bucket(dataMeta)
+		if err := meta.Put(dmChunkSeq, u64(d.seq)); err != nil {
+			return err
+		}
 		if err := meta.Delete(dmNeedFull); err != nil {
 			return err
 		}

@@ -60,6 +60,9 @@ type Store struct {
 	// write does not happen: a test stops an install between any two
 	// commits, as a crash would.
 	beforeWrite func() error
+	// duringWrite, when set (by tests), is called inside each write
+	// transaction of data.db, holding its lock.
+	duringWrite func()
 	// Sizes of an install's steps (tests make them small): the largest
 	// batch (flushChunks, flushBytes), the most index writes of a delta in
 	// place (inPlaceMax), chunks dropped per transaction (cleanupBatch).
@@ -72,6 +75,12 @@ func (s *Store) updateData(fn func(tx *bolt.Tx) error) error {
 		if err := s.beforeWrite(); err != nil {
 			return err
 		}
+	}
+	if s.duringWrite != nil {
+		return s.data.Update(func(tx *bolt.Tx) error {
+			s.duringWrite()
+			return fn(tx)
+		})
 	}
 	return s.data.Update(fn)
 }
