@@ -148,8 +148,8 @@ type childFigures struct {
 	Disk           int64         // both files afterwards
 	PutP99, GetP99 time.Duration // during the sync (full), of the Gets (read)
 	Ops            int
-	Records        int // scanned (read)
-	RecordsChanged int // delta
+	Records        int           // scanned (read)
+	RecordsChanged int           // delta
 	MaxRSS         int64         // VmHWM
 	ProcCPU        time.Duration // the whole process, from the kernel
 }
@@ -506,4 +506,3 @@ func (h *heapWatch) stop() uint64 {
 	close(h.stopc)
 	return <-h.done
 }
-

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
-
 )
 
 // Report is what Check found.

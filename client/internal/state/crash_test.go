@@ -134,7 +134,7 @@ func TestInstallSurvivesAStopAfterAnyCommit(t *testing.T) {
 		rm[i][1] = fmt.Sprintf(`{"changed":%d}`, i)
 	}
 	vm := cut(t, 2, rm)                                   // several batches of chunks, the index in place
-	v3 := cut(t, 3, records(2000, 60, false, "three"))     // a big one: a new index
+	v3 := cut(t, 3, records(2000, 60, false, "three"))    // a big one: a new index
 	v4 := cut(t, 4, records(350, 200, false, "four")[5:]) // a full sync over version 3
 	steps := []struct {
 		name     string
