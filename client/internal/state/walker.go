@@ -2,6 +2,7 @@ package state
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 
 	"github.com/deltasync/deltasync/snapshot"
@@ -56,7 +57,11 @@ func (w *walker) feed(seq uint64, raw []byte, fn func(r record) error) error {
 			return fmt.Errorf("record %d: %w", w.n+1, err)
 		}
 		if n == 0 {
-			w.carry = append(w.carry[:0], raw[pos:]...)
+			// A record bigger than the rest of the chunk: carry it, in a
+			// buffer of its full size when its lengths are in this piece
+			// (appending to a growing one would copy it over and over).
+			w.carry = make([]byte, 0, max(recordLen(raw[pos:]), len(raw)-pos))
+			w.carry = append(w.carry, raw[pos:]...)
 			w.coff, w.cseqs = pos, append(w.cseqs[:0], seq)
 			return nil
 		}
@@ -80,6 +85,20 @@ func (w *walker) emit(k, v []byte, off int, seqs []uint64, fn func(record) error
 	w.n++
 	w.loc = appendLoc(w.loc[:0], off, seqs)
 	return fn(record{key: k, value: v, loc: w.loc})
+}
+
+// recordLen is the encoded length of the record b starts with, from its
+// length fields (0 if they are not all in b or out of bounds).
+func recordLen(b []byte) int {
+	kl, a := binary.Uvarint(b)
+	if a <= 0 || kl > snapshot.MaxKeyLen || uint64(len(b)-a) < kl {
+		return 0
+	}
+	vl, c := binary.Uvarint(b[a+int(kl):])
+	if c <= 0 || vl > snapshot.MaxValueLen {
+		return 0
+	}
+	return a + int(kl) + c + int(vl)
 }
 
 // pending reports whether the walker is inside a record.
