@@ -62,8 +62,16 @@ func Check(dir string, opts CheckOptions) (*Report, error) {
 func (s *Store) Verify(opts CheckOptions) (*Report, error) {
 	dir := s.dir
 	c := &checker{s: s, r: &Report{}, opts: opts}
-	if err := s.data.View(c.data); err != nil {
+	if err := s.viewTx(func(_ *dataFile, tx *bolt.Tx) error { return c.data(tx) }); err != nil {
 		return nil, err
+	}
+	s.dataMu.RLock()
+	next := s.next
+	s.dataMu.RUnlock()
+	if next != nil {
+		if err := next.db.View(c.nextFile); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.edits.View(c.edits); err != nil {
 		return nil, err
@@ -111,18 +119,50 @@ func (c *checker) data(tx *bolt.Tx) error {
 	}
 	other, _ := otherSlot(tx)
 	c.other(other, meta, refs)
+	c.r.Stored += c.leaks(DataFile, meta, chunks, refs)
+	return nil
+}
+
+// leaks checks that every chunk stored in a file is referenced, and
+// returns how many there are.
+func (c *checker) leaks(file string, meta, chunks *bolt.Bucket, refs map[uint64]string) int {
 	last := getU64(meta, dmChunkSeq)
+	n := 0
 	cur := chunks.Cursor()
 	for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
-		c.r.Stored++
+		n++
 		seq := binary.BigEndian.Uint64(k)
 		if len(k) != 8 || seq > last {
-			c.fail("stored chunk %x is beyond the last seq %d", k, last)
+			c.fail("%s: stored chunk %x is beyond the last seq %d", file, k, last)
 		}
 		if refs[seq] == "" {
-			c.fail("stored chunk %d is referenced by no version and no download (a leak)", seq)
+			c.fail("%s: stored chunk %d is referenced by no version and no download (a leak)", file, seq)
 		}
 	}
+	return n
+}
+
+// nextFile checks a full download's file: a download in progress, or a
+// version installed in it and not yet renamed over the data file (a crash
+// in between; the next open finishes it).
+func (c *checker) nextFile(tx *bolt.Tx) error {
+	for err := range tx.Check() {
+		c.fail("%s: %v", NextFile, err)
+	}
+	meta, chunks := tx.Bucket(dataMeta), tx.Bucket(dataChunks)
+	if meta == nil || chunks == nil || tx.Bucket(slotNames[0]) == nil || tx.Bucket(slotNames[1]) == nil {
+		c.fail("%s lacks its buckets", NextFile)
+		return nil
+	}
+	refs := map[uint64]string{}
+	if live := liveSlot(tx); live != nil {
+		for _, s := range seqsOf(live.Get(skSeqs)) {
+			refs[s] = "installed"
+		}
+	}
+	other, _ := otherSlot(tx)
+	c.other(other, meta, refs)
+	c.r.Stored += c.leaks(NextFile, meta, chunks, refs)
 	return nil
 }
 

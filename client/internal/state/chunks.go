@@ -31,12 +31,18 @@ import (
 type chunkCodec struct {
 	mu    sync.Mutex
 	lru   *list.List // of *cached, most recent first
-	bySeq map[uint64]*list.Element
+	bySeq map[chunkKey]*list.Element
 	bytes int
 }
 
-type cached struct {
+// chunkKey names a chunk: its data file and seq.
+type chunkKey struct {
+	gen uint32
 	seq uint64
+}
+
+type cached struct {
+	key chunkKey
 	raw []byte
 }
 
@@ -53,7 +59,7 @@ const (
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
 
 func newChunkCodec() *chunkCodec {
-	return &chunkCodec{lru: list.New(), bySeq: map[uint64]*list.Element{}}
+	return &chunkCodec{lru: list.New(), bySeq: map[chunkKey]*list.Element{}}
 }
 
 // storedLen bounds the stored form of a chunk of n bytes.
@@ -74,27 +80,27 @@ func (c *chunkCodec) encode(dst, raw []byte) []byte {
 
 // decode returns the raw chunk seq from its stored form, from the cache
 // when it is there. The result is shared: read-only.
-func (c *chunkCodec) decode(seq uint64, stored []byte) ([]byte, error) {
+func (c *chunkCodec) decode(key chunkKey, stored []byte) ([]byte, error) {
 	c.mu.Lock()
-	if e, ok := c.bySeq[seq]; ok {
+	if e, ok := c.bySeq[key]; ok {
 		c.lru.MoveToFront(e)
 		raw := e.Value.(*cached).raw
 		c.mu.Unlock()
 		return raw, nil
 	}
 	c.mu.Unlock()
-	raw, err := c.decodeUncached(seq, stored, nil)
+	raw, err := c.decodeUncached(key.seq, stored, nil)
 	if err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.bySeq[seq]; !ok && len(raw) <= cacheBytes/4 {
-		c.bySeq[seq] = c.lru.PushFront(&cached{seq, raw})
+	if _, ok := c.bySeq[key]; !ok && len(raw) <= cacheBytes/4 {
+		c.bySeq[key] = c.lru.PushFront(&cached{key, raw})
 		c.bytes += len(raw)
 		for c.lru.Len() > cacheChunks || c.bytes > cacheBytes {
 			old := c.lru.Remove(c.lru.Back()).(*cached)
-			delete(c.bySeq, old.seq)
+			delete(c.bySeq, old.key)
 			c.bytes -= len(old.raw)
 		}
 	}
@@ -126,13 +132,13 @@ func (c *chunkCodec) decodeUncached(seq uint64, stored, dst []byte) ([]byte, err
 	return raw, nil
 }
 
-// loadChunk reads and decompresses chunk seq.
-func (s *Store) loadChunk(b *bolt.Bucket, seq uint64) ([]byte, error) {
+// loadChunk reads and decompresses chunk seq of the data file gen.
+func (s *Store) loadChunk(b *bolt.Bucket, gen uint32, seq uint64) ([]byte, error) {
 	stored := b.Get(u64(seq))
 	if stored == nil {
 		return nil, fmt.Errorf("stored chunk %d is missing: %w", seq, ErrCorrupt)
 	}
-	return s.chunks.decode(seq, stored)
+	return s.chunks.decode(chunkKey{gen, seq}, stored)
 }
 
 // A location says where a record is: uvarint offset in its first chunk,

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -46,9 +45,9 @@ const (
 // dataFormat is data.db's own format number.
 const dataFormat = 1
 
-// initData creates data.db's buckets.
-func (s *Store) initData() error {
-	err := s.updateData(func(tx *bolt.Tx) error {
+// initData creates a data file's buckets.
+func initData(db *bolt.DB) error {
+	return db.Update(func(tx *bolt.Tx) error {
 		for _, name := range [][]byte{dataMeta, dataChunks, slotNames[0], slotNames[1]} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
@@ -63,10 +62,6 @@ func (s *Store) initData() error {
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("client state %s: %w", filepath.Join(s.dir, DataFile), err)
-	}
-	return nil
 }
 
 // liveSlot returns the live slot's bucket, or nil at version 0.
@@ -98,14 +93,15 @@ func slotState(b *bolt.Bucket) byte {
 // dataView reads the synced version inside one read transaction.
 type dataView struct {
 	s       *Store
+	gen     uint32
 	chunks  *bolt.Bucket
 	index   *bolt.Bucket // nil at version 0
 	version uint64
 }
 
 func (s *Store) viewData(fn func(v *dataView) error) error {
-	return s.data.View(func(tx *bolt.Tx) error {
-		v := &dataView{s: s, chunks: tx.Bucket(dataChunks)}
+	return s.viewTx(func(f *dataFile, tx *bolt.Tx) error {
+		v := &dataView{s: s, gen: f.gen, chunks: tx.Bucket(dataChunks)}
 		if slot := liveSlot(tx); slot != nil {
 			v.version = getU64(slot, skVersion)
 			v.index = slot.Bucket(sbIndex)
@@ -140,7 +136,7 @@ func (v *dataView) read(key, loc []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("record %q: %w", key, err)
 	}
-	raw, err := v.s.loadChunk(v.chunks, seqs[0])
+	raw, err := v.s.loadChunk(v.chunks, v.gen, seqs[0])
 	if err != nil {
 		return nil, fmt.Errorf("record %q: %w", key, err)
 	}
@@ -152,7 +148,7 @@ func (v *dataView) read(key, loc []byte) ([]byte, error) {
 		// A record bigger than a chunk: join its pieces.
 		buf = bytes.Clone(buf)
 		for _, seq := range seqs[1:] {
-			piece, err := v.s.loadChunk(v.chunks, seq)
+			piece, err := v.s.loadChunk(v.chunks, v.gen, seq)
 			if err != nil {
 				return nil, fmt.Errorf("record %q: %w", key, err)
 			}
@@ -172,7 +168,7 @@ func (v *dataView) read(key, loc []byte) ([]byte, error) {
 // Version returns the synced version (0: none).
 func (s *Store) Version() (uint64, error) {
 	var v uint64
-	err := s.data.View(func(tx *bolt.Tx) error {
+	err := s.viewTx(func(_ *dataFile, tx *bolt.Tx) error {
 		if slot := liveSlot(tx); slot != nil {
 			v = getU64(slot, skVersion)
 		}
@@ -187,7 +183,7 @@ func (s *Store) Version() (uint64, error) {
 func (s *Store) Manifest() (uint64, *snapshot.Manifest, error) {
 	var v uint64
 	var mb []byte
-	err := s.data.View(func(tx *bolt.Tx) error {
+	err := s.viewTx(func(_ *dataFile, tx *bolt.Tx) error {
 		if slot := liveSlot(tx); slot != nil {
 			v, mb = getU64(slot, skVersion), bytes.Clone(slot.Get(skManifest))
 		}
@@ -211,7 +207,7 @@ func (s *Store) Manifest() (uint64, *snapshot.Manifest, error) {
 // refetching, never by guessing).
 func (s *Store) NeedFull() (bool, error) {
 	var on bool
-	err := s.data.View(func(tx *bolt.Tx) error {
+	err := s.viewTx(func(_ *dataFile, tx *bolt.Tx) error {
 		on = tx.Bucket(dataMeta).Get(dmNeedFull) != nil
 		return nil
 	})
@@ -262,7 +258,7 @@ type versionChunks struct {
 }
 
 func (g versionChunks) Chunks(ctx context.Context, idx []int, fn func(i int, raw []byte) error) error {
-	return g.s.data.View(func(tx *bolt.Tx) error {
+	return g.s.viewTx(func(f *dataFile, tx *bolt.Tx) error {
 		slot := liveSlot(tx)
 		if slot == nil || getU64(slot, skVersion) != g.m.Version {
 			return fmt.Errorf("version %d is no longer the local version: %w", g.m.Version, ErrCorrupt)
@@ -279,7 +275,7 @@ func (g versionChunks) Chunks(ctx context.Context, idx []int, fn func(i int, raw
 			if i < 0 || i >= len(seqs) {
 				return fmt.Errorf("chunk %d of %d: %w", i, len(seqs), ErrInvalid)
 			}
-			raw, err := g.s.loadChunk(b, seqs[i])
+			raw, err := g.s.loadChunk(b, f.gen, seqs[i])
 			if err == nil && sha256.Sum256(raw) != g.m.Chunks[i].Sum {
 				err = fmt.Errorf("stored chunk %d fails its SHA-256: %w", seqs[i], ErrCorrupt)
 			}

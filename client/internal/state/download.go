@@ -41,11 +41,17 @@ const (
 // Marker returns the download in progress, or nil. A marker that cannot be
 // read is abandoned (it only costs a refetch).
 func (s *Store) Marker() (*Marker, error) {
+	s.dataMu.RLock()
+	f := s.next
+	if f == nil {
+		f = s.data
+	}
 	var raw []byte
-	err := s.data.View(func(tx *bolt.Tx) error {
+	err := f.db.View(func(tx *bolt.Tx) error {
 		raw = bytes.Clone(tx.Bucket(dataMeta).Get(dmDownload))
 		return nil
 	})
+	s.dataMu.RUnlock()
 	if err != nil || raw == nil {
 		return nil, err
 	}
@@ -57,10 +63,17 @@ func (s *Store) Marker() (*Marker, error) {
 }
 
 // AbandonDownload forgets the download in progress and drops what it
-// stored.
+// stored: a full download's file, a delta's staging slot.
 func (s *Store) AbandonDownload() error {
+	if err := s.dropNext(); err != nil {
+		return fmt.Errorf("abandon download: %w", err)
+	}
 	err := s.updateData(func(tx *bolt.Tx) error {
-		return tx.Bucket(dataMeta).Delete(dmDownload)
+		meta := tx.Bucket(dataMeta)
+		if meta.Get(dmDownload) == nil {
+			return nil
+		}
+		return meta.Delete(dmDownload)
 	})
 	if err != nil {
 		return fmt.Errorf("abandon download: %w", err)
@@ -73,6 +86,7 @@ func (s *Store) AbandonDownload() error {
 // version (Finish).
 type Download struct {
 	s      *Store
+	f      *dataFile // the file it writes: the data file (a delta), or a file of its own (a full sync)
 	mk     Marker
 	slot   byte
 	chunks []snapshot.ChunkRef // the new version's list; Sums filled as chunks arrive
@@ -121,6 +135,26 @@ func (s *Store) StartDownload(from, to uint64, chunks []snapshot.ChunkRef, old *
 		d.ix, d.byID = &walker{}, map[snapshot.ChunkID]uint64{}
 	}
 	var err error
+	switch {
+	case from == 0 && resume == nil:
+		if err = s.AbandonDownload(); err == nil {
+			d.f, err = s.newNext()
+		}
+	case from == 0:
+		s.dataMu.RLock()
+		d.f = s.next
+		s.dataMu.RUnlock()
+		if d.f == nil {
+			err = fmt.Errorf("no file for the full download to resume: %w", ErrCorrupt)
+		}
+	default:
+		s.dataMu.RLock()
+		d.f = s.data
+		s.dataMu.RUnlock()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("download %d→%d: %w", from, to, err)
+	}
 	if resume == nil {
 		err = d.begin()
 	} else {
@@ -137,10 +171,12 @@ func (s *Store) StartDownload(from, to uint64, chunks []snapshot.ChunkRef, old *
 // by the first batch written: a small delta writes none before the one
 // transaction that installs it.
 func (d *Download) begin() error {
-	if err := d.s.Cleanup(); err != nil {
-		return err
+	if d.mk.From > 0 {
+		if err := d.s.Cleanup(); err != nil {
+			return err
+		}
 	}
-	return d.s.data.View(func(tx *bolt.Tx) error {
+	return d.f.db.View(func(tx *bolt.Tx) error {
 		slot, n := otherSlot(tx)
 		if st := slotState(slot); st != 0 {
 			return fmt.Errorf("slot %d is still in state %c: %w", n, st, ErrCorrupt)
@@ -175,7 +211,7 @@ func (d *Download) open(tx *bolt.Tx) error {
 // a full sync, brings the indexer back to where the marker left it.
 func (d *Download) resume() error {
 	var tail []uint64 // full sync: seqs of the chunks of an unfinished record
-	err := d.s.data.View(func(tx *bolt.Tx) error {
+	err := d.f.db.View(func(tx *bolt.Tx) error {
 		slot, n := otherSlot(tx)
 		recv := slot.Bucket(sbRecv)
 		if slotState(slot) != slotStaging || getU64(slot, skVersion) != d.mk.To || recv == nil {
@@ -211,10 +247,10 @@ func (d *Download) resume() error {
 		return err
 	}
 	// The record that the last batch left unfinished: feed its pieces again.
-	return d.s.data.View(func(tx *bolt.Tx) error {
+	return d.f.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(dataChunks)
 		for _, seq := range tail {
-			raw, err := d.s.loadChunk(b, seq)
+			raw, err := d.s.loadChunk(b, d.f.gen, seq)
 			if err != nil {
 				return err
 			}
@@ -396,9 +432,9 @@ func (d *Download) rawOf(seq uint64) ([]byte, error) {
 		return raw, err
 	}
 	var raw []byte
-	err := d.s.data.View(func(tx *bolt.Tx) error {
+	err := d.f.db.View(func(tx *bolt.Tx) error {
 		var err error
-		raw, err = d.s.loadChunk(tx.Bucket(dataChunks), seq)
+		raw, err = d.s.loadChunk(tx.Bucket(dataChunks), d.f.gen, seq)
 		return err
 	})
 	return raw, err
@@ -415,7 +451,7 @@ func (d *Download) Flush() error {
 	if err != nil {
 		return err
 	}
-	err = d.s.updateData(func(tx *bolt.Tx) error {
+	err = d.s.update(d.f, func(tx *bolt.Tx) error {
 		if !d.opened {
 			if err := d.open(tx); err != nil {
 				return err

@@ -92,7 +92,7 @@ func (d *Download) Finish(ctx context.Context, m *snapshot.Manifest, announced [
 func (d *Download) resolve(script *diff.Script) (seqs, oldSeqs []uint64, err error) {
 	seqs = slices.Clone(d.seqs)
 	if d.old != nil {
-		err = d.s.data.View(func(tx *bolt.Tx) error {
+		err = d.f.db.View(func(tx *bolt.Tx) error {
 			live := liveSlot(tx)
 			if live == nil || getU64(live, skVersion) != d.old.Version {
 				return fmt.Errorf("the local version is no longer %d: %w", d.old.Version, ErrCorrupt)
@@ -168,7 +168,7 @@ func (d *Download) chunkIndexes(seqs []uint64) (byID, oldByID map[snapshot.Chunk
 // the old version or the new one, never a mix; a crash in between resumes
 // the download, complete, and finishes it again.
 func (d *Download) switchTo(manifest []byte, seqs []uint64) error {
-	err := d.s.updateData(func(tx *bolt.Tx) error {
+	err := d.s.update(d.f, func(tx *bolt.Tx) error {
 		slot := tx.Bucket(slotNames[d.slot])
 		if err := slot.Put(skManifest, manifest); err != nil {
 			return err
@@ -178,7 +178,7 @@ func (d *Download) switchTo(manifest []byte, seqs []uint64) error {
 	if err != nil {
 		return fmt.Errorf("install version %d: %w", d.mk.To, err)
 	}
-	err = d.s.updateData(func(tx *bolt.Tx) error {
+	err = d.s.update(d.f, func(tx *bolt.Tx) error {
 		meta := tx.Bucket(dataMeta)
 		if old := liveSlot(tx); old != nil {
 			if err := old.Put(skState, []byte{slotOld}); err != nil {
@@ -203,6 +203,9 @@ func (d *Download) switchTo(manifest []byte, seqs []uint64) error {
 	if err != nil {
 		return fmt.Errorf("install version %d: %w", d.mk.To, err)
 	}
+	if d.mk.From == 0 {
+		return d.s.promote()
+	}
 	return d.s.Cleanup()
 }
 
@@ -219,7 +222,7 @@ type indexPlan struct {
 func (d *Download) installDelta(ctx context.Context, script *diff.Script, manifest []byte, seqs, oldSeqs []uint64, in *Installed) error {
 	m := script.B
 	var plan indexPlan
-	err := d.s.data.View(func(tx *bolt.Tx) error {
+	err := d.f.db.View(func(tx *bolt.Tx) error {
 		var err error
 		plan, err = d.planDelta(ctx, tx.Bucket(dataChunks), script, seqs, oldSeqs, in)
 		return err
@@ -268,7 +271,7 @@ func (d *Download) planDelta(ctx context.Context, chunks *bolt.Bucket, script *d
 			if raw, err := d.pendingRaw(list[j]); raw != nil || err != nil {
 				return list[j], raw, err
 			}
-			raw, err := d.s.loadChunk(chunks, list[j])
+			raw, err := d.s.loadChunk(chunks, d.f.gen, list[j])
 			return list[j], raw, err
 		}
 	}
@@ -341,7 +344,7 @@ func (d *Download) switchInPlace(manifest []byte, seqs, oldSeqs []uint64, writes
 	for _, s := range seqs {
 		keep[s] = true
 	}
-	err := d.s.updateData(func(tx *bolt.Tx) error {
+	err := d.s.update(d.f, func(tx *bolt.Tx) error {
 		live := liveSlot(tx)
 		if live == nil || getU64(live, skVersion) != d.old.Version {
 			return fmt.Errorf("the local version is no longer %d: %w", d.old.Version, ErrCorrupt)
@@ -410,7 +413,7 @@ func resetSlot(tx *bolt.Tx, n byte) error {
 func (d *Download) rebuildIndex(ctx context.Context, m *snapshot.Manifest, seqs []uint64) error {
 	w := &walker{}
 	for j := 0; j < len(seqs); {
-		err := d.s.updateData(func(tx *bolt.Tx) error {
+		err := d.s.update(d.f, func(tx *bolt.Tx) error {
 			chunks := tx.Bucket(dataChunks)
 			idx := tx.Bucket(slotNames[d.slot]).Bucket(sbIndex)
 			idx.FillPercent = 1
@@ -448,7 +451,7 @@ func (d *Download) rebuildIndex(ctx context.Context, m *snapshot.Manifest, seqs 
 // progress is left alone. It is idempotent: a crash midway resumes.
 func (s *Store) Cleanup() error {
 	var idle bool
-	err := s.data.View(func(tx *bolt.Tx) error {
+	err := s.viewTx(func(_ *dataFile, tx *bolt.Tx) error {
 		slot, _ := otherSlot(tx)
 		st := slotState(slot)
 		idle = st == 0 || st == slotStaging && tx.Bucket(dataMeta).Get(dmDownload) != nil

@@ -89,19 +89,17 @@ func (s *Store) migrateData(opts Options, v uint64, server *snapshot.Manifest, n
 		return err
 	}
 	var err error
-	if s.data, err = openBolt(dataPath, opts, true); err != nil {
+	if s.data, err = s.openData(DataFile); err != nil {
 		return err
 	}
-	defer func() { s.data.Close(); s.data = nil }()
-	if err := s.initData(); err != nil {
-		return err
-	}
+	// (Installing the records replaces s.data by the file it made.)
+	defer func() { s.data.db.Close(); s.data = nil }()
 	if v > 0 {
 		if err := s.migrateRecords(v, server, needFull); err != nil {
 			return err
 		}
 	}
-	return s.data.Update(func(tx *bolt.Tx) error {
+	return s.updateData(func(tx *bolt.Tx) error {
 		return tx.Bucket(dataMeta).Put(dmMigrated, u64(v))
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -52,13 +54,22 @@ type Options struct {
 type Store struct {
 	dir    string
 	edits  *bolt.DB
-	data   *bolt.DB
+	opts   Options
 	chunks *chunkCodec
+	gens   atomic.Uint32
+
+	// data is the synced version's file; next a full download's (nil when
+	// none). dataMu guards the switch from one file to the other: reads
+	// hold it shared, a full sync's install takes it for the swap.
+	dataMu sync.RWMutex
+	data   *dataFile
+	next   *dataFile
 
 	// beforeWrite, when set (by tests), is called before each write
-	// transaction of data.db; an error it returns is that write's, and the
-	// write does not happen: a test stops an install between any two
-	// commits, as a crash would.
+	// transaction of a data file and before the rename of a full
+	// download's file; an error it returns is that write's, and the write
+	// does not happen: a test stops an install between any two commits, as
+	// a crash would.
 	beforeWrite func() error
 	// duringWrite, when set (by tests), is called inside each write
 	// transaction of data.db, holding its lock.
@@ -67,22 +78,6 @@ type Store struct {
 	// batch (flushChunks, flushBytes), the most index writes of a delta in
 	// place (inPlaceMax), chunks dropped per transaction (cleanupBatch).
 	batchChunks, batchBytes, inPlaceMax, cleanupBatch int
-}
-
-// updateData runs fn in a write transaction of data.db.
-func (s *Store) updateData(fn func(tx *bolt.Tx) error) error {
-	if s.beforeWrite != nil {
-		if err := s.beforeWrite(); err != nil {
-			return err
-		}
-	}
-	if s.duringWrite != nil {
-		return s.data.Update(func(tx *bolt.Tx) error {
-			s.duringWrite()
-			return fn(tx)
-		})
-	}
-	return s.data.Update(fn)
 }
 
 // Open opens (creating if needed) the state in dir, migrating a state of
@@ -99,7 +94,7 @@ func Open(dir string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("create client state directory: %w", err)
 		}
 	}
-	s := &Store{dir: dir, chunks: newChunkCodec(), batchChunks: flushChunks, batchBytes: flushBytes,
+	s := &Store{dir: dir, opts: opts, chunks: newChunkCodec(), batchChunks: flushChunks, batchBytes: flushBytes,
 		inPlaceMax: inPlaceMax, cleanupBatch: cleanupBatch}
 	var err error
 	// state.db first: holding it is holding the directory.
@@ -111,10 +106,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		err = s.migrate(opts)
 	}
 	if err == nil {
-		s.data, err = openBolt(filepath.Join(dir, DataFile), opts, true)
+		s.data, err = s.openData(DataFile)
 	}
-	if err == nil && !opts.ReadOnly {
-		err = s.initData()
+	if err == nil {
+		err = s.recoverNext()
 	}
 	if err != nil {
 		s.Close()
@@ -205,9 +200,13 @@ func (s *Store) Close() error {
 	// The handles stay: bbolt closes once and then answers every call
 	// with ErrDatabaseNotOpen (IsClosed).
 	var errs []error
-	if s.data != nil {
-		errs = append(errs, s.data.Close())
+	s.dataMu.RLock()
+	for _, f := range []*dataFile{s.data, s.next} {
+		if f != nil {
+			errs = append(errs, f.db.Close())
+		}
 	}
+	s.dataMu.RUnlock()
 	if s.edits != nil {
 		errs = append(errs, s.edits.Close())
 	}
