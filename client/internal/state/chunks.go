@@ -81,14 +81,6 @@ func (c *chunkCodec) encode(dst, raw []byte) []byte {
 // decode returns the raw chunk seq from its stored form, from the cache
 // when it is there. The result is shared: read-only.
 func (c *chunkCodec) decode(key chunkKey, stored []byte) ([]byte, error) {
-	c.mu.Lock()
-	if e, ok := c.bySeq[key]; ok {
-		c.lru.MoveToFront(e)
-		raw := e.Value.(*cached).raw
-		c.mu.Unlock()
-		return raw, nil
-	}
-	c.mu.Unlock()
 	raw, err := c.decodeUncached(key.seq, stored, nil)
 	if err != nil {
 		return nil, err
@@ -105,6 +97,17 @@ func (c *chunkCodec) decode(key chunkKey, stored []byte) ([]byte, error) {
 		}
 	}
 	return raw, nil
+}
+
+// cached returns the chunk key if the cache holds it.
+func (c *chunkCodec) cached(key chunkKey) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.bySeq[key]; ok {
+		c.lru.MoveToFront(e)
+		return e.Value.(*cached).raw
+	}
+	return nil
 }
 
 // decodeUncached decodes into dst's memory when it is large enough,
@@ -134,6 +137,9 @@ func (c *chunkCodec) decodeUncached(seq uint64, stored, dst []byte) ([]byte, err
 
 // loadChunk reads and decompresses chunk seq of the data file gen.
 func (s *Store) loadChunk(b *bolt.Bucket, gen uint32, seq uint64) ([]byte, error) {
+	if raw := s.chunks.cached(chunkKey{gen, seq}); raw != nil {
+		return raw, nil
+	}
 	stored := b.Get(u64(seq))
 	if stored == nil {
 		return nil, fmt.Errorf("stored chunk %d is missing: %w", seq, ErrCorrupt)
@@ -153,6 +159,13 @@ func appendLoc(dst []byte, off int, seqs []uint64) []byte {
 }
 
 func parseLoc(loc []byte) (off int, seqs []uint64, err error) {
+	return parseLocInto(loc, nil)
+}
+
+// parseLocInto is parseLoc appending the seqs to buf (a record in one
+// chunk, the common case, then needs no allocation).
+func parseLocInto(loc []byte, buf []uint64) (off int, seqs []uint64, err error) {
+	seqs = buf[:0]
 	o, n := binary.Uvarint(loc)
 	if n <= 0 || o > maxStoredChunk {
 		return 0, nil, fmt.Errorf("record location %x: %w", loc, ErrCorrupt)

@@ -97,6 +97,37 @@ type dataView struct {
 	chunks  *bolt.Bucket
 	index   *bolt.Bucket // nil at version 0
 	version uint64
+
+	// A scan reads each chunk once: it decodes into a buffer of its own
+	// (records are copied out) instead of the cache, which it would only
+	// fill with chunks no one reads again, and with garbage.
+	scanning  bool
+	scratch   []byte
+	inScratch chunkKey
+}
+
+// chunk returns the raw chunk seq of the view's file.
+func (v *dataView) chunk(seq uint64) ([]byte, error) {
+	if !v.scanning {
+		return v.s.loadChunk(v.chunks, v.gen, seq)
+	}
+	key := chunkKey{v.gen, seq}
+	if v.inScratch == key && v.scratch != nil {
+		return v.scratch, nil
+	}
+	if raw := v.s.chunks.cached(key); raw != nil {
+		return raw, nil
+	}
+	stored := v.chunks.Get(u64(seq))
+	if stored == nil {
+		return nil, fmt.Errorf("stored chunk %d is missing: %w", seq, ErrCorrupt)
+	}
+	raw, err := v.s.chunks.decodeUncached(seq, stored, v.scratch)
+	if err != nil {
+		return nil, err
+	}
+	v.scratch, v.inScratch = raw, key
+	return raw, nil
 }
 
 func (s *Store) viewData(fn func(v *dataView) error) error {
@@ -126,17 +157,18 @@ func (v *dataView) get(key []byte) ([]byte, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return bytes.Clone(val), true, nil
+	return val, true, nil
 }
 
-// read decodes the record at loc, which must be key's; the value may be
-// shared with the chunk cache.
+// read decodes the record at loc, which must be key's, and returns a copy
+// of its value.
 func (v *dataView) read(key, loc []byte) ([]byte, error) {
-	off, seqs, err := parseLoc(loc)
+	var one [1]uint64
+	off, seqs, err := parseLocInto(loc, one[:])
 	if err != nil {
 		return nil, fmt.Errorf("record %q: %w", key, err)
 	}
-	raw, err := v.s.loadChunk(v.chunks, v.gen, seqs[0])
+	raw, err := v.chunk(seqs[0])
 	if err != nil {
 		return nil, fmt.Errorf("record %q: %w", key, err)
 	}
@@ -144,11 +176,13 @@ func (v *dataView) read(key, loc []byte) ([]byte, error) {
 		return nil, fmt.Errorf("record %q at %d of a chunk of %d bytes: %w", key, off, len(raw), ErrCorrupt)
 	}
 	buf := raw[off:]
-	if len(seqs) > 1 {
-		// A record bigger than a chunk: join its pieces.
-		buf = bytes.Clone(buf)
+	owned := len(seqs) > 1
+	if owned {
+		// A record bigger than a chunk: join its pieces, in a buffer of
+		// its size (which is then the copy returned).
+		buf = append(make([]byte, 0, max(recordLen(buf), len(buf))), buf...)
 		for _, seq := range seqs[1:] {
-			piece, err := v.s.loadChunk(v.chunks, v.gen, seq)
+			piece, err := v.chunk(seq)
 			if err != nil {
 				return nil, fmt.Errorf("record %q: %w", key, err)
 			}
@@ -162,7 +196,10 @@ func (v *dataView) read(key, loc []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("record %q: %w", key, err)
 	}
-	return val, nil
+	if owned {
+		return val, nil
+	}
+	return bytes.Clone(val), nil
 }
 
 // Version returns the synced version (0: none).

@@ -159,7 +159,8 @@ func (s *Store) scanEdits(prefix, after []byte, maxKeys int) (out []keyEdits, ho
 
 // scan merges the synced records and the edits read into one batch.
 func (v *dataView) scan(prefix, after []byte, edits []keyEdits, horizon []byte, maxKeys, maxBytes int) ([]KV, []byte, error) {
-	var batch []KV
+	batch := make([]KV, 0, min(maxKeys, 1024))
+	v.scanning = true
 	var cur *bolt.Cursor
 	var rk, rloc []byte
 	if v.index != nil {
@@ -214,7 +215,7 @@ func (v *dataView) scan(prefix, after []byte, edits []keyEdits, horizon []byte, 
 			return nil, nil, fmt.Errorf("key %q: %w", last, err)
 		}
 		if val != nil {
-			batch = append(batch, KV{string(last), bytes.Clone(val)})
+			batch = append(batch, KV{string(last), val})
 			size += len(last) + len(val)
 		}
 	}
