@@ -52,12 +52,12 @@ type deviceFixture struct {
 // they are removed when it ends (a sub-benchmark's function runs more than
 // once).
 type deviceFixtures struct {
-	b  *testing.B
+	b  testing.TB
 	mu sync.Mutex
 	by map[int64]*deviceFixture
 }
 
-func newDeviceFixtures(b *testing.B) *deviceFixtures {
+func newDeviceFixtures(b testing.TB) *deviceFixtures {
 	return &deviceFixtures{b: b, by: map[int64]*deviceFixture{}}
 }
 
@@ -73,7 +73,7 @@ func sizeName(n int64) string { return fmt.Sprintf("%dMB", n>>20) }
 
 // get makes the data set, serves it and records the packs (once per
 // size), and a state directory synced to it.
-func (fs *deviceFixtures) get(b *testing.B, size int64) *deviceFixture {
+func (fs *deviceFixtures) get(b testing.TB, size int64) *deviceFixture {
 	b.Helper()
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -108,7 +108,7 @@ func (fs *deviceFixtures) get(b *testing.B, size int64) *deviceFixture {
 	return fx
 }
 
-func writeFile(b *testing.B, name string, data []byte) {
+func writeFile(b testing.TB, name string, data []byte) {
 	b.Helper()
 	if err := os.WriteFile(name, data, 0o600); err != nil {
 		b.Fatal(err)
@@ -158,7 +158,7 @@ const childEnv = "DELTASYNC_DEVICE_CHILD"
 
 // runChild runs job in a process of its own and returns what it measured,
 // with its peak RSS and CPU as the kernel counted them.
-func runChild(b *testing.B, job childJob) childFigures {
+func runChild(b testing.TB, job childJob) childFigures {
 	b.Helper()
 	js, _ := json.Marshal(job)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestDeviceChild$", "-test.count=1")
@@ -505,4 +505,30 @@ func watchHeap() *heapWatch {
 func (h *heapWatch) stop() uint64 {
 	close(h.stopc)
 	return <-h.done
+}
+
+// TestBigDeviceFootprint is issue 13's acceptance for memory and disk,
+// measured as BenchmarkDeviceFullSync does: a full sync of 64 MB, in a
+// process of its own with a Put and a Get every millisecond, peaks under
+// 100 MB of RSS and leaves at most 1.5 bytes on disk per byte of
+// canonical stream (less: chunks are compressed), and the state checks
+// out. (Time is measured by the benchmark only.)
+func TestBigDeviceFootprint(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("64 MB acceptance test: run without -race/-short (scripts/test does)")
+	}
+	fx := newDeviceFixtures(t).get(t, 64<<20)
+	dir := t.TempDir()
+	f := runChild(t, childJob{Mode: "full", Pack: fx.full, Dir: dir, Keys: fx.keys})
+	t.Logf("64 MB full sync: peak RSS %.1f MB, heap grew %.1f MB, disk %.2f of the stream, CPU %v, %d Puts meanwhile (p99 %v)",
+		float64(f.MaxRSS)/1e6, float64(f.PeakHeap)/1e6, float64(f.Disk)/float64(fx.streamLen), f.CPU, f.Ops, f.PutP99)
+	if f.MaxRSS >= 100e6 || f.MaxRSS == 0 {
+		t.Errorf("peak RSS %d bytes, want under 100 MB", f.MaxRSS)
+	}
+	if ratio := float64(f.Disk) / float64(fx.streamLen); ratio > 1.0 {
+		t.Errorf("%d bytes on disk for a stream of %d: %.2f, want under 1 (chunks compressed)", f.Disk, fx.streamLen, ratio)
+	}
+	if r, err := Check(dir, CheckOptions{}); err != nil || r.Records != uint64(fx.records) {
+		t.Errorf("check: %+v, %v", r, err)
+	}
 }
