@@ -15,10 +15,11 @@ import (
 // Chunks are stored compressed with S2 (klauspost/compress/s2, a faster
 // Snappy), a byte naming the codec and the raw chunk's CRC-32C in front:
 // a full sync compresses the whole data set once, and the device's CPU
-// budget for one of 64 MB is a second. Measured on that data set's 8,679
-// chunks (cmd-less, see the README's figures): S2 stores 0.57 of the raw
-// bytes at 0.16 s of CPU, zstd's fastest level 0.43 at 0.50 s (and decodes
-// no faster); the outer zstd stream of the download alone costs 0.3 s.
+// budget for one of 64 MB is a second. zstd's fastest level stores less
+// (0.43 of the raw bytes against S2's 0.57, BenchmarkChunkCodec) but took
+// 0.45 s of that second where S2 takes 0.16 s, and decodes several times
+// slower (every Get and Scan decodes); the outer zstd stream of the
+// download alone costs 0.3 s.
 // Keys are local sequence numbers (big-endian uint64), assigned in arrival
 // order, so a download appends to the bucket instead of writing all over
 // it (random chunk IDs as keys would touch, and keep resident, every page
