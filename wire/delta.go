@@ -143,9 +143,18 @@ var ErrDeltaAborted = errors.New("delta pack ended with an abort frame")
 
 // Encoders are pooled: a delta pack needs one stream encoder, and dictionary
 // compression re-targets an encoder per chunk with ResetWithOptions.
+//
+// The stream's window is 1 MiB, not the default 8: a decoder holds a
+// window of history, and the device's memory is the budget (issue 13).
+// On the 64 MiB generated data set the stream is 0.3318 of the canonical
+// stream with it and 0.3320 without: matches farther back than 1 MiB are
+// rare in record data, and chunks repeated whole are not sent twice.
+const streamWindow = 1 << 20
+
 var (
 	streamEncoders = sync.Pool{New: func() any {
-		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true))
+		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true),
+			zstd.WithWindowSize(streamWindow))
 		return e
 	}}
 	dictEncoders = sync.Pool{New: func() any {
