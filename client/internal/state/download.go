@@ -34,8 +34,8 @@ const (
 	firstChunks = 64
 	firstBytes  = 1 << 20 // raw bytes
 	flushChunks = 256
-	flushBytes  = 4 << 20
-	arenaBytes  = 4 << 20 // stored bytes
+	flushBytes  = 2 << 20
+	arenaBytes  = 2 << 20 // stored bytes
 )
 
 // Marker returns the download in progress, or nil. A marker that cannot be
