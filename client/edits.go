@@ -198,6 +198,9 @@ func (c *Client) queueEdit(e *edit, lim diff.Limits) error {
 	var size, txid int
 	err := c.store.UpdateEdits(func(tx *state.EditsTx) error {
 		txid = tx.ID()
+		if tx.Meta(state.MetaWiped) != nil {
+			return ErrWiped
+		}
 		if e.Op == OpMerge {
 			if err := c.checkMerge(tx, e, lim); err != nil {
 				return err
@@ -223,6 +226,7 @@ func (c *Client) queueEdit(e *edit, lim diff.Limits) error {
 	}
 	c.st.mu.Unlock()
 	c.emitStatus()
+	c.notifyEdited(e.Key)
 	c.notifyWake()
 	return nil
 }

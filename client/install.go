@@ -32,8 +32,8 @@ func (c *Client) installed(in *state.Installed) {
 
 // installedChanges is the one place the install path reports the keys an
 // installed version changed, once the version is what readers see: the
-// change events of the app (a listener per installed version and per
-// local edit) take them from here.
+// change listeners (OnChange) hear of them from here. A change too large
+// to list (All) reaches them as a full one: reload everything.
 func (c *Client) installedChanges(ch installedChange) {
 	c.wakeMu.Lock()
 	hook := c.onInstalled
@@ -41,4 +41,5 @@ func (c *Client) installedChanges(ch installedChange) {
 	if hook != nil {
 		hook(ch)
 	}
+	c.notifyInstalled(ch.Version, ch.Keys, ch.All)
 }

@@ -199,8 +199,9 @@ func (c *Client) completePatchX(id string, serverVersion uint64, applied []uint6
 	keep := serverVersion > local
 	var removed int
 	var removedBytes int64
+	var left []string // keys whose edits left the view
 	err = c.store.UpdateEdits(func(tx *state.EditsTx) error {
-		removed, removedBytes = 0, 0
+		removed, removedBytes, left = 0, 0, nil
 		p, err := tx.Inflight()
 		if err != nil {
 			return err
@@ -224,12 +225,15 @@ func (c *Client) completePatchX(id string, serverVersion uint64, applied []uint6
 			if keep && !notInVersion[seq] {
 				sentAs = serverVersion
 			}
-			_, size, err := tx.Complete(seq, sentAs)
+			e, size, err := tx.Complete(seq, sentAs)
 			if err != nil {
 				return fmt.Errorf("patch %s: %w", id, err)
 			}
 			removed++
 			removedBytes += int64(size)
+			if sentAs == 0 {
+				left = append(left, e.Key)
+			}
 		}
 		if err := tx.SetInflight(nil); err != nil {
 			return err
@@ -249,6 +253,7 @@ func (c *Client) completePatchX(id string, serverVersion uint64, applied []uint6
 	c.st.conflicts += len(conflicts)
 	c.st.mu.Unlock()
 	c.emitStatus()
+	c.notifyEdited(left...)
 	return nil
 }
 

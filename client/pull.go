@@ -71,6 +71,11 @@ func (c *Client) pullOnce(ctx context.Context, waitSeconds int, res *SyncResult)
 		mk = nil
 	}
 	q := url.Values{"from": {strconv.FormatUint(from, 10)}}
+	if known := c.Status().ServerHead; known > from {
+		// A version we know exists (a patch receipt, perhaps from another
+		// replica): a replica whose cached head trails reads it again.
+		q.Set("min", strconv.FormatUint(known, 10))
+	}
 	if mk != nil {
 		q.Set("to", strconv.FormatUint(mk.To, 10))
 		q.Set("skip", strconv.Itoa(mk.Received))

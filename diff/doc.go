@@ -22,9 +22,10 @@
 //
 // # Change sets
 //
-// Every version stores the record-level change that produced it from its
-// parent (CommitVersion writes it, then claims the version with a
-// create-only write). A batch rebuild records its record diff; a replayed
+// Every version has the record-level change that produced it from its
+// parent, stored in the change feed under a name its manifest records
+// (CommitVersion writes it, then claims the version with a create-only
+// write; see the layout in package snapshot). A batch rebuild records its record diff; a replayed
 // patch records the changes as applied, the patch itself and its receipts.
 // The change sets also form the change feed (ReadFeed) that the app's own
 // backend reads.

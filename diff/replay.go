@@ -6,15 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"time"
 
 	"github.com/deltasync/deltasync/snapshot"
 )
 
-// Conflict policies; the same names as wire.Policy* (diff sits below wire's
-// users and does not import it).
+// Conflict policies, the org setting that picks how Apply resolves a
+// conflict (wire.Policy* are these).
 const (
 	PolicyClientWins = "client-wins" // the offline edit wins; the server value is kept in the receipt
 	PolicyServerWins = "server-wins" // the server value stays; the client value is kept in the receipt
@@ -241,66 +240,85 @@ func (r *replayer) run(ctx context.Context) (*Result, error) {
 			return nil, fmt.Errorf("patch %q: base version %d: %w", r.p.ID, r.p.Base, err)
 		}
 	}
-	for attempt := 1; ; attempt++ {
-		headM, err := r.manifest(ctx, head)
-		if err != nil {
-			return nil, err
-		}
-		pl, err := r.plan(ctx, headM)
-		if err != nil {
-			return nil, err
-		}
-		if pl.conflicts > 0 && r.opts.Policy == PolicyReject {
-			return nil, &RejectedError{Head: head, Receipts: pl.receipts}
-		}
-		if len(pl.edits) == 0 {
-			res := newResult(head, false, pl.receipts)
-			return res, r.storeAnswer(ctx, res)
-		}
-		if !intent {
-			if err := r.putIntent(ctx); err != nil {
-				return nil, err
-			}
-			intent = true
-		}
-		res, err := r.commit(ctx, headM, pl)
-		if err == nil {
-			return res, r.storeAnswer(ctx, res)
-		}
-		if !errors.Is(err, snapshot.ErrExist) {
-			return nil, err
-		}
-		if attempt >= r.opts.MaxAttempts {
-			return nil, fmt.Errorf("patch %q: lost the race for a new version %d times (%v): %w", r.p.ID, attempt, err, ErrContended)
-		}
-		if err := backoff(ctx, attempt); err != nil {
-			return nil, err
-		}
-		newHead, err := snapshot.Head(ctx, r.s, r.opts.Org, r.opts.User)
-		if err != nil {
-			return nil, err
-		}
-		// Another request with this id may have won: look at every
-		// version committed since the head this attempt built on.
-		if res, err := r.scan(ctx, newHead, head+1); res != nil || err != nil {
-			return res, err
-		}
-		head = newHead
-	}
+	return r.replay(ctx, head, intent)
 }
 
-// backoff sleeps a jittered, growing delay (up to ~100 ms) or until ctx ends.
-func backoff(ctx context.Context, attempt int) error {
-	d := time.Duration(1<<min(attempt, 7)) * time.Millisecond
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+// replay plans the patch on head and commits it as the next version,
+// again on the new head whenever another writer claimed that version
+// first (snapshot.RetryLostRace), up to MaxAttempts times.
+func (r *replayer) replay(ctx context.Context, head uint64, intent bool) (*Result, error) {
+	var (
+		res *Result
+		end error // what ends the replay, other than a lost race
+	)
+	attempts, err := snapshot.RetryLostRace(ctx, r.opts.MaxAttempts, func(attempt int) error {
+		if attempt > 1 {
+			newHead, found, err := r.afterLostRace(ctx, head)
+			if found != nil || err != nil {
+				res, end = found, err
+				return nil
+			}
+			head = newHead
+		}
+		var lost error
+		res, lost, end = r.try(ctx, head, &intent)
+		return lost
+	})
+	switch {
+	case errors.Is(err, snapshot.ErrExist):
+		return nil, fmt.Errorf("patch %q: lost the race for a new version %d times (%v): %w", r.p.ID, attempts, err, ErrContended)
+	case err != nil:
+		return nil, err // ctx ended while waiting to try again
 	}
+	return res, end
+}
+
+// try plans the patch on head and commits it as head+1, marking the patch
+// id with its intent first. lost is the commit's error when another writer
+// claimed head+1 first; anything else (an answer, or any other failure)
+// ends the replay with res and err.
+func (r *replayer) try(ctx context.Context, head uint64, intent *bool) (res *Result, lost, err error) {
+	headM, err := r.manifest(ctx, head)
+	if err != nil {
+		return nil, nil, err
+	}
+	pl, err := r.plan(ctx, headM)
+	if err != nil {
+		return nil, nil, err
+	}
+	if pl.conflicts > 0 && r.opts.Policy == PolicyReject {
+		return nil, nil, &RejectedError{Head: head, Receipts: pl.receipts}
+	}
+	if len(pl.edits) == 0 {
+		res := newResult(head, false, pl.receipts)
+		return res, nil, r.storeAnswer(ctx, res)
+	}
+	if !*intent {
+		if err := r.putIntent(ctx); err != nil {
+			return nil, nil, err
+		}
+		*intent = true
+	}
+	res, err = r.commit(ctx, headM, pl)
+	switch {
+	case errors.Is(err, snapshot.ErrExist):
+		return nil, err, nil
+	case err != nil:
+		return nil, nil, err
+	}
+	return res, nil, r.storeAnswer(ctx, res)
+}
+
+// afterLostRace reads the new head after a lost race. Another request with
+// this patch id may have won: found is its answer if a version committed
+// since head (the one the lost attempt built on) carries the id.
+func (r *replayer) afterLostRace(ctx context.Context, head uint64) (newHead uint64, found *Result, err error) {
+	newHead, err = snapshot.Head(ctx, r.s, r.opts.Org, r.opts.User)
+	if err != nil {
+		return 0, nil, err
+	}
+	found, err = r.scan(ctx, newHead, head+1)
+	return newHead, found, err
 }
 
 // manifest returns version v (nil for 0), reusing the base or the last one
@@ -511,7 +529,7 @@ func (r *replayer) plan(ctx context.Context, headM *snapshot.Manifest) (*plan, e
 		if err != nil {
 			return nil, err
 		}
-		if bytes.Equal(res, head) && (res == nil) == (head == nil) {
+		if sameValue(res, head) {
 			continue
 		}
 		pl.edits = append(pl.edits, snapshot.Edit{Key: k, Value: res, Delete: res == nil})
@@ -535,25 +553,61 @@ func (r *replayer) plan(ctx context.Context, headM *snapshot.Manifest) (*plan, e
 // resolve computes the new value of one key (nil: deleted) from its value
 // at base and at head and the client's ops on it, filling their receipts.
 func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []Receipt) ([]byte, error) {
-	corrupt := func(err error) error {
-		return fmt.Errorf("stored value of %q: %v: %w", key, err, snapshot.ErrCorrupt)
-	}
 	if h, ok := r.p.Seen[key]; ok && h == SeenHash(head) {
 		// The client saw exactly the head's value (typically: its own
 		// previous patch made it): nothing else changed the key, and the
 		// ops fold onto that value.
 		base = head
 	}
-	// Fold the ops onto the value the client saw.
+	ours, live, err := r.fold(key, ops, base, receipts)
+	if err != nil {
+		return nil, err
+	}
+	if len(live) == 0 {
+		return head, nil
+	}
+	if sameValue(base, head) {
+		// Untouched by the server since base: the ops apply as they are.
+		for _, i := range live {
+			receipts[i].Status = StatusApplied
+		}
+		return ours, nil
+	}
+	out, conf, err := r.mergeValues(key, base, ours, head)
+	if err != nil {
+		return nil, err
+	}
+	if most := r.opts.Limits.MaxRecordBytes; int64(len(out)) > most {
+		for _, i := range live {
+			receipts[i].Status = StatusRejected
+			receipts[i].Reason = fmt.Sprintf("merged with server changes the value has %d bytes, over the limit of %d bytes per record (%s)", len(out), most, LimitRecordBytes)
+		}
+		return head, nil
+	}
+	r.mergedReceipts(live, conf, ours, head, receipts)
+	return out, nil
+}
+
+// sameValue reports whether two values of a key (nil: absent) are equal.
+func sameValue(a, b []byte) bool { return bytes.Equal(a, b) && (a == nil) == (b == nil) }
+
+func corruptValue(key string, err error) error {
+	return fmt.Errorf("stored value of %q: %v: %w", key, err, snapshot.ErrCorrupt)
+}
+
+// fold applies the client's ops on one key, in order, to the value the
+// client saw (base): ours is the client's value (nil: deleted). An op
+// that cannot apply (a merge into a non-object, or past the record limit)
+// gets a rejected receipt and is skipped; live are the ops that applied.
+func (r *replayer) fold(key string, ops []int, base []byte, receipts []Receipt) (ours []byte, live []int, err error) {
 	f := NewFold(base, r.opts.Limits.MaxRecordBytes)
-	var live []int
 	for _, i := range ops {
 		reason, err := f.Apply(&r.p.Ops[i])
 		if errors.Is(err, snapshot.ErrCorrupt) {
-			return nil, corrupt(err)
+			return nil, nil, corruptValue(key, err)
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if reason != "" {
 			receipts[i].Status, receipts[i].Reason = StatusRejected, reason
@@ -561,26 +615,18 @@ func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []
 		}
 		live = append(live, i)
 	}
-	cur, err := f.Value()
-	if err != nil {
-		return nil, err
-	}
-	if len(live) == 0 {
-		return head, nil
-	}
-	ours := cur
-	if bytes.Equal(base, head) && (base == nil) == (head == nil) {
-		// Untouched by the server since base: the ops apply as they are.
-		for _, i := range live {
-			receipts[i].Status = StatusApplied
-		}
-		return ours, nil
-	}
+	ours, err = f.Value()
+	return ours, live, err
+}
+
+// mergeValues merges the client's value (ours) and the server's (head)
+// three-way against base, field by field; conf lists the conflicting
+// fields (JSON Pointers, "" for the whole record), resolved by the policy.
+func (r *replayer) mergeValues(key string, base, ours, head []byte) (out []byte, conf []string, err error) {
 	bd, od, td, err := decodeDocs(base, ours, head)
 	if err != nil {
-		return nil, corrupt(err)
+		return nil, nil, corruptValue(key, err)
 	}
-	var conf []string
 	clientWins := r.opts.Policy != PolicyServerWins
 	res := merge3(bd, od, td, "", clientWins, &conf)
 	if ours == nil && base == nil && head != nil {
@@ -593,19 +639,18 @@ func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []
 			res = td
 		}
 	}
-	var out []byte
 	if res.ok {
 		if out, err = snapshot.MarshalCanonical(res.v); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	if most := r.opts.Limits.MaxRecordBytes; int64(len(out)) > most {
-		for _, i := range live {
-			receipts[i].Status = StatusRejected
-			receipts[i].Reason = fmt.Sprintf("merged with server changes the value has %d bytes, over the limit of %d bytes per record (%s)", len(out), most, LimitRecordBytes)
-		}
-		return head, nil
-	}
+	return out, conf, nil
+}
+
+// mergedReceipts fills the receipts of the ops on a key merged with the
+// server's changes: merged, or a conflict with both sides' values.
+func (r *replayer) mergedReceipts(live []int, conf []string, ours, head []byte, receipts []Receipt) {
+	clientWins := r.opts.Policy != PolicyServerWins
 	for _, i := range live {
 		rc := &receipts[i]
 		if len(conf) == 0 {
@@ -619,7 +664,6 @@ func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []
 		rc.ClientValue, rc.ClientDeleted = ours, ours == nil
 		rc.ServerValue, rc.ServerDeleted = head, head == nil
 	}
-	return out, nil
 }
 
 func decodeDocs(vals ...[]byte) (b, o, t doc, err error) {

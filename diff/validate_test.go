@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -180,7 +179,7 @@ func TestPoliciesMatchWire(t *testing.T) {
 
 func TestApplyDoesNotModifyThePatch(t *testing.T) {
 	p := &diff.Patch{ID: "p", Ops: []diff.Op{{Op: "put", Key: "k", Value: json.RawMessage(`{ "b":1, "a":2 }`)}}}
-	before := fmt.Sprintf("%s", mustJSON(t, p))
+	before := string(mustJSON(t, p))
 	if _, err := diff.Apply(context.Background(), memstore.New(), applyOpts("u", ""), p); err != nil {
 		t.Fatal(err)
 	}

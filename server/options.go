@@ -130,6 +130,18 @@ type Options struct {
 	StoreTimeout time.Duration
 	StoreMinRate int64
 
+	// Watch configures the change-feed watcher that wakes long polls for
+	// versions committed elsewhere (other replicas, batch builds): see
+	// WatchOptions and watcher.go.
+	Watch WatchOptions
+	// Notifier, if set, carries the news of commits between replicas
+	// faster than the watcher (see Notifier; redisnotify is one).
+	Notifier Notifier
+	// HubIdleGrace is how long a replica keeps track of a user's head
+	// after the user's last long poll here ended, so that the next poll
+	// costs the store nothing (hub.go).
+	HubIdleGrace time.Duration
+
 	// envErr records a DELTASYNC_* variable that RegisterFlags could not
 	// parse; Validate reports it, since RegisterFlags cannot fail.
 	envErr error
@@ -158,6 +170,8 @@ func DefaultOptions() Options {
 		HeaderTimeout:   10 * time.Second,
 		StoreTimeout:    deadline.DefaultOptions().Timeout,
 		StoreMinRate:    deadline.DefaultOptions().MinRate,
+		Watch:           DefaultWatchOptions(),
+		HubIdleGrace:    10 * time.Minute,
 	}
 }
 
@@ -245,6 +259,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", o.IdleTimeout,
 		"how long an idle keep-alive connection stays open (env DELTASYNC_IDLE_TIMEOUT)")
 	o.registerGuardFlags(fs)
+	o.registerFleetFlags(fs)
 }
 
 // registerGuardFlags registers the flags of the denial-of-service guards.
@@ -313,6 +328,9 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("server: jwt-max-lifetime must be positive, got %v", o.JWTMaxLifetime)
 	}
 	if err := o.validateGuards(); err != nil {
+		return err
+	}
+	if err := o.validateFleet(); err != nil {
 		return err
 	}
 	if len(o.JWTSecret) > 0 && len(o.JWTSecret) < MinJWTSecretBytes {

@@ -73,7 +73,7 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 	case err != nil:
 		return err
 	}
-	s.noteHead(req.Org, req.User, res.Version)
+	s.committed(req.Org, req.User, res.Version)
 	if !res.Duplicate {
 		s.metrics.patchesApplied.Inc()
 		s.metrics.conflicts.Add(float64(len(res.Conflicts)))

@@ -15,7 +15,7 @@ type ChunkGetter interface {
 // Reader reads the chunks and records of one version, verifying every chunk
 // against its ID and the whole stream against the manifest's SHA-256.
 type Reader struct {
-	s      Store
+	s      Getter
 	m      *Manifest
 	hasher *Hasher
 	// MaxRange bounds one coalesced ranged GET; MaxGap is the largest hole
@@ -25,7 +25,7 @@ type Reader struct {
 }
 
 // NewReader returns a reader of version m.
-func NewReader(s Store, m *Manifest, secret []byte) *Reader {
+func NewReader(s Getter, m *Manifest, secret []byte) *Reader {
 	return &Reader{s: s, m: m, hasher: NewHasher(secret, m.Org, m.User), MaxRange: 8 << 20, MaxGap: 32 << 10}
 }
 

@@ -5,11 +5,12 @@ package wire
 
 import "github.com/deltasync/deltasync/diff"
 
-// Conflict policies an organisation can choose.
+// Conflict policies an organisation can choose (defined by the replay in
+// package diff, which applies them).
 const (
-	PolicyClientWins = "client-wins"
-	PolicyServerWins = "server-wins"
-	PolicyReject     = "reject"
+	PolicyClientWins = diff.PolicyClientWins
+	PolicyServerWins = diff.PolicyServerWins
+	PolicyReject     = diff.PolicyReject
 )
 
 // Policy is an organisation's offline policy. It is stored by the server

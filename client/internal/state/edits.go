@@ -34,6 +34,7 @@ const (
 	MetaLastResult = "last_result"   // SyncResult JSON
 	MetaRebase     = "rebase_needed" // set: pushing waits for Rebase
 	MetaBlocked    = "blocked_edits" // JSON seq -> reason: edits a server refused alone
+	MetaWiped      = "wiped"         // set: a Wipe sealed the state; the next Open removes it
 )
 
 var (
@@ -196,6 +197,17 @@ func (t *EditsTx) ForEachQueued(fn func(e *Edit, size int) error) error {
 		}
 		return fn(e, len(raw))
 	})
+}
+
+// QueueLen counts the queued edits (by walking: Bucket.Stats does not see
+// a write transaction's own changes).
+func (t *EditsTx) QueueLen() int {
+	n := 0
+	c := t.tx.Bucket(bucketQueue).Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		n++
+	}
+	return n
 }
 
 // ForEachSent calls fn with every sent edit in seq order.

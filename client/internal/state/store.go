@@ -192,6 +192,26 @@ func (s *Store) editsFormat(readOnly bool) (uint64, error) {
 	return format, nil
 }
 
+// Files lists the files of a state directory, state.db last: holding it
+// is holding the directory, and a directory without it has no state.
+var Files = []string{migrateTemp, NextFile, DataFile, EditsFile}
+
+// Remove deletes the state files of dir (a Store must not hold them),
+// syncs the directory, and removes the directory if nothing else is in it
+// (the app may keep files of its own there).
+func Remove(dir string) error {
+	for _, name := range Files {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove client state: %w", err)
+		}
+	}
+	if err := syncDir(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove client state: %w", err)
+	}
+	os.Remove(dir) // fails unless empty, as it should
+	return nil
+}
+
 // Dir returns the state directory.
 func (s *Store) Dir() string { return s.dir }
 

@@ -220,3 +220,58 @@ func (v *dataView) scan(prefix, after []byte, edits []keyEdits, horizon []byte, 
 		}
 	}
 }
+
+// ViewMany is View for several keys at once, read as View reads one: the
+// edits of all of them in one transaction of state.db, then their synced
+// values in one of data.db, so the values are of one synced version. A
+// key without a value has a nil value.
+func (s *Store) ViewMany(keys []string) ([][]byte, error) {
+	edits := make([][]*Edit, len(keys))
+	err := s.ViewEdits(func(tx *EditsTx) error {
+		for i, k := range keys {
+			var err error
+			if edits[i], err = tx.editsOf(k, ^uint64(0)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	vals := make([][]byte, len(keys))
+	err = s.viewData(func(v *dataView) error {
+		for i, k := range keys {
+			base, found, err := v.get([]byte(k))
+			if err != nil {
+				return err
+			}
+			if !found {
+				base = nil
+			}
+			if vals[i], err = foldEdits(base, edits[i], v.version); err != nil {
+				return fmt.Errorf("key %q: %w", k, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return vals, nil
+}
+
+// SyncedKeys calls fn with every key of the synced version (without this
+// device's edits) in bytewise order, from one read transaction.
+func (s *Store) SyncedKeys(fn func(key string)) error {
+	return s.viewData(func(v *dataView) error {
+		if v.index == nil {
+			return nil
+		}
+		cur := v.index.Cursor()
+		for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
+			fn(string(k))
+		}
+		return nil
+	})
+}
