@@ -5,8 +5,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-
-	"github.com/deltasync/deltasync/diff"
 )
 
 // Sources of a Change.
@@ -144,15 +142,6 @@ func (c *Client) notifyEdited(keys ...string) {
 		}
 	}
 	c.emitChange(sum.change(ChangeLocal, c.Status().LocalVersion, false))
-}
-
-// changedKeys returns the keys of a record diff, for notifyInstalled.
-func changedKeys(changes []diff.Change) []string {
-	keys := make([]string, len(changes))
-	for i := range changes {
-		keys[i] = changes[i].Key
-	}
-	return keys
 }
 
 // changeSummary gathers the keys of one change: all of them up to max,
