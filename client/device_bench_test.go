@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -42,6 +43,7 @@ import (
 // deviceFixture is one data set's packs, in files.
 type deviceFixture struct {
 	full, delta string // packs 0→1 and 1→2 (one record changed)
+	delta2      string // pack 2→3 (another record changed)
 	records     int
 	streamLen   int64
 	keys        string // a file of the keys, one a line
@@ -89,7 +91,7 @@ func (fs *deviceFixtures) get(b testing.TB, size int64) *deviceFixture {
 	recs := gen.Dataset(gen.Options{Size: size, Seed: 7})
 	ts.upload("ann", recs)
 	fx := &deviceFixture{records: len(recs), full: filepath.Join(dir, "full.pack"), delta: filepath.Join(dir, "delta.pack"),
-		keys: filepath.Join(dir, "keys"), synced: filepath.Join(dir, "synced")}
+		delta2: filepath.Join(dir, "delta2.pack"), keys: filepath.Join(dir, "keys"), synced: filepath.Join(dir, "synced")}
 	var keys []byte
 	for _, r := range recs {
 		keys = append(append(keys, r.Key...), '\n')
@@ -103,6 +105,8 @@ func (fs *deviceFixtures) get(b testing.TB, size int64) *deviceFixture {
 	fx.streamLen = int64(m.StreamLen)
 	ts.upload("ann", editRecord(recs, len(recs)/2, 1))
 	writeFile(b, fx.delta, capturePack(b, ts, 1))
+	ts.upload("ann", editRecord(recs, len(recs)/3, 2))
+	writeFile(b, fx.delta2, capturePack(b, ts, 2))
 	runChild(b, childJob{Mode: "full", Pack: fx.full, Dir: fx.synced, Keys: fx.keys})
 	fs.by[size] = fx
 	return fx
@@ -137,6 +141,9 @@ func capturePack(tb testing.TB, ts *testServer, from uint64) []byte {
 type childJob struct {
 	Mode string // full (sync into Dir), delta (pull Pack onto Dir), read (Gets and a Scan of Dir)
 	Pack string
+	// Then (delta) is a second delta, pulled after Pack by the same
+	// process: an app that runs already.
+	Then string
 	Dir  string
 	Keys string
 	Gets int
@@ -145,6 +152,7 @@ type childJob struct {
 type childFigures struct {
 	Wall, CPU      time.Duration // of the sync alone (full, delta) or the Scan (read)
 	Install        time.Duration // delta: from the request to the version switched
+	Warm           *childFigures // delta: Wall, CPU and Install of job.Then
 	PeakHeap       uint64        // most the heap grew by during the sync
 	Disk           int64         // both files afterwards
 	PutP99, GetP99 time.Duration // during the sync (full), of the Gets (read)
@@ -216,10 +224,13 @@ func TestDeviceChild(t *testing.T) {
 	}
 }
 
-// fileTransport answers every request with the pack in a file, streamed.
+// fileTransport answers each request with the pack in a file, streamed:
+// the first with names[0], the next with names[1], the last one again and
+// again.
 type fileTransport struct {
-	name  string
-	asked func() // called when a request is made
+	names  []string
+	served *atomic.Int32
+	asked  func() // called when a request is made
 }
 
 func (p fileTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -229,7 +240,8 @@ func (p fileTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if p.asked != nil {
 		p.asked()
 	}
-	f, err := os.Open(p.name)
+	i := min(int(p.served.Add(1))-1, len(p.names)-1)
+	f, err := os.Open(p.names[i])
 	if err != nil {
 		return nil, err
 	}
@@ -241,9 +253,15 @@ func (p fileTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 func openWithPack(t *testing.T, dir, pack string, asked ...func()) *Client {
 	t.Helper()
+	return openWithPacks(t, dir, []string{pack}, asked...)
+}
+
+// openWithPacks opens dir with a fileTransport of packs.
+func openWithPacks(t *testing.T, dir string, packs []string, asked ...func()) *Client {
+	t.Helper()
 	opts := DefaultOptions()
 	opts.ServerURL, opts.Token = "http://device.invalid", "token"
-	tr := fileTransport{name: pack}
+	tr := fileTransport{names: packs, served: new(atomic.Int32)}
 	if len(asked) > 0 {
 		tr.asked = asked[0]
 	}
@@ -324,20 +342,29 @@ func childFullSync(t *testing.T, job childJob) childFigures {
 	return f
 }
 
-// childDelta pulls a delta onto job.Dir.
+// childDelta pulls a delta onto job.Dir, the first thing the process
+// does after Open; then job.Then, if set.
 func childDelta(t *testing.T, job childJob) childFigures {
 	var asked, installed time.Time
-	c := openWithPack(t, job.Dir, job.Pack, func() { asked = time.Now() })
+	c := openWithPacks(t, job.Dir, []string{job.Pack, job.Then}, func() { asked = time.Now() })
 	defer c.Close()
 	c.onInstalled = func(installedChange) { installed = time.Now() }
-	var f childFigures
-	cpu0, t0 := cpuTime(), time.Now()
-	res, err := c.Pull(context.Background())
-	f.Wall, f.CPU, f.Install = time.Since(t0), cpuTime()-cpu0, installed.Sub(asked)
-	if err != nil || res.Full {
-		t.Fatalf("delta: %+v, %v", res, err)
+	pull := func() childFigures {
+		var f childFigures
+		cpu0, t0 := cpuTime(), time.Now()
+		res, err := c.Pull(context.Background())
+		f.Wall, f.CPU, f.Install = time.Since(t0), cpuTime()-cpu0, installed.Sub(asked)
+		if err != nil || res.Full {
+			t.Fatalf("delta: %+v, %v", res, err)
+		}
+		f.RecordsChanged = res.RecordsChanged
+		return f
 	}
-	f.RecordsChanged = res.RecordsChanged
+	f := pull()
+	if job.Then != "" {
+		warm := pull()
+		f.Warm = &warm
+	}
 	return f
 }
 
@@ -403,26 +430,32 @@ func BenchmarkDeviceFullSync(b *testing.B) {
 // BenchmarkDeviceOneRecordDelta installs a delta of one changed record on
 // a synced copy of the data set, in a fresh process each time, and
 // reports medians: the Pull call, the install (from the request to the
-// version switched: the pack is read from a file) and the CPU.
+// version switched: the pack is read from a file) and the CPU; then the
+// same of a second one-record delta in that process (warm-*: an app that
+// runs already, its code and the file's pages touched once).
 func BenchmarkDeviceOneRecordDelta(b *testing.B) {
 	fixtures := newDeviceFixtures(b)
 	for _, size := range deviceSizes() {
 		b.Run(sizeName(size), func(b *testing.B) {
 			fx := fixtures.get(b, size)
-			var wall, cpu, install []time.Duration
+			var wall, cpu, install, wwall, wcpu, winstall []time.Duration
 			for range b.N {
 				dir := b.TempDir()
 				copyFiles(b, fx.synced, dir)
-				f := runChild(b, childJob{Mode: "delta", Pack: fx.delta, Dir: dir})
-				if f.RecordsChanged != 1 {
-					b.Fatalf("delta changed %d records", f.RecordsChanged)
+				f := runChild(b, childJob{Mode: "delta", Pack: fx.delta, Then: fx.delta2, Dir: dir})
+				if f.RecordsChanged != 1 || f.Warm == nil || f.Warm.RecordsChanged != 1 {
+					b.Fatalf("deltas changed %d and %+v records", f.RecordsChanged, f.Warm)
 				}
 				wall, cpu, install = append(wall, f.Wall), append(cpu, f.CPU), append(install, f.Install)
+				wwall, wcpu, winstall = append(wwall, f.Warm.Wall), append(wcpu, f.Warm.CPU), append(winstall, f.Warm.Install)
 			}
 			ms := func(d []time.Duration) float64 { return float64(median(d).Microseconds()) / 1e3 }
 			b.ReportMetric(ms(wall), "pull-ms")
 			b.ReportMetric(ms(install), "install-ms")
 			b.ReportMetric(ms(cpu), "cpu-ms")
+			b.ReportMetric(ms(wwall), "warm-pull-ms")
+			b.ReportMetric(ms(winstall), "warm-install-ms")
+			b.ReportMetric(ms(wcpu), "warm-cpu-ms")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -492,12 +525,30 @@ func copyFiles(tb testing.TB, from, to string) {
 	for _, f := range []string{StateFile, DataFile} {
 		b, err := os.ReadFile(filepath.Join(from, f))
 		if err == nil {
-			err = os.WriteFile(filepath.Join(to, f), b, 0o600)
+			err = writeSynced(filepath.Join(to, f), b)
 		}
 		if err != nil {
 			tb.Fatal(err)
 		}
 	}
+}
+
+// writeSynced writes a file and syncs it: a device's state files were
+// written long before, and a measurement must not pay for flushing a copy.
+func writeSynced(name string, b []byte) error {
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // heapWatch samples the heap (runtime/metrics: no stop-the-world) and

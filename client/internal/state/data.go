@@ -45,23 +45,45 @@ const (
 // dataFormat is data.db's own format number.
 const dataFormat = 1
 
-// initData creates a data file's buckets.
+// dataBuckets are the top-level buckets of a data file.
+var dataBuckets = [][]byte{dataMeta, dataChunks, slotNames[0], slotNames[1]}
+
+// initData creates a data file's buckets and checks its format. A file
+// that has them is only read: a commit is two fsyncs of the biggest file,
+// which every start of the app would pay.
 func initData(db *bolt.DB) error {
+	ready := false
+	err := db.View(func(tx *bolt.Tx) error {
+		for _, name := range dataBuckets {
+			if tx.Bucket(name) == nil {
+				return nil
+			}
+		}
+		ready = true
+		return checkDataFormat(tx.Bucket(dataMeta).Get(dmFormat))
+	})
+	if err != nil || ready {
+		return err
+	}
 	return db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{dataMeta, dataChunks, slotNames[0], slotNames[1]} {
+		for _, name := range dataBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
 		}
 		meta := tx.Bucket(dataMeta)
-		switch f := meta.Get(dmFormat); {
-		case f == nil:
-			return meta.Put(dmFormat, u64(dataFormat))
-		case len(f) != 8 || binary.BigEndian.Uint64(f) != dataFormat:
-			return fmt.Errorf("data format %x, this build reads %d: %w", f, dataFormat, snapshot.ErrUnsupportedVersion)
+		if f := meta.Get(dmFormat); f != nil {
+			return checkDataFormat(f)
 		}
-		return nil
+		return meta.Put(dmFormat, u64(dataFormat))
 	})
+}
+
+func checkDataFormat(f []byte) error {
+	if len(f) != 8 || binary.BigEndian.Uint64(f) != dataFormat {
+		return fmt.Errorf("data format %x, this build reads %d: %w", f, dataFormat, snapshot.ErrUnsupportedVersion)
+	}
+	return nil
 }
 
 // liveSlot returns the live slot's bucket, or nil at version 0.
