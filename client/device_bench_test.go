@@ -103,9 +103,10 @@ func (fs *deviceFixtures) get(b testing.TB, size int64) *deviceFixture {
 		b.Fatal(err)
 	}
 	fx.streamLen = int64(m.StreamLen)
-	ts.upload("ann", editRecord(recs, len(recs)/2, 1))
+	v2 := editRecord(recs, len(recs)/2, 1)
+	ts.upload("ann", v2)
 	writeFile(b, fx.delta, capturePack(b, ts, 1))
-	ts.upload("ann", editRecord(recs, len(recs)/3, 2))
+	ts.upload("ann", editRecord(v2, len(recs)/3, 2))
 	writeFile(b, fx.delta2, capturePack(b, ts, 2))
 	runChild(b, childJob{Mode: "full", Pack: fx.full, Dir: fx.synced, Keys: fx.keys})
 	fs.by[size] = fx

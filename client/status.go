@@ -499,8 +499,16 @@ func (c *Client) putCounters(tx *state.EditsTx) (wrote bool, err error) {
 	return true, nil
 }
 
-// flushCounters persists changed counters in a transaction of their own.
+// flushCounters persists changed counters in a transaction of their own;
+// none when nothing changed (a commit is two fsyncs, and a pull changes
+// the status several times).
 func (c *Client) flushCounters() error {
+	c.st.mu.Lock()
+	dirty := c.st.dirty
+	c.st.mu.Unlock()
+	if !dirty {
+		return nil
+	}
 	var wrote bool
 	err := c.store.UpdateEdits(func(tx *state.EditsTx) error {
 		var err error
