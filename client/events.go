@@ -26,9 +26,10 @@ const DefaultMaxChangeKeys = 100
 type Change struct {
 	Source  string // ChangeServer or ChangeLocal
 	Version uint64 // the local (synced) version after the change
-	// Full reports a full sync (the first one, or a repair): every record
-	// may have changed, and keys deleted by it are not listed; reload
-	// everything. Keys and Collections then describe the whole new version.
+	// Full reports a full sync (the first one, or a repair), or a delta
+	// of more changes than the install lists: every record may have
+	// changed, and keys deleted by it are not listed; reload everything.
+	// Keys and Collections then describe the whole new version.
 	Full bool
 	// Total is the number of keys changed.
 	Total int
