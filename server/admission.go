@@ -212,6 +212,10 @@ func (s *Server) bodyLimitFor(route string) int64 {
 		return s.opts.MaxDatasetBytes
 	case "admin_org_put":
 		return maxAdminJSONBytes
+	case "admin_user_patch":
+		return s.patchBodyLimit()
+	case "admin_fanout":
+		return s.fanoutBodyLimit()
 	}
 	return 0
 }

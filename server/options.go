@@ -130,6 +130,10 @@ type Options struct {
 	StoreTimeout time.Duration
 	StoreMinRate int64
 
+	// Backend configures admin patches, the per-org change feed, consumers,
+	// webhooks and write validation (BackendOptions).
+	Backend BackendOptions
+
 	// envErr records a DELTASYNC_* variable that RegisterFlags could not
 	// parse; Validate reports it, since RegisterFlags cannot fail.
 	envErr error
@@ -158,6 +162,7 @@ func DefaultOptions() Options {
 		HeaderTimeout:   10 * time.Second,
 		StoreTimeout:    deadline.DefaultOptions().Timeout,
 		StoreMinRate:    deadline.DefaultOptions().MinRate,
+		Backend:         DefaultBackendOptions(),
 	}
 }
 
@@ -245,6 +250,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", o.IdleTimeout,
 		"how long an idle keep-alive connection stays open (env DELTASYNC_IDLE_TIMEOUT)")
 	o.registerGuardFlags(fs)
+	o.registerBackendFlags(fs)
 }
 
 // registerGuardFlags registers the flags of the denial-of-service guards.
@@ -313,6 +319,9 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("server: jwt-max-lifetime must be positive, got %v", o.JWTMaxLifetime)
 	}
 	if err := o.validateGuards(); err != nil {
+		return err
+	}
+	if err := o.validateBackend(); err != nil {
 		return err
 	}
 	if len(o.JWTSecret) > 0 && len(o.JWTSecret) < MinJWTSecretBytes {

@@ -20,6 +20,10 @@ func (s *Server) routes() {
 	s.handle(fasthttp.MethodPut, "/v1/admin/orgs/{org}/users/{user}/dataset", "admin_dataset_put", authAdmin, s.putDataset)
 	s.handle(fasthttp.MethodGet, "/v1/admin/changes", "admin_changes", authAdmin, s.changes)
 
+	// Admin: the backend's writes (backend.go).
+	s.handle(fasthttp.MethodPost, "/v1/admin/orgs/{org}/users/{user}/patches", "admin_user_patch", authAdmin, s.postAdminPatch)
+	s.handle(fasthttp.MethodPost, "/v1/admin/orgs/{org}/patches", "admin_fanout", authAdmin, s.postFanout)
+
 	// Admin: org settings.
 	s.handle(fasthttp.MethodGet, "/v1/admin/orgs/{org}", "admin_org_get", authAdmin, s.getOrgSettings)
 	s.handle(fasthttp.MethodPut, "/v1/admin/orgs/{org}", "admin_org_put", authAdmin, s.putOrgSettings)

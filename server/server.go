@@ -54,6 +54,8 @@ type Server struct {
 
 	guards   *guardMetrics
 	maxConns int // Options.MaxConns, or the default derived from RLIMIT_NOFILE
+
+	backend *backendMetrics // admin patches, consumers, webhooks, validation
 }
 
 // New builds a Server from opts (validated with opts.Validate).
@@ -90,6 +92,7 @@ func New(opts Options) (*Server, error) {
 		verifier:    v,
 		metrics:     m,
 		guards:      guards,
+		backend:     newBackendMetrics(m.reg),
 		maxConns:    opts.MaxConns,
 		settings:    newSettingsCache(opts.SettingsTTL),
 		zdec:        zdec,
