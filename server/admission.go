@@ -171,7 +171,7 @@ func (s *Server) surelyRefused(h *fasthttp.RequestHeader) bool {
 	if err := uri.Parse(nil, h.RequestURI()); err != nil {
 		return true
 	}
-	r, _, _ := s.router.match(string(h.Method()), string(uri.Path()))
+	r, params, _ := s.router.match(string(h.Method()), string(uri.Path()))
 	if r == nil {
 		return true
 	}
@@ -184,7 +184,7 @@ func (s *Server) surelyRefused(h *fasthttp.RequestHeader) bool {
 		switch {
 		case err != nil:
 			return true
-		case r.auth == authAdmin && !c.Admin:
+		case r.auth == authAdmin && adminScope(c, &request{params: params}) != nil:
 			return true
 		case r.auth != authAdmin && (c.Org == "" || c.User == ""):
 			return true

@@ -17,7 +17,8 @@ import (
 
 // Claims are the claims of a deltasync bearer token. A user token names the
 // org and user whose data set it opens; an admin token has Admin set and
-// opens the admin API (it needs no org or user).
+// opens the admin API: with an Org, only that org's admin routes (an org
+// admin); without, every admin route (the deployment's admin).
 //
 // Claims are decoded exactly (see decodeClaims): names are case-sensitive,
 // a name may occur once, and each registered claim has its JSON type.

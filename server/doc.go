@@ -22,7 +22,10 @@
 // Tokens are JWTs issued by the app's own backend, verified with an HS256
 // secret and/or RS256 / ES256 public keys; they must carry an expiry. A
 // user token carries "org" and "user" and opens only that user's data set;
-// an admin token carries "admin": true and alone opens /v1/admin. MintToken
+// an admin token carries "admin": true and alone opens /v1/admin. An admin
+// token with an "org" claim administers that org only: every route of
+// another org, and the deployment-wide ones (the deployment's change feed),
+// answer it 403; without "org" it is the deployment's admin. MintToken
 // signs HS256 tokens for the `deltasync token` command.
 //
 // The JWT library checks only signatures; the claims are decoded exactly

@@ -100,3 +100,33 @@ func TestAdminOrgCommand(t *testing.T) {
 		t.Errorf("bad policy: %d %s", code, stderr)
 	}
 }
+
+// TestOrgAdminToken: `deltasync token --admin --org O` mints a token that
+// administers O through `deltasync admin` and is refused (403) for any
+// other org; an admin token names no user.
+func TestOrgAdminToken(t *testing.T) {
+	srv := servertest.Start(t, servertest.Options{})
+	secret := map[string]string{"DELTASYNC_JWT_SECRET": string(srv.Secret)}
+	tok, stderr, code := runIn(t, secret, "token", "--admin", "--org", "acme")
+	if code != 0 {
+		t.Fatal(stderr)
+	}
+	c, err := parseToken(t, tok, string(srv.Secret))
+	if err != nil || !c.Admin || c.Org != "acme" || c.User != "" {
+		t.Fatalf("claims %+v %v", c, err)
+	}
+	env := map[string]string{"DELTASYNC_SERVER": srv.URL, "DELTASYNC_ADMIN_TOKEN": strings.TrimSpace(tok)}
+	if _, stderr, code := runIn(t, env, "admin", "org", "set", "acme", "--offline-mode", "on"); code != 0 {
+		t.Errorf("own org: %d %s", code, stderr)
+	}
+	if _, stderr, code := runIn(t, env, "admin", "org", "set", "globex", "--offline-mode", "on"); code != exitFailure || !strings.Contains(stderr, "403") {
+		t.Errorf("other org: %d %s", code, stderr)
+	}
+	ops := writeFile(t, "ops.ndjson", `{"op":"delete","key":"k"}`+"\n")
+	if _, stderr, code := runIn(t, env, "admin", "patch", "--org", "globex", "--user", "u", "--input", ops); code != exitFailure || !strings.Contains(stderr, "403") {
+		t.Errorf("patch in other org: %d %s", code, stderr)
+	}
+	if _, _, code := runIn(t, secret, "token", "--admin", "--user", "alice"); code != exitUsage {
+		t.Errorf("--admin --user: exit %d", code)
+	}
+}
