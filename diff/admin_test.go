@@ -4,12 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/deltasync/deltasync/diff"
+	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 )
 
 func adminOpts(user string, atHead bool) diff.ApplyOptions {
@@ -234,4 +239,53 @@ func objectCount(t *testing.T, s snapshot.Store) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestFeedOfOneOrg: FeedOptions.Org keeps one org's entries, in order, and
+// passes the others by their names without reading them; Limit counts the
+// kept entries only.
+func TestFeedOfOneOrg(t *testing.T) {
+	mem := memstore.New()
+	recs := gen.Dataset(gen.Options{Size: 4 << 10, Seed: 9})
+	build := func(org, user string) {
+		o := buildOpts(user)
+		o.Org = org
+		if _, _, err := diff.BuildVersion(context.Background(), mem, o, gen.NewSource(recs)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	build("acme", "a1")
+	for i := range 20 {
+		build("globex", fmt.Sprintf("g%d", i))
+	}
+	build("acme", "a2")
+	s := storetest.Wrap(mem)
+	var otherReads atomic.Int32
+	s.Before = func(_ context.Context, op storetest.Op, key string) error {
+		if (op == storetest.OpGet || op == storetest.OpGetRange) && strings.Contains(key, "globex") {
+			otherReads.Add(1)
+		}
+		return nil
+	}
+	o := diff.FeedOptions{Org: "acme", Limit: 1, Settle: time.Millisecond, Now: time.Now().Add(time.Second)}
+	var users []string
+	for {
+		entries, next, err := diff.ReadFeed(t.Context(), s, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			users = append(users, e.ChangeSet.User)
+		}
+		if next == o.After {
+			break
+		}
+		o.After = next
+	}
+	if strings.Join(users, ",") != "a1,a2" {
+		t.Errorf("entries of %v, want a1,a2", users)
+	}
+	if n := otherReads.Load(); n != 0 {
+		t.Errorf("%d reads of another org's objects", n)
+	}
 }

@@ -31,6 +31,9 @@ type FeedOptions struct {
 	// Default 10,000. A call that reaches it returns what it found and the
 	// cursor after the last object examined.
 	MaxScan int
+	// Org, if set, keeps only that org's entries: the others are passed
+	// by their names, without being read (the per-org feed).
+	Org string
 }
 
 // FeedEpoch is the earliest time a change feed can hold: the feed's format
@@ -201,7 +204,11 @@ func (w *feedWalk) list(prefix string, fn func(snapshot.ObjectInfo) error) error
 // page ends there (the store cannot list from a key, so the next call lists
 // the hour again and goes on from its cursor).
 func (w *feedWalk) readHour(hour string) error {
-	keys, cut, err := w.hourKeys(hour, min(w.o.MaxScan-w.scanned, w.o.Limit-len(w.out)))
+	budget := min(w.o.MaxScan-w.scanned, w.o.Limit-len(w.out))
+	if w.o.Org != "" {
+		budget = w.o.MaxScan - w.scanned // most names are passed unread
+	}
+	keys, cut, err := w.hourKeys(hour, budget)
 	if err != nil {
 		return err
 	}
@@ -209,13 +216,17 @@ func (w *feedWalk) readHour(hour string) error {
 		if err := w.ctx.Err(); err != nil {
 			return err
 		}
+		if len(w.out) >= w.o.Limit {
+			w.done = true
+			return nil
+		}
 		k, ok := snapshot.ParseFeedKey(key)
 		if ok && k.Millis > w.horizon {
 			w.done = true
 			return nil
 		}
 		w.scanned++
-		if ok {
+		if ok && (w.o.Org == "" || k.Org == w.o.Org) {
 			cs, err := feedEntry(w.ctx, w.s, key, k)
 			if err != nil {
 				return err

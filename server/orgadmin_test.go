@@ -30,6 +30,8 @@ func crossOrgAdminCases(t *testing.T) []hostileCase {
 		forb("admin patch", "POST", org+"/users/"+hostileEnvUser+"/patches", patch),
 		forb("fan-out", "POST", org+"/patches", []byte(`{"id":"x","users":["`+hostileEnvUser+`"],"ops":[{"op":"delete","key":"k"}]}`)),
 		forb("the org in another case", "GET", "/v1/admin/orgs/ACME", nil),
+		forb("the org's change feed", "GET", org+"/changes", nil),
+		forb("the org's change feed, long poll", "GET", org+"/changes?wait=5s", nil),
 		forb("the deployment's change feed", "GET", "/v1/admin/changes", nil),
 		{name: "org admin token naming a bad org", method: "GET", path: org,
 			opts: []reqOpt{withToken(hs256(t, claimsJSON(`"admin":true`, `"org":"acme/x"`, numericDate("exp", time.Hour))))}, status: 401, code: "unauthorized"},

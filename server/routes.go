@@ -24,6 +24,9 @@ func (s *Server) routes() {
 	s.handle(fasthttp.MethodPost, "/v1/admin/orgs/{org}/users/{user}/patches", "admin_user_patch", authAdmin, s.postAdminPatch)
 	s.handle(fasthttp.MethodPost, "/v1/admin/orgs/{org}/patches", "admin_fanout", authAdmin, s.postFanout)
 
+	// Admin: the org's change feed (orgfeed.go).
+	s.handle(fasthttp.MethodGet, "/v1/admin/orgs/{org}/changes", "admin_org_changes", authAdmin, s.orgChanges)
+
 	// Admin: org settings.
 	s.handle(fasthttp.MethodGet, "/v1/admin/orgs/{org}", "admin_org_get", authAdmin, s.getOrgSettings)
 	s.handle(fasthttp.MethodPut, "/v1/admin/orgs/{org}", "admin_org_put", authAdmin, s.putOrgSettings)

@@ -55,7 +55,8 @@ type Server struct {
 	guards   *guardMetrics
 	maxConns int // Options.MaxConns, or the default derived from RLIMIT_NOFILE
 
-	backend *backendMetrics // admin patches, consumers, webhooks, validation
+	backend    *backendMetrics // admin patches, consumers, webhooks, validation
+	feedWaiter feedWaiter      // per-org feed long polls wait here (orgfeed.go)
 }
 
 // New builds a Server from opts (validated with opts.Validate).
@@ -109,6 +110,7 @@ func New(opts Options) (*Server, error) {
 	if bytes.Equal(opts.JWTSecret, []byte(DevJWTSecret)) {
 		s.log.Warn("serving with the public development JWT secret: anyone can act as any user or admin")
 	}
+	s.feedWaiter = feedPoller{interval: opts.Backend.FeedPollInterval, stopping: s.stopping}
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.routes()
 	s.http = s.newHTTPServer()

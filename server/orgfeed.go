@@ -1,0 +1,124 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/deltasync/deltasync/diff"
+)
+
+// The per-org change feed: GET /v1/admin/orgs/{org}/changes reads the
+// change feed (diff.ReadFeed) keeping one org's entries, as diff.Events,
+// readable with that org's admin token. The cursor is a position in the
+// deployment's feed, so it moves past other orgs' entries too: an answer
+// may carry no entries and a new cursor, and the reader continues from it.
+//
+// With wait, an empty answer waits (long poll) until entries arrive, the
+// wait is over or the server stops. Waiting is feedWaiter's business.
+
+// feedWaiter tells a per-org feed long poll when to read the feed again.
+// feedPoller, a timer, stands in for the change hub (a replica's waiters,
+// woken by its own commits and a feed watcher), which is to replace it.
+type feedWaiter interface {
+	// waitOrg returns true once org's feed may hold new entries, false if
+	// until passed, ctx ended or the server is stopping first.
+	waitOrg(ctx context.Context, org string, until time.Time) bool
+}
+
+// feedPoller wakes every waiter each interval: a poll reads the feed (one
+// listing when nothing is new) once per interval per waiting reader.
+type feedPoller struct {
+	interval time.Duration
+	stopping <-chan struct{}
+}
+
+func (p feedPoller) waitOrg(ctx context.Context, _ string, until time.Time) bool {
+	d := min(p.interval, time.Until(until))
+	if d <= 0 {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return time.Now().Before(until)
+	case <-ctx.Done():
+	case <-p.stopping:
+	}
+	return false
+}
+
+// orgFeedPage is the answer of GET /v1/admin/orgs/{org}/changes.
+type orgFeedPage struct {
+	Entries []diff.Event `json:"entries"`
+	Next    string       `json:"next"` // pass as after; equal to after when nothing was passed
+}
+
+// orgChanges handles GET /v1/admin/orgs/{org}/changes?after=C&limit=N&wait=D.
+func (s *Server) orgChanges(ctx *fasthttp.RequestCtx, req *request) error {
+	org, err := adminOrg(req)
+	if err != nil {
+		return err
+	}
+	limit, err := queryUint(ctx, "limit", 100)
+	if err != nil {
+		return err
+	}
+	if limit == 0 || limit > 1000 {
+		return badRequest("limit must be 1..1000")
+	}
+	wait, err := s.queryWait(ctx)
+	if err != nil {
+		return err
+	}
+	page, err := s.readOrgFeed(req, org, string(ctx.QueryArgs().Peek("after")), int(limit), wait)
+	if err != nil {
+		return err
+	}
+	writeJSON(ctx, fasthttp.StatusOK, page)
+	return nil
+}
+
+// queryWait reads the wait parameter of a long poll (0 if absent), at most
+// LongPollMax.
+func (s *Server) queryWait(ctx *fasthttp.RequestCtx) (time.Duration, error) {
+	w := ctx.QueryArgs().Peek("wait")
+	if w == nil {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(string(w))
+	if err != nil || d < 0 {
+		return 0, badRequest("query parameter wait=%q is not a duration such as 30s", w)
+	}
+	return min(d, s.opts.LongPollMax), nil
+}
+
+// readOrgFeed reads org's entries after the cursor; with nothing there it
+// walks on over other orgs' entries and then waits, until entries come or
+// the wait is over.
+func (s *Server) readOrgFeed(req *request, org, after string, limit int, wait time.Duration) (*orgFeedPage, error) {
+	until := time.Now().Add(wait)
+	page := &orgFeedPage{Entries: []diff.Event{}, Next: after}
+	for {
+		entries, next, err := diff.ReadFeed(req.Ctx, s.store, diff.FeedOptions{
+			After: page.Next, Limit: limit, Settle: s.opts.FeedSettle, Org: org})
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			page.Entries = append(page.Entries, diff.NewEvent(e))
+		}
+		moved := next != page.Next
+		page.Next = next
+		switch {
+		case len(page.Entries) > 0 || wait == 0:
+			return page, nil
+		case moved && time.Now().Before(until):
+			continue // other orgs' entries were passed: read on at once
+		case !s.feedWaiter.waitOrg(req.Ctx, org, until):
+			return page, nil
+		}
+	}
+}
