@@ -210,7 +210,7 @@ func (s *Server) bodyLimitFor(route string) int64 {
 		return s.patchBodyLimit()
 	case "admin_dataset_put":
 		return s.opts.MaxDatasetBytes
-	case "admin_org_put":
+	case "admin_org_put", "admin_consumer_put":
 		return maxAdminJSONBytes
 	case "admin_user_patch":
 		return s.patchBodyLimit()

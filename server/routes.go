@@ -26,6 +26,10 @@ func (s *Server) routes() {
 
 	// Admin: the org's change feed (orgfeed.go).
 	s.handle(fasthttp.MethodGet, "/v1/admin/orgs/{org}/changes", "admin_org_changes", authAdmin, s.orgChanges)
+	s.handle(fasthttp.MethodGet, "/v1/admin/orgs/{org}/consumers", "admin_consumers", authAdmin, s.listConsumers)
+	s.handle(fasthttp.MethodGet, "/v1/admin/orgs/{org}/consumers/{name}", "admin_consumer_get", authAdmin, s.getConsumer)
+	s.handle(fasthttp.MethodPut, "/v1/admin/orgs/{org}/consumers/{name}", "admin_consumer_put", authAdmin, s.putConsumer)
+	s.handle(fasthttp.MethodDelete, "/v1/admin/orgs/{org}/consumers/{name}", "admin_consumer_delete", authAdmin, s.deleteConsumer)
 
 	// Admin: org settings.
 	s.handle(fasthttp.MethodGet, "/v1/admin/orgs/{org}", "admin_org_get", authAdmin, s.getOrgSettings)

@@ -57,6 +57,8 @@ type Server struct {
 
 	backend    *backendMetrics // admin patches, consumers, webhooks, validation
 	feedWaiter feedWaiter      // per-org feed long polls wait here (orgfeed.go)
+	workerOnce sync.Once       // starts the feed worker (feedworker.go)
+	workerDone sync.WaitGroup  // Shutdown waits for it
 }
 
 // New builds a Server from opts (validated with opts.Validate).
@@ -153,6 +155,7 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("deltasync server listening", slog.String("addr", ln.Addr().String()))
 	s.logGuards()
+	s.startFeedWorker()
 	return s.http.Serve(newListener(ln, s.maxConns, s.opts.MaxConnsPerIP, s.log, s.guards))
 }
 
@@ -172,6 +175,7 @@ func (s *Server) ListenAndServe() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stoppingOnce.Do(func() { close(s.stopping) })
 	err := s.http.ShutdownWithContext(ctx)
+	s.workerDone.Wait() // it stops as soon as stopping closes
 	s.cancelBase()
 	return err
 }
