@@ -71,6 +71,21 @@
 // abandoned long poll or patch stops; a patch that was committed anyway
 // is found by its retry (same patch id), which gets the stored answer.
 //
+// # The app's backend
+//
+// The backend (the app's system of record) writes through admin patches,
+// to one user or fanned out to many (backend.go), replayed by diff.Apply
+// like a device's patch, O(change) per user. It reads what happened from
+// its org's change feed (orgfeed.go: diff.Events, with a long poll) and
+// registers named consumers whose acknowledged cursors gc respects
+// (consumers.go). Optionally the server pushes the feed to the org's
+// webhook (webhook.go) and asks the org's validation URL about each
+// device patch before replaying it (validation.go); both are signed with
+// the org's webhook secret (wire.Sign) and may not reach private addresses
+// unless BackendOptions.HooksAllowPrivate. Webhook delivery and the
+// consumer lag metrics run in the feed worker, on the one replica holding
+// the deployment's lease (feedworker.go, lease.go).
+//
 // # Adding endpoints
 //
 // A handler is a handlerFunc: func(*fasthttp.RequestCtx, *request) error.

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"encoding/hex"
 	"log/slog"
 	"net/http"
@@ -54,7 +55,7 @@ func newFeedWorker(s *Server) *feedWorker {
 		s: s, log: s.log,
 		lease: &lease{s: s.store, key: snapshot.LeaseKey(feedWorkerLease), holder: hex.EncodeToString(id[:]),
 			ttl: 6 * iv, margin: iv, now: time.Now},
-		hooks:  hookClient(s.opts.Backend.HookTimeout, s.opts.Backend.HooksAllowPrivate),
+		hooks:  s.hooks,
 		orgs:   map[string]*orgDelivery{},
 		gauges: map[consumerID]bool{},
 		stale:  map[consumerID]bool{},
@@ -108,6 +109,18 @@ func (w *feedWorker) run() {
 // tick renews or takes the lease and, holding it, does one round of work
 // within the lease's validity.
 func (w *feedWorker) tick(ctx context.Context) {
+	if w.lease.etag == "" {
+		// Not the holder: compete only when there is work, so that a
+		// deployment without consumers (and a replica that is not the
+		// holder) only lists, and writes nothing.
+		if ok, err := w.hasConsumers(ctx); !ok {
+			if err != nil {
+				w.log.Warn("feed worker: list consumers", "err", err)
+			}
+			w.setLeader(false)
+			return
+		}
+	}
 	held, err := w.lease.acquire(ctx)
 	if err != nil {
 		w.log.Warn("feed worker: lease", "err", err)
@@ -125,6 +138,18 @@ func (w *feedWorker) tick(ctx context.Context) {
 	}
 	w.deliverWebhooks(wctx, consumers)
 	w.measureLag(wctx, consumers)
+}
+
+// errFound stops a listing at its first key.
+var errFound = errors.New("found")
+
+// hasConsumers reports whether any org has a registered feed consumer.
+func (w *feedWorker) hasConsumers(ctx context.Context) (bool, error) {
+	err := w.s.store.List(ctx, snapshot.ConsumersPrefix, func(snapshot.ObjectInfo) error { return errFound })
+	if errors.Is(err, errFound) {
+		return true, nil
+	}
+	return false, err
 }
 
 // setLeader records whether this replica holds the lease; one that lost

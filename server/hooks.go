@@ -135,7 +135,7 @@ func (u hookUpdate) apply(h *HookSettings) {
 type orgSettingsView struct {
 	OrgSettings
 	WebhookSecret    string `json:"webhook_secret,omitempty"`
-	WebhookSecretSet bool   `json:"webhook_secret_set"`
+	WebhookSecretSet bool   `json:"webhook_secret_set,omitempty"`
 }
 
 func settingsView(st OrgSettings) orgSettingsView {

@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"math"
+	"strconv"
 
 	"github.com/valyala/fasthttp"
 
@@ -47,6 +48,11 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 	opts := diff.DefaultApplyOptions()
 	opts.Org, opts.User, opts.Secret = req.Org, req.User, secret
 	opts.Policy, opts.Limits = req.Policy.ConflictPolicy, req.Policy.Limits()
+	st, err := s.orgSettings(req.Ctx, req.Org)
+	if err != nil {
+		return err
+	}
+	opts.Check = s.validationCheck(req, st.HookSettings)
 	res, err := diff.Apply(req.Ctx, s.store, opts, p)
 	if err != nil {
 		return s.patchFailed(ctx, req, req.Org, req.User, p, err)
@@ -86,6 +92,10 @@ func (s *Server) patchFailed(ctx *fasthttp.RequestCtx, req *request, org, user s
 	case errors.Is(err, diff.ErrContended):
 		ctx.Response.Header.Set("Retry-After", "1")
 		return errorf(fasthttp.StatusServiceUnavailable, wire.CodeUnavailable, "%v; nothing was applied, send the same patch again", err)
+	case errors.Is(err, errValidatorDown):
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(validationRetryAfterSec))
+		return &httpError{Status: fasthttp.StatusServiceUnavailable, Code: wire.CodeUnavailable,
+			Message: "the organization's validator is unavailable; nothing was applied, send the same patch again later", Err: err}
 	case errors.Is(err, snapshot.ErrInvalid):
 		head, herr := snapshot.Head(req.Ctx, s.store, org, user)
 		if herr == nil && p.Base > head {

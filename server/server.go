@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -57,6 +58,7 @@ type Server struct {
 
 	backend    *backendMetrics // admin patches, consumers, webhooks, validation
 	feedWaiter feedWaiter      // per-org feed long polls wait here (orgfeed.go)
+	hooks      *http.Client    // calls orgs' backends (hooks.go)
 	workerOnce sync.Once       // starts the feed worker (feedworker.go)
 	workerDone sync.WaitGroup  // Shutdown waits for it
 }
@@ -113,6 +115,7 @@ func New(opts Options) (*Server, error) {
 		s.log.Warn("serving with the public development JWT secret: anyone can act as any user or admin")
 	}
 	s.feedWaiter = feedPoller{interval: opts.Backend.FeedPollInterval, stopping: s.stopping}
+	s.hooks = hookClient(opts.Backend.HookTimeout, opts.Backend.HooksAllowPrivate)
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.routes()
 	s.http = s.newHTTPServer()
