@@ -3,8 +3,8 @@ package server
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
