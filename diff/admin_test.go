@@ -243,7 +243,7 @@ func objectCount(t *testing.T, s snapshot.Store) int {
 
 // TestFeedOfOneOrg: FeedOptions.Org keeps one org's entries, in order, and
 // passes the others by their names without reading them; Limit counts the
-// kept entries only.
+// kept entries only; no cursor it returns names another org or user.
 func TestFeedOfOneOrg(t *testing.T) {
 	mem := memstore.New()
 	recs := gen.Dataset(gen.Options{Size: 4 << 10, Seed: 9})
@@ -259,6 +259,7 @@ func TestFeedOfOneOrg(t *testing.T) {
 		build("globex", fmt.Sprintf("g%d", i))
 	}
 	build("acme", "a2")
+	build("globex", "after")
 	s := storetest.Wrap(mem)
 	var otherReads atomic.Int32
 	s.Before = func(_ context.Context, op storetest.Op, key string) error {
@@ -276,6 +277,9 @@ func TestFeedOfOneOrg(t *testing.T) {
 		}
 		for _, e := range entries {
 			users = append(users, e.ChangeSet.User)
+		}
+		if strings.Contains(next, "globex") || strings.Contains(next, "~g") || strings.Contains(next, "after") {
+			t.Errorf("cursor %q names another org or its users", next)
 		}
 		if next == o.After {
 			break

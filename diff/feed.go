@@ -81,7 +81,47 @@ func ReadFeed(ctx context.Context, s snapshot.ReadStore, o FeedOptions) ([]FeedE
 	if err != nil {
 		return nil, "", err
 	}
+	if o.Org != "" && w.next != o.After {
+		w.next = w.orgNext()
+	}
 	return w.out, w.next, nil
+}
+
+// orgNext is the cursor an org's reader gets (orgPosition), never before
+// the cursor it came with.
+func (w *feedWalk) orgNext() string {
+	pos, ok := orgPosition(w.next, w.o.Org)
+	if !ok {
+		pos = w.o.After
+		if len(w.out) > 0 {
+			pos = w.out[len(w.out)-1].Cursor
+		}
+	}
+	return max(pos, w.o.After)
+}
+
+// orgPosition is the cursor an org's reader gets for a walk that ended at
+// key: key itself if it is one of the org's entries, else a position that
+// names no other org or user (an org admin must not learn them from its
+// cursor) and lies between what the walk examined and what it did not.
+// With P the prefix of the org's keys in key's millisecond, that is P when
+// key sorts before P (the org's keys of that millisecond are all still to
+// come; what lies between key and P is other orgs'), else P+"~" (after
+// every key of the org in that millisecond, all examined, and before key).
+// A key without a millisecond to take gives no position (ok false).
+func orgPosition(key, org string) (string, bool) {
+	if k, ok := snapshot.ParseFeedKey(key); ok && k.Org == org {
+		return key, true
+	}
+	hour, name, ok := splitFeedKey(key)
+	if !ok || len(name) < 13 || strings.Trim(name[:13], "0123456789") != "" {
+		return "", false
+	}
+	p := snapshot.FeedPrefix + hour + "/" + name[:13] + "~" + org + "~"
+	if key < p {
+		return p, true
+	}
+	return p + "~", true
 }
 
 func (o FeedOptions) withDefaults() FeedOptions {
@@ -232,7 +272,9 @@ func (w *feedWalk) readHour(hour string) error {
 		}
 		w.scanned++
 		switch {
-		case !ok || (w.o.Org != "" && k.Org != w.o.Org):
+		case !ok || k.Version == 0 || (w.o.Org != "" && k.Org != w.o.Org):
+			// Not an entry (version 0 is the empty set: no change set
+			// names it), or another org's.
 		case w.namesOnly:
 			if w.counted == 0 {
 				w.firstMillis = k.Millis

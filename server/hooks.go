@@ -165,6 +165,10 @@ func (s *Server) syncWebhookConsumer(ctx context.Context, org string, st OrgSett
 	return nil
 }
 
+// sharedAddressSpace is 100.64.0.0/10 (RFC 6598, carrier-grade NAT), as
+// private as RFC 1918 space though netip does not call it so.
+var sharedAddressSpace = netip.MustParsePrefix("100.64.0.0/10")
+
 // hookClient makes the requests to orgs' backends. Unless allowPrivate, it
 // refuses to connect to loopback, private, link-local and unspecified
 // addresses (checked on the address dialled, after name resolution, so a
@@ -179,7 +183,7 @@ func hookClient(timeout time.Duration, allowPrivate bool) *http.Client {
 			}
 			ip := ap.Addr().Unmap()
 			if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-				ip.IsUnspecified() || ip.IsMulticast() {
+				ip.IsUnspecified() || ip.IsMulticast() || sharedAddressSpace.Contains(ip) {
 				return fmt.Errorf("refusing to call %s: not a public address (serve --hooks-allow-private allows it)", ip)
 			}
 			return nil
