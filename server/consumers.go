@@ -75,6 +75,11 @@ func (s *Server) putConsumer(ctx *fasthttp.RequestCtx, req *request) error {
 	return nil
 }
 
+// maxConsumersPerOrg bounds an org's consumers (the webhook's included):
+// each one holds versions from gc and costs the feed worker a lag count
+// per round.
+const maxConsumersPerOrg = 32
+
 // ackConsumer sets a consumer's cursor, registering it if need be, and
 // returns it as stored.
 func (s *Server) ackConsumer(ctx context.Context, org, name, cursor string) (*diff.Consumer, error) {
@@ -83,6 +88,9 @@ func (s *Server) ackConsumer(ctx context.Context, org, name, cursor string) (*di
 		now := time.Now().Unix()
 		switch {
 		case errors.Is(err, snapshot.ErrNotExist):
+			if err := s.roomForConsumer(ctx, org); err != nil {
+				return nil, err
+			}
 			c = &diff.Consumer{Org: org, Name: name, RegisteredUnix: now}
 		case err != nil:
 			return nil, err
@@ -97,6 +105,20 @@ func (s *Server) ackConsumer(ctx context.Context, org, name, cursor string) (*di
 		}
 	}
 	return nil, conflict("consumer %s of org %s changed concurrently too often; retry", name, org)
+}
+
+// roomForConsumer refuses a new consumer for an org that has
+// maxConsumersPerOrg.
+func (s *Server) roomForConsumer(ctx context.Context, org string) error {
+	n := 0
+	err := s.store.List(ctx, snapshot.ConsumersPrefix+org+"/", func(snapshot.ObjectInfo) error { n++; return nil })
+	if err != nil {
+		return err
+	}
+	if n >= maxConsumersPerOrg {
+		return conflict("org %s has %d consumers, the most allowed: delete one it no longer needs", org, n)
+	}
+	return nil
 }
 
 // getConsumer handles GET /v1/admin/orgs/{org}/consumers/{name}.

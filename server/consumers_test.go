@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -122,5 +123,22 @@ func TestConsumerLagAndStale(t *testing.T) {
 	r := e.do("GET", "/metrics", nil)
 	if !strings.Contains(string(r.body), `deltasync_feed_consumer_lag_entries{consumer="slow",org="acme"} 0`) {
 		t.Errorf("/metrics lacks the consumer's lag")
+	}
+}
+
+// TestConsumersPerOrgBounded: an org admin cannot register consumers
+// without bound (each holds versions from gc and costs the feed worker).
+func TestConsumersPerOrgBounded(t *testing.T) {
+	e := newTestEnv(t, envConfig{})
+	for i := range maxConsumersPerOrg {
+		if r := e.putConsumer("acme", fmt.Sprintf("c%02d", i), `{"cursor":""}`); r.status != 200 {
+			t.Fatalf("consumer %d: %d %s", i, r.status, r.body)
+		}
+	}
+	if r := e.putConsumer("acme", "onemore", `{"cursor":""}`); r.status != 409 {
+		t.Errorf("consumer over the bound: %d %s", r.status, r.body)
+	}
+	if r := e.putConsumer("acme", "c00", `{"cursor":"now"}`); r.status != 200 {
+		t.Errorf("acknowledging an existing consumer at the bound: %d %s", r.status, r.body)
 	}
 }
