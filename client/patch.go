@@ -183,7 +183,7 @@ func seenBefore(tx *bolt.Tx, e *edit) (string, error) {
 
 // op is the edit as a patch op.
 func (e *edit) op() diff.Op {
-	return diff.Op{Op: e.Op, Key: e.Key, Value: e.Value, Patch: e.Patch}
+	return diff.Op{Op: e.Op, Key: e.Key, Value: e.Value, Patch: e.Patch, At: e.At}
 }
 
 func newPatchID() (string, error) {

@@ -293,3 +293,21 @@ func TestFeedOfOneOrg(t *testing.T) {
 		t.Errorf("%d reads of another org's objects", n)
 	}
 }
+
+// TestEditTimeIsNotPartOfThePatch: a patch resent with edit times it did
+// not carry before (a device upgraded while the patch was in flight) is
+// the same patch: it gets its stored answer, not ErrPatchIDReused.
+func TestEditTimeIsNotPartOfThePatch(t *testing.T) {
+	ctx := context.Background()
+	mem := memstore.New()
+	seed(t, mem, "u", 3)
+	p := &diff.Patch{ID: "up", Base: 1, Ops: []diff.Op{mergeOp("tasks/001", `{"status":"done"}`)}}
+	if _, err := diff.Apply(ctx, mem, applyOpts("u", ""), p); err != nil {
+		t.Fatal(err)
+	}
+	p.Ops[0].At = 1_780_000_000_000
+	res, err := diff.Apply(ctx, mem, applyOpts("u", ""), p)
+	if err != nil || !res.Duplicate || res.Version != 2 {
+		t.Fatalf("resent with edit times: %+v %v, want the stored answer", res, err)
+	}
+}

@@ -369,6 +369,9 @@ func patchHash(p *Patch) (string, error) {
 	copy(c.Ops, p.Ops)
 	for i := range c.Ops {
 		op := &c.Ops[i]
+		// The edit time says when, not what: a patch in flight resent by
+		// an upgraded device that now sends times is the same patch.
+		op.At = 0
 		var err error
 		if len(op.Value) > 0 {
 			if op.Value, err = snapshot.CanonicalJSON(op.Value); err != nil {

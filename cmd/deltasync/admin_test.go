@@ -6,7 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/deltasync/deltasync/admin"
+	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/internal/servertest"
 	"github.com/deltasync/deltasync/server"
 	"github.com/deltasync/deltasync/wire"
@@ -128,5 +131,37 @@ func TestOrgAdminToken(t *testing.T) {
 	}
 	if _, _, code := runIn(t, secret, "token", "--admin", "--user", "alice"); code != exitUsage {
 		t.Errorf("--admin --user: exit %d", code)
+	}
+}
+
+// TestEditTimeReachesTheFeed: an edit made with `deltasync client` carries
+// the device's time of the edit to the org's change feed.
+func TestEditTimeReachesTheFeed(t *testing.T) {
+	srv := servertest.Start(t, servertest.Options{Configure: func(o *server.Options) { o.FeedSettle = time.Millisecond }})
+	srv.SetOrg(t, "acme", `{"offline_mode":true}`)
+	env := map[string]string{"DELTASYNC_SERVER": srv.URL, "DELTASYNC_TOKEN": srv.UserToken(t, "acme", "alice"),
+		"DELTASYNC_CLIENT_DIR": t.TempDir()}
+	before := time.Now().UnixMilli()
+	if _, stderr, code := runIn(t, env, "client", "put", "tasks/1", `{"s":"done"}`); code != 0 {
+		t.Fatal(stderr)
+	}
+	after := time.Now().UnixMilli()
+	if _, stderr, code := runIn(t, env, "client", "push"); code != 0 {
+		t.Fatal(stderr)
+	}
+	adm := &admin.Client{URL: srv.URL, Token: srv.AdminToken(t)}
+	var evs []diff.Event
+	for end := time.Now().Add(10 * time.Second); len(evs) == 0 && time.Now().Before(end); {
+		p, err := adm.Changes(t.Context(), "acme", "", 10, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = p.Entries
+	}
+	if len(evs) != 1 || len(evs[0].Ops) != 1 || evs[0].Source != diff.SourceDevice {
+		t.Fatalf("feed: %+v", evs)
+	}
+	if at := evs[0].Ops[0].Edit.At; at < before || at > after {
+		t.Errorf("edit time %d, want between %d and %d", at, before, after)
 	}
 }
