@@ -197,8 +197,8 @@ func (w *feedWorker) measureLag(ctx context.Context, consumers []diff.Consumer) 
 		m.consumerLagEntries.WithLabelValues(c.Org, c.Name).Set(float64(lag.Entries))
 		m.consumerLagSeconds.WithLabelValues(c.Org, c.Name).Set(secs)
 		stale := lag.Entries > 0 && now.Sub(time.Unix(c.AckedUnix, 0)) > w.s.opts.Backend.ConsumerStale
+		w.noteStale(id, c, stale, lag) // the log line before the gauge says so
 		m.consumerStale.WithLabelValues(c.Org, c.Name).Set(b2f(stale))
-		w.noteStale(id, c, stale, lag)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
