@@ -422,6 +422,9 @@ func (c *Client) queueEdit(e *edit, lim diff.Limits) error {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
+		if meta.Get(metaWiped) != nil {
+			return ErrWiped
+		}
 		e.Seq = getU64(meta, metaEditSeq) + 1
 		if err := meta.Put(metaEditSeq, u64(e.Seq)); err != nil {
 			return err
@@ -452,6 +455,7 @@ func (c *Client) queueEdit(e *edit, lim diff.Limits) error {
 	}
 	c.st.mu.Unlock()
 	c.emitStatus()
+	c.notifyEdited(e.Key)
 	c.notifyWake()
 	return nil
 }

@@ -397,14 +397,13 @@ func TestDeviceLimitsNeverCostAnEdit(t *testing.T) {
 	ts := newTestServer(t)
 	ts.setPolicy(`{"max_pending_bytes":500,"max_offline_seconds":60}`)
 	c := ts.client("ann", nil)
+	clock := useClock(c)
 	ctx := context.Background()
 	_, err := c.Pull(ctx)
 	mustDo(t, err)
 	mustDo(t, c.SetOfflineMode(true))
 	mustDo(t, c.Put("first", []byte(`1`)))
-	c.st.mu.Lock()
-	c.st.c.LastSyncedUnix -= 3600 // an hour offline (there is no clock to inject)
-	c.st.mu.Unlock()
+	clock.add(time.Hour) // an hour offline
 	if s := c.Status(); s.State != StateError || s.Reason != ReasonPolicy || !strings.Contains(s.Message, "longer than the 1m0s your organization allows") {
 		t.Fatalf("over max_offline_seconds: %+v", s)
 	}

@@ -216,10 +216,12 @@ func (c *Client) runLoop(ctx context.Context, wake chan struct{}, done chan stru
 			// asking often.
 			delay = time.Duration(c.opts.RetryMaxMillis) * time.Millisecond
 		}
+		c.setRetry(c.statusNow().Add(delay))
 		timer := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
+			c.setRetry(time.Time{})
 			return
 		case <-timer.C:
 		case <-wake:

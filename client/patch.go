@@ -217,8 +217,9 @@ func (c *Client) completePatch(id string, serverVersion uint64, applied []uint64
 func (c *Client) completePatchX(id string, serverVersion uint64, applied []uint64, notInVersion map[uint64]bool, conflicts []Conflict) error {
 	var removed int
 	var removedBytes int64
+	var left []string // keys whose edits left the view
 	err := c.db.Update(func(tx *bolt.Tx) error {
-		removed, removedBytes = 0, 0
+		removed, removedBytes, left = 0, 0, nil
 		raw := tx.Bucket(bucketInflight).Get(inflightKey)
 		if raw == nil {
 			return fmt.Errorf("patch %s: %w", id, errNoPatch)
@@ -266,6 +267,8 @@ func (c *Client) completePatchX(id string, serverVersion uint64, applied []uint6
 				}
 			} else if err := idx.Delete(indexKey(e.Key, seq)); err != nil {
 				return err
+			} else {
+				left = append(left, e.Key)
 			}
 		}
 		if err := tx.Bucket(bucketInflight).Delete(inflightKey); err != nil {
@@ -286,6 +289,7 @@ func (c *Client) completePatchX(id string, serverVersion uint64, applied []uint6
 	c.st.conflicts += len(conflicts)
 	c.st.mu.Unlock()
 	c.emitStatus()
+	c.notifyEdited(left...)
 	return nil
 }
 

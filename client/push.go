@@ -58,7 +58,7 @@ func (c *Client) push(ctx context.Context, res *SyncResult) error {
 		if p == nil {
 			return nil
 		}
-		c.ensureSyncing()
+		c.beginSync()
 		if err := c.sendPatch(ctx, p, edits, res); err != nil {
 			return err
 		}
@@ -359,6 +359,9 @@ func (c *Client) DiscardEdits(key string) (int, error) {
 	c.st.pendingBytes -= size
 	c.st.mu.Unlock()
 	c.emitStatus()
+	if n > 0 {
+		c.notifyEdited(key)
+	}
 	// A blocked record's edits may be gone: the others can go out now.
 	if err := c.refreshBlocked(); err != nil {
 		return n, err

@@ -301,7 +301,7 @@ func (w *feedWalk) readHour(hour string) error {
 // tells that there were more.
 func (w *feedWalk) hourKeys(hour string, max int) (keys []string, cut bool, err error) {
 	err = w.list(snapshot.FeedPrefix+hour+"/", func(oi snapshot.ObjectInfo) error {
-		if oi.Key <= w.o.After {
+		if oi.Key <= w.o.After || isSettingsEntry(oi.Key) {
 			return nil
 		}
 		if len(keys) >= max {
@@ -354,6 +354,14 @@ func (w *feedWalk) firstHourUnder(prefix, after string) (string, error) {
 }
 
 var errStop = errors.New("stop")
+
+// isSettingsEntry reports a feed entry that announces a change of an org's
+// settings (snapshot.FeedSettingsKey) to the servers' watchers: no change
+// set, so the feed's readers pass it by without reading anything.
+func isSettingsEntry(key string) bool {
+	k, ok := snapshot.ParseFeedKey(key)
+	return ok && k.User == snapshot.FeedSettingsUser
+}
 
 // feedEntry loads a feed object if it is the change set of a claimed
 // version, or returns nil for a loser's or a crashed writer's.

@@ -53,7 +53,7 @@ func (s *Server) adminApplyOptions(ctx context.Context, req *request, org, user 
 // adminPolicy loads org's policy into req.Policy, for the limits admin
 // patches are held to and the 413 answer that names them.
 func (s *Server) adminPolicy(req *request, org string) error {
-	p, err := s.orgPolicy(req.Ctx, org)
+	p, err := s.orgPolicy(req.Ctx, org, false)
 	if err != nil {
 		return err
 	}

@@ -133,6 +133,17 @@ type Options struct {
 	// Backend configures admin patches, the per-org change feed, consumers,
 	// webhooks and write validation (BackendOptions).
 	Backend BackendOptions
+	// Watch configures the change-feed watcher that wakes long polls for
+	// versions committed elsewhere (other replicas, batch builds): see
+	// WatchOptions and watcher.go.
+	Watch WatchOptions
+	// Notifier, if set, carries the news of commits between replicas
+	// faster than the watcher (see Notifier; redisnotify is one).
+	Notifier Notifier
+	// HubIdleGrace is how long a replica keeps track of a user's head
+	// after the user's last long poll here ended, so that the next poll
+	// costs the store nothing (hub.go).
+	HubIdleGrace time.Duration
 
 	// envErr records a DELTASYNC_* variable that RegisterFlags could not
 	// parse; Validate reports it, since RegisterFlags cannot fail.
@@ -163,6 +174,8 @@ func DefaultOptions() Options {
 		StoreTimeout:    deadline.DefaultOptions().Timeout,
 		StoreMinRate:    deadline.DefaultOptions().MinRate,
 		Backend:         DefaultBackendOptions(),
+		Watch:           DefaultWatchOptions(),
+		HubIdleGrace:    10 * time.Minute,
 	}
 }
 
@@ -251,6 +264,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 		"how long an idle keep-alive connection stays open (env DELTASYNC_IDLE_TIMEOUT)")
 	o.registerGuardFlags(fs)
 	o.registerBackendFlags(fs)
+	o.registerFleetFlags(fs)
 }
 
 // registerGuardFlags registers the flags of the denial-of-service guards.
@@ -322,6 +336,9 @@ func (o *Options) Validate() error {
 		return err
 	}
 	if err := o.validateBackend(); err != nil {
+		return err
+	}
+	if err := o.validateFleet(); err != nil {
 		return err
 	}
 	if len(o.JWTSecret) > 0 && len(o.JWTSecret) < MinJWTSecretBytes {

@@ -48,7 +48,7 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 	opts := diff.DefaultApplyOptions()
 	opts.Org, opts.User, opts.Secret = req.Org, req.User, secret
 	opts.Policy, opts.Limits = req.Policy.ConflictPolicy, req.Policy.Limits()
-	st, err := s.orgSettings(req.Ctx, req.Org)
+	st, err := s.orgSettings(req.Ctx, req.Org, false)
 	if err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 	if err != nil {
 		return s.patchFailed(ctx, req, req.Org, req.User, p, err)
 	}
-	s.noteHead(req.Org, req.User, res.Version)
+	s.committed(req.Org, req.User, res.Version)
 	if !res.Duplicate {
 		s.metrics.patchesApplied.Inc()
 		s.metrics.conflicts.Add(float64(len(res.Conflicts)))

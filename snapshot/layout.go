@@ -84,6 +84,21 @@ func FeedKey(ms int64, org, user string, v uint64, nonce string) string {
 	return fmt.Sprintf("%s%s/%013d~%s~%s~%020d~%s.changes", FeedPrefix, t.Format("2006010215"), ms, org, user, v, nonce)
 }
 
+// FeedSettingsUser is the user name of the feed entries that announce a
+// change of an org's settings (ValidateName refuses it for real users):
+//
+//	_feed/<hour>/<ms>~<org>~_settings~00000000000000000000~<nonce>.changes   (empty)
+//
+// Replicas watching the feed drop their cached copy of the org's settings
+// when they list one. Version 0 never has a manifest, so readers of the
+// change feed skip these entries like those of a writer that lost a race.
+const FeedSettingsUser = "_settings"
+
+// FeedSettingsKey names the feed entry announcing a change of org's settings.
+func FeedSettingsKey(ms int64, org, nonce string) string {
+	return FeedKey(ms, org, FeedSettingsUser, 0, nonce)
+}
+
 // FeedHourPrefix is the listing prefix of one hour of the feed.
 func FeedHourPrefix(ms int64) string {
 	return FeedPrefix + time.UnixMilli(ms).UTC().Format("2006010215") + "/"

@@ -25,13 +25,13 @@ Commands:
   pull [--json]           download the newest version (resumes an interrupted download)
   push [--json]           send the pending edits
   sync [--json]           push, then pull
-  status [--json]         local version, pending edits, traffic, state
+  status [--json]         state (the last known one, until this process talks to the server), version, pending edits, traffic
   get KEY                 print the value of KEY (with pending edits applied)
   put KEY JSON            queue a whole new value ("-" reads JSON from stdin)
   merge KEY JSON          queue an RFC 7386 merge patch (a JSON object)
   delete KEY              queue the removal of KEY
   export                  the merged view as NDJSON, sorted by key
-  offline on|off          switch offline mode (no network use while on)
+  offline on|off          switch offline mode (no network use while on; on needs a completed sync)
   conflicts [--json]      conflicts and rejected edits the server reported
   rebase [--json]         under the org's reject policy: pull, then resend the pending edits on the new version
   discard KEY             drop the pending edits of KEY (instead of rebasing them)
@@ -284,7 +284,8 @@ func clientStatus(e *env, c *client.Client, o clientOptions) error {
 			"bytes_down": s.BytesDownTotal, "bytes_up": s.BytesUpTotal,
 			"bytes_down_since_online": s.BytesDownSinceOnline, "bytes_up_since_online": s.BytesUpSinceOnline,
 			"chunks_fetched": last.ChunksFetched, "chunks_reused": last.ChunksReused,
-			"last_synced_unix": s.LastSyncedUnix, "conflicts": s.Conflicts,
+			"last_synced_unix": s.LastSyncedUnix, "last_contact_unix": s.LastContactUnix,
+			"next_retry_unix": s.NextRetryUnix, "conflicts": s.Conflicts,
 			"offline_mode": c.OfflineMode(), "rebase_needed": c.RebaseNeeded(), "blocked": s.BlockedEdits,
 			"server": c.ServerURL(), "policy": c.Policy(),
 		})
@@ -309,6 +310,9 @@ func clientStatus(e *env, c *client.Client, o clientOptions) error {
 		bytesize.Format(s.BytesDownSinceOnline), bytesize.Format(s.BytesUpSinceOnline), bytesize.Format(s.BytesDownTotal), bytesize.Format(s.BytesUpTotal))
 	if s.LastSyncedUnix > 0 {
 		fmt.Fprintf(tw, "last synced\t%s\n", time.Unix(s.LastSyncedUnix, 0).Format(time.RFC3339))
+	}
+	if s.LastContactUnix > 0 {
+		fmt.Fprintf(tw, "last contact\t%s\n", time.Unix(s.LastContactUnix, 0).Format(time.RFC3339))
 	}
 	fmt.Fprintf(tw, "offline mode\t%v\n", c.OfflineMode())
 	return tw.Flush()

@@ -142,7 +142,7 @@ func TestEveryPackageHasADoc(t *testing.T) {
 
 // storeMethods are the methods of snapshot.Store, which only storetest
 // and the backends implement.
-var storeMethods = []string{"Get", "GetRange", "Put", "PutIfAbsent", "PutIfMatch", "Stat", "List", "Delete"}
+var storeMethods = []string{"Get", "GetRange", "Put", "PutIfAbsent", "PutIfMatch", "Stat", "List", "ListAfter", "Delete"}
 
 // TestOneFakeStore: test files build their fake stores on
 // storetest.Faults (function fields) instead of implementing Store methods

@@ -94,6 +94,9 @@ var storeCalls = map[string]func(ctx context.Context, s snapshot.Store) error{
 	"list": func(ctx context.Context, s snapshot.Store) error {
 		return s.List(ctx, "", func(snapshot.ObjectInfo) error { return nil })
 	},
+	"list after": func(ctx context.Context, s snapshot.Store) error {
+		return s.ListAfter(ctx, "", "a", func(snapshot.ObjectInfo) error { return nil })
+	},
 	"delete": func(ctx context.Context, s snapshot.Store) error { return s.Delete(ctx, "k") },
 }
 

@@ -20,6 +20,7 @@ const (
 	OpPutIfMatch  Op = "put if match"
 	OpStat        Op = "stat"
 	OpList        Op = "list"
+	OpListAfter   Op = "list after"
 	OpDelete      Op = "delete"
 )
 
@@ -28,7 +29,7 @@ func (op Op) IsWrite() bool {
 	return op == OpPut || op == OpPutIfAbsent || op == OpPutIfMatch || op == OpDelete
 }
 
-var ops = [...]Op{OpGet, OpGetRange, OpPut, OpPutIfAbsent, OpPutIfMatch, OpStat, OpList, OpDelete}
+var ops = [...]Op{OpGet, OpGetRange, OpPut, OpPutIfAbsent, OpPutIfMatch, OpStat, OpList, OpListAfter, OpDelete}
 
 // Faults is the one fake store of the tests: a snapshot.Store that passes
 // every call through to the store it wraps unless a test replaces the
@@ -55,6 +56,7 @@ type Faults struct {
 	PutIfMatchFunc  func(ctx context.Context, key string, r io.Reader, size int64, etag string) (snapshot.ObjectInfo, error)
 	StatFunc        func(ctx context.Context, key string) (snapshot.ObjectInfo, error)
 	ListFunc        func(ctx context.Context, prefix string, fn func(snapshot.ObjectInfo) error) error
+	ListAfterFunc   func(ctx context.Context, prefix, after string, fn func(snapshot.ObjectInfo) error) error
 	DeleteFunc      func(ctx context.Context, key string) error
 
 	calls [len(ops)]atomic.Int64
@@ -167,6 +169,17 @@ func (f *Faults) List(ctx context.Context, prefix string, fn func(snapshot.Objec
 		return f.ListFunc(ctx, prefix, fn)
 	}
 	return f.Store.List(ctx, prefix, fn)
+}
+
+// ListAfter implements snapshot.Store (Before gets the prefix).
+func (f *Faults) ListAfter(ctx context.Context, prefix, after string, fn func(snapshot.ObjectInfo) error) error {
+	if err := f.enter(ctx, OpListAfter, prefix); err != nil {
+		return err
+	}
+	if f.ListAfterFunc != nil {
+		return f.ListAfterFunc(ctx, prefix, after, fn)
+	}
+	return f.Store.ListAfter(ctx, prefix, after, fn)
 }
 
 // Delete implements snapshot.Store.

@@ -45,13 +45,14 @@ func TestFaultsBeforeFailsTheCall(t *testing.T) {
 		{storetest.OpGetRange, func() error { _, err := f.GetRange(ctx, "k", 0, 1); return err }},
 		{storetest.OpStat, func() error { _, err := f.Stat(ctx, "k"); return err }},
 		{storetest.OpList, func() error { return f.List(ctx, "k", func(snapshot.ObjectInfo) error { return nil }) }},
+		{storetest.OpListAfter, func() error { return f.ListAfter(ctx, "k", "j", func(snapshot.ObjectInfo) error { return nil }) }},
 	}
 	for _, c := range calls {
 		err := c.run()
 		switch {
 		case c.op.IsWrite() && !errors.Is(err, injected):
 			t.Errorf("%s: %v, want the injected error", c.op, err)
-		case !c.op.IsWrite() && c.op != storetest.OpList && !errors.Is(err, snapshot.ErrNotExist):
+		case !c.op.IsWrite() && c.op != storetest.OpList && c.op != storetest.OpListAfter && !errors.Is(err, snapshot.ErrNotExist):
 			t.Errorf("%s: %v, want the memory store's ErrNotExist", c.op, err)
 		}
 		if got := f.Calls(c.op); got != 1 {
