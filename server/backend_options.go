@@ -16,9 +16,6 @@ type BackendOptions struct {
 	MaxFanoutUsers int
 	// FanoutConcurrency bounds the users of one fan-out replayed at once.
 	FanoutConcurrency int
-	// FeedPollInterval is how often a waiting per-org feed long poll looks
-	// at the feed again (feedPoller; to be replaced by the change hub).
-	FeedPollInterval time.Duration
 
 	// Worker runs this replica's feed worker: it competes for the
 	// deployment's lease (one holder at a time across replicas) and, while
@@ -51,7 +48,6 @@ func DefaultBackendOptions() BackendOptions {
 	return BackendOptions{
 		MaxFanoutUsers:    10_000,
 		FanoutConcurrency: 8,
-		FeedPollInterval:  time.Second,
 		WorkerInterval:    5 * time.Second,
 		ConsumerStale:     24 * time.Hour,
 		HookTimeout:       10 * time.Second,
@@ -68,9 +64,6 @@ func (o *Options) registerBackendFlags(fs *flag.FlagSet) {
 	b.FanoutConcurrency = envParse(o, "DELTASYNC_FANOUT_CONCURRENCY", b.FanoutConcurrency, strconv.Atoi)
 	fs.IntVar(&b.FanoutConcurrency, "fanout-concurrency", b.FanoutConcurrency,
 		"users of one fan-out replayed at once (env DELTASYNC_FANOUT_CONCURRENCY)")
-	b.FeedPollInterval = o.envDuration("DELTASYNC_FEED_POLL_INTERVAL", b.FeedPollInterval)
-	fs.DurationVar(&b.FeedPollInterval, "feed-poll-interval", b.FeedPollInterval,
-		"how often a waiting per-org change feed long poll reads the feed again (env DELTASYNC_FEED_POLL_INTERVAL)")
 	b.Worker = o.envBool("DELTASYNC_FEED_WORKER", b.Worker)
 	fs.BoolVar(&b.Worker, "feed-worker", b.Worker,
 		"compete for the deployment's feed-worker lease: webhook delivery and consumer lag metrics (env DELTASYNC_FEED_WORKER)")
@@ -104,12 +97,21 @@ func (o *Options) validateBackend() error {
 	switch {
 	case b.MaxFanoutUsers <= 0 || b.FanoutConcurrency <= 0:
 		return fmt.Errorf("server: max-fanout-users (%d) and fanout-concurrency (%d) must be positive", b.MaxFanoutUsers, b.FanoutConcurrency)
-	case b.FeedPollInterval <= 0 || b.WorkerInterval <= 0 || b.HookTimeout <= 0:
-		return fmt.Errorf("server: feed-poll-interval, feed-worker-interval and hook-timeout must be positive")
+	case b.WorkerInterval <= 0 || b.HookTimeout <= 0:
+		return fmt.Errorf("server: feed-worker-interval and hook-timeout must be positive")
 	case b.ConsumerStale <= 0:
 		return fmt.Errorf("server: consumer-stale must be positive, not %v", b.ConsumerStale)
 	case b.WebhookBackoffMin <= 0 || b.WebhookBackoffMax < b.WebhookBackoffMin:
 		return fmt.Errorf("server: webhook backoff %v..%v: want 0 < min <= max", b.WebhookBackoffMin, b.WebhookBackoffMax)
 	}
 	return nil
+}
+
+// feedSettle is FeedSettle as diff.ReadFeed applies it (its default when
+// unset): per-org feed long polls wake when an entry is this old.
+func (o *Options) feedSettle() time.Duration {
+	if o.FeedSettle > 0 {
+		return o.FeedSettle
+	}
+	return 10 * time.Second
 }

@@ -109,8 +109,13 @@
 //
 // The backend (the app's system of record) writes through admin patches,
 // to one user or fanned out to many (backend.go), replayed by diff.Apply
-// like a device's patch, O(change) per user. It reads what happened from
-// its org's change feed (orgfeed.go: diff.Events, with a long poll) and
+// like a device's patch, O(change) per user; their commits wake devices'
+// long polls like any other (committed: the hub here, the notifier for the
+// other replicas). It reads what happened from its org's change feed
+// (orgfeed.go: diff.Events, with a long poll that waits in memory like a
+// device's, orgfeedhub.go: woken by news of the org's entries from this
+// replica's commits, the watcher and the notifier, once they are old
+// enough to be read, so a waiting reader costs the store nothing) and
 // registers named consumers whose acknowledged cursors gc respects
 // (consumers.go). Optionally the server pushes the feed to the org's
 // webhook (webhook.go) and asks the org's validation URL about each

@@ -34,6 +34,7 @@ const notifyPublishTimeout = 2 * time.Second
 // any) tells the other replicas.
 func (s *Server) committed(org, user string, v uint64) {
 	s.noteHead(org, user, v)
+	s.orgFeeds.news(org, time.Now().UnixMilli()) // its entry is no younger
 	if s.opts.Notifier == nil {
 		return
 	}
@@ -64,6 +65,7 @@ func (s *Server) subscribe(ctx context.Context, stop <-chan struct{}) {
 		start := time.Now()
 		err := s.opts.Notifier.Subscribe(ctx, func(org, user string, v uint64) {
 			s.watcher.notified(userKey{org, user}, v)
+			s.orgFeeds.news(org, time.Now().UnixMilli())
 		})
 		if ctx.Err() != nil {
 			return

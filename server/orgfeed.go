@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -16,39 +15,10 @@ import (
 // may carry no entries and a new cursor, and the reader continues from it.
 //
 // With wait, an empty answer waits (long poll) until entries arrive, the
-// wait is over or the server stops. Waiting is feedWaiter's business.
-
-// feedWaiter tells a per-org feed long poll when to read the feed again.
-// feedPoller, a timer, stands in for the change hub (a replica's waiters,
-// woken by its own commits and a feed watcher), which is to replace it.
-type feedWaiter interface {
-	// waitOrg returns true once org's feed may hold new entries, false if
-	// until passed, ctx ended or the server is stopping first.
-	waitOrg(ctx context.Context, org string, until time.Time) bool
-}
-
-// feedPoller wakes every waiter each interval: a poll reads the feed (one
-// listing when nothing is new) once per interval per waiting reader.
-type feedPoller struct {
-	interval time.Duration
-	stopping <-chan struct{}
-}
-
-func (p feedPoller) waitOrg(ctx context.Context, _ string, until time.Time) bool {
-	d := min(p.interval, time.Until(until))
-	if d <= 0 {
-		return false
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return time.Now().Before(until)
-	case <-ctx.Done():
-	case <-p.stopping:
-	}
-	return false
-}
+// wait is over or the server stops. It waits in the replica's orgFeeds
+// (orgfeedhub.go), woken by news of the org's entries, so a waiting reader
+// makes no store request: the feed is read again only when it may hold a
+// new entry of the org that the reader can see.
 
 // orgFeedPage is the answer of GET /v1/admin/orgs/{org}/changes.
 type orgFeedPage struct {
@@ -100,10 +70,16 @@ func (s *Server) queryWait(ctx *fasthttp.RequestCtx) (time.Duration, error) {
 // the wait is over.
 func (s *Server) readOrgFeed(req *request, org, after string, limit int, wait time.Duration) (*orgFeedPage, error) {
 	until := time.Now().Add(wait)
+	if wait > 0 {
+		s.startWatcher() // the news of other replicas' entries
+		s.orgFeeds.join(org)
+		defer s.orgFeeds.leave(org)
+	}
 	page := &orgFeedPage{Entries: []diff.Event{}, Next: after}
 	for {
+		wake := s.orgFeeds.wakeChan(org) // before the read: news after it wakes us
 		entries, next, err := diff.ReadFeed(req.Ctx, s.store, diff.FeedOptions{
-			After: page.Next, Limit: limit, Settle: s.opts.FeedSettle, Org: org})
+			After: page.Next, Limit: limit, Settle: s.orgFeeds.settle, Org: org})
 		if err != nil {
 			return nil, err
 		}
@@ -117,7 +93,7 @@ func (s *Server) readOrgFeed(req *request, org, after string, limit int, wait ti
 			return page, nil
 		case moved && time.Now().Before(until):
 			continue // other orgs' entries were passed: read on at once
-		case !s.feedWaiter.waitOrg(req.Ctx, org, until):
+		case !waitOrgFeed(req.Ctx, wake, until, s.stopping):
 			return page, nil
 		}
 	}

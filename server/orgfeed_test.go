@@ -11,13 +11,11 @@ import (
 	"github.com/deltasync/deltasync/internal/gen"
 )
 
-// feedEnv is a test server whose feed holds nothing back (FeedSettle 1ms)
-// and whose per-org long polls look again every 20ms.
+// feedEnv is a test server whose feed holds nothing back (FeedSettle 1ms).
 func feedEnv(t *testing.T, cfg envConfig) *testEnv {
 	opts := cfg.opts
 	cfg.opts = func(o *Options) {
 		o.FeedSettle = time.Millisecond
-		o.Backend.FeedPollInterval = 20 * time.Millisecond
 		if opts != nil {
 			opts(o)
 		}

@@ -58,7 +58,7 @@ type Server struct {
 	maxConns int // Options.MaxConns, or the default derived from RLIMIT_NOFILE
 
 	backend    *backendMetrics // admin patches, consumers, webhooks, validation
-	feedWaiter feedWaiter      // per-org feed long polls wait here (orgfeed.go)
+	orgFeeds   *orgFeeds       // per-org feed long polls wait here (orgfeedhub.go)
 	hooks      *http.Client    // calls orgs' backends (hooks.go)
 	workerOnce sync.Once       // starts the feed worker (feedworker.go)
 	workerDone sync.WaitGroup  // Shutdown waits for it
@@ -128,7 +128,8 @@ func New(opts Options) (*Server, error) {
 	if bytes.Equal(opts.JWTSecret, []byte(DevJWTSecret)) {
 		s.log.Warn("serving with the public development JWT secret: anyone can act as any user or admin")
 	}
-	s.feedWaiter = feedPoller{interval: opts.Backend.FeedPollInterval, stopping: s.stopping}
+	s.orgFeeds = newOrgFeeds(opts.feedSettle(), m.reg)
+	s.watcher.onEntry = s.orgFeeds.news
 	s.hooks = hookClient(opts.Backend.HookTimeout, opts.Backend.HooksAllowPrivate)
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.routes()

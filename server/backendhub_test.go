@@ -1,0 +1,232 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deltasync/deltasync/internal/gen"
+	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/snapshot/memstore"
+)
+
+// memNotifier is an in-process Notifier shared by test replicas: Publish
+// calls every subscriber at once.
+type memNotifier struct {
+	mu   sync.Mutex
+	subs map[int]func(org, user string, v uint64)
+	next int
+}
+
+func newMemNotifier() *memNotifier {
+	return &memNotifier{subs: map[int]func(string, string, uint64){}}
+}
+
+func (n *memNotifier) Publish(_ context.Context, org, user string, v uint64) error {
+	n.mu.Lock()
+	var fns []func(string, string, uint64)
+	for _, fn := range n.subs {
+		fns = append(fns, fn)
+	}
+	n.mu.Unlock()
+	for _, fn := range fns {
+		fn(org, user, v)
+	}
+	return nil
+}
+
+func (n *memNotifier) Subscribe(ctx context.Context, fn func(org, user string, v uint64)) error {
+	n.mu.Lock()
+	id := n.next
+	n.next++
+	n.subs[id] = fn
+	n.mu.Unlock()
+	<-ctx.Done()
+	n.mu.Lock()
+	delete(n.subs, id)
+	n.mu.Unlock()
+	return ctx.Err()
+}
+
+// holdPolls starts a long poll for each member (from version v) and waits
+// until all of them wait in the replica's hub.
+func (e *testEnv) holdPolls(org string, users []string, v uint64) map[string]<-chan response {
+	e.t.Helper()
+	polls := map[string]<-chan response{}
+	for _, u := range users {
+		polls[u] = e.pollAsync(fmt.Sprintf("/v1/sync?from=%d&wait=30s", v), userToken(e.t, org, u))
+	}
+	waitUntil(e.t, "every poll waits in the hub", func() bool { return waiters(e.s) == len(users) })
+	return polls
+}
+
+// wantWokenTo checks that every held poll answers with version want.
+func wantWokenTo(t *testing.T, polls map[string]<-chan response, want uint64) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for u, p := range polls {
+		select {
+		case r := <-p:
+			if r.status != 200 || r.header["X-Deltasync-Version"] != fmt.Sprint(want) {
+				t.Errorf("%s's poll: %d version %q, want %d", u, r.status, r.header["X-Deltasync-Version"], want)
+			}
+		case <-deadline:
+			t.Fatalf("%s's poll was not woken by the fan-out", u)
+		}
+	}
+}
+
+// TestFanoutWakesHeldPolls: a fan-out to 200 members wakes each member's
+// held long poll at once through the replica's hub (the watcher's next
+// round is an hour away), each with the new version.
+func TestFanoutWakesHeldPolls(t *testing.T) {
+	e := newTestEnv(t, envConfig{opts: slowWatch})
+	e.client.MaxResponseBodySize = 8 << 20
+	const n = 200
+	e.e2eMembers("acme", n)
+	users := memberNames(n)
+	polls := e.holdPolls("acme", users, 1)
+	status, res := e.fanout("acme", fanoutBody("msg-1", users, `[{"op":"put","key":"channels/general/msgs/1","value":{"text":"hello all"}}]`))
+	if status != 200 || len(res) != n {
+		t.Fatalf("fan-out: %d, %d lines", status, len(res))
+	}
+	wantWokenTo(t, polls, 2)
+	if got := counter(t, e.s.hub.m.wakeups.WithLabelValues("local")); got != n {
+		t.Errorf("local wake-ups %v, want %d", got, n)
+	}
+}
+
+// TestAdminPatchesWakePollsOnOtherReplicas: admin patches (one user and
+// fanned out) committed through replica A are announced through the
+// notifier like device patches, so polls held on replica B wake without
+// waiting for B's watcher (whose next round is an hour away).
+func TestAdminPatchesWakePollsOnOtherReplicas(t *testing.T) {
+	store := memstore.New()
+	note := newMemNotifier()
+	withNote := func(o *Options) { o.Notifier = note; slowWatch(o) }
+	a := newTestEnv(t, envConfig{store: store, opts: withNote})
+	b := newTestEnv(t, envConfig{store: store, opts: withNote})
+	b.client.MaxResponseBodySize = 8 << 20
+	a.e2eMembers("acme", 3)
+	users := memberNames(3)
+	polls := b.holdPolls("acme", users, 1)
+	a.s.startWatcher() // subscribes A too, as a serving replica that held a poll would be
+	if status, res := a.fanout("acme", fanoutBody("msg-1", users[:2], `[{"op":"put","key":"m/1","value":1}]`)); status != 200 || len(res) != 2 {
+		t.Fatalf("fan-out: %d %v", status, res)
+	}
+	patchAnswer(t, a.do("POST", "/v1/admin/orgs/acme/users/"+users[2]+"/patches", []byte(`{"id":"one","ops":[{"op":"put","key":"m/1","value":1}]}`),
+		withToken(adminToken(t))))
+	wantWokenTo(t, polls, 2)
+	if got := counter(t, b.s.hub.m.wakeups.WithLabelValues("notify")); got != 3 {
+		t.Errorf("B's wake-ups by the notifier %v, want 3", got)
+	}
+}
+
+// orgFeedAsync sends a per-org feed long poll and returns where its page
+// arrives.
+func (e *testEnv) orgFeedAsync(org, tok, after string, wait time.Duration) <-chan orgFeedPage {
+	got := make(chan orgFeedPage, 1)
+	go func() { got <- e.orgFeed(org, tok, after, 100, wait) }()
+	return got
+}
+
+// TestIdleOrgFeedPollsCostTheStoreNothing: per-org feed long polls with
+// nothing to read make no store requests of their own while they wait:
+// the replica's one watcher lists the feed once per round, whatever the
+// number of waiting readers (before, each reader listed the feed every
+// --feed-poll-interval). One new entry then answers every reader.
+func TestIdleOrgFeedPollsCostTheStoreNothing(t *testing.T) {
+	counting := snapshot.NewCountingStore(memstore.New())
+	e := feedEnv(t, envConfig{store: counting, opts: func(o *Options) { o.Watch.Interval = 100 * time.Millisecond }})
+	e.enableOrg("acme") // announced in the feed, which is not news to readers
+	tok := orgAdminToken(t, "acme")
+	const readers = 10
+	var polls []<-chan orgFeedPage
+	for range readers {
+		polls = append(polls, e.orgFeedAsync("acme", tok, "", 20*time.Second))
+	}
+	waitUntil(t, "every reader waits", func() bool { return e.s.orgFeeds.waiting("acme") == readers })
+	waitUntil(t, "the watcher has listed", func() bool { return e.s.watcher.rounds.Load() >= 2 })
+	lists0, others0 := storeCounts(counting)
+	rounds0 := e.s.watcher.rounds.Load()
+	time.Sleep(time.Second) // idle
+	lists1, others1 := storeCounts(counting)
+	rounds1 := e.s.watcher.rounds.Load()
+	if others1 != others0 {
+		t.Errorf("%d idle feed readers made %d store requests other than listings, want 0", readers, others1-others0)
+	}
+	if n := lists1 - lists0; n > rounds1-rounds0+1 {
+		t.Errorf("%d listings in %d watcher rounds while %d feed readers waited, want one per round", n, rounds1-rounds0, readers)
+	}
+	e.upload("acme", "alice", []gen.Record{{Key: "k", Value: []byte(`1`)}})
+	for i, p := range polls {
+		select {
+		case page := <-p:
+			if len(page.Entries) != 1 || page.Entries[0].User != "alice" {
+				t.Errorf("reader %d got %+v", i, page)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("reader %d was not woken by the new entry", i)
+		}
+	}
+}
+
+// TestOrgFeedWokenByAnotherReplica: a per-org feed reader waiting on
+// replica B answers an entry committed through replica A, learned by B's
+// watcher, and waiting readers of another org stay asleep.
+func TestOrgFeedWokenByAnotherReplica(t *testing.T) {
+	store := memstore.New()
+	a := feedEnv(t, envConfig{store: store})
+	b := feedEnv(t, envConfig{store: store, opts: fastWatch})
+	a.enableOrg("acme")
+	a.enableOrg("globex")
+	a.upload("acme", "alice", []gen.Record{{Key: "k", Value: []byte(`1`)}})
+	tok := orgAdminToken(t, "acme")
+	var start orgFeedPage
+	waitUntil(t, "the upload's entry is readable", func() bool {
+		start = b.orgFeed("acme", tok, "", 100, 0)
+		return len(start.Entries) == 1
+	})
+	acme := b.orgFeedAsync("acme", tok, start.Next, 15*time.Second)
+	globex := b.orgFeedAsync("globex", orgAdminToken(t, "globex"), "", 2*time.Second)
+	waitUntil(t, "both readers wait on B", func() bool {
+		return b.s.orgFeeds.waiting("acme") == 1 && b.s.orgFeeds.waiting("globex") == 1
+	})
+	patchAnswer(t, a.do("POST", "/v1/admin/orgs/acme/users/alice/patches", []byte(`{"id":"adm","ops":[{"op":"put","key":"k","value":2}]}`),
+		withToken(adminToken(t))))
+	select {
+	case p := <-acme:
+		if len(p.Entries) != 1 || p.Entries[0].PatchID != "adm" {
+			t.Fatalf("acme's reader got %+v", p)
+		}
+	case <-time.After(14 * time.Second):
+		t.Fatal("an entry committed through A did not reach the reader on B")
+	}
+	if p := <-globex; len(p.Entries) != 0 {
+		t.Errorf("globex's reader got %+v", p)
+	}
+}
+
+// TestOrgFeedReaderWokenWhenAnEntrySettles: an entry committed just
+// before a reader came is too young for it to see (FeedSettle); the reader
+// waits and is woken once the entry is old enough, with no commit after
+// it to announce anything.
+func TestOrgFeedReaderWokenWhenAnEntrySettles(t *testing.T) {
+	e := newTestEnv(t, envConfig{opts: func(o *Options) { o.FeedSettle = 500 * time.Millisecond; slowWatch(o) }})
+	e.enableOrg("acme")
+	tok := orgAdminToken(t, "acme")
+	e.upload("acme", "alice", []gen.Record{{Key: "k", Value: []byte(`1`)}})
+	if p := e.orgFeed("acme", tok, "", 100, 0); len(p.Entries) != 0 {
+		t.Skipf("the entry was visible at once (the machine took %v to get here)", 500*time.Millisecond)
+	}
+	select {
+	case p := <-e.orgFeedAsync("acme", tok, "", 15*time.Second):
+		if len(p.Entries) != 1 || p.Entries[0].User != "alice" {
+			t.Fatalf("reader got %+v", p)
+		}
+	case <-time.After(14 * time.Second):
+		t.Fatal("the reader was not woken when the entry became visible")
+	}
+}
