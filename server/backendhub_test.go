@@ -230,3 +230,25 @@ func TestOrgFeedReaderWokenWhenAnEntrySettles(t *testing.T) {
 		t.Fatal("the reader was not woken when the entry became visible")
 	}
 }
+
+// orgFeedsTracked returns how many orgs a replica's orgFeeds keeps.
+func orgFeedsTracked(s *Server) int {
+	s.orgFeeds.mu.Lock()
+	defer s.orgFeeds.mu.Unlock()
+	return len(s.orgFeeds.orgs)
+}
+
+// TestOrgFeedReadsLeaveNothingBehind: reads without a wait, and waits
+// that ended, leave no org behind in the replica's memory (an admin
+// reading many orgs' feeds must not grow it), once their news is due.
+func TestOrgFeedReadsLeaveNothingBehind(t *testing.T) {
+	e := feedEnv(t, envConfig{opts: slowWatch})
+	tok := adminToken(t)
+	for i := range 20 {
+		e.orgFeed(fmt.Sprintf("org%d", i), tok, "", 10, 0)
+	}
+	e.orgFeed("org0", tok, "", 10, 20*time.Millisecond)
+	e.enableOrg("acme")
+	e.upload("acme", "alice", []gen.Record{{Key: "k", Value: []byte(`1`)}})
+	waitUntil(t, "the orgs are forgotten", func() bool { return orgFeedsTracked(e.s) == 0 })
+}

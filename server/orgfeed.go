@@ -77,7 +77,10 @@ func (s *Server) readOrgFeed(req *request, org, after string, limit int, wait ti
 	}
 	page := &orgFeedPage{Entries: []diff.Event{}, Next: after}
 	for {
-		wake := s.orgFeeds.wakeChan(org) // before the read: news after it wakes us
+		var wake <-chan struct{}
+		if wait > 0 {
+			wake = s.orgFeeds.wakeChan(org) // before the read: news after it wakes us
+		}
 		entries, next, err := diff.ReadFeed(req.Ctx, s.store, diff.FeedOptions{
 			After: page.Next, Limit: limit, Settle: s.orgFeeds.settle, Org: org})
 		if err != nil {
