@@ -118,7 +118,7 @@ func patchResponse(res *diff.Result) *wire.PatchResponse {
 
 // adminPatched notes a version an admin patch made and counts it.
 func (s *Server) adminPatched(req *request, org, user, id string, res *diff.Result) {
-	s.committed(org, user, res.Version)
+	s.patched(org, user, res.Created && !res.Duplicate, res.Version)
 	outcome := "unchanged"
 	switch {
 	case res.Duplicate:

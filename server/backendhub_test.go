@@ -252,3 +252,40 @@ func TestOrgFeedReadsLeaveNothingBehind(t *testing.T) {
 	e.upload("acme", "alice", []gen.Record{{Key: "k", Value: []byte(`1`)}})
 	waitUntil(t, "the orgs are forgotten", func() bool { return orgFeedsTracked(e.s) == 0 })
 }
+
+// TestRepeatedPatchesWakeNoFeedReader: a patch answered from storage (a
+// retry, or an admin patch that changed nothing) commits nothing, so it
+// wakes no per-org feed reader: a device retrying cannot make readers
+// read the feed.
+func TestRepeatedPatchesWakeNoFeedReader(t *testing.T) {
+	counting := snapshot.NewCountingStore(memstore.New())
+	e := feedEnv(t, envConfig{store: counting, opts: slowWatch})
+	e.enableOrg("acme")
+	e.upload("acme", "alice", []gen.Record{{Key: "k", Value: []byte(`1`)}})
+	tok := orgAdminToken(t, "acme")
+	dev := userToken(t, "acme", "alice")
+	patch := []byte(`{"id":"p","base":1,"ops":[{"op":"put","key":"k","value":2}]}`)
+	patchAnswer(t, e.do("POST", "/v1/patches", patch, withToken(dev)))
+	var start orgFeedPage
+	waitUntil(t, "both entries are readable", func() bool {
+		start = e.orgFeed("acme", tok, "", 100, 0)
+		return len(start.Entries) == 2
+	})
+	waitUntil(t, "earlier news is due", func() bool { return orgFeedsTracked(e.s) == 0 })
+	poll := e.orgFeedAsync("acme", tok, start.Next, 2*time.Second)
+	waitUntil(t, "the reader waits", func() bool { return e.s.orgFeeds.waiting("acme") == 1 })
+	lists0, _ := storeCounts(counting)
+	for range 5 {
+		if r := patchAnswer(t, e.do("POST", "/v1/patches", patch, withToken(dev))); !r.Duplicate {
+			t.Fatalf("retry not a duplicate: %+v", r)
+		}
+		patchAnswer(t, e.do("POST", "/v1/admin/orgs/acme/users/alice/patches", []byte(`{"id":"same","ops":[{"op":"put","key":"k","value":2}]}`),
+			withToken(adminToken(t))))
+	}
+	if p := <-poll; len(p.Entries) != 0 {
+		t.Fatalf("reader got %+v", p)
+	}
+	if lists1, _ := storeCounts(counting); lists1 != lists0 {
+		t.Errorf("the reader listed the feed %d times after patches that committed nothing, want 0", lists1-lists0)
+	}
+}

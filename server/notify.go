@@ -29,6 +29,17 @@ type Notifier interface {
 // the answer, and a lost one only costs the watcher's delay.
 const notifyPublishTimeout = 2 * time.Second
 
+// patched notes the outcome of a patch replayed here: a version it
+// created is committed; a stored answer or a patch that changed nothing
+// only tells the caches the head it saw (it announces nothing).
+func (s *Server) patched(org, user string, created bool, v uint64) {
+	if created {
+		s.committed(org, user, v)
+		return
+	}
+	s.noteHead(org, user, v)
+}
+
 // committed is told of every version committed through this replica: the
 // caches learn it, the user's long polls here wake, and the notifier (if
 // any) tells the other replicas.

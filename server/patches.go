@@ -57,7 +57,7 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 	if err != nil {
 		return s.patchFailed(ctx, req, req.Org, req.User, p, err)
 	}
-	s.committed(req.Org, req.User, res.Version)
+	s.patched(req.Org, req.User, res.Created && !res.Duplicate, res.Version)
 	if !res.Duplicate {
 		s.metrics.patchesApplied.Inc()
 		s.metrics.conflicts.Add(float64(len(res.Conflicts)))
