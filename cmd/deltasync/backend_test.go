@@ -160,6 +160,7 @@ func TestFanoutToTwoHundredMembers(t *testing.T) {
 		t.Fatalf("device patch: %d %s", code, body)
 	}
 	devBytes, before := dirBytes(t, dir, before)
+	polls := holdMemberPolls(t, url, users)
 
 	var results int
 	err := adm.Fanout(ctx, "acme", &wire.FanoutRequest{ID: "msg-123", Users: users,
@@ -180,7 +181,60 @@ func TestFanoutToTwoHundredMembers(t *testing.T) {
 	if perUser > 2*float64(devBytes) {
 		t.Errorf("fan-out wrote %.0f bytes per user, over twice a one-record device patch (%d)", perUser, devBytes)
 	}
+	checkPollsWoken(t, polls, len(msg))
 	checkMembersReceive(t, url, users, key, len(msg))
+}
+
+// holdMemberPolls starts a long poll from version 1 for each member, as
+// their idle devices hold, and waits until all of them wait in the
+// server's hub. Each poll's answer arrives on its channel (status, the
+// version it names, the body's length).
+func holdMemberPolls(t *testing.T, url string, users []string) map[string]chan [3]int {
+	t.Helper()
+	polls := map[string]chan [3]int{}
+	for _, u := range users {
+		ch := make(chan [3]int, 1)
+		polls[u] = ch
+		req, _ := http.NewRequest("GET", url+"/v1/sync?from=1&wait=60s", nil)
+		req.Header.Set("Authorization", "Bearer "+replicaToken(t, server.Claims{Org: "acme", User: u}))
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				ch <- [3]int{-1, 0, 0}
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var v int
+			fmt.Sscan(resp.Header.Get("X-Deltasync-Version"), &v)
+			ch <- [3]int{resp.StatusCode, v, len(b)}
+		}()
+	}
+	waitFor(t, "every member's poll waits", func() bool { return metric(t, url, "deltasync_hub_waiters") == float64(len(users)) })
+	return polls
+}
+
+// checkPollsWoken: the fan-out woke every member's held poll with version
+// 2, as a delta about the message's size.
+func checkPollsWoken(t *testing.T, polls map[string]chan [3]int, msgLen int) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	var largest int
+	for u, ch := range polls {
+		select {
+		case r := <-ch:
+			if r[0] != 200 || r[1] != 2 {
+				t.Errorf("%s's held poll answered %d version %d, want 200 version 2", u, r[0], r[1])
+			}
+			largest = max(largest, r[2])
+		case <-deadline:
+			t.Fatalf("%s's held poll was not woken by the fan-out", u)
+		}
+	}
+	t.Logf("the fan-out woke all %d held polls; largest delta %d bytes (message %d bytes)", len(polls), largest, msgLen)
+	if largest > msgLen+1024 {
+		t.Errorf("a held poll's delta is %d bytes for a %d-byte message", largest, msgLen)
+	}
 }
 
 // checkMembersReceive: every member's device gets the new version as a
