@@ -17,6 +17,7 @@ func orgAdminToken(t *testing.T, org string) string {
 // the store unchanged.
 func crossOrgAdminCases(t *testing.T) []hostileCase {
 	other := orgAdminToken(t, "globex")
+	emptyOrgAdmin := hs256(t, claimsJSON(`"admin":true`, `"org":""`, numericDate("exp", time.Hour)))
 	org := "/v1/admin/orgs/" + hostileEnvOrg
 	patch := []byte(`{"id":"x","ops":[{"op":"put","key":"k","value":1}]}`)
 	forb := func(name, method, path string, body []byte) hostileCase {
@@ -42,6 +43,17 @@ func crossOrgAdminCases(t *testing.T) []hostileCase {
 			opts: []reqOpt{withToken(hs256(t, claimsJSON(`"admin":true`, `"org":"acme/x"`, numericDate("exp", time.Hour))))}, status: 401, code: "unauthorized"},
 		{name: "org admin token with the org in another case", method: "PUT", path: org, body: []byte(`{"offline_mode":false}`),
 			opts: []reqOpt{withToken(orgAdminToken(t, "ACME"))}, status: 403, code: "forbidden"},
+		// An issuer that meant an org admin but filled in no org must not
+		// mint the deployment's admin: an org claim is a name or absent.
+		{name: "admin token with an empty org claim, the org's route", method: "PUT", path: org, body: []byte(`{"offline_mode":false}`),
+			opts: []reqOpt{withToken(emptyOrgAdmin)}, status: 401, code: "unauthorized"},
+		{name: "admin token with an empty org claim, the deployment's feed", method: "GET", path: "/v1/admin/changes",
+			opts: []reqOpt{withToken(emptyOrgAdmin)}, status: 401, code: "unauthorized"},
+		{name: "admin token with a null org claim", method: "GET", path: "/v1/admin/changes",
+			opts: []reqOpt{withToken(hs256(t, claimsJSON(`"admin":true`, `"org":null`, numericDate("exp", time.Hour))))}, status: 401, code: "unauthorized"},
+		{name: "user token with an empty user claim", method: "GET", path: "/v1/status",
+			opts: []reqOpt{withToken(hs256(t, claimsJSON(`"org":"acme"`, `"user":""`, numericDate("exp", time.Hour))))}, status: 401, code: "unauthorized"},
+		forb("a path that climbs from its org into another", "GET", "/v1/admin/orgs/globex/../"+hostileEnvOrg, nil),
 	}
 }
 
