@@ -36,6 +36,9 @@ func (s *Server) putOrgSettings(ctx *fasthttp.RequestCtx, req *request) error {
 	if err := decodeJSON(body, &u); err != nil {
 		return err
 	}
+	if err := s.checkHookTargets(u.hookUpdate); err != nil {
+		return err
+	}
 	st, err := s.updateOrgSettings(req.Ctx, org, u)
 	if err != nil {
 		return err

@@ -1,15 +1,22 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/snapshot/fsstore"
 	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/wire"
 )
 
 // memNotifier is an in-process Notifier shared by test replicas: Publish
@@ -287,5 +294,82 @@ func TestRepeatedPatchesWakeNoFeedReader(t *testing.T) {
 	}
 	if lists1, _ := storeCounts(counting); lists1 != lists0 {
 		t.Errorf("the reader listed the feed %d times after patches that committed nothing, want 0", lists1-lists0)
+	}
+}
+
+// longNames returns n distinct user names of the longest length (128).
+func longNames(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%05d%s", i, strings.Repeat("x", 123))
+	}
+	return out
+}
+
+// TestFanoutOfTenThousandUsersFits: with the default options a fan-out
+// naming 10,000 users of the longest names fits the body limit and
+// decodes; 10,001 users are refused whole before anything is written.
+func TestFanoutOfTenThousandUsersFits(t *testing.T) {
+	mem := memstore.New()
+	e := newTestEnv(t, envConfig{store: mem})
+	e.enableOrg("acme")
+	op := `[{"op":"put","key":"channels/general/msgs/1","value":{"text":"hello all"}}]`
+	body := fanoutBody("msg-1", longNames(10_000), op)
+	if int64(len(body)) > e.s.fanoutBodyLimit() {
+		t.Fatalf("10,000 users of 128 bytes make a %d-byte body, over the limit of %d", len(body), e.s.fanoutBodyLimit())
+	}
+	if _, users, err := e.s.decodeFanout(body); err != nil || len(users) != 10_000 {
+		t.Fatalf("10,000 users: %d users, %v", len(users), err)
+	}
+	before := storeContents(t, mem)
+	if status, _ := e.fanout("acme", fanoutBody("too-many", longNames(10_001), op)); status != 400 {
+		t.Errorf("10,001 users: %d, want 400", status)
+	}
+	if after := storeContents(t, mem); !sameContents(before, after) {
+		t.Fatal("a refused fan-out of 10,001 users changed the store")
+	}
+}
+
+// TestBigFanoutOfTenThousandUsers: a fan-out to 10,000 users (the default
+// maximum, the longest names) on the directory store answers one line
+// per user, each applied. (The memory store lists by scanning every key,
+// which would make it quadratic.)
+func TestBigFanoutOfTenThousandUsers(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("10,000 replays: run without -race/-short (scripts/test does)")
+	}
+	dir, err := fsstore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newTestEnv(t, envConfig{store: dir})
+	e.client.MaxResponseBodySize = 64 << 20 // before the first request: its host client keeps it
+	e.enableOrg("acme")
+	users := longNames(10_000)
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod("POST")
+	req.SetRequestURI("http://deltasync.test/v1/admin/orgs/acme/patches")
+	req.Header.Set("Authorization", "Bearer "+adminToken(t))
+	req.SetBody(fanoutBody("msg-1", users, `[{"op":"put","key":"channels/general/msgs/1","value":{"text":"hello all"}}]`))
+	start := time.Now()
+	if err := e.client.DoTimeout(req, resp, 10*time.Minute); err != nil || resp.StatusCode() != 200 {
+		t.Fatalf("10,000 users: %v %d %.200s", err, resp.StatusCode(), resp.Body())
+	}
+	t.Logf("a fan-out to 10,000 users on the directory store took %v", time.Since(start).Round(time.Millisecond))
+	applied := map[string]bool{}
+	for line := range bytes.Lines(resp.Body()) {
+		var r wire.FanoutResult
+		if err := json.Unmarshal(line, &r); err != nil || r.Error != nil || r.PatchResponse == nil || !r.Created {
+			t.Fatalf("line %.200s: %v", line, err)
+		}
+		applied[r.User] = true
+	}
+	for _, u := range users {
+		if !applied[u] {
+			t.Fatalf("no line for %s (%d lines)", u, len(applied))
+		}
 	}
 }

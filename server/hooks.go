@@ -165,9 +165,101 @@ func (s *Server) syncWebhookConsumer(ctx context.Context, org string, st OrgSett
 	return nil
 }
 
-// sharedAddressSpace is 100.64.0.0/10 (RFC 6598, carrier-grade NAT), as
-// private as RFC 1918 space though netip does not call it so.
-var sharedAddressSpace = netip.MustParsePrefix("100.64.0.0/10")
+// nonPublicV4 are IPv4 ranges that are not public unicast beyond what
+// netip classifies: "this network" (0/8: 0.x dials the host itself on
+// some systems), shared address space (100.64/10, RFC 6598: carrier NAT,
+// and cloud metadata such as 100.100.100.200), IETF protocol assignments
+// (192.0.0/24), benchmarking (198.18/15) and reserved space up to the
+// broadcast address (240/4).
+var nonPublicV4 = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("198.18.0.0/15"),
+	netip.MustParsePrefix("240.0.0.0/4"),
+}
+
+// Prefixes of IPv6 addresses that carry an IPv4 address a gateway or the
+// host may deliver to: NAT64 (64:ff9b::/96, and 64:ff9b:1::/48 for local
+// use), IPv4-compatible (::/96, deprecated) at the end, 6to4 (2002::/16)
+// in bytes 2..5. The IPv4 address inside is checked as well.
+var (
+	nat64Prefix      = netip.MustParsePrefix("64:ff9b::/96")
+	nat64LocalPrefix = netip.MustParsePrefix("64:ff9b:1::/48")
+	v4CompatPrefix   = netip.MustParsePrefix("::/96")
+	sixToFourPrefix  = netip.MustParsePrefix("2002::/16")
+)
+
+// checkPublicAddr refuses an address a hook must not call unless the
+// operator allows private ones: loopback, private, link-local,
+// unspecified, multicast, the IPv4 ranges of nonPublicV4, and IPv6
+// addresses carrying such an IPv4 address.
+func checkPublicAddr(ip netip.Addr) error {
+	ip = ip.Unmap()
+	if inner, ok := embeddedV4(ip); ok {
+		if err := checkPublicAddr(inner); err != nil {
+			return fmt.Errorf("%s carries %s: %w", ip, inner, err)
+		}
+	}
+	public := !(ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsUnspecified() || ip.IsMulticast() || ip.IsInterfaceLocalMulticast())
+	for _, p := range nonPublicV4 {
+		public = public && !p.Contains(ip)
+	}
+	if !public {
+		return fmt.Errorf("%s is not a public address (serve --hooks-allow-private allows it)", ip)
+	}
+	return nil
+}
+
+// embeddedV4 returns the IPv4 address an IPv6 address carries (NAT64,
+// IPv4-compatible, 6to4), if it is one of those.
+func embeddedV4(ip netip.Addr) (netip.Addr, bool) {
+	if !ip.Is6() {
+		return netip.Addr{}, false
+	}
+	b := ip.As16()
+	switch {
+	case nat64Prefix.Contains(ip), nat64LocalPrefix.Contains(ip), v4CompatPrefix.Contains(ip) && !ip.IsUnspecified() && !ip.IsLoopback():
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case sixToFourPrefix.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
+}
+
+// checkHookHost refuses a hook URL whose host is a literal address that
+// checkPublicAddr refuses, so the admin learns it when setting it. Names
+// are checked when dialled (hookClient), after they are resolved.
+func checkHookHost(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(u.Hostname())
+	if err != nil {
+		return nil // a name
+	}
+	return checkPublicAddr(ip)
+}
+
+// checkHookTargets refuses, unless the operator allows private addresses,
+// an update setting a webhook or validation URL whose host is a literal
+// non-public address (checkHookHost).
+func (s *Server) checkHookTargets(u hookUpdate) error {
+	if s.opts.Backend.HooksAllowPrivate {
+		return nil
+	}
+	for name, v := range map[string]*string{"webhook_url": u.WebhookURL, "validation_url": u.ValidationURL} {
+		if v == nil || *v == "" {
+			continue
+		}
+		if err := checkHookHost(*v); err != nil {
+			return badRequest("%s: %v", name, err)
+		}
+	}
+	return nil
+}
 
 // hookClient makes the requests to orgs' backends. Unless allowPrivate, it
 // refuses to connect to loopback, private, link-local and unspecified
@@ -181,10 +273,8 @@ func hookClient(timeout time.Duration, allowPrivate bool) *http.Client {
 			if err != nil {
 				return err
 			}
-			ip := ap.Addr().Unmap()
-			if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-				ip.IsUnspecified() || ip.IsMulticast() || sharedAddressSpace.Contains(ip) {
-				return fmt.Errorf("refusing to call %s: not a public address (serve --hooks-allow-private allows it)", ip)
+			if err := checkPublicAddr(ap.Addr()); err != nil {
+				return fmt.Errorf("refusing to call it: %w", err)
 			}
 			return nil
 		}
