@@ -104,7 +104,7 @@ func TestAdminPatchOneUser(t *testing.T) {
 // fanout sends a fan-out and returns its result lines by user.
 func (e *testEnv) fanout(org string, body []byte) (int, map[string]wire.FanoutResult) {
 	e.t.Helper()
-	r := e.do("POST", "/v1/admin/orgs/"+org+"/patches", body, withToken(adminToken(e.t)))
+	r := e.doSlow("POST", "/v1/admin/orgs/"+org+"/patches", body, withToken(adminToken(e.t)))
 	if r.status != 200 {
 		return r.status, nil
 	}
