@@ -161,6 +161,8 @@ func TestIdleOrgFeedPollsCostTheStoreNothing(t *testing.T) {
 	time.Sleep(time.Second) // idle
 	lists1, others1 := storeCounts(counting)
 	rounds1 := e.s.watcher.rounds.Load()
+	t.Logf("%d feed readers idle for a second: %d listings (%d watcher rounds), %d other store requests",
+		readers, lists1-lists0, rounds1-rounds0, others1-others0)
 	if others1 != others0 {
 		t.Errorf("%d idle feed readers made %d store requests other than listings, want 0", readers, others1-others0)
 	}

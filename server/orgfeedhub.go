@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -132,7 +133,7 @@ func (f *orgFeeds) news(org string, ms int64) {
 	if i < len(st.due) && st.due[i].Equal(at) {
 		return // coalesced with news due at the same time
 	}
-	st.due = append(st.due[:i], append([]time.Time{at}, st.due[i:]...)...)
+	st.due = slices.Insert(st.due, i, at)
 	if i == 0 {
 		f.armLocked(org, st)
 	}
