@@ -399,3 +399,39 @@ func (e *testEnv) doSlow(method, path string, body []byte, opts ...reqOpt) respo
 	}
 	return r
 }
+
+// TestOrgFeedReadersShareTheirReads: readers of one org waiting at the same
+// cursor, woken by one entry, share one read of the feed: many readers
+// (an org admin opening hundreds of polls) do not multiply the store's
+// work per entry.
+func TestOrgFeedReadersShareTheirReads(t *testing.T) {
+	counting := snapshot.NewCountingStore(memstore.New())
+	e := feedEnv(t, envConfig{store: counting, opts: slowWatch})
+	e.enableOrg("acme")
+	tok := orgAdminToken(t, "acme")
+	const readers = 30
+	var polls []<-chan orgFeedPage
+	for range readers {
+		polls = append(polls, e.orgFeedAsync("acme", tok, "", 20*time.Second))
+	}
+	waitUntil(t, "every reader waits", func() bool { return e.s.orgFeeds.waiting("acme") == readers })
+	lists0, _ := storeCounts(counting)
+	// The upload's own listings are counted apart.
+	e.upload("acme", "alice", []gen.Record{{Key: "k", Value: []byte(`1`)}})
+	lists1, _ := storeCounts(counting)
+	for i, p := range polls {
+		select {
+		case page := <-p:
+			if len(page.Entries) != 1 {
+				t.Errorf("reader %d got %+v", i, page)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("reader %d was not woken", i)
+		}
+	}
+	lists2, _ := storeCounts(counting)
+	t.Logf("%d readers woken by one entry: %d listings (the upload itself: %d)", readers, lists2-lists1, lists1-lists0)
+	if n := lists2 - lists1; n > 3*4 {
+		t.Errorf("%d readers woken by one entry made %d listings, want a shared read or few", readers, n)
+	}
+}

@@ -115,7 +115,8 @@
 // (orgfeed.go: diff.Events, with a long poll that waits in memory like a
 // device's, orgfeedhub.go: woken by news of the org's entries from this
 // replica's commits, the watcher and the notifier, once they are old
-// enough to be read, so a waiting reader costs the store nothing) and
+// enough to be read, so a waiting reader costs the store nothing, and
+// readers woken together share one read of the feed) and
 // registers named consumers whose acknowledged cursors gc respects
 // (consumers.go). Optionally the server pushes the feed to the org's
 // webhook (webhook.go) and asks the org's validation URL about each

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"fmt"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -78,11 +80,11 @@ func (s *Server) readOrgFeed(req *request, org, after string, limit int, wait ti
 	page := &orgFeedPage{Entries: []diff.Event{}, Next: after}
 	for {
 		var wake <-chan struct{}
+		var gen uint64
 		if wait > 0 {
-			wake = s.orgFeeds.wakeChan(org) // before the read: news after it wakes us
+			wake, gen = s.orgFeeds.wakeChan(org) // before the read: news after it wakes us
 		}
-		entries, next, err := diff.ReadFeed(req.Ctx, s.store, diff.FeedOptions{
-			After: page.Next, Limit: limit, Settle: s.orgFeeds.settle, Org: org})
+		entries, next, err := s.orgFeedRead(req.Ctx, org, page.Next, limit, gen)
 		if err != nil {
 			return nil, err
 		}
@@ -99,5 +101,48 @@ func (s *Server) readOrgFeed(req *request, org, after string, limit int, wait ti
 		case !waitOrgFeed(req.Ctx, wake, until, s.stopping):
 			return page, nil
 		}
+	}
+}
+
+// orgFeedResult is one read of an org's feed, shared by its readers.
+type orgFeedResult struct {
+	entries []diff.FeedEntry
+	next    string
+}
+
+// orgFeedRead reads org's feed after the cursor. A long poll's read (gen,
+// the wake generation it started in, is not 0) is shared by the org's
+// readers at the same cursor and limit in the same generation, whether
+// they read at once or later in it (orgFeeds.share): readers woken by one
+// entry make one read of the feed, and none takes a read that began
+// before the news that woke it.
+func (s *Server) orgFeedRead(ctx context.Context, org, after string, limit int, gen uint64) ([]diff.FeedEntry, string, error) {
+	read := func(ctx context.Context) ([]diff.FeedEntry, string, error) {
+		return diff.ReadFeed(ctx, s.store, diff.FeedOptions{After: after, Limit: limit, Settle: s.orgFeeds.settle, Org: org})
+	}
+	if gen == 0 {
+		return read(ctx)
+	}
+	key := fmt.Sprintf("%s\x00%d", after, limit)
+	if r, ok := s.orgFeeds.sharedRead(org, gen, key); ok {
+		return r.entries, r.next, nil
+	}
+	ch := s.orgFeedReads.DoChan(fmt.Sprintf("%s\x00%s\x00%d", org, key, gen), func() (any, error) {
+		// The read outlives a reader that leaves: the others share it.
+		entries, next, err := read(context.WithoutCancel(ctx))
+		if err == nil {
+			s.orgFeeds.share(org, gen, key, orgFeedResult{entries, next})
+		}
+		return orgFeedResult{entries, next}, err
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, "", r.Err
+		}
+		res := r.Val.(orgFeedResult)
+		return res.entries, res.next, nil
+	case <-ctx.Done():
+		return nil, "", ctx.Err()
 	}
 }

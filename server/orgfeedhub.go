@@ -39,14 +39,20 @@ type orgFeeds struct {
 
 	mu   sync.Mutex
 	orgs map[string]*orgFeedState
+	gen  uint64 // wake generations, across orgs: 0 is none
 }
 
 // orgFeedState is one org's readers and pending news.
 type orgFeedState struct {
 	waiters int
 	wake    chan struct{} // closed when news falls due, then replaced
-	due     []time.Time   // when pending news becomes visible, ascending
-	timer   *time.Timer   // armed for due[0]
+	gen     uint64        // the generation of wake
+	// reads are the reads of the feed made in this generation, by cursor
+	// and limit (orgFeedRead): a reader that takes the generation later
+	// would read the same, since no news fell due in between.
+	reads map[string]orgFeedResult
+	due   []time.Time // when pending news becomes visible, ascending
+	timer *time.Timer // armed for due[0]
 }
 
 func newOrgFeeds(settle time.Duration, reg prometheus.Registerer) *orgFeeds {
@@ -62,7 +68,8 @@ func newOrgFeeds(settle time.Duration, reg prometheus.Registerer) *orgFeeds {
 func (f *orgFeeds) stateLocked(org string) *orgFeedState {
 	st := f.orgs[org]
 	if st == nil {
-		st = &orgFeedState{wake: make(chan struct{})}
+		f.gen++
+		st = &orgFeedState{wake: make(chan struct{}), gen: f.gen}
 		f.orgs[org] = st
 	}
 	return st
@@ -97,11 +104,13 @@ func (f *orgFeeds) dropIdleLocked(org string, st *orgFeedState) {
 }
 
 // wakeChan returns the channel that closes when news of org falls due
-// after this call. Take it before reading the feed.
-func (f *orgFeeds) wakeChan(org string) <-chan struct{} {
+// after this call, and its generation (never 0; reads started in one
+// generation may be shared, orgFeedRead). Take it before reading the feed.
+func (f *orgFeeds) wakeChan(org string) (<-chan struct{}, uint64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.stateLocked(org).wake
+	st := f.stateLocked(org)
+	return st.wake, st.gen
 }
 
 // waiting returns how many readers of org wait (for tests and metrics).
@@ -142,7 +151,39 @@ func (f *orgFeeds) news(org string, ms int64) {
 // fireLocked wakes every reader that took the current wake channel.
 func (f *orgFeeds) fireLocked(st *orgFeedState) {
 	close(st.wake)
-	st.wake = make(chan struct{})
+	f.gen++
+	st.wake, st.gen, st.reads = make(chan struct{}), f.gen, nil
+}
+
+// maxSharedOrgReads bounds the reads an org keeps for one generation.
+const maxSharedOrgReads = 64
+
+// sharedRead returns the read of org's feed at key made in generation gen,
+// if there is one.
+func (f *orgFeeds) sharedRead(org string, gen uint64, key string) (orgFeedResult, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := f.orgs[org]
+	if st == nil || st.gen != gen {
+		return orgFeedResult{}, false
+	}
+	r, ok := st.reads[key]
+	return r, ok
+}
+
+// share keeps a read of org's feed at key made in generation gen, while
+// that generation lasts.
+func (f *orgFeeds) share(org string, gen uint64, key string, r orgFeedResult) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := f.orgs[org]
+	if st == nil || st.gen != gen || len(st.reads) >= maxSharedOrgReads {
+		return
+	}
+	if st.reads == nil {
+		st.reads = map[string]orgFeedResult{}
+	}
+	st.reads[key] = r
 }
 
 // armLocked sets st's timer for its earliest due news.

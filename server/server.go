@@ -57,11 +57,13 @@ type Server struct {
 	guards   *guardMetrics
 	maxConns int // Options.MaxConns, or the default derived from RLIMIT_NOFILE
 
-	backend    *backendMetrics // admin patches, consumers, webhooks, validation
-	orgFeeds   *orgFeeds       // per-org feed long polls wait here (orgfeedhub.go)
-	hooks      *http.Client    // calls orgs' backends (hooks.go)
-	workerOnce sync.Once       // starts the feed worker (feedworker.go)
-	workerDone sync.WaitGroup  // Shutdown waits for it
+	backend  *backendMetrics // admin patches, consumers, webhooks, validation
+	orgFeeds *orgFeeds       // per-org feed long polls wait here (orgfeedhub.go)
+	// orgFeedReads shares the reads of an org's feed long polls (orgfeed.go).
+	orgFeedReads singleflight.Group
+	hooks        *http.Client   // calls orgs' backends (hooks.go)
+	workerOnce   sync.Once      // starts the feed worker (feedworker.go)
+	workerDone   sync.WaitGroup // Shutdown waits for it
 
 	hub       *hub     // long polls wait here (hub.go)
 	watcher   *watcher // started by the first long poll (watcher.go)
