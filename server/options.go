@@ -130,6 +130,9 @@ type Options struct {
 	StoreTimeout time.Duration
 	StoreMinRate int64
 
+	// Backend configures admin patches, the per-org change feed, consumers,
+	// webhooks and write validation (BackendOptions).
+	Backend BackendOptions
 	// Watch configures the change-feed watcher that wakes long polls for
 	// versions committed elsewhere (other replicas, batch builds): see
 	// WatchOptions and watcher.go.
@@ -170,6 +173,7 @@ func DefaultOptions() Options {
 		HeaderTimeout:   10 * time.Second,
 		StoreTimeout:    deadline.DefaultOptions().Timeout,
 		StoreMinRate:    deadline.DefaultOptions().MinRate,
+		Backend:         DefaultBackendOptions(),
 		Watch:           DefaultWatchOptions(),
 		HubIdleGrace:    10 * time.Minute,
 	}
@@ -259,6 +263,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", o.IdleTimeout,
 		"how long an idle keep-alive connection stays open (env DELTASYNC_IDLE_TIMEOUT)")
 	o.registerGuardFlags(fs)
+	o.registerBackendFlags(fs)
 	o.registerFleetFlags(fs)
 }
 
@@ -328,6 +333,9 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("server: jwt-max-lifetime must be positive, got %v", o.JWTMaxLifetime)
 	}
 	if err := o.validateGuards(); err != nil {
+		return err
+	}
+	if err := o.validateBackend(); err != nil {
 		return err
 	}
 	if err := o.validateFleet(); err != nil {

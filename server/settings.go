@@ -22,6 +22,7 @@ import (
 type OrgSettings struct {
 	wire.Policy
 	UpdatedUnix int64 `json:"updated_unix"`
+	HookSettings
 }
 
 // DefaultOrgSettings are the settings of an org nobody configured: offline
@@ -50,7 +51,7 @@ func (o OrgSettings) validate() error {
 	if o.MaxOfflineSeconds < 0 || o.MaxPendingBytes < 0 || o.MaxPatchOps < 0 || o.MaxPatchBytes < 0 || o.MaxRecordBytes < 0 {
 		return badRequest("limits must not be negative (0 means no limit of the organization's own)")
 	}
-	return nil
+	return o.HookSettings.validate()
 }
 
 // loadOrgSettings reads an org's settings from the store, bypassing the
@@ -172,9 +173,11 @@ type settingsUpdate struct {
 	MaxPatchOps       *int    `json:"max_patch_ops"`
 	MaxPatchBytes     *int64  `json:"max_patch_bytes"`
 	MaxRecordBytes    *int64  `json:"max_record_bytes"`
+	hookUpdate
 }
 
 func (u settingsUpdate) apply(st *OrgSettings) {
+	u.hookUpdate.apply(&st.HookSettings)
 	if u.OfflineMode != nil {
 		st.OfflineMode = *u.OfflineMode
 	}

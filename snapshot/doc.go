@@ -106,6 +106,8 @@
 //	_deltasync/secret                           deployment chunk-ID secret (SecretKey), created once, create-only
 //	_deltasync/probe/<time>-<random>            start-up probe of conditional writes (ProbePrefix), deleted after
 //	_deltasync/readyz-probe                     Stat-ed by a server's /readyz; never written
+//	_deltasync/leases/<name>.json               deployment-wide lease (LeaseKey): holder and expiry, create-only then compare-and-swap
+//	_consumers/<org>/<name>.json                a registered consumer of an org's change feed (ConsumerKey): its acknowledged cursor, compare-and-swap
 //	_feed/<yyyymmddhh>/<ms>~<org>~<user>~<n>~<nonce>.changes
 //	                                            change set of version n (FeedKey), zstd JSON
 //	<org>/_settings.json                        org settings and offline policy (OrgSettingsKey), compare-and-swap
@@ -126,6 +128,8 @@
 // Packs are shared: a version references its parent's packs for every
 // chunk it keeps, so a pack lives while any retained version names it.
 // package gc removes versions outside retention and the packs and feed
-// entries no remaining version references; it never touches the secret,
-// settings, head hints or patch answers.
+// entries no remaining version references, but never a version whose feed
+// entry a registered consumer of its org has not acknowledged (its cursor
+// is before the entry's name); it never touches the secret, settings,
+// consumers, leases, head hints or patch answers.
 package snapshot

@@ -132,3 +132,36 @@ func ParseFeedKey(key string) (FeedEntryKey, bool) {
 	}
 	return FeedEntryKey{Millis: ms, Org: parts[1], User: parts[2], Version: v}, true
 }
+
+// ConsumersPrefix holds the change feed's registered consumers, one object
+// per consumer: _consumers/<org>/<name>.json (ConsumerKey). A consumer's
+// acknowledged cursor bounds what gc may delete of its org's feed.
+const ConsumersPrefix = "_consumers/"
+
+// ConsumerKey is the object of one consumer of an org's change feed.
+// Consumer names follow ValidateName's rules; the server's own consumers
+// (such as webhook delivery's) start with "_", which no API caller's name
+// may.
+func ConsumerKey(org, name string) string { return ConsumersPrefix + org + "/" + name + ".json" }
+
+// ParseConsumerKey parses a key made by ConsumerKey.
+func ParseConsumerKey(key string) (org, name string, ok bool) {
+	rest, ok := strings.CutPrefix(key, ConsumersPrefix)
+	if !ok {
+		return "", "", false
+	}
+	org, file, ok := strings.Cut(rest, "/")
+	name, isJSON := strings.CutSuffix(file, ".json")
+	if !ok || !isJSON || ValidateName("org", org) != nil || strings.Contains(name, "/") {
+		return "", "", false
+	}
+	if ValidateName("consumer", strings.TrimPrefix(name, "_")) != nil {
+		return "", "", false
+	}
+	return org, name, true
+}
+
+// LeaseKey is the object of a deployment-wide lease (the feed worker's:
+// one holder across replicas), created with PutIfAbsent and renewed or
+// taken over with PutIfMatch.
+func LeaseKey(name string) string { return "_deltasync/leases/" + name + ".json" }

@@ -67,9 +67,10 @@ type Edit struct {
 	Version uint64 `json:"version,omitempty"`
 }
 
-// PatchOp is the edit as a patch op.
+// PatchOp is the edit as a patch op, with the device's time of the edit
+// (At), which the backend sees in the change feed.
 func (e *Edit) PatchOp() diff.Op {
-	return diff.Op{Op: e.Op, Key: e.Key, Value: e.Value, Patch: e.Patch}
+	return diff.Op{Op: e.Op, Key: e.Key, Value: e.Value, Patch: e.Patch, At: e.At}
 }
 
 func decodeEdit(raw []byte) (*Edit, error) {
