@@ -145,7 +145,7 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		// fasthttp hands a body over its limit to the handler rather than
 		// refuse it, so the limit only sizes its first read.
 		StreamRequestBody:  true,
-		MaxRequestBodySize: int(max(s.opts.MaxPatchBytes, s.opts.MaxDatasetBytes)),
+		MaxRequestBodySize: int(max(s.opts.MaxPatchBytes, s.opts.MaxDatasetBytes, s.opts.MaxBlobBytes)),
 		// Admission before the body: see admission.go. Multipart forms
 		// are not parsed ahead (fasthttp would read a whole one first).
 		HeaderReceived:               s.headerReceived,

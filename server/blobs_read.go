@@ -1,0 +1,221 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/deltasync/deltasync/diff"
+	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/wire"
+)
+
+// getBlob handles GET /v1/blobs/{id}: a blob the caller uploaded or their
+// data set references, whole or from a Range (a resumed download).
+func (s *Server) getBlob(ctx *fasthttp.RequestCtx, req *request) error {
+	hexd, err := wire.ParseBlobID(req.Param("id"))
+	if err != nil {
+		return badRequest("%v", err)
+	}
+	if err := s.authorizeBlobRead(req, hexd); err != nil {
+		return err
+	}
+	return s.serveBlob(ctx, req, req.Org, hexd)
+}
+
+// adminGetBlob handles GET /v1/admin/orgs/{org}/blobs/{id}: the backend
+// reads any blob of an org it administers.
+func (s *Server) adminGetBlob(ctx *fasthttp.RequestCtx, req *request) error {
+	org, err := adminOrg(req)
+	if err != nil {
+		return err
+	}
+	hexd, err := wire.ParseBlobID(req.Param("id"))
+	if err != nil {
+		return badRequest("%v", err)
+	}
+	return s.serveBlob(ctx, req, org, hexd)
+}
+
+// blobNotFound is the answer for a blob the caller may not read, whether
+// or not it exists: a hash alone reveals nothing.
+func blobNotFound(hexd string) error {
+	return notFound("no blob %s%s among yours", wire.BlobPrefix, hexd)
+}
+
+// authorizeBlobRead lets the caller read blob hexd if they have a grant
+// for it, or if it is stored and their head version references it (then
+// a grant is written, so the data set is read once).
+func (s *Server) authorizeBlobRead(req *request, hexd string) error {
+	_, err := s.store.Stat(req.Ctx, snapshot.BlobGrantKey(req.Org, req.User, hexd))
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, snapshot.ErrNotExist) {
+		return err
+	}
+	// The content must exist before the data set is read: a stranger's
+	// guesses cost one Stat each.
+	if _, err := s.store.Stat(req.Ctx, snapshot.BlobKey(req.Org, hexd)); err != nil {
+		if errors.Is(err, snapshot.ErrNotExist) {
+			return blobNotFound(hexd)
+		}
+		return err
+	}
+	ok, err := s.headReferences(req, hexd)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return blobNotFound(hexd)
+	}
+	return s.putGrant(req.Ctx, req.Org, req.User, hexd)
+}
+
+// errFound stops a scan that found what it looked for.
+var errFound = errors.New("found")
+
+// headReferences reports whether the caller's newest version has a record
+// that references blob hexd. It reads the whole data set: the rare path of
+// a blob put there by the backend, or uploaded by another user.
+func (s *Server) headReferences(req *request, hexd string) (bool, error) {
+	head, err := snapshot.Head(req.Ctx, s.store, req.Org, req.User)
+	if err != nil || head == 0 {
+		return false, err
+	}
+	s.noteHead(req.Org, req.User, head)
+	cm, err := s.cachedManifest(req.Ctx, req.Org, req.User, head)
+	if err != nil {
+		return false, err
+	}
+	secret, err := s.secret(req.Ctx)
+	if err != nil {
+		return false, err
+	}
+	err = snapshot.NewReader(s.store, cm.m, secret).Records(req.Ctx, func(_, value []byte) error {
+		refs, err := wire.BlobRefs(value)
+		if err == nil && slices.Contains(refs, hexd) {
+			return errFound
+		}
+		return nil
+	})
+	if errors.Is(err, errFound) {
+		return true, nil
+	}
+	return false, err
+}
+
+// checkPatchBlobs refuses (409 blob_missing) a patch that references a
+// blob its user may not read: upload first, then reference. So a
+// reference in a data set always proves a right to read the blob.
+func (s *Server) checkPatchBlobs(req *request, p *diff.Patch) error {
+	seen := map[string]bool{}
+	for i, op := range p.Ops {
+		for _, raw := range [][]byte{op.Value, op.Patch} {
+			if len(raw) == 0 {
+				continue
+			}
+			canon, err := snapshot.CanonicalJSON(raw)
+			if err != nil {
+				continue // Apply refuses it with its reason
+			}
+			refs, _ := wire.BlobRefs(canon)
+			for _, h := range refs {
+				if seen[h] {
+					continue
+				}
+				seen[h] = true
+				err := s.authorizeBlobRead(req, h)
+				var he *httpError
+				if errors.As(err, &he) && he.Status == fasthttp.StatusNotFound {
+					return errorf(fasthttp.StatusConflict, wire.CodeBlobMissing,
+						"op %d (key %q) references blob %s%s, which you have not uploaded: upload it first", i, op.Key, wire.BlobPrefix, h)
+				}
+				if err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// serveBlob answers blob hexd of org, whole or the Range asked for.
+func (s *Server) serveBlob(ctx *fasthttp.RequestCtx, req *request, org, hexd string) error {
+	key := snapshot.BlobKey(org, hexd)
+	info, err := s.store.Stat(req.Ctx, key)
+	if errors.Is(err, snapshot.ErrNotExist) {
+		return blobNotFound(hexd)
+	}
+	if err != nil {
+		return err
+	}
+	etag := `"` + wire.BlobPrefix + hexd + `"`
+	ctx.Response.Header.Set("ETag", etag)
+	ctx.Response.Header.Set("Cache-Control", "private, max-age=31536000, immutable")
+	ctx.Response.Header.Set("Accept-Ranges", "bytes")
+	if string(ctx.Request.Header.Peek("If-None-Match")) == etag {
+		ctx.SetStatusCode(fasthttp.StatusNotModified)
+		return nil
+	}
+	off, n, partial, err := parseRange(string(ctx.Request.Header.Peek("Range")), info.Size)
+	if err != nil {
+		ctx.Response.Header.Set("Content-Range", fmt.Sprintf("bytes */%d", info.Size))
+		return err
+	}
+	ctx.SetContentType("application/octet-stream")
+	if partial {
+		ctx.SetStatusCode(fasthttp.StatusPartialContent)
+		ctx.Response.Header.Set("Content-Range", contentRange(off, n, info.Size))
+	}
+	if n == 0 || ctx.IsHead() {
+		ctx.Response.Header.SetContentLength(int(n))
+		return nil
+	}
+	rc, err := s.store.GetRange(req.Ctx, key, off, n)
+	if err != nil {
+		return err
+	}
+	ctx.SetBodyStream(rc, int(n)) // fasthttp closes rc
+	s.metrics.bytesSent.WithLabelValues(req.Route).Add(float64(n))
+	return nil
+}
+
+// parseRange reads a Range header of one range ("bytes=a-", "bytes=a-b",
+// "bytes=-n") against an object of size bytes; no header is the whole.
+// An unsatisfiable range is a 416.
+func parseRange(h string, size int64) (off, n int64, partial bool, err error) {
+	if h == "" {
+		return 0, size, false, nil
+	}
+	bad := errorf(fasthttp.StatusRequestedRangeNotSatisfiable, wire.CodeBadRequest, "range %q not satisfiable for %d bytes (one range, bytes=a-b)", h, size)
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	a, b, ok2 := strings.Cut(spec, "-")
+	if !ok || !ok2 || strings.Contains(spec, ",") {
+		return 0, 0, false, bad
+	}
+	if a == "" { // the last b bytes
+		k, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || k <= 0 {
+			return 0, 0, false, bad
+		}
+		k = min(k, size)
+		return size - k, k, true, nil
+	}
+	start, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || start < 0 || start >= size {
+		return 0, 0, false, bad
+	}
+	end := size - 1
+	if b != "" {
+		if end, err = strconv.ParseInt(b, 10, 64); err != nil || end < start {
+			return 0, 0, false, bad
+		}
+		end = min(end, size-1)
+	}
+	return start, end - start + 1, true, nil
+}
