@@ -72,6 +72,10 @@ func (c *Client) sendPatch(ctx context.Context, p *inflightPatch, edits []*edit,
 	for i, e := range edits {
 		patch.Ops[i] = e.op()
 	}
+	// Blobs: a patch is never sent ahead of the blobs it references.
+	if err := c.uploadBlobsOf(ctx, patch.Ops); err != nil {
+		return err
+	}
 	// The canonical body: exactly the size formPatch measured.
 	body, err := diff.EncodePatch(&patch)
 	if err != nil {

@@ -91,10 +91,21 @@ var blobMarker = []byte(`"` + BlobRefKey + `":`)
 
 // BlobRefs returns the hex digests of the blobs a JSON value references:
 // every object with a "$blob" member whose value is a valid blob ID, at any
-// depth, in the order found (duplicates kept). value must be canonical JSON
-// (snapshot.CanonicalJSON: what the store holds); a value that mentions no
-// blob is recognised without being decoded.
+// depth, in no particular order (duplicates kept). value must be canonical
+// JSON (snapshot.CanonicalJSON: what the store holds); a value that
+// mentions no blob is recognised without being decoded.
 func BlobRefs(value []byte) ([]string, error) {
+	refs, err := BlobRefsOf(value)
+	out := make([]string, len(refs))
+	for i, r := range refs {
+		out[i] = r.Blob[len(BlobPrefix):]
+	}
+	return out, err
+}
+
+// BlobRefsOf is BlobRefs with each reference whole (its "bytes" and "mime"
+// as the record states them; 0 and "" where absent or not valid).
+func BlobRefsOf(value []byte) ([]BlobRef, error) {
 	if !bytes.Contains(value, blobMarker) {
 		return nil, nil
 	}
@@ -104,17 +115,22 @@ func BlobRefs(value []byte) ([]string, error) {
 	if err := dec.Decode(&v); err != nil {
 		return nil, fmt.Errorf("find blob references: %w", err)
 	}
-	var out []string
+	var out []BlobRef
 	walkBlobRefs(v, &out)
 	return out, nil
 }
 
-func walkBlobRefs(v any, out *[]string) {
+func walkBlobRefs(v any, out *[]BlobRef) {
 	switch t := v.(type) {
 	case map[string]any:
 		if id, ok := t[BlobRefKey].(string); ok {
-			if h, err := ParseBlobID(id); err == nil {
-				*out = append(*out, h)
+			if _, err := ParseBlobID(id); err == nil {
+				r := BlobRef{Blob: id}
+				if n, ok := t["bytes"].(json.Number); ok {
+					r.Bytes, _ = n.Int64()
+				}
+				r.Mime, _ = t["mime"].(string)
+				*out = append(*out, r)
 			}
 		}
 		for _, x := range t {
