@@ -68,10 +68,7 @@ func (c *Client) push(ctx context.Context, res *SyncResult) error {
 // sendPatch sends one patch and records the answer. On a temporary failure
 // the patch stays in flight: the next push resends the same id.
 func (c *Client) sendPatch(ctx context.Context, p *inflightPatch, edits []*edit, res *SyncResult) error {
-	patch := diff.Patch{ID: p.ID, Base: p.Base, Ops: make([]diff.Op, len(edits)), Seen: p.Seen}
-	for i, e := range edits {
-		patch.Ops[i] = e.op()
-	}
+	patch := patchOf(p, edits)
 	// Blobs: a patch is never sent ahead of the blobs it references.
 	if err := c.uploadBlobsOf(ctx, patch.Ops); err != nil {
 		return err
@@ -149,6 +146,15 @@ func (c *Client) sendPatch(ctx context.Context, p *inflightPatch, edits []*edit,
 		return &serverError{op: "push", err: fmt.Errorf("the server answered patch %s without a receipt for any of its %d edits", p.ID, len(edits))}
 	}
 	return nil
+}
+
+// patchOf is the patch of the edits in flight.
+func patchOf(p *inflightPatch, edits []*edit) diff.Patch {
+	patch := diff.Patch{ID: p.ID, Base: p.Base, Ops: make([]diff.Op, len(edits)), Seen: p.Seen}
+	for i, e := range edits {
+		patch.Ops[i] = e.op()
+	}
+	return patch
 }
 
 // conflictOf turns a receipt into the conflict kept for the app.

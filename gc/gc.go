@@ -150,6 +150,10 @@ type Report struct {
 	// store), older than the grace period or an hour, whichever is longer.
 	// A dry run removes none and counts none.
 	TempFilesDeleted int `json:"temp_files_deleted"`
+	// Blobs (blobs.go): deleted (with their grants) and kept.
+	BlobsDeleted   int   `json:"blobs_deleted"`
+	BlobsKept      int   `json:"blobs_kept"`
+	BlobBytesFreed int64 `json:"blob_bytes_freed"`
 	Counts
 	PerUser []UserReport `json:"per_user,omitempty"`
 }
@@ -239,7 +243,9 @@ func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, erro
 	// they are contiguous: each user is collected whole and processed as
 	// soon as the listing moves past it, so memory holds one user at a
 	// time.
+	blobs := newBlobObjects() // blobs.go
 	err := store.List(ctx, "", func(oi snapshot.ObjectInfo) error {
+		blobs.note(oi)
 		org, user, rest, ok := splitUserKey(oi.Key)
 		if !ok {
 			return nil // the secret, org settings, anything not a user's
@@ -260,6 +266,9 @@ func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, erro
 	}
 	if err != nil {
 		return rep, fmt.Errorf("gc: list store: %w", err)
+	}
+	if err := r.collectBlobs(ctx, blobs, rep); err != nil {
+		errs = append(errs, fmt.Errorf("gc blobs: %w", err))
 	}
 	return rep, errors.Join(errs...)
 }

@@ -130,6 +130,9 @@ func (s *Server) checkPatchBlobs(req *request, p *diff.Patch) error {
 				}
 				seen[h] = true
 				err := s.authorizeBlobRead(req, h)
+				if err == nil {
+					err = s.refreshReferenced(req, h)
+				}
 				var he *httpError
 				if errors.As(err, &he) && he.Status == fasthttp.StatusNotFound {
 					return errorf(fasthttp.StatusConflict, wire.CodeBlobMissing,
@@ -140,6 +143,23 @@ func (s *Server) checkPatchBlobs(req *request, p *diff.Patch) error {
 				}
 			}
 		}
+	}
+	return nil
+}
+
+// refreshReferenced makes sure a blob a patch references is stored, and
+// refreshes the caller's grant: gc keeps a blob with a young grant, so
+// the blob outlives the time between this check and the patch's commit
+// (see package gc).
+func (s *Server) refreshReferenced(req *request, hexd string) error {
+	if err := s.putGrant(req.Ctx, req.Org, req.User, hexd); err != nil {
+		return err
+	}
+	if _, err := s.store.Stat(req.Ctx, snapshot.BlobKey(req.Org, hexd)); err != nil {
+		if errors.Is(err, snapshot.ErrNotExist) {
+			return blobNotFound(hexd)
+		}
+		return err
 	}
 	return nil
 }

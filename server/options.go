@@ -155,6 +155,16 @@ type Options struct {
 	envErr error
 }
 
+// registerBlobFlags is RegisterFlags for the blob limits.
+func (o *Options) registerBlobFlags(fs *flag.FlagSet) {
+	o.MaxBlobBytes = o.envBytes("DELTASYNC_MAX_BLOB_BYTES", o.MaxBlobBytes)
+	fs.Var((*bytesize.Flag)(&o.MaxBlobBytes), "max-blob-bytes",
+		"largest blob (photo, file) a user may upload, e.g. 256MiB; an org may set a lower one (env DELTASYNC_MAX_BLOB_BYTES)")
+	o.EagerBlobBytes = o.envBytes("DELTASYNC_EAGER_BLOB_BYTES", o.EagerBlobBytes)
+	fs.Var((*bytesize.Flag)(&o.EagerBlobBytes), "eager-blob-bytes",
+		"clients download referenced blobs up to this size at sync, bigger ones on demand, unless the org sets its own (env DELTASYNC_EAGER_BLOB_BYTES)")
+}
+
 // DefaultOptions returns the defaults: listen on 127.0.0.1:8080, 8 MiB
 // patches, 1 GiB data sets, 60 s long polls, settings cached for 2 s.
 func DefaultOptions() Options {
@@ -251,13 +261,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var((*bytesize.Flag)(&o.MaxDatasetBytes), "max-dataset-bytes",
 		"largest uploaded data set after decoding, e.g. 1GiB (env DELTASYNC_MAX_DATASET_BYTES)")
 
-	o.MaxBlobBytes = o.envBytes("DELTASYNC_MAX_BLOB_BYTES", o.MaxBlobBytes)
-	fs.Var((*bytesize.Flag)(&o.MaxBlobBytes), "max-blob-bytes",
-		"largest blob (photo, file) a user may upload, e.g. 256MiB; an org may set a lower one (env DELTASYNC_MAX_BLOB_BYTES)")
-	o.EagerBlobBytes = o.envBytes("DELTASYNC_EAGER_BLOB_BYTES", o.EagerBlobBytes)
-	fs.Var((*bytesize.Flag)(&o.EagerBlobBytes), "eager-blob-bytes",
-		"clients download referenced blobs up to this size at sync, bigger ones on demand, unless the org sets its own (env DELTASYNC_EAGER_BLOB_BYTES)")
-
+	o.registerBlobFlags(fs)
 	o.LongPollMax = o.envDuration("DELTASYNC_LONG_POLL_MAX", o.LongPollMax)
 	fs.DurationVar(&o.LongPollMax, "long-poll-max", o.LongPollMax,
 		"longest wait of a sync long poll (env DELTASYNC_LONG_POLL_MAX)")
