@@ -22,11 +22,12 @@ import (
 // every byte each way (headers included) and can cut the connections once
 // a number of bytes went up.
 type countingProxy struct {
-	url      string
-	up, down atomic.Int64
-	cutUpAt  atomic.Int64 // >0: close every connection once up reaches it
-	mu       sync.Mutex
-	conns    []net.Conn
+	url       string
+	up, down  atomic.Int64
+	cutUpAt   atomic.Int64 // >0: close every connection once up reaches it
+	cutDownAt atomic.Int64 // the same for bytes down
+	mu        sync.Mutex
+	conns     []net.Conn
 }
 
 func newCountingProxy(t *testing.T, target string) *countingProxy {
@@ -52,27 +53,25 @@ func newCountingProxy(t *testing.T, target string) *countingProxy {
 			p.mu.Lock()
 			p.conns = append(p.conns, c, s)
 			p.mu.Unlock()
-			go p.pipe(s, c, &p.up, true)
-			go p.pipe(c, s, &p.down, false)
+			go p.pipe(s, c, &p.up, &p.cutUpAt)
+			go p.pipe(c, s, &p.down, &p.cutDownAt)
 		}
 	}()
 	return p
 }
 
-func (p *countingProxy) pipe(dst, src net.Conn, n *atomic.Int64, up bool) {
+func (p *countingProxy) pipe(dst, src net.Conn, n, cutAt *atomic.Int64) {
 	buf := make([]byte, 4096)
 	for {
 		k, err := src.Read(buf)
 		if k > 0 {
-			if up {
-				if cut := p.cutUpAt.Load(); cut > 0 && n.Load()+int64(k) >= cut {
-					k = int(cut - n.Load())
-					dst.Write(buf[:k])
-					n.Add(int64(k))
-					p.cutUpAt.Store(0)
-					p.closeAll()
-					return
-				}
+			if cut := cutAt.Load(); cut > 0 && n.Load()+int64(k) >= cut {
+				k = int(cut - n.Load())
+				dst.Write(buf[:k])
+				n.Add(int64(k))
+				cutAt.Store(0)
+				p.closeAll()
+				return
 			}
 			dst.Write(buf[:k])
 			n.Add(int64(k))
@@ -243,4 +242,121 @@ func (ts *testServer) uploadOffset(user, id string) int64 {
 		return nil
 	})
 	return n
+}
+
+// attachAndSync attaches n random bytes on a new device of alice, puts a
+// record referencing them, syncs, and returns the bytes and the reference.
+func (ts *testServer) attachAndSync(key string, n int) ([]byte, wire.BlobRef) {
+	ts.t.Helper()
+	data := make([]byte, n)
+	rand.Read(data)
+	a := ts.client("alice", nil)
+	ref, err := a.Attach(data, "")
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	if err := a.Put(key, []byte(fmt.Sprintf(`{"file":{"$blob":%q,"bytes":%d}}`, ref.Blob, ref.Bytes))); err != nil {
+		ts.t.Fatal(err)
+	}
+	if _, err := a.Sync(context.Background()); err != nil {
+		ts.t.Fatal(err)
+	}
+	return data, ref
+}
+
+// TestBlobEagerOrLazyByPolicy: a sync downloads the blobs its records
+// reference up to the org's eager_blob_bytes (readable offline after), and
+// leaves bigger ones to Blob.
+func TestBlobEagerOrLazyByPolicy(t *testing.T) {
+	ts := newTestServer(t)
+	ts.setPolicy(`{"offline_mode":true,"eager_blob_bytes":100000}`)
+	small, sref := ts.attachAndSync("forms/small", 100_000)
+	_, bref := ts.attachAndSync("forms/big", 100_001)
+	b := ts.client("alice", nil)
+	if _, err := b.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetOfflineMode(true); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Blob(context.Background(), sref.Blob); err != nil || !bytes.Equal(got, small) {
+		t.Fatalf("small blob offline after sync: %v", err)
+	}
+	if _, err := b.Blob(context.Background(), bref.Blob); !errors.Is(err, ErrOfflineMode) {
+		t.Fatalf("big blob offline: %v, want ErrOfflineMode (it is fetched on demand)", err)
+	}
+	b.SetOfflineMode(false)
+	if _, err := b.Blob(context.Background(), bref.Blob); err != nil {
+		t.Fatalf("big blob on demand: %v", err)
+	}
+}
+
+// TestBlobDownloadResumes: a download cut halfway resumes from what the
+// device holds (a Range request), and the cache keeps at most its limit,
+// evicting the least recently used blob.
+func TestBlobDownloadResumes(t *testing.T) {
+	ts := newTestServer(t)
+	ts.setPolicy(`{"offline_mode":true,"eager_blob_bytes":1}`)
+	data, ref := ts.attachAndSync("forms/1", 2_000_000)
+	p := newCountingProxy(t, ts.url)
+	b := ts.proxiedClient("alice", p)
+	if _, err := b.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.down.Store(0)
+	p.cutDownAt.Store(1_000_000)
+	if _, err := b.Blob(context.Background(), ref.Blob); !errors.Is(err, ErrNoConnection) {
+		t.Fatalf("cut download: %v, want ErrNoConnection", err)
+	}
+	p.down.Store(0)
+	got, err := b.Blob(context.Background(), ref.Blob)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("resumed download: %v", err)
+	}
+	if d := p.down.Load(); d > 1_000_000+4096 {
+		t.Errorf("resumed download took %d bytes, want about the second half", d)
+	}
+}
+
+// TestBlobCacheEvictsLeastRecentlyUsed: downloads beyond BlobCacheBytes
+// evict the least recently used downloaded blob, never a pending one.
+func TestBlobCacheEvictsLeastRecentlyUsed(t *testing.T) {
+	ts := newTestServer(t)
+	ts.setPolicy(`{"offline_mode":true,"eager_blob_bytes":1}`)
+	_, r1 := ts.attachAndSync("forms/1", 60_000)
+	_, r2 := ts.attachAndSync("forms/2", 60_000)
+	opts := DefaultOptions()
+	opts.ServerURL, opts.Token = ts.url, ts.token("alice")
+	opts.BlobCacheBytes = 100_000
+	b, err := Open(t.TempDir(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	pending, err := b.Attach(make([]byte, 150_000), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := b.Sync(ctx); err != nil { // eager_blob_bytes 1: nothing downloaded
+		t.Fatal(err)
+	}
+	if _, err := b.Blob(ctx, r1.Blob); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Blob(ctx, r2.Blob); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetOfflineMode(true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Blob(ctx, r1.Blob); !errors.Is(err, ErrOfflineMode) {
+		t.Errorf("the least recently used blob is still cached: %v", err)
+	}
+	if _, err := b.Blob(ctx, r2.Blob); err != nil {
+		t.Errorf("the newest download was evicted: %v", err)
+	}
+	if _, err := b.Blob(ctx, pending.Blob); err != nil {
+		t.Errorf("the pending blob was evicted: %v", err)
+	}
 }
