@@ -164,6 +164,53 @@ func (s *Server) refreshReferenced(req *request, hexd string) error {
 	return nil
 }
 
+// feedEntry is a change-feed entry as the admin route answers it: with
+// the blobs its new values reference, so the backend sees them without
+// parsing every value (and fetches them through the admin blob route).
+type feedEntry struct {
+	diff.FeedEntry
+	Blobs []string `json:"blobs,omitempty"` // blob IDs, "sha256:<hex>"
+}
+
+func withBlobRefs(entries []diff.FeedEntry) []feedEntry {
+	out := make([]feedEntry, len(entries))
+	for i, e := range entries {
+		out[i].FeedEntry = e
+		if e.ChangeSet == nil {
+			continue
+		}
+		// The new values, and a patch's ops (the first version of a data
+		// set lists no changes). A full build lists neither.
+		var values [][]byte
+		for _, c := range e.ChangeSet.Changes {
+			values = append(values, c.New)
+		}
+		if p := e.ChangeSet.Patch; p != nil {
+			for _, op := range p.Ops {
+				values = append(values, op.Value, op.Patch)
+			}
+		}
+		out[i].Blobs = blobIDsOf(values)
+	}
+	return out
+}
+
+// blobIDsOf lists the blobs canonical JSON values reference, once each.
+func blobIDsOf(values [][]byte) []string {
+	var ids []string
+	seen := map[string]bool{}
+	for _, v := range values {
+		refs, _ := wire.BlobRefs(v)
+		for _, h := range refs {
+			if !seen[h] {
+				seen[h] = true
+				ids = append(ids, wire.BlobPrefix+h)
+			}
+		}
+	}
+	return ids
+}
+
 // serveBlob answers blob hexd of org, whole or the Range asked for.
 func (s *Server) serveBlob(ctx *fasthttp.RequestCtx, req *request, org, hexd string) error {
 	key := snapshot.BlobKey(org, hexd)

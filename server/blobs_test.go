@@ -338,3 +338,32 @@ func readStatus(t *testing.T, conn net.Conn) int {
 	}
 	return resp.StatusCode()
 }
+
+// TestBlobRefsInChangeFeed: the backend sees the blobs a change set's new
+// values reference in the feed entry, and reads them by the admin route.
+func TestBlobRefsInChangeFeed(t *testing.T) {
+	e, tok := blobEnvOpts(t, func(o *Options) { o.FeedSettle = time.Millisecond })
+	b, h := blobOf(t, 1000)
+	e.uploadBlob(tok, b, h)
+	patch := []byte(fmt.Sprintf(`{"id":"p1","base":0,"ops":[{"op":"put","key":"forms/1","value":{"photo":{"$blob":"sha256:%s","bytes":1000}}}]}`, h))
+	if r := e.do("POST", "/v1/patches", patch, withToken(tok)); r.status != 200 {
+		t.Fatalf("patch: %d %s", r.status, r.body)
+	}
+	var feed struct {
+		Entries []struct{ Blobs []string }
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(feed.Entries) == 0 && time.Now().Before(deadline) { // past the feed's settle time
+		r := e.do("GET", "/v1/admin/changes", nil, withToken(adminToken(t)))
+		if err := json.Unmarshal(r.body, &feed); err != nil || r.status != 200 {
+			t.Fatalf("feed: %d %s", r.status, r.body)
+		}
+	}
+	var got []string
+	for _, en := range feed.Entries {
+		got = append(got, en.Blobs...)
+	}
+	if len(got) != 1 || got[0] != "sha256:"+h {
+		t.Fatalf("blobs in the feed: %v, want [sha256:%s]", got, h)
+	}
+}
