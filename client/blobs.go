@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/deltasync/deltasync/client/internal/blobstore"
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/snapshot"
@@ -192,7 +194,13 @@ func (c *Client) patchBlob(ctx context.Context, m blobstore.Meta, off int64) err
 	n := m.Bytes - off
 	hdr := http.Header{wire.HeaderTusResumable: {wire.TusVersion}, wire.HeaderUploadOffset: {strconv.FormatInt(off, 10)},
 		"Content-Type": {wire.ContentTypeOffset}}
-	body := func() io.Reader { return io.NewSectionReader(f, off, n) }
+	body := func() io.ReadCloser { return io.NopCloser(io.NewSectionReader(f, off, n)) }
+	if compresses(f, off, n) {
+		// Compressed when it helps: offsets stay those of the raw bytes.
+		hdr.Set("Content-Encoding", "zstd")
+		body = func() io.ReadCloser { return zstdStream(io.NewSectionReader(f, off, n)) }
+		n = -1
+	}
 	resp, err := c.blobDo(ctx, "upload blob", http.MethodPatch, "/v1/blobs/uploads/"+m.Hex, body, n, hdr)
 	if err != nil {
 		return err
@@ -207,6 +215,34 @@ func (c *Client) patchBlob(ctx context.Context, m blobstore.Meta, off int64) err
 	return nil
 }
 
+// compresses reads a sample of the bytes to send and tells whether they
+// are worth compressing (wire.BlobCompresses).
+func compresses(f io.ReaderAt, off, n int64) bool {
+	if n < 4<<10 {
+		return false
+	}
+	sample := make([]byte, min(n, wire.BlobSampleBytes))
+	k, _ := f.ReadAt(sample, off)
+	return wire.BlobCompresses(sample[:k])
+}
+
+// zstdStream compresses r on the fly; closing the answer stops the
+// encoder.
+func zstdStream(r io.Reader) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() {
+		enc, err := zstd.NewWriter(pw, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedDefault))
+		if err == nil {
+			_, err = io.Copy(enc, r)
+			if cerr := enc.Close(); err == nil {
+				err = cerr
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr
+}
+
 func uploadOffsetOf(resp *http.Response) (int64, error) {
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
@@ -219,7 +255,7 @@ func uploadOffsetOf(resp *http.Response) (int64, error) {
 
 // blobDo sends a request whose body (n bytes, opened by body; nil for
 // none) is streamed from a file, not held in memory; otherwise as request.
-func (c *Client) blobDo(ctx context.Context, op, method, path string, body func() io.Reader, n int64, hdr http.Header) (*http.Response, error) {
+func (c *Client) blobDo(ctx context.Context, op, method, path string, body func() io.ReadCloser, n int64, hdr http.Header) (*http.Response, error) {
 	if c.OfflineMode() {
 		return nil, fmt.Errorf("%s: %w", op, ErrOfflineMode)
 	}
@@ -242,18 +278,24 @@ func (c *Client) blobDo(ctx context.Context, op, method, path string, body func(
 	return resp, err
 }
 
-func (c *Client) sendStream(ctx context.Context, op, method, u string, body func() io.Reader, n int64, hdr http.Header, tok string) (*http.Response, error) {
+func (c *Client) sendStream(ctx context.Context, op, method, u string, body func() io.ReadCloser, n int64, hdr http.Header, tok string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: server URL %q: %w", op, c.ServerURL(), err)
 	}
 	var sent atomic.Int64
 	if body != nil {
-		open := func() io.ReadCloser { return io.NopCloser(&countedBody{r: body(), n: &sent}) }
+		open := func() io.ReadCloser {
+			rc := body()
+			return struct {
+				io.Reader
+				io.Closer
+			}{&countedBody{r: rc, n: &sent}, rc}
+		}
 		req.Body = open()
 		req.GetBody = func() (io.ReadCloser, error) { return open(), nil }
 		req.ContentLength = n
-		if n > expectContinueOver {
+		if n > expectContinueOver || n < 0 {
 			req.Header.Set("Expect", "100-continue")
 		}
 	}

@@ -2,12 +2,15 @@ package client
 
 import (
 	"context"
+	"io"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/wire"
@@ -32,15 +35,16 @@ func (c *Client) fetchBlob(ctx context.Context, hexd, mime string) error {
 		return nil // fetched meanwhile
 	}
 	off := c.blobs.store.PartialSize(hexd)
-	var hdr http.Header
+	hdr := http.Header{"Accept-Encoding": {"zstd"}} // whole answers, when it helps
 	if off > 0 {
-		hdr = http.Header{"Range": {"bytes=" + strconv.FormatInt(off, 10) + "-"}}
+		hdr.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
 	}
 	resp, err := c.request(ctx, "download blob", http.MethodGet, "/v1/blobs/"+wire.BlobPrefix+hexd, nil, nil, hdr)
 	var he *HTTPError
 	if errors.As(err, &he) && he.Status == http.StatusRequestedRangeNotSatisfiable && off > 0 {
 		// The part on the device is longer than the blob: start over.
-		resp, err = c.request(ctx, "download blob", http.MethodGet, "/v1/blobs/"+wire.BlobPrefix+hexd, nil, nil, nil)
+		hdr.Del("Range")
+		resp, err = c.request(ctx, "download blob", http.MethodGet, "/v1/blobs/"+wire.BlobPrefix+hexd, nil, nil, hdr)
 		off = 0
 	}
 	if err != nil {
@@ -53,7 +57,18 @@ func (c *Client) fetchBlob(ctx context.Context, hexd, mime string) error {
 		return &serverError{op: "download blob", err: fmt.Errorf("asked from byte %d, got Content-Range %q", off, resp.Header.Get("Content-Range"))}
 	}
 	cr := &countingReader{r: resp.Body}
-	_, err = c.blobs.store.AppendPartial(hexd, off, cr)
+	src := io.Reader(cr)
+	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "zstd") {
+		dec, err := zstd.NewReader(cr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(blobDecoderMemory))
+		if err != nil {
+			return fmt.Errorf("download blob: %w", err)
+		}
+		defer dec.Close()
+		src = dec
+	} else if resp.Header.Get("Content-Encoding") != "" {
+		return &serverError{op: "download blob", err: fmt.Errorf("unexpected Content-Encoding %q", resp.Header.Get("Content-Encoding"))}
+	}
+	_, err = c.blobs.store.AppendPartial(hexd, off, src)
 	c.addBytes(cr.take(), 0)
 	if err != nil {
 		if cr.err != nil {
@@ -70,6 +85,9 @@ func (c *Client) fetchBlob(ctx context.Context, hexd, mime string) error {
 	_, err = c.blobs.store.Evict(c.opts.BlobCacheBytes, hexd)
 	return err
 }
+
+// blobDecoderMemory bounds the zstd window a downloaded blob may ask for.
+const blobDecoderMemory = 64 << 20
 
 // noteSyncedBlobs remembers the blobs that records a sync installed
 // reference (for the eager downloads after it).

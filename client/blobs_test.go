@@ -360,3 +360,41 @@ func TestBlobCacheEvictsLeastRecentlyUsed(t *testing.T) {
 		t.Errorf("the pending blob was evicted: %v", err)
 	}
 }
+
+// TestBlobCompressedWhenItHelps: a blob that compresses (a CSV export)
+// travels zstd-compressed both ways and arrives byte-identical; random
+// bytes (a photo) travel raw, as the acceptance test measures.
+func TestBlobCompressedWhenItHelps(t *testing.T) {
+	ts := newTestServer(t)
+	ts.setPolicy(`{"offline_mode":true,"eager_blob_bytes":1}`)
+	p := newCountingProxy(t, ts.url)
+	var csv bytes.Buffer
+	for i := 0; csv.Len() < 1_000_000; i++ {
+		fmt.Fprintf(&csv, "%d,task %d,open,2026-12-%02d,assigned to user %d\n", i, i, i%28+1, i%97)
+	}
+	a := ts.proxiedClient("alice", p)
+	ref, err := a.Attach(csv.Bytes(), "text/csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Put("exports/1", []byte(fmt.Sprintf(`{"file":{"$blob":%q,"bytes":%d}}`, ref.Blob, ref.Bytes)))
+	if _, err := a.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if up := p.up.Load(); up > int64(csv.Len())/4 {
+		t.Errorf("%d bytes up for a %d-byte CSV: not compressed", up, csv.Len())
+	}
+	b := ts.proxiedClient("alice", p)
+	if _, err := b.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	p.down.Store(0)
+	got, err := b.Blob(context.Background(), ref.Blob)
+	if err != nil || !bytes.Equal(got, csv.Bytes()) {
+		t.Fatalf("download: %v, equal %v", err, bytes.Equal(got, csv.Bytes()))
+	}
+	if down := p.down.Load(); down > int64(csv.Len())/4 {
+		t.Errorf("%d bytes down for a %d-byte CSV: not compressed", down, csv.Len())
+	}
+	t.Logf("a %d-byte CSV: %d bytes down", csv.Len(), p.down.Load())
+}
