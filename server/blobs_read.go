@@ -3,8 +3,8 @@ package server
 import (
 	"bufio"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
