@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -127,31 +128,69 @@ func (c *Client) BlobFile(ctx context.Context, id string) (string, error) {
 	return c.blobs.store.Path(hexd), nil
 }
 
-// uploadBlobsOf uploads the pending blobs that ops reference: the hook
-// push calls before it sends a patch. An error leaves the patch unsent.
-func (c *Client) uploadBlobsOf(ctx context.Context, ops []diff.Op) error {
-	for _, op := range ops {
-		for _, raw := range [][]byte{op.Value, op.Patch} {
-			if len(raw) == 0 {
-				continue
+// uploadBlobsFor uploads the pending blobs that the edits of patch p
+// reference: the hook push calls before it sends a patch. An error leaves
+// the patch unsent. A blob the server refuses as too large (413: the
+// org's limit, unknown when it was attached) blocks the edits that
+// reference it, as a record over the limit would (they stay queued, see
+// Client.Blocked), and the patch in flight is dropped to be formed again
+// without them: then ok is false.
+func (c *Client) uploadBlobsFor(ctx context.Context, p *inflightPatch, edits []*edit) (ok bool, err error) {
+	for _, e := range edits {
+		for _, h := range pendingBlobsOf(c.blobs.store, e.op()) {
+			m, err := c.blobs.store.Get(h)
+			if err != nil || !m.Pending {
+				continue // uploaded for an earlier edit
 			}
-			canon, err := snapshot.CanonicalJSON(raw)
+			err = c.uploadBlob(ctx, m)
+			var he *HTTPError
+			if errors.As(err, &he) && he.Status == http.StatusRequestEntityTooLarge {
+				return false, c.blockBlobEdits(p, edits, h, he)
+			}
 			if err != nil {
-				continue
-			}
-			refs, _ := wire.BlobRefs(canon)
-			for _, h := range refs {
-				m, err := c.blobs.store.Get(h)
-				if err != nil || !m.Pending {
-					continue // not attached here, or uploaded already
-				}
-				if err := c.uploadBlob(ctx, m); err != nil {
-					return fmt.Errorf("push: upload blob %s%s: %w", wire.BlobPrefix, h, err)
-				}
+				return false, fmt.Errorf("push: upload blob %s%s: %w", wire.BlobPrefix, h, err)
 			}
 		}
 	}
-	return nil
+	return true, nil
+}
+
+// pendingBlobsOf lists the blobs op references that are pending here.
+func pendingBlobsOf(st *blobstore.Store, op diff.Op) []string {
+	var out []string
+	for _, raw := range [][]byte{op.Value, op.Patch} {
+		if len(raw) == 0 {
+			continue
+		}
+		canon, err := snapshot.CanonicalJSON(raw)
+		if err != nil {
+			continue
+		}
+		refs, _ := wire.BlobRefs(canon)
+		for _, h := range refs {
+			if m, err := st.Get(h); err == nil && m.Pending {
+				out = append(out, h)
+			}
+		}
+	}
+	return out
+}
+
+// blockBlobEdits blocks the edits of a patch that reference blob h, which
+// the server refused (he), and drops the patch in flight.
+func (c *Client) blockBlobEdits(p *inflightPatch, edits []*edit, h string, he *HTTPError) error {
+	reason := fmt.Sprintf("blob %s%s: %s", wire.BlobPrefix, h, he.Message)
+	for _, e := range edits {
+		if slices.Contains(pendingBlobsOf(c.blobs.store, e.op()), h) {
+			if err := c.blockEdit(e.Seq, reason); err != nil {
+				return fmt.Errorf("push: %w", err)
+			}
+		}
+	}
+	if err := c.completePatchX(p.ID, 0, nil, nil, nil); err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	return c.refreshBlocked()
 }
 
 // uploadBlob sends a pending blob (tus: create, then PATCH from the

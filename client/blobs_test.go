@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -397,4 +398,34 @@ func TestBlobCompressedWhenItHelps(t *testing.T) {
 		t.Errorf("%d bytes down for a %d-byte CSV: not compressed", down, csv.Len())
 	}
 	t.Logf("a %d-byte CSV: %d bytes down", csv.Len(), p.down.Load())
+}
+
+// TestBlobOverOrgLimitBlocksItsEdit: a blob attached before the client
+// knew the org's limit, and over it, blocks the edits that reference it
+// (kept queued, listed by Blocked) while the other edits go through; once
+// the limit is known, Attach refuses such a blob at once.
+func TestBlobOverOrgLimitBlocksItsEdit(t *testing.T) {
+	ts := newTestServer(t)
+	ts.setPolicy(`{"offline_mode":true,"max_blob_bytes":100000}`)
+	a := ts.client("alice", nil)
+	ref, err := a.Attach(make([]byte, 150_000), "")
+	if err != nil {
+		t.Fatalf("attach before the policy is known: %v", err)
+	}
+	a.Put("forms/1", []byte(fmt.Sprintf(`{"photo":{"$blob":%q,"bytes":%d}}`, ref.Blob, ref.Bytes)))
+	a.Put("forms/2", []byte(`{"note":"no photo"}`))
+	a.Sync(context.Background())
+	st := a.Status()
+	if st.PendingEdits != 1 || st.BlockedEdits != 1 {
+		t.Fatalf("after sync: %d pending, %d blocked; want the photo's edit blocked, the other applied", st.PendingEdits, st.BlockedEdits)
+	}
+	if bl := a.Blocked(); len(bl) != 1 || bl[0].Key != "forms/1" || !strings.Contains(bl[0].Reason, ref.Blob) {
+		t.Fatalf("Blocked = %+v", bl)
+	}
+	if !strings.Contains(ts.export("alice"), "no photo") {
+		t.Fatal("the edit without a blob did not reach the server")
+	}
+	if _, err := a.Attach(make([]byte, 100_001), ""); err == nil {
+		t.Fatal("Attach over the known limit accepted")
+	}
 }

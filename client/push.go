@@ -59,6 +59,12 @@ func (c *Client) push(ctx context.Context, res *SyncResult) error {
 			return nil
 		}
 		c.beginSync()
+		// Blobs: a patch is never sent ahead of the blobs it references.
+		if sent, err := c.uploadBlobsFor(ctx, p, edits); err != nil {
+			return err
+		} else if !sent {
+			continue // an edit was blocked: the patch is formed again
+		}
 		if err := c.sendPatch(ctx, p, edits, res); err != nil {
 			return err
 		}
@@ -69,10 +75,6 @@ func (c *Client) push(ctx context.Context, res *SyncResult) error {
 // the patch stays in flight: the next push resends the same id.
 func (c *Client) sendPatch(ctx context.Context, p *inflightPatch, edits []*edit, res *SyncResult) error {
 	patch := patchOf(p, edits)
-	// Blobs: a patch is never sent ahead of the blobs it references.
-	if err := c.uploadBlobsOf(ctx, patch.Ops); err != nil {
-		return err
-	}
 	// The canonical body: exactly the size formPatch measured.
 	body, err := diff.EncodePatch(&patch)
 	if err != nil {
