@@ -28,8 +28,13 @@
 // versions gc has not deleted, so retention bounds how far a feed reader
 // may fall behind.
 //
+// Blobs are collected after the users, per org (blobs.go has the rules):
+// a blob's content and its grants go once the blob is older than the grace
+// period, no grant of it is younger, no upload of it is in progress, and
+// no remaining version of any user of the org references it.
+//
 // Nothing else is deleted: only exact layout names below a user's packs/
-// and versions/ plus those feed entries. The head hint, patch answers
+// and versions/ plus those feed entries, and the blobs above. The head hint, patch answers
 // ("<org>/<user>/patches/…"), org settings, the secret and any object gc
 // does not recognise are never touched. Patch answers are left alone on
 // purpose: an answer makes a retried patch idempotent, and a client may
