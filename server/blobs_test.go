@@ -367,3 +367,52 @@ func TestBlobRefsInChangeFeed(t *testing.T) {
 		t.Fatalf("blobs in the feed: %v, want [sha256:%s]", got, h)
 	}
 }
+
+// TestBlobUploadEdgeCases: an empty blob is finished at creation; bad
+// requests get their 4xx and store nothing.
+func TestBlobUploadEdgeCases(t *testing.T) {
+	e, tok := blobEnv(t, nil)
+	empty := sha256.Sum256(nil)
+	eh := hex.EncodeToString(empty[:])
+	if r := e.createUpload(tok, eh, 0); r.status != 201 || r.header[wire.HeaderUploadOffset] != "0" {
+		t.Fatalf("empty blob: %d %v %s", r.status, r.header, r.body)
+	}
+	if r := e.getBlob(tok, eh); r.status != 200 || len(r.body) != 0 {
+		t.Fatalf("GET empty blob: %d, %d bytes", r.status, len(r.body))
+	}
+	b, h := blobOf(t, 1000)
+	cases := []struct {
+		name   string
+		r      response
+		status int
+	}{
+		{"no metadata", e.do("POST", "/v1/blobs", nil, withToken(tok), withHeader(wire.HeaderUploadLength, "10")), 400},
+		{"no length", e.do("POST", "/v1/blobs", nil, withToken(tok), blobMeta(h)), 400},
+		{"negative length", e.createUpload(tok, h, -1), 400},
+		{"bad id", e.do("POST", "/v1/blobs", nil, withToken(tok), withHeader(wire.HeaderUploadLength, "10"),
+			withHeader(wire.HeaderUploadMetadata, "blob "+base64.StdEncoding.EncodeToString([]byte("sha256:XYZ")))), 400},
+		{"patch before create", e.patchUpload(tok, h, 0, b), 404},
+		{"head before create", e.do("HEAD", "/v1/blobs/uploads/"+h, nil, withToken(tok)), 404},
+		{"bad hex", e.patchUpload(tok, "abc", 0, b), 400},
+		{"get bad id", e.do("GET", "/v1/blobs/sha1:abc", nil, withToken(tok)), 400},
+		{"no token", e.do("GET", "/v1/blobs/sha256:"+h, nil), 401},
+	}
+	for _, c := range cases {
+		if c.r.status != c.status {
+			t.Errorf("%s: %d %s, want %d", c.name, c.r.status, c.r.body, c.status)
+		}
+	}
+	e.createUpload(tok, h, len(b))
+	if r := e.patchUpload(tok, h, 0, b, withHeader("Content-Type", "application/octet-stream")); r.status != 415 {
+		t.Errorf("wrong Content-Type: %d, want 415", r.status)
+	}
+	if r := e.patchUpload(tok, h, 0, append(bytes.Clone(b), 'x')); r.status != 413 {
+		t.Errorf("body past the length: %d, want 413", r.status)
+	}
+	if r := e.patchUpload(tok, h, 0, []byte("x"), withHeader(wire.HeaderUploadChecksum, "md5 abc")); r.status != 400 {
+		t.Errorf("unknown checksum algorithm: %d, want 400", r.status)
+	}
+	if off, _ := e.uploadOffset(tok, h); off != 0 {
+		t.Errorf("refused PATCHes moved the offset to %d", off)
+	}
+}
