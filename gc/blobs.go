@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/wire"
@@ -35,13 +36,13 @@ import (
 type blobObjects struct {
 	contents map[string]map[string]snapshot.ObjectInfo // org → hex → content
 	grants   map[string]map[string][]snapshot.ObjectInfo
-	uploads  map[string]map[string]bool
+	uploads  map[string]map[string][]snapshot.ObjectInfo // org → "user/hex" → its objects
 	users    map[string]map[string]bool
 }
 
 func newBlobObjects() *blobObjects {
 	return &blobObjects{contents: map[string]map[string]snapshot.ObjectInfo{},
-		grants: map[string]map[string][]snapshot.ObjectInfo{}, uploads: map[string]map[string]bool{},
+		grants: map[string]map[string][]snapshot.ObjectInfo{}, uploads: map[string]map[string][]snapshot.ObjectInfo{},
 		users: map[string]map[string]bool{}}
 }
 
@@ -76,14 +77,24 @@ func (b *blobObjects) note(oi snapshot.ObjectInfo) {
 	}
 	if r, ok := strings.CutPrefix(rest, "uploads/"); ok {
 		if h, _, ok := strings.Cut(r, "/"); ok && wire.ValidBlobHex(h) == nil {
-			inner(b.uploads, org)[h] = true
+			u := inner(b.uploads, org)
+			u[user+"/"+h] = append(u[user+"/"+h], oi)
 		}
 	}
 }
 
-// collectBlobs deletes the blobs of every org that nothing keeps.
+// AbandonedUpload is how long an upload may go without a new byte before
+// gc deletes it (Options.UploadExpiry, if longer). Its client still holds
+// the blob and starts over: nothing is lost but the bytes sent.
+const AbandonedUpload = 7 * 24 * time.Hour
+
+// collectBlobs deletes abandoned uploads, then the blobs of every org that
+// nothing keeps.
 func (r *runner) collectBlobs(ctx context.Context, b *blobObjects, rep *Report) error {
 	var errs []error
+	if err := r.expireUploads(ctx, b, rep); err != nil {
+		errs = append(errs, err)
+	}
 	for _, org := range slices.Sorted(maps.Keys(b.contents)) {
 		cands := r.blobCandidates(b, org, rep)
 		if len(cands) == 0 {
@@ -113,7 +124,7 @@ func (r *runner) collectBlobs(ctx context.Context, b *blobObjects, rep *Report) 
 func (r *runner) blobCandidates(b *blobObjects, org string, rep *Report) []string {
 	var out []string
 	for _, h := range slices.Sorted(maps.Keys(b.contents[org])) {
-		keep := !r.old(b.contents[org][h]) || b.uploads[org][h]
+		keep := !r.old(b.contents[org][h]) || b.uploading(org, h)
 		for _, g := range b.grants[org][h] {
 			keep = keep || !r.old(g)
 		}
@@ -124,6 +135,47 @@ func (r *runner) blobCandidates(b *blobObjects, org string, rep *Report) []strin
 		out = append(out, h)
 	}
 	return out
+}
+
+// uploading reports whether an upload of blob h is in progress in org.
+func (b *blobObjects) uploading(org, h string) bool {
+	for k := range b.uploads[org] {
+		if strings.HasSuffix(k, "/"+h) {
+			return true
+		}
+	}
+	return false
+}
+
+// expireUploads deletes the uploads whose newest object is older than
+// AbandonedUpload (and the grace period), parts first, and forgets them.
+func (r *runner) expireUploads(ctx context.Context, b *blobObjects, rep *Report) error {
+	age := max(AbandonedUpload, r.opts.Grace)
+	for org, ups := range b.uploads {
+		for k, objs := range ups {
+			newest := objs[0].ModTime
+			for _, o := range objs {
+				if o.ModTime.After(newest) {
+					newest = o.ModTime
+				}
+			}
+			if newest.After(r.now.Add(-age)) {
+				continue
+			}
+			rep.UploadsExpired++
+			delete(ups, k)
+			if r.opts.DryRun {
+				continue
+			}
+			slices.SortFunc(objs, func(a, b snapshot.ObjectInfo) int { return strings.Compare(a.Key, b.Key) }) // parts, then info.json
+			for _, o := range objs {
+				if err := r.s.Delete(ctx, o.Key); err != nil {
+					return fmt.Errorf("expire upload %s/%s: %w", org, k, err)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // referencedBlobs reads every record of every version of the org's users

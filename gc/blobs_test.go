@@ -107,3 +107,35 @@ func TestGCKeepsBlobWithRefreshedGrant(t *testing.T) {
 		})
 	}
 }
+
+// TestGCExpiresAbandonedUploads: an upload without a new byte for
+// AbandonedUpload is deleted (its blob is then collected like any other);
+// a younger one is kept.
+func TestGCExpiresAbandonedUploads(t *testing.T) {
+	for _, sc := range storeCases {
+		t.Run(sc.name, func(t *testing.T) {
+			s := sc.open(t)
+			ctx := context.Background()
+			h := putBlob(t, s, "acme", "alice", "x")
+			s.Put(ctx, snapshot.BlobUploadInfoKey("acme", "carol", h), bytes.NewReader([]byte(`{"length":5}`)), 12)
+			s.Put(ctx, snapshot.BlobPartKey("acme", "carol", h, 0), bytes.NewReader([]byte("bl")), 2)
+			opts := gc.DefaultOptions()
+			opts.KeepVersions = 1
+			opts.Now = func() time.Time { return time.Now().Add(gc.AbandonedUpload - time.Hour) }
+			if rep, err := gc.Run(ctx, s, opts); err != nil || rep.UploadsExpired != 0 || !exists(t, s, snapshot.BlobKey("acme", h)) {
+				t.Fatalf("young upload: %+v %v", rep, err)
+			}
+			opts.Now = func() time.Time { return time.Now().Add(gc.AbandonedUpload + time.Hour) }
+			rep, err := gc.Run(ctx, s, opts)
+			if err != nil || rep.UploadsExpired != 1 {
+				t.Fatalf("abandoned upload: %+v %v", rep, err)
+			}
+			if exists(t, s, snapshot.BlobUploadInfoKey("acme", "carol", h)) || exists(t, s, snapshot.BlobPartKey("acme", "carol", h, 0)) {
+				t.Error("abandoned upload objects left")
+			}
+			if exists(t, s, snapshot.BlobKey("acme", h)) {
+				t.Error("the blob of the abandoned upload, referenced by nothing, was kept")
+			}
+		})
+	}
+}

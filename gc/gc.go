@@ -154,6 +154,8 @@ type Report struct {
 	BlobsDeleted   int   `json:"blobs_deleted"`
 	BlobsKept      int   `json:"blobs_kept"`
 	BlobBytesFreed int64 `json:"blob_bytes_freed"`
+	// UploadsExpired counts blob uploads abandoned for AbandonedUpload.
+	UploadsExpired int `json:"uploads_expired"`
 	Counts
 	PerUser []UserReport `json:"per_user,omitempty"`
 }
