@@ -184,6 +184,9 @@ func (r *Report) String() string {
 	if r.TempFilesDeleted > 0 {
 		s += fmt.Sprintf("; removed %d abandoned temp files", r.TempFilesDeleted)
 	}
+	if r.BlobsDeleted+r.BlobsKept+r.UploadsExpired > 0 {
+		s += fmt.Sprintf("; blobs: %s %d (%d bytes), kept %d; %d abandoned uploads", verb, r.BlobsDeleted, r.BlobBytesFreed, r.BlobsKept, r.UploadsExpired)
+	}
 	if r.UsersFailed > 0 {
 		s += fmt.Sprintf("; %d users FAILED", r.UsersFailed)
 	}
