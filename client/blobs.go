@@ -144,8 +144,12 @@ func (c *Client) uploadBlobsFor(ctx context.Context, p *inflightPatch, edits []*
 			}
 			err = c.uploadBlob(ctx, m)
 			var he *HTTPError
-			if errors.As(err, &he) && he.Status == http.StatusRequestEntityTooLarge {
-				return false, c.blockBlobEdits(p, edits, h, he)
+			switch {
+			case errors.As(err, &he) && he.Status == http.StatusRequestEntityTooLarge:
+				return false, c.blockBlobEdits(p, edits, h, he.Message)
+			case errors.Is(err, blobstore.ErrNotExist):
+				// Its file was removed behind our back: no retry brings it.
+				return false, c.blockBlobEdits(p, edits, h, "the blob's file is missing on this device; attach it again")
 			}
 			if err != nil {
 				return false, fmt.Errorf("push: upload blob %s%s: %w", wire.BlobPrefix, h, err)
@@ -177,9 +181,9 @@ func pendingBlobsOf(st *blobstore.Store, op diff.Op) []string {
 }
 
 // blockBlobEdits blocks the edits of a patch that reference blob h, which
-// the server refused (he), and drops the patch in flight.
-func (c *Client) blockBlobEdits(p *inflightPatch, edits []*edit, h string, he *HTTPError) error {
-	reason := fmt.Sprintf("blob %s%s: %s", wire.BlobPrefix, h, he.Message)
+// cannot be uploaded (why), and drops the patch in flight.
+func (c *Client) blockBlobEdits(p *inflightPatch, edits []*edit, h, why string) error {
+	reason := fmt.Sprintf("blob %s%s: %s", wire.BlobPrefix, h, why)
 	for _, e := range edits {
 		if slices.Contains(pendingBlobsOf(c.blobs.store, e.op()), h) {
 			if err := c.blockEdit(e.Seq, reason); err != nil {

@@ -429,3 +429,25 @@ func TestBlobOverOrgLimitBlocksItsEdit(t *testing.T) {
 		t.Fatal("Attach over the known limit accepted")
 	}
 }
+
+// TestBlobFileLostBlocksItsEdit: a pending blob whose file was removed
+// behind the client's back blocks the edits that reference it instead of
+// stopping every push.
+func TestBlobFileLostBlocksItsEdit(t *testing.T) {
+	ts := newTestServer(t)
+	a := ts.client("alice", nil)
+	ref, _ := a.Attach([]byte("a photo that will vanish"), "")
+	h, _ := wire.ParseBlobID(ref.Blob)
+	a.Put("forms/1", []byte(fmt.Sprintf(`{"photo":{"$blob":%q,"bytes":%d}}`, ref.Blob, ref.Bytes)))
+	a.Put("forms/2", []byte(`{"note":"fine"}`))
+	if err := os.Remove(filepath.Join(a.Dir(), BlobDir, h)); err != nil {
+		t.Fatal(err)
+	}
+	a.Sync(context.Background())
+	if bl := a.Blocked(); len(bl) != 1 || bl[0].Key != "forms/1" || !strings.Contains(bl[0].Reason, "missing") {
+		t.Fatalf("Blocked = %+v", bl)
+	}
+	if !strings.Contains(ts.export("alice"), "fine") {
+		t.Fatal("the other edit did not go through")
+	}
+}

@@ -73,7 +73,15 @@ func Open(dir string) (*Store, error) {
 		if h, ok := strings.CutSuffix(name, ".json"); ok && validHex(h) {
 			m, err := s.readMeta(h)
 			if err != nil {
-				return nil, err
+				// A damaged manifest: the blob's file is its own proof (its
+				// name is its hash), so keep it, as pending (never evicted;
+				// uploading it again costs a request).
+				fi, serr := os.Stat(s.path(h))
+				if serr != nil {
+					os.Remove(s.metaPath(h))
+					continue
+				}
+				m = &Meta{Hex: h, Bytes: fi.Size(), Pending: true}
 			}
 			s.metas[h] = m
 		}
@@ -245,8 +253,9 @@ func (s *Store) Open(hexd string) (*os.File, error) {
 	s.mu.Lock()
 	m := s.metas[hexd]
 	if m != nil {
+		// In memory only: a read must not cost two fsyncs. After a
+		// restart the order is that of the last write (attach, download).
 		m.UsedNano = s.now().UnixNano()
-		s.writeMeta(m) // best effort: only the eviction order depends on it
 	}
 	s.mu.Unlock()
 	if m == nil {

@@ -171,3 +171,17 @@ func TestOpenCleansCrashLeftovers(t *testing.T) {
 		t.Errorf("the blob was removed: %v", err)
 	}
 }
+
+// TestDamagedManifestKeepsBlob: a manifest that cannot be read does not
+// stop Open; the blob is kept as pending (never evicted).
+func TestDamagedManifestKeepsBlob(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	m, _ := s.Put(strings.NewReader("photo"), "", 0)
+	s.MarkUploaded(m.Hex)
+	os.WriteFile(filepath.Join(dir, m.Hex+".json"), []byte("{garbage"), 0o600)
+	s2 := open(t, dir)
+	if got, err := s2.Get(m.Hex); err != nil || !got.Pending || got.Bytes != 5 {
+		t.Fatalf("after a damaged manifest: %+v %v", got, err)
+	}
+}
