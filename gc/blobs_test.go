@@ -139,3 +139,34 @@ func TestGCExpiresAbandonedUploads(t *testing.T) {
 		})
 	}
 }
+
+// TestGCBlobsOnEveryStore: on every backend (S3 included), with every
+// object past the grace period, gc keeps the referenced blob and the one
+// being uploaded and deletes the orphan with its grant.
+func TestGCBlobsOnEveryStore(t *testing.T) {
+	eachStore(t, func(t *testing.T, open func(*testing.T) snapshot.Store) {
+		s := open(t)
+		f := newFixture(t, s)
+		ctx := context.Background()
+		referenced := putBlob(t, s, "acme", "alice", "referenced")
+		orphan := putBlob(t, s, "acme", "alice", "orphan")
+		uploading := putBlob(t, s, "acme", "alice", "uploading")
+		s.Put(ctx, snapshot.BlobUploadInfoKey("acme", "carol", uploading), bytes.NewReader([]byte(`{"length":5}`)), 12)
+		f.build("acme", "bob", []gen.Record{{Key: "forms/1", Value: fmt.Appendf(nil, `{"photo":{"$blob":"sha256:%s","bytes":19}}`, referenced)}}, time.Now())
+		opts := gc.DefaultOptions()
+		opts.KeepVersions, opts.Now = 1, aged()
+		rep, err := gc.Run(ctx, s, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !exists(t, s, snapshot.BlobKey("acme", referenced)) || !exists(t, s, snapshot.BlobKey("acme", uploading)) {
+			t.Error("a referenced or uploading blob was deleted")
+		}
+		if exists(t, s, snapshot.BlobKey("acme", orphan)) || exists(t, s, snapshot.BlobGrantKey("acme", "alice", orphan)) {
+			t.Error("the orphan blob or its grant was kept")
+		}
+		if rep.BlobsDeleted != 1 || rep.BlobsKept != 2 {
+			t.Errorf("report: %d deleted, %d kept", rep.BlobsDeleted, rep.BlobsKept)
+		}
+	})
+}

@@ -157,7 +157,11 @@ func (r *brokenBody) Read(p []byte) (int, error) {
 // breaks halfway keeps what arrived (not only whole parts), and the resumed
 // upload sends only the rest.
 func TestBlobUploadResumesAfterBrokenConnection(t *testing.T) {
-	e, tok := blobEnv(t, nil)
+	eachRealStore(t, func(t *testing.T, st snapshot.Store) { resumeAfterBrokenConnection(t, st) })
+}
+
+func resumeAfterBrokenConnection(t *testing.T, st snapshot.Store) {
+	e, tok := blobEnv(t, st)
 	b, h := blobOf(t, 1_000_000)
 	if r := e.createUpload(tok, h, len(b)); r.status != 201 || r.header["Location"] != "/v1/blobs/uploads/"+h {
 		t.Fatalf("create: %d %v %s", r.status, r.header, r.body)
