@@ -632,8 +632,8 @@ func (h *crashHarness) finish() {
 	head := h.scanned
 	server := h.serverRecords(head)
 	if mine.stdout != server || theirs.stdout != server {
-		t.Fatalf("after the final sync the client (%d bytes) and a fresh client (%d bytes) differ from the server's version %d (%d bytes)",
-			len(mine.stdout), len(theirs.stdout), head, len(server))
+		t.Fatalf("after the final sync the client (%d bytes) and a fresh client (%d bytes) differ from the server's version %d (%d bytes)\nclient: %s\nfresh: %s",
+			len(mine.stdout), len(theirs.stdout), head, len(server), lineDiff(mine.stdout, server), lineDiff(theirs.stdout, server))
 	}
 	if res.Version != head {
 		t.Errorf("final sync left the client at version %d, the server's head is %d", res.Version, head)
@@ -680,4 +680,32 @@ func (h *crashHarness) fatalf(format string, args ...any) {
 	h.t.Helper()
 	recent := h.history[max(0, len(h.history)-12):]
 	h.t.Fatalf(format+"\nlast commands:\n  %s", append(args, strings.Join(recent, "\n  "))...)
+}
+
+// lineDiff names the lines only in got and only in want (at most 5 of
+// each), so a failure says which records differ.
+func lineDiff(got, want string) string {
+	if got == want {
+		return "equal"
+	}
+	in := func(s string) map[string]bool {
+		m := map[string]bool{}
+		for _, l := range strings.Split(s, "\n") {
+			m[l] = true
+		}
+		return m
+	}
+	g, w := in(got), in(want)
+	var extra, missing []string
+	for l := range g {
+		if !w[l] && len(extra) < 5 {
+			extra = append(extra, l)
+		}
+	}
+	for l := range w {
+		if !g[l] && len(missing) < 5 {
+			missing = append(missing, l)
+		}
+	}
+	return fmt.Sprintf("only here %q; missing %q", extra, missing)
 }
