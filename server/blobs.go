@@ -3,9 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -319,10 +317,4 @@ func (s *Server) putGrant(ctx context.Context, org, user, hexd string) error {
 // contentRange is an answer's Content-Range.
 func contentRange(off, n, size int64) string {
 	return fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, size)
-}
-
-// blobDigestOf is the hex SHA-256 of b.
-func blobDigestOf(b []byte) string {
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
 }
