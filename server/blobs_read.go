@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/valyala/fasthttp"
@@ -79,6 +80,33 @@ func (s *Server) authorizeBlobRead(req *request, hexd string) error {
 	return s.putGrant(req.Ctx, req.Org, req.User, hexd)
 }
 
+// notReferenced remembers, per user and blob, the head version found not
+// to reference the blob, so that asking again for a blob of the org one
+// may not read costs a Stat, not a read of the data set, until the head
+// moves. Bounded: it forgets everything when full.
+type notReferenced struct {
+	mu sync.Mutex
+	m  map[string]uint64
+}
+
+const maxNotReferenced = 4096
+
+func (n *notReferenced) get(key string) (uint64, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	v, ok := n.m[key]
+	return v, ok
+}
+
+func (n *notReferenced) put(key string, head uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.m == nil || len(n.m) >= maxNotReferenced {
+		n.m = map[string]uint64{}
+	}
+	n.m[key] = head
+}
+
 // errFound stops a scan that found what it looked for.
 var errFound = errors.New("found")
 
@@ -91,6 +119,10 @@ func (s *Server) headReferences(req *request, hexd string) (bool, error) {
 		return false, err
 	}
 	s.noteHead(req.Org, req.User, head)
+	memo := req.Org + "/" + req.User + "/" + hexd
+	if v, ok := s.unrefd.get(memo); ok && v == head {
+		return false, nil
+	}
 	cm, err := s.cachedManifest(req.Ctx, req.Org, req.User, head)
 	if err != nil {
 		return false, err
@@ -108,6 +140,9 @@ func (s *Server) headReferences(req *request, hexd string) (bool, error) {
 	})
 	if errors.Is(err, errFound) {
 		return true, nil
+	}
+	if err == nil {
+		s.unrefd.put(memo, head)
 	}
 	return false, err
 }

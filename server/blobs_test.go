@@ -19,6 +19,7 @@ import (
 
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 	"github.com/deltasync/deltasync/wire"
 )
 
@@ -418,5 +419,26 @@ func TestBlobUploadEdgeCases(t *testing.T) {
 	}
 	if off, _ := e.uploadOffset(tok, h); off != 0 {
 		t.Errorf("refused PATCHes moved the offset to %d", off)
+	}
+}
+
+// TestBlobStrangerCostsNoDataSetReads: asking again and again for a blob
+// of the org one may not read reads one's data set once per head version,
+// not once per request.
+func TestBlobStrangerCostsNoDataSetReads(t *testing.T) {
+	e, alice := blobEnv(t, nil)
+	bob := userToken(t, "acme", "bob")
+	e.upload("acme", "bob", gen.Dataset(gen.Options{Size: 64 << 10, Seed: 3}))
+	b, h := blobOf(t, 1000)
+	e.uploadBlob(alice, b, h)
+	e.getBlob(bob, h)
+	before := e.store.Calls(storetest.OpGetRange)
+	for range 5 {
+		if r := e.getBlob(bob, h); r.status != 404 {
+			t.Fatalf("bob reads alice's blob: %d", r.status)
+		}
+	}
+	if n := e.store.Calls(storetest.OpGetRange) - before; n != 0 {
+		t.Errorf("5 refused reads read packs %d times, want 0", n)
 	}
 }

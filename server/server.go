@@ -51,6 +51,7 @@ type Server struct {
 	manifests *manifestCache
 	heads     *headCache
 	chunks    *chunkCache
+	unrefd    notReferenced // blobs_read.go
 	limiter   *userLimiter // nil: no limit
 
 	guards   *guardMetrics
