@@ -52,7 +52,7 @@ type Server struct {
 	heads     *headCache
 	chunks    *chunkCache
 	unrefd    notReferenced // blobs_read.go
-	limiter   *userLimiter // nil: no limit
+	limiter   *userLimiter  // nil: no limit
 
 	guards   *guardMetrics
 	maxConns int // Options.MaxConns, or the default derived from RLIMIT_NOFILE
