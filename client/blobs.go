@@ -150,6 +150,10 @@ func (c *Client) uploadBlobsFor(ctx context.Context, p *inflightPatch, edits []*
 			case errors.Is(err, blobstore.ErrNotExist):
 				// Its file was removed behind our back: no retry brings it.
 				return false, c.blockBlobEdits(p, edits, h, "the blob's file is missing on this device; attach it again")
+			case errors.As(err, &he) && he.Code == wire.CodeBlobMismatch && c.blobs.store.Verify(h) != nil:
+				// The server hashed other bytes because ours are damaged
+				// (else the network was, and the next push sends it again).
+				return false, c.blockBlobEdits(p, edits, h, "the blob's file is damaged on this device; attach it again")
 			}
 			if err != nil {
 				return false, fmt.Errorf("push: upload blob %s%s: %w", wire.BlobPrefix, h, err)

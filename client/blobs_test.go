@@ -451,3 +451,21 @@ func TestBlobFileLostBlocksItsEdit(t *testing.T) {
 		t.Fatal("the other edit did not go through")
 	}
 }
+
+// TestBlobDamagedOnDeviceBlocksItsEdit: a pending blob whose file no longer
+// hashes to its name is refused by the server (460) and then blocks its
+// edits instead of being sent again and again.
+func TestBlobDamagedOnDeviceBlocksItsEdit(t *testing.T) {
+	ts := newTestServer(t)
+	a := ts.client("alice", nil)
+	ref, _ := a.Attach([]byte("a photo that will rot"), "")
+	h, _ := wire.ParseBlobID(ref.Blob)
+	a.Put("forms/1", []byte(fmt.Sprintf(`{"photo":{"$blob":%q,"bytes":%d}}`, ref.Blob, ref.Bytes)))
+	if err := os.WriteFile(filepath.Join(a.Dir(), BlobDir, h), []byte("a photo that will ROT"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.Sync(context.Background())
+	if bl := a.Blocked(); len(bl) != 1 || !strings.Contains(bl[0].Reason, "damaged") {
+		t.Fatalf("Blocked = %+v", bl)
+	}
+}

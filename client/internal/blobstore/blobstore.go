@@ -268,6 +268,24 @@ func (s *Store) Open(hexd string) (*os.File, error) {
 	return f, err
 }
 
+// Verify checks that a blob's file hashes to its name (ErrMismatch if not,
+// ErrNotExist if there is none).
+func (s *Store) Verify(hexd string) error {
+	f, err := s.Open(hexd)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return err
+	}
+	if hex.EncodeToString(h.Sum(nil)) != hexd {
+		return fmt.Errorf("blob %s: %w", hexd, ErrMismatch)
+	}
+	return nil
+}
+
 // Path is the file holding a blob (read it, never change it).
 func (s *Store) Path(hexd string) string { return s.path(hexd) }
 
