@@ -12,7 +12,6 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/wire"
 )
 
@@ -89,27 +88,33 @@ func (c *Client) fetchBlob(ctx context.Context, hexd, mime string) error {
 // blobDecoderMemory bounds the zstd window a downloaded blob may ask for.
 const blobDecoderMemory = 64 << 20
 
-// noteSyncedBlobs remembers the blobs that records a sync installed
-// reference (for the eager downloads after it).
-func (c *Client) noteSyncedBlobs(changes []diff.Change) {
+// noteSyncedBlobs remembers the blobs that the records a sync installed
+// reference (keys, or every record if all), for the eager downloads after
+// it. It reads the records as they are now, after the install.
+func (c *Client) noteSyncedBlobs(keys []string, all bool) {
 	c.blobs.mu.Lock()
 	defer c.blobs.mu.Unlock()
-	for i := range changes {
-		refs, _ := wire.BlobRefsOf(changes[i].New)
-		for _, r := range refs {
+	if all {
+		c.blobs.scanAll = true
+		return
+	}
+	if len(keys) == 0 {
+		return
+	}
+	recs, err := c.GetMany(keys)
+	if err != nil {
+		c.blobs.scanAll = true // read them all after the sync instead
+		return
+	}
+	for _, r := range recs {
+		refs, _ := wire.BlobRefsOf(r.Value)
+		for _, ref := range refs {
 			if c.blobs.eager == nil {
 				c.blobs.eager = map[string]wire.BlobRef{}
 			}
-			c.blobs.eager[r.Blob] = r
+			c.blobs.eager[ref.Blob] = ref
 		}
 	}
-}
-
-// noteFullSync asks for the eager downloads of every record's blobs.
-func (c *Client) noteFullSync() {
-	c.blobs.mu.Lock()
-	c.blobs.scanAll = true
-	c.blobs.mu.Unlock()
 }
 
 // fetchEagerBlobs downloads the blobs noted since the last call that the

@@ -290,6 +290,17 @@ func TestBlobEagerOrLazyByPolicy(t *testing.T) {
 	if _, err := b.Blob(context.Background(), bref.Blob); err != nil {
 		t.Fatalf("big blob on demand: %v", err)
 	}
+	// A delta sync (not the first, full one) fetches the new small blob too.
+	small2, sref2 := ts.attachAndSync("forms/small2", 50_000)
+	if _, err := b.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SetOfflineMode(true); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Blob(context.Background(), sref2.Blob); err != nil || !bytes.Equal(got, small2) {
+		t.Fatalf("small blob of a delta sync, offline: %v", err)
+	}
 }
 
 // TestBlobDownloadResumes: a download cut halfway resumes from what the

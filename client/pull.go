@@ -468,7 +468,6 @@ func (c *Client) finishVersion(ctx context.Context, h wire.SyncHeader, old *snap
 			return fmt.Errorf("sync: record changes %d→%d: %w", old.Version, h.To, err)
 		}
 		changed = changedKeys(changes)
-		c.noteSyncedBlobs(changes) // blobs: eager downloads after the sync
 		u.Puts = func(put func(string, []byte) error) error {
 			for i := range changes {
 				if !changes[i].Deleted() {
@@ -499,9 +498,7 @@ func (c *Client) finishVersion(ctx context.Context, h wire.SyncHeader, old *snap
 		return fmt.Errorf("sync: %w", err)
 	}
 	c.notifyInstalled(h.To, changed, old == nil)
-	if old == nil {
-		c.noteFullSync() // blobs: eager downloads after the sync
-	}
+	c.noteSyncedBlobs(changed, old == nil) // blobs: eager downloads after the sync
 	res.Version, res.Full = h.To, old == nil
 	res.ChunksReused = len(chunks) - res.ChunksFetched
 	if res.ChunksReused < 0 {
