@@ -67,6 +67,14 @@ func (c *Client) openBlobs() error {
 	return nil
 }
 
+// removeBlobs deletes the blobs of the state directory dir (Wipe).
+func removeBlobs(dir string) error {
+	if err := os.RemoveAll(filepath.Join(dir, BlobDir)); err != nil {
+		return fmt.Errorf("remove client blobs: %w", err)
+	}
+	return nil
+}
+
 // Attach stores data as a blob on this device and returns its reference,
 // to put into a record (as the value of any field). The blob is durable
 // when Attach returns, and uploaded by the push that sends the first patch

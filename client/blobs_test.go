@@ -480,3 +480,19 @@ func TestBlobDamagedOnDeviceBlocksItsEdit(t *testing.T) {
 		t.Fatalf("Blocked = %+v", bl)
 	}
 }
+
+// TestWipeRemovesBlobs: Wipe removes the blobs with the rest of the state.
+func TestWipeRemovesBlobs(t *testing.T) {
+	ts := newTestServer(t)
+	dir := t.TempDir()
+	a := ts.client("alice", nil, dir)
+	if _, err := a.Attach([]byte("a private photo"), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Wipe(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, BlobDir)); !os.IsNotExist(err) {
+		t.Fatalf("blobs left after Wipe: %v", err)
+	}
+}

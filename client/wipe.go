@@ -77,8 +77,8 @@ func removeState(dir string) error {
 		d.Sync()
 		d.Close()
 	}
-	if err := os.RemoveAll(filepath.Join(dir, BlobDir)); err != nil { // blobs.go
-		return fmt.Errorf("remove client blobs: %w", err)
+	if err := removeBlobs(dir); err != nil { // blobs.go
+		return err
 	}
 	os.Remove(dir) // only if empty: the app may keep its own files there
 	return nil
