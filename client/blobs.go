@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -136,6 +137,59 @@ func (c *Client) BlobFile(ctx context.Context, id string) (string, error) {
 	return c.blobs.store.Path(hexd), nil
 }
 
+// sendWithBlobs is push's step for one patch: upload the pending blobs its
+// edits reference, then send it (sendPatch). A blob stays pending until
+// a patch referencing it is answered: sending the patch again uploads it
+// again (a request, if the server has it), which refreshes the server's
+// grant, so gc keeps the blob for a patch that is slow to follow. If the
+// server no longer has a blob a patch references (409 blob_missing: gc
+// took it while the patch waited), the blob is marked pending again and
+// the next push uploads it; if this device lost it too, the edits that
+// reference it are blocked.
+func (c *Client) sendWithBlobs(ctx context.Context, p *inflightPatch, edits []*edit, res *SyncResult) error {
+	if sent, err := c.uploadBlobsFor(ctx, p, edits); err != nil || !sent {
+		return err // !sent: an edit was blocked, the patch is formed again
+	}
+	if err := c.sendPatch(ctx, p, edits, res); err != nil {
+		return c.blobMissing(err, edits)
+	}
+	for _, e := range edits {
+		for _, h := range blobsOf(e.op()) {
+			if err := c.blobs.store.MarkUploaded(h); err != nil {
+				return fmt.Errorf("push: %w", err)
+			}
+		}
+	}
+	c.emitStatus()
+	return nil
+}
+
+// blobIDPattern finds the blob IDs a blob_missing answer names.
+var blobIDPattern = regexp.MustCompile(wire.BlobPrefix + `[0-9a-f]{64}`)
+
+// blobMissing handles a patch the server refused for a blob it does not
+// have (see sendWithBlobs); other errors pass through.
+func (c *Client) blobMissing(err error, edits []*edit) error {
+	var he *HTTPError
+	if !errors.As(err, &he) || he.Code != wire.CodeBlobMissing {
+		return err
+	}
+	for _, id := range blobIDPattern.FindAllString(he.Message, -1) {
+		h := id[len(wire.BlobPrefix):]
+		if c.blobs.store.Verify(h) == nil {
+			if merr := c.blobs.store.MarkPending(h); merr != nil {
+				return fmt.Errorf("push: %w", merr)
+			}
+			continue
+		}
+		if berr := c.blockEditsReferencing(edits, h, "the server no longer has it and this device does not either; attach it again"); berr != nil {
+			return berr
+		}
+	}
+	c.emitStatus()
+	return err // the patch was dropped (patchRefused): formed again next push
+}
+
 // uploadBlobsFor uploads the pending blobs that the edits of patch p
 // reference: the hook push calls before it sends a patch. An error leaves
 // the patch unsent. A blob the server refuses as too large (413: the
@@ -171,8 +225,8 @@ func (c *Client) uploadBlobsFor(ctx context.Context, p *inflightPatch, edits []*
 	return true, nil
 }
 
-// pendingBlobsOf lists the blobs op references that are pending here.
-func pendingBlobsOf(st *blobstore.Store, op diff.Op) []string {
+// blobsOf lists the blobs op references.
+func blobsOf(op diff.Op) []string {
 	var out []string
 	for _, raw := range [][]byte{op.Value, op.Patch} {
 		if len(raw) == 0 {
@@ -183,10 +237,17 @@ func pendingBlobsOf(st *blobstore.Store, op diff.Op) []string {
 			continue
 		}
 		refs, _ := wire.BlobRefs(canon)
-		for _, h := range refs {
-			if m, err := st.Get(h); err == nil && m.Pending {
-				out = append(out, h)
-			}
+		out = append(out, refs...)
+	}
+	return out
+}
+
+// pendingBlobsOf lists the blobs op references that are pending here.
+func pendingBlobsOf(st *blobstore.Store, op diff.Op) []string {
+	var out []string
+	for _, h := range blobsOf(op) {
+		if m, err := st.Get(h); err == nil && m.Pending {
+			out = append(out, h)
 		}
 	}
 	return out
@@ -195,16 +256,24 @@ func pendingBlobsOf(st *blobstore.Store, op diff.Op) []string {
 // blockBlobEdits blocks the edits of a patch that reference blob h, which
 // cannot be uploaded (why), and drops the patch in flight.
 func (c *Client) blockBlobEdits(p *inflightPatch, edits []*edit, h, why string) error {
+	if err := c.blockEditsReferencing(edits, h, why); err != nil {
+		return err
+	}
+	if err := c.completePatchX(p.ID, 0, nil, nil, nil); err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	return c.refreshBlocked()
+}
+
+// blockEditsReferencing blocks the edits that reference blob h (why).
+func (c *Client) blockEditsReferencing(edits []*edit, h, why string) error {
 	reason := fmt.Sprintf("blob %s%s: %s", wire.BlobPrefix, h, why)
 	for _, e := range edits {
-		if slices.Contains(pendingBlobsOf(c.blobs.store, e.op()), h) {
+		if slices.Contains(blobsOf(e.op()), h) {
 			if err := c.blockEdit(e.Seq, reason); err != nil {
 				return fmt.Errorf("push: %w", err)
 			}
 		}
-	}
-	if err := c.completePatchX(p.ID, 0, nil, nil, nil); err != nil {
-		return fmt.Errorf("push: %w", err)
 	}
 	return c.refreshBlocked()
 }
@@ -231,11 +300,7 @@ func (c *Client) uploadBlob(ctx context.Context, m blobstore.Meta) error {
 			return err
 		}
 	}
-	if err := c.blobs.store.MarkUploaded(m.Hex); err != nil {
-		return err
-	}
-	c.emitStatus()
-	return nil
+	return nil // still pending: sendWithBlobs marks it once the patch is answered
 }
 
 // patchBlob sends the blob's bytes from off in one PATCH; the server keeps

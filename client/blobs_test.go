@@ -496,3 +496,51 @@ func TestWipeRemovesBlobs(t *testing.T) {
 		t.Fatalf("blobs left after Wipe: %v", err)
 	}
 }
+
+// TestBlobGoneFromServerIsUploadedAgain: an edit that references a blob
+// the server no longer has (gc took it while the edit waited; here it is
+// deleted by hand) is answered 409 blob_missing; the client marks the blob
+// pending again and the next sync uploads it and applies the edit.
+func TestBlobGoneFromServerIsUploadedAgain(t *testing.T) {
+	ts := newTestServer(t)
+	a := ts.client("alice", nil)
+	data := []byte("a photo used twice")
+	ref, _ := a.Attach(data, "")
+	put := func(key string) {
+		if err := a.Put(key, []byte(fmt.Sprintf(`{"photo":{"$blob":%q,"bytes":%d}}`, ref.Blob, ref.Bytes))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("forms/1")
+	if _, err := a.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := a.Status(); st.PendingBlobs != 0 {
+		t.Fatalf("%d pending blobs after the patch was applied", st.PendingBlobs)
+	}
+	h, _ := wire.ParseBlobID(ref.Blob)
+	ctx := context.Background()
+	ts.store.Delete(ctx, snapshot.BlobKey(testOrg, h))
+	ts.store.Delete(ctx, snapshot.BlobGrantKey(testOrg, "alice", h))
+	put("forms/2")
+	_, err := a.Sync(ctx)
+	var he *HTTPError
+	if !errors.As(err, &he) || he.Code != wire.CodeBlobMissing {
+		t.Fatalf("sync with the blob gone: %v, want blob_missing", err)
+	}
+	if st := a.Status(); st.PendingBlobs != 1 || st.PendingEdits != 1 {
+		t.Fatalf("after blob_missing: %d pending blobs, %d edits", st.PendingBlobs, st.PendingEdits)
+	}
+	if _, err := a.Sync(ctx); err != nil {
+		t.Fatalf("second sync: %v", err)
+	}
+	if st := a.Status(); st.PendingBlobs != 0 || st.PendingEdits != 0 {
+		t.Fatalf("after the second sync: %d pending blobs, %d edits", st.PendingBlobs, st.PendingEdits)
+	}
+	if !strings.Contains(ts.export("alice"), `"forms/2"`) {
+		t.Fatal("the edit did not reach the server")
+	}
+	if _, err := ts.store.Stat(ctx, snapshot.BlobKey(testOrg, h)); err != nil {
+		t.Fatalf("the blob is not on the server again: %v", err)
+	}
+}

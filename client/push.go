@@ -59,13 +59,8 @@ func (c *Client) push(ctx context.Context, res *SyncResult) error {
 			return nil
 		}
 		c.beginSync()
-		// Blobs: a patch is never sent ahead of the blobs it references.
-		if sent, err := c.uploadBlobsFor(ctx, p, edits); err != nil {
-			return err
-		} else if !sent {
-			continue // an edit was blocked: the patch is formed again
-		}
-		if err := c.sendPatch(ctx, p, edits, res); err != nil {
+		// Blobs: sendPatch after the blobs the patch references (blobs.go).
+		if err := c.sendWithBlobs(ctx, p, edits, res); err != nil {
 			return err
 		}
 	}

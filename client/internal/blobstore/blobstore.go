@@ -303,6 +303,24 @@ func (s *Store) MarkUploaded(hexd string) error {
 	return err
 }
 
+// MarkPending makes a blob pending again (the server lost it and it must
+// be uploaded again); ErrNotExist if it is not here.
+func (s *Store) MarkPending(hexd string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.metas[hexd]
+	if m == nil {
+		return ErrNotExist
+	}
+	if m.Pending {
+		return nil
+	}
+	c := *m
+	c.Pending = true
+	_, err := s.setMetaLocked(&c)
+	return err
+}
+
 // Pending lists the pending blobs.
 func (s *Store) Pending() []Meta {
 	s.mu.Lock()
