@@ -154,7 +154,7 @@ func (c *Client) sendWithBlobs(ctx context.Context, p *inflightPatch, edits []*e
 		return c.blobMissing(err, edits)
 	}
 	for _, e := range edits {
-		for _, h := range blobsOf(e.op()) {
+		for _, h := range blobsOf(e.PatchOp()) {
 			if err := c.blobs.store.MarkUploaded(h); err != nil {
 				return fmt.Errorf("push: %w", err)
 			}
@@ -199,7 +199,7 @@ func (c *Client) blobMissing(err error, edits []*edit) error {
 // without them: then ok is false.
 func (c *Client) uploadBlobsFor(ctx context.Context, p *inflightPatch, edits []*edit) (ok bool, err error) {
 	for _, e := range edits {
-		for _, h := range pendingBlobsOf(c.blobs.store, e.op()) {
+		for _, h := range pendingBlobsOf(c.blobs.store, e.PatchOp()) {
 			m, err := c.blobs.store.Get(h)
 			if err != nil || !m.Pending {
 				continue // uploaded for an earlier edit
@@ -269,7 +269,7 @@ func (c *Client) blockBlobEdits(p *inflightPatch, edits []*edit, h, why string) 
 func (c *Client) blockEditsReferencing(edits []*edit, h, why string) error {
 	reason := fmt.Sprintf("blob %s%s: %s", wire.BlobPrefix, h, why)
 	for _, e := range edits {
-		if slices.Contains(blobsOf(e.op()), h) {
+		if slices.Contains(blobsOf(e.PatchOp()), h) {
 			if err := c.blockEdit(e.Seq, reason); err != nil {
 				return fmt.Errorf("push: %w", err)
 			}

@@ -600,68 +600,23 @@ func corruptValue(key string, err error) error {
 // that cannot apply (a merge into a non-object, or past the record limit)
 // gets a rejected receipt and is skipped; live are the ops that applied.
 func (r *replayer) fold(key string, ops []int, base []byte, receipts []Receipt) (ours []byte, live []int, err error) {
-	cur := foldedValue{b: base}
+	f := NewFold(base, r.opts.Limits.MaxRecordBytes)
 	for _, i := range ops {
-		op := &r.p.Ops[i]
-		switch op.Op {
-		case OpPut:
-			cur = foldedValue{b: op.Value}
-		case OpDelete:
-			cur = foldedValue{}
-		case OpMerge:
-			reason, err := cur.merge(key, op.Patch, r.opts.Limits.MaxRecordBytes)
-			if err != nil {
-				return nil, nil, err
-			}
-			if reason != "" {
-				receipts[i].Status, receipts[i].Reason = StatusRejected, reason
-				continue
-			}
+		reason, err := f.Apply(&r.p.Ops[i])
+		if errors.Is(err, snapshot.ErrCorrupt) {
+			return nil, nil, corruptValue(key, err)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if reason != "" {
+			receipts[i].Status, receipts[i].Reason = StatusRejected, reason
+			continue
 		}
 		live = append(live, i)
 	}
-	return cur.b, live, nil
-}
-
-// foldedValue is a key's value as the client's ops change it: its
-// canonical bytes (nil: absent) and, once a merge needed it, its decoded
-// form, kept for the next merge.
-type foldedValue struct {
-	b       []byte
-	v       any
-	decoded bool
-}
-
-// merge applies an RFC 7386 merge patch, giving a value of at most most
-// bytes. A non-empty reason says why it cannot apply; the value is then
-// unchanged.
-func (f *foldedValue) merge(key string, patch []byte, most int64) (reason string, err error) {
-	if f.b != nil && !f.decoded {
-		v, err := snapshot.DecodeJSON(f.b)
-		if err != nil {
-			return "", corruptValue(key, err)
-		}
-		f.v, f.decoded = v, true
-	}
-	if f.b == nil {
-		f.v = nil
-	} else if _, ok := f.v.(map[string]any); !ok {
-		return fmt.Sprintf("merge on a non-object value (%s)", jsonKind(f.v)), nil
-	}
-	pv, err := snapshot.DecodeJSON(patch)
-	if err != nil {
-		return "", err
-	}
-	nv := MergePatch(f.v, pv)
-	b, err := snapshot.MarshalCanonical(nv)
-	if err != nil {
-		return "", err
-	}
-	if int64(len(b)) > most {
-		return fmt.Sprintf("merged value of %d bytes is over the limit of %d bytes per record (%s)", len(b), most, LimitRecordBytes), nil
-	}
-	*f = foldedValue{b: b, v: nv, decoded: true}
-	return "", nil
+	ours, err = f.Value()
+	return ours, live, err
 }
 
 // mergeValues merges the client's value (ours) and the server's (head)

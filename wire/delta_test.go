@@ -233,3 +233,26 @@ func FuzzDeltaReader(f *testing.F) {
 		apply(t, data, a, have) // must not panic or hang
 	})
 }
+
+// TestDeltaStreamNeedsOneMiBWindow protects the device's memory: a delta
+// pack's zstd stream must decode with a window of 1 MiB, so a phone never
+// holds more history than that (issue 13).
+func TestDeltaStreamNeedsOneMiBWindow(t *testing.T) {
+	s := memstore.New()
+	recs := gen.Dataset(gen.Options{Size: 4 << 20, Seed: 3})
+	b := build(t, s, recs)
+	data := pack(t, s, nil, b, 0)
+	dec, err := zstd.NewReader(bytes.NewReader(data[len(wire.DeltaMagic)+1:]),
+		zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	n, err := io.Copy(io.Discard, dec)
+	if err != nil {
+		t.Fatalf("decoding with a 1 MiB window: %v", err)
+	}
+	if n < int64(len(streamOf(recs)))/2 {
+		t.Fatalf("decoded %d bytes of a %d-byte data set", n, len(streamOf(recs)))
+	}
+}

@@ -136,7 +136,8 @@ func syncResultOf(r *client.SyncResult) *SyncResult {
 type Change struct {
 	Source  string // ChangeServer or ChangeLocal
 	Version int64  // the local version after the change
-	// Full: a full sync (the first one, or a repair); reload everything.
+	// Full: a full sync (the first one, or a repair), or a delta too large
+	// to list; reload everything.
 	Full bool
 	// Total is the number of keys changed; KeyCount is less when the
 	// change is too large to list its keys (see the collections).

@@ -35,6 +35,7 @@ Commands:
   conflicts [--json]      conflicts and rejected edits the server reported
   rebase [--json]         under the org's reject policy: pull, then resend the pending edits on the new version
   discard KEY             drop the pending edits of KEY (instead of rebasing them)
+  verify [--json]         check the state directory thoroughly (no other process may hold it)
   attach FILE [--mime M] [--json]
                           store FILE as a blob (offline; uploaded with the first patch that references it)
                           and print its reference, {"$blob":"sha256:…","bytes":N}, to put into a record
@@ -57,6 +58,9 @@ func runClient(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if sub == "verify" {
+		return clientVerify(e, o)
+	}
 	opts := client.DefaultOptions()
 	opts.ServerURL, opts.Token = o.Server, o.Token
 	c, err := client.Open(o.Dir, opts)
@@ -68,7 +72,7 @@ func runClient(ctx context.Context, e *env, args []string) error {
 }
 
 // clientArgs is how many positional arguments each client command takes.
-var clientArgs = map[string]int{"pull": 0, "push": 0, "sync": 0, "rebase": 0, "status": 0, "export": 0, "conflicts": 0,
+var clientArgs = map[string]int{"pull": 0, "push": 0, "sync": 0, "rebase": 0, "status": 0, "export": 0, "conflicts": 0, "verify": 0,
 	"get": 1, "delete": 1, "offline": 1, "discard": 1, "put": 2, "merge": 2,
 	"attach": 1, "blob": 1}
 
@@ -76,7 +80,7 @@ var clientArgs = map[string]int{"pull": 0, "push": 0, "sync": 0, "rebase": 0, "s
 // environment's defaults) and its positional arguments.
 func parseClientArgs(e *env, args []string) (sub string, o clientOptions, pos []string, err error) {
 	if len(args) == 0 {
-		return "", o, nil, usagef("missing client command (pull, push, sync, status, get, put, merge, delete, export, offline, conflicts, rebase, discard)")
+		return "", o, nil, usagef("missing client command (pull, push, sync, status, get, put, merge, delete, export, offline, conflicts, rebase, discard, verify)")
 	}
 	if a := args[0]; a == "-h" || a == "--help" || a == "-help" || a == "help" {
 		fmt.Fprint(e.stdout, "Usage:\n"+clientSynopsis)
@@ -87,7 +91,7 @@ func parseClientArgs(e *env, args []string) (sub string, o clientOptions, pos []
 	fs.StringVar(&o.Dir, "dir", "", "client state directory (env DELTASYNC_CLIENT_DIR; default ./deltasync-client)")
 	fs.StringVar(&o.Server, "server", "", "server URL, remembered in the state directory (env DELTASYNC_SERVER)")
 	fs.StringVar(&o.Token, "token", "", "bearer token, remembered in the state directory (env DELTASYNC_TOKEN)")
-	fs.BoolVar(&o.JSON, "json", false, "print one JSON object (pull, push, sync, status, conflicts, attach)")
+	fs.BoolVar(&o.JSON, "json", false, "print one JSON object (pull, push, sync, status, conflicts, verify, attach)")
 	fs.StringVar(&o.Mime, "mime", "", "attach: the blob's media type, e.g. image/jpeg")
 	fs.StringVar(&o.Out, "out", "", "blob: the file to write")
 	if pos, err = parseInterleaved(fs, args); err != nil {
@@ -376,6 +380,43 @@ func clientConflicts(e *env, c *client.Client, o clientOptions) error {
 	if c.RebaseNeeded() {
 		fmt.Fprintln(e.stdout, "pushing is paused until the edits are rebased (deltasync client rebase) or discarded (deltasync client discard KEY)")
 	}
+	return nil
+}
+
+// clientVerify checks the state directory (client.Check) and prints what
+// it holds; problems make it fail.
+func clientVerify(e *env, o clientOptions) error {
+	r, err := client.Check(o.Dir, client.CheckOptions{})
+	if r == nil {
+		return err
+	}
+	if o.JSON {
+		if perr := printJSON(e.stdout, r); perr != nil {
+			return perr
+		}
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "version\t%d (%d records in %d chunks, stream hash %s)\n", r.Version, r.Records, r.Chunks, r.StreamHash)
+	fmt.Fprintf(tw, "on disk\t%s (%d chunks stored)\n", bytesize.Format(r.StateBytes+r.DataBytes), r.StoredChunks)
+	fmt.Fprintf(tw, "pending edits\t%d (%d sent, not yet pulled)\n", len(r.Queued), len(r.Sent))
+	if r.InflightID != "" {
+		fmt.Fprintf(tw, "patch in flight\t%s (%d edits)\n", r.InflightID, len(r.InflightSeqs))
+	}
+	fmt.Fprintf(tw, "conflicts\t%d\n", r.Conflicts)
+	if r.Downloading {
+		fmt.Fprintf(tw, "download\tin progress (the next pull resumes it)\n")
+	}
+	if r.NeedFull {
+		fmt.Fprintf(tw, "next pull\ta full sync (damage was found)\n")
+	}
+	if ferr := tw.Flush(); ferr != nil {
+		return ferr
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "ok")
 	return nil
 }
 
