@@ -190,6 +190,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Scenarios = append(rep.Scenarios, row)
 		cur, version = next, pr.Version
 	}
+	row, _, err := runBlobScenario(ctx, c, enc, o.Seed, version, cur, o.Compare) // blob.go
+	if err != nil {
+		return nil, err
+	}
+	logf("%-24s up %8d  down %8d", row.Name, row.UpBytes, row.DownBytes)
+	rep.Scenarios = append(rep.Scenarios, row)
 	rep.TotalSeconds = time.Since(start).Seconds()
 	return rep, nil
 }

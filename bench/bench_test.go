@@ -12,7 +12,7 @@ func TestRunSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Scenarios) != 6 {
+	if len(rep.Scenarios) != 7 {
 		t.Fatalf("%d scenarios", len(rep.Scenarios))
 	}
 	for i, s := range rep.Scenarios {
@@ -22,6 +22,12 @@ func TestRunSmall(t *testing.T) {
 	}
 	if one := rep.Scenarios[0]; one.DownBytes > 2048 || one.Ops != 1 {
 		t.Errorf("one-field edit: %+v", one)
+	}
+	// Issue 14: a 2 MiB blob costs at most 1.02x its size each way.
+	if b := rep.Scenarios[6]; b.Name != "add-2MiB-blob" || b.UpBytes > 2<<20*102/100 || b.DownBytes > 2<<20*102/100 {
+		t.Errorf("blob scenario: %+v, want up and down <= %d", b, 2<<20*102/100)
+	} else {
+		t.Logf("add-2MiB-blob: up %d, down %d bytes for %d", b.UpBytes, b.DownBytes, 2<<20)
 	}
 	if float64(rep.InitialSync) > 1.10*float64(rep.InitialZstd) {
 		t.Errorf("initial sync %d vs zstd -3 %d", rep.InitialSync, rep.InitialZstd)

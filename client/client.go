@@ -87,6 +87,10 @@ type Options struct {
 	// MaxChangeKeys is how many keys a Change lists; a larger change is
 	// described by its collections only (default DefaultMaxChangeKeys).
 	MaxChangeKeys int
+	// BlobCacheBytes bounds the downloaded and uploaded blobs kept on the
+	// device (least recently used evicted first; blobs not yet uploaded
+	// are never evicted). Default DefaultBlobCacheBytes.
+	BlobCacheBytes int64
 }
 
 // DefaultOptions returns the options Open uses when nothing else is said.
@@ -120,6 +124,9 @@ func (o Options) withDefaults() Options {
 	set(&o.ServerRetries, d.ServerRetries)
 	set(&o.MaxChangeKeys, d.MaxChangeKeys)
 	set(&o.TokenRefreshSeconds, d.TokenRefreshSeconds)
+	if o.BlobCacheBytes <= 0 {
+		o.BlobCacheBytes = DefaultBlobCacheBytes
+	}
 	if o.RetryMaxMillis < o.RetryMinMillis {
 		o.RetryMaxMillis = o.RetryMinMillis
 	}
@@ -152,6 +159,7 @@ type Client struct {
 	// owner.
 	netMu sync.Mutex
 	loop  loopState
+	blobs blobState // blobs.go
 }
 
 // Open opens (creating if needed) the client state in dir.
@@ -169,6 +177,9 @@ func Open(dir string, opts Options) (*Client, error) {
 	if wipedState(st) {
 		// A Wipe sealed this state and died before removing it: finish it.
 		st.Close()
+		if err := removeBlobs(dir); err != nil { // blobs.go
+			return nil, err
+		}
 		if err := state.Remove(dir); err != nil {
 			return nil, err
 		}
@@ -186,6 +197,10 @@ func Open(dir string, opts Options) (*Client, error) {
 			time.Duration(opts.LongPollSeconds)*time.Second+time.Duration(opts.RequestTimeoutMillis)*time.Millisecond)
 	}
 	if err := c.init(opts); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := c.openBlobs(); err != nil { // blobs.go
 		st.Close()
 		return nil, err
 	}

@@ -149,6 +149,18 @@
 // offline. Offline mode cannot be switched on before a sync has completed
 // (ErrNotSynced): there would be nothing to work with.
 //
+// # Photos and files
+//
+// Attach and AttachFile keep a blob on the device, durably and offline, and
+// return the reference ({"$blob":"sha256:…"}) the app puts into a record.
+// A push uploads the blobs a patch references before the patch (resuming
+// where the server stopped); a sync downloads the blobs of new records up
+// to the org's eager size, and Blob fetches the others (resuming too).
+// Blobs live in <dir>/blobs with their own index (client/internal/blobstore),
+// beside the state file: pending ones are never evicted, downloaded ones
+// are, least recently used first, past Options.BlobCacheBytes. blobs.go
+// has the details.
+//
 // # gomobile
 //
 // This package is for Go programs: run through gobind it loses much (uint64

@@ -58,7 +58,8 @@ func (c *Client) push(ctx context.Context, res *SyncResult) error {
 			return nil
 		}
 		c.beginSync()
-		if err := c.sendPatch(ctx, p, edits, res); err != nil {
+		// Blobs: sendPatch after the blobs the patch references (blobs.go).
+		if err := c.sendWithBlobs(ctx, p, edits, res); err != nil {
 			return err
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/deltasync/deltasync/client/internal/blobstore"
 	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/wire"
 )
@@ -69,6 +70,11 @@ type Status struct {
 	ProgressBytesTotal  int64
 	ProgressChunksDone  int
 	ProgressChunksTotal int
+
+	// PendingBlobs are blobs attached on this device and not yet uploaded,
+	// PendingBlobBytes their size (see Client.Attach).
+	PendingBlobs     int
+	PendingBlobBytes int64
 }
 
 // counters are the persisted part of the status (meta "counters"): the
@@ -116,6 +122,7 @@ type statusState struct {
 	attempting             bool      // an attempt began (beginSync); syncing once the server answers
 	now                    func() time.Time
 
+	blobs      *blobstore.Store // for the pending blob counts (blobs.go)
 	listeners  []listener
 	nextID     int
 	last       Status
@@ -200,6 +207,9 @@ func (s *statusState) snapshotLocked() Status {
 		ProgressBytesTotal:   s.progBytesTotal,
 		ProgressChunksDone:   s.progChunksDone,
 		ProgressChunksTotal:  s.progChunksTotal,
+	}
+	if s.blobs != nil {
+		st.PendingBlobBytes, st.PendingBlobs = s.blobs.PendingBytes()
 	}
 	now := s.clock()
 	if s.offline {

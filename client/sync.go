@@ -126,6 +126,10 @@ func (c *Client) syncLocked(ctx context.Context, push, pull bool, waitSeconds in
 		if err := c.pull(ctx, waitSeconds, res); err != nil {
 			return err
 		}
+		// Blobs: the synced records' small blobs, by the org's policy.
+		if err := c.fetchEagerBlobs(ctx); err != nil {
+			return err
+		}
 	}
 	return nil
 }

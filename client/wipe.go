@@ -43,6 +43,9 @@ func (c *Client) Wipe(ctx context.Context, force bool) error {
 	if err := c.store.Close(); err != nil {
 		return fmt.Errorf("wipe: %w", err)
 	}
+	if err := removeBlobs(c.dir); err != nil { // blobs.go
+		return fmt.Errorf("wipe: %w", err)
+	}
 	if err := state.Remove(c.dir); err != nil {
 		return fmt.Errorf("wipe: %w", err)
 	}

@@ -32,10 +32,16 @@
 // those that have not acknowledged for Options.ConsumerStale are flagged
 // stale and warned of). Consumers are read once, before the listing.
 //
+// Blobs are collected after the users, per org (blobs.go has the rules):
+// a blob's content and its grants go once the blob is older than the grace
+// period, no grant of it is younger, no upload of it is in progress, and
+// no remaining version of any user of the org references it.
+//
 // Nothing else is deleted: only exact layout names below a user's packs/
-// and versions/ plus those feed entries. The head hint, patch answers
-// ("<org>/<user>/patches/…"), org settings, consumers, leases, the secret
-// and any object gc does not recognise are never touched. Patch answers are left alone on
+// and versions/ plus those feed entries, and the blobs above. The head
+// hint, patch answers ("<org>/<user>/patches/…"), org settings, consumers,
+// leases, the secret and any object gc does not recognise are never
+// touched. Patch answers are left alone on
 // purpose: an answer makes a retried patch idempotent, and a client may
 // retry after any time offline, so no age makes deleting one safe until the
 // server defines how long a patch id stays valid.

@@ -165,6 +165,12 @@ type Report struct {
 	// store), older than the grace period or an hour, whichever is longer.
 	// A dry run removes none and counts none.
 	TempFilesDeleted int `json:"temp_files_deleted"`
+	// Blobs (blobs.go): deleted (with their grants) and kept.
+	BlobsDeleted   int   `json:"blobs_deleted"`
+	BlobsKept      int   `json:"blobs_kept"`
+	BlobBytesFreed int64 `json:"blob_bytes_freed"`
+	// UploadsExpired counts blob uploads abandoned for AbandonedUpload.
+	UploadsExpired int `json:"uploads_expired"`
 	Counts
 	PerUser []UserReport `json:"per_user,omitempty"`
 	// Consumers are the registered feed consumers that held versions
@@ -216,6 +222,9 @@ func (r *Report) String() string {
 				s += fmt.Sprintf(" (%s/%s is STALE)", c.Org, c.Name)
 			}
 		}
+	}
+	if r.BlobsDeleted+r.BlobsKept+r.UploadsExpired > 0 {
+		s += fmt.Sprintf("; blobs: %s %d (%d bytes), kept %d; %d abandoned uploads", verb, r.BlobsDeleted, r.BlobBytesFreed, r.BlobsKept, r.UploadsExpired)
 	}
 	if r.UsersFailed > 0 {
 		s += fmt.Sprintf("; %d users FAILED", r.UsersFailed)
@@ -282,7 +291,9 @@ func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, erro
 	// they are contiguous: each user is collected whole and processed as
 	// soon as the listing moves past it, so memory holds one user at a
 	// time.
+	blobs := newBlobObjects() // blobs.go
 	err := store.List(ctx, "", func(oi snapshot.ObjectInfo) error {
+		blobs.note(oi)
 		org, user, rest, ok := splitUserKey(oi.Key)
 		if !ok {
 			return nil // the secret, org settings, anything not a user's
@@ -303,6 +314,9 @@ func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, erro
 	}
 	if err != nil {
 		return rep, fmt.Errorf("gc: list store: %w", err)
+	}
+	if err := r.collectBlobs(ctx, blobs, rep); err != nil {
+		errs = append(errs, fmt.Errorf("gc blobs: %w", err))
 	}
 	return rep, errors.Join(errs...)
 }

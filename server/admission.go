@@ -206,6 +206,9 @@ func (s *Server) surelyRefused(h *fasthttp.RequestHeader) bool {
 // bodyReader (a handler must never read with a larger one). 0 means the
 // route declares none here, and its handler alone enforces one.
 func (s *Server) bodyLimit(req *request) int64 {
+	if req.Route == "blob_patch" && req.Policy.MaxBlobBytes > 0 {
+		return req.Policy.MaxBlobBytes // the org's, known once authenticated
+	}
 	return s.bodyLimitFor(req.Route)
 }
 
@@ -224,6 +227,8 @@ func (s *Server) bodyLimitFor(route string) int64 {
 		return s.patchBodyLimit()
 	case "admin_fanout":
 		return s.fanoutBodyLimit()
+	case "blob_patch":
+		return s.opts.MaxBlobBytes
 	}
 	return 0
 }

@@ -140,7 +140,7 @@ func (w *feedWorker) tick(ctx context.Context) {
 	w.measureLag(wctx, consumers)
 }
 
-// errFound stops a listing at its first key.
+// errFound stops a listing or a scan that found what it looked for.
 var errFound = errors.New("found")
 
 // hasConsumers reports whether any org has a registered feed consumer.

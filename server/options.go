@@ -86,6 +86,14 @@ type Options struct {
 	MaxRecordBytes int64
 	// MaxDatasetBytes bounds an uploaded NDJSON data set (after decoding).
 	MaxDatasetBytes int64
+	// MaxBlobBytes bounds one blob (an org may lower it); EagerBlobBytes is
+	// the largest blob clients download when a record they sync references
+	// it, unless the org sets its own (bigger ones are fetched on demand).
+	// BlobPartBytes is the most of an upload held in memory before it is
+	// stored as one part (blobs.go).
+	MaxBlobBytes   int64
+	EagerBlobBytes int64
+	BlobPartBytes  int
 	// LongPollMax is the longest a sync request may wait for a new version.
 	LongPollMax time.Duration
 	// ReadyTimeout bounds the store probe of /readyz.
@@ -150,6 +158,16 @@ type Options struct {
 	envErr error
 }
 
+// registerBlobFlags is RegisterFlags for the blob limits.
+func (o *Options) registerBlobFlags(fs *flag.FlagSet) {
+	o.MaxBlobBytes = o.envBytes("DELTASYNC_MAX_BLOB_BYTES", o.MaxBlobBytes)
+	fs.Var((*bytesize.Flag)(&o.MaxBlobBytes), "max-blob-bytes",
+		"largest blob (photo, file) a user may upload, e.g. 256MiB; an org may set a lower one (env DELTASYNC_MAX_BLOB_BYTES)")
+	o.EagerBlobBytes = o.envBytes("DELTASYNC_EAGER_BLOB_BYTES", o.EagerBlobBytes)
+	fs.Var((*bytesize.Flag)(&o.EagerBlobBytes), "eager-blob-bytes",
+		"clients download referenced blobs up to this size at sync, bigger ones on demand, unless the org sets its own (env DELTASYNC_EAGER_BLOB_BYTES)")
+}
+
 // DefaultOptions returns the defaults: listen on 127.0.0.1:8080, 8 MiB
 // patches, 1 GiB data sets, 60 s long polls, settings cached for 2 s.
 func DefaultOptions() Options {
@@ -159,6 +177,9 @@ func DefaultOptions() Options {
 		MaxPatchOps:     10_000,
 		MaxRecordBytes:  snapshot.MaxValueLen,
 		MaxDatasetBytes: 1 << 30,
+		MaxBlobBytes:    256 << 20,
+		EagerBlobBytes:  1 << 20,
+		BlobPartBytes:   1 << 20,
 		LongPollMax:     60 * time.Second,
 		FeedSettle:      10 * time.Second,
 		JWTMaxLifetime:  DefaultJWTMaxLifetime,
@@ -244,6 +265,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var((*bytesize.Flag)(&o.MaxDatasetBytes), "max-dataset-bytes",
 		"largest uploaded data set after decoding, e.g. 1GiB (env DELTASYNC_MAX_DATASET_BYTES)")
 
+	o.registerBlobFlags(fs)
 	o.LongPollMax = o.envDuration("DELTASYNC_LONG_POLL_MAX", o.LongPollMax)
 	fs.DurationVar(&o.LongPollMax, "long-poll-max", o.LongPollMax,
 		"longest wait of a sync long poll (env DELTASYNC_LONG_POLL_MAX)")
@@ -315,6 +337,10 @@ func (o *Options) Validate() error {
 	}
 	if o.Addr == "" {
 		return errors.New("server: empty listen address")
+	}
+	if o.MaxBlobBytes <= 0 || o.MaxBlobBytes > maxInt || o.EagerBlobBytes < 0 || o.BlobPartBytes <= 0 {
+		return fmt.Errorf("server: blob limits: max %d must be positive and at most %d, eager %d not negative, part %d positive",
+			o.MaxBlobBytes, maxInt, o.EagerBlobBytes, o.BlobPartBytes)
 	}
 	if o.MaxPatchBytes <= 0 || o.MaxDatasetBytes <= 0 {
 		return fmt.Errorf("server: body limits must be positive (patch %d, dataset %d)", o.MaxPatchBytes, o.MaxDatasetBytes)

@@ -41,6 +41,9 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 		}
 		return badRequest("%v", err)
 	}
+	if err := s.checkPatchBlobs(req, p); err != nil { // blobs_read.go
+		return err
+	}
 	secret, err := s.secret(req.Ctx)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ func (s *Server) routes() {
 	s.handle(fasthttp.MethodGet, "/v1/status", "status", authUser, s.status)
 	s.handle(fasthttp.MethodGet, "/v1/chunks/{id}", "chunk", authUser, s.chunk)
 	s.handle(fasthttp.MethodPost, "/v1/patches", "patches", authUser, s.postPatch)
+	blobRoutes(s) // blobs.go: uploads (tus), downloads, the admin read
 
 	// Admin: data sets and the change feed.
 	s.handle(fasthttp.MethodPut, "/v1/admin/orgs/{org}/users/{user}/dataset", "admin_dataset_put", authAdmin, s.putDataset)

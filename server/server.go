@@ -52,7 +52,8 @@ type Server struct {
 	manifests *manifestCache
 	heads     *headCache
 	chunks    *chunkCache
-	limiter   *userLimiter // nil: no limit
+	unrefd    notReferenced // blobs_read.go
+	limiter   *userLimiter  // nil: no limit
 
 	guards   *guardMetrics
 	maxConns int // Options.MaxConns, or the default derived from RLIMIT_NOFILE
@@ -158,7 +159,7 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		// fasthttp hands a body over its limit to the handler rather than
 		// refuse it, so the limit only sizes its first read.
 		StreamRequestBody:  true,
-		MaxRequestBodySize: int(max(s.opts.MaxPatchBytes, s.opts.MaxDatasetBytes)),
+		MaxRequestBodySize: int(max(s.opts.MaxPatchBytes, s.opts.MaxDatasetBytes, s.opts.MaxBlobBytes)),
 		// Admission before the body: see admission.go. Multipart forms
 		// are not parsed ahead (fasthttp would read a whole one first).
 		HeaderReceived:               s.headerReceived,

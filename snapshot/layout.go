@@ -59,6 +59,52 @@ func PatchKey(org, user, idHash string) string {
 	return UserPrefix(org, user) + "patches/" + idHash + ".json"
 }
 
+// Blobs (wire/blob.go): the content of a blob is kept once per org, named
+// by its SHA-256, and a user may read it only through a grant object under
+// their own prefix, written when they uploaded it or when their data set
+// was found to reference it (a hash alone is not a capability). An upload
+// in progress is an info object and parts named by their offset.
+//
+//	<org>/_blobs/<hex>                          content
+//	<org>/<user>/blobs/<hex>                    grant (empty)
+//	<org>/<user>/uploads/<hex>/info.json        upload in progress
+//	<org>/<user>/uploads/<hex>/<offset, 20 digits>.part
+
+// BlobsPrefix is the prefix of an org's blob contents.
+func BlobsPrefix(org string) string { return org + "/_blobs/" }
+
+// BlobKey is the object holding the content of the blob with digest hex.
+func BlobKey(org, hex string) string { return BlobsPrefix(org) + hex }
+
+// BlobGrantKey is the object that lets user read blob hex.
+func BlobGrantKey(org, user, hex string) string { return UserPrefix(org, user) + "blobs/" + hex }
+
+// BlobUploadPrefix is the prefix of the objects of an upload in progress.
+func BlobUploadPrefix(org, user, hex string) string {
+	return UserPrefix(org, user) + "uploads/" + hex + "/"
+}
+
+// BlobUploadInfoKey is the object describing an upload in progress.
+func BlobUploadInfoKey(org, user, hex string) string {
+	return BlobUploadPrefix(org, user, hex) + "info.json"
+}
+
+// BlobPartKey is the part of an upload that starts at offset.
+func BlobPartKey(org, user, hex string, offset int64) string {
+	return fmt.Sprintf("%s%020d.part", BlobUploadPrefix(org, user, hex), offset)
+}
+
+// ParseBlobPartKey returns the offset of a part key's part.
+func ParseBlobPartKey(key string) (int64, bool) {
+	i := strings.LastIndexByte(key, '/')
+	name, ok := strings.CutSuffix(key[i+1:], ".part")
+	if !ok || len(name) != 20 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(name, 10, 64)
+	return n, err == nil && n >= 0
+}
+
 // ParseManifestKey extracts the version number from a manifest key.
 func ParseManifestKey(key string) (uint64, bool) {
 	i := strings.LastIndex(key, "versions/")
