@@ -211,23 +211,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	o.Addr = o.envString("DELTASYNC_ADDR", o.Addr)
 	fs.StringVar(&o.Addr, "addr", o.Addr, "listen address (env DELTASYNC_ADDR)")
 
-	fs.Var((*secretFlag)(&o.JWTSecret), "jwt-secret",
-		"HS256 secret verifying bearer tokens, at least 32 bytes (env DELTASYNC_JWT_SECRET)")
-	if v, ok := os.LookupEnv("DELTASYNC_JWT_SECRET"); ok && v != "" {
-		o.JWTSecret = []byte(v)
-	}
-
-	if v, ok := os.LookupEnv("DELTASYNC_JWT_PUBLIC_KEY"); ok && v != "" {
-		o.JWTPublicKeyFiles = splitList(v)
-	}
-	fs.Var(&listFlag{list: &o.JWTPublicKeyFiles}, "jwt-public-key",
-		"PEM file with an RS256/ES256 public key verifying bearer tokens; repeatable (env DELTASYNC_JWT_PUBLIC_KEY, comma-separated)")
-
-	fs.Var((*secretFlag)(&o.ChunkSecret), "chunk-secret",
-		"chunk-ID secret; default: the one kept in the store, shared by every replica and builder (env DELTASYNC_CHUNK_SECRET)")
-	if v, ok := os.LookupEnv("DELTASYNC_CHUNK_SECRET"); ok && v != "" {
-		o.ChunkSecret = []byte(v)
-	}
+	o.registerAuthFlags(fs)
 	o.RateLimit = envParse(o, "DELTASYNC_RATE_LIMIT", o.RateLimit, func(v string) (float64, error) { return strconv.ParseFloat(v, 64) })
 	fs.Float64Var(&o.RateLimit, "rate-limit", o.RateLimit,
 		"requests per second allowed per user on this replica, 0 for no limit; over it: 429 (env DELTASYNC_RATE_LIMIT)")
@@ -240,31 +224,11 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.FeedSettle, "feed-settle", o.FeedSettle,
 		"how long change-feed entries are held back so no slower replica's entry is passed (env DELTASYNC_FEED_SETTLE)")
 
-	o.JWTIssuer = o.envString("DELTASYNC_JWT_ISSUER", o.JWTIssuer)
-	fs.StringVar(&o.JWTIssuer, "jwt-issuer", o.JWTIssuer, "required iss claim of tokens, if set (env DELTASYNC_JWT_ISSUER)")
-	o.JWTAudience = o.envString("DELTASYNC_JWT_AUDIENCE", o.JWTAudience)
-	fs.StringVar(&o.JWTAudience, "jwt-audience", o.JWTAudience, "required aud claim of tokens, if set (env DELTASYNC_JWT_AUDIENCE)")
-	o.JWTMaxLifetime = o.envDuration("DELTASYNC_JWT_MAX_LIFETIME", o.JWTMaxLifetime)
-	fs.DurationVar(&o.JWTMaxLifetime, "jwt-max-lifetime", o.JWTMaxLifetime,
-		"longest token lifetime accepted: exp - iat, or exp - now without iat (env DELTASYNC_JWT_MAX_LIFETIME)")
-
 	o.Dev = o.envBool("DELTASYNC_DEV", o.Dev)
 	fs.BoolVar(&o.Dev, "dev", o.Dev,
 		"development mode: without a secret, accept tokens signed with the public DevJWTSecret (env DELTASYNC_DEV)")
 
-	o.MaxPatchBytes = o.envBytes("DELTASYNC_MAX_PATCH_BYTES", o.MaxPatchBytes)
-	fs.Var((*bytesize.Flag)(&o.MaxPatchBytes), "max-patch-bytes",
-		"largest patch of several edits after decoding, e.g. 8MiB; clients split to fit, and one edit may always be as large as --max-record-bytes needs (env DELTASYNC_MAX_PATCH_BYTES)")
-	o.MaxPatchOps = envParse(o, "DELTASYNC_MAX_PATCH_OPS", o.MaxPatchOps, strconv.Atoi)
-	fs.IntVar(&o.MaxPatchOps, "max-patch-ops", o.MaxPatchOps,
-		"most edits per patch; clients split to fit (env DELTASYNC_MAX_PATCH_OPS)")
-	o.MaxRecordBytes = o.envBytes("DELTASYNC_MAX_RECORD_BYTES", o.MaxRecordBytes)
-	fs.Var((*bytesize.Flag)(&o.MaxRecordBytes), "max-record-bytes",
-		"largest value an edit may write, at most 16MiB; clients refuse bigger ones at edit time (env DELTASYNC_MAX_RECORD_BYTES)")
-	o.MaxDatasetBytes = o.envBytes("DELTASYNC_MAX_DATASET_BYTES", o.MaxDatasetBytes)
-	fs.Var((*bytesize.Flag)(&o.MaxDatasetBytes), "max-dataset-bytes",
-		"largest uploaded data set after decoding, e.g. 1GiB (env DELTASYNC_MAX_DATASET_BYTES)")
-
+	o.registerLimitFlags(fs)
 	o.registerBlobFlags(fs)
 	o.LongPollMax = o.envDuration("DELTASYNC_LONG_POLL_MAX", o.LongPollMax)
 	fs.DurationVar(&o.LongPollMax, "long-poll-max", o.LongPollMax,
@@ -287,6 +251,52 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	o.registerGuardFlags(fs)
 	o.registerBackendFlags(fs)
 	o.registerFleetFlags(fs)
+}
+
+// registerAuthFlags registers the flags of token verification and the
+// chunk-ID secret.
+func (o *Options) registerAuthFlags(fs *flag.FlagSet) {
+	fs.Var((*secretFlag)(&o.JWTSecret), "jwt-secret",
+		"HS256 secret verifying bearer tokens, at least 32 bytes (env DELTASYNC_JWT_SECRET)")
+	if v, ok := os.LookupEnv("DELTASYNC_JWT_SECRET"); ok && v != "" {
+		o.JWTSecret = []byte(v)
+	}
+
+	if v, ok := os.LookupEnv("DELTASYNC_JWT_PUBLIC_KEY"); ok && v != "" {
+		o.JWTPublicKeyFiles = splitList(v)
+	}
+	fs.Var(&listFlag{list: &o.JWTPublicKeyFiles}, "jwt-public-key",
+		"PEM file with an RS256/ES256 public key verifying bearer tokens; repeatable (env DELTASYNC_JWT_PUBLIC_KEY, comma-separated)")
+
+	fs.Var((*secretFlag)(&o.ChunkSecret), "chunk-secret",
+		"chunk-ID secret; default: the one kept in the store, shared by every replica and builder (env DELTASYNC_CHUNK_SECRET)")
+	if v, ok := os.LookupEnv("DELTASYNC_CHUNK_SECRET"); ok && v != "" {
+		o.ChunkSecret = []byte(v)
+	}
+	o.JWTIssuer = o.envString("DELTASYNC_JWT_ISSUER", o.JWTIssuer)
+	fs.StringVar(&o.JWTIssuer, "jwt-issuer", o.JWTIssuer, "required iss claim of tokens, if set (env DELTASYNC_JWT_ISSUER)")
+	o.JWTAudience = o.envString("DELTASYNC_JWT_AUDIENCE", o.JWTAudience)
+	fs.StringVar(&o.JWTAudience, "jwt-audience", o.JWTAudience, "required aud claim of tokens, if set (env DELTASYNC_JWT_AUDIENCE)")
+	o.JWTMaxLifetime = o.envDuration("DELTASYNC_JWT_MAX_LIFETIME", o.JWTMaxLifetime)
+	fs.DurationVar(&o.JWTMaxLifetime, "jwt-max-lifetime", o.JWTMaxLifetime,
+		"longest token lifetime accepted: exp - iat, or exp - now without iat (env DELTASYNC_JWT_MAX_LIFETIME)")
+}
+
+// registerLimitFlags registers the size limits of patches, records and
+// uploaded data sets.
+func (o *Options) registerLimitFlags(fs *flag.FlagSet) {
+	o.MaxPatchBytes = o.envBytes("DELTASYNC_MAX_PATCH_BYTES", o.MaxPatchBytes)
+	fs.Var((*bytesize.Flag)(&o.MaxPatchBytes), "max-patch-bytes",
+		"largest patch of several edits after decoding, e.g. 8MiB; clients split to fit, and one edit may always be as large as --max-record-bytes needs (env DELTASYNC_MAX_PATCH_BYTES)")
+	o.MaxPatchOps = envParse(o, "DELTASYNC_MAX_PATCH_OPS", o.MaxPatchOps, strconv.Atoi)
+	fs.IntVar(&o.MaxPatchOps, "max-patch-ops", o.MaxPatchOps,
+		"most edits per patch; clients split to fit (env DELTASYNC_MAX_PATCH_OPS)")
+	o.MaxRecordBytes = o.envBytes("DELTASYNC_MAX_RECORD_BYTES", o.MaxRecordBytes)
+	fs.Var((*bytesize.Flag)(&o.MaxRecordBytes), "max-record-bytes",
+		"largest value an edit may write, at most 16MiB; clients refuse bigger ones at edit time (env DELTASYNC_MAX_RECORD_BYTES)")
+	o.MaxDatasetBytes = o.envBytes("DELTASYNC_MAX_DATASET_BYTES", o.MaxDatasetBytes)
+	fs.Var((*bytesize.Flag)(&o.MaxDatasetBytes), "max-dataset-bytes",
+		"largest uploaded data set after decoding, e.g. 1GiB (env DELTASYNC_MAX_DATASET_BYTES)")
 }
 
 // registerGuardFlags registers the flags of the denial-of-service guards.
