@@ -78,6 +78,8 @@ type Store struct {
 	// batch (flushChunks, flushBytes), the most index writes of a delta in
 	// place (inPlaceMax), chunks dropped per transaction (cleanupBatch).
 	batchChunks, batchBytes, inPlaceMax, cleanupBatch int
+	// pageChunks: the most chunks a page of a chunk list holds.
+	pageChunks int
 
 	// commits counts the write transactions committed, per file kind.
 	commits struct{ edits, data atomic.Uint64 }
@@ -109,7 +111,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	s := &Store{dir: dir, opts: opts, chunks: newChunkCodec(), batchChunks: flushChunks, batchBytes: flushBytes,
-		inPlaceMax: inPlaceMax, cleanupBatch: cleanupBatch}
+		inPlaceMax: inPlaceMax, cleanupBatch: cleanupBatch, pageChunks: pageChunks}
 	var err error
 	// state.db first: holding it is holding the directory.
 	if s.edits, err = openBolt(filepath.Join(dir, EditsFile), opts, false); err != nil {
