@@ -255,10 +255,10 @@ func (s *Store) Manifest() (uint64, *snapshot.Manifest, error) {
 	var v uint64
 	var m *snapshot.Manifest
 	var merr error
-	err := s.viewTx(func(_ *dataFile, tx *bolt.Tx) error {
+	err := s.viewTx(func(f *dataFile, tx *bolt.Tx) error {
 		if slot := liveSlot(tx); slot != nil {
 			v = getU64(slot, skVersion)
-			m, _, merr = readSlot(slot)
+			m, _, merr = s.readLive(slot, f.gen, v)
 		}
 		return nil
 	})
@@ -329,7 +329,7 @@ func (g versionChunks) Chunks(ctx context.Context, idx []int, fn func(i int, raw
 		if slot == nil || getU64(slot, skVersion) != g.m.Version {
 			return fmt.Errorf("version %d is no longer the local version: %w", g.m.Version, ErrCorrupt)
 		}
-		seqs, err := slotSeqs(slot, len(g.m.Chunks))
+		seqs, err := g.s.liveSeqs(slot, f.gen, g.m.Version, len(g.m.Chunks))
 		if err != nil {
 			return err
 		}

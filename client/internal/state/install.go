@@ -94,7 +94,7 @@ func (d *Download) resolve(script *diff.Script) (seqs, oldSeqs []uint64, err err
 				return fmt.Errorf("the local version is no longer %d: %w", d.old.Version, ErrCorrupt)
 			}
 			var err error
-			oldSeqs, err = slotSeqs(live, len(d.old.Chunks))
+			oldSeqs, err = d.s.liveSeqs(live, d.f.gen, d.old.Version, len(d.old.Chunks))
 			return err
 		})
 		if err != nil {
@@ -195,6 +195,7 @@ func (d *Download) switchTo(m *snapshot.Manifest, seqs []uint64) error {
 	if err != nil {
 		return fmt.Errorf("install version %d: %w", d.mk.To, err)
 	}
+	d.s.synced.put(d.f.gen, d.mk.To, m, seqs)
 	if d.mk.From == 0 {
 		return d.s.promote()
 	}
@@ -389,6 +390,7 @@ func (d *Download) switchInPlace(script *diff.Script, seqs, oldSeqs []uint64, wr
 	if err != nil {
 		return fmt.Errorf("install version %d: %w", d.mk.To, err)
 	}
+	d.s.synced.put(d.f.gen, d.mk.To, script.B, seqs)
 	return nil
 }
 

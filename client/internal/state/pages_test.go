@@ -3,9 +3,12 @@ package state
 import (
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/deltasync/deltasync/snapshot"
 )
@@ -48,7 +51,8 @@ func TestOneRecordDeltaWritesO1(t *testing.T) {
 // (records changed, inserted in runs and deleted in runs, at the same
 // places again and again) with pages of 8 chunks, so pages are split,
 // joined and keyed between others; after each, the chunk list read back
-// is the version's and the state checks out.
+// is the version's (the pages', and the cached copy the same) and the
+// state checks out.
 func TestChunkListPagesSurviveManyDeltas(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	small(s)
@@ -76,8 +80,20 @@ func TestChunkListPagesSurviveManyDeltas(t *testing.T) {
 		want := cut(t, v, recs)
 		_, err := pull(s, want)
 		must(t, err)
-		_, m, err := s.Manifest()
+		_, cached, err := s.Manifest()
 		must(t, err)
+		var m *snapshot.Manifest
+		var seqs []uint64
+		must(t, s.data.db.View(func(tx *bolt.Tx) error {
+			m, seqs, err = readSlot(liveSlot(tx))
+			return err
+		}))
+		if !reflect.DeepEqual(cached, m) {
+			t.Fatalf("version %d: the cached manifest is not what the pages hold", v)
+		}
+		if _, cs, ok := s.synced.get(s.data.gen, v); !ok || !slices.Equal(cs, seqs) {
+			t.Fatalf("version %d: the cached seqs are not what the pages hold", v)
+		}
 		if len(m.Chunks) != len(want.m.Chunks) {
 			t.Fatalf("version %d: %d chunks read back, %d installed", v, len(m.Chunks), len(want.m.Chunks))
 		}

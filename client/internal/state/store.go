@@ -83,6 +83,9 @@ type Store struct {
 
 	// commits counts the write transactions committed, per file kind.
 	commits struct{ edits, data atomic.Uint64 }
+
+	// synced is the live version's chunk list as last read or installed.
+	synced slotCache
 }
 
 // Commits counts the write transactions this Store committed so far: to
