@@ -467,6 +467,16 @@ func (c *slotCache) get(gen uint32, v uint64) (*snapshot.Manifest, []uint64, boo
 	return &m, c.seqs, true // seqs are only read
 }
 
+// seqsOf returns the cached seqs of version v of file gen (only read).
+func (c *slotCache) seqsOf(gen uint32, v uint64) ([]uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || c.gen != gen || c.version != v {
+		return nil, false
+	}
+	return c.seqs, true
+}
+
 // put caches a copy of version v's list, as readSlot would read it back
 // (what the local encoding keeps, no more).
 func (c *slotCache) put(gen uint32, v uint64, m *snapshot.Manifest, seqs []uint64) {
@@ -490,16 +500,23 @@ func (s *Store) readLive(slot *bolt.Bucket, gen uint32, v uint64) (*snapshot.Man
 		return m, seqs, nil
 	}
 	m, seqs, err := readSlot(slot)
-	if err == nil && m.Version == v {
-		s.synced.put(gen, v, m, seqs)
+	if err != nil || m.Version != v {
+		return m, seqs, err
 	}
-	return m, seqs, err
+	// Cached as read (it is what put would make of it); the caller gets a
+	// copy of the list.
+	s.synced.mu.Lock()
+	s.synced.gen, s.synced.version, s.synced.m, s.synced.seqs = gen, v, m, seqs
+	s.synced.mu.Unlock()
+	cp := *m
+	cp.Chunks, cp.Packs = slices.Clone(m.Chunks), slices.Clone(m.Packs)
+	return &cp, seqs, nil
 }
 
 // liveSeqs returns the live slot's seqs, want of them, from the cache when
 // it holds them.
 func (s *Store) liveSeqs(slot *bolt.Bucket, gen uint32, v uint64, want int) ([]uint64, error) {
-	if _, seqs, ok := s.synced.get(gen, v); ok && len(seqs) == want {
+	if seqs, ok := s.synced.seqsOf(gen, v); ok && len(seqs) == want {
 		return seqs, nil
 	}
 	return slotSeqs(slot, want)
