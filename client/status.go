@@ -440,7 +440,7 @@ func (c *Client) changeState(state, reason, message string) {
 }
 
 // addBytes counts network traffic. Counters are persisted with the next
-// state change, version install, completed patch or Close (not on every
+// settled state, completed patch or Close (not on every
 // call: that would be an fsync per chunk), so a crash may lose the traffic
 // counted since.
 func (c *Client) addBytes(down, up int64) {
