@@ -133,7 +133,11 @@
 // state (synced, an error with its reason, offline for want of a
 // connection) is persisted with the counters, and a new process reports
 // it until it has talked to the server; a client that never synced is
-// syncing, "not synced yet". Offline appears only after an attempt failed
+// syncing, "not synced yet". They are written once an attempt, with its
+// outcome (and the result of Pull, Push or Sync, in the same commit): the
+// server's answer, which turns the state syncing and stamps
+// LastContactUnix, waits for that commit (a one-record pull costs state.db
+// one commit; a crash in between loses that stamp, not an edit). Offline appears only after an attempt failed
 // to reach the server (or NotifyConnectivity(false), or offline mode). An
 // attempt does not announce itself: the state turns syncing when the
 // server answers (so offline becomes syncing once per outage), or goes

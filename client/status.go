@@ -297,7 +297,8 @@ func (c *Client) contact(ok bool) {
 		(s.state == StateOffline || ok && s.attempting)
 	s.mu.Unlock()
 	if lift {
-		c.setState(StateSyncing, ReasonNone, "")
+		// Persisted with the attempt's outcome (changeState).
+		c.changeState(StateSyncing, ReasonNone, "")
 	}
 }
 
@@ -408,6 +409,16 @@ func (s *statusState) hasListenerLocked(id int) bool {
 // kept as the last known state for a new process. Changed counters are
 // persisted; the error is from that write (the state is set regardless).
 func (c *Client) setState(state, reason, message string) error {
+	c.changeState(state, reason, message)
+	return c.flushCounters()
+}
+
+// changeState is setState without the write: the changed counters are
+// persisted by a commit that follows anyway (the attempt's outcome, with
+// its result; see finishResult), so a pull costs state.db one commit, not
+// one per status change. Until then a crash loses only the last contact
+// and the byte counts since the last commit.
+func (c *Client) changeState(state, reason, message string) {
 	s := &c.st
 	s.mu.Lock()
 	online := state == StateSyncing || state == StateSynced
@@ -436,11 +447,10 @@ func (c *Client) setState(state, reason, message string) error {
 	s.state, s.reason, s.message = state, reason, message
 	s.mu.Unlock()
 	c.emitStatus()
-	return c.flushCounters()
 }
 
 // addBytes counts network traffic. Counters are persisted with the next
-// state change, version install, completed patch or Close (not on every
+// settled state, completed patch or Close (not on every
 // call: that would be an fsync per chunk), so a crash may lose the traffic
 // counted since.
 func (c *Client) addBytes(down, up int64) {

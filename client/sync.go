@@ -77,7 +77,7 @@ func (c *Client) foregroundRun(ctx context.Context, op string, run func(context.
 	}
 	defer done()
 	err = run(ctx, res)
-	c.reportOutcome(err, 0)
+	c.outcome(err, 0)
 	c.finishResult(res, err)
 	return res, err
 }
@@ -143,11 +143,27 @@ func (c *Client) finishResult(res *SyncResult, err error) {
 		res.ServerHead = st.ServerHead
 	}
 	res.Pending, res.State, res.EditsBlocked = st.PendingEdits, st.State, st.BlockedEdits
+	var raw []byte
 	if res.BytesDown > 0 || res.BytesUp > 0 {
-		if raw, jerr := json.Marshal(res); jerr == nil {
-			// Only informational: a failed write loses nothing that matters.
-			_ = c.store.SetMeta(state.MetaLastResult, raw)
+		raw, _ = json.Marshal(res) // plain fields: cannot fail
+	}
+	if raw == nil {
+		_ = c.flushCounters() // as setState: kept dirty if it fails
+		return
+	}
+	// The counters (the outcome's state, the last contact) and the result
+	// in one commit. The result is only informational: a failed write
+	// loses nothing that matters, and the counters stay to be written.
+	var wrote bool
+	werr := c.store.UpdateEdits(func(tx *state.EditsTx) error {
+		var err error
+		if wrote, err = c.putCounters(tx); err != nil {
+			return err
 		}
+		return tx.SetMeta(state.MetaLastResult, raw)
+	})
+	if werr != nil && wrote {
+		c.restoreDirty()
 	}
 }
 
@@ -178,28 +194,35 @@ func (c *Client) ensureSyncing() {
 // one: until it reaches Options.ServerRetries the state stays syncing (the
 // loop retries), after that it is error/server.
 func (c *Client) reportOutcome(err error, failures int) {
+	c.outcome(err, failures)
+	_ = c.flushCounters() // as setState: kept dirty if it fails
+}
+
+// outcome is reportOutcome without the write: the caller persists the
+// changed counters.
+func (c *Client) outcome(err error, failures int) {
 	switch {
 	case err == nil:
 		c.touchSynced()
-		c.setState(StateSynced, ReasonNone, c.policyNotice())
+		c.changeState(StateSynced, ReasonNone, c.policyNotice())
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		// Stopped, not failed: leave the state to whoever stopped us.
 	case errors.Is(err, ErrOfflineMode):
-		c.setState(StateOffline, ReasonOfflineMode, "offline mode is on")
+		c.changeState(StateOffline, ReasonOfflineMode, "offline mode is on")
 	case errors.Is(err, ErrNoServer):
-		c.setState(StateError, ReasonServer, "no server configured")
+		c.changeState(StateError, ReasonServer, "no server configured")
 	case errors.Is(err, ErrAuth):
-		c.setState(StateError, ReasonAuth, tokenMessage(err))
+		c.changeState(StateError, ReasonAuth, tokenMessage(err))
 	case errors.Is(err, ErrRebaseNeeded):
-		c.setState(StateError, ReasonPolicy, rebaseMessage(c.ConflictCount()))
+		c.changeState(StateError, ReasonPolicy, rebaseMessage(c.ConflictCount()))
 	case errors.Is(err, ErrPolicy):
-		c.setState(StateError, ReasonPolicy, policyMessage(err))
+		c.changeState(StateError, ReasonPolicy, policyMessage(err))
 	case errors.Is(err, ErrNoConnection):
-		c.setState(StateOffline, ReasonNoConnection, "cannot reach the server: "+err.Error())
+		c.changeState(StateOffline, ReasonNoConnection, "cannot reach the server: "+err.Error())
 	case errors.Is(err, ErrServer) && failures > 0 && failures < c.opts.ServerRetries:
-		c.setState(StateSyncing, ReasonNone, fmt.Sprintf("retrying after a server error (attempt %d): %v", failures, err))
+		c.changeState(StateSyncing, ReasonNone, fmt.Sprintf("retrying after a server error (attempt %d): %v", failures, err))
 	default:
-		c.setState(StateError, ReasonServer, err.Error())
+		c.changeState(StateError, ReasonServer, err.Error())
 	}
 }
 

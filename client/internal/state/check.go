@@ -156,7 +156,7 @@ func (c *checker) nextFile(tx *bolt.Tx) error {
 	}
 	refs := map[uint64]string{}
 	if live := liveSlot(tx); live != nil {
-		for _, s := range seqsOf(live.Get(skSeqs)) {
+		for _, s := range slotSeqsLenient(live) {
 			refs[s] = "installed"
 		}
 	}
@@ -173,12 +173,10 @@ func (c *checker) live(slot, chunks *bolt.Bucket, refs map[uint64]string) {
 	if slotState(slot) != slotLive {
 		c.fail("the live slot is in state %q", slotState(slot))
 	}
-	m, err := unmarshalManifest(slot.Get(skManifest))
-	if err != nil || m.Version != v {
-		c.fail("manifest of version %d: %v", v, err)
-		return
+	m, seqs, err := readSlot(slot)
+	if err == nil && m.Version != v {
+		err = fmt.Errorf("it is version %d's", m.Version)
 	}
-	seqs, err := seqList(slot.Get(skSeqs), len(m.Chunks))
 	if err != nil {
 		c.fail("chunk list of version %d: %v", v, err)
 		return
@@ -221,6 +219,7 @@ func (c *checker) live(slot, chunks *bolt.Bucket, refs map[uint64]string) {
 		c.fail("records of version %d: %v", v, err)
 	}
 	c.r.Records = w.n
+	stored := m.StreamHash
 	m.SetStreamHash()
 	c.r.StreamHash = m.StreamHash
 	if w.n != m.Records {
@@ -229,10 +228,8 @@ func (c *checker) live(slot, chunks *bolt.Bucket, refs map[uint64]string) {
 	if n := idx.Stats().KeyN; uint64(n) != w.n {
 		c.fail("the index of version %d has %d entries for %d records", v, n, w.n)
 	}
-	if raw := slot.Get(skManifest); raw != nil {
-		if stored, err := unmarshalManifest(raw); err == nil && stored.StreamHash != m.StreamHash {
-			c.fail("version %d: chunks hash to %x, the manifest says %x", v, m.StreamHash, stored.StreamHash)
-		}
+	if stored != m.StreamHash {
+		c.fail("version %d: chunks hash to %x, the manifest says %x", v, m.StreamHash, stored)
 	}
 }
 
@@ -253,7 +250,7 @@ func (c *checker) other(slot, meta *bolt.Bucket, refs map[uint64]string) {
 			c.fail("a download marker without a staging slot: %+v", *mk)
 		}
 	case slotOld:
-		for _, s := range seqsOf(slot.Get(skSeqs)) {
+		for _, s := range slotSeqsLenient(slot) {
 			if refs[s] == "" {
 				refs[s] = "old"
 			}

@@ -24,9 +24,14 @@ type version struct {
 
 func cut(t *testing.T, v uint64, recs [][2]string) *version {
 	t.Helper()
+	return cutWith(t, v, recs, snapshot.DefaultChunkerParams())
+}
+
+func cutWith(t *testing.T, v uint64, recs [][2]string, params snapshot.ChunkerParams) *version {
+	t.Helper()
 	out := &version{chunks: map[snapshot.ChunkID][]byte{}, recs: recs}
 	m := &snapshot.Manifest{Version: v, ChunkerName: snapshot.ChunkerName, ChunkerVersion: snapshot.ChunkerVersion,
-		Chunker: snapshot.DefaultChunkerParams(), Packs: []string{"local"}}
+		Chunker: params, Packs: []string{"local"}}
 	ch, err := snapshot.NewChunker(m.Chunker, func(c snapshot.ChunkData) error {
 		sum := sha256.Sum256(c.Data)
 		var id snapshot.ChunkID
@@ -114,7 +119,7 @@ var errCrash = errors.New("crashed")
 
 // small makes every step of an install take many transactions.
 func small(s *Store) {
-	s.batchChunks, s.batchBytes, s.inPlaceMax, s.cleanupBatch = 4, 32<<10, 1000, 3
+	s.batchChunks, s.batchBytes, s.inPlaceMax, s.cleanupBatch, s.pageChunks = 4, 32<<10, 1000, 3, 8
 }
 
 // TestInstallSurvivesAStopAfterAnyCommit stops installs (full sync, small

@@ -42,17 +42,19 @@ const (
 	slotOld     = 'O'
 )
 
-// dataFormat is data.db's own format number.
-const dataFormat = 1
+// dataFormat is data.db's own format number: 2 keeps a slot's chunk list
+// in pages (pages.go); 1, one value for the whole list, is migrated when
+// the file is opened for writing (and read as it is otherwise).
+const dataFormat = 2
 
 // dataBuckets are the top-level buckets of a data file.
 var dataBuckets = [][]byte{dataMeta, dataChunks, slotNames[0], slotNames[1]}
 
-// initData creates a data file's buckets and checks its format. A file
-// that has them is only read: a commit is two fsyncs of the biggest file,
-// which every start of the app would pay.
+// initData creates a data file's buckets and checks its format,
+// migrating format 1. A file that has them is only read: a commit is two
+// fsyncs of the biggest file, which every start of the app would pay.
 func initData(db *bolt.DB) error {
-	ready := false
+	ready, old := false, false
 	err := db.View(func(tx *bolt.Tx) error {
 		for _, name := range dataBuckets {
 			if tx.Bucket(name) == nil {
@@ -60,10 +62,18 @@ func initData(db *bolt.DB) error {
 			}
 		}
 		ready = true
-		return checkDataFormat(tx.Bucket(dataMeta).Get(dmFormat))
+		f := tx.Bucket(dataMeta).Get(dmFormat)
+		old = bytes.Equal(f, u64(1))
+		if old {
+			return nil
+		}
+		return checkDataFormat(f)
 	})
-	if err != nil || ready {
+	if err != nil || ready && !old {
 		return err
+	}
+	if old {
+		return db.Update(migrateData1)
 	}
 	return db.Update(func(tx *bolt.Tx) error {
 		for _, name := range dataBuckets {
@@ -79,8 +89,10 @@ func initData(db *bolt.DB) error {
 	})
 }
 
+// checkDataFormat accepts this build's format, and format 1 (read-only
+// use reads it as it is).
 func checkDataFormat(f []byte) error {
-	if len(f) != 8 || binary.BigEndian.Uint64(f) != dataFormat {
+	if len(f) != 8 || binary.BigEndian.Uint64(f) != dataFormat && binary.BigEndian.Uint64(f) != 1 {
 		return fmt.Errorf("data format %x, this build reads %d: %w", f, dataFormat, snapshot.ErrUnsupportedVersion)
 	}
 	return nil
@@ -241,17 +253,19 @@ func (s *Store) Version() (uint64, error) {
 // ErrCorrupt.
 func (s *Store) Manifest() (uint64, *snapshot.Manifest, error) {
 	var v uint64
-	var mb []byte
-	err := s.viewTx(func(_ *dataFile, tx *bolt.Tx) error {
+	var m *snapshot.Manifest
+	var merr error
+	err := s.viewTx(func(f *dataFile, tx *bolt.Tx) error {
 		if slot := liveSlot(tx); slot != nil {
-			v, mb = getU64(slot, skVersion), bytes.Clone(slot.Get(skManifest))
+			v = getU64(slot, skVersion)
+			m, _, merr = s.readLive(slot, f.gen, v)
 		}
 		return nil
 	})
 	if err != nil || v == 0 {
 		return 0, nil, err
 	}
-	m, err := unmarshalManifest(mb)
+	err = merr
 	if err == nil && m.Version != v {
 		err = fmt.Errorf("manifest of version %d stored for version %d: %w", m.Version, v, ErrCorrupt)
 	}
@@ -297,13 +311,6 @@ func seqList(b []byte, want int) ([]uint64, error) {
 	return out, nil
 }
 
-func appendSeqs(dst []byte, seqs []uint64) []byte {
-	for _, s := range seqs {
-		dst = binary.AppendUvarint(dst, s)
-	}
-	return dst
-}
-
 // VersionChunks reads chunks of the synced version m (as Manifest
 // returned it) by index, each checked against its SHA-256. A chunk that is
 // missing or damaged fails with an error matching ErrCorrupt.
@@ -322,7 +329,7 @@ func (g versionChunks) Chunks(ctx context.Context, idx []int, fn func(i int, raw
 		if slot == nil || getU64(slot, skVersion) != g.m.Version {
 			return fmt.Errorf("version %d is no longer the local version: %w", g.m.Version, ErrCorrupt)
 		}
-		seqs, err := seqList(slot.Get(skSeqs), len(g.m.Chunks))
+		seqs, err := g.s.liveSeqs(slot, f.gen, g.m.Version, len(g.m.Chunks))
 		if err != nil {
 			return err
 		}

@@ -69,13 +69,19 @@ func (s *Store) update(f *dataFile, fn func(tx *bolt.Tx) error) error {
 			return err
 		}
 	}
+	var err error
 	if s.duringWrite != nil {
-		return f.db.Update(func(tx *bolt.Tx) error {
+		err = f.db.Update(func(tx *bolt.Tx) error {
 			s.duringWrite()
 			return fn(tx)
 		})
+	} else {
+		err = f.db.Update(fn)
 	}
-	return f.db.Update(fn)
+	if err == nil {
+		s.commits.data.Add(1)
+	}
+	return err
 }
 
 // recoverNext looks at a full download's file found at Open: a download

@@ -37,8 +37,11 @@
 //
 // The version lives in one of two slots ("slot.a", "slot.b"); meta
 // "current" names the live one. A slot holds the version number, its
-// manifest (a local encoding: no compression, no pack placement), the
-// sequence numbers of its chunks in manifest order, and its index.
+// manifest (a local encoding: no compression, no pack placement) with the
+// sequence numbers of its chunks, and its index. The manifest's chunk list
+// is kept in pages of up to 256 chunks under order keys with gaps between
+// them, so a delta rewrites the pages it changes, not the list (pages.go;
+// data format 1 kept it whole and is migrated when opened).
 //
 // # Installs: staged in batches, switched in one small transaction
 //

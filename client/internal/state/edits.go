@@ -128,7 +128,11 @@ func (s *Store) ViewEdits(fn func(tx *EditsTx) error) error {
 // UpdateEdits runs fn in a write transaction of state.db, durable (fsync'd)
 // when it returns nil.
 func (s *Store) UpdateEdits(fn func(tx *EditsTx) error) error {
-	return s.edits.Update(func(tx *bolt.Tx) error { return fn(&EditsTx{s, tx}) })
+	err := s.edits.Update(func(tx *bolt.Tx) error { return fn(&EditsTx{s, tx}) })
+	if err == nil {
+		s.commits.edits.Add(1)
+	}
+	return err
 }
 
 // ID is the transaction's id: later write transactions have larger ones.

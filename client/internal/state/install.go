@@ -67,10 +67,6 @@ func (d *Download) Finish(ctx context.Context, m *snapshot.Manifest, announced [
 	if m.StreamHash != announced {
 		return nil, fmt.Errorf("version %d rebuilt with stream hash %x, the server announced %x: %w", m.Version, m.StreamHash, announced, ErrCorrupt)
 	}
-	mb, err := marshalManifest(m)
-	if err != nil {
-		return nil, err
-	}
 	in := &Installed{From: d.mk.From, Version: m.Version}
 	if d.ix != nil {
 		if err := d.ix.close(); err != nil {
@@ -80,9 +76,9 @@ func (d *Download) Finish(ctx context.Context, m *snapshot.Manifest, announced [
 			return nil, fmt.Errorf("%d records indexed, the manifest says %d: %w", d.mk.Records, m.Records, ErrCorrupt)
 		}
 		in.Full, in.AllKeys = true, true
-		return in, d.switchTo(mb, seqs)
+		return in, d.switchTo(m, seqs)
 	}
-	return in, d.installDelta(ctx, script, mb, seqs, oldSeqs, in)
+	return in, d.installDelta(ctx, script, seqs, oldSeqs, in)
 }
 
 // resolve finds the seq and SHA-256 of every chunk of the new list: stored
@@ -98,7 +94,7 @@ func (d *Download) resolve(script *diff.Script) (seqs, oldSeqs []uint64, err err
 				return fmt.Errorf("the local version is no longer %d: %w", d.old.Version, ErrCorrupt)
 			}
 			var err error
-			oldSeqs, err = seqList(live.Get(skSeqs), len(d.old.Chunks))
+			oldSeqs, err = d.s.liveSeqs(live, d.f.gen, d.old.Version, len(d.old.Chunks))
 			return err
 		})
 		if err != nil {
@@ -167,13 +163,9 @@ func (d *Download) chunkIndexes(seqs []uint64) (byID, oldByID map[snapshot.Chunk
 // slot, marks the old one for cleanup and ends the download. Readers see
 // the old version or the new one, never a mix; a crash in between resumes
 // the download, complete, and finishes it again.
-func (d *Download) switchTo(manifest []byte, seqs []uint64) error {
+func (d *Download) switchTo(m *snapshot.Manifest, seqs []uint64) error {
 	err := d.s.update(d.f, func(tx *bolt.Tx) error {
-		slot := tx.Bucket(slotNames[d.slot])
-		if err := slot.Put(skManifest, manifest); err != nil {
-			return err
-		}
-		return slot.Put(skSeqs, appendSeqs(nil, seqs))
+		return writeSlot(tx.Bucket(slotNames[d.slot]), m, seqs, d.s.pageChunks)
 	})
 	if err != nil {
 		return fmt.Errorf("install version %d: %w", d.mk.To, err)
@@ -203,6 +195,7 @@ func (d *Download) switchTo(manifest []byte, seqs []uint64) error {
 	if err != nil {
 		return fmt.Errorf("install version %d: %w", d.mk.To, err)
 	}
+	d.s.synced.put(d.f.gen, d.mk.To, m, seqs)
 	if d.mk.From == 0 {
 		return d.s.promote()
 	}
@@ -219,7 +212,7 @@ type indexPlan struct {
 // only, then either applies them to the live index in the switching
 // transaction (a small delta: O(change)) or builds the new index in the
 // staging slot in batches (a big one).
-func (d *Download) installDelta(ctx context.Context, script *diff.Script, manifest []byte, seqs, oldSeqs []uint64, in *Installed) error {
+func (d *Download) installDelta(ctx context.Context, script *diff.Script, seqs, oldSeqs []uint64, in *Installed) error {
 	m := script.B
 	var plan indexPlan
 	err := d.f.db.View(func(tx *bolt.Tx) error {
@@ -237,9 +230,9 @@ func (d *Download) installDelta(ctx context.Context, script *diff.Script, manife
 		if err := d.rebuildIndex(ctx, m, seqs); err != nil {
 			return err
 		}
-		return d.switchTo(manifest, seqs)
+		return d.switchTo(m, seqs)
 	}
-	return d.switchInPlace(manifest, seqs, oldSeqs, plan.writes)
+	return d.switchInPlace(script, seqs, oldSeqs, plan.writes)
 }
 
 // planDelta merges, stretch by stretch, the old records and the new ones
@@ -339,7 +332,7 @@ func mergeSpan(a, b *recIter, write func(key, loc []byte), changed func(key []by
 // the new manifest and chunk list; chunks the new version no longer uses
 // are dropped, and the staging slot, if a batch opened it (its chunks are
 // the live version's now), is emptied.
-func (d *Download) switchInPlace(manifest []byte, seqs, oldSeqs []uint64, writes []indexEntry) error {
+func (d *Download) switchInPlace(script *diff.Script, seqs, oldSeqs []uint64, writes []indexEntry) error {
 	keep := make(map[uint64]bool, len(seqs))
 	for _, s := range seqs {
 		keep[s] = true
@@ -361,10 +354,11 @@ func (d *Download) switchInPlace(manifest []byte, seqs, oldSeqs []uint64, writes
 				return err
 			}
 		}
-		for k, v := range map[string][]byte{string(skVersion): u64(d.mk.To), string(skManifest): manifest, string(skSeqs): appendSeqs(nil, seqs)} {
-			if err := live.Put([]byte(k), v); err != nil {
-				return err
-			}
+		if err := live.Put(skVersion, u64(d.mk.To)); err != nil {
+			return err
+		}
+		if err := updateSlot(live, script, script.B, seqs, d.s.pageChunks); err != nil {
+			return err
 		}
 		chunks := tx.Bucket(dataChunks)
 		for _, p := range d.pending {
@@ -396,6 +390,7 @@ func (d *Download) switchInPlace(manifest []byte, seqs, oldSeqs []uint64, writes
 	if err != nil {
 		return fmt.Errorf("install version %d: %w", d.mk.To, err)
 	}
+	d.s.synced.put(d.f.gen, d.mk.To, script.B, seqs)
 	return nil
 }
 
@@ -535,14 +530,14 @@ func dropReceived(tx *bolt.Tx, slot *bolt.Bucket, most int) (bool, error) {
 // dropOld drops a batch of a replaced version's chunks that the live
 // version does not use; done when it got to the end of its list.
 func dropOld(tx *bolt.Tx, slot *bolt.Bucket, most int) (bool, error) {
-	old := seqsOf(slot.Get(skSeqs))
+	old := slotSeqsLenient(slot)
 	pos := int(getU64(slot, skDropped))
 	if pos >= len(old) {
 		return true, nil
 	}
 	keep := map[uint64]bool{}
 	if live := liveSlot(tx); live != nil {
-		for _, s := range seqsOf(live.Get(skSeqs)) {
+		for _, s := range slotSeqsLenient(live) {
 			keep[s] = true
 		}
 	}

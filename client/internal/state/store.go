@@ -78,6 +78,25 @@ type Store struct {
 	// batch (flushChunks, flushBytes), the most index writes of a delta in
 	// place (inPlaceMax), chunks dropped per transaction (cleanupBatch).
 	batchChunks, batchBytes, inPlaceMax, cleanupBatch int
+	// pageChunks: the most chunks a page of a chunk list holds.
+	pageChunks int
+
+	// commits counts the write transactions committed, per file kind.
+	commits struct{ edits, data atomic.Uint64 }
+
+	// synced is the live version's chunk list as last read or installed.
+	synced slotCache
+}
+
+// Commits counts the write transactions this Store committed so far: to
+// state.db (edits) and to the data files (data). Each is two fsyncs, the
+// cost that dominates a small install on a phone's storage; tests and
+// benchmarks hold the install path to a budget of them.
+type Commits struct{ Edits, Data uint64 }
+
+// Commits returns the write transactions committed so far.
+func (s *Store) Commits() Commits {
+	return Commits{Edits: s.commits.edits.Load(), Data: s.commits.data.Load()}
 }
 
 // Open opens (creating if needed) the state in dir, migrating a state of
@@ -95,7 +114,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	s := &Store{dir: dir, opts: opts, chunks: newChunkCodec(), batchChunks: flushChunks, batchBytes: flushBytes,
-		inPlaceMax: inPlaceMax, cleanupBatch: cleanupBatch}
+		inPlaceMax: inPlaceMax, cleanupBatch: cleanupBatch, pageChunks: pageChunks}
 	var err error
 	// state.db first: holding it is holding the directory.
 	if s.edits, err = openBolt(filepath.Join(dir, EditsFile), opts, false); err != nil {
