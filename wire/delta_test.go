@@ -31,10 +31,16 @@ func build(t testing.TB, s snapshot.Store, recs []gen.Record) *snapshot.Manifest
 	return res.Manifest
 }
 
-// pack writes the delta a->b.
+// pack writes the delta a->b in the newest format.
 func pack(t testing.TB, s snapshot.Store, a, b *snapshot.Manifest, skip int) []byte {
 	t.Helper()
-	ds := wire.DeltaSource{Script: diff.Manifests(a, b), NewChunks: snapshot.NewReader(s, b, secret)}
+	return packFormat(t, s, a, b, skip, 0)
+}
+
+// packFormat writes the delta a->b in the given format.
+func packFormat(t testing.TB, s snapshot.Store, a, b *snapshot.Manifest, skip, format int) []byte {
+	t.Helper()
+	ds := wire.DeltaSource{Script: diff.Manifests(a, b), NewChunks: snapshot.NewReader(s, b, secret), Format: format}
 	if a != nil {
 		ds.OldChunks = snapshot.NewReader(s, a, secret)
 		ds.Header.From = a.Version
@@ -196,8 +202,13 @@ func TestDeltaRejectsDamage(t *testing.T) {
 	recs := gen.Dataset(gen.Options{Size: 256 << 10, Seed: 4})
 	a := build(t, s, recs)
 	b := build(t, s, gen.EditScattered(recs, 5, 1))
-	data := pack(t, s, a, b, 0)
 	have := chunkMap(t, s, a)
+	for _, format := range formats {
+		rejectsDamage(t, packFormat(t, s, a, b, 0, format), a, have, gen.EditScattered(recs, 5, 1))
+	}
+}
+
+func rejectsDamage(t *testing.T, data []byte, a *snapshot.Manifest, have map[snapshot.ChunkID][]byte, want []gen.Record) {
 	for n := 0; n < len(data); n += max(1, len(data)/200) {
 		if _, _, err := apply(t, data[:n], a, have); err == nil {
 			t.Fatalf("truncated to %d of %d bytes: accepted", n, len(data))
@@ -207,7 +218,7 @@ func TestDeltaRejectsDamage(t *testing.T) {
 		bad := bytes.Clone(data)
 		bad[i] ^= 0x20
 		chunks, got, err := apply(t, bad, a, have)
-		if err == nil && !bytes.Equal(streamFrom(chunks, got, have), streamOf(gen.EditScattered(recs, 5, 1))) {
+		if err == nil && !bytes.Equal(streamFrom(chunks, got, have), streamOf(want)) {
 			t.Fatalf("flipped byte %d: accepted wrong data", i)
 		}
 		if err != nil && !errors.Is(err, wire.ErrBadDelta) && !errors.Is(err, snapshot.ErrCorrupt) && !errors.Is(err, snapshot.ErrUnsupportedVersion) {
@@ -222,8 +233,10 @@ func FuzzDeltaReader(f *testing.F) {
 	a := build(f, s, recs)
 	b := build(f, s, gen.EditScattered(recs, 2, 1))
 	have := chunkMap(f, s, a)
-	f.Add(pack(f, s, a, b, 0))
-	f.Add(pack(f, s, nil, b, 1))
+	for _, format := range formats {
+		f.Add(packFormat(f, s, a, b, 0, format))
+		f.Add(packFormat(f, s, nil, b, 1, format))
+	}
 	ds := deltaSource(s, a, b)
 	ds.NewChunks = failingGetter{r: ds.NewChunks, at: ds.Script.Needed()[0], err: snapshot.ErrCorrupt}
 	var aborted bytes.Buffer
