@@ -135,7 +135,9 @@ func (c *Client) pullOnce(ctx context.Context, waitSeconds int, res *SyncResult)
 		}
 		mk = nil
 	}
-	q := url.Values{"from": {strconv.FormatUint(from, 10)}}
+	// format: the newest delta-pack format wire reads (an older server
+	// ignores it and sends format 2, which wire reads too).
+	q := url.Values{"from": {strconv.FormatUint(from, 10)}, "format": {strconv.Itoa(wire.DeltaFormat)}}
 	if mk != nil {
 		q.Set("to", strconv.FormatUint(mk.To, 10))
 		q.Set("skip", strconv.Itoa(mk.Received))

@@ -52,8 +52,9 @@ import (
 // (one long context, at a higher level than zstd -3), about 1 MiB for a
 // delta, compressed against the old chunks whose keys overlap the group's,
 // so a repeated edit (a renamed field in many records) is paid for about
-// once per group, not once per chunk. A group is sent once it is read and
-// compressed; an interrupted download resumes after the last whole group.
+// once per group, not once per chunk. The first groups are smaller (256 KiB,
+// doubling). A group is sent once it is read and compressed; an interrupted
+// download resumes after the last whole group.
 const (
 	sectionGroup = 0x01
 	sectionAbort = 0x80
@@ -68,6 +69,10 @@ const (
 	// the reader enforces (a single chunk may reach maxChunk).
 	plainGroupTarget = 4 << 20
 	deltaGroupTarget = 1 << 20
+	// firstGroupTarget is the size of a pack's first group; each next one
+	// doubles up to the target, so the first chunks (and progress) arrive
+	// soon and a download cut early loses little.
+	firstGroupTarget = 256 << 10
 	dictTarget       = 4 << 20
 	maxGroupBytes    = maxChunk
 	maxDictBytes     = 16 << 20
@@ -329,7 +334,7 @@ func planGroups(s *diff.Script, idx []int) []group {
 				g.dict += sz
 			}
 		}
-		if g.raw >= target {
+		if g.raw >= min(target, firstGroupTarget<<len(out)) {
 			closeGroup()
 		}
 	}
