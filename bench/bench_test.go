@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"context"
+	"os/exec"
 	"testing"
 
 	"github.com/deltasync/deltasync/bench"
@@ -12,18 +13,53 @@ func TestRunSmall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Scenarios) != 6 {
+	if len(rep.Scenarios) != 12 {
 		t.Fatalf("%d scenarios", len(rep.Scenarios))
 	}
 	for i, s := range rep.Scenarios {
-		if s.Version != uint64(i+2) || s.UpBytes == 0 || s.DownBytes == 0 || s.FullBytes == 0 || s.ZstdBytes == 0 {
+		if s.Version != uint64(i%6+2) || s.UpBytes == 0 || s.DownBytes == 0 || s.FullBytes == 0 || s.ZstdBytes == 0 || s.DownFormat2 == 0 {
 			t.Errorf("scenario %+v", s)
 		}
+		d := s.Down
+		if d.HTTPHeaders+d.Transfer+d.Header+d.Manifest+d.Payload+d.Framing != s.DownBytes || d.HTTPHeaders < 50 || d.Payload == 0 {
+			t.Errorf("%s %s: breakdown %+v does not add up to %d", s.Family, s.Name, d, s.DownBytes)
+		}
 	}
-	if one := rep.Scenarios[0]; one.DownBytes > 2048 || one.Ops != 1 {
-		t.Errorf("one-field edit: %+v", one)
+	for _, i := range []int{0, 6} {
+		if one := rep.Scenarios[i]; one.DownBytes > 1024 || one.Ops != 1 {
+			t.Errorf("one-field edit: %+v", one)
+		}
 	}
-	if float64(rep.InitialSync) > 1.10*float64(rep.InitialZstd) {
-		t.Errorf("initial sync %d vs zstd -3 %d", rep.InitialSync, rep.InitialZstd)
+	if len(rep.InitialSyncs) != 6 {
+		t.Fatalf("%d initial syncs, want 3 seeds of 2 families", len(rep.InitialSyncs))
+	}
+	for _, s := range rep.InitialSyncs {
+		if s.Ratio > 1.0 || s.SyncBytes == 0 {
+			t.Errorf("initial sync %+v", s)
+		}
+	}
+	if rep.InitialSync != rep.InitialSyncs[0].SyncBytes {
+		t.Errorf("initial sync %d, first of the seeds %d", rep.InitialSync, rep.InitialSyncs[0].SyncBytes)
+	}
+}
+
+// TestRunPatchFrom: with the zstd command, every scenario gets its
+// patch-from figure.
+func TestRunPatchFrom(t *testing.T) {
+	z, err := exec.LookPath("zstd")
+	if err != nil {
+		t.Skip("the zstd command is not installed")
+	}
+	rep, err := bench.Run(context.Background(), bench.Options{Size: 1 << 20, Seed: 2, Seeds: 1, Dir: t.TempDir(), ZstdBinary: z})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range rep.Scenarios {
+		if s.PatchFromBytes == 0 {
+			t.Errorf("%s %s: no patch-from figure", s.Family, s.Name)
+		}
+	}
+	if rep.PatchFrom == "" {
+		t.Error("no zstd version")
 	}
 }

@@ -48,12 +48,12 @@ import (
 // pins all of it. The totals of the header (chunks, stream length, records)
 // are checked by the reader.
 //
-// A group holds consecutive chunks of the pack: about 4 MiB for a full sync
+// A group holds consecutive chunks of the pack: about 8 MiB for a full sync
 // (one long context, at a higher level than zstd -3), about 1 MiB for a
 // delta, compressed against the old chunks whose keys overlap the group's,
 // so a repeated edit (a renamed field in many records) is paid for about
-// once per group, not once per chunk. The first groups are smaller (256 KiB,
-// doubling). A group is sent once it is read and compressed; an interrupted
+// once per group, not once per chunk. The first two groups are a quarter and
+// a half of that. A group is sent once it is read and compressed; an interrupted
 // download resumes after the last whole group.
 const (
 	sectionGroup = 0x01
@@ -67,12 +67,8 @@ const (
 
 	// Group and dictionary sizes: targets the writer aims at, and limits
 	// the reader enforces (a single chunk may reach maxChunk).
-	plainGroupTarget = 4 << 20
+	plainGroupTarget = 8 << 20
 	deltaGroupTarget = 1 << 20
-	// firstGroupTarget is the size of a pack's first group; each next one
-	// doubles up to the target, so the first chunks (and progress) arrive
-	// soon and a download cut early loses little.
-	firstGroupTarget = 256 << 10
 	dictTarget       = 4 << 20
 	maxGroupBytes    = maxChunk
 	maxDictBytes     = 16 << 20
@@ -334,7 +330,11 @@ func planGroups(s *diff.Script, idx []int) []group {
 				g.dict += sz
 			}
 		}
-		if g.raw >= min(target, firstGroupTarget<<len(out)) {
+		// The first groups are a quarter and a half of the target, so the
+		// first chunks (and progress) arrive soon and a download cut early
+		// loses little; a group's context matters more without dictionary,
+		// so a full sync's start big enough to hold a small data set whole.
+		if g.raw >= min(target, target/4<<len(out)) {
 			closeGroup()
 		}
 	}

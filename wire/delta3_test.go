@@ -271,3 +271,35 @@ func TestDelta3UnknownFormatRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestBreakdownAddsUp: the parts of a pack add up to its length, and each
+// is where it should be.
+func TestBreakdownAddsUp(t *testing.T) {
+	s := memstore.New()
+	recs := gen.Dataset(gen.Options{Size: 2 << 20, Seed: 37})
+	a := build(t, s, recs)
+	b := build(t, s, gen.ChangeFraction(recs, 0.05, 1))
+	for _, tc := range []struct {
+		name      string
+		from      *snapshot.Manifest
+		dictGroup bool
+	}{{"delta", a, true}, {"full", nil, false}} {
+		data := pack(t, s, tc.from, b, 0)
+		pb, err := wire.Breakdown(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pb.Header+pb.Manifest+pb.Payload+pb.Framing != int64(len(data)) || pb.Header == 0 || pb.Manifest == 0 || pb.Payload == 0 || pb.Framing < 5 {
+			t.Errorf("%s: %+v of %d bytes", tc.name, pb, len(data))
+		}
+		if pb.Groups == 0 || (pb.DictGroups == pb.Groups) != tc.dictGroup || pb.Payload < int64(len(data))/2 {
+			t.Errorf("%s: %+v of %d bytes", tc.name, pb, len(data))
+		}
+		if _, err := wire.Breakdown(data[:len(data)-1]); !errors.Is(err, wire.ErrBadDelta) {
+			t.Errorf("%s: truncated pack: %v", tc.name, err)
+		}
+	}
+	if _, err := wire.Breakdown(packFormat(t, s, a, b, 0, 2)); !errors.Is(err, snapshot.ErrUnsupportedVersion) {
+		t.Errorf("format 2: %v", err)
+	}
+}
