@@ -492,10 +492,41 @@ type DeltaReader struct {
 	oldLen  int    // chunks in the client's old list (dictionary bounds)
 	dict    []byte // reused dictionary buffer
 	v3      *state3
+	keys    int // bytes of first keys the reader allocated (MaxDeltaKeyBytes)
+}
+
+// newKey returns a first key made of prefix and suffix, within the budget
+// of MaxDeltaKeyBytes.
+func (d *DeltaReader) newKey(prefix string, suffix []byte) (string, error) {
+	if err := d.countKey(len(prefix) + len(suffix)); err != nil {
+		return "", err
+	}
+	return prefix + string(suffix), nil
+}
+
+// countKey counts a new first key of n bytes against MaxDeltaKeyBytes.
+func (d *DeltaReader) countKey(n int) error {
+	if n > snapshot.MaxKeyLen {
+		return d.bad("first key of %d bytes", n)
+	}
+	if d.keys+n > MaxDeltaKeyBytes {
+		return d.bad("first keys of more than %d bytes in all", MaxDeltaKeyBytes)
+	}
+	d.keys += n
+	return nil
 }
 
 // MaxDeltaMemory bounds the zstd window and frames the client accepts.
 const MaxDeltaMemory = 64 << 20
+
+// The chunk list a pack makes the client build is bounded too, however
+// compressible its manifest delta: at most MaxDeltaChunks chunks (4 GiB of
+// data at the default 8 KiB average chunk, a list of about 50 MiB) with
+// first keys of at most MaxDeltaKeyBytes in all.
+const (
+	MaxDeltaChunks   = 1 << 19
+	MaxDeltaKeyBytes = 64 << 20
+)
 
 // NewDeltaReader reads the header and the manifest delta. old is the chunk
 // list of the version the client holds (ignored for a full sync).
@@ -571,6 +602,10 @@ func (d *DeltaReader) parseHeader(b []byte) error {
 	if h.Skip < 0 || h.Total.Chunks < 0 || h.Skip > h.Total.Chunks || h.Manifest.Chunks < 0 || h.Total.Chunks > h.Manifest.Chunks {
 		return d.bad("header counts")
 	}
+	if h.Manifest.Chunks > MaxDeltaChunks {
+		return d.bad("a version of %d chunks: at most %d", h.Manifest.Chunks, MaxDeltaChunks)
+	}
+	d.chunks = make([]snapshot.ChunkRef, 0, min(h.Manifest.Chunks, 1<<16))
 	return nil
 }
 
@@ -645,7 +680,9 @@ func (d *DeltaReader) readManifest(old []snapshot.ChunkRef) error {
 					return d.bad("truncated chunk entry")
 				}
 				c.Size, c.Records, c.Continued = uint32(size), uint32(recs), flags == 1
-				c.FirstKey = prev[:shared] + string(suffix)
+				if c.FirstKey, err = d.newKey(prev[:shared], suffix); err != nil {
+					return err
+				}
 				c.StoredLen = c.Size
 				prev = c.FirstKey
 				d.chunks = append(d.chunks, c)

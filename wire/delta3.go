@@ -76,6 +76,7 @@ const (
 	maxRunChunks = 16
 	groupWindow  = 8 << 20
 	maxManifest3 = 48 << 20
+	maxHeader3   = 64 << 10
 )
 
 // groupEncoders compress the frames of format 3 (EncodeAll, re-targeted to

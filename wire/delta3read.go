@@ -26,12 +26,16 @@ type state3 struct {
 }
 
 func newReader3(r io.Reader, old []snapshot.ChunkRef) (*DeltaReader, error) {
-	opts := []zstd.DOption{zstd.WithDecoderMaxMemory(MaxDeltaMemory), zstd.WithDecoderMaxWindow(MaxDeltaMemory), zstd.WithDecoderConcurrency(1)}
+	// Every frame decodes into a buffer sized from what the pack declared
+	// (WithDecodeAllCapLimit): a frame claiming more is refused before it
+	// is decoded.
+	opts := []zstd.DOption{zstd.WithDecoderMaxMemory(MaxDeltaMemory), zstd.WithDecoderMaxWindow(MaxDeltaMemory),
+		zstd.WithDecoderConcurrency(1), zstd.WithDecodeAllCapLimit(true)}
 	dec, err := zstd.NewReader(nil, opts...)
 	if err != nil {
 		return nil, err
 	}
-	groups, err := zstd.NewReader(nil, append(opts, zstd.WithDecodeAllCapLimit(true))...)
+	groups, err := zstd.NewReader(nil, opts...)
 	if err != nil {
 		dec.Close()
 		return nil, err
@@ -46,7 +50,7 @@ func newReader3(r io.Reader, old []snapshot.ChunkRef) (*DeltaReader, error) {
 
 // open3 reads the header and the manifest delta.
 func (d *DeltaReader) open3(old []snapshot.ChunkRef) error {
-	hb, err := d.readFrame(maxHeader)
+	hb, err := d.readFrame(maxHeader3)
 	if err != nil {
 		return err
 	}
@@ -57,7 +61,10 @@ func (d *DeltaReader) open3(old []snapshot.ChunkRef) error {
 		old = nil
 	}
 	d.oldLen, d.v3.old = len(old), old
-	mb, err := d.readFrame(maxManifest3)
+	// A chunk takes at most an entry (an ID, four numbers, a flag and a
+	// key) and an op (a byte and two numbers).
+	perChunk := 16 + 4*binary.MaxVarintLen64 + 1 + snapshot.MaxKeyLen + 1 + 2*binary.MaxVarintLen64
+	mb, err := d.readFrame(min(maxManifest3, 64+d.header.Manifest.Chunks*perChunk))
 	if err != nil {
 		return err
 	}
@@ -72,8 +79,8 @@ func (d *DeltaReader) open3(old []snapshot.ChunkRef) error {
 	return nil
 }
 
-// readFrame reads uvarint len and a zstd frame of at most limit bytes, and
-// returns its content.
+// readFrame reads uvarint len and a zstd frame of at most limit bytes
+// whose content is at most limit bytes, and returns the content.
 func (d *DeltaReader) readFrame(limit int) ([]byte, error) {
 	n, err := d.num()
 	if err != nil {
@@ -87,12 +94,9 @@ func (d *DeltaReader) readFrame(limit int) ([]byte, error) {
 	if err != nil || uint64(len(frame)) != n {
 		return nil, d.bad("truncated frame")
 	}
-	out, err := d.dec.DecodeAll(frame, nil)
+	out, err := d.dec.DecodeAll(frame, make([]byte, 0, limit))
 	if err != nil {
 		return nil, d.bad("frame: %v", err)
-	}
-	if len(out) > limit {
-		return nil, d.bad("frame content of %d bytes", len(out))
 	}
 	return out, nil
 }
@@ -152,13 +156,13 @@ func (d *DeltaReader) readManifest3(b []byte, old []snapshot.ChunkRef) error {
 		case op3Copy:
 			from := oldPos + n
 			n = r.num()
-			if r.bad || from < oldPos || from > uint64(len(old)) || n > uint64(len(old))-from || n > left {
+			if r.bad || from < oldPos || from > uint64(len(old)) || n == 0 || n > uint64(len(old))-from || n > left {
 				return d.bad("copy %d+%d of %d old chunks", from, n, len(old))
 			}
 			d.chunks = append(d.chunks, old[from:from+n]...)
 			oldPos = from + n
 		case op3New, op3Known:
-			if r.bad || n > left {
+			if r.bad || n == 0 || n > left {
 				return d.bad("manifest op %d of %d chunks", op, n)
 			}
 			if op == op3New {
@@ -189,6 +193,7 @@ func (d *DeltaReader) readManifest3(b []byte, old []snapshot.ChunkRef) error {
 // newEntries3 reads n entries of chunks the pack carries.
 func (d *DeltaReader) newEntries3(r *bytesReader, n uint64) error {
 	st := d.v3
+	var err error
 	for range n {
 		v := r.num()
 		size := v >> 2
@@ -202,7 +207,9 @@ func (d *DeltaReader) newEntries3(r *bytesReader, n uint64) error {
 			if r.bad || kl == 0 || kl > snapshot.MaxKeyLen {
 				return d.bad("first key of %d bytes", kl)
 			}
-			c.FirstKey = string(r.bytes(kl))
+			if c.FirstKey, err = d.newKey("", r.bytes(kl)); err != nil {
+				return err
+			}
 		}
 		if r.bad || c.Continued && !explicit && len(d.chunks) == 0 {
 			return d.bad("chunk entry")
@@ -225,9 +232,13 @@ func (d *DeltaReader) knownEntries3(r *bytesReader, n uint64, prev string) (stri
 		if r.bad || size == 0 || size > maxChunk || recs > size || flags > 1 || shared > uint64(len(prev)) || sl > snapshot.MaxKeyLen {
 			return "", d.bad("chunk entry")
 		}
-		c.FirstKey = prev[:shared] + string(r.bytes(sl))
+		suffix := r.bytes(sl)
 		if r.bad {
 			return "", d.bad("truncated chunk entry")
+		}
+		var err error
+		if c.FirstKey, err = d.newKey(prev[:shared], suffix); err != nil {
+			return "", err
 		}
 		c.Size, c.Records, c.Continued, c.StoredLen = uint32(size), uint32(recs), flags == 1, uint32(size)
 		prev = c.FirstKey
@@ -439,7 +450,10 @@ func (d *DeltaReader) derive(k int, raw []byte) error {
 	case key != "" && st.explicit[k] && key != c.FirstKey:
 		return d.bad("chunk %d: first key %q, manifest says %q", j, key, c.FirstKey)
 	}
-	if key != "" {
+	if key != "" && !st.explicit[k] {
+		if err := d.countKey(len(key)); err != nil {
+			return err
+		}
 		c.FirstKey = key
 	}
 	c.Records = uint32(recs)
