@@ -22,7 +22,8 @@ import (
 // chunks it lacks in groups, each group one zstd frame:
 //
 //	"DSDP" 0x03
-//	uvarint len, zstd frame: header JSON (SyncHeader)
+//	uvarint len, zstd frame: header JSON (SyncHeader), raw dictionary
+//	    headerDict
 //	uvarint len, zstd frame: manifest delta, ops until opEnd:
 //	    copy:  0, uvarint gap, uvarint n: the next n chunks are the old
 //	           chunks from (old position + gap) on
@@ -79,6 +80,15 @@ const (
 	maxHeader3   = 64 << 10
 )
 
+// headerDict is the raw dictionary of a format-3 header frame: a typical
+// header, so that the field names cost nothing and a small edit's pack stays
+// small. It is part of the format: changing it needs a new format number.
+const headerDict = `{"org":"","user":"","from":0,"to":0,"skip":0,"total":{"chunks":0,"bytes":0},` +
+	`"manifest":{"parent":0,"records":0,"stream_len":0,"stream_hash":"","chunks":0,"chunker":"fastcdc-record",` +
+	`"chunker_version":1,"min":2048,"avg":8192,"max":65536,"created_unix":1700000000},"id_seeds":[0,0],` +
+	`"policy":{"offline_mode":true,"conflict_policy":"client-wins","max_offline_seconds":0,"max_pending_bytes":0,` +
+	`"max_patch_ops":0,"max_patch_bytes":8388608}}`
+
 // groupEncoders compress the frames of format 3 (EncodeAll, re-targeted to
 // a dictionary per group with ResetWithOptions).
 var groupEncoders = sync.Pool{New: func() any {
@@ -103,7 +113,7 @@ func writeDelta3(ctx context.Context, w io.Writer, src DeltaSource, h SyncHeader
 		return err
 	}
 	b := append([]byte(DeltaMagic), DeltaFormat)
-	if b, err = appendFrame(b, enc, hj, nil); err != nil {
+	if b, err = appendFrame(b, enc, hj, []byte(headerDict)); err != nil {
 		return err
 	}
 	if b, err = appendFrame(b, enc, appendManifest3(nil, src.Script, needed, h.Skip), nil); err != nil {

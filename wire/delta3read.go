@@ -50,7 +50,7 @@ func newReader3(r io.Reader, old []snapshot.ChunkRef) (*DeltaReader, error) {
 
 // open3 reads the header and the manifest delta.
 func (d *DeltaReader) open3(old []snapshot.ChunkRef) error {
-	hb, err := d.readFrame(maxHeader3)
+	hb, err := d.readFrame(maxHeader3, []byte(headerDict))
 	if err != nil {
 		return err
 	}
@@ -64,7 +64,7 @@ func (d *DeltaReader) open3(old []snapshot.ChunkRef) error {
 	// A chunk takes at most an entry (an ID, four numbers, a flag and a
 	// key) and an op (a byte and two numbers).
 	perChunk := 16 + 4*binary.MaxVarintLen64 + 1 + snapshot.MaxKeyLen + 1 + 2*binary.MaxVarintLen64
-	mb, err := d.readFrame(min(maxManifest3, 64+d.header.Manifest.Chunks*perChunk))
+	mb, err := d.readFrame(min(maxManifest3, 64+d.header.Manifest.Chunks*perChunk), nil)
 	if err != nil {
 		return err
 	}
@@ -80,8 +80,9 @@ func (d *DeltaReader) open3(old []snapshot.ChunkRef) error {
 }
 
 // readFrame reads uvarint len and a zstd frame of at most limit bytes
-// whose content is at most limit bytes, and returns the content.
-func (d *DeltaReader) readFrame(limit int) ([]byte, error) {
+// whose content is at most limit bytes, compressed against dict (none if
+// nil), and returns the content.
+func (d *DeltaReader) readFrame(limit int, dict []byte) ([]byte, error) {
 	n, err := d.num()
 	if err != nil {
 		return nil, err
@@ -93,6 +94,13 @@ func (d *DeltaReader) readFrame(limit int) ([]byte, error) {
 	frame, err := io.ReadAll(io.LimitReader(d.r, int64(n)))
 	if err != nil || uint64(len(frame)) != n {
 		return nil, d.bad("truncated frame")
+	}
+	opt := zstd.WithDecoderDictDelete()
+	if dict != nil {
+		opt = zstd.WithDecoderDictRaw(dictID, dict)
+	}
+	if err := d.dec.ResetWithOptions(nil, opt); err != nil {
+		return nil, err
 	}
 	out, err := d.dec.DecodeAll(frame, make([]byte, 0, limit))
 	if err != nil {

@@ -244,5 +244,6 @@ func FuzzDeltaReader(f *testing.F) {
 	f.Add(aborted.Bytes())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		apply(t, data, a, have) // must not panic or hang
+		wire.Breakdown(data)    // nor the bench's parser
 	})
 }
