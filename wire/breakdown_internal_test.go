@@ -2,7 +2,9 @@ package wire
 
 import (
 	"math/rand/v2"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -68,6 +70,12 @@ func BenchmarkDecompressFullSync(b *testing.B) {
 		b.Run(family, func(b *testing.B) {
 			b.SetBytes(raw)
 			var buf []byte
+			start := cpuTime()
+			defer func() {
+				if d := cpuTime() - start; d > 0 {
+					b.ReportMetric(float64(raw)*float64(b.N)/1e6/d.Seconds(), "MB/cpu-s")
+				}
+			}()
 			for b.Loop() {
 				for _, f := range frames {
 					var err error
@@ -78,4 +86,12 @@ func BenchmarkDecompressFullSync(b *testing.B) {
 			}
 		})
 	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -50,12 +51,12 @@ import (
 // are checked by the reader.
 //
 // A group holds consecutive chunks of the pack: about 8 MiB for a full sync
-// (one long context, at a higher level than zstd -3), about 1 MiB for a
-// delta, compressed against the old chunks whose keys overlap the group's,
-// so a repeated edit (a renamed field in many records) is paid for about
-// once per group, not once per chunk. The first two groups are a quarter and
-// a half of that. A group is sent once it is read and compressed; an interrupted
-// download resumes after the last whole group.
+// (one long context at klauspost/compress's highest level), about 1 MiB
+// for a delta, compressed against the old chunks whose keys overlap the
+// group's, so a repeated edit (a renamed field in many records) is paid for
+// about once per group, not once per chunk. The first two groups are a
+// quarter and a half of that. A group is sent once it is read and
+// compressed; an interrupted download resumes after the last whole group.
 const (
 	sectionGroup = 0x01
 	sectionAbort = 0x80
@@ -90,12 +91,39 @@ const headerDict = `{"org":"","user":"","from":0,"to":0,"skip":0,"total":{"chunk
 	`"max_patch_ops":0,"max_patch_bytes":8388608}}`
 
 // groupEncoders compress the frames of format 3 (EncodeAll, re-targeted to
-// a dictionary per group with ResetWithOptions).
-var groupEncoders = sync.Pool{New: func() any {
-	e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1),
-		zstd.WithEncoderCRC(true), zstd.WithWindowSize(groupWindow), zstd.WithLowerEncoderMem(true))
-	return e
-}}
+// a dictionary per group with ResetWithOptions); fullEncoders the groups of
+// a full sync, at the highest level: a full sync is the biggest download a
+// device makes, and it is made once. Such an encoder costs about 40 MiB and
+// compresses at a fifth of the speed of zstd -3, so at most GOMAXPROCS full
+// syncs compress at a time (fullSlots); more wait for a slot.
+var (
+	groupEncoders = encoderPool(zstd.SpeedBetterCompression)
+	fullEncoders  = encoderPool(zstd.SpeedBestCompression)
+	fullSlots     = make(chan struct{}, runtime.GOMAXPROCS(0))
+)
+
+// fullEncoder takes a slot and an encoder for a full sync; release gives
+// both back.
+func fullEncoder(ctx context.Context) (enc *zstd.Encoder, release func(), err error) {
+	select {
+	case fullSlots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+	enc = fullEncoders.Get().(*zstd.Encoder)
+	return enc, func() {
+		fullEncoders.Put(enc)
+		<-fullSlots
+	}, nil
+}
+
+func encoderPool(level zstd.EncoderLevel) *sync.Pool {
+	return &sync.Pool{New: func() any {
+		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1),
+			zstd.WithEncoderCRC(true), zstd.WithWindowSize(groupWindow), zstd.WithLowerEncoderMem(true))
+		return e
+	}}
+}
 
 // group is a run of the pack's chunks sent as one frame.
 type group struct {
@@ -124,6 +152,14 @@ func writeDelta3(ctx context.Context, w io.Writer, src DeltaSource, h SyncHeader
 		return err
 	}
 	gw := groupWriter{w: bw, enc: enc, src: src}
+	if src.Script.A == nil {
+		full, release, err := fullEncoder(ctx)
+		if err != nil {
+			return err
+		}
+		defer release()
+		gw.enc = full
+	}
 	for _, g := range planGroups(src.Script, needed[h.Skip:]) {
 		if err := gw.write(ctx, g); err != nil {
 			var rf *readFailure

@@ -39,7 +39,7 @@ func sameChunkList(t *testing.T, got []snapshot.ChunkRef, want *snapshot.Manifes
 // TestDeltaFormatsRebuildEveryScenario: in both formats, a client at the
 // previous version rebuilds the new stream and exactly the server's chunk
 // list (IDs, sizes, records, continuations, first keys) after every bench
-// scenario, and a full sync does too.
+// scenario, and a full sync of the last version does too.
 func TestDeltaFormatsRebuildEveryScenario(t *testing.T) {
 	s := memstore.New()
 	recs := gen.Dataset(gen.Options{Size: 3 << 20, Seed: 31})
@@ -51,7 +51,11 @@ func TestDeltaFormatsRebuildEveryScenario(t *testing.T) {
 		have := chunkMap(t, s, a)
 		for _, format := range formats {
 			t.Run(fmt.Sprintf("%s/format%d", sc.Name, format), func(t *testing.T) {
-				for _, from := range []*snapshot.Manifest{a, nil} {
+				froms := []*snapshot.Manifest{a}
+				if sc.Name == "change-10pct" {
+					froms = append(froms, nil)
+				}
+				for _, from := range froms {
 					data := packFormat(t, s, from, b, 0, format)
 					if data[4] != byte(format) {
 						t.Fatalf("format byte %d", data[4])
@@ -151,7 +155,7 @@ func buildWith(t testing.TB, s snapshot.Store, recs []gen.Record, p snapshot.Chu
 // come as complete entries, so the list is whole.
 func TestDelta3ResumeAnywhere(t *testing.T) {
 	s := memstore.New()
-	recs := gen.Dataset(gen.Options{Size: 6 << 20, Seed: 32})
+	recs := gen.Dataset(gen.Options{Size: 3 << 20, Seed: 32})
 	a := build(t, s, recs)
 	edited := gen.ChangeFraction(recs, 0.2, 32)
 	b := build(t, s, edited)
