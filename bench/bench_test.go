@@ -55,7 +55,7 @@ func TestRunPatchFrom(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, s := range rep.Scenarios {
-		if s.PatchFromBytes == 0 {
+		if s.PatchFromBytes == 0 || rep.InitialSyncs[0].CZstdBytes == 0 {
 			t.Errorf("%s %s: no patch-from figure", s.Family, s.Name)
 		}
 	}

@@ -79,6 +79,12 @@ func (r *run) measureInitial(ctx context.Context, fam string, seed int64, user s
 	is := InitialSync{Family: fam, Seed: seed, Records: len(recs), StreamBytes: int64(len(stream)),
 		SyncBytes: d.total, ZstdBytes: int64(len(r.enc.EncodeAll(stream, nil))), Download: d.breakdown}
 	is.Ratio = float64(is.SyncBytes) / float64(is.ZstdBytes)
+	if r.o.ZstdBinary != "" {
+		if is.CZstdBytes, err = r.cZstd(ctx, stream); err != nil {
+			return is, err
+		}
+		is.CZstdRatio = float64(is.SyncBytes) / float64(is.CZstdBytes)
+	}
 	r.rep.InitialSyncs = append(r.rep.InitialSyncs, is)
 	return is, nil
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -67,6 +68,18 @@ func (r *run) patchFromPair(ctx context.Context, prefix string, p versionPair) (
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil {
 		return 0, fmt.Errorf("zstd --patch-from: %w: %s", err, stderr.String())
+	}
+	return cw.n, nil
+}
+
+// cZstd returns the size of the zstd command's -3 of data.
+func (r *run) cZstd(ctx context.Context, data []byte) (int64, error) {
+	cmd := exec.CommandContext(ctx, r.o.ZstdBinary, "-3", "-q", "-c")
+	cmd.Stdin = bytes.NewReader(data)
+	var cw countWriter
+	cmd.Stdout = &cw
+	if err := cmd.Run(); err != nil {
+		return 0, fmt.Errorf("zstd -3: %w", err)
 	}
 	return cw.n, nil
 }

@@ -82,10 +82,14 @@ func printBench(e *env, r *bench.Report) {
 	fmt.Fprintf(e.stdout, "initial sync: %s on the wire = %.3fx zstd -3 of the stream (%s)\n\n",
 		bytesize.Format(r.InitialSync), float64(r.InitialSync)/float64(r.InitialZstd), bytesize.Format(r.InitialZstd))
 	w := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "initial sync\tseed\trecords\tstream\ton the wire\tzstd -3 of stream\tratio\t")
+	fmt.Fprintln(w, "initial sync\tseed\trecords\tstream\ton the wire\tzstd -3 of stream\tratio\tC zstd -3\tratio\t")
 	for _, s := range r.InitialSyncs {
-		fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\t%.3f\t\n", s.Family, s.Seed, s.Records, bytesize.Format(s.StreamBytes),
-			bytesize.Format(s.SyncBytes), bytesize.Format(s.ZstdBytes), s.Ratio)
+		cz, cr := "-", "-"
+		if s.CZstdBytes > 0 {
+			cz, cr = bytesize.Format(s.CZstdBytes), fmt.Sprintf("%.3f", s.CZstdRatio)
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\t%.3f\t%s\t%s\t\n", s.Family, s.Seed, s.Records, bytesize.Format(s.StreamBytes),
+			bytesize.Format(s.SyncBytes), bytesize.Format(s.ZstdBytes), s.Ratio, cz, cr)
 	}
 	w.Flush()
 	fmt.Fprintf(e.stdout, "\npatch-from column: %s\n\n", r.PatchFrom)
