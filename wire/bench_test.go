@@ -133,3 +133,22 @@ func cpuTime() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkWriteOneFieldEdit is the server's cost of the most common pack:
+// one changed chunk of a 2 MiB data set.
+func BenchmarkWriteOneFieldEdit(b *testing.B) {
+	s := memstore.New()
+	recs := gen.Dataset(gen.Options{Size: 2 << 20, Seed: 1})
+	a := build(b, s, recs)
+	v2 := build(b, s, gen.EditOneField(recs, 1))
+	for _, format := range formats {
+		b.Run(fmt.Sprintf("format%d", format), func(b *testing.B) {
+			b.ReportAllocs()
+			var n int
+			for b.Loop() {
+				n = len(packFormat(b, s, a, v2, 0, format))
+			}
+			b.ReportMetric(float64(n), "bytes")
+		})
+	}
+}

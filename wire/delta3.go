@@ -25,7 +25,8 @@ import (
 //	"DSDP" 0x03
 //	uvarint len, zstd frame: header JSON (SyncHeader), raw dictionary
 //	    headerDict
-//	uvarint len, zstd frame: manifest delta, ops until opEnd:
+//	uvarint len, zstd frame: manifest delta (raw dictionary headerDict too),
+//	    ops until opEnd:
 //	    copy:  0, uvarint gap, uvarint n: the next n chunks are the old
 //	           chunks from (old position + gap) on
 //	    new:   1, uvarint n, n x uvarint (size<<2 | explicit<<1 | continued)
@@ -77,6 +78,7 @@ const (
 	// maxRunChunks bounds the old chunks one new chunk adds to a dictionary.
 	maxRunChunks = 16
 	groupWindow  = 8 << 20
+	headerWindow = 1 << 20
 	maxManifest3 = 48 << 20
 	maxHeader3   = 64 << 10
 )
@@ -90,16 +92,24 @@ const headerDict = `{"org":"","user":"","from":0,"to":0,"skip":0,"total":{"chunk
 	`"policy":{"offline_mode":true,"conflict_policy":"client-wins","max_offline_seconds":0,"max_pending_bytes":0,` +
 	`"max_patch_ops":0,"max_patch_bytes":8388608}}`
 
-// groupEncoders compress the frames of format 3 (EncodeAll, re-targeted to
-// a dictionary per group with ResetWithOptions); fullEncoders the groups of
-// a full sync, at the highest level: a full sync is the biggest download a
-// device makes, and it is made once. Such an encoder costs about 40 MiB and
-// compresses at a fifth of the speed of zstd -3, so at most GOMAXPROCS full
-// syncs compress at a time (fullSlots); more wait for a slot.
+// Format 3's encoders, pooled. klauspost/compress recreates an encoder's
+// tables when a reset adds or removes its dictionary, so each pool's
+// encoders always have one or never have one:
+//   - headerEncoders (zstd -3's level, small window, dictionary headerDict)
+//     compress the header and the manifest delta;
+//   - deltaEncoders (a higher level) the groups of a delta, against old chunks;
+//   - plainEncoders (the same level) the groups of a delta whose old chunks
+//     could not be read;
+//   - fullEncoders (the highest level) the groups of a full sync: the biggest
+//     download a device makes, made once. Such an encoder costs about
+//     40 MiB and compresses at about a fifth of zstd -3's speed, so at most
+//     GOMAXPROCS full syncs compress at a time (fullSlots); more wait.
 var (
-	groupEncoders = encoderPool(zstd.SpeedBetterCompression)
-	fullEncoders  = encoderPool(zstd.SpeedBestCompression)
-	fullSlots     = make(chan struct{}, runtime.GOMAXPROCS(0))
+	headerEncoders = encoderPool(zstd.SpeedDefault, headerWindow)
+	deltaEncoders  = encoderPool(zstd.SpeedBetterCompression, groupWindow)
+	plainEncoders  = encoderPool(zstd.SpeedBetterCompression, groupWindow)
+	fullEncoders   = encoderPool(zstd.SpeedBestCompression, groupWindow)
+	fullSlots      = make(chan struct{}, runtime.GOMAXPROCS(0))
 )
 
 // fullEncoder takes a slot and an encoder for a full sync; release gives
@@ -117,10 +127,10 @@ func fullEncoder(ctx context.Context) (enc *zstd.Encoder, release func(), err er
 	}, nil
 }
 
-func encoderPool(level zstd.EncoderLevel) *sync.Pool {
+func encoderPool(level zstd.EncoderLevel, window int) *sync.Pool {
 	return &sync.Pool{New: func() any {
 		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1),
-			zstd.WithEncoderCRC(true), zstd.WithWindowSize(groupWindow), zstd.WithLowerEncoderMem(true))
+			zstd.WithEncoderCRC(true), zstd.WithWindowSize(window), zstd.WithLowerEncoderMem(true))
 		return e
 	}}
 }
@@ -134,31 +144,23 @@ type group struct {
 }
 
 func writeDelta3(ctx context.Context, w io.Writer, src DeltaSource, h SyncHeader, needed []int) error {
-	enc := groupEncoders.Get().(*zstd.Encoder)
-	defer groupEncoders.Put(enc)
-	hj, err := json.Marshal(h)
+	b, err := appendHead3(src, h, needed)
 	if err != nil {
-		return err
-	}
-	b := append([]byte(DeltaMagic), DeltaFormat)
-	if b, err = appendFrame(b, enc, hj, []byte(headerDict)); err != nil {
-		return err
-	}
-	if b, err = appendFrame(b, enc, appendManifest3(nil, src.Script, needed, h.Skip), nil); err != nil {
 		return err
 	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	if _, err := bw.Write(b); err != nil {
 		return err
 	}
-	gw := groupWriter{w: bw, enc: enc, src: src}
+	gw := groupWriter{w: bw, src: src}
+	defer gw.release()
 	if src.Script.A == nil {
 		full, release, err := fullEncoder(ctx)
 		if err != nil {
 			return err
 		}
 		defer release()
-		gw.enc = full
+		gw.plain = full
 	}
 	for _, g := range planGroups(src.Script, needed[h.Skip:]) {
 		if err := gw.write(ctx, g); err != nil {
@@ -175,15 +177,29 @@ func writeDelta3(ctx context.Context, w io.Writer, src DeltaSource, h SyncHeader
 	return bw.Flush()
 }
 
-// appendFrame appends uvarint len and a zstd frame of content, compressed
-// against dict (none if empty).
-func appendFrame(b []byte, enc *zstd.Encoder, content, dict []byte) ([]byte, error) {
-	opt := zstd.WithEncoderDictDelete()
-	if len(dict) > 0 {
-		opt = zstd.WithEncoderDictRaw(dictID, dict)
+// appendHead3 returns the magic, the header frame and the manifest frame.
+func appendHead3(src DeltaSource, h SyncHeader, needed []int) ([]byte, error) {
+	enc := headerEncoders.Get().(*zstd.Encoder)
+	defer headerEncoders.Put(enc)
+	hj, err := json.Marshal(h)
+	if err != nil {
+		return nil, err
 	}
-	if err := enc.ResetWithOptions(nil, opt); err != nil {
-		return b, err
+	b := append([]byte(DeltaMagic), DeltaFormat)
+	if b, err = appendFrame(b, enc, hj, []byte(headerDict)); err != nil {
+		return nil, err
+	}
+	return appendFrame(b, enc, appendManifest3(nil, src.Script, needed, h.Skip), []byte(headerDict))
+}
+
+// appendFrame appends uvarint len and a zstd frame of content, compressed
+// against dict. enc must be an encoder that always has a dictionary when
+// dict is not nil, and never has one when it is.
+func appendFrame(b []byte, enc *zstd.Encoder, content, dict []byte) ([]byte, error) {
+	if dict != nil {
+		if err := enc.ResetWithOptions(nil, zstd.WithEncoderDictRaw(dictID, dict)); err != nil {
+			return b, err
+		}
 	}
 	frame := enc.EncodeAll(content, nil)
 	b = binary.AppendUvarint(b, uint64(len(frame)))
@@ -411,7 +427,9 @@ func dictRange3(s *diff.Script, j int) (lo, hi int) {
 // groupWriter reads, compresses and writes the groups of one pack.
 type groupWriter struct {
 	w       *bufio.Writer
-	enc     *zstd.Encoder
+	dictEnc *zstd.Encoder // from deltaEncoders, once needed
+	plain   *zstd.Encoder // from plainEncoders once needed, or a full sync's
+	pooled  bool          // plain is from plainEncoders
 	src     DeltaSource
 	content []byte
 	dict    []byte
@@ -433,7 +451,7 @@ func (gw *groupWriter) write(ctx context.Context, g group) error {
 	hdr = binary.AppendUvarint(hdr, uint64(n))
 	hdr = appendRuns(hdr, olds)
 	var err error
-	if hdr, err = appendFrame(hdr, gw.enc, gw.content, gw.dict); err != nil {
+	if hdr, err = appendFrame(hdr, gw.encoder(len(olds) > 0), gw.content, dictOrNil(gw.dict, olds)); err != nil {
 		return err
 	}
 	gw.hdr = hdr
@@ -441,6 +459,37 @@ func (gw *groupWriter) write(ctx context.Context, g group) error {
 		return err
 	}
 	return rerr
+}
+
+// encoder returns the encoder for a group with or without a dictionary.
+func (gw *groupWriter) encoder(dict bool) *zstd.Encoder {
+	if dict {
+		if gw.dictEnc == nil {
+			gw.dictEnc = deltaEncoders.Get().(*zstd.Encoder)
+		}
+		return gw.dictEnc
+	}
+	if gw.plain == nil {
+		gw.plain, gw.pooled = plainEncoders.Get().(*zstd.Encoder), true
+	}
+	return gw.plain
+}
+
+// release gives the encoders taken from pools back.
+func (gw *groupWriter) release() {
+	if gw.dictEnc != nil {
+		deltaEncoders.Put(gw.dictEnc)
+	}
+	if gw.pooled {
+		plainEncoders.Put(gw.plain)
+	}
+}
+
+func dictOrNil(dict []byte, olds []int) []byte {
+	if len(olds) == 0 {
+		return nil
+	}
+	return dict
 }
 
 // readDict reads g's dictionary into gw.dict and returns its old chunks;

@@ -64,7 +64,7 @@ func (d *DeltaReader) open3(old []snapshot.ChunkRef) error {
 	// A chunk takes at most an entry (an ID, four numbers, a flag and a
 	// key) and an op (a byte and two numbers).
 	perChunk := 16 + 4*binary.MaxVarintLen64 + 1 + snapshot.MaxKeyLen + 1 + 2*binary.MaxVarintLen64
-	mb, err := d.readFrame(min(maxManifest3, 64+d.header.Manifest.Chunks*perChunk), nil)
+	mb, err := d.readFrame(min(maxManifest3, 64+d.header.Manifest.Chunks*perChunk), []byte(headerDict))
 	if err != nil {
 		return err
 	}
@@ -80,8 +80,8 @@ func (d *DeltaReader) open3(old []snapshot.ChunkRef) error {
 }
 
 // readFrame reads uvarint len and a zstd frame of at most limit bytes
-// whose content is at most limit bytes, compressed against dict (none if
-// nil), and returns the content.
+// whose content is at most limit bytes, compressed against dict, and
+// returns the content.
 func (d *DeltaReader) readFrame(limit int, dict []byte) ([]byte, error) {
 	n, err := d.num()
 	if err != nil {
@@ -95,11 +95,7 @@ func (d *DeltaReader) readFrame(limit int, dict []byte) ([]byte, error) {
 	if err != nil || uint64(len(frame)) != n {
 		return nil, d.bad("truncated frame")
 	}
-	opt := zstd.WithDecoderDictDelete()
-	if dict != nil {
-		opt = zstd.WithDecoderDictRaw(dictID, dict)
-	}
-	if err := d.dec.ResetWithOptions(nil, opt); err != nil {
+	if err := d.dec.ResetWithOptions(nil, zstd.WithDecoderDictRaw(dictID, dict)); err != nil {
 		return nil, err
 	}
 	out, err := d.dec.DecodeAll(frame, make([]byte, 0, limit))

@@ -59,11 +59,8 @@ func hostileListPack(t *testing.T, format, n int, keyLen int) []byte {
 		return append(out, enc.EncodeAll(body, nil)...)
 	}
 	hdrEnc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderDictRaw(1, []byte(wire.HeaderDict)))
-	for k, part := range [][]byte{hj, man} {
-		f := enc.EncodeAll(part, nil)
-		if k == 0 {
-			f = hdrEnc.EncodeAll(part, nil)
-		}
+	for _, part := range [][]byte{hj, man} {
+		f := hdrEnc.EncodeAll(part, nil)
 		out = append(binary.AppendUvarint(out, uint64(len(f))), f...)
 	}
 	return append(out, 0xff)
@@ -174,11 +171,8 @@ func assemble3(hdr, man, ghdr, content []byte) []byte {
 	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
 	hdrEnc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderDictRaw(1, []byte(wire.HeaderDict)))
 	out := []byte(wire.DeltaMagic + "\x03")
-	for k, part := range [][]byte{hdr, man} {
-		fr := enc.EncodeAll(part, nil)
-		if k == 0 {
-			fr = hdrEnc.EncodeAll(part, nil)
-		}
+	for _, part := range [][]byte{hdr, man} {
+		fr := hdrEnc.EncodeAll(part, nil)
 		out = append(binary.AppendUvarint(out, uint64(len(fr))), fr...)
 	}
 	out = append(append(out, 1), ghdr...)
