@@ -79,6 +79,7 @@ const (
 	maxRunChunks = 16
 	groupWindow  = 8 << 20
 	headerWindow = 1 << 20
+	bestFrom     = plainGroupTarget
 	maxManifest3 = 48 << 20
 	maxHeader3   = 64 << 10
 )
@@ -100,10 +101,13 @@ const headerDict = `{"org":"","user":"","from":0,"to":0,"skip":0,"total":{"chunk
 //   - deltaEncoders (a higher level) the groups of a delta, against old chunks;
 //   - plainEncoders (the same level) the groups of a delta whose old chunks
 //     could not be read;
-//   - fullEncoders (the highest level) the groups of a full sync: the biggest
-//     download a device makes, made once. Such an encoder costs about
-//     40 MiB and compresses at about a fifth of zstd -3's speed, so at most
-//     GOMAXPROCS full syncs compress at a time (fullSlots); more wait.
+//   - fullEncoders (the highest level) the groups of a full sync of at least
+//     bestFrom bytes: the biggest download a device makes, made once, where
+//     the highest level saves megabytes (about 6% of the pack; on a small
+//     full sync it would save little and cost the same CPU per byte). Such
+//     an encoder costs about 40 MiB and compresses at about a fifth of
+//     zstd -3's speed, so at most GOMAXPROCS full syncs compress at a time
+//     (fullSlots); more wait. A smaller full sync uses plainEncoders.
 var (
 	headerEncoders = encoderPool(zstd.SpeedDefault, headerWindow)
 	deltaEncoders  = encoderPool(zstd.SpeedBetterCompression, groupWindow)
@@ -154,7 +158,7 @@ func writeDelta3(ctx context.Context, w io.Writer, src DeltaSource, h SyncHeader
 	}
 	gw := groupWriter{w: bw, src: src}
 	defer gw.release()
-	if src.Script.A == nil {
+	if src.Script.A == nil && rawBytes(src.Script.B, needed[h.Skip:]) >= bestFrom {
 		full, release, err := fullEncoder(ctx)
 		if err != nil {
 			return err
@@ -175,6 +179,14 @@ func writeDelta3(ctx context.Context, w io.Writer, src DeltaSource, h SyncHeader
 		return err
 	}
 	return bw.Flush()
+}
+
+func rawBytes(m *snapshot.Manifest, idx []int) int64 {
+	var n int64
+	for _, j := range idx {
+		n += int64(m.Chunks[j].Size)
+	}
+	return n
 }
 
 // appendHead3 returns the magic, the header frame and the manifest frame.
