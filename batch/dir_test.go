@@ -63,7 +63,7 @@ func batchSuite(t *testing.T, newStore func(*testing.T) snapshot.Store) {
 		s := newStore(t)
 		// Enough writes for roughly a third of the users, then the store
 		// fails every write: users die at every stage of a build.
-		fs := &faultStore{Store: s, beforeWrite: failAfter(250)}
+		fs := failingWrites(s, failAfter(250))
 		res, err := BuildDir(t.Context(), fs, DirOptions{Dir: dir, TempDir: t.TempDir()}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -282,28 +282,5 @@ func TestProgressReportsEveryUser(t *testing.T) {
 	}
 	if users != 20 || last.UsersDone != 20 || last.UsersTotal != 20 || last.BytesDone != res.InputBytes || last.BytesTotal != res.InputBytes || last.ETA != 0 {
 		t.Fatalf("last progress %+v after %d user reports; input %d bytes", last, users, res.InputBytes)
-	}
-}
-
-func TestGenerateDirIsDeterministic(t *testing.T) {
-	a, b := genDir(t, 8, 9, false), genDir(t, 8, 9, false)
-	fa, fb := inputFiles(t, a), inputFiles(t, b)
-	if len(fa) != 8 || len(fb) != 8 {
-		t.Fatalf("%d and %d files", len(fa), len(fb))
-	}
-	sizes := map[int64]bool{}
-	for i := range fa {
-		da, _ := os.ReadFile(fa[i][2])
-		db, _ := os.ReadFile(fb[i][2])
-		if fa[i][0] != fb[i][0] || fa[i][1] != fb[i][1] || string(da) != string(db) {
-			t.Fatalf("%s and %s differ", fa[i][2], fb[i][2])
-		}
-		if n := int64(len(da)); n < 1<<10 || n > 70<<10 {
-			t.Errorf("%s: %d bytes, want about 2–64 KiB", fa[i][2], n)
-		}
-		sizes[int64(len(da))] = true
-	}
-	if len(sizes) < 6 {
-		t.Errorf("sizes are not mixed: %v", sizes)
 	}
 }

@@ -14,14 +14,16 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 )
 
 // genDir writes users generated data sets of 2–64 KiB into a temp dir.
 func genDir(t testing.TB, users int, seed int64, zst bool) string {
 	t.Helper()
 	dir := t.TempDir()
-	_, err := GenerateDir(t.Context(), GenOptions{Dir: dir, Users: users, MinSize: 2 << 10, MaxSize: 64 << 10, Seed: seed, Zstd: zst})
+	_, err := gen.GenerateDir(t.Context(), gen.DirOptions{Dir: dir, Users: users, MinSize: 2 << 10, MaxSize: 64 << 10, Seed: seed, Zstd: zst})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,31 +162,17 @@ func equalMaps(a, b map[string]string) bool {
 	return true
 }
 
-// faultStore is a store whose writes can be made to fail.
-type faultStore struct {
-	snapshot.Store
-	beforeWrite func(key string) error
-}
-
-func (f *faultStore) Put(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
-	if err := f.beforeWrite(key); err != nil {
-		return snapshot.ObjectInfo{}, err
+// failingWrites wraps s so that a put of any kind fails with the error
+// fail returns for its key (nil lets it through).
+func failingWrites(s snapshot.Store, fail func(key string) error) *storetest.Faults {
+	f := storetest.Wrap(s)
+	f.Before = func(_ context.Context, op storetest.Op, key string) error {
+		if op == storetest.OpPut || op == storetest.OpPutIfAbsent || op == storetest.OpPutIfMatch {
+			return fail(key)
+		}
+		return nil
 	}
-	return f.Store.Put(ctx, key, r, size)
-}
-
-func (f *faultStore) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
-	if err := f.beforeWrite(key); err != nil {
-		return snapshot.ObjectInfo{}, err
-	}
-	return f.Store.PutIfAbsent(ctx, key, r, size)
-}
-
-func (f *faultStore) PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, etag string) (snapshot.ObjectInfo, error) {
-	if err := f.beforeWrite(key); err != nil {
-		return snapshot.ObjectInfo{}, err
-	}
-	return f.Store.PutIfMatch(ctx, key, r, size, etag)
+	return f
 }
 
 var errInjected = errors.New("injected write failure")

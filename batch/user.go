@@ -2,7 +2,6 @@ package batch
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -97,7 +96,9 @@ func BuildUser(ctx context.Context, store snapshot.Store, opts UserOptions, inpu
 	return res, nil
 }
 
-// buildUser runs the build loop. open returns the input for each attempt.
+// buildUser runs the build loop: a build that loses the race for its
+// version number builds again on the new head (snapshot.RetryLostRace).
+// open returns the input for each attempt.
 func buildUser(ctx context.Context, store snapshot.Store, opts UserOptions, open func(attempt int) (io.ReadCloser, error), res *UserResult) error {
 	if err := snapshot.ValidateName("org", opts.Org); err != nil {
 		return err
@@ -111,45 +112,57 @@ func buildUser(ctx context.Context, store snapshot.Store, opts UserOptions, open
 	}
 	cs := snapshot.NewCountingStore(store)
 	defer func() { res.Puts = cs.Counts().Puts }()
-	secret := opts.Secret
-	for attempt := 1; ; attempt++ {
-		res.Attempts = attempt
-		sorted, n, err := readSorted(ctx, opts, open, attempt)
-		if attempt == 1 {
-			res.InputBytes = n
-		}
-		if err != nil {
+	b := &userBuild{s: cs, opts: opts, open: open, res: res, secret: opts.Secret}
+	_, err := snapshot.RetryLostRace(ctx, maxAttempts, func(attempt int) error {
+		return b.attempt(ctx, attempt)
+	})
+	return err
+}
+
+// userBuild is one user's build across its attempts.
+type userBuild struct {
+	s      snapshot.Store
+	opts   UserOptions
+	open   func(attempt int) (io.ReadCloser, error)
+	res    *UserResult
+	secret []byte
+}
+
+// attempt reads the input and builds and commits a version on the head.
+func (b *userBuild) attempt(ctx context.Context, attempt int) error {
+	b.res.Attempts = attempt
+	sorted, n, err := readSorted(ctx, b.opts, b.open, attempt)
+	if attempt == 1 {
+		b.res.InputBytes = n
+	}
+	if err != nil {
+		return err
+	}
+	// The secret is loaded only once the input is known to be good, so a
+	// bad input writes nothing, even to a fresh store.
+	if len(b.secret) == 0 {
+		if b.secret, err = snapshot.LoadOrCreateSecret(ctx, b.s); err != nil {
+			sorted.Close()
 			return err
 		}
-		// The secret is loaded only once the input is known to be good,
-		// so a bad input writes nothing, even to a fresh store.
-		if len(secret) == 0 {
-			if secret, err = snapshot.LoadOrCreateSecret(ctx, cs); err != nil {
-				sorted.Close()
-				return err
-			}
-		}
-		bopts := snapshot.DefaultBuildOptions()
-		bopts.Org, bopts.User, bopts.Secret, bopts.Workers = opts.Org, opts.User, secret, opts.Workers
-		if opts.Now != nil {
-			bopts.Now = opts.Now
-		}
-		br, changes, err := diff.BuildVersion(ctx, cs, bopts, sorted)
-		if cerr := sorted.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("remove sort runs: %w", cerr)
-		}
-		if errors.Is(err, snapshot.ErrExist) && attempt < maxAttempts && ctx.Err() == nil {
-			continue // another writer claimed the version: build on the new head
-		}
-		if err != nil {
-			if attempt > 1 {
-				return fmt.Errorf("build %s/%s (attempt %d): %w", opts.Org, opts.User, attempt, err)
-			}
-			return fmt.Errorf("build %s/%s: %w", opts.Org, opts.User, err)
-		}
-		res.fill(br, changes)
-		return nil
 	}
+	bopts := snapshot.DefaultBuildOptions()
+	bopts.Org, bopts.User, bopts.Secret, bopts.Workers = b.opts.Org, b.opts.User, b.secret, b.opts.Workers
+	if b.opts.Now != nil {
+		bopts.Now = b.opts.Now
+	}
+	br, changes, err := diff.BuildVersion(ctx, b.s, bopts, sorted)
+	if cerr := sorted.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("remove sort runs: %w", cerr)
+	}
+	switch {
+	case err != nil && attempt > 1:
+		return fmt.Errorf("build %s/%s (attempt %d): %w", b.opts.Org, b.opts.User, attempt, err)
+	case err != nil:
+		return fmt.Errorf("build %s/%s: %w", b.opts.Org, b.opts.User, err)
+	}
+	b.res.fill(br, changes)
+	return nil
 }
 
 // readSorted reads, validates and sorts one attempt's input, returning the

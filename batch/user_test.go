@@ -14,6 +14,7 @@ import (
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 )
 
 func ndjson(t testing.TB, size, seed int64) []byte {
@@ -117,17 +118,16 @@ func TestBuildUserRejectsBadNames(t *testing.T) {
 
 // raceStore lets a competing writer claim the version just before the
 // build under test claims it, once.
-type raceStore struct {
-	snapshot.Store
-	compete func()
-	done    atomic.Bool
-}
-
-func (r *raceStore) PutIfAbsent(ctx context.Context, key string, rd io.Reader, size int64) (snapshot.ObjectInfo, error) {
-	if _, ok := snapshot.ParseManifestKey(key); ok && !r.done.Swap(true) {
-		r.compete()
+func raceStore(s snapshot.Store, compete func()) *storetest.Faults {
+	var done atomic.Bool
+	f := storetest.Wrap(s)
+	f.Before = func(_ context.Context, op storetest.Op, key string) error {
+		if _, ok := snapshot.ParseManifestKey(key); ok && op == storetest.OpPutIfAbsent && !done.Swap(true) {
+			compete()
+		}
+		return nil
 	}
-	return r.Store.PutIfAbsent(ctx, key, rd, size)
+	return f
 }
 
 // A build that loses the race for a version number builds again on the
@@ -146,11 +146,11 @@ func TestBuildUserRetriesLostRace(t *testing.T) {
 			inner := memstore.New()
 			ours, theirs := ndjson(t, 64<<10, 1), ndjson(t, 64<<10, 2)
 			opts := UserOptions{Org: "acme", User: "alice", TempDir: t.TempDir()}
-			rs := &raceStore{Store: inner, compete: func() {
+			rs := raceStore(inner, func() {
 				if _, err := BuildUser(ctx, inner, opts, bytes.NewReader(theirs)); err != nil {
 					t.Errorf("competitor: %v", err)
 				}
-			}}
+			})
 			res, err := BuildUser(ctx, rs, opts, tc.wrap(ours))
 			if err != nil {
 				t.Fatal(err)
@@ -187,12 +187,12 @@ func readChanges(t testing.TB, s snapshot.Store, org, user string, v uint64) *di
 
 // A writer that keeps losing gives up after MaxAttempts with ErrExist.
 func TestBuildUserGivesUpAfterMaxAttempts(t *testing.T) {
-	s := &faultStore{Store: memstore.New(), beforeWrite: func(key string) error {
+	s := failingWrites(memstore.New(), func(key string) error {
 		if _, ok := snapshot.ParseManifestKey(key); ok {
 			return snapshot.ErrExist
 		}
 		return nil
-	}}
+	})
 	res, err := BuildUser(t.Context(), s, UserOptions{Org: "acme", User: "alice", MaxAttempts: 3}, bytes.NewReader(ndjson(t, 8<<10, 1)))
 	if !errors.Is(err, snapshot.ErrExist) || res.Attempts != 3 {
 		t.Fatalf("err = %v after %d attempts, want ErrExist after 3", err, res.Attempts)

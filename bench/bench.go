@@ -192,7 +192,7 @@ func (r *run) startServer(ctx context.Context) (stop func(), err error) {
 	so := server.DefaultOptions()
 	so.Store, so.JWTSecret, so.ChunkSecret = r.store, []byte(jwtSecret), r.secret
 	so.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	so.MaxPatchBytes = 64 << 20
+	so.MaxPatchBytes, so.MaxPatchOps = 64<<20, 100_000
 	srv, err := server.New(so)
 	if err != nil {
 		return nil, err

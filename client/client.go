@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -38,9 +39,27 @@ const StateFile = "state.db"
 // Options configure Open. Start from DefaultOptions.
 type Options struct {
 	// ServerURL and Token, when not empty, replace the stored ones. They are
-	// kept in the state directory so later opens need not repeat them.
+	// kept in the state directory so later opens need not repeat them
+	// (the token only without a TokenProvider).
 	ServerURL string
 	Token     string
+	// TokenProvider, when set, supplies the bearer token (the app signs in
+	// with its backend): the client calls it before its first request,
+	// when the server answers 401 (then sends the request once more with
+	// the new token), and before the token expires when its JWT exp claim
+	// is readable (TokenRefreshSeconds ahead), so the app never has to
+	// catch an auth error to sign in again. The token then lives in memory
+	// only: it is never written to the state file, and one stored there
+	// earlier is deleted at Open (bbolt may keep its bytes in a free page
+	// until reused; Wipe removes the file). Token, and SetServer's token,
+	// seed it. A failing provider is reported as error/auth and retried
+	// with backoff. It may be called from any goroutine, one call at a
+	// time, and may call the Client. (Not visible to gomobile callers: see
+	// client/mobile.)
+	TokenProvider func(ctx context.Context) (string, error)
+	// TokenRefreshSeconds is how long before its exp a provided token is
+	// replaced (default DefaultTokenRefreshSeconds).
+	TokenRefreshSeconds int
 	// LockTimeoutMillis is how long Open waits for another process to release
 	// the state directory before failing with ErrLocked; 0 or less means the
 	// default (bbolt itself would wait forever).
@@ -66,6 +85,9 @@ type Options struct {
 	// the status keeps showing syncing before it reports error/server
 	// (default 3).
 	ServerRetries int
+	// MaxChangeKeys is how many keys a Change lists; a larger change is
+	// described by its collections only (default DefaultMaxChangeKeys).
+	MaxChangeKeys int
 }
 
 // DefaultOptions returns the options Open uses when nothing else is said.
@@ -78,6 +100,8 @@ func DefaultOptions() Options {
 		RetryMaxMillis:       300_000,
 		LongPollSeconds:      30,
 		ServerRetries:        3,
+		MaxChangeKeys:        DefaultMaxChangeKeys,
+		TokenRefreshSeconds:  DefaultTokenRefreshSeconds,
 	}
 }
 
@@ -95,6 +119,8 @@ func (o Options) withDefaults() Options {
 	set(&o.RetryMaxMillis, d.RetryMaxMillis)
 	set(&o.LongPollSeconds, d.LongPollSeconds)
 	set(&o.ServerRetries, d.ServerRetries)
+	set(&o.MaxChangeKeys, d.MaxChangeKeys)
+	set(&o.TokenRefreshSeconds, d.TokenRefreshSeconds)
 	if o.RetryMaxMillis < o.RetryMinMillis {
 		o.RetryMaxMillis = o.RetryMinMillis
 	}
@@ -146,7 +172,9 @@ type Client struct {
 	wakeMu sync.Mutex
 	wake   func()
 
-	st statusState
+	st      statusState
+	changes changeState
+	tok     tokenState
 
 	opts  Options
 	httpc *http.Client
@@ -177,8 +205,24 @@ func Open(dir string, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if wipedFile(db) {
+		// A Wipe sealed this file and died before removing it: finish it.
+		db.Close()
+		if err := removeState(dir); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create client state directory: %w", err)
+		}
+		if db, err = openBolt(path, timeout); err != nil {
+			return nil, err
+		}
+	}
 	opts = opts.withDefaults()
 	c := &Client{dir: dir, db: db, opts: opts, httpc: opts.HTTPClient}
+	if c.tok.provider = opts.TokenProvider; c.tok.provider != nil {
+		c.setProvidedToken(opts.Token)
+	}
 	if c.httpc == nil {
 		c.httpc = newHTTPClient(time.Duration(opts.DialTimeoutMillis)*time.Millisecond,
 			time.Duration(opts.LongPollSeconds)*time.Second+time.Duration(opts.RequestTimeoutMillis)*time.Millisecond)
@@ -237,6 +281,10 @@ func (c *Client) init(opts Options) error {
 				return err
 			}
 		}
+		if opts.TokenProvider != nil {
+			// Provided tokens live in memory only.
+			return meta.Delete(metaToken)
+		}
 		if opts.Token != "" {
 			if err := meta.Put(metaToken, []byte(opts.Token)); err != nil {
 				return err
@@ -289,18 +337,34 @@ func (c *Client) notifyWake() {
 // ServerURL returns the stored server URL ("" if none).
 func (c *Client) ServerURL() string { return string(c.metaString(metaServerURL)) }
 
-// Token returns the stored bearer token ("" if none).
-func (c *Client) Token() string { return string(c.metaString(metaToken)) }
+// Token returns the bearer token the client sends ("" if none): the
+// stored one, or with a TokenProvider the one in memory.
+func (c *Client) Token() string {
+	if c.tok.provider != nil {
+		return c.providedToken()
+	}
+	return c.storedToken()
+}
 
-// SetServer stores the server URL and bearer token.
+func (c *Client) storedToken() string { return string(c.metaString(metaToken)) }
+
+// SetServer stores the server URL and bearer token. With a TokenProvider
+// the token is kept in memory only ("" keeps the current one).
 func (c *Client) SetServer(url, token string) error {
+	provided := c.tok.provider != nil
 	err := c.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if err := meta.Put(metaServerURL, []byte(url)); err != nil {
 			return err
 		}
+		if provided {
+			return nil
+		}
 		return meta.Put(metaToken, []byte(token))
 	})
+	if provided {
+		c.setProvidedToken(token)
+	}
 	if err != nil {
 		return fmt.Errorf("set server: %w", err)
 	}

@@ -20,6 +20,22 @@
 // touch the network. They then call the wake hook so a running sync loop
 // pushes at once.
 //
+// ScanPage (prefix, limit and startAfter paging), Count and GetMany (several
+// keys from one consistent snapshot) answer the queries a UI needs offline
+// on the same merged view.
+//
+// # Change events
+//
+// OnChange listeners learn which keys of the merged view changed: for each
+// installed version the keys its record diff changed (Full for a full
+// sync: reload everything), for each local edit its key, and for an edit
+// that leaves the view (discarded, refused, lost a conflict) its key. Each
+// Change also counts the keys per collection (the key up to its first
+// '/'); a change of more than Options.MaxChangeKeys keys lists only those
+// counts, so a 500-record insert is "forms: 300, photos: 200". The install
+// path reports through notifyInstalled (events.go), one call after the
+// switch to the new version.
+//
 // # Sync (pull and push)
 //
 // Pull asks GET /v1/sync?from=<local version> and streams the delta pack
@@ -47,28 +63,83 @@
 // with both values until the app acknowledges them. Under the org's reject
 // policy a conflicting patch is refused whole (409): its conflicts are
 // kept, its edits stay queued, and pushing pauses until Rebase (pull, then
-// send the edits on the new base) or DiscardEdits. A 413 splits the next
-// patches; 400 turns the patch's edits into rejected conflicts.
+// send the edits on the new base) or DiscardEdits. 400 turns the patch's
+// edits into rejected conflicts.
+//
+// # Limits
+//
+// No edit is ever rejected for a limit that splitting meets. The policy
+// carries the server's patch limits (ops and bytes per patch, bytes per
+// record; diff.DefaultLimits before the first policy): formPatch fills each
+// patch up to them, measured on the exact body sent, and a patch of one
+// edit may be as large as one record. Put and Merge refuse at once a value
+// over the record limit (ErrTooLarge). A 413 means the server applied
+// nothing: with the policy in its body the client forms patches by it; an
+// older server's bare 413 halves the edits per patch. An edit that cannot
+// be sent at all (the org lowered the record limit after it was made, or a
+// server refused it alone) is blocked, never dropped: it stays queued and
+// visible with the later edits of its record behind it, the status says
+// error/blocked with the reason (Blocked lists them), and it goes out when
+// a policy allows it or is dropped by DiscardEdits.
 //
 // Sync is push then pull. Start runs it in the background: long polls for
 // new versions, wakes on every edit and on connectivity, retries failures
 // with capped exponential backoff and jitter, and stops all network use in
 // offline mode or after NotifyConnectivity(false).
 //
+// # Sign-in
+//
+// The bearer token is either stored in the state directory (Options.Token,
+// SetServer) or, with Options.TokenProvider, asked from the app: before the
+// first request, before a token with a readable exp expires, and when the
+// server answers 401 (the request is then sent once more with the new
+// token). A provided token lives in memory only, never in the state file.
+//
+// # Sign-out
+//
+// Wipe removes a user's local state for a shared device: it pushes the
+// pending edits first and refuses (ErrPendingEdits) while any remain,
+// unless forced; the state file is sealed in the transaction that checks
+// the queue (a concurrent edit fails with ErrWiped), then deleted; a
+// sealed file left by a crash is deleted by the next Open.
+//
 // # Status
 //
 // Status reports what a status bar needs: syncing, synced, offline (no
 // connection or offline mode) or error (auth, policy, server; policy also
 // when the device is over the org's MaxPendingBytes, or offline longer than
-// its MaxOfflineSeconds, with the limit explained in Message), versions,
+// its MaxOfflineSeconds, with the limit explained in Message: limits the
+// device shows and the server does not refuse uploads for; blocked when
+// edits cannot be sent under the org's limits), versions,
 // pending edits, traffic and download progress. OnStatus (or
 // AddStatusListener, for gomobile) subscribes to changes; listeners are
 // called one at a time, in order, outside the client's locks.
 //
+// The status tells the truth across restarts and outages. The last settled
+// state (synced, an error with its reason, offline for want of a
+// connection) is persisted with the counters, and a new process reports
+// it until it has talked to the server; a client that never synced is
+// syncing, "not synced yet". Offline appears only after an attempt failed
+// to reach the server (or NotifyConnectivity(false), or offline mode). An
+// attempt does not announce itself: the state turns syncing when the
+// server answers (so offline becomes syncing once per outage), or goes
+// straight to the outcome, so an outage is one change (synced → offline)
+// and retries against an unreachable server change nothing but the
+// "retrying in N s" of the message (NextRetryUnix). The
+// since-online counters restart when an outage ends, not on every
+// attempt, and count only bytes that crossed the network: bodies read by
+// the transport (none for a refused connection; a body over 64 KiB asks
+// "Expect: 100-continue" first, so a refusal costs only headers) and
+// received. MaxOfflineSeconds counts from the last successful answer
+// (LastContactUnix) and alarms only once the device is known to be
+// offline. Offline mode cannot be switched on before a sync has completed
+// (ErrNotSynced): there would be nothing to work with.
+//
 // # gomobile
 //
-// Exported methods take and return strings, []byte, integers and plain
-// structs. Where Go style wants a func (Scan, OnStatus) there is also an
-// interface form (ScanWith, AddStatusListener), and ConflictCount and
-// ConflictAt stand in for the slice Conflicts returns.
+// This package is for Go programs: run through gobind it loses much (uint64
+// versions, Options, funcs, contexts). Android and iOS apps use the façade
+// in client/mobile, which binds with nothing skipped and is checked in CI.
+// The older gomobile twins here (OpenDir, CurrentStatus, StartSync,
+// ScanWith, AddStatusListener, ConflictAt, …) remain for existing callers.
 package client

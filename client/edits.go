@@ -346,35 +346,39 @@ func (c *Client) Export(w io.Writer) error {
 }
 
 // Put queues a whole new value for key. valueJSON may be any single JSON
-// value; it is stored canonically. Put returns once the edit is durable on
-// disk; it never touches the network.
+// value; it is stored canonically. A value over the largest record the
+// server accepts (ErrTooLarge) is refused. Put returns once the edit is
+// durable on disk; it never touches the network.
 func (c *Client) Put(key string, valueJSON []byte) error {
 	if err := snapshot.ValidateKey(key); err != nil {
 		return fmt.Errorf("put: %w", err)
 	}
-	v, err := canonicalValue(valueJSON)
+	lim := c.patchLimits()
+	v, err := c.canonicalValue(valueJSON, "value", lim)
 	if err != nil {
 		return fmt.Errorf("put %q: %w", key, err)
 	}
-	return c.queueEdit(&edit{Op: OpPut, Key: key, Value: v})
+	return c.queueEdit(&edit{Op: OpPut, Key: key, Value: v}, lim)
 }
 
 // Merge queues an RFC 7386 JSON merge patch for key. The patch must be a
 // JSON object. The current value (in the merged view) must be an object or
 // absent (absent counts as {}); merging onto an array, string, number, bool
-// or null is rejected, as is a result larger than snapshot.MaxValueLen.
+// or null is rejected, as are a patch or a result over the largest record
+// the server accepts (ErrTooLarge).
 func (c *Client) Merge(key string, patchJSON []byte) error {
 	if err := snapshot.ValidateKey(key); err != nil {
 		return fmt.Errorf("merge: %w", err)
 	}
-	p, err := canonicalValue(patchJSON)
+	lim := c.patchLimits()
+	p, err := c.canonicalValue(patchJSON, "merge patch", lim)
 	if err != nil {
 		return fmt.Errorf("merge %q: %w", key, err)
 	}
 	if p[0] != '{' {
 		return fmt.Errorf("merge %q: patch is not a JSON object: %w", key, ErrInvalid)
 	}
-	return c.queueEdit(&edit{Op: OpMerge, Key: key, Patch: p})
+	return c.queueEdit(&edit{Op: OpMerge, Key: key, Patch: p}, lim)
 }
 
 // Delete queues the removal of key. Deleting a key that the merged view does
@@ -383,37 +387,44 @@ func (c *Client) Delete(key string) error {
 	if err := snapshot.ValidateKey(key); err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
-	return c.queueEdit(&edit{Op: OpDelete, Key: key})
+	return c.queueEdit(&edit{Op: OpDelete, Key: key}, c.patchLimits())
 }
 
-func canonicalValue(raw []byte) ([]byte, error) {
+// canonicalValue canonicalises a value or merge patch (what names it in
+// errors) and refuses it over the record limit of lim.
+func (c *Client) canonicalValue(raw []byte, what string, lim diff.Limits) ([]byte, error) {
 	if len(raw) > 2*snapshot.MaxValueLen {
 		// Whitespace can shrink, but not by half in anything sane; refuse
 		// before spending memory on decoding it.
-		return nil, fmt.Errorf("value of %d bytes exceeds %d: %w", len(raw), snapshot.MaxValueLen, ErrInvalid)
+		return nil, c.checkRecordSize(what, len(raw), lim)
 	}
 	v, err := snapshot.CanonicalJSON(raw)
 	if err != nil {
 		return nil, err
 	}
-	if len(v) > snapshot.MaxValueLen {
-		return nil, fmt.Errorf("value of %d bytes exceeds %d: %w", len(v), snapshot.MaxValueLen, ErrInvalid)
+	if err := c.checkRecordSize(what, len(v), lim); err != nil {
+		return nil, err
 	}
 	return v, nil
 }
 
 // queueEdit assigns the next seq and stores e in one transaction; bbolt
-// fsyncs on commit, so the edit is durable when this returns nil.
-func (c *Client) queueEdit(e *edit) error {
+// fsyncs on commit, so the edit is durable when this returns nil. lim is
+// the record limit a merge's result is held to.
+func (c *Client) queueEdit(e *edit, lim diff.Limits) error {
 	e.At = time.Now().UnixMilli()
-	var size int
+	var size, txid int
 	err := c.db.Update(func(tx *bolt.Tx) error {
+		txid = tx.ID()
 		if e.Op == OpMerge {
-			if err := checkMerge(tx, e); err != nil {
+			if err := c.checkMerge(tx, e, lim); err != nil {
 				return err
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
+		if meta.Get(metaWiped) != nil {
+			return ErrWiped
+		}
 		e.Seq = getU64(meta, metaEditSeq) + 1
 		if err := meta.Put(metaEditSeq, u64(e.Seq)); err != nil {
 			return err
@@ -434,14 +445,24 @@ func (c *Client) queueEdit(e *edit) error {
 	c.st.mu.Lock()
 	c.st.pendingEdits++
 	c.st.pendingBytes += int64(size)
+	if b := &c.st.blocked; b.txid < txid {
+		if b.has(e.Key) {
+			// It waits behind the blocked edit of its record.
+			b.list[b.keys[e.Key]].Waiting++
+			b.count++
+		}
+		b.txid = txid // a scan from before this edit is stale now
+	}
 	c.st.mu.Unlock()
 	c.emitStatus()
+	c.notifyEdited(e.Key)
 	c.notifyWake()
 	return nil
 }
 
-// checkMerge rejects a merge onto a non-object and a result that is too big.
-func checkMerge(tx *bolt.Tx, e *edit) error {
+// checkMerge rejects a merge onto a non-object and a result over the record
+// limit.
+func (c *Client) checkMerge(tx *bolt.Tx, e *edit, lim diff.Limits) error {
 	cur, found, err := viewValue(tx, e.Key)
 	if err != nil {
 		return err
@@ -463,8 +484,5 @@ func checkMerge(tx *bolt.Tx, e *edit) error {
 	if err != nil {
 		return err
 	}
-	if len(merged) > snapshot.MaxValueLen {
-		return fmt.Errorf("merged value of %d bytes exceeds %d: %w", len(merged), snapshot.MaxValueLen, ErrInvalid)
-	}
-	return nil
+	return c.checkRecordSize("merged value", len(merged), lim)
 }

@@ -22,7 +22,8 @@ type loopState struct {
 	pollCancel   context.CancelFunc // set while a long poll waits for news
 	fgCancel     context.CancelFunc // cancels an app-requested Pull/Push/Sync
 	disconnected bool               // NotifyConnectivity(false)
-	patchOpsCap  int                // after a 413: most edits per patch
+	patchOpsCap  int                // after a bare 413: most edits per patch
+	patchByteCap int64              // after a bare 413: most bytes per patch
 }
 
 // Start runs push-then-pull in the background until ctx ends or Stop:
@@ -215,10 +216,12 @@ func (c *Client) runLoop(ctx context.Context, wake chan struct{}, done chan stru
 			// asking often.
 			delay = time.Duration(c.opts.RetryMaxMillis) * time.Millisecond
 		}
+		c.setRetry(c.statusNow().Add(delay))
 		timer := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
+			c.setRetry(time.Time{})
 			return
 		case <-timer.C:
 		case <-wake:

@@ -253,6 +253,7 @@ func TestOfflineModeCancelsRunningSync(t *testing.T) {
 	ts.upload("ann", []gen.Record{{Key: "a", Value: []byte(`1`)}})
 	bt := &blockingTransport{entered: make(chan struct{}, 1)}
 	c := ts.client("ann", bt)
+	c.touchSynced() // as if a sync had completed before: offline mode needs one
 	mustDo(t, c.Put("b", []byte(`2`)))
 	errc := make(chan error, 1)
 	go func() {

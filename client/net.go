@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/deltasync/deltasync/wire"
@@ -96,8 +97,10 @@ func (e *serverError) Unwrap() error        { return e.err }
 func (e *serverError) Is(target error) bool { return target == ErrServer }
 
 // temporary reports whether err is worth retrying without anyone acting.
+// The app's token provider may have failed for want of a network too.
 func temporary(err error) bool {
-	return errors.Is(err, ErrNoConnection) || errors.Is(err, ErrServer)
+	var te *tokenError
+	return errors.Is(err, ErrNoConnection) || errors.Is(err, ErrServer) || errors.As(err, &te)
 }
 
 // newHTTPClient makes the default client. There is no overall timeout (a
@@ -107,6 +110,7 @@ func newHTTPClient(dial, header time.Duration) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
 	t.ResponseHeaderTimeout = header
+	t.ExpectContinueTimeout = expectContinueTimeout
 	return &http.Client{Transport: t}
 }
 
@@ -130,25 +134,47 @@ func (c *Client) request(ctx context.Context, op, method, path string, query url
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	tok, err := c.bearer(ctx, false, "")
 	if err != nil {
-		return nil, fmt.Errorf("%s: server URL %q: %w", op, base, err)
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	resp, err := c.send(ctx, op, method, u, body, header, tok)
+	var he *HTTPError
+	if c.tok.provider != nil && errors.As(err, &he) && he.Status == http.StatusUnauthorized {
+		// The token was refused (expired early, revoked): ask the app for
+		// a new one and try once more.
+		if tok, err = c.bearer(ctx, true, tok); err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		resp, err = c.send(ctx, op, method, u, body, header, tok)
+	}
+	return resp, err
+}
+
+// send sends one request with the bearer token tok; see request.
+func (c *Client) send(ctx context.Context, op, method, u string, body []byte, header http.Header, tok string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: server URL %q: %w", op, c.ServerURL(), err)
+	}
+	var sent *sentCounter
+	if body != nil {
+		sent = c.setBody(req, body)
 	}
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	if tok := c.Token(); tok != "" {
+	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	req.Header.Set("User-Agent", "deltasync-client/1")
 	resp, err := c.httpc.Do(req)
-	if body != nil {
-		// Counted whether or not the answer arrives: the bytes left.
-		c.addBytes(0, int64(len(body)))
+	if err == nil {
+		// Contact first: its bytes belong to the online period it starts.
+		c.contact(resp.StatusCode/100 == 2)
+	}
+	if up := sent.take(); up > 0 {
+		c.addBytes(0, up)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -171,6 +197,65 @@ func (c *Client) request(ctx context.Context, op, method, path string, query url
 		return nil, fmt.Errorf("%s: %w", op, ctx.Err())
 	}
 	return nil, &httpErrorWithBody{HTTPError: he, body: raw}
+}
+
+// expectContinueOver is the body size from which a request asks the server
+// first ("Expect: 100-continue"): the server answers a refusal (401, 403,
+// 413) from the headers, and a phone does not spend its data plan sending
+// a body that would be thrown away. Smaller bodies go at once: waiting a
+// round trip would cost more than they do.
+const expectContinueOver = 64 << 10
+
+// expectContinueTimeout is how long the transport waits for the server's
+// "100 Continue" before sending a big body anyway (a proxy may swallow
+// it). A phone's round trip can take a second; the server answers at once.
+const expectContinueTimeout = 3 * time.Second
+
+// setBody attaches body to req. The transport reads it through a counter:
+// traffic up is what it actually took to send (nothing for a refused
+// connection, nor for a body the server refused from the headers), not
+// what the client meant to send. Counted once Do returns (by then a server
+// that answers has read the body), so that status listeners are never
+// called from the transport's goroutines.
+func (c *Client) setBody(req *http.Request, body []byte) *sentCounter {
+	sc := &sentCounter{}
+	open := func() io.ReadCloser { return io.NopCloser(&countedBody{r: bytes.NewReader(body), n: &sc.n}) }
+	req.Body = open()
+	req.GetBody = func() (io.ReadCloser, error) { return open(), nil }
+	req.ContentLength = int64(len(body))
+	if len(body) > expectContinueOver {
+		req.Header.Set("Expect", "100-continue")
+	}
+	return sc
+}
+
+// sentCounter counts the body bytes the transport took, over every attempt
+// (the transport may resend a body on a fresh connection).
+type sentCounter struct {
+	n       atomic.Int64
+	counted int64
+}
+
+// take returns the bytes sent since the last take.
+func (s *sentCounter) take() int64 {
+	if s == nil {
+		return 0
+	}
+	n := s.n.Load()
+	d := n - s.counted
+	s.counted = n
+	return d
+}
+
+type countedBody struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (b *countedBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 // httpErrorWithBody keeps the raw error body for callers that need more

@@ -36,25 +36,6 @@ type inflightPatch struct {
 	Seen map[string]string `json:"seen,omitempty"`
 }
 
-// seenValues computes inflightPatch.Seen for the edits of a new patch.
-func seenValues(tx *bolt.Tx, edits []*edit) (map[string]string, error) {
-	seen := map[string]string{}
-	for _, e := range edits {
-		if _, done := seen[e.Key]; done {
-			continue
-		}
-		v, found, err := viewValueBefore(tx, e.Key, e.Seq)
-		if err != nil {
-			return nil, err
-		}
-		if !found {
-			v = nil
-		}
-		seen[e.Key] = diff.SeenHash(v)
-	}
-	return seen, nil
-}
-
 // pendingEdits returns the queued edits (not yet applied by the server) in
 // queue order.
 func (c *Client) pendingEdits() ([]*edit, error) {
@@ -73,71 +54,27 @@ func (c *Client) pendingEdits() ([]*edit, error) {
 }
 
 // beginPatch returns the patch in flight with its edits, forming one first
-// if there is none: a fresh random id for the oldest pending edits (as many
-// as the org policy's MaxPatchOps and MaxPatchBytes allow, but at least
-// one), persisted before it returns. With nothing pending it returns nil.
+// if there is none (formPatch), persisted before it returns. With nothing
+// that can be sent pending it returns nil.
 func (c *Client) beginPatch() (*inflightPatch, []*edit, error) {
-	pol := c.Policy()
-	if lim := c.patchOpsLimit(); lim > 0 && (pol.MaxPatchOps <= 0 || lim < pol.MaxPatchOps) {
-		pol.MaxPatchOps = lim // the server answered 413 to a bigger patch
-	}
+	lim := c.patchLimits()
 	var p *inflightPatch
 	var edits []*edit
+	var bs blockedSet
+	scanned := false
 	err := c.db.Update(func(tx *bolt.Tx) error {
-		p, edits = nil, nil
-		q := tx.Bucket(bucketQueue)
+		p, edits, scanned = nil, nil, false
 		if raw := tx.Bucket(bucketInflight).Get(inflightKey); raw != nil {
-			p = new(inflightPatch)
-			if err := json.Unmarshal(raw, p); err != nil {
-				return fmt.Errorf("patch in flight: %v: %w", err, ErrCorrupt)
-			}
-			for _, seq := range p.Seqs {
-				v := q.Get(u64(seq))
-				if v == nil {
-					return fmt.Errorf("patch %s names edit %d, which is not queued: %w", p.ID, seq, ErrCorrupt)
-				}
-				e, err := decodeEdit(v)
-				if err != nil {
-					return err
-				}
-				edits = append(edits, e)
-			}
-			return nil
-		}
-		var size int64
-		cur := q.Cursor()
-		for k, v := cur.First(); k != nil; k, v = cur.Next() {
-			if len(edits) > 0 {
-				if pol.MaxPatchOps > 0 && len(edits) >= pol.MaxPatchOps {
-					break
-				}
-				if pol.MaxPatchBytes > 0 && size+int64(len(v)) > pol.MaxPatchBytes {
-					break
-				}
-			}
-			e, err := decodeEdit(v)
-			if err != nil {
-				return err
-			}
-			edits = append(edits, e)
-			size += int64(len(v))
-		}
-		if len(edits) == 0 {
-			return nil
-		}
-		id, err := newPatchID()
-		if err != nil {
+			var err error
+			p, edits, err = loadInflight(tx, raw)
 			return err
 		}
-		p = &inflightPatch{
-			ID:      id,
-			Base:    getU64(tx.Bucket(bucketMeta), metaVersion),
-			Created: time.Now().UnixMilli(),
+		var err error
+		if bs, err = scanBlocked(tx, lim); err != nil {
+			return err
 		}
-		for _, e := range edits {
-			p.Seqs = append(p.Seqs, e.Seq)
-		}
-		if p.Seen, err = seenValues(tx, edits); err != nil {
+		scanned = true
+		if p, edits, err = formPatch(tx, lim, &bs); err != nil || p == nil {
 			return err
 		}
 		raw, err := json.Marshal(p)
@@ -149,7 +86,104 @@ func (c *Client) beginPatch() (*inflightPatch, []*edit, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("begin patch: %w", err)
 	}
+	if scanned {
+		c.setBlocked(bs)
+	}
 	return p, edits, nil
+}
+
+// loadInflight reads the persisted patch in flight and its edits.
+func loadInflight(tx *bolt.Tx, raw []byte) (*inflightPatch, []*edit, error) {
+	p := new(inflightPatch)
+	if err := json.Unmarshal(raw, p); err != nil {
+		return nil, nil, fmt.Errorf("patch in flight: %v: %w", err, ErrCorrupt)
+	}
+	q := tx.Bucket(bucketQueue)
+	var edits []*edit
+	for _, seq := range p.Seqs {
+		v := q.Get(u64(seq))
+		if v == nil {
+			return nil, nil, fmt.Errorf("patch %s names edit %d, which is not queued: %w", p.ID, seq, ErrCorrupt)
+		}
+		e, err := decodeEdit(v)
+		if err != nil {
+			return nil, nil, err
+		}
+		edits = append(edits, e)
+	}
+	return p, edits, nil
+}
+
+// formPatch takes the oldest pending edits that can be sent into a new
+// patch with a fresh random id: as many as fit lim's MaxOps and MaxBytes
+// (measured on the body sendPatch will send, Seen included), but at least
+// one, which may be as large as one record. Edits of the keys in blocked
+// stay queued. It returns nil if nothing can be sent.
+func formPatch(tx *bolt.Tx, lim diff.Limits, blocked *blockedSet) (*inflightPatch, []*edit, error) {
+	id, err := newPatchID()
+	if err != nil {
+		return nil, nil, err
+	}
+	p := &inflightPatch{
+		ID:      id,
+		Base:    getU64(tx.Bucket(bucketMeta), metaVersion),
+		Created: time.Now().UnixMilli(),
+		Seen:    map[string]string{},
+	}
+	var edits []*edit
+	size := diff.NewPatchSize(p.ID, p.Base)
+	cur := tx.Bucket(bucketQueue).Cursor()
+	for k, v := cur.First(); k != nil; k, v = cur.Next() {
+		e, err := decodeEdit(v)
+		if err != nil {
+			return nil, nil, err
+		}
+		if blocked.has(e.Key) {
+			continue
+		}
+		next := size
+		next.AddOp(e.op())
+		_, seen := p.Seen[e.Key]
+		var hash string
+		if !seen {
+			if hash, err = seenBefore(tx, e); err != nil {
+				return nil, nil, err
+			}
+			next.AddSeen(e.Key, hash)
+		}
+		if len(edits) > 0 && (next.Ops() > lim.MaxOps || next.Bytes() > lim.MaxBytes) {
+			break
+		}
+		size = next
+		edits = append(edits, e)
+		p.Seqs = append(p.Seqs, e.Seq)
+		if !seen {
+			p.Seen[e.Key] = hash
+		}
+	}
+	if len(edits) == 0 {
+		return nil, nil, nil
+	}
+	return p, edits, nil
+}
+
+// seenBefore is the Seen entry of e's key: the hash of the value the local
+// view held before e (the synced value with this device's earlier edits,
+// already sent, laid over it).
+func seenBefore(tx *bolt.Tx, e *edit) (string, error) {
+	v, found, err := viewValueBefore(tx, e.Key, e.Seq)
+	if err != nil {
+		return "", err
+	}
+	if !found {
+		v = nil
+	}
+	return diff.SeenHash(v), nil
+}
+
+// op is the edit as a patch op.
+func (e *edit) op() diff.Op {
+	return diff.Op{Op: e.Op, Key: e.Key, Value: e.Value, Patch: e.Patch}
 }
 
 func newPatchID() (string, error) {
@@ -183,8 +217,9 @@ func (c *Client) completePatch(id string, serverVersion uint64, applied []uint64
 func (c *Client) completePatchX(id string, serverVersion uint64, applied []uint64, notInVersion map[uint64]bool, conflicts []Conflict) error {
 	var removed int
 	var removedBytes int64
+	var left []string // keys whose edits left the view
 	err := c.db.Update(func(tx *bolt.Tx) error {
-		removed, removedBytes = 0, 0
+		removed, removedBytes, left = 0, 0, nil
 		raw := tx.Bucket(bucketInflight).Get(inflightKey)
 		if raw == nil {
 			return fmt.Errorf("patch %s: %w", id, errNoPatch)
@@ -232,6 +267,8 @@ func (c *Client) completePatchX(id string, serverVersion uint64, applied []uint6
 				}
 			} else if err := idx.Delete(indexKey(e.Key, seq)); err != nil {
 				return err
+			} else {
+				left = append(left, e.Key)
 			}
 		}
 		if err := tx.Bucket(bucketInflight).Delete(inflightKey); err != nil {
@@ -252,6 +289,7 @@ func (c *Client) completePatchX(id string, serverVersion uint64, applied []uint6
 	c.st.conflicts += len(conflicts)
 	c.st.mu.Unlock()
 	c.emitStatus()
+	c.notifyEdited(left...)
 	return nil
 }
 

@@ -138,6 +138,11 @@ func (c *Client) pullOnce(ctx context.Context, waitSeconds int, res *SyncResult)
 	// format: the newest delta-pack format wire reads (an older server
 	// ignores it and sends format 2, which wire reads too).
 	q := url.Values{"from": {strconv.FormatUint(from, 10)}, "format": {strconv.Itoa(wire.DeltaFormat)}}
+	if known := c.Status().ServerHead; known > from {
+		// A version we know exists (a patch receipt, perhaps from another
+		// replica): a replica whose cached head trails reads it again.
+		q.Set("min", strconv.FormatUint(known, 10))
+	}
 	if mk != nil {
 		q.Set("to", strconv.FormatUint(mk.To, 10))
 		q.Set("skip", strconv.Itoa(mk.Received))
@@ -456,6 +461,7 @@ func (c *Client) finishVersion(ctx context.Context, h wire.SyncHeader, old *snap
 	} else if sw != nil || old == nil {
 		u.SweepChunks = true
 	}
+	var changed []string // for the change listeners
 	if old == nil {
 		u.Full, u.FromChunks, u.RecordCount = true, m.Chunks, int64(m.Records)
 	} else {
@@ -463,6 +469,7 @@ func (c *Client) finishVersion(ctx context.Context, h wire.SyncHeader, old *snap
 		if err != nil {
 			return fmt.Errorf("sync: record changes %d→%d: %w", old.Version, h.To, err)
 		}
+		changed = changedKeys(changes)
 		u.Puts = func(put func(string, []byte) error) error {
 			for i := range changes {
 				if !changes[i].Deleted() {
@@ -492,6 +499,7 @@ func (c *Client) finishVersion(ctx context.Context, h wire.SyncHeader, old *snap
 	if err := c.installVersion(u); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
+	c.notifyInstalled(h.To, changed, old == nil)
 	res.Version, res.Full = h.To, old == nil
 	res.ChunksReused = len(chunks) - res.ChunksFetched
 	if res.ChunksReused < 0 {

@@ -58,7 +58,7 @@ func (c *Client) push(ctx context.Context, res *SyncResult) error {
 		if p == nil {
 			return nil
 		}
-		c.ensureSyncing()
+		c.beginSync()
 		if err := c.sendPatch(ctx, p, edits, res); err != nil {
 			return err
 		}
@@ -70,9 +70,10 @@ func (c *Client) push(ctx context.Context, res *SyncResult) error {
 func (c *Client) sendPatch(ctx context.Context, p *inflightPatch, edits []*edit, res *SyncResult) error {
 	patch := diff.Patch{ID: p.ID, Base: p.Base, Ops: make([]diff.Op, len(edits)), Seen: p.Seen}
 	for i, e := range edits {
-		patch.Ops[i] = diff.Op{Op: e.Op, Key: e.Key, Value: e.Value, Patch: e.Patch}
+		patch.Ops[i] = e.op()
 	}
-	body, err := json.Marshal(patch)
+	// The canonical body: exactly the size formPatch measured.
+	body, err := diff.EncodePatch(&patch)
 	if err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
@@ -202,15 +203,11 @@ func (c *Client) patchRefused(p *inflightPatch, edits []*edit, err error, res *S
 			return fmt.Errorf("push: %w", err)
 		}
 		return fmt.Errorf("push: %w: %v", errBaseUnknown, he)
-	case he.Status == http.StatusRequestEntityTooLarge && len(edits) > 1:
-		// Too big for this server: form smaller patches (a new id is
-		// safe, the server applied nothing).
-		c.capPatchOps(len(edits) / 2)
-		if err := c.completePatchX(p.ID, 0, nil, nil, nil); err != nil {
-			return fmt.Errorf("push: %w", err)
-		}
-		return nil
-	case he.Status == http.StatusBadRequest, he.Status == http.StatusRequestEntityTooLarge,
+	case he.Status == http.StatusRequestEntityTooLarge:
+		// Over a limit: the server applied nothing; form patches that fit
+		// (a new id is safe). Never a reason to give up on an edit.
+		return c.patchTooLarge(p, edits, hb)
+	case he.Status == http.StatusBadRequest,
 		he.Status == http.StatusUnsupportedMediaType, he.Status == http.StatusUnprocessableEntity:
 		// The server will never take these edits as they are: keep them as
 		// rejected conflicts, with the server's reason, and move on.
@@ -308,7 +305,8 @@ func (c *Client) Rebase(ctx context.Context) (*SyncResult, error) {
 
 // DiscardEdits drops the pending edits of key that are not part of a patch
 // in flight, and returns how many it dropped. It is how an app gives up
-// local edits after a conflict; they are not sent.
+// local edits after a conflict, or edits that cannot be sent under the
+// organization's limits (Blocked); they are not sent.
 func (c *Client) DiscardEdits(key string) (int, error) {
 	var n int
 	var size int64
@@ -338,6 +336,10 @@ func (c *Client) DiscardEdits(key string) (int, error) {
 			size += int64(len(v))
 			drop = append(drop, append([]byte(nil), k...))
 		}
+		server, err := loadServerBlocks(tx)
+		if err != nil {
+			return err
+		}
 		for _, k := range drop {
 			if err := q.Delete(k[len(prefix):]); err != nil {
 				return err
@@ -345,8 +347,9 @@ func (c *Client) DiscardEdits(key string) (int, error) {
 			if err := idx.Delete(k); err != nil {
 				return err
 			}
+			delete(server, getSeq(k[len(prefix):]))
 		}
-		return nil
+		return saveServerBlocks(tx, server)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("discard edits of %q: %w", key, err)
@@ -356,6 +359,14 @@ func (c *Client) DiscardEdits(key string) (int, error) {
 	c.st.pendingBytes -= size
 	c.st.mu.Unlock()
 	c.emitStatus()
+	if n > 0 {
+		c.notifyEdited(key)
+	}
+	// A blocked record's edits may be gone: the others can go out now.
+	if err := c.refreshBlocked(); err != nil {
+		return n, err
+	}
+	c.kickLoop()
 	return n, nil
 }
 
@@ -365,24 +376,6 @@ func getSeq(b []byte) uint64 {
 		v = v<<8 | uint64(x)
 	}
 	return v
-}
-
-// capPatchOps lowers the number of edits per patch (after a 413).
-func (c *Client) capPatchOps(n int) {
-	c.loop.mu.Lock()
-	if n < 1 {
-		n = 1
-	}
-	if c.loop.patchOpsCap == 0 || n < c.loop.patchOpsCap {
-		c.loop.patchOpsCap = n
-	}
-	c.loop.mu.Unlock()
-}
-
-func (c *Client) patchOpsLimit() int {
-	c.loop.mu.Lock()
-	defer c.loop.mu.Unlock()
-	return c.loop.patchOpsCap
 }
 
 // raiseServerHead records a server version we learned of, never lowering it.

@@ -2,6 +2,7 @@ package client
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -27,6 +28,10 @@ const (
 	ReasonAuth         = "auth"
 	ReasonPolicy       = "policy"
 	ReasonServer       = "server"
+	// ReasonBlocked: pending edits cannot be sent under the organization's
+	// limits (see Client.Blocked); they wait until discarded or the limit
+	// is raised. Everything else is in sync.
+	ReasonBlocked = "blocked"
 )
 
 // Status is what a status bar or settings page shows. All fields are plain
@@ -46,9 +51,19 @@ type Status struct {
 	BytesUpSinceOnline   int64
 	BytesDownTotal       int64 // traffic over the life of this state directory
 	BytesUpTotal         int64
-	LastSyncedUnix       int64 // when the state last became synced (0: never)
+	LastSyncedUnix       int64 // when a sync last completed (0: never)
+	// LastContactUnix is when the server last answered a request with
+	// success (0: never); the org's MaxOfflineSeconds counts from it.
+	LastContactUnix int64
+	// NextRetryUnix is when the background loop tries again after a
+	// failure (0: no retry scheduled); Message says "retrying in N s".
+	NextRetryUnix int64
 
 	Conflicts int // conflicts not yet acknowledged
+	// BlockedEdits counts pending edits that cannot be sent under the
+	// organization's limits (see Client.Blocked), with the later edits of
+	// their records waiting behind them. They are part of PendingEdits.
+	BlockedEdits int
 
 	// Progress of a running download, from the totals the manifest announces.
 	ProgressBytesDone   int64
@@ -57,14 +72,22 @@ type Status struct {
 	ProgressChunksTotal int
 }
 
-// counters are the persisted part of the status (meta "counters").
+// counters are the persisted part of the status (meta "counters"): the
+// traffic, and the last known state, which a new process reports until it
+// has talked to the server.
 type counters struct {
 	DownSinceOnline int64  `json:"down_since_online"`
 	UpSinceOnline   int64  `json:"up_since_online"`
 	DownTotal       int64  `json:"down_total"`
 	UpTotal         int64  `json:"up_total"`
 	LastSyncedUnix  int64  `json:"last_synced_unix"`
+	LastContactUnix int64  `json:"last_contact_unix,omitempty"`
 	ServerHead      uint64 `json:"server_head"`
+	// The last settled state (synced, error, or offline for want of a
+	// connection); never syncing, which only a running process can be.
+	State   string `json:"state,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
 }
 
 type listener struct {
@@ -83,12 +106,16 @@ type statusState struct {
 	pendingEdits           int
 	pendingBytes           int64
 	conflicts              int
+	blocked                blockedSet
 	progBytesDone          int64
 	progBytesTotal         int64
 	progChunksDone         int
 	progChunksTotal        int
 	c                      counters
-	dirty                  bool // c changed since last persisted
+	dirty                  bool      // c changed since last persisted
+	retryAt                time.Time // the loop's next attempt after a failure (zero: none)
+	attempting             bool      // an attempt began (beginSync); syncing once the server answers
+	now                    func() time.Time
 
 	listeners  []listener
 	nextID     int
@@ -126,9 +153,20 @@ func (c *Client) loadStatus() error {
 			return err
 		}
 		s.conflicts = countKeys(tx.Bucket(bucketConflicts))
-		// Nothing has talked to the server in this process yet.
-		s.state, s.reason = StateOffline, ReasonNoConnection
-		s.message = "not connected yet: no sync has run since the client was opened"
+		var err error
+		if s.blocked, err = scanBlocked(tx, s.policy.Limits()); err != nil {
+			return err
+		}
+		// Until this process talks to the server, the last known state.
+		s.state, s.reason, s.message = s.c.State, s.c.Reason, s.c.Message
+		if s.state == "" {
+			s.state, s.reason, s.message = StateSyncing, ReasonNone, "not synced yet"
+		}
+		if s.offline {
+			// As when the switch is turned on: underneath it, offline, so
+			// turning it off ends an outage (a new online period).
+			s.state, s.reason, s.message = StateOffline, ReasonOfflineMode, "offline mode is on"
+		}
 		return nil
 	})
 }
@@ -154,40 +192,67 @@ func (s *statusState) snapshotLocked() Status {
 		BytesDownTotal:       s.c.DownTotal,
 		BytesUpTotal:         s.c.UpTotal,
 		LastSyncedUnix:       s.c.LastSyncedUnix,
+		LastContactUnix:      s.c.LastContactUnix,
 		Conflicts:            s.conflicts,
+		BlockedEdits:         s.blocked.count,
 		ProgressBytesDone:    s.progBytesDone,
 		ProgressBytesTotal:   s.progBytesTotal,
 		ProgressChunksDone:   s.progChunksDone,
 		ProgressChunksTotal:  s.progChunksTotal,
 	}
+	now := s.clock()
 	if s.offline {
 		// The switch wins over whatever the sync loop last reported: with
 		// it on, there is no network use to report on.
 		st.State, st.Reason, st.Message = StateOffline, ReasonOfflineMode, "offline mode is on"
+	} else if !s.retryAt.IsZero() && (st.State == StateOffline || st.State == StateError) {
+		st.NextRetryUnix = s.retryAt.Unix()
+		wait := max(0, s.retryAt.Sub(now).Round(time.Second))
+		st.Message += fmt.Sprintf("; retrying in %d s", int64(wait/time.Second))
 	}
 	if st.State == StateOffline {
 		// Offline beyond what the org allows: say so, and why.
-		if msg := s.policyViolationLocked(time.Now()); msg != "" {
+		if msg := s.policyViolationLocked(now); msg != "" {
 			st.State, st.Reason, st.Message = StateError, ReasonPolicy, msg
 		}
+	}
+	if st.State == StateSynced && s.blocked.count > 0 {
+		// In sync but for edits that cannot be sent: the app must show
+		// them (and let the user discard them), not a green tick.
+		st.State, st.Reason, st.Message = StateError, ReasonBlocked, s.blockedMessageLocked()
 	}
 	return st
 }
 
+// clock is the status's notion of now (tests inject one).
+func (s *statusState) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
+}
+
 // policyViolationLocked explains which limit of the org's offline policy
 // this device is over ("" if none): more pending bytes than
-// MaxPendingBytes, or (while not connected) longer offline than
-// MaxOfflineSeconds since the last successful sync. Edits are still
-// accepted and kept; the server enforces the limits on upload.
+// MaxPendingBytes, or (while known to be offline: a failed attempt, or
+// offline mode) longer than MaxOfflineSeconds since the last successful
+// contact with the server. A state that a new process loaded is not known
+// to be offline until an attempt fails. These limits are the device's to
+// show: edits are still accepted, kept and sent when the device connects,
+// and the server does not refuse them (see wire.Policy).
 func (s *statusState) policyViolationLocked(now time.Time) string {
 	p := s.policy
 	if p.MaxPendingBytes > 0 && s.pendingBytes > p.MaxPendingBytes {
 		return fmt.Sprintf("%d bytes of edits wait to be sent, more than the %d your organization allows: connect to send them",
 			s.pendingBytes, p.MaxPendingBytes)
 	}
+	contact := s.c.LastContactUnix
+	if contact == 0 {
+		contact = s.c.LastSyncedUnix // state from before contacts were recorded
+	}
 	online := s.state == StateSynced || s.state == StateSyncing
-	if p.MaxOfflineSeconds > 0 && s.c.LastSyncedUnix > 0 && (!online || s.offline) {
-		if off := now.Unix() - s.c.LastSyncedUnix; off > p.MaxOfflineSeconds {
+	if p.MaxOfflineSeconds > 0 && contact > 0 && (!online || s.offline) {
+		if off := now.Unix() - contact; off > p.MaxOfflineSeconds {
 			return fmt.Sprintf("offline for %s, longer than the %s your organization allows: connect to sync",
 				time.Duration(off)*time.Second, time.Duration(p.MaxOfflineSeconds)*time.Second)
 		}
@@ -195,13 +260,51 @@ func (s *statusState) policyViolationLocked(now time.Time) string {
 	return ""
 }
 
-// touchSynced records that a sync just succeeded (the clock of
-// MaxOfflineSeconds); persisted with the next counter flush.
+// touchSynced records that a sync just succeeded; persisted with the next
+// counter flush.
 func (c *Client) touchSynced() {
 	s := &c.st
 	s.mu.Lock()
-	s.c.LastSyncedUnix, s.dirty = time.Now().Unix(), true
+	s.c.LastSyncedUnix, s.dirty = s.clock().Unix(), true
 	s.mu.Unlock()
+}
+
+// contact records an answer of the server; a successful one (ok) is the
+// clock of MaxOfflineSeconds. Any answer ends an outage: offline becomes
+// syncing, a new online period (once per outage; the attempt's outcome
+// decides what follows). A successful answer to an attempt (beginSync)
+// shows syncing; error states otherwise stay until the outcome replaces
+// them, so a retry the server refuses again never flickers through
+// syncing, and neither does a quiet long poll.
+func (c *Client) contact(ok bool) {
+	s := &c.st
+	s.mu.Lock()
+	if ok {
+		s.c.LastContactUnix, s.dirty = s.clock().Unix(), true
+	}
+	lift := !s.offline && s.state != StateSyncing &&
+		(s.state == StateOffline || ok && s.attempting)
+	s.mu.Unlock()
+	if lift {
+		c.setState(StateSyncing, ReasonNone, "")
+	}
+}
+
+// statusNow is the status's clock.
+func (c *Client) statusNow() time.Time {
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	return c.st.clock()
+}
+
+// setRetry records when the background loop tries again after a failure
+// (the zero time: no retry scheduled).
+func (c *Client) setRetry(at time.Time) {
+	s := &c.st
+	s.mu.Lock()
+	s.retryAt = at
+	s.mu.Unlock()
+	c.emitStatus()
 }
 
 // OnStatus registers fn to be called with the new status whenever it
@@ -289,7 +392,9 @@ func (s *statusState) hasListenerLocked(id int) bool {
 // setState records what the sync loop is doing. Entering an online state
 // (syncing or synced) from offline starts a new online period, which resets
 // the since-online byte counters; entering synced stamps LastSyncedUnix;
-// leaving syncing clears the download progress. Changed counters are
+// leaving syncing clears the download progress; an online state ends the
+// wait for a retry. A settled state (not syncing, not offline mode's) is
+// kept as the last known state for a new process. Changed counters are
 // persisted; the error is from that write (the state is set regardless).
 func (c *Client) setState(state, reason, message string) error {
 	s := &c.st
@@ -300,11 +405,22 @@ func (c *Client) setState(state, reason, message string) error {
 		s.dirty = true
 	}
 	if state == StateSynced && s.state != StateSynced {
-		s.c.LastSyncedUnix = time.Now().Unix()
+		s.c.LastSyncedUnix = s.clock().Unix()
 		s.dirty = true
 	}
 	if state != StateSyncing {
 		s.progBytesDone, s.progBytesTotal, s.progChunksDone, s.progChunksTotal = 0, 0, 0, 0
+	}
+	if online {
+		s.retryAt = time.Time{}
+	}
+	if state != StateSyncing {
+		s.attempting = false // the attempt's outcome
+	}
+	if state != StateSyncing && reason != ReasonOfflineMode &&
+		(s.c.State != state || s.c.Reason != reason || s.c.Message != message) {
+		s.c.State, s.c.Reason, s.c.Message = state, reason, message
+		s.dirty = true
 	}
 	s.state, s.reason, s.message = state, reason, message
 	s.mu.Unlock()
@@ -396,10 +512,19 @@ func (c *Client) flushCounters() error {
 	return err
 }
 
+// ErrNotSynced reports offline mode asked for before a sync completed:
+// there is no data yet to work with offline.
+var ErrNotSynced = errors.New("offline mode needs a completed sync first: sync once while online, then switch offline mode on")
+
 // SetOfflineMode turns offline mode on or off and persists the choice. While
 // on, the client makes no network use and Status reports offline with reason
 // offline_mode; edits keep queueing. Turning it off wakes the sync loop.
+// Turning it on before a sync has completed fails with ErrNotSynced and
+// changes nothing.
 func (c *Client) SetOfflineMode(on bool) error {
+	if on && !c.OfflineMode() && !c.everSynced() {
+		return fmt.Errorf("set offline mode: %w", ErrNotSynced)
+	}
 	v := []byte{0}
 	if on {
 		v[0] = 1
@@ -422,6 +547,14 @@ func (c *Client) SetOfflineMode(on bool) error {
 	return nil
 }
 
+// everSynced reports whether a sync has ever completed in this state
+// directory.
+func (c *Client) everSynced() bool {
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	return c.st.c.LastSyncedUnix > 0 || c.st.localVersion > 0
+}
+
 // OfflineMode reports whether offline mode is on.
 func (c *Client) OfflineMode() bool {
 	c.st.mu.Lock()
@@ -437,17 +570,29 @@ func (c *Client) Policy() wire.Policy {
 	return c.st.policy
 }
 
-// setPolicy stores the policy the server sent.
+// setPolicy stores the policy the server sent. Edits a server refused
+// alone as too large get another chance when the limits change; which
+// edits cannot be sent is worked out again.
 func (c *Client) setPolicy(p wire.Policy) error {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
-	if err := c.setMeta(metaPolicy, b); err != nil {
+	newLimits := c.Policy().Limits() != p.Limits()
+	err = c.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketMeta).Put(metaPolicy, b); err != nil {
+			return err
+		}
+		if !newLimits {
+			return nil
+		}
+		return saveServerBlocks(tx, nil)
+	})
+	if err != nil {
 		return fmt.Errorf("store policy: %w", err)
 	}
 	c.st.mu.Lock()
 	c.st.policy = p
 	c.st.mu.Unlock()
-	return nil
+	return c.refreshBlocked()
 }

@@ -32,8 +32,8 @@ func (r *recorder) states() []string {
 
 func TestStatusListeners(t *testing.T) {
 	c := openTest(t, t.TempDir())
-	if s := c.Status(); s.State != StateOffline || s.Reason != ReasonNoConnection {
-		t.Errorf("initial status %s/%s, want offline/no_connection", s.State, s.Reason)
+	if s := c.Status(); s.State != StateSyncing || s.Message != "not synced yet" {
+		t.Errorf("initial status %s/%s %q, want syncing, not synced yet", s.State, s.Reason, s.Message)
 	}
 	var r recorder
 	id := c.OnStatus(r.fn)
@@ -140,6 +140,7 @@ func TestOfflineModeAndPolicyPersist(t *testing.T) {
 	if c.OfflineMode() {
 		t.Error("offline mode on in a new state directory")
 	}
+	c.touchSynced() // as if a sync had completed: offline mode needs one
 	mustDo(t, c.SetOfflineMode(true))
 	pol := wire.Policy{OfflineMode: true, ConflictPolicy: wire.PolicyServerWins, MaxOfflineSeconds: 3600, MaxPendingBytes: 1 << 20}
 	mustDo(t, c.setPolicy(pol))

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 )
 
 // SyncResult tells what one Pull, Push or Sync did. Plain fields, so it
@@ -29,6 +28,7 @@ type SyncResult struct {
 	EditsConflict int `json:"edits_conflict"` // applied with a conflict (see Conflicts)
 	EditsRejected int `json:"edits_rejected"` // rejected by the server (kept in Conflicts, Status "rejected")
 	Patches       int `json:"patches"`        // patches answered
+	EditsBlocked  int `json:"edits_blocked"`  // pending edits that cannot be sent under the org's limits (see Blocked)
 
 	Pending int    `json:"pending"` // edits still waiting to be sent
 	State   string `json:"state"`   // Status().State afterwards
@@ -108,7 +108,7 @@ func (c *Client) syncLocked(ctx context.Context, push, pull bool, waitSeconds in
 		res.BytesUp += after.BytesUpTotal
 	}()
 	if waitSeconds == 0 {
-		c.ensureSyncing()
+		c.beginSync()
 	}
 	if push {
 		err := c.push(ctx, res)
@@ -138,7 +138,7 @@ func (c *Client) finishResult(res *SyncResult, err error) {
 	if res.ServerHead == 0 {
 		res.ServerHead = st.ServerHead
 	}
-	res.Pending, res.State = st.PendingEdits, st.State
+	res.Pending, res.State, res.EditsBlocked = st.PendingEdits, st.State, st.BlockedEdits
 	if res.BytesDown > 0 || res.BytesUp > 0 {
 		if raw, jerr := json.Marshal(res); jerr == nil {
 			// Only informational: a failed write loses nothing that matters.
@@ -147,7 +147,19 @@ func (c *Client) finishResult(res *SyncResult, err error) {
 	}
 }
 
-// ensureSyncing sets the state to syncing unless it already is.
+// beginSync marks the start of an attempt the app should see (not a quiet
+// long poll). The state does not change yet: it turns syncing when the
+// server answers (contact), or goes straight to the outcome. So an attempt
+// that cannot reach the server is one change at most (synced → offline),
+// and retries while it stays out of reach are none: no flicker.
+func (c *Client) beginSync() {
+	c.st.mu.Lock()
+	c.st.attempting = true
+	c.st.mu.Unlock()
+}
+
+// ensureSyncing sets the state to syncing unless it already is: data is
+// moving.
 func (c *Client) ensureSyncing() {
 	c.st.mu.Lock()
 	already := c.st.state == StateSyncing
@@ -173,7 +185,7 @@ func (c *Client) reportOutcome(err error, failures int) {
 	case errors.Is(err, ErrNoServer):
 		c.setState(StateError, ReasonServer, "no server configured")
 	case errors.Is(err, ErrAuth):
-		c.setState(StateError, ReasonAuth, "the server refused the sign-in token: sign in again ("+err.Error()+")")
+		c.setState(StateError, ReasonAuth, tokenMessage(err))
 	case errors.Is(err, ErrRebaseNeeded):
 		c.setState(StateError, ReasonPolicy, rebaseMessage(c.ConflictCount()))
 	case errors.Is(err, ErrPolicy):
@@ -205,7 +217,7 @@ func rebaseMessage(conflicts int) string {
 func (c *Client) policyNotice() string {
 	c.st.mu.Lock()
 	defer c.st.mu.Unlock()
-	return c.st.policyViolationLocked(time.Now())
+	return c.st.policyViolationLocked(c.st.clock())
 }
 
 // foreground prepares a sync the app asked for (not the loop's): it fails

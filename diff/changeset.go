@@ -19,9 +19,9 @@ const (
 )
 
 // ChangeSet is the record-level change that produced a version from its
-// parent, stored beside the version. Replay reads the change sets since a
-// patch's base to find what the server changed meanwhile; the change feed
-// publishes them.
+// parent, stored in the change feed (snapshot.FeedKey) and named by the
+// version's manifest (Manifest.Changes). Replay reads the change set of a
+// version it recovers a patch from; the change feed publishes them.
 type ChangeSet struct {
 	Org         string   `json:"org"`
 	User        string   `json:"user"`
@@ -48,7 +48,7 @@ const maxChangeSet = 1 << 30
 // number leaves an unreferenced object behind (which the feed skips) instead
 // of overwriting the winner's. Its time is after the parent's, so one user's
 // versions appear in the feed in order even if replicas' clocks disagree.
-func changesKey(ctx context.Context, s snapshot.Store, m *snapshot.Manifest, now time.Time) (string, error) {
+func changesKey(ctx context.Context, s snapshot.Getter, m *snapshot.Manifest, now time.Time) (string, error) {
 	ms := now.UnixMilli()
 	if m.Parent > 0 {
 		p, err := snapshot.ReadManifestHeader(ctx, s, m.Org, m.User, m.Parent)
@@ -93,7 +93,7 @@ func CommitVersion(ctx context.Context, s snapshot.Store, m *snapshot.Manifest, 
 }
 
 // ReadChangeSet loads the change set that produced version m.
-func ReadChangeSet(ctx context.Context, s snapshot.Store, m *snapshot.Manifest) (*ChangeSet, error) {
+func ReadChangeSet(ctx context.Context, s snapshot.Getter, m *snapshot.Manifest) (*ChangeSet, error) {
 	if m.Changes == "" {
 		return nil, &snapshot.ObjectError{Op: "read change set", Key: snapshot.ManifestKey(m.Org, m.User, m.Version),
 			Err: fmt.Errorf("version %d has no change set: %w", m.Version, snapshot.ErrNotExist)}

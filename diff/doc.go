@@ -22,9 +22,10 @@
 //
 // # Change sets
 //
-// Every version stores the record-level change that produced it from its
-// parent (CommitVersion writes it, then claims the version with a
-// create-only write). A batch rebuild records its record diff; a replayed
+// Every version has the record-level change that produced it from its
+// parent, stored in the change feed under a name its manifest records
+// (CommitVersion writes it, then claims the version with a create-only
+// write; see the layout in package snapshot). A batch rebuild records its record diff; a replayed
 // patch records the changes as applied, the patch itself and its receipts.
 // The change sets also form the change feed (ReadFeed) that the app's own
 // backend reads.
@@ -39,6 +40,18 @@
 // object, sizes, Limits) and canonicalises every value. Several ops on one
 // key are allowed and apply in order: users edit a record many times while
 // offline.
+//
+// # Limits
+//
+// Limits bound a patch: MaxOps ops and MaxBytes of canonical body
+// (EncodePatch, measured op by op with PatchSize) for a patch of several
+// edits, and MaxRecordBytes for each value, merge patch and merged result.
+// The first two only ever ask a client to split its queue into more
+// patches; a patch of one edit is bounded by MaxRecordBytes alone
+// (MaxBodyBytes), so every edit whose value fits a record fits a patch. A
+// violation is a *LimitError (ErrTooLarge). Apply checks the limits after
+// looking for a stored answer to the patch id, so a retry of a patch that was
+// applied before the limits became stricter still gets its answer.
 //
 // # Replay
 //

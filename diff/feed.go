@@ -62,7 +62,7 @@ const maxFeedLists = 1000
 // before FeedEpoch (and before the feed's first entry, which a replica with
 // a wrong clock may have dated earlier), is refused with an error matching
 // snapshot.ErrInvalid.
-func ReadFeed(ctx context.Context, s snapshot.Store, o FeedOptions) ([]FeedEntry, string, error) {
+func ReadFeed(ctx context.Context, s snapshot.ReadStore, o FeedOptions) ([]FeedEntry, string, error) {
 	w := &feedWalk{ctx: ctx, s: s, o: o.withDefaults(), next: o.After}
 	w.horizon = w.o.Now.Add(-w.o.Settle).UnixMilli()
 	hour, err := w.firstHour()
@@ -100,7 +100,7 @@ func (o FeedOptions) withDefaults() FeedOptions {
 // feedWalk is the state of one ReadFeed call.
 type feedWalk struct {
 	ctx     context.Context
-	s       snapshot.Store
+	s       snapshot.ReadStore
 	o       FeedOptions
 	horizon int64 // unix ms; later entries are held back
 	out     []FeedEntry
@@ -236,7 +236,7 @@ func (w *feedWalk) readHour(hour string) error {
 // tells that there were more.
 func (w *feedWalk) hourKeys(hour string, max int) (keys []string, cut bool, err error) {
 	err = w.list(snapshot.FeedPrefix+hour+"/", func(oi snapshot.ObjectInfo) error {
-		if oi.Key <= w.o.After {
+		if oi.Key <= w.o.After || isSettingsEntry(oi.Key) {
 			return nil
 		}
 		if len(keys) >= max {
@@ -290,9 +290,17 @@ func (w *feedWalk) firstHourUnder(prefix, after string) (string, error) {
 
 var errStop = errors.New("stop")
 
+// isSettingsEntry reports a feed entry that announces a change of an org's
+// settings (snapshot.FeedSettingsKey) to the servers' watchers: no change
+// set, so the feed's readers pass it by without reading anything.
+func isSettingsEntry(key string) bool {
+	k, ok := snapshot.ParseFeedKey(key)
+	return ok && k.User == snapshot.FeedSettingsUser
+}
+
 // feedEntry loads a feed object if it is the change set of a claimed
 // version, or returns nil for a loser's or a crashed writer's.
-func feedEntry(ctx context.Context, s snapshot.Store, key string, k snapshot.FeedEntryKey) (*ChangeSet, error) {
+func feedEntry(ctx context.Context, s snapshot.Getter, key string, k snapshot.FeedEntryKey) (*ChangeSet, error) {
 	m, err := snapshot.ReadManifestHeader(ctx, s, k.Org, k.User, k.Version)
 	if errors.Is(err, snapshot.ErrNotExist) {
 		return nil, nil // never claimed, or retired by garbage collection

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,22 +13,8 @@ import (
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/fsstore"
 	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 )
-
-// listCounter counts List calls on a store and may run a hook on each.
-type listCounter struct {
-	snapshot.Store
-	lists  atomic.Int64
-	onList func(n int64)
-}
-
-func (c *listCounter) List(ctx context.Context, prefix string, fn func(snapshot.ObjectInfo) error) error {
-	n := c.lists.Add(1)
-	if c.onList != nil {
-		c.onList(n)
-	}
-	return c.Store.List(ctx, prefix, fn)
-}
 
 // feedOf builds two versions each for alice and bob (now, by the wall
 // clock the feed keys use) and returns the store.
@@ -55,7 +40,7 @@ func oldCursor(age time.Duration) string {
 // TestFeedSkipsEmptyHoursByListing: a cursor 300 days back costs a bounded
 // number of listings, not one per hour in between (7,200 today).
 func TestFeedSkipsEmptyHoursByListing(t *testing.T) {
-	s := &listCounter{Store: feedOf(t)}
+	s := storetest.Wrap(feedOf(t))
 	entries, next, err := diff.ReadFeed(t.Context(), s, diff.FeedOptions{
 		After: oldCursor(300 * 24 * time.Hour), Limit: 100, Settle: time.Millisecond, Now: time.Now().Add(time.Second)})
 	if err != nil {
@@ -64,7 +49,7 @@ func TestFeedSkipsEmptyHoursByListing(t *testing.T) {
 	if len(entries) != 4 || next != entries[3].Cursor {
 		t.Fatalf("%d entries, next %q; want the 4 entries and the last one's cursor", len(entries), next)
 	}
-	if n := s.lists.Load(); n > 200 {
+	if n := s.Calls(storetest.OpList); n > 200 {
 		t.Errorf("%d listings to skip 300 days of empty hours; want at most 200", n)
 	}
 }
@@ -73,19 +58,19 @@ func TestFeedSkipsEmptyHoursByListing(t *testing.T) {
 // entry (the one who polls all day) costs a listing of its own hour, not
 // probes for hours that cannot hold settled entries yet.
 func TestFeedCaughtUpReaderListsLittle(t *testing.T) {
-	s := &listCounter{Store: feedOf(t)}
+	s := storetest.Wrap(feedOf(t))
 	o := diff.FeedOptions{Limit: 100, Settle: time.Millisecond, Now: time.Now().Add(time.Second)}
 	entries, next, err := diff.ReadFeed(t.Context(), s, o)
 	if err != nil || len(entries) != 4 {
 		t.Fatalf("%d entries, %v", len(entries), err)
 	}
-	s.lists.Store(0)
+	before := s.Calls(storetest.OpList)
 	o.After = next
 	if entries, again, err := diff.ReadFeed(t.Context(), s, o); err != nil || len(entries) != 0 || again != next {
 		t.Fatalf("caught up: %d entries, next %q, %v; want none and the same cursor", len(entries), again, err)
 	}
 	// Its own hour, and at most two probes when the clock just passed an hour.
-	if n := s.lists.Load(); n > 3 {
+	if n := s.Calls(storetest.OpList) - before; n > 3 {
 		t.Errorf("%d listings for a caught-up reader; want at most 3", n)
 	}
 }
@@ -95,18 +80,19 @@ func TestFeedCaughtUpReaderListsLittle(t *testing.T) {
 func TestFeedHonoursCancellation(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	s := &listCounter{Store: feedOf(t)}
-	s.onList = func(n int64) {
-		if n == 3 {
+	s := storetest.Wrap(feedOf(t))
+	s.Before = func(_ context.Context, op storetest.Op, _ string) error {
+		if op == storetest.OpList && s.Calls(storetest.OpList) == 3 {
 			cancel()
 		}
+		return nil
 	}
 	_, _, err := diff.ReadFeed(ctx, s, diff.FeedOptions{
 		After: oldCursor(300 * 24 * time.Hour), Limit: 100, Settle: time.Millisecond, Now: time.Now().Add(time.Second)})
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("ReadFeed after cancel: %v, want context.Canceled", err)
 	}
-	if n := s.lists.Load(); n > 4 {
+	if n := s.Calls(storetest.OpList); n > 4 {
 		t.Errorf("%d listings, the last %d after the context was cancelled", n, n-3)
 	}
 }
@@ -226,20 +212,20 @@ func feedOldCursor(t *testing.T, base snapshot.Store) {
 			buildVersion(t, base, u, gen.EditScattered(recs, 1, int64(i)))
 		}
 	}
-	s := &listCounter{Store: base}
+	s := storetest.Wrap(base)
 	o := diff.FeedOptions{Limit: 100, Settle: time.Millisecond, Now: time.Now().Add(time.Second)}
 	fromStart, _, err := diff.ReadFeed(t.Context(), s, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.lists.Store(0)
+	before := s.Calls(storetest.OpList)
 	start := time.Now()
 	o.After = oldCursor(300 * 24 * time.Hour)
 	fromOld, next, err := diff.ReadFeed(t.Context(), s, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("cursor 300 days back: %d entries, %d listings, %v", len(fromOld), s.lists.Load(), time.Since(start))
+	t.Logf("cursor 300 days back: %d entries, %d listings, %v", len(fromOld), s.Calls(storetest.OpList)-before, time.Since(start))
 	if len(fromStart) != 4 || len(fromOld) != 4 || next != fromOld[3].Cursor {
 		t.Fatalf("%d entries from the start, %d from an old cursor (next %q); want 4 and 4", len(fromStart), len(fromOld), next)
 	}
@@ -248,7 +234,7 @@ func feedOldCursor(t *testing.T, base snapshot.Store) {
 			t.Errorf("entry %d: %s, want %s", i, fromOld[i].Cursor, fromStart[i].Cursor)
 		}
 	}
-	if n := s.lists.Load(); n > 200 {
+	if n := s.Calls(storetest.OpList) - before; n > 200 {
 		t.Errorf("%d listings; want at most 200", n)
 	}
 }

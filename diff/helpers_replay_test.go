@@ -3,14 +3,17 @@ package diff_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 )
 
 // applyOpts returns replay options for user u of org acme.
@@ -34,14 +37,6 @@ func toRecords(t testing.TB, m map[string][]byte) []gen.Record {
 		out = append(out, gen.Record{Key: k, Value: v})
 	}
 	return out
-}
-
-func toMap(recs []gen.Record) map[string][]byte {
-	m := make(map[string][]byte, len(recs))
-	for _, r := range recs {
-		m[r.Key] = r.Value
-	}
-	return m
 }
 
 // readAll returns every record of version v (none for version 0).
@@ -101,3 +96,34 @@ func mustJSON(t testing.TB, v any) []byte {
 	}
 	return b
 }
+
+// countingBodies wraps s so that it counts the bodies Get and GetRange
+// open and the ones closed.
+func countingBodies(s snapshot.Store) (f *storetest.Faults, opened, closed *atomic.Int64) {
+	opened, closed = new(atomic.Int64), new(atomic.Int64)
+	f = storetest.Wrap(s)
+	f.GetFunc = func(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
+		rc, oi, err := s.Get(ctx, key)
+		if err != nil {
+			return nil, oi, err
+		}
+		opened.Add(1)
+		return closeCounter{rc, closed}, oi, nil
+	}
+	f.GetRangeFunc = func(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+		rc, err := s.GetRange(ctx, key, off, n)
+		if err != nil {
+			return nil, err
+		}
+		opened.Add(1)
+		return closeCounter{rc, closed}, nil
+	}
+	return f, opened, closed
+}
+
+type closeCounter struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c closeCounter) Close() error { c.n.Add(1); return c.ReadCloser.Close() }

@@ -6,15 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"time"
 
 	"github.com/deltasync/deltasync/snapshot"
 )
 
-// Conflict policies; the same names as wire.Policy* (diff sits below wire's
-// users and does not import it).
+// Conflict policies, the org setting that picks how Apply resolves a
+// conflict (wire.Policy* are these).
 const (
 	PolicyClientWins = "client-wins" // the offline edit wins; the server value is kept in the receipt
 	PolicyServerWins = "server-wins" // the server value stays; the client value is kept in the receipt
@@ -170,7 +169,7 @@ func Apply(ctx context.Context, s snapshot.Store, opts ApplyOptions, p *Patch) (
 	}
 	q := *p
 	q.Ops = slices.Clone(p.Ops)
-	if err := q.Validate(opts.Limits); err != nil {
+	if err := q.validateShape(); err != nil {
 		return nil, err
 	}
 	hash, err := patchHash(&q)
@@ -178,6 +177,14 @@ func Apply(ctx context.Context, s snapshot.Store, opts ApplyOptions, p *Patch) (
 		return nil, err
 	}
 	r := &replayer{s: s, opts: opts, p: &q, hash: hash, idHash: idHash(q.ID)}
+	if lerr := q.CheckLimits(opts.Limits); lerr != nil {
+		// The limits may have become stricter since this patch was
+		// applied (its answer lost): a retry still gets that answer.
+		if res, err := r.previous(ctx); res != nil || err != nil {
+			return res, err
+		}
+		return nil, lerr
+	}
 	return r.run(ctx)
 }
 
@@ -217,7 +224,7 @@ func (r *replayer) run(ctx context.Context) (*Result, error) {
 	// The intent is read after the head: a concurrent writer of the same id
 	// whose intent is not seen here has not committed yet, so its version
 	// will be newer than head and is found by the scan after a lost race.
-	_, _, err = r.s.Get(ctx, r.intentKey())
+	_, err = r.s.Stat(ctx, r.intentKey())
 	intent := err == nil
 	switch {
 	case intent:
@@ -233,66 +240,85 @@ func (r *replayer) run(ctx context.Context) (*Result, error) {
 			return nil, fmt.Errorf("patch %q: base version %d: %w", r.p.ID, r.p.Base, err)
 		}
 	}
-	for attempt := 1; ; attempt++ {
-		headM, err := r.manifest(ctx, head)
-		if err != nil {
-			return nil, err
-		}
-		pl, err := r.plan(ctx, headM)
-		if err != nil {
-			return nil, err
-		}
-		if pl.conflicts > 0 && r.opts.Policy == PolicyReject {
-			return nil, &RejectedError{Head: head, Receipts: pl.receipts}
-		}
-		if len(pl.edits) == 0 {
-			res := newResult(head, false, pl.receipts)
-			return res, r.storeAnswer(ctx, res)
-		}
-		if !intent {
-			if err := r.putIntent(ctx); err != nil {
-				return nil, err
-			}
-			intent = true
-		}
-		res, err := r.commit(ctx, headM, pl)
-		if err == nil {
-			return res, r.storeAnswer(ctx, res)
-		}
-		if !errors.Is(err, snapshot.ErrExist) {
-			return nil, err
-		}
-		if attempt >= r.opts.MaxAttempts {
-			return nil, fmt.Errorf("patch %q: lost the race for a new version %d times (%v): %w", r.p.ID, attempt, err, ErrContended)
-		}
-		if err := backoff(ctx, attempt); err != nil {
-			return nil, err
-		}
-		newHead, err := snapshot.Head(ctx, r.s, r.opts.Org, r.opts.User)
-		if err != nil {
-			return nil, err
-		}
-		// Another request with this id may have won: look at every
-		// version committed since the head this attempt built on.
-		if res, err := r.scan(ctx, newHead, head+1); res != nil || err != nil {
-			return res, err
-		}
-		head = newHead
-	}
+	return r.replay(ctx, head, intent)
 }
 
-// backoff sleeps a jittered, growing delay (up to ~100 ms) or until ctx ends.
-func backoff(ctx context.Context, attempt int) error {
-	d := time.Duration(1<<min(attempt, 7)) * time.Millisecond
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
+// replay plans the patch on head and commits it as the next version,
+// again on the new head whenever another writer claimed that version
+// first (snapshot.RetryLostRace), up to MaxAttempts times.
+func (r *replayer) replay(ctx context.Context, head uint64, intent bool) (*Result, error) {
+	var (
+		res *Result
+		end error // what ends the replay, other than a lost race
+	)
+	attempts, err := snapshot.RetryLostRace(ctx, r.opts.MaxAttempts, func(attempt int) error {
+		if attempt > 1 {
+			newHead, found, err := r.afterLostRace(ctx, head)
+			if found != nil || err != nil {
+				res, end = found, err
+				return nil
+			}
+			head = newHead
+		}
+		var lost error
+		res, lost, end = r.try(ctx, head, &intent)
+		return lost
+	})
+	switch {
+	case errors.Is(err, snapshot.ErrExist):
+		return nil, fmt.Errorf("patch %q: lost the race for a new version %d times (%v): %w", r.p.ID, attempts, err, ErrContended)
+	case err != nil:
+		return nil, err // ctx ended while waiting to try again
 	}
+	return res, end
+}
+
+// try plans the patch on head and commits it as head+1, marking the patch
+// id with its intent first. lost is the commit's error when another writer
+// claimed head+1 first; anything else (an answer, or any other failure)
+// ends the replay with res and err.
+func (r *replayer) try(ctx context.Context, head uint64, intent *bool) (res *Result, lost, err error) {
+	headM, err := r.manifest(ctx, head)
+	if err != nil {
+		return nil, nil, err
+	}
+	pl, err := r.plan(ctx, headM)
+	if err != nil {
+		return nil, nil, err
+	}
+	if pl.conflicts > 0 && r.opts.Policy == PolicyReject {
+		return nil, nil, &RejectedError{Head: head, Receipts: pl.receipts}
+	}
+	if len(pl.edits) == 0 {
+		res := newResult(head, false, pl.receipts)
+		return res, nil, r.storeAnswer(ctx, res)
+	}
+	if !*intent {
+		if err := r.putIntent(ctx); err != nil {
+			return nil, nil, err
+		}
+		*intent = true
+	}
+	res, err = r.commit(ctx, headM, pl)
+	switch {
+	case errors.Is(err, snapshot.ErrExist):
+		return nil, err, nil
+	case err != nil:
+		return nil, nil, err
+	}
+	return res, nil, r.storeAnswer(ctx, res)
+}
+
+// afterLostRace reads the new head after a lost race. Another request with
+// this patch id may have won: found is its answer if a version committed
+// since head (the one the lost attempt built on) carries the id.
+func (r *replayer) afterLostRace(ctx context.Context, head uint64) (newHead uint64, found *Result, err error) {
+	newHead, err = snapshot.Head(ctx, r.s, r.opts.Org, r.opts.User)
+	if err != nil {
+		return 0, nil, err
+	}
+	found, err = r.scan(ctx, newHead, head+1)
+	return newHead, found, err
 }
 
 // manifest returns version v (nil for 0), reusing the base or the last one
@@ -312,6 +338,25 @@ func (r *replayer) manifest(ctx context.Context, v uint64) (*snapshot.Manifest, 
 	}
 	r.last = m
 	return m, nil
+}
+
+// previous returns the result of this patch id if it was applied before:
+// its stored answer or, where its intent says it may have been committed
+// without one, the version that holds it. Nil if it was not.
+func (r *replayer) previous(ctx context.Context) (*Result, error) {
+	if res, err := r.storedAnswer(ctx); res != nil || err != nil {
+		return res, err
+	}
+	if _, err := r.s.Stat(ctx, r.intentKey()); errors.Is(err, snapshot.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, &snapshot.ObjectError{Op: "read patch intent", Key: r.intentKey(), Err: err}
+	}
+	head, err := snapshot.Head(ctx, r.s, r.opts.Org, r.opts.User)
+	if err != nil || head <= r.p.Base {
+		return nil, err
+	}
+	return r.scan(ctx, head, max(r.p.Base+1, head-min(head, uint64(r.opts.MaxScan))+1))
 }
 
 // storedAnswer returns the stored answer to the patch id, nil if there is
@@ -484,7 +529,7 @@ func (r *replayer) plan(ctx context.Context, headM *snapshot.Manifest) (*plan, e
 		if err != nil {
 			return nil, err
 		}
-		if bytes.Equal(res, head) && (res == nil) == (head == nil) {
+		if sameValue(res, head) {
 			continue
 		}
 		pl.edits = append(pl.edits, snapshot.Edit{Key: k, Value: res, Delete: res == nil})
@@ -508,76 +553,125 @@ func (r *replayer) plan(ctx context.Context, headM *snapshot.Manifest) (*plan, e
 // resolve computes the new value of one key (nil: deleted) from its value
 // at base and at head and the client's ops on it, filling their receipts.
 func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []Receipt) ([]byte, error) {
-	corrupt := func(err error) error {
-		return fmt.Errorf("stored value of %q: %v: %w", key, err, snapshot.ErrCorrupt)
-	}
 	if h, ok := r.p.Seen[key]; ok && h == SeenHash(head) {
 		// The client saw exactly the head's value (typically: its own
 		// previous patch made it): nothing else changed the key, and the
 		// ops fold onto that value.
 		base = head
 	}
-	// Fold the ops onto the value the client saw.
-	cur := base
-	var curV any
-	decoded := false
-	var live []int
-	for _, i := range ops {
-		op := &r.p.Ops[i]
-		switch op.Op {
-		case OpPut:
-			cur, decoded = op.Value, false
-		case OpDelete:
-			cur, decoded = nil, false
-		case OpMerge:
-			if cur != nil && !decoded {
-				v, err := snapshot.DecodeJSON(cur)
-				if err != nil {
-					return nil, corrupt(err)
-				}
-				curV, decoded = v, true
-			}
-			if cur == nil {
-				curV = nil
-			} else if _, ok := curV.(map[string]any); !ok {
-				receipts[i].Status = StatusRejected
-				receipts[i].Reason = fmt.Sprintf("merge on a non-object value (%s)", jsonKind(curV))
-				continue
-			}
-			pv, err := snapshot.DecodeJSON(op.Patch)
-			if err != nil {
-				return nil, err
-			}
-			nv := MergePatch(curV, pv)
-			b, err := snapshot.MarshalCanonical(nv)
-			if err != nil {
-				return nil, err
-			}
-			if len(b) > snapshot.MaxValueLen {
-				receipts[i].Status = StatusRejected
-				receipts[i].Reason = fmt.Sprintf("merged value of %d bytes exceeds %d", len(b), snapshot.MaxValueLen)
-				continue
-			}
-			cur, curV, decoded = b, nv, true
-		}
-		live = append(live, i)
+	ours, live, err := r.fold(key, ops, base, receipts)
+	if err != nil {
+		return nil, err
 	}
 	if len(live) == 0 {
 		return head, nil
 	}
-	ours := cur
-	if bytes.Equal(base, head) && (base == nil) == (head == nil) {
+	if sameValue(base, head) {
 		// Untouched by the server since base: the ops apply as they are.
 		for _, i := range live {
 			receipts[i].Status = StatusApplied
 		}
 		return ours, nil
 	}
+	out, conf, err := r.mergeValues(key, base, ours, head)
+	if err != nil {
+		return nil, err
+	}
+	if most := r.opts.Limits.MaxRecordBytes; int64(len(out)) > most {
+		for _, i := range live {
+			receipts[i].Status = StatusRejected
+			receipts[i].Reason = fmt.Sprintf("merged with server changes the value has %d bytes, over the limit of %d bytes per record (%s)", len(out), most, LimitRecordBytes)
+		}
+		return head, nil
+	}
+	r.mergedReceipts(live, conf, ours, head, receipts)
+	return out, nil
+}
+
+// sameValue reports whether two values of a key (nil: absent) are equal.
+func sameValue(a, b []byte) bool { return bytes.Equal(a, b) && (a == nil) == (b == nil) }
+
+func corruptValue(key string, err error) error {
+	return fmt.Errorf("stored value of %q: %v: %w", key, err, snapshot.ErrCorrupt)
+}
+
+// fold applies the client's ops on one key, in order, to the value the
+// client saw (base): ours is the client's value (nil: deleted). An op
+// that cannot apply (a merge into a non-object, or past the record limit)
+// gets a rejected receipt and is skipped; live are the ops that applied.
+func (r *replayer) fold(key string, ops []int, base []byte, receipts []Receipt) (ours []byte, live []int, err error) {
+	cur := foldedValue{b: base}
+	for _, i := range ops {
+		op := &r.p.Ops[i]
+		switch op.Op {
+		case OpPut:
+			cur = foldedValue{b: op.Value}
+		case OpDelete:
+			cur = foldedValue{}
+		case OpMerge:
+			reason, err := cur.merge(key, op.Patch, r.opts.Limits.MaxRecordBytes)
+			if err != nil {
+				return nil, nil, err
+			}
+			if reason != "" {
+				receipts[i].Status, receipts[i].Reason = StatusRejected, reason
+				continue
+			}
+		}
+		live = append(live, i)
+	}
+	return cur.b, live, nil
+}
+
+// foldedValue is a key's value as the client's ops change it: its
+// canonical bytes (nil: absent) and, once a merge needed it, its decoded
+// form, kept for the next merge.
+type foldedValue struct {
+	b       []byte
+	v       any
+	decoded bool
+}
+
+// merge applies an RFC 7386 merge patch, giving a value of at most most
+// bytes. A non-empty reason says why it cannot apply; the value is then
+// unchanged.
+func (f *foldedValue) merge(key string, patch []byte, most int64) (reason string, err error) {
+	if f.b != nil && !f.decoded {
+		v, err := snapshot.DecodeJSON(f.b)
+		if err != nil {
+			return "", corruptValue(key, err)
+		}
+		f.v, f.decoded = v, true
+	}
+	if f.b == nil {
+		f.v = nil
+	} else if _, ok := f.v.(map[string]any); !ok {
+		return fmt.Sprintf("merge on a non-object value (%s)", jsonKind(f.v)), nil
+	}
+	pv, err := snapshot.DecodeJSON(patch)
+	if err != nil {
+		return "", err
+	}
+	nv := MergePatch(f.v, pv)
+	b, err := snapshot.MarshalCanonical(nv)
+	if err != nil {
+		return "", err
+	}
+	if int64(len(b)) > most {
+		return fmt.Sprintf("merged value of %d bytes is over the limit of %d bytes per record (%s)", len(b), most, LimitRecordBytes), nil
+	}
+	*f = foldedValue{b: b, v: nv, decoded: true}
+	return "", nil
+}
+
+// mergeValues merges the client's value (ours) and the server's (head)
+// three-way against base, field by field; conf lists the conflicting
+// fields (JSON Pointers, "" for the whole record), resolved by the policy.
+func (r *replayer) mergeValues(key string, base, ours, head []byte) (out []byte, conf []string, err error) {
 	bd, od, td, err := decodeDocs(base, ours, head)
 	if err != nil {
-		return nil, corrupt(err)
+		return nil, nil, corruptValue(key, err)
 	}
-	var conf []string
 	clientWins := r.opts.Policy != PolicyServerWins
 	res := merge3(bd, od, td, "", clientWins, &conf)
 	if ours == nil && base == nil && head != nil {
@@ -590,19 +684,18 @@ func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []
 			res = td
 		}
 	}
-	var out []byte
 	if res.ok {
 		if out, err = snapshot.MarshalCanonical(res.v); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	if len(out) > snapshot.MaxValueLen {
-		for _, i := range live {
-			receipts[i].Status = StatusRejected
-			receipts[i].Reason = fmt.Sprintf("merged with server changes the value has %d bytes, more than %d", len(out), snapshot.MaxValueLen)
-		}
-		return head, nil
-	}
+	return out, conf, nil
+}
+
+// mergedReceipts fills the receipts of the ops on a key merged with the
+// server's changes: merged, or a conflict with both sides' values.
+func (r *replayer) mergedReceipts(live []int, conf []string, ours, head []byte, receipts []Receipt) {
+	clientWins := r.opts.Policy != PolicyServerWins
 	for _, i := range live {
 		rc := &receipts[i]
 		if len(conf) == 0 {
@@ -616,7 +709,6 @@ func (r *replayer) resolve(key string, ops []int, base, head []byte, receipts []
 		rc.ClientValue, rc.ClientDeleted = ours, ours == nil
 		rc.ServerValue, rc.ServerDeleted = head, head == nil
 	}
-	return out, nil
 }
 
 func decodeDocs(vals ...[]byte) (b, o, t doc, err error) {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"strings"
 	"sync"
@@ -16,21 +15,20 @@ import (
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 )
 
-// faultStore fails PutIfAbsent for the keys that failPut picks.
-type faultStore struct {
-	snapshot.Store
-	failPut func(key string) error
-}
-
-func (f *faultStore) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
-	if f.failPut != nil {
-		if err := f.failPut(key); err != nil {
-			return snapshot.ObjectInfo{}, err
+// failingCreates wraps s so that PutIfAbsent fails with the error fail
+// returns for its key (nil lets it through).
+func failingCreates(s snapshot.Store, fail func(key string) error) *storetest.Faults {
+	f := storetest.Wrap(s)
+	f.Before = func(_ context.Context, op storetest.Op, key string) error {
+		if op == storetest.OpPutIfAbsent {
+			return fail(key)
 		}
+		return nil
 	}
-	return f.Store.PutIfAbsent(ctx, key, r, size)
+	return f
 }
 
 func answerKey(user, id string) string {
@@ -161,12 +159,12 @@ func TestRecoverAnswerAfterCrash(t *testing.T) {
 	mem := memstore.New()
 	seed(t, mem, "u", 20)
 	outage := errors.New("store unavailable")
-	fs := &faultStore{Store: mem, failPut: func(key string) error {
+	fs := failingCreates(mem, func(key string) error {
 		if strings.Contains(key, "/patches/") && !strings.HasSuffix(key, ".intent.json") {
 			return outage
 		}
 		return nil
-	}}
+	})
 	p := &diff.Patch{ID: "lost-answer", Base: 1, Ops: []diff.Op{mergeOp("tasks/003", `{"status":"done","n":100}`)}}
 	if _, err := diff.Apply(ctx, fs, applyOpts("u", ""), p); !errors.Is(err, outage) {
 		t.Fatalf("got %v, want the outage", err)
@@ -210,20 +208,6 @@ func TestRecoverAnswerAfterCrash(t *testing.T) {
 	}
 }
 
-// recordStore records the keys read.
-type recordStore struct {
-	snapshot.Store
-	mu   sync.Mutex
-	read []string
-}
-
-func (r *recordStore) Get(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
-	r.mu.Lock()
-	r.read = append(r.read, key)
-	r.mu.Unlock()
-	return r.Store.Get(ctx, key)
-}
-
 // TestCommonPathCost pins what a patch costs: the base and the head are
 // read, no version in between, and a handful of objects are written.
 func TestCommonPathCost(t *testing.T) {
@@ -236,7 +220,17 @@ func TestCommonPathCost(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rs := &recordStore{Store: mem}
+	var mu sync.Mutex
+	var read []string // keys of whole objects read
+	rs := storetest.Wrap(mem)
+	rs.Before = func(_ context.Context, op storetest.Op, key string) error {
+		if op == storetest.OpGet {
+			mu.Lock()
+			read = append(read, key)
+			mu.Unlock()
+		}
+		return nil
+	}
 	s := snapshot.NewCountingStore(rs)
 	p := &diff.Patch{ID: "cost", Base: 1, Ops: []diff.Op{mergeOp("tasks/100", `{"x":2}`), mergeOp("tasks/150", `{"x":2}`)}}
 	if _, err := diff.Apply(ctx, s, applyOpts("u", ""), p); err != nil {
@@ -247,7 +241,7 @@ func TestCommonPathCost(t *testing.T) {
 	if c.Puts != 6 || c.Lists != 0 {
 		t.Errorf("writes/lists %+v, want 6 puts and no list", c)
 	}
-	for _, k := range rs.read {
+	for _, k := range read {
 		if v, ok := snapshot.ParseManifestKey(k); ok && v != 1 && v != 6 {
 			t.Errorf("read version %d (%s): only the base and the head are needed", v, k)
 		}
@@ -385,13 +379,13 @@ func TestCancelledWhileRacing(t *testing.T) {
 	seed(t, mem, "u", 5)
 	ctx, cancel := context.WithCancel(context.Background())
 	// Every claim of a version loses, as if another writer always won.
-	fs := &faultStore{Store: mem, failPut: func(key string) error {
+	fs := failingCreates(mem, func(key string) error {
 		if strings.HasSuffix(key, ".manifest") {
 			cancel()
 			return fmt.Errorf("claim: %w", snapshot.ErrExist)
 		}
 		return nil
-	}}
+	})
 	p := &diff.Patch{ID: "c", Base: 1, Ops: []diff.Op{mergeOp("tasks/001", `{"x":1}`)}}
 	if _, err := diff.Apply(ctx, fs, applyOpts("u", ""), p); !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
@@ -447,5 +441,40 @@ func TestReplayAroundOversizeRecords(t *testing.T) {
 	}
 	if got := strings.Join(statuses, " "); got != "applied applied applied applied merged applied applied" {
 		t.Fatalf("statuses %s", got)
+	}
+}
+
+// TestApplyClosesWhatItOpens: every object body Apply opens is closed, on
+// the path of a retry that finds its patch's intent (an answer lost after
+// the commit) too. A body left open holds an S3 connection.
+func TestApplyClosesWhatItOpens(t *testing.T) {
+	ctx := context.Background()
+	mem := memstore.New()
+	seed(t, mem, "u", 20)
+	outage := errors.New("store unavailable")
+	lossy := failingCreates(mem, func(key string) error {
+		if strings.Contains(key, "/patches/") && !strings.HasSuffix(key, ".intent.json") {
+			return outage
+		}
+		return nil
+	})
+	p := &diff.Patch{ID: "open-bodies", Base: 1, Ops: []diff.Op{mergeOp("tasks/003", `{"status":"done"}`)}}
+	if _, err := diff.Apply(ctx, lossy, applyOpts("u", ""), p); !errors.Is(err, outage) {
+		t.Fatalf("got %v, want the outage", err)
+	}
+	for _, tc := range []struct {
+		name string
+		p    *diff.Patch
+	}{
+		{"retry with intent", p},
+		{"fresh patch", &diff.Patch{ID: "fresh", Base: 1, Ops: []diff.Op{mergeOp("tasks/004", `{"status":"done"}`)}}},
+	} {
+		s, opened, closed := countingBodies(mem)
+		if _, err := diff.Apply(ctx, s, applyOpts("u", ""), tc.p); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if opened.Load() == 0 || opened.Load() != closed.Load() {
+			t.Errorf("%s: opened %d bodies, closed %d", tc.name, opened.Load(), closed.Load())
+		}
 	}
 }

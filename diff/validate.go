@@ -18,15 +18,34 @@ const MaxPatchIDLen = 128
 
 // Limits bound what one patch may hold. A zero field takes its value from
 // DefaultLimits, so Limits{} is the default.
+//
+// How they relate: MaxOps and MaxBytes bound a patch of several edits, and
+// a client splits its queue to fit them, so they never cost an edit.
+// MaxRecordBytes bounds one value; a patch of a single edit may always be as
+// large as one such value needs (MaxBodyBytes), whatever MaxBytes says, so
+// an edit whose value fits MaxRecordBytes always gets through on its own.
 type Limits struct {
 	MaxOps   int   // ops per patch
-	MaxBytes int64 // encoded patch body (DecodePatch); keys plus values (Validate)
+	MaxBytes int64 // canonical body (EncodePatch) of a patch of several ops
+	// MaxRecordBytes bounds a put's value and a merge patch (canonical
+	// JSON) and the value a merge produces. At most snapshot.MaxValueLen.
+	MaxRecordBytes int64
 }
 
-// DefaultLimits allows 10,000 ops and 8 MiB per patch.
-func DefaultLimits() Limits { return Limits{MaxOps: 10_000, MaxBytes: 8 << 20} }
+// DefaultLimits allows 10,000 ops and 8 MiB per patch, and values up to
+// snapshot.MaxValueLen (16 MiB).
+func DefaultLimits() Limits {
+	return Limits{MaxOps: 10_000, MaxBytes: 8 << 20, MaxRecordBytes: snapshot.MaxValueLen}
+}
 
-func (l Limits) fill() Limits {
+// SingleEditOverhead bounds what a patch of one edit holds beyond its value
+// or merge patch: id, base, op, the key (escaped, twice with Seen) and JSON
+// punctuation.
+const SingleEditOverhead = 16 << 10
+
+// Fill returns l with every zero (or out of range) field taken from
+// DefaultLimits.
+func (l Limits) Fill() Limits {
 	d := DefaultLimits()
 	if l.MaxOps <= 0 {
 		l.MaxOps = d.MaxOps
@@ -34,7 +53,57 @@ func (l Limits) fill() Limits {
 	if l.MaxBytes <= 0 {
 		l.MaxBytes = d.MaxBytes
 	}
+	if l.MaxRecordBytes <= 0 || l.MaxRecordBytes > snapshot.MaxValueLen {
+		l.MaxRecordBytes = d.MaxRecordBytes
+	}
 	return l
+}
+
+func (l Limits) fill() Limits { return l.Fill() }
+
+// MaxBodyBytes is the largest patch body l allows: MaxBytes, or what a
+// patch of one edit of MaxRecordBytes needs, whichever is larger.
+func (l Limits) MaxBodyBytes() int64 {
+	l = l.fill()
+	return max(l.MaxBytes, l.MaxRecordBytes+SingleEditOverhead)
+}
+
+// ErrTooLarge matches a *LimitError: a patch or one of its ops over a limit
+// of Limits. Nothing was applied. Over MaxOps or MaxBytes, smaller patches
+// fit; over MaxRecordBytes, the op can never apply as it is.
+var ErrTooLarge = errors.New("over a patch limit")
+
+// Names of the limits, as a LimitError and the wire policy name them.
+const (
+	LimitPatchOps    = "max_patch_ops"
+	LimitPatchBytes  = "max_patch_bytes"
+	LimitRecordBytes = "max_record_bytes"
+)
+
+// LimitError reports a patch (or one op of it) over one of its Limits. It
+// matches ErrTooLarge and snapshot.ErrInvalid.
+type LimitError struct {
+	Limit string // LimitPatchOps, LimitPatchBytes or LimitRecordBytes
+	Max   int64  // the limit
+	Got   int64  // what the patch or op has
+	Index int    // the op over LimitRecordBytes; -1 for the whole patch
+	Key   string // that op's key
+	What  string // what is measured, for the message ("ops", "bytes", "value")
+}
+
+func (e *LimitError) Error() string {
+	if e.Index >= 0 {
+		return fmt.Sprintf("op %d (%q): %s of %d bytes is over the limit of %d bytes per record (%s)",
+			e.Index, e.Key, e.What, e.Got, e.Max, e.Limit)
+	}
+	return fmt.Sprintf("patch of %d %s is over the limit of %d %s per patch (%s)",
+		e.Got, e.What, e.Max, e.What, e.Limit)
+}
+
+// Is makes a LimitError match ErrTooLarge and snapshot.ErrInvalid (the
+// client is at fault either way).
+func (e *LimitError) Is(target error) bool {
+	return target == ErrTooLarge || target == snapshot.ErrInvalid
 }
 
 // Errors of patch replay; the patch-specific ones also match
@@ -70,12 +139,13 @@ func (e *OpError) Error() string {
 func (e *OpError) Unwrap() error { return e.Err }
 
 // DecodePatch parses a patch body strictly (unknown fields and trailing data
-// are rejected), then validates it (see Validate). Every error matches
-// snapshot.ErrInvalid.
+// are rejected), then validates it (see Validate). A body longer than
+// lim.MaxBodyBytes is refused unread. Every error matches
+// snapshot.ErrInvalid; one over a limit is a *LimitError.
 func DecodePatch(body []byte, lim Limits) (*Patch, error) {
 	lim = lim.fill()
-	if int64(len(body)) > lim.MaxBytes {
-		return nil, fmt.Errorf("patch of %d bytes exceeds %d: %w", len(body), lim.MaxBytes, snapshot.ErrInvalid)
+	if n, most := int64(len(body)), lim.MaxBodyBytes(); n > most {
+		return nil, &LimitError{Limit: LimitPatchBytes, Max: most, Got: n, Index: -1, What: "bytes"}
 	}
 	// Keys must be checked as sent: decoding turns bytes that are not
 	// UTF-8, and lone surrogates, into U+FFFD (two keys into one).
@@ -100,30 +170,29 @@ func DecodePatch(body []byte, lim Limits) (*Patch, error) {
 // Validate checks a patch against the data model and lim, and canonicalises
 // every value and merge patch in place (snapshot.CanonicalJSON), so equal
 // patches have equal bytes. Errors match snapshot.ErrInvalid; an op's error
-// is an *OpError naming it.
+// is an *OpError naming it, a limit's a *LimitError (see CheckLimits).
 //
 // Several ops on one key are allowed and apply in order: an offline user
 // edits a record many times.
 func (p *Patch) Validate(lim Limits) error {
-	lim = lim.fill()
+	if err := p.validateShape(); err != nil {
+		return err
+	}
+	return p.CheckLimits(lim)
+}
+
+// validateShape is Validate without the limits.
+func (p *Patch) validateShape() error {
 	if err := validateID(p.ID); err != nil {
 		return err
 	}
 	if len(p.Ops) == 0 {
 		return fmt.Errorf("patch %q has no ops: %w", p.ID, snapshot.ErrInvalid)
 	}
-	if len(p.Ops) > lim.MaxOps {
-		return fmt.Errorf("patch %q has %d ops, more than %d: %w", p.ID, len(p.Ops), lim.MaxOps, snapshot.ErrInvalid)
-	}
-	size := int64(len(p.ID))
 	for i := range p.Ops {
 		op := &p.Ops[i]
 		if err := op.validate(); err != nil {
 			return &OpError{Index: i, Op: op.Op, Key: op.Key, Err: err}
-		}
-		size += int64(len(op.Key) + len(op.Value) + len(op.Patch))
-		if size > lim.MaxBytes {
-			return fmt.Errorf("patch %q: ops 0..%d hold more than %d bytes: %w", p.ID, i, lim.MaxBytes, snapshot.ErrInvalid)
 		}
 	}
 	if len(p.Seen) > 0 {
@@ -141,6 +210,47 @@ func (p *Patch) Validate(lim Limits) error {
 		}
 	}
 	return nil
+}
+
+// CheckLimits returns a *LimitError for the first limit of lim that the
+// patch is over, nil if none: more than MaxOps ops; a value or merge patch
+// over MaxRecordBytes; several ops whose canonical body (EncodePatch) is
+// over MaxBytes. One op alone is never over MaxBytes: it is bounded by
+// MaxRecordBytes. Values must be canonical (Validate makes them so).
+func (p *Patch) CheckLimits(lim Limits) error {
+	lim = lim.fill()
+	if n := len(p.Ops); n > lim.MaxOps {
+		return &LimitError{Limit: LimitPatchOps, Max: int64(lim.MaxOps), Got: int64(n), Index: -1, What: "ops"}
+	}
+	for i := range p.Ops {
+		op := &p.Ops[i]
+		what, n := "value", len(op.Value)
+		if op.Op == OpMerge {
+			what, n = "merge patch", len(op.Patch)
+		}
+		if int64(n) > lim.MaxRecordBytes {
+			return &LimitError{Limit: LimitRecordBytes, Max: lim.MaxRecordBytes, Got: int64(n), Index: i, Key: op.Key, What: what}
+		}
+	}
+	if len(p.Ops) > 1 {
+		if n := EncodedSize(p); n > lim.MaxBytes {
+			return &LimitError{Limit: LimitPatchBytes, Max: lim.MaxBytes, Got: n, Index: -1, What: "bytes"}
+		}
+	}
+	return nil
+}
+
+// EncodedSize is len(EncodePatch(p)) for a patch with canonical values,
+// computed without encoding it.
+func EncodedSize(p *Patch) int64 {
+	s := NewPatchSize(p.ID, p.Base)
+	for i := range p.Ops {
+		s.AddOp(p.Ops[i])
+	}
+	for k, h := range p.Seen {
+		s.AddSeen(k, h)
+	}
+	return s.Bytes()
 }
 
 func validSeen(h string) bool {
@@ -186,9 +296,6 @@ func (op *Op) validate() error {
 		if op.Value, err = snapshot.CanonicalJSON(op.Value); err != nil {
 			return fmt.Errorf("value: %w", err)
 		}
-		if len(op.Value) > snapshot.MaxValueLen {
-			return fmt.Errorf("value of %d bytes exceeds %d: %w", len(op.Value), snapshot.MaxValueLen, snapshot.ErrInvalid)
-		}
 	case OpMerge:
 		if len(op.Patch) == 0 {
 			return fmt.Errorf("merge without a patch: %w", snapshot.ErrInvalid)
@@ -205,9 +312,6 @@ func (op *Op) validate() error {
 		}
 		if op.Patch, err = snapshot.MarshalCanonical(v); err != nil {
 			return err
-		}
-		if len(op.Patch) > snapshot.MaxValueLen {
-			return fmt.Errorf("merge patch of %d bytes exceeds %d: %w", len(op.Patch), snapshot.MaxValueLen, snapshot.ErrInvalid)
 		}
 	case OpDelete:
 		if len(op.Value) > 0 || len(op.Patch) > 0 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -74,9 +73,13 @@ func TestValidation(t *testing.T) {
 		{"merge patch null", op(`{"op":"merge","key":"k","patch":null}`), diff.Limits{}, "merge patch must be a JSON object, got null"},
 		{"merge patch string", op(`{"op":"merge","key":"k","patch":"x"}`), diff.Limits{}, "merge patch must be a JSON object, got a string"},
 		{"delete with value", op(`{"op":"delete","key":"k","value":1}`), diff.Limits{}, "delete takes no value"},
-		{"value over the limit", op(`{"op":"put","key":"k","value":` + big + `}`), diff.Limits{MaxBytes: 32 << 20}, "value of 16777218 bytes exceeds 16777216"},
-		{"too many ops", op(good + `,` + good + `,` + good), diff.Limits{MaxOps: 2}, "has 3 ops, more than 2"},
-		{"body too big" + encodingOnly, op(good), diff.Limits{MaxBytes: 40}, "bytes exceeds 40"},
+		{"value over the limit", op(`{"op":"put","key":"k","value":` + big + `}`), diff.Limits{MaxBytes: 32 << 20}, "value of 16777218 bytes is over the limit of 16777216 bytes per record"},
+		{"value over a lower record limit", op(`{"op":"put","key":"k","value":"12345678"}`), diff.Limits{MaxRecordBytes: 8}, "value of 10 bytes is over the limit of 8"},
+		{"merge patch over the record limit", op(`{"op":"merge","key":"k","patch":{"a":"123456"}}`), diff.Limits{MaxRecordBytes: 8}, "merge patch of 14 bytes is over the limit of 8"},
+		{"too many ops", op(good + `,` + good + `,` + good), diff.Limits{MaxOps: 2}, "patch of 3 ops is over the limit of 2 ops per patch"},
+		{"body over what one record needs", op(`{"op":"put","key":"k","value":"` + strings.Repeat("x", 20000) + `"}`),
+			diff.Limits{MaxBytes: 40, MaxRecordBytes: 100}, "patch of 20061 bytes is over the limit of 16484 bytes"},
+		{"several ops over MaxBytes", op(good + `,` + good), diff.Limits{MaxBytes: 40}, "bytes is over the limit of 40 bytes per patch"},
 		{"ops too big", op(good + `,` + good), diff.Limits{MaxBytes: 20}, "20"}, // the body check, or (lax) Validate's sum of keys and values
 		{"base newer than head", `{"id":"p","base":7,"ops":[` + good + `]}`, diff.Limits{}, "base 7 is newer than head 1"},
 	}
@@ -176,7 +179,7 @@ func TestPoliciesMatchWire(t *testing.T) {
 
 func TestApplyDoesNotModifyThePatch(t *testing.T) {
 	p := &diff.Patch{ID: "p", Ops: []diff.Op{{Op: "put", Key: "k", Value: json.RawMessage(`{ "b":1, "a":2 }`)}}}
-	before := fmt.Sprintf("%s", mustJSON(t, p))
+	before := string(mustJSON(t, p))
 	if _, err := diff.Apply(context.Background(), memstore.New(), applyOpts("u", ""), p); err != nil {
 		t.Fatal(err)
 	}

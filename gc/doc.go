@@ -11,20 +11,25 @@
 // manifest was created within D days (KeepDays, by Manifest.CreatedUnix).
 // The retained versions are always a contiguous range ending at the head:
 // every version older than the oldest retained one is deleted, oldest
-// first, manifest before its change set. Then the objects that no
-// remaining manifest references are deleted: packs (a pack is shared by
-// every version that reuses one of its chunks, so it stays while any
-// retained manifest references it) and change sets (the losers of version
-// races, written before the claim that failed).
+// first, manifest before its change set. Then the packs that no remaining
+// manifest references are deleted (a pack is shared by every version that
+// reuses one of its chunks, so it stays while any retained manifest
+// references it).
 //
-// Only objects with the exact layout names below a user's packs/ and
-// versions/ are ever deleted, plus the change-feed object ("_feed/…", where
-// diff.CommitVersion writes change sets) named by a deleted version's
-// manifest. Feed entries of lost version races are left alone: the feed
-// skips them, and finding them would mean reading a manifest per entry. Note what that means for the feed's
+// A version's change set lives in the change feed ("_feed/…", where
+// diff.CommitVersion writes it) and goes with its version: only the feed
+// object named by a deleted version's manifest, and only if its name
+// carries that org, user and version, is deleted. Feed entries of lost
+// version races (a writer writes its change set before it tries to claim
+// the version, and the loser's entry is named by no manifest) are left
+// alone: the feed skips them, and finding them would mean reading a
+// manifest per entry. Note what deleting versions means for the feed's
 // promise that nothing is lost while its reader is down: it holds only for
 // versions gc has not deleted, so retention bounds how far a feed reader
-// may fall behind. The head hint, patch answers
+// may fall behind.
+//
+// Nothing else is deleted: only exact layout names below a user's packs/
+// and versions/ plus those feed entries. The head hint, patch answers
 // ("<org>/<user>/patches/…"), org settings, the secret and any object gc
 // does not recognise are never touched. Patch answers are left alone on
 // purpose: an answer makes a retried patch idempotent, and a client may
@@ -39,12 +44,12 @@
 // # Two phases and a grace period
 //
 // Writers never coordinate with gc. A build writes its packs (create-only)
-// and its change set before it claims the manifest that references them, so
-// for a while they look unreferenced. gc therefore works in two phases per
-// user. Phase 1 reads the manifests that exist and computes the live set.
-// Phase 2 deletes the expired versions, then re-reads the head: versions
-// claimed since phase 1 add their packs and change sets to the live set.
-// Only then are unreferenced objects deleted, and only those older than the
+// before it claims the manifest that references them, so for a while they
+// look unreferenced. gc therefore works in two phases per user. Phase 1
+// reads the manifests that exist and computes the live set. Phase 2 deletes
+// the expired versions, then re-reads the head: versions claimed since
+// phase 1 add their packs to the live set. Only then are unreferenced
+// packs deleted, and only those older than the
 // grace period (ObjectInfo.ModTime before Now - Grace), judged by the
 // listing and again by a Stat right before the Delete. A build whose claim
 // lands after the re-check must have written its packs within the grace
@@ -64,12 +69,13 @@
 //
 // # Costs and limits
 //
-// One gap remains on the writer side: when a build finds an identical pack
-// already stored under the name it would write (snapshot.putPack, after a
-// crash or when data returns to an earlier state), it reuses that pack
-// without refreshing its ModTime, so the grace period cannot protect it
-// from a gc that found it unreferenced (TestReusedPackDuringGC). gc re-stats
-// before deleting, so a writer that rewrites the reused pack closes the gap.
+// A writer never reuses an existing pack object: when the name a build
+// would give a pack is taken (a re-run after a crash, or data that returns
+// to an earlier state), it writes the pack under a fresh name (see the
+// layout in package snapshot), so a pack a new version references is
+// always as young as its build and the grace period protects it
+// (TestReusedPackDuringGC). gc also re-stats an object right before
+// deleting it, so one written again since the listing counts as young.
 //
 // A run lists the whole store once (the change feed included, skipped as
 // it goes by) and reads every manifest of every user;

@@ -38,7 +38,7 @@ type Options struct {
 	// within the last D days, measured from Now.
 	KeepDays int
 	// Grace protects objects younger than this (by ObjectInfo.ModTime): an
-	// unreferenced pack or change set is deleted only once it is older, and
+	// unreferenced pack is deleted only once it is older, and
 	// a version beyond retention only once the version that superseded it
 	// is older. Zero means DefaultGrace; negative is invalid.
 	Grace time.Duration
@@ -185,9 +185,9 @@ func (r *Report) String() string {
 }
 
 // Run garbage-collects every user of the store: it deletes the versions
-// beyond retention (oldest first, never the head), their change sets, the
-// change sets of lost version races, and the packs no remaining version
-// references. See the package documentation for the rules.
+// beyond retention (oldest first, never the head), their change sets in the
+// change feed, and the packs no remaining version references. See the
+// package documentation for the rules.
 //
 // A failing user does not stop the others: Run then returns the report with
 // an error joining every user's failure. Only a failed listing or a done ctx

@@ -18,6 +18,7 @@ import (
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/fsstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 )
 
 const day = 24 * time.Hour
@@ -36,6 +37,10 @@ var untouchable = []string{
 	"acme/alice/versions/notes.txt",
 	"acme/alice/versions/00000000000000000001.manifest.bak",
 	"acme/alice/versions/1.changes",
+	// change sets below versions/ (a layout no writer has used since the
+	// change feed) are names gc does not recognise
+	"acme/alice/versions/00000000000000000001.changes",
+	"acme/carol/versions/00000000000000000001.changes.abcdef0123456789",
 	"_deltasync/x/packs/old.pack",
 	"_org/alice/packs/old.pack",
 	"_feed/2026010100/1767225600000+acme+alice+00000000000000000001+00ff.changes",
@@ -47,7 +52,7 @@ var untouchable = []string{
 //	acme/alice    v1..v5 created 4.5, 3.5, 2.5, 1.5, 0.5 days ago
 //	acme/bob      v1..v2 created 6.5, 5.5 days ago
 //	globex/dan    v1     created 0.2 days ago
-//	acme/carol    no version: one pack and one change set, both orphans
+//	acme/carol    no version: one orphan pack
 func retentionFixture(t *testing.T, s snapshot.Store, now time.Time) *fixture {
 	f := newFixture(t, s)
 	ago := func(days float64) time.Time { return now.Add(-time.Duration(days * float64(day))) }
@@ -55,7 +60,6 @@ func retentionFixture(t *testing.T, s snapshot.Store, now time.Time) *fixture {
 	f.history("acme", "bob", 2, []time.Time{ago(6.5), ago(5.5)})
 	f.history("globex", "dan", 3, []time.Time{ago(0.2)})
 	putObject(t, s, snapshot.PackKey("acme", "carol", "00ff00ff00ff00ff"), strings.Repeat("p", 1000))
-	putObject(t, s, snapshot.ChangesKey("acme", "carol", 1)+".abcdef0123456789", strings.Repeat("c", 100))
 	for _, k := range untouchable {
 		putObject(t, s, k, "keep me")
 	}
@@ -155,7 +159,7 @@ func TestRetention(t *testing.T) {
 						if v < u.oldest {
 							deleted = append(deleted, m)
 							mustNotExist(t, s, snapshot.ManifestKey(u.org, u.user, v))
-							mustNotExist(t, s, m.Changes) // in versions/ or in the change feed: it goes with its version
+							mustNotExist(t, s, m.Changes) // its change-feed entry goes with it
 							continue
 						}
 						kept = append(kept, m)
@@ -184,7 +188,6 @@ func TestRetention(t *testing.T) {
 				if got := packKeys(t, s, "acme", "carol"); len(got) != 0 {
 					t.Errorf("carol's orphan packs survived: %v", got)
 				}
-				mustNotExist(t, s, snapshot.ChangesKey("acme", "carol", 1)+".abcdef0123456789")
 				for _, k := range append(slices.Clone(untouchable), snapshot.SecretKey,
 					snapshot.HeadKey("acme", "alice"), snapshot.HeadKey("acme", "bob"), snapshot.HeadKey("globex", "dan")) {
 					if after[k] != before[k] {
@@ -299,15 +302,11 @@ func TestLostRaceLeftovers(t *testing.T) {
 			keys = append(keys, oi.Key)
 		}
 		want := slices.Clone(orphanPacks)
-		wantChanges := 0
-		if ownChangeSet(res.Manifest) {
-			want, wantChanges = append(want, res.Manifest.Changes), 1
-		}
 		slices.Sort(want)
 		if !slices.Equal(keys, want) {
-			t.Errorf("deleted\n%v\nwant the loser's packs and change set\n%v", keys, want)
+			t.Errorf("deleted\n%v\nwant the loser's packs (its feed entry stays: the feed skips it)\n%v", keys, want)
 		}
-		if rep.ChangeSetsDeleted != wantChanges || rep.PacksDeleted != len(orphanPacks) || rep.VersionsDeleted != 0 {
+		if rep.ChangeSetsDeleted != 0 || rep.PacksDeleted != len(orphanPacks) || rep.VersionsDeleted != 0 {
 			t.Errorf("report %v", rep)
 		}
 		f.verify("acme", "alice", 1)
@@ -400,45 +399,6 @@ func TestReportJSON(t *testing.T) {
 	}
 }
 
-// TestChangeSetsBelowVersions: change sets stored below the user's
-// versions/ (snapshot.ChangesKey, the layout before the change feed) go
-// with their version; those of retained versions stay.
-func TestChangeSetsBelowVersions(t *testing.T) {
-	eachStore(t, func(t *testing.T, open func(*testing.T) snapshot.Store) {
-		ctx := context.Background()
-		s := open(t)
-		f := newFixture(t, s)
-		recs := gen.Dataset(gen.Options{Size: 100 << 10, Seed: 5})
-		var ms []*snapshot.Manifest
-		for i := range 3 {
-			if i > 0 {
-				recs = gen.EditScattered(recs, 3, int64(i))
-			}
-			res, err := snapshot.Build(ctx, s, f.buildOpts("acme", "alice", time.Now()), gen.NewSource(recs))
-			if err != nil {
-				t.Fatal(err)
-			}
-			m := res.Manifest
-			m.Changes = snapshot.ChangesKey("acme", "alice", m.Version)
-			putObject(t, s, m.Changes, "change set")
-			if err := snapshot.Commit(ctx, s, m); err != nil {
-				t.Fatal(err)
-			}
-			ms = append(ms, m)
-		}
-		rep, err := gc.Run(ctx, s, gc.Options{KeepVersions: 1, Now: aged()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if rep.VersionsDeleted != 2 || rep.ChangeSetsDeleted != 2 {
-			t.Errorf("deleted %d versions, %d change sets; want 2, 2", rep.VersionsDeleted, rep.ChangeSetsDeleted)
-		}
-		mustNotExist(t, s, ms[0].Changes)
-		mustNotExist(t, s, ms[1].Changes)
-		mustExist(t, s, ms[2].Changes)
-	})
-}
-
 // TestRewrittenSinceListingIsYoung: gc judges a garbage object's age by a
 // Stat right before deleting it, not by the listing, so an object written
 // again meanwhile (a writer refreshing a pack it reuses) survives. Only the
@@ -463,11 +423,11 @@ func TestRewrittenSinceListingIsYoung(t *testing.T) {
 	backdated()
 	// gc's re-check of the head comes after the listing and before the
 	// deletes: rewrite the pack there.
-	gs := &hookStore{Store: s, beforeGet: func(key string) {
+	gs := hooked(s, storetest.OpGet, func(key string) {
 		if key == snapshot.ManifestKey("acme", "alice", 2) {
 			putObject(t, s, pack, "orphan")
 		}
-	}}
+	})
 	rep, err := gc.Run(ctx, gs, gc.Options{KeepVersions: 1})
 	if err != nil {
 		t.Fatal(err)

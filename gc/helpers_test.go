@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/fsstore"
 	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 )
 
 // storeCases is the one table every gc test runs against; the S3 servers
@@ -160,13 +160,6 @@ func (f *fixture) verify(org, user string, v uint64) {
 	}
 }
 
-// ownChangeSet reports whether m's change set lives below the user's
-// versions/, where gc collects change sets. (The change feed keeps them
-// under _feed/ instead, which gc never touches.)
-func ownChangeSet(m *snapshot.Manifest) bool {
-	return strings.HasPrefix(m.Changes, snapshot.UserPrefix(m.Org, m.User)+"versions/")
-}
-
 // listing returns every object of the store by key.
 func listing(t *testing.T, s snapshot.Store) map[string]snapshot.ObjectInfo {
 	t.Helper()
@@ -243,23 +236,15 @@ func livePacks(ms ...*snapshot.Manifest) []string {
 	return slices.Sorted(maps.Keys(set))
 }
 
-// hookStore is a store with hooks run before some calls are forwarded.
-type hookStore struct {
-	snapshot.Store
-	beforePutIfAbsent func(key string)
-	beforeGet         func(key string)
-}
-
-func (h *hookStore) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
-	if h.beforePutIfAbsent != nil {
-		h.beforePutIfAbsent(key)
+// hooked wraps s so that hook runs before every call of op, with its key;
+// then the call goes on to s.
+func hooked(s snapshot.Store, op storetest.Op, hook func(key string)) *storetest.Faults {
+	f := storetest.Wrap(s)
+	f.Before = func(_ context.Context, o storetest.Op, key string) error {
+		if o == op {
+			hook(key)
+		}
+		return nil
 	}
-	return h.Store.PutIfAbsent(ctx, key, r, size)
-}
-
-func (h *hookStore) Get(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
-	if h.beforeGet != nil {
-		h.beforeGet(key)
-	}
-	return h.Store.Get(ctx, key)
+	return f
 }

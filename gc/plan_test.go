@@ -78,10 +78,10 @@ func TestClassify(t *testing.T) {
 	u := newUserObjects("acme", "alice")
 	for _, rest := range []string{
 		"versions/00000000000000000007.manifest",
-		"versions/00000000000000000007.changes",
-		"versions/00000000000000000007.changes.0123456789abcdef",
 		"packs/0123abcd.pack",
 		// never collected:
+		"versions/00000000000000000007.changes",
+		"versions/00000000000000000007.changes.0123456789abcdef",
 		"head",
 		"patches/0123.json",
 		"versions/7.manifest",
@@ -95,8 +95,8 @@ func TestClassify(t *testing.T) {
 	} {
 		u.add(rest, snapshot.ObjectInfo{Key: "acme/alice/" + rest})
 	}
-	if len(u.manifests) != 1 || len(u.changes) != 2 || len(u.packs) != 1 {
-		t.Errorf("classified %d manifests, %d change sets, %d packs; want 1, 2, 1", len(u.manifests), len(u.changes), len(u.packs))
+	if len(u.manifests) != 1 || len(u.packs) != 1 {
+		t.Errorf("classified %d manifests, %d packs; want 1, 1", len(u.manifests), len(u.packs))
 	}
 	if _, ok := u.packs["0123abcd"]; !ok {
 		t.Errorf("pack name: %v", u.packs)

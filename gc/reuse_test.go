@@ -15,6 +15,7 @@ import (
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/fsstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 )
 
 // TestReusedPackDuringGC pins what was once a gap on the writer side (now
@@ -38,22 +39,24 @@ func TestReusedPackDuringGC(t *testing.T) {
 // refreshingStore stands in for the proposed writer fix: a create-only
 // pack write that finds an identical pack rewrites it, so its ModTime is
 // that of the build that reuses it.
-type refreshingStore struct{ snapshot.Store }
-
-func (r refreshingStore) PutIfAbsent(ctx context.Context, key string, rd io.Reader, size int64) (snapshot.ObjectInfo, error) {
-	data, err := io.ReadAll(io.LimitReader(rd, size))
-	if err != nil {
-		return snapshot.ObjectInfo{}, err
-	}
-	oi, err := r.Store.PutIfAbsent(ctx, key, bytes.NewReader(data), size)
-	if errors.Is(err, snapshot.ErrExist) && strings.HasSuffix(key, ".pack") {
-		if old, gerr := snapshot.GetBytes(ctx, r.Store, key, size); gerr == nil && bytes.Equal(old, data) {
-			if _, perr := r.Store.Put(ctx, key, bytes.NewReader(data), size); perr != nil {
-				return snapshot.ObjectInfo{}, perr
+func refreshingStore(s snapshot.Store) *storetest.Faults {
+	f := storetest.Wrap(s)
+	f.PutIfAbsentFunc = func(ctx context.Context, key string, rd io.Reader, size int64) (snapshot.ObjectInfo, error) {
+		data, err := io.ReadAll(io.LimitReader(rd, size))
+		if err != nil {
+			return snapshot.ObjectInfo{}, err
+		}
+		oi, err := s.PutIfAbsent(ctx, key, bytes.NewReader(data), size)
+		if errors.Is(err, snapshot.ErrExist) && strings.HasSuffix(key, ".pack") {
+			if old, gerr := snapshot.GetBytes(ctx, s, key, size); gerr == nil && bytes.Equal(old, data) {
+				if _, perr := s.Put(ctx, key, bytes.NewReader(data), size); perr != nil {
+					return snapshot.ObjectInfo{}, perr
+				}
 			}
 		}
+		return oi, err
 	}
-	return oi, err
+	return f
 }
 
 func reusedPackDuringGC(t *testing.T, refresh bool) {
@@ -82,7 +85,7 @@ func reusedPackDuringGC(t *testing.T, refresh bool) {
 	}
 
 	if refresh {
-		f.s = refreshingStore{s}
+		f.s = refreshingStore(s)
 	}
 	b := startPausedBuild(t, f, "acme", "alice", y) // v4: y again, reuses v2's pack
 	defer b.release()

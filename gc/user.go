@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -20,14 +21,12 @@ import (
 type userObjects struct {
 	org, user string
 	manifests map[uint64]snapshot.ObjectInfo
-	changes   map[string]snapshot.ObjectInfo // by full key
 	packs     map[string]snapshot.ObjectInfo // by pack name (Manifest.Packs)
 }
 
 func newUserObjects(org, user string) *userObjects {
 	return &userObjects{org: org, user: user,
 		manifests: map[uint64]snapshot.ObjectInfo{},
-		changes:   map[string]snapshot.ObjectInfo{},
 		packs:     map[string]snapshot.ObjectInfo{}}
 }
 
@@ -39,8 +38,6 @@ func (u *userObjects) add(rest string, oi snapshot.ObjectInfo) {
 	case strings.HasPrefix(rest, "versions/"):
 		if v, ok := snapshot.ParseManifestKey(oi.Key); ok && oi.Key == snapshot.ManifestKey(u.org, u.user, v) {
 			u.manifests[v] = oi
-		} else if isChangesName(rest[len("versions/"):]) {
-			u.changes[oi.Key] = oi
 		}
 	case strings.HasPrefix(rest, "packs/"):
 		name, ok := strings.CutSuffix(rest[len("packs/"):], ".pack")
@@ -50,39 +47,15 @@ func (u *userObjects) add(rest string, oi snapshot.ObjectInfo) {
 	}
 }
 
-// isChangesName matches "<20 digits>.changes" (snapshot.ChangesKey) and
-// "<20 digits>.changes.<hex>" (diff's per-writer names).
-func isChangesName(name string) bool {
-	if len(name) < 20 {
-		return false
-	}
-	for i := range 20 {
-		if name[i] < '0' || name[i] > '9' {
-			return false
-		}
-	}
-	rest, ok := strings.CutPrefix(name[20:], ".changes")
-	if !ok {
-		return false
-	}
-	if rest == "" {
-		return true
-	}
-	suffix, ok := strings.CutPrefix(rest, ".")
-	if !ok || suffix == "" {
-		return false
-	}
-	for i := 0; i < len(suffix); i++ {
-		c := suffix[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
+// collectStore is what gc does to a store: it reads, lists and deletes,
+// and never writes an object.
+type collectStore interface {
+	snapshot.ReadStore
+	Delete(ctx context.Context, key string) error
 }
 
 type runner struct {
-	s    snapshot.Store
+	s    collectStore
 	opts Options
 	now  time.Time
 }
@@ -94,160 +67,176 @@ func (r *runner) old(oi snapshot.ObjectInfo) bool {
 
 // user collects one user in two phases. Phase 1 reads the manifests that
 // existed at listing time, picks the versions to delete, and computes the
-// live set (packs and change sets the remaining versions reference). Phase 2
-// deletes the versions, then re-reads any versions claimed since the listing
-// (their packs and change sets join the live set) and only then deletes
-// unreferenced objects older than the grace period.
+// live set (the packs the remaining versions reference). Phase 2 deletes the
+// versions with their change-feed entries, then re-reads any versions
+// claimed since the listing (their packs join the live set) and only then
+// deletes unreferenced packs older than the grace period. The report counts
+// what was done even when a step fails.
 func (r *runner) user(ctx context.Context, u *userObjects) (UserReport, error) {
-	rep := UserReport{Org: u.org, User: u.user}
-
-	// Phase 1: the manifests that exist, oldest first.
-	versions := make([]uint64, 0, len(u.manifests))
-	for v := range u.manifests {
-		versions = append(versions, v)
+	c := &collection{runner: r, u: u, rep: UserReport{Org: u.org, User: u.user}, live: newLiveSet()}
+	del, err := c.planVersions(ctx)
+	if err == nil {
+		err = c.deleteVersions(ctx, del)
 	}
-	slices.Sort(versions)
-	ms, err := r.readManifests(ctx, u, versions)
+	if err == nil {
+		err = c.recheckHead(ctx)
+	}
+	if err == nil {
+		err = c.deletePacks(ctx)
+	}
+	return c.rep, err
+}
+
+// collection is the gc run of one user.
+type collection struct {
+	*runner
+	u     *userObjects
+	live  *liveSet
+	head0 uint64     // the newest version listed
+	mu    sync.Mutex // guards rep.Counts from the delete workers
+	rep   UserReport
+}
+
+// planVersions (phase 1) reads the manifests that exist, oldest first, and
+// returns the versions to delete; the others' packs are live.
+func (c *collection) planVersions(ctx context.Context) ([]*snapshot.Manifest, error) {
+	versions := slices.Sorted(maps.Keys(c.u.manifests))
+	if len(versions) > 0 {
+		c.head0 = versions[len(versions)-1]
+	}
+	ms, err := c.readManifests(ctx, c.u, versions)
 	if err != nil {
-		return rep, err
+		return nil, err
 	}
 	if len(ms) > 0 {
-		rep.Head = ms[len(ms)-1].Version
+		c.rep.Head = ms[len(ms)-1].Version
 	}
-	del, deferred := r.plan(u, ms)
+	del, deferred := c.plan(c.u, ms)
 	keep := ms[len(del):]
-	rep.VersionsDeferred = deferred
-	rep.VersionsKept = len(keep)
+	c.rep.VersionsDeferred = deferred
+	c.rep.VersionsKept = len(keep)
 	if len(keep) > 0 {
-		rep.OldestKept = keep[0].Version
+		c.rep.OldestKept = keep[0].Version
 	}
-	live := newLiveSet()
 	for _, m := range keep {
-		live.addManifest(m)
+		c.live.addManifest(m)
 	}
+	return del, nil
+}
 
-	// Phase 2a: versions, oldest first, one at a time: if the run stops
-	// halfway, what is left is still every version from some point up to
-	// the head. A manifest goes before its change set, so no remaining
-	// manifest ever names a missing change set.
-	var mu sync.Mutex // guards rep.Counts from the delete workers
-	deletedChanges := map[string]bool{}
+// deleteVersions (phase 2a) deletes versions, oldest first, one at a time:
+// if the run stops halfway, what is left is still every version from some
+// point up to the head. A manifest goes before its change set, so no
+// remaining manifest ever names a missing change set.
+func (c *collection) deleteVersions(ctx context.Context, del []*snapshot.Manifest) error {
 	for _, m := range del {
-		key := snapshot.ManifestKey(u.org, u.user, m.Version)
-		if err := r.delete(ctx, u, key); err != nil {
-			return rep, err
+		key := snapshot.ManifestKey(c.u.org, c.u.user, m.Version)
+		if err := c.delete(ctx, c.u, key); err != nil {
+			return err
 		}
-		rep.VersionsDeleted++
-		rep.BytesFreed += u.manifests[m.Version].Size
-		if oi, ok := u.changes[m.Changes]; ok && !live.changes[m.Changes] {
-			if err := r.delete(ctx, u, oi.Key); err != nil {
-				return rep, err
-			}
-			deletedChanges[oi.Key] = true
-			rep.ChangeSetsDeleted++
-			rep.BytesFreed += oi.Size
-		} else if k, ok := snapshot.ParseFeedKey(m.Changes); ok && k.Org == u.org && k.User == u.user && k.Version == m.Version {
-			// The version's change set in the change feed goes with it.
-			oi, err := r.s.Stat(ctx, m.Changes)
-			if errors.Is(err, snapshot.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return rep, fmt.Errorf("stat %s: %w", m.Changes, err)
-			}
-			if err := r.deleteFeedEntry(ctx, u, m.Version, m.Changes); err != nil {
-				return rep, err
-			}
-			rep.ChangeSetsDeleted++
-			rep.BytesFreed += oi.Size
+		c.rep.VersionsDeleted++
+		c.rep.BytesFreed += c.u.manifests[m.Version].Size
+		if err := c.deleteChangeSet(ctx, m); err != nil {
+			return err
 		}
 	}
+	return nil
+}
 
-	// Phase 2b: re-check the head right before deleting unreferenced
-	// objects. A version claimed since the listing may reference packs and
-	// a change set that looked unreferenced.
-	var head0 uint64
-	if len(versions) > 0 {
-		head0 = versions[len(versions)-1]
+// deleteChangeSet deletes the change-feed entry of a deleted version m,
+// if its manifest names one of its own that still exists.
+func (c *collection) deleteChangeSet(ctx context.Context, m *snapshot.Manifest) error {
+	k, ok := snapshot.ParseFeedKey(m.Changes)
+	if !ok || k.Org != c.u.org || k.User != c.u.user || k.Version != m.Version {
+		return nil
 	}
-	for v := head0 + 1; ; v++ {
-		m, err := snapshot.ReadManifest(ctx, r.s, u.org, u.user, v)
+	oi, err := c.s.Stat(ctx, m.Changes)
+	if errors.Is(err, snapshot.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", m.Changes, err)
+	}
+	if err := c.deleteFeedEntry(ctx, c.u, m.Version, m.Changes); err != nil {
+		return err
+	}
+	c.rep.ChangeSetsDeleted++
+	c.rep.BytesFreed += oi.Size
+	return nil
+}
+
+// recheckHead (phase 2b) reads the versions claimed since the listing,
+// right before unreferenced packs are deleted: they may reference packs
+// that looked unreferenced.
+func (c *collection) recheckHead(ctx context.Context) error {
+	for v := c.head0 + 1; ; v++ {
+		m, err := snapshot.ReadManifest(ctx, c.s, c.u.org, c.u.user, v)
 		if errors.Is(err, snapshot.ErrNotExist) {
-			break
+			return nil
 		}
 		if err != nil {
-			return rep, fmt.Errorf("re-check head: %w", err)
+			return fmt.Errorf("re-check head: %w", err)
 		}
-		live.addManifest(m)
-		rep.Head = v
-		rep.VersionsKept++
-		if rep.OldestKept == 0 {
-			rep.OldestKept = v
+		c.live.addManifest(m)
+		c.rep.Head = v
+		c.rep.VersionsKept++
+		if c.rep.OldestKept == 0 {
+			c.rep.OldestKept = v
 		}
 	}
+}
 
-	// Phase 2c: unreferenced change sets (lost version races, or left by a
-	// run that stopped between a manifest and its change set) and packs,
-	// each only once older than the grace period, by the listing and again
-	// by a Stat right before its Delete.
+// deletePacks (phase 2c) deletes the unreferenced packs, each only once
+// older than the grace period, by the listing and again by a Stat right
+// before its Delete.
+func (c *collection) deletePacks(ctx context.Context) error {
 	var garbage []snapshot.ObjectInfo
-	for key, oi := range u.changes {
-		if !live.changes[key] && !deletedChanges[key] && r.old(oi) {
-			garbage = append(garbage, oi)
-		}
-	}
-	for name, oi := range u.packs {
+	for name, oi := range c.u.packs {
 		switch {
-		case live.packs[name]:
-			rep.PacksKept++
-			rep.PackBytesKept += oi.Size
-		case r.old(oi):
+		case c.live.packs[name]:
+			c.rep.PacksKept++
+			c.rep.PackBytesKept += oi.Size
+		case c.old(oi):
 			garbage = append(garbage, oi)
 		default:
-			rep.PacksDeferred++
+			c.rep.PacksDeferred++
 		}
 	}
 	slices.SortFunc(garbage, func(a, b snapshot.ObjectInfo) int { return strings.Compare(a.Key, b.Key) })
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.opts.Workers)
+	g.SetLimit(c.opts.Workers)
 	for _, oi := range garbage {
-		isPack := strings.HasSuffix(oi.Key, ".pack")
-		g.Go(func() error {
-			// Judge the object as it is now, not as listed: one written
-			// again since the listing (a writer refreshing a pack it
-			// reuses, or a re-run recreating one another gc removed) is
-			// young again.
-			cur, err := r.s.Stat(gctx, oi.Key)
-			if errors.Is(err, snapshot.ErrNotExist) {
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("stat %s: %w", oi.Key, err)
-			}
-			if !r.old(cur) {
-				if isPack {
-					mu.Lock()
-					rep.PacksDeferred++
-					mu.Unlock()
-				}
-				return nil
-			}
-			if err := r.delete(gctx, u, oi.Key); err != nil {
-				return err
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if isPack {
-				rep.PacksDeleted++
-			} else {
-				rep.ChangeSetsDeleted++
-			}
-			rep.BytesFreed += cur.Size
-			return nil
-		})
+		g.Go(func() error { return c.deletePack(gctx, oi) })
 	}
-	err = g.Wait()
-	return rep, err
+	return g.Wait()
+}
+
+// deletePack deletes one pack listed as old garbage, judging it as it is
+// now, not as listed: one written again since the listing (a writer
+// refreshing a pack it reuses, or a re-run recreating one another gc
+// removed) is young again.
+func (c *collection) deletePack(ctx context.Context, oi snapshot.ObjectInfo) error {
+	cur, err := c.s.Stat(ctx, oi.Key)
+	if errors.Is(err, snapshot.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", oi.Key, err)
+	}
+	if !c.old(cur) {
+		c.mu.Lock()
+		c.rep.PacksDeferred++
+		c.mu.Unlock()
+		return nil
+	}
+	if err := c.delete(ctx, c.u, oi.Key); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rep.PacksDeleted++
+	c.rep.BytesFreed += cur.Size
+	return nil
 }
 
 // readManifests reads the listed manifests, in version order. One that has
@@ -342,21 +331,17 @@ func (r *runner) remove(ctx context.Context, key string) error {
 	return nil
 }
 
-// liveSet holds what the remaining versions reference.
+// liveSet holds the packs the remaining versions reference.
 type liveSet struct {
-	packs   map[string]bool
-	changes map[string]bool
+	packs map[string]bool
 }
 
 func newLiveSet() *liveSet {
-	return &liveSet{packs: map[string]bool{}, changes: map[string]bool{}}
+	return &liveSet{packs: map[string]bool{}}
 }
 
 func (l *liveSet) addManifest(m *snapshot.Manifest) {
 	for _, p := range m.Packs {
 		l.packs[p] = true
-	}
-	if m.Changes != "" {
-		l.changes[m.Changes] = true
 	}
 }

@@ -92,7 +92,7 @@ func (s *Server) putDataset(ctx *fasthttp.RequestCtx, req *request) error {
 		}
 		return err
 	}
-	s.noteHead(org, user, res.Version)
+	s.committed(org, user, res.Version)
 	s.log.Info("data set uploaded", "request_id", req.ID, "org", org, "user", user,
 		"version", res.Version, "created", res.Created, "records", res.Records)
 	writeJSON(ctx, fasthttp.StatusOK, res)

@@ -190,7 +190,7 @@ func (s *Server) surelyRefused(h *fasthttp.RequestHeader) bool {
 			return true
 		}
 	}
-	return s.checkContentLength(h, s.bodyLimitFor(r.name, 0)) != nil
+	return s.checkContentLength(h, s.bodyLimitFor(r.name)) != nil
 }
 
 // bodyLimit is the largest decoded body the request's route reads, known
@@ -198,18 +198,16 @@ func (s *Server) surelyRefused(h *fasthttp.RequestHeader) bool {
 // bodyReader (a handler must never read with a larger one). 0 means the
 // route declares none here, and its handler alone enforces one.
 func (s *Server) bodyLimit(req *request) int64 {
-	return s.bodyLimitFor(req.Route, req.Policy.MaxPatchBytes)
+	return s.bodyLimitFor(req.Route)
 }
 
-// bodyLimitFor is bodyLimit by route name, with the org's patch limit
-// (0: none).
-func (s *Server) bodyLimitFor(route string, orgPatchLimit int64) int64 {
+// bodyLimitFor is bodyLimit by route name.
+func (s *Server) bodyLimitFor(route string) int64 {
 	switch route {
 	case "patches":
-		if orgPatchLimit > 0 && orgPatchLimit < s.opts.MaxPatchBytes {
-			return orgPatchLimit
-		}
-		return s.opts.MaxPatchBytes
+		// Not the org's patch limit: a patch of one edit may be as large as
+		// one record needs, and Apply holds a patch to the limits in force.
+		return s.patchBodyLimit()
 	case "admin_dataset_put":
 		return s.opts.MaxDatasetBytes
 	case "admin_org_put":

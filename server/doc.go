@@ -41,6 +41,15 @@
 // An org without settings has offline mode off and the client-wins policy;
 // its users get 403 offline_mode_disabled on sync routes.
 //
+// The policy a client gets (with every sync and status) carries the patch
+// limits in force: each the lower of the server's own (Options.MaxPatchOps,
+// MaxPatchBytes, MaxRecordBytes) and the org's, so a client splits its queue
+// to fit before sending anything. A patch over one is answered 413 too_large
+// with that policy (wire.LimitErrorBody) and nothing applied; a patch of one
+// edit is bounded only by the record limit (patchBodyLimit). The org's
+// max_offline_seconds and max_pending_bytes are for the device (see
+// wire.Policy): uploads are not refused for them.
+//
 // # Floods, hung stores and oversize bodies
 //
 // Connections come through a listener (listener.go) that never gives up on
@@ -58,6 +67,40 @@
 // connection while the handler works (lifecycle in guards.go), so an
 // abandoned long poll or patch stops; a patch that was committed anyway
 // is found by its retry (same patch id), which gets the stored answer.
+//
+// # Long polls, the change hub and the feed watcher
+//
+// A device that is up to date holds a long poll (GET /v1/sync?from=V&wait=30s)
+// and must cost the store nothing while it waits. Long polls wait in the
+// replica's change hub (hub.go), keyed by org and user, which knows each
+// user's head: read from the store once, when the hub first meets the
+// user, and kept current from then on. A version committed through this
+// replica (patch, upload) wakes the user's polls at once (noteHead
+// publishes it). Versions committed elsewhere (other replicas, batch
+// builds) are learned by one change-feed watcher per replica
+// (watcher.go), started by the first long poll: every WatchOptions.Interval
+// it lists the feed after a position a window behind its last round
+// (Store.ListAfter: one request, whatever the number of devices), reads the
+// manifest of each new version that someone here waits for, and wakes them
+// (the sync they make then finds the manifest cached). Changes of org
+// settings are announced in the feed too (announceSettings), so a long poll
+// takes the settings from the cache and reads nothing at all. An optional
+// Notifier (Options.Notifier; redisnotify is Redis pub/sub) carries commits
+// between replicas in milliseconds; its notes are checked like feed
+// entries, and the watcher keeps running as the safety net. Polls that
+// meet a user for the first time share one head read per user, at most
+// maxPollHeadReads at once, so a fleet reconnecting together queues
+// instead of overloading the store. A client
+// that left is noticed (lifecycle): its waiter leaves the hub at once. A
+// user nobody waited for in Options.HubIdleGrace is forgotten.
+//
+// Read-your-writes across replicas without sticky sessions: a client names
+// the newest version it knows exists (min=V, from a patch receipt); a
+// replica whose cached head is older reads the head again.
+//
+// Store requests are counted by kind and outcome, with latency histograms,
+// in /metrics (snapshot/storemetrics, right around the backend), beside the
+// hub's waiters and wake-ups and the watcher's rounds.
 //
 // # Adding endpoints
 //

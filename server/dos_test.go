@@ -28,6 +28,7 @@ import (
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 	"github.com/deltasync/deltasync/wire"
 )
 
@@ -88,46 +89,15 @@ func hostileBodyCases(t *testing.T) []hostileCase {
 // remote address (the per-address limit).
 func newTCPEnv(t *testing.T, cfg envConfig) (*testEnv, string) {
 	t.Helper()
-	base := cfg.store
-	if base == nil {
-		base = memstore.New()
-	}
-	fs := &faultStore{Store: base}
-	logs := &syncBuffer{}
-	opts := DefaultOptions()
-	opts.Store = fs
-	opts.JWTSecret = testSecret
-	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	if cfg.opts != nil {
-		cfg.opts(&opts)
-	}
-	s, err := New(opts)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	if cfg.setup != nil {
-		cfg.setup(s)
-	}
+	e := newEnvServer(t, cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return &testEnv{t: t, s: s, store: fs, logs: logs,
-		client: &fasthttp.Client{Dial: func(string) (net.Conn, error) { return net.Dial("tcp", addr) }, MaxResponseBodySize: 1 << 20},
-	}, addr
+	serveUntilCleanup(t, e.s, ln)
+	e.client = &fasthttp.Client{Dial: func(string) (net.Conn, error) { return net.Dial("tcp", addr) }, MaxResponseBodySize: 1 << 20}
+	return e, addr
 }
 
 // readAnswer reads one HTTP answer from c, skipping none: an interim
@@ -391,24 +361,26 @@ func TestDefaultMaxConnsLeavesDescriptorsForTheStore(t *testing.T) {
 // hangingStore passes calls through until a test sets hang; from then on
 // every call hang selects blocks until its context ends (honourCtx, as
 // minio-go against a stopped S3 server) or until the test ends (a backend
-// that ignores cancellation, such as a dead NFS mount).
+// that ignores cancellation, such as a dead NFS mount). The selector sits
+// behind an atomic pointer: tests change it while the server runs.
 type hangingStore struct {
-	snapshot.Store
-	hang      atomic.Pointer[func(op, key string) bool]
+	*storetest.Faults
+	hang      atomic.Pointer[func(op storetest.Op, key string) bool]
 	honourCtx bool
 	release   chan struct{}
 	entered   atomic.Int64
 }
 
 func newHangingStore(t *testing.T, base snapshot.Store, honourCtx bool) *hangingStore {
-	h := &hangingStore{Store: base, honourCtx: honourCtx, release: make(chan struct{})}
+	h := &hangingStore{Faults: storetest.Wrap(base), honourCtx: honourCtx, release: make(chan struct{})}
+	h.Before = h.wait
 	t.Cleanup(func() { close(h.release) })
 	return h
 }
 
-func (h *hangingStore) hangOn(sel func(op, key string) bool) { h.hang.Store(&sel) }
+func (h *hangingStore) hangOn(sel func(op storetest.Op, key string) bool) { h.hang.Store(&sel) }
 
-func (h *hangingStore) wait(ctx context.Context, op, key string) error {
+func (h *hangingStore) wait(ctx context.Context, op storetest.Op, key string) error {
 	sel := h.hang.Load()
 	if sel == nil || !(*sel)(op, key) {
 		return nil
@@ -423,62 +395,6 @@ func (h *hangingStore) wait(ctx context.Context, op, key string) error {
 	}
 	<-h.release
 	return errors.New("hanging store released")
-}
-
-func (h *hangingStore) Get(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
-	if err := h.wait(ctx, "get", key); err != nil {
-		return nil, snapshot.ObjectInfo{}, err
-	}
-	return h.Store.Get(ctx, key)
-}
-
-func (h *hangingStore) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
-	if err := h.wait(ctx, "get range", key); err != nil {
-		return nil, err
-	}
-	return h.Store.GetRange(ctx, key, off, n)
-}
-
-func (h *hangingStore) Put(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
-	if err := h.wait(ctx, "put", key); err != nil {
-		return snapshot.ObjectInfo{}, err
-	}
-	return h.Store.Put(ctx, key, r, size)
-}
-
-func (h *hangingStore) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
-	if err := h.wait(ctx, "put if absent", key); err != nil {
-		return snapshot.ObjectInfo{}, err
-	}
-	return h.Store.PutIfAbsent(ctx, key, r, size)
-}
-
-func (h *hangingStore) PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, etag string) (snapshot.ObjectInfo, error) {
-	if err := h.wait(ctx, "put if match", key); err != nil {
-		return snapshot.ObjectInfo{}, err
-	}
-	return h.Store.PutIfMatch(ctx, key, r, size, etag)
-}
-
-func (h *hangingStore) Stat(ctx context.Context, key string) (snapshot.ObjectInfo, error) {
-	if err := h.wait(ctx, "stat", key); err != nil {
-		return snapshot.ObjectInfo{}, err
-	}
-	return h.Store.Stat(ctx, key)
-}
-
-func (h *hangingStore) List(ctx context.Context, prefix string, fn func(snapshot.ObjectInfo) error) error {
-	if err := h.wait(ctx, "list", prefix); err != nil {
-		return err
-	}
-	return h.Store.List(ctx, prefix, fn)
-}
-
-func (h *hangingStore) Delete(ctx context.Context, key string) error {
-	if err := h.wait(ctx, "delete", key); err != nil {
-		return err
-	}
-	return h.Store.Delete(ctx, key)
 }
 
 // TestHungStoreAnswers503: with the store hung, every kind of request
@@ -505,7 +421,7 @@ func testHungStoreAnswers503(t *testing.T, honour bool, settingsTTL time.Duratio
 	e.upload("acme", "alice", gen.Dataset(gen.Options{Size: 16 << 10, Seed: 3}))
 	tok, adm := withToken(userToken(t, "acme", "alice")), withToken(adminToken(t))
 	patch := []byte(`{"id":"p1","base":1,"ops":[{"op":"put","key":"k/1","value":1}]}`)
-	hs.hangOn(func(string, string) bool { return true })
+	hs.hangOn(func(storetest.Op, string) bool { return true })
 	for _, tc := range []struct {
 		method, path string
 		body         []byte
@@ -570,7 +486,7 @@ func TestSecretLoadIsSharedWhileTheStoreHangs(t *testing.T) {
 	// A fresh replica, which has not loaded the secret yet.
 	hs := newHangingStore(t, mem, false)
 	e := newTestEnv(t, envConfig{store: hs, opts: func(o *Options) { o.StoreTimeout = time.Second }})
-	hs.hangOn(func(op, key string) bool { return key == snapshot.SecretKey })
+	hs.hangOn(func(_ storetest.Op, key string) bool { return key == snapshot.SecretKey })
 	tok := withToken(userToken(t, "acme", "alice"))
 	const n = 6
 	answers := make(chan int, n)
@@ -613,31 +529,28 @@ func TestClientLeavingCancelsItsLongPoll(t *testing.T) {
 	}
 }
 
-// commitLate is a store that, when a patch commits its version (the
-// create-only write of the manifest), tells the test and waits for its go;
-// then the write lands even though the request's context has ended, as an
-// S3 write already sent lands after its client gave up on it.
-type commitLate struct {
-	snapshot.Store
-	key     string
-	reached chan struct{}
-	proceed chan struct{}
-	landed  chan error
-}
-
-func (c *commitLate) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
-	if key != c.key {
-		return c.Store.PutIfAbsent(ctx, key, r, size)
+// commitLate makes a store that, when a patch commits its version (the
+// create-only write of key), tells the test (reached) and waits for its go
+// (proceed); then the write lands even though the request's context has
+// ended, as an S3 write already sent lands after its client gave up on it,
+// and its outcome goes to landed.
+func commitLate(base snapshot.Store, key string, reached, proceed chan struct{}, landed chan error) *storetest.Faults {
+	f := storetest.Wrap(base)
+	f.PutIfAbsentFunc = func(ctx context.Context, k string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
+		if k != key {
+			return base.PutIfAbsent(ctx, k, r, size)
+		}
+		data, err := io.ReadAll(r) // the request is on its way
+		if err != nil {
+			return snapshot.ObjectInfo{}, err
+		}
+		close(reached)
+		<-proceed
+		info, err := base.PutIfAbsent(context.WithoutCancel(ctx), k, bytes.NewReader(data), size)
+		landed <- err
+		return info, err
 	}
-	data, err := io.ReadAll(r) // the request is on its way
-	if err != nil {
-		return snapshot.ObjectInfo{}, err
-	}
-	close(c.reached)
-	<-c.proceed
-	info, err := c.Store.PutIfAbsent(context.WithoutCancel(ctx), key, bytes.NewReader(data), size)
-	c.landed <- err
-	return info, err
+	return f
 }
 
 // TestPatchCommittedAfterItsClientLeftAnswersTheRetry: the client of a
@@ -647,8 +560,8 @@ func (c *commitLate) PutIfAbsent(ctx context.Context, key string, r io.Reader, s
 // applied once.
 func TestPatchCommittedAfterItsClientLeftAnswersTheRetry(t *testing.T) {
 	mem := memstore.New()
-	cl := &commitLate{Store: mem, key: snapshot.ManifestKey("acme", "alice", 2),
-		reached: make(chan struct{}), proceed: make(chan struct{}), landed: make(chan error, 1)}
+	reached, proceed, landed := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	cl := commitLate(mem, snapshot.ManifestKey("acme", "alice", 2), reached, proceed, landed)
 	e, addr := newTCPEnv(t, envConfig{store: cl})
 	e.enableOrg("acme")
 	e.upload("acme", "alice", gen.Dataset(gen.Options{Size: 16 << 10, Seed: 3}))
@@ -660,11 +573,11 @@ func TestPatchCommittedAfterItsClientLeftAnswersTheRetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(c, "POST /v1/patches HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n\r\n%s", tok, len(patch), patch)
-	<-cl.reached
+	<-reached
 	c.Close()
 	waitUntil(t, "the server notices the client left", func() bool { return counter(t, e.s.guards.clientsGone) == 1 })
-	close(cl.proceed)
-	if err := <-cl.landed; err != nil {
+	close(proceed)
+	if err := <-landed; err != nil {
 		t.Fatalf("the late commit did not land: %v", err)
 	}
 	waitUntil(t, "the abandoned request ends", func() bool { return gauge(t, e.s.metrics.inFlight) == 0 })
@@ -698,7 +611,7 @@ func TestPatchCancelledBeforeCommitAppliesOnceOnRetry(t *testing.T) {
 	tok := userToken(t, "acme", "alice")
 	patch := `{"id":"gone-before","base":1,"ops":[{"op":"put","key":"k/gone","value":{"n":1}}]}`
 	manifest2 := snapshot.ManifestKey("acme", "alice", 2)
-	hs.hangOn(func(op, key string) bool { return key == manifest2 && op == "put if absent" })
+	hs.hangOn(func(op storetest.Op, key string) bool { return key == manifest2 && op == storetest.OpPutIfAbsent })
 
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -711,7 +624,7 @@ func TestPatchCancelledBeforeCommitAppliesOnceOnRetry(t *testing.T) {
 	if h, _ := snapshot.Head(t.Context(), mem, "acme", "alice"); h != 1 {
 		t.Fatalf("head = %d after the cancelled patch, want 1", h)
 	}
-	hs.hangOn(func(string, string) bool { return false })
+	hs.hangOn(func(storetest.Op, string) bool { return false })
 	r := e.do("POST", "/v1/patches", []byte(patch), withToken(tok))
 	var res wire.PatchResponse
 	if r.status != 200 || json.Unmarshal(r.body, &res) != nil || res.Version != 2 || !res.Created {

@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"testing"
 
@@ -36,20 +34,8 @@ func TestEndToEndStores(t *testing.T) {
 }
 
 func endToEnd(t *testing.T, store snapshot.Store) {
-	opts := DefaultOptions()
-	opts.Store, opts.JWTSecret = store, testSecret
-	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	s, err := New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() { s.Shutdown(t.Context()) })
-	base := "http://" + ln.Addr().String()
+	_, addr := newTCPEnv(t, envConfig{store: store})
+	base := "http://" + addr
 	admin, user := adminToken(t), userToken(t, "acme", "alice")
 	call := func(method, path, tok string, body []byte) (*http.Response, []byte) {
 		t.Helper()

@@ -380,7 +380,7 @@ func TestSyncCorruptBaseManifestFallsBackToFullSync(t *testing.T) {
 // Stat that ran just before gc deleted it would.
 func statLiesOnce(e *testEnv, key string) {
 	var once sync.Once
-	e.store.stat = func(ctx context.Context, k string) (snapshot.ObjectInfo, error) {
+	e.store.StatFunc = func(ctx context.Context, k string) (snapshot.ObjectInfo, error) {
 		lie := false
 		if k == key {
 			once.Do(func() { lie = true })

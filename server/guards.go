@@ -11,6 +11,7 @@ import (
 
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/deadline"
+	"github.com/deltasync/deltasync/snapshot/storemetrics"
 )
 
 // DefaultMaxConns is the connection limit the server uses when
@@ -34,13 +35,19 @@ func maxConnsFor(nofile uint64) int {
 	return int(min((nofile-reserve)/2, most))
 }
 
-// wrapStore gives every call on the store a deadline (snapshot/deadline),
-// counting the calls that run out of it.
-func wrapStore(opts *Options, m *guardMetrics) (snapshot.Store, error) {
-	if opts.StoreTimeout <= 0 {
-		return opts.Store, nil
+// wrapStore counts and times every call the store receives
+// (snapshot/storemetrics, on reg) and gives every call a deadline
+// (snapshot/deadline), counting the calls that run out of it.
+func wrapStore(opts *Options, m *guardMetrics, reg prometheus.Registerer) (snapshot.Store, error) {
+	sm, err := storemetrics.NewMetrics(reg)
+	if err != nil {
+		return nil, err
 	}
-	return deadline.New(opts.Store, deadline.Options{
+	metered := storemetrics.New(opts.Store, sm)
+	if opts.StoreTimeout <= 0 {
+		return metered, nil
+	}
+	return deadline.New(metered, deadline.Options{
 		Timeout:   opts.StoreTimeout,
 		MinRate:   opts.StoreMinRate,
 		OnTimeout: func(op string) { m.storeTimeouts.WithLabelValues(op).Inc() },

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -16,47 +15,18 @@ import (
 
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 	"github.com/deltasync/deltasync/wire"
 )
 
 // testSecret is the HS256 secret of test servers.
 var testSecret = []byte("test-secret-0123456789abcdef0123456789")
 
-// faultStore wraps a store and lets a test inject faults through function
-// fields; a nil field passes the call through.
-type faultStore struct {
-	snapshot.Store
-	stat func(ctx context.Context, key string) (snapshot.ObjectInfo, error)
-	// beforeCAS runs before every PutIfAbsent and PutIfMatch.
-	beforeCAS func(key string)
-}
-
-func (f *faultStore) Stat(ctx context.Context, key string) (snapshot.ObjectInfo, error) {
-	if f.stat != nil {
-		return f.stat(ctx, key)
-	}
-	return f.Store.Stat(ctx, key)
-}
-
-func (f *faultStore) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
-	if f.beforeCAS != nil {
-		f.beforeCAS(key)
-	}
-	return f.Store.PutIfAbsent(ctx, key, r, size)
-}
-
-func (f *faultStore) PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, etag string) (snapshot.ObjectInfo, error) {
-	if f.beforeCAS != nil {
-		f.beforeCAS(key)
-	}
-	return f.Store.PutIfMatch(ctx, key, r, size, etag)
-}
-
 // testEnv is one server on an in-memory listener with a client dialing it.
 type testEnv struct {
 	t      *testing.T
 	s      *Server
-	store  *faultStore
+	store  *storetest.Faults // wraps envConfig.store: set its fields to inject faults
 	ln     *fasthttputil.InmemoryListener
 	client *fasthttp.Client
 	logs   *syncBuffer
@@ -87,11 +57,26 @@ type envConfig struct {
 
 func newTestEnv(t *testing.T, cfg envConfig) *testEnv {
 	t.Helper()
+	e := newEnvServer(t, cfg)
+	ln := fasthttputil.NewInmemoryListener()
+	e.ln = ln
+	serveUntilCleanup(t, e.s, ln)
+	e.client = &fasthttp.Client{
+		Dial:                func(string) (net.Conn, error) { return ln.Dial() },
+		MaxResponseBodySize: 1 << 20,
+	}
+	return e
+}
+
+// newEnvServer builds the server of a test env (not yet serving): cfg's
+// store behind a storetest.Faults, the test secret, debug logs kept.
+func newEnvServer(t *testing.T, cfg envConfig) *testEnv {
+	t.Helper()
 	base := cfg.store
 	if base == nil {
 		base = memstore.New()
 	}
-	fs := &faultStore{Store: base}
+	fs := storetest.Wrap(base)
 	logs := &syncBuffer{}
 	opts := DefaultOptions()
 	opts.Store = fs
@@ -107,7 +92,12 @@ func newTestEnv(t *testing.T, cfg envConfig) *testEnv {
 	if cfg.setup != nil {
 		cfg.setup(s)
 	}
-	ln := fasthttputil.NewInmemoryListener()
+	return &testEnv{t: t, s: s, store: fs, logs: logs}
+}
+
+// serveUntilCleanup serves s on ln until the test ends, then shuts it down
+// and fails the test if either reports an error.
+func serveUntilCleanup(t *testing.T, s *Server, ln net.Listener) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln) }()
 	t.Cleanup(func() {
@@ -120,13 +110,6 @@ func newTestEnv(t *testing.T, cfg envConfig) *testEnv {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &testEnv{
-		t: t, s: s, store: fs, ln: ln, logs: logs,
-		client: &fasthttp.Client{
-			Dial:                func(string) (net.Conn, error) { return ln.Dial() },
-			MaxResponseBodySize: 1 << 20,
-		},
-	}
 }
 
 type response struct {
@@ -142,10 +125,16 @@ func (r response) errBody(t *testing.T) wire.ErrorDetail {
 	if ct := r.header["Content-Type"]; ct != "application/json" {
 		t.Errorf("error Content-Type = %q, want application/json", ct)
 	}
+	// The error object is decoded strictly; beside it an answer may carry
+	// what its route documents (a 409's receipts, a 413's policy).
+	var top struct{ Error json.RawMessage }
 	var eb wire.ErrorBody
-	dec := json.NewDecoder(bytes.NewReader(r.body))
+	if err := json.Unmarshal(r.body, &top); err != nil || top.Error == nil {
+		t.Fatalf("error body %q is not a wire.ErrorBody: %v", r.body, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(top.Error))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&eb); err != nil {
+	if err := dec.Decode(&eb.Error); err != nil {
 		t.Fatalf("error body %q is not a wire.ErrorBody: %v", r.body, err)
 	}
 	if eb.Error.Code == "" || eb.Error.Message == "" {

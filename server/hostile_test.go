@@ -201,8 +201,6 @@ func hostileKeyCases(t *testing.T) []hostileCase {
 
 func hostileFeedCases(t *testing.T) []hostileCase { return feedCursorCases(t) }
 
-func hostileLimitCases(t *testing.T) []hostileCase { return nil }
-
 func hostileSyncCases(t *testing.T) []hostileCase {
 	tok := userToken(t, hostileEnvOrg, hostileEnvUser)
 	return []hostileCase{

@@ -185,8 +185,8 @@ func (c *chunkCache) put(k chunkKey, b []byte) {
 // headCache remembers each user's head for a short time, so that frequent
 // polls do not each cost two store requests. A version committed through
 // this replica updates it at once; one committed through another replica
-// shows after at most the TTL (a long poll does not use it: it watches the
-// store directly).
+// shows after at most the TTL, or at once to a client that names it
+// (min=V). Long polls do not use it: they wait in the hub (hub.go).
 type headCache struct {
 	mu    sync.Mutex
 	ttl   time.Duration
@@ -215,13 +215,16 @@ func (s *Server) head(ctx context.Context, org, user string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	s.hub.observe(org, user, v)
 	s.noteHead(org, user, v)
 	return v, nil
 }
 
-// noteHead records a head learned from the store or from a local commit;
-// it never moves a cached head backwards.
+// noteHead records a head learned from the store or from a local commit
+// (every commit through this replica comes here: it wakes the long polls
+// of the user at once); it never moves a cached head backwards.
 func (s *Server) noteHead(org, user string, v uint64) {
+	s.hub.publish(org, user, v, "local")
 	c := s.heads
 	if c.ttl <= 0 {
 		return

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/internal/bytesize"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/deadline"
@@ -73,8 +74,16 @@ type Options struct {
 	// Logger receives access logs and errors; nil means slog.Default().
 	Logger *slog.Logger
 
-	// MaxPatchBytes bounds a patch body (after zstd decoding).
-	MaxPatchBytes int64
+	// MaxPatchBytes bounds the canonical body of a patch of several edits
+	// (diff.Limits.MaxBytes); a patch of one edit may be as large as one
+	// record of MaxRecordBytes needs. MaxPatchOps bounds the edits of a
+	// patch (0: 10,000). MaxRecordBytes bounds one value a patch writes
+	// (0: snapshot.MaxValueLen, also the most). An org's settings may lower
+	// each; clients get the lower of the two in their policy and split their
+	// queues to fit, so these limits never cost an edit.
+	MaxPatchBytes  int64
+	MaxPatchOps    int
+	MaxRecordBytes int64
 	// MaxDatasetBytes bounds an uploaded NDJSON data set (after decoding).
 	MaxDatasetBytes int64
 	// LongPollMax is the longest a sync request may wait for a new version.
@@ -121,6 +130,18 @@ type Options struct {
 	StoreTimeout time.Duration
 	StoreMinRate int64
 
+	// Watch configures the change-feed watcher that wakes long polls for
+	// versions committed elsewhere (other replicas, batch builds): see
+	// WatchOptions and watcher.go.
+	Watch WatchOptions
+	// Notifier, if set, carries the news of commits between replicas
+	// faster than the watcher (see Notifier; redisnotify is one).
+	Notifier Notifier
+	// HubIdleGrace is how long a replica keeps track of a user's head
+	// after the user's last long poll here ended, so that the next poll
+	// costs the store nothing (hub.go).
+	HubIdleGrace time.Duration
+
 	// envErr records a DELTASYNC_* variable that RegisterFlags could not
 	// parse; Validate reports it, since RegisterFlags cannot fail.
 	envErr error
@@ -132,6 +153,8 @@ func DefaultOptions() Options {
 	return Options{
 		Addr:            "127.0.0.1:8080",
 		MaxPatchBytes:   8 << 20,
+		MaxPatchOps:     10_000,
+		MaxRecordBytes:  snapshot.MaxValueLen,
 		MaxDatasetBytes: 1 << 30,
 		LongPollMax:     60 * time.Second,
 		FeedSettle:      10 * time.Second,
@@ -147,6 +170,8 @@ func DefaultOptions() Options {
 		HeaderTimeout:   10 * time.Second,
 		StoreTimeout:    deadline.DefaultOptions().Timeout,
 		StoreMinRate:    deadline.DefaultOptions().MinRate,
+		Watch:           DefaultWatchOptions(),
+		HubIdleGrace:    10 * time.Minute,
 	}
 }
 
@@ -204,7 +229,13 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 
 	o.MaxPatchBytes = o.envBytes("DELTASYNC_MAX_PATCH_BYTES", o.MaxPatchBytes)
 	fs.Var((*bytesize.Flag)(&o.MaxPatchBytes), "max-patch-bytes",
-		"largest patch body after decoding, e.g. 8MiB (env DELTASYNC_MAX_PATCH_BYTES)")
+		"largest patch of several edits after decoding, e.g. 8MiB; clients split to fit, and one edit may always be as large as --max-record-bytes needs (env DELTASYNC_MAX_PATCH_BYTES)")
+	o.MaxPatchOps = envParse(o, "DELTASYNC_MAX_PATCH_OPS", o.MaxPatchOps, strconv.Atoi)
+	fs.IntVar(&o.MaxPatchOps, "max-patch-ops", o.MaxPatchOps,
+		"most edits per patch; clients split to fit (env DELTASYNC_MAX_PATCH_OPS)")
+	o.MaxRecordBytes = o.envBytes("DELTASYNC_MAX_RECORD_BYTES", o.MaxRecordBytes)
+	fs.Var((*bytesize.Flag)(&o.MaxRecordBytes), "max-record-bytes",
+		"largest value an edit may write, at most 16MiB; clients refuse bigger ones at edit time (env DELTASYNC_MAX_RECORD_BYTES)")
 	o.MaxDatasetBytes = o.envBytes("DELTASYNC_MAX_DATASET_BYTES", o.MaxDatasetBytes)
 	fs.Var((*bytesize.Flag)(&o.MaxDatasetBytes), "max-dataset-bytes",
 		"largest uploaded data set after decoding, e.g. 1GiB (env DELTASYNC_MAX_DATASET_BYTES)")
@@ -228,6 +259,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", o.IdleTimeout,
 		"how long an idle keep-alive connection stays open (env DELTASYNC_IDLE_TIMEOUT)")
 	o.registerGuardFlags(fs)
+	o.registerFleetFlags(fs)
 }
 
 // registerGuardFlags registers the flags of the denial-of-service guards.
@@ -286,6 +318,9 @@ func (o *Options) Validate() error {
 	if o.MaxPatchBytes > maxInt || o.MaxDatasetBytes > maxInt {
 		return fmt.Errorf("server: body limits must be at most %d", maxInt)
 	}
+	if err := o.validateLimits(); err != nil {
+		return err
+	}
 	if o.LongPollMax <= 0 || o.ReadyTimeout <= 0 || o.SettingsTTL < 0 {
 		return errors.New("server: long-poll-max and ready-timeout must be positive, settings-ttl not negative")
 	}
@@ -293,6 +328,9 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("server: jwt-max-lifetime must be positive, got %v", o.JWTMaxLifetime)
 	}
 	if err := o.validateGuards(); err != nil {
+		return err
+	}
+	if err := o.validateFleet(); err != nil {
 		return err
 	}
 	if len(o.JWTSecret) > 0 && len(o.JWTSecret) < MinJWTSecretBytes {
@@ -313,6 +351,30 @@ func (o *Options) Validate() error {
 }
 
 const maxInt = int64(^uint(0) >> 1)
+
+// validateLimits checks the patch limits, filling in the defaults of the
+// ones left zero.
+func (o *Options) validateLimits() error {
+	d := diff.DefaultLimits()
+	if o.MaxPatchOps == 0 {
+		o.MaxPatchOps = d.MaxOps
+	}
+	if o.MaxRecordBytes == 0 {
+		o.MaxRecordBytes = d.MaxRecordBytes
+	}
+	if o.MaxPatchOps < 0 {
+		return fmt.Errorf("server: max-patch-ops must be positive, got %d", o.MaxPatchOps)
+	}
+	if o.MaxRecordBytes < 0 || o.MaxRecordBytes > snapshot.MaxValueLen {
+		return fmt.Errorf("server: max-record-bytes must be 1..%d (the data model's largest value), got %d", snapshot.MaxValueLen, o.MaxRecordBytes)
+	}
+	return nil
+}
+
+// patchLimits are the server's own patch limits.
+func (o *Options) patchLimits() diff.Limits {
+	return diff.Limits{MaxOps: o.MaxPatchOps, MaxBytes: o.MaxPatchBytes, MaxRecordBytes: o.MaxRecordBytes}.Fill()
+}
 
 func (o *Options) logger() *slog.Logger {
 	if o.Logger != nil {

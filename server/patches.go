@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"math"
 
 	"github.com/valyala/fasthttp"
 
@@ -21,19 +22,22 @@ type rejectedBody struct {
 
 // postPatch handles POST /v1/patches: the patch (JSON, optionally zstd) is
 // replayed onto the head under the org's conflict policy and limits. The
-// same patch id again returns the stored answer.
+// same patch id again returns the stored answer. A patch over a limit is
+// answered 413 with the policy in force (wire.LimitErrorBody), so a client
+// splits instead of giving up on its edits.
 func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
-	limit := s.opts.MaxPatchBytes
-	if p := req.Policy.MaxPatchBytes; p > 0 && p < limit {
-		limit = p
-	}
-	body, err := s.readBody(ctx, limit)
+	// Only the body's size is bounded before decoding: the limits in force
+	// are Apply's, which first looks for a stored answer, so a retry of a
+	// patch applied before the limits were lowered still gets its answer.
+	body, err := s.readBody(ctx, s.patchBodyLimit())
 	if err != nil {
-		return err
+		return s.patchTooLarge(ctx, req, err)
 	}
-	lim := diff.Limits{MaxOps: req.Policy.MaxPatchOps, MaxBytes: limit}
-	p, err := diff.DecodePatch(body, lim)
+	p, err := diff.DecodePatch(body, decodeLimits(s.patchBodyLimit()))
 	if err != nil {
+		if errors.Is(err, diff.ErrTooLarge) {
+			return s.patchTooLarge(ctx, req, err)
+		}
 		return badRequest("%v", err)
 	}
 	secret, err := s.secret(req.Ctx)
@@ -42,10 +46,12 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 	}
 	opts := diff.DefaultApplyOptions()
 	opts.Org, opts.User, opts.Secret = req.Org, req.User, secret
-	opts.Policy, opts.Limits = req.Policy.ConflictPolicy, lim
+	opts.Policy, opts.Limits = req.Policy.ConflictPolicy, req.Policy.Limits()
 	res, err := diff.Apply(req.Ctx, s.store, opts, p)
 	var rej *diff.RejectedError
 	switch {
+	case errors.Is(err, diff.ErrTooLarge):
+		return s.patchTooLarge(ctx, req, err)
 	case errors.As(err, &rej):
 		s.metrics.conflicts.Add(float64(len(rej.Conflicts())))
 		writeJSON(ctx, fasthttp.StatusConflict, rejectedBody{
@@ -67,7 +73,7 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 	case err != nil:
 		return err
 	}
-	s.noteHead(req.Org, req.User, res.Version)
+	s.committed(req.Org, req.User, res.Version)
 	if !res.Duplicate {
 		s.metrics.patchesApplied.Inc()
 		s.metrics.conflicts.Add(float64(len(res.Conflicts)))
@@ -77,6 +83,46 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 	writeJSON(ctx, fasthttp.StatusOK, wire.PatchResponse{
 		Version: res.Version, Created: res.Created, Duplicate: res.Duplicate,
 		Receipts: res.Receipts, Conflicts: res.Conflicts,
+	})
+	return nil
+}
+
+// patchBodyLimit is the largest body POST /v1/patches reads, whatever the
+// org: the server's limit for a patch of several edits, or what one edit of
+// the largest record needs, whichever is larger. Anything that refuses a
+// patch body early (by Content-Length) must use this limit, not
+// MaxPatchBytes, or a single big edit the server accepts as a record could
+// never get through.
+func (s *Server) patchBodyLimit() int64 { return s.opts.patchLimits().MaxBodyBytes() }
+
+// decodeLimits bound nothing but the body (to body bytes): DecodePatch
+// checks the shape, Apply the limits.
+func decodeLimits(body int64) diff.Limits {
+	return diff.Limits{MaxOps: math.MaxInt, MaxBytes: body, MaxRecordBytes: snapshot.MaxValueLen}
+}
+
+// patchTooLarge answers a patch over a limit (a *diff.LimitError, or a body
+// readBody refused as too large) with 413 too_large and the policy in
+// force; any other error is returned as it is.
+func (s *Server) patchTooLarge(ctx *fasthttp.RequestCtx, req *request, err error) error {
+	var le *diff.LimitError
+	var he *httpError
+	switch {
+	case errors.As(err, &le):
+	case errors.As(err, &he) && he.Status == fasthttp.StatusRequestEntityTooLarge:
+		le = &diff.LimitError{Limit: diff.LimitPatchBytes, Index: -1}
+	default:
+		return err
+	}
+	pol := req.Policy
+	msg := err.Error()
+	if he != nil {
+		msg = he.Message
+	}
+	writeJSON(ctx, fasthttp.StatusRequestEntityTooLarge, wire.LimitErrorBody{
+		Error:  wire.ErrorDetail{Code: wire.CodeTooLarge, Message: msg + "; nothing was applied"},
+		Limit:  le.Limit,
+		Policy: &pol,
 	})
 	return nil
 }

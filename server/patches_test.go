@@ -15,6 +15,7 @@ func patchEnv(t *testing.T) (*testEnv, *snapshot.CountingStore, string) {
 	e := newTestEnv(t, envConfig{opts: func(o *Options) {
 		o.ChunkSecret = []byte("chunk-secret")
 		o.MaxPatchBytes = 64 << 10
+		o.MaxRecordBytes = 32 << 10 // one edit's body bound stays at 64 KiB
 		counting.Store = o.Store
 		o.Store = counting
 	}})

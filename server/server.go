@@ -17,6 +17,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/wire"
@@ -54,6 +55,15 @@ type Server struct {
 
 	guards   *guardMetrics
 	maxConns int // Options.MaxConns, or the default derived from RLIMIT_NOFILE
+
+	hub       *hub     // long polls wait here (hub.go)
+	watcher   *watcher // started by the first long poll (watcher.go)
+	watchOnce sync.Once
+	// Reads shared by concurrent requests: a user's head for long polls
+	// (at most maxPollHeadReads at once, headSlots), an org's settings.
+	headReads     sharedReads
+	headSlots     chan struct{}
+	settingsLoads singleflight.Group
 }
 
 // New builds a Server from opts (validated with opts.Validate).
@@ -79,7 +89,7 @@ func New(opts Options) (*Server, error) {
 	}
 	m := newMetrics()
 	guards := newGuardMetrics(m.reg)
-	store, err := wrapStore(&opts, guards)
+	store, err := wrapStore(&opts, guards, m.reg)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -103,6 +113,10 @@ func New(opts Options) (*Server, error) {
 	if s.maxConns == 0 {
 		s.maxConns = DefaultMaxConns()
 	}
+	s.hub = newHub(opts.HubIdleGrace, m.reg)
+	s.headSlots = make(chan struct{}, maxPollHeadReads)
+	s.watcher = newWatcher(s.store, s.hub, opts.Watch, s.log, s.checkVersion)
+	s.watcher.onSettings = s.settings.drop
 	if bytes.Equal(opts.JWTSecret, []byte(DevJWTSecret)) {
 		s.log.Warn("serving with the public development JWT secret: anyone can act as any user or admin")
 	}

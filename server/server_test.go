@@ -12,6 +12,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/memstore"
 	"github.com/deltasync/deltasync/wire"
@@ -50,7 +51,7 @@ func TestReadyz(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEnv(t, envConfig{opts: func(o *Options) { o.ReadyTimeout = 100 * time.Millisecond }})
 			var probed atomic.Value
-			e.store.stat = func(ctx context.Context, key string) (snapshot.ObjectInfo, error) {
+			e.store.StatFunc = func(ctx context.Context, key string) (snapshot.ObjectInfo, error) {
 				probed.Store(key)
 				if tc.stat == nil {
 					return e.store.Store.Stat(ctx, key)
@@ -93,9 +94,7 @@ func TestMetrics(t *testing.T) {
 	if r := e.do("GET", "/test/stream-out", nil); r.status != 200 || len(r.body) != 5000 {
 		t.Fatalf("stream-out = %d, %d bytes", r.status, len(r.body))
 	}
-	e.s.metrics.chunksServed.Add(3)
-	e.s.metrics.patchesApplied.Inc()
-	e.s.metrics.conflicts.Add(2)
+	chunks, patches, conflicts := syncAndConflict(t, e)
 
 	r := e.do("GET", "/metrics", nil)
 	if r.status != 200 {
@@ -111,9 +110,9 @@ func TestMetrics(t *testing.T) {
 		`deltasync_http_request_duration_seconds_count{route="healthz"} 2`,
 		`deltasync_http_response_bytes_total{route="healthz"} 32`,
 		`deltasync_http_response_bytes_total{route="test_stream_out"} 5000`,
-		`deltasync_chunks_served_total 3`,
-		`deltasync_patches_applied_total 1`,
-		`deltasync_conflicts_total 2`,
+		fmt.Sprintf("deltasync_chunks_served_total %d\n", chunks),
+		fmt.Sprintf("deltasync_patches_applied_total %d\n", patches),
+		fmt.Sprintf("deltasync_conflicts_total %d\n", conflicts),
 		`go_goroutines `,
 	} {
 		if !strings.Contains(text, want) {
@@ -125,6 +124,30 @@ func TestMetrics(t *testing.T) {
 	if strings.Contains(string(other.do("GET", "/metrics", nil).body), `route="healthz"`) {
 		t.Error("a second server's metrics show the first one's requests")
 	}
+}
+
+// syncAndConflict drives the handlers that count domain metrics: a full
+// sync and an up-to-date one, a patch with one conflict, and its retry (a
+// duplicate, counted once). It returns the counts the metrics must show.
+func syncAndConflict(t *testing.T, e *testEnv) (chunks, patches, conflicts int) {
+	t.Helper()
+	e.enableOrg("acme")
+	e.upload("acme", "alice", []gen.Record{{Key: "tasks/1", Value: []byte(`{"s":"open"}`)}})
+	tok := userToken(t, "acme", "alice")
+	lc := &localCopy{chunks: map[snapshot.ChunkID][]byte{}}
+	e.pull(tok, lc)
+	e.pull(tok, lc) // up to date: no chunk
+	if len(lc.list) == 0 {
+		t.Fatal("the full sync brought no chunk")
+	}
+	e.upload("acme", "alice", []gen.Record{{Key: "tasks/1", Value: []byte(`{"s":"blocked"}`)}})
+	patch := []byte(`{"id":"p1","base":1,"ops":[{"op":"merge","key":"tasks/1","patch":{"s":"done"}}]}`)
+	for range 2 {
+		if r := e.do("POST", "/v1/patches", patch, withToken(tok)); r.status != 200 {
+			t.Fatalf("patch: %d %s", r.status, r.body)
+		}
+	}
+	return len(lc.list), 1, 1
 }
 
 func TestErrorAnswers(t *testing.T) {
@@ -307,7 +330,7 @@ func TestShutdownDeadline(t *testing.T) {
 			return req.Ctx.Err()
 		})
 	}})
-	go e.do("GET", "/test/stuck", nil)
+	go e.tryDo("GET", "/test/stuck") // fails when the server gives up on it
 	<-started
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()

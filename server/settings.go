@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,8 +47,8 @@ func (o OrgSettings) validate() error {
 		return badRequest("conflict_policy %q is not one of %q, %q, %q",
 			o.ConflictPolicy, wire.PolicyClientWins, wire.PolicyServerWins, wire.PolicyReject)
 	}
-	if o.MaxOfflineSeconds < 0 || o.MaxPendingBytes < 0 || o.MaxPatchOps < 0 || o.MaxPatchBytes < 0 {
-		return badRequest("limits must not be negative (0 means no limit)")
+	if o.MaxOfflineSeconds < 0 || o.MaxPendingBytes < 0 || o.MaxPatchOps < 0 || o.MaxPatchBytes < 0 || o.MaxRecordBytes < 0 {
+		return badRequest("limits must not be negative (0 means no limit of the organization's own)")
 	}
 	return nil
 }
@@ -81,27 +83,83 @@ func (s *Server) loadOrgSettings(ctx context.Context, org string) (OrgSettings, 
 	return st, info.ETag, nil
 }
 
-// orgSettings returns an org's settings through the per-replica cache.
-func (s *Server) orgSettings(ctx context.Context, org string) (OrgSettings, error) {
-	if st, ok := s.settings.get(org); ok {
+// orgSettings returns an org's settings through the per-replica cache. A
+// long poll (poll) also takes settings older than the TTL if they were
+// read while the feed watcher ran: a change made since would have been
+// announced in the feed (announceSettings) and dropped them.
+//
+// Requests that miss the cache at the same time share one read (and its
+// failure): devices reconnecting together must not each read the settings
+// of their org.
+func (s *Server) orgSettings(ctx context.Context, org string, poll bool) (OrgSettings, error) {
+	if st, ok := s.settings.get(org, poll); ok {
 		return st, nil
 	}
-	st, _, err := s.loadOrgSettings(ctx, org)
-	if err != nil {
-		return OrgSettings{}, err
+	ch := s.settingsLoads.DoChan(org, func() (any, error) {
+		watched := s.watcher.running()
+		// The read outlives a caller that leaves: the others share it.
+		st, _, err := s.loadOrgSettings(context.WithoutCancel(ctx), org)
+		if err == nil {
+			s.settings.put(org, st, watched)
+		}
+		return st, err
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return OrgSettings{}, r.Err
+		}
+		return r.Val.(OrgSettings), nil
+	case <-ctx.Done():
+		return OrgSettings{}, ctx.Err()
 	}
-	s.settings.put(org, st)
-	return st, nil
 }
 
 // orgPolicy returns the policy of org (defaults if it has no settings),
-// at most SettingsTTL old. Sync handlers send it to clients and enforce it.
-func (s *Server) orgPolicy(ctx context.Context, org string) (wire.Policy, error) {
-	st, err := s.orgSettings(ctx, org)
+// at most SettingsTTL old (or, for a long poll, kept current by the feed
+// watcher), with the patch limits in force (effectivePolicy). Sync handlers
+// send it to clients and patches are held to it.
+func (s *Server) orgPolicy(ctx context.Context, org string, poll bool) (wire.Policy, error) {
+	st, err := s.orgSettings(ctx, org, poll)
 	if err != nil {
 		return wire.Policy{}, err
 	}
-	return st.Policy, nil
+	return s.effectivePolicy(st.Policy), nil
+}
+
+// effectivePolicy is p with each patch limit the lower of the org's (if it
+// set one) and the server's own: what clients split their queues by and
+// what their patches are held to. The server's limits are part of it so a
+// client never has to learn them from a refused patch.
+func (s *Server) effectivePolicy(p wire.Policy) wire.Policy {
+	own := s.opts.patchLimits()
+	p.MaxPatchOps = int(lowerLimit(int64(p.MaxPatchOps), int64(own.MaxOps)))
+	p.MaxPatchBytes = lowerLimit(p.MaxPatchBytes, own.MaxBytes)
+	p.MaxRecordBytes = lowerLimit(p.MaxRecordBytes, own.MaxRecordBytes)
+	return p
+}
+
+// lowerLimit is the lower of an org limit (0: none) and the server's.
+func lowerLimit(org, server int64) int64 {
+	if org > 0 && org < server {
+		return org
+	}
+	return server
+}
+
+// announceSettings writes the feed entry that tells every replica's
+// watcher to drop its copy of org's settings. It follows the settings
+// write, so a replica that reads the settings after seeing the entry reads
+// the new ones. If it fails, the change is stored but not announced: the
+// error asks the admin to send it again.
+func (s *Server) announceSettings(ctx context.Context, org string) error {
+	var nonce [8]byte
+	rand.Read(nonce[:])
+	key := snapshot.FeedSettingsKey(time.Now().UnixMilli(), org, hex.EncodeToString(nonce[:]))
+	if _, err := s.store.PutIfAbsent(ctx, key, bytes.NewReader(nil), 0); err != nil {
+		return fmt.Errorf("settings of org %s saved, but announcing the change to other replicas failed (send it again): %w", org, err)
+	}
+	return nil
 }
 
 // settingsUpdate is the body of PUT /v1/admin/orgs/{org}: the fields given
@@ -113,6 +171,7 @@ type settingsUpdate struct {
 	MaxPendingBytes   *int64  `json:"max_pending_bytes"`
 	MaxPatchOps       *int    `json:"max_patch_ops"`
 	MaxPatchBytes     *int64  `json:"max_patch_bytes"`
+	MaxRecordBytes    *int64  `json:"max_record_bytes"`
 }
 
 func (u settingsUpdate) apply(st *OrgSettings) {
@@ -133,6 +192,9 @@ func (u settingsUpdate) apply(st *OrgSettings) {
 	}
 	if u.MaxPatchBytes != nil {
 		st.MaxPatchBytes = *u.MaxPatchBytes
+	}
+	if u.MaxRecordBytes != nil {
+		st.MaxRecordBytes = *u.MaxRecordBytes
 	}
 }
 
@@ -167,8 +229,8 @@ func (s *Server) updateOrgSettings(ctx context.Context, org string, u settingsUp
 		}
 		switch {
 		case err == nil:
-			s.settings.put(org, st)
-			return st, nil
+			s.settings.put(org, st, false)
+			return st, s.announceSettings(ctx, org)
 		case errors.Is(err, snapshot.ErrExist), errors.Is(err, snapshot.ErrPrecondition), errors.Is(err, snapshot.ErrNotExist):
 			// Another writer got there first (or deleted the object):
 			// read its result and apply our change on top.
@@ -197,6 +259,7 @@ type settingsCache struct {
 type settingsEntry struct {
 	st      OrgSettings
 	expires time.Time
+	watched bool // read while the feed watcher ran: current until dropped
 }
 
 // maxCachedOrgs bounds the cache; past it, expired entries are swept and,
@@ -207,20 +270,22 @@ func newSettingsCache(ttl time.Duration) *settingsCache {
 	return &settingsCache{ttl: ttl, now: time.Now, entries: make(map[string]settingsEntry)}
 }
 
-func (c *settingsCache) get(org string) (OrgSettings, bool) {
+// get returns the cached settings of org if younger than the TTL, or, for
+// a long poll (watched), if they were read while the feed watcher ran.
+func (c *settingsCache) get(org string, watched bool) (OrgSettings, bool) {
 	if c.ttl <= 0 {
 		return OrgSettings{}, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[org]
-	if !ok || !c.now().Before(e.expires) {
+	if !ok || !(c.now().Before(e.expires) || watched && e.watched) {
 		return OrgSettings{}, false
 	}
 	return e.st, true
 }
 
-func (c *settingsCache) put(org string, st OrgSettings) {
+func (c *settingsCache) put(org string, st OrgSettings, watched bool) {
 	if c.ttl <= 0 {
 		return
 	}
@@ -229,7 +294,7 @@ func (c *settingsCache) put(org string, st OrgSettings) {
 	now := c.now()
 	if len(c.entries) >= maxCachedOrgs {
 		for k, e := range c.entries {
-			if !now.Before(e.expires) {
+			if !now.Before(e.expires) && !e.watched {
 				delete(c.entries, k)
 			}
 		}
@@ -237,5 +302,12 @@ func (c *settingsCache) put(org string, st OrgSettings) {
 			clear(c.entries)
 		}
 	}
-	c.entries[org] = settingsEntry{st: st, expires: now.Add(c.ttl)}
+	c.entries[org] = settingsEntry{st: st, expires: now.Add(c.ttl), watched: watched}
+}
+
+// drop forgets org's settings (the feed announced a change).
+func (c *settingsCache) drop(org string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, org)
 }

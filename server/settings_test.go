@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,7 +60,7 @@ func TestOfflineModeGate(t *testing.T) {
 	if err := json.Unmarshal(r.body, &echo); err != nil {
 		t.Fatal(err)
 	}
-	if want := (wire.Policy{ConflictPolicy: wire.PolicyClientWins}); echo.Policy != want {
+	if want := withServerLimits(wire.Policy{ConflictPolicy: wire.PolicyClientWins}); echo.Policy != want {
 		t.Errorf("default policy = %+v, want %+v", echo.Policy, want)
 	}
 
@@ -75,7 +76,7 @@ func TestOfflineModeGate(t *testing.T) {
 	if err := json.Unmarshal(r.body, &echo); err != nil {
 		t.Fatal(err)
 	}
-	if want := (wire.Policy{OfflineMode: true, ConflictPolicy: wire.PolicyServerWins}); echo.Policy != want {
+	if want := withServerLimits(wire.Policy{OfflineMode: true, ConflictPolicy: wire.PolicyServerWins}); echo.Policy != want {
 		t.Errorf("policy = %+v, want %+v", echo.Policy, want)
 	}
 	// Another org stays off.
@@ -259,7 +260,10 @@ func TestAdminSettingsCASRetry(t *testing.T) {
 			}
 			var interfered atomic.Bool
 			var casCalls atomic.Int32
-			e.store.beforeCAS = func(key string) {
+			beforeCAS := func(key string) {
+				if key != snapshot.OrgSettingsKey(org) {
+					return // the announcement in the change feed
+				}
 				casCalls.Add(1)
 				if interfered.Swap(true) {
 					return
@@ -270,7 +274,15 @@ func TestAdminSettingsCASRetry(t *testing.T) {
 					t.Errorf("interfering put: %v", err)
 				}
 			}
-			defer func() { e.store.beforeCAS = nil }()
+			e.store.PutIfAbsentFunc = func(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
+				beforeCAS(key)
+				return e.store.Store.PutIfAbsent(ctx, key, r, size)
+			}
+			e.store.PutIfMatchFunc = func(ctx context.Context, key string, r io.Reader, size int64, etag string) (snapshot.ObjectInfo, error) {
+				beforeCAS(key)
+				return e.store.Store.PutIfMatch(ctx, key, r, size, etag)
+			}
+			defer func() { e.store.PutIfAbsentFunc, e.store.PutIfMatchFunc = nil, nil }()
 
 			r := e.do("PUT", "/v1/admin/orgs/"+org, []byte(`{"offline_mode": true}`), withToken(admin))
 			if r.status != 200 {
@@ -300,11 +312,11 @@ func TestOrgPolicyStoreErrors(t *testing.T) {
 	}
 	// Unknown fields written by a newer replica are tolerated.
 	put(`{"offline_mode":true,"conflict_policy":"server-wins","future_knob":1,"updated_unix":5}`)
-	p, err := e.s.orgPolicy(ctx, "acme")
+	p, err := e.s.orgPolicy(ctx, "acme", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (wire.Policy{OfflineMode: true, ConflictPolicy: wire.PolicyServerWins}); p != want {
+	if want := withServerLimits(wire.Policy{OfflineMode: true, ConflictPolicy: wire.PolicyServerWins}); p != want {
 		t.Errorf("policy = %+v, want %+v", p, want)
 	}
 	// Corrupt settings are an internal error, not a silent default.

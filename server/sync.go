@@ -85,11 +85,13 @@ func queryUint(ctx *fasthttp.RequestCtx, name string, def uint64) (uint64, error
 	return n, nil
 }
 
-// syncQuery is what GET /v1/sync asks for.
+// syncQuery is what GET /v1/sync asks for. min is a version the client
+// knows exists (a patch receipt from another replica): a replica whose
+// cached head trails it reads the head again.
 type syncQuery struct {
-	from, to, skip uint64
-	wait           time.Duration
-	format         int // of the delta pack
+	from, to, skip, min uint64
+	wait                time.Duration
+	format              int // of the delta pack
 }
 
 func (s *Server) parseSyncQuery(ctx *fasthttp.RequestCtx) (syncQuery, error) {
@@ -102,6 +104,9 @@ func (s *Server) parseSyncQuery(ctx *fasthttp.RequestCtx) (syncQuery, error) {
 		return q, err
 	}
 	if q.skip, err = queryUint(ctx, "skip", 0); err != nil {
+		return q, err
+	}
+	if q.min, err = queryUint(ctx, "min", 0); err != nil {
 		return q, err
 	}
 	if q.format, err = deltaFormat(ctx); err != nil {
@@ -141,6 +146,9 @@ func (s *Server) sync(ctx *fasthttp.RequestCtx, req *request) error {
 	}
 	src, err := s.planDelta(req, q, head, target)
 	if err != nil {
+		if q.wait > 0 && errors.Is(err, snapshot.ErrNotExist) {
+			s.hub.forget(req.Org, req.User) // the head it knew is gone: read it next time
+		}
 		return err
 	}
 	pr, pw := io.Pipe()
@@ -164,24 +172,23 @@ func (s *Server) sync(ctx *fasthttp.RequestCtx, req *request) error {
 // syncTarget returns the head and the version to send: the head (after a
 // long poll, if asked), or the version being resumed.
 func (s *Server) syncTarget(req *request, q syncQuery) (head, target uint64, err error) {
+	if q.to == 0 && q.wait > 0 {
+		head, err = s.poll(req, q)
+		return head, head, err
+	}
 	head, err = s.head(req.Ctx, req.Org, req.User)
 	if err != nil {
 		return 0, 0, err
 	}
-	if q.from > head || q.to > head {
-		// A client may know of a newer version than the cached head.
-		if head, err = snapshot.Head(req.Ctx, s.store, req.Org, req.User); err != nil {
+	if q.from > head || q.to > head || q.min > head {
+		// The client knows of a newer version than the cached head (made
+		// through another replica): read the head again.
+		if head, err = s.freshHead(req); err != nil {
 			return 0, 0, err
 		}
-		s.noteHead(req.Org, req.User, head)
 	}
 	if q.from > head {
 		return 0, 0, notFound("version %d is unknown: the newest version is %d", q.from, head)
-	}
-	if q.to == 0 && q.from == head && q.wait > 0 {
-		if head, err = s.waitForVersion(req, q.from, q.wait); err != nil {
-			return 0, 0, err
-		}
 	}
 	if q.to == 0 {
 		return head, head, nil
@@ -353,35 +360,134 @@ func (s *Server) oldChunksFailed(req *request, a *snapshot.Manifest, err error) 
 		"org", req.Org, "user", req.User, "version", a.Version, "err", err)
 }
 
-// waitForVersion long-polls until a version newer than from exists, the
-// wait is over, or the server shuts down. It polls the store (a Stat of the
-// next manifest), so it sees versions written by any replica.
-func (s *Server) waitForVersion(req *request, from uint64, wait time.Duration) (uint64, error) {
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	key := snapshot.ManifestKey(req.Org, req.User, from+1)
-	for {
-		select {
-		case <-deadline.C:
-			return from, nil
-		case <-s.stoppingCh():
-			return from, nil
-		case <-req.Ctx.Done():
-			return from, req.Ctx.Err()
-		case <-tick.C:
-			if _, err := s.store.Stat(req.Ctx, key); err == nil {
-				v, err := snapshot.Head(req.Ctx, s.store, req.Org, req.User)
-				if err == nil {
-					s.noteHead(req.Org, req.User, v)
-				}
-				return v, err
-			} else if !errors.Is(err, snapshot.ErrNotExist) {
-				return 0, err
-			}
+// poll is a long poll: it returns the head as soon as it is newer than
+// q.from, or q.from when the wait is over (or the server shuts down). It
+// waits in the hub (hub.go), registered before it looks at the head, so a
+// version committed meanwhile cannot slip by. A user the hub keeps track
+// of costs the store nothing here; otherwise the head is read once.
+func (s *Server) poll(req *request, q syncQuery) (uint64, error) {
+	s.startWatcher()
+	w, head, known := s.hub.register(req.Org, req.User, q.from)
+	defer s.hub.unregister(w)
+	if !known || q.from > head || q.min > head {
+		var err error
+		if head, err = s.pollHead(req, w, q); err != nil {
+			return 0, err
 		}
 	}
+	if q.from > head {
+		return 0, notFound("version %d is unknown: the newest version is %d", q.from, head)
+	}
+	if q.from < head {
+		return head, nil
+	}
+	timer := time.NewTimer(q.wait)
+	defer timer.Stop()
+	select {
+	case v := <-w.ch:
+		return v, nil
+	case <-timer.C:
+		return q.from, nil
+	case <-s.stoppingCh():
+		return q.from, nil
+	case <-req.Ctx.Done():
+		return q.from, req.Ctx.Err()
+	}
+}
+
+// isLongPoll tells a long poll (GET /v1/sync with wait) from its route and
+// query, before its handler runs.
+func isLongPoll(ctx *fasthttp.RequestCtx, req *request) bool {
+	return req.Route == "sync" && len(ctx.QueryArgs().Peek("wait")) > 0
+}
+
+// pollHead reads the head of a long poll's user from the store: once for
+// all the polls of that user that need it at the same time, and at most
+// maxPollHeadReads users at once, so that devices reconnecting together
+// (after a restart or a failover) queue here instead of overloading the
+// store into timeouts they would come back from. A poll whose wait (at
+// least minHeadReadWait) ends before its user's head was read is answered
+// 503 with Retry-After; one
+// woken meanwhile takes the version that woke it. A read whose polls have
+// all left while it waits for its turn is dropped (sharedReads); one that
+// has started finishes, for the hub.
+func (s *Server) pollHead(req *request, w *waiter, q syncQuery) (uint64, error) {
+	org, user := req.Org, req.User
+	key := org + "/" + user
+	// Another poll of the user may have read the head meanwhile; it will
+	// do unless the client knows of a newer version.
+	known := func() (uint64, bool) {
+		v, ok := s.hub.knownHead(org, user)
+		return v, ok && v >= q.from && v >= q.min
+	}
+	c := s.headReads.join(s.baseCtx, key, known, func(ctx context.Context) (uint64, error) {
+		select {
+		case s.headSlots <- struct{}{}:
+			defer func() { <-s.headSlots }()
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-s.stoppingCh():
+			return 0, context.Canceled
+		}
+		// Once started, the read finishes even if its polls leave: the
+		// hub learns the head, and their retries need no read again (under
+		// overload, reads cut short just before the end would be redone
+		// forever). The store deadline bounds it.
+		v, err := snapshot.Head(s.baseCtx, s.store, org, user)
+		if err == nil {
+			s.hub.observe(org, user, v)
+			s.noteHead(org, user, v)
+		}
+		return v, err
+	})
+	defer s.headReads.leave(key, c)
+	// A short poll may still wait for a read as long as a sync would.
+	timer := time.NewTimer(max(q.wait, minHeadReadWait))
+	defer timer.Stop()
+	select {
+	case <-c.done:
+		return c.v, c.err
+	case v := <-w.ch:
+		return v, nil
+	case <-req.Ctx.Done():
+		return 0, req.Ctx.Err()
+	case <-timer.C:
+		return 0, errorf(fasthttp.StatusServiceUnavailable, wire.CodeUnavailable,
+			"this server is catching up with reconnecting devices; retry shortly")
+	}
+}
+
+// minHeadReadWait is the least a long poll waits for its first head read.
+const minHeadReadWait = 5 * time.Second
+
+// freshHead reads the caller's head from the store and tells the caches.
+func (s *Server) freshHead(req *request) (uint64, error) {
+	v, err := snapshot.Head(req.Ctx, s.store, req.Org, req.User)
+	if err != nil {
+		return 0, err
+	}
+	s.hub.observe(req.Org, req.User, v)
+	s.noteHead(req.Org, req.User, v)
+	return v, nil
+}
+
+// startWatcher starts the change-feed watcher, once: a replica that never
+// holds a long poll never lists the feed.
+func (s *Server) startWatcher() {
+	s.watchOnce.Do(func() {
+		s.watcher.started.Store(true)
+		go s.watcher.run(s.baseCtx, s.stopping)
+		if s.opts.Notifier != nil {
+			go s.subscribe(s.baseCtx, s.stopping)
+		}
+	})
+}
+
+// checkVersion is the watcher's check of a version the feed names: its
+// manifest is read (and cached for the syncs it wakes).
+func (s *Server) checkVersion(ctx context.Context, k userKey, v uint64) error {
+	_, err := s.cachedManifest(ctx, k.org, k.user, v)
+	return err
 }
 
 // status handles GET /v1/status: what the app's settings page shows.

@@ -117,6 +117,7 @@ type chunkJob struct {
 	sum    [32]byte
 	stored []byte // compressed frame, nil if the parent (or this build) has the chunk
 	known  bool
+	buf    *[]byte // data's buffer from build.dataPool, returned once collected (nil: not pooled)
 }
 
 type build struct {
@@ -165,7 +166,7 @@ func newBuild(s Store, opts BuildOptions, parent *Manifest) *build {
 		ChunkerName: ChunkerName, ChunkerVersion: ChunkerVersion, Chunker: opts.Chunker,
 		CreatedUnix: opts.Now().Unix(),
 	}
-	b.dataPool.New = func() any { return make([]byte, 0, opts.Chunker.Max) }
+	b.dataPool.New = func() any { buf := make([]byte, 0, opts.Chunker.Max); return &buf }
 	return b
 }
 
@@ -181,115 +182,138 @@ func (b *build) indexParent() {
 	b.known = func(id ChunkID, _ string) *ChunkRef { return refs[id] }
 }
 
+// run is the build pipeline: a producer chunks the records, workers hash
+// the chunks and compress the new ones, a collector puts them back in
+// stream order and fills packs. Every stage stops when another fails.
 func (b *build) run(ctx context.Context, src RecordSource) error {
 	b.indexParent()
 	g, ctx := errgroup.WithContext(ctx)
 	jobs := make(chan *chunkJob, 4*b.opts.Workers)
 	done := make(chan *chunkJob, 4*b.opts.Workers)
-
-	// Producer: records → chunks, hashing the stream on the way.
 	g.Go(func() error {
 		defer close(jobs)
-		seq := 0
-		ch, err := NewChunker(b.opts.Chunker, func(c ChunkData) error {
-			b.m.StreamLen += uint64(len(c.Data))
-			data := append(b.dataPool.Get().([]byte)[:0], c.Data...)
-			j := &chunkJob{seq: seq, data: data, first: c.FirstKey, cont: c.Continued, recs: c.Records}
-			seq++
-			select {
-			case jobs <- j:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
-		if err != nil {
-			return err
-		}
-		var prev []byte
-		for {
-			key, value, err := src.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if err := ValidateKey(key); err != nil {
-				return err
-			}
-			if len(value) > MaxValueLen {
-				return fmt.Errorf("record %q: value of %d bytes exceeds %d: %w", key, len(value), MaxValueLen, ErrInvalid)
-			}
-			if b.m.Records > 0 && key <= string(prev) {
-				return fmt.Errorf("record %q: keys not sorted or duplicated: %w", key, ErrInvalid)
-			}
-			prev = append(prev[:0], key...)
-			b.m.Records++
-			if err := ch.Add(key, value); err != nil {
-				return err
-			}
-		}
-		if err := ch.Close(); err != nil {
-			return err
-		}
-		return nil
+		return b.produce(ctx, src, jobs)
 	})
-
-	// Workers: hash, and compress what the parent lacks.
 	var wg sync.WaitGroup
 	for range b.opts.Workers {
 		wg.Add(1)
 		g.Go(func() error {
 			defer wg.Done()
-			for j := range jobs {
-				j.id = b.hasher.Sum(j.data)
-				j.sum = sha256.Sum256(j.data)
-				if b.known(j.id, j.first) != nil {
-					j.known = true
-				} else {
-					j.stored = Compress(nil, j.data)
-				}
-				select {
-				case done <- j:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-			return nil
+			return b.hash(ctx, jobs, done)
 		})
 	}
 	go func() { wg.Wait(); close(done) }()
+	g.Go(func() error { return b.collectInOrder(ctx, done) })
+	return g.Wait()
+}
 
-	// Collector: put chunks back in stream order and fill packs.
-	g.Go(func() error {
-		pending := map[int]*chunkJob{}
-		next := 0
-		for j := range done {
-			pending[j.seq] = j
-			for {
-				j, ok := pending[next]
-				if !ok {
-					break
-				}
-				delete(pending, next)
-				next++
-				if err := b.collect(ctx, j); err != nil {
-					return err
-				}
-			}
-		}
-		if ctx.Err() != nil {
+// produce validates the records (keys valid, sorted and unique; values
+// within MaxValueLen), chunks them and sends the chunks to jobs, counting
+// the stream on the way.
+func (b *build) produce(ctx context.Context, src RecordSource, jobs chan<- *chunkJob) error {
+	seq := 0
+	ch, err := NewChunker(b.opts.Chunker, func(c ChunkData) error {
+		b.m.StreamLen += uint64(len(c.Data))
+		buf := b.dataPool.Get().(*[]byte)
+		*buf = append((*buf)[:0], c.Data...)
+		j := &chunkJob{seq: seq, data: *buf, buf: buf, first: c.FirstKey, cont: c.Continued, recs: c.Records}
+		seq++
+		select {
+		case jobs <- j:
+			return nil
+		case <-ctx.Done():
 			return ctx.Err()
 		}
-		return b.flushPack(ctx)
 	})
-	return g.Wait()
+	if err != nil {
+		return err
+	}
+	var prev []byte
+	for {
+		key, value, err := src.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := b.checkRecord(key, value, prev); err != nil {
+			return err
+		}
+		prev = append(prev[:0], key...)
+		b.m.Records++
+		if err := ch.Add(key, value); err != nil {
+			return err
+		}
+	}
+	return ch.Close()
+}
+
+// checkRecord applies the data model's rules to one record; prev is the
+// key of the record before it.
+func (b *build) checkRecord(key string, value, prev []byte) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	if len(value) > MaxValueLen {
+		return fmt.Errorf("record %q: value of %d bytes exceeds %d: %w", key, len(value), MaxValueLen, ErrInvalid)
+	}
+	if b.m.Records > 0 && key <= string(prev) {
+		return fmt.Errorf("record %q: keys not sorted or duplicated: %w", key, ErrInvalid)
+	}
+	return nil
+}
+
+// hash is one worker: it names each chunk (ID and SHA-256) and compresses
+// those the parent lacks.
+func (b *build) hash(ctx context.Context, jobs <-chan *chunkJob, done chan<- *chunkJob) error {
+	for j := range jobs {
+		j.id = b.hasher.Sum(j.data)
+		j.sum = sha256.Sum256(j.data)
+		if b.known(j.id, j.first) != nil {
+			j.known = true
+		} else {
+			j.stored = Compress(nil, j.data)
+		}
+		select {
+		case done <- j:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// collectInOrder puts the hashed chunks back in stream order, collects
+// each, and writes the last pack.
+func (b *build) collectInOrder(ctx context.Context, done <-chan *chunkJob) error {
+	pending := map[int]*chunkJob{}
+	next := 0
+	for j := range done {
+		pending[j.seq] = j
+		for {
+			j, ok := pending[next]
+			if !ok {
+				break
+			}
+			delete(pending, next)
+			next++
+			if err := b.collect(ctx, j); err != nil {
+				return err
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return b.flushPack(ctx)
 }
 
 func (b *build) collect(ctx context.Context, j *chunkJob) error {
 	ref := ChunkRef{ID: j.id, Sum: j.sum, Size: uint32(len(j.data)), Records: uint32(j.recs), Continued: j.cont, FirstKey: j.first}
-	b.dataPool.Put(j.data[:0]) //nolint:staticcheck // slices are fine in this pool
+	if j.buf != nil {
+		b.dataPool.Put(j.buf)
+	}
 	if p := b.known(j.id, j.first); p != nil {
 		ref.Pack = b.parentPackIndex(p.Pack)
 		ref.Offset, ref.StoredLen = p.Offset, p.StoredLen
@@ -371,7 +395,7 @@ func (b *build) flushPack(ctx context.Context) error {
 // reusing the existing object: a reused object would keep its old
 // modification time, and the garbage collector, which spares only young
 // unreferenced packs, could delete it before the new version is claimed.
-func putPack(ctx context.Context, s Store, org, user, name string, data []byte) (string, error) {
+func putPack(ctx context.Context, s Creator, org, user, name string, data []byte) (string, error) {
 	for attempt := 0; ; attempt++ {
 		n := name
 		if attempt > 0 {

@@ -80,6 +80,11 @@ func (c *CountingStore) List(ctx context.Context, prefix string, fn func(ObjectI
 	return c.Store.List(ctx, prefix, fn)
 }
 
+func (c *CountingStore) ListAfter(ctx context.Context, prefix, after string, fn func(ObjectInfo) error) error {
+	c.lists.Add(1)
+	return c.Store.ListAfter(ctx, prefix, after, fn)
+}
+
 func (c *CountingStore) Delete(ctx context.Context, key string) error {
 	c.deletes.Add(1)
 	return c.Store.Delete(ctx, key)

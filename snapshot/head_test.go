@@ -53,3 +53,29 @@ func TestHeadIgnoresUnparsableHint(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadWithoutHintAfterGC: a data set whose head hint is gone (deleted by
+// hand, or lost with a restored backup) and whose first versions were
+// retired by gc still has its head: Head must not report an empty data set,
+// or the next commit would claim version 1 again over a live history.
+func TestHeadWithoutHintAfterGC(t *testing.T) {
+	ctx := context.Background()
+	s := memstore.New()
+	opts := buildOpts("o", "u")
+	recs := gen.Dataset(gen.Options{Size: 32 << 10, Seed: 9})
+	for i := range 3 {
+		buildCommit(t, s, opts, gen.EditScattered(recs, 1, int64(i)))
+	}
+	if err := s.Delete(ctx, snapshot.ManifestKey("o", "u", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, snapshot.HeadKey("o", "u")); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := snapshot.Head(ctx, s, "o", "u"); err != nil || h != 3 {
+		t.Fatalf("Head without a hint, version 1 retired = %d, %v; want 3", h, err)
+	}
+	if h, err := snapshot.Head(ctx, s, "o", "nobody"); err != nil || h != 0 {
+		t.Fatalf("Head of an empty data set = %d, %v; want 0", h, err)
+	}
+}

@@ -7,18 +7,10 @@ import (
 	"time"
 )
 
-// Object layout in a store. Org and user names are validated by ValidateName
-// so that they can never collide with the reserved names below (which start
-// with "_") or escape their directory.
-//
-//	_deltasync/secret                         deployment chunk-ID secret
-//	_deltasync/probe/<time>-<random>          start-up probe of conditional writes (deleted after)
-//	<org>/_settings.json                      org settings (offline policy)
-//	<org>/<user>/head                         head hint (the truth is the highest manifest)
-//	<org>/<user>/versions/<n>.manifest        manifest of version n (20 digits)
-//	<org>/<user>/versions/<n>.changes         change set that produced version n
-//	<org>/<user>/packs/<hex>.pack             pack objects
-//	<org>/<user>/patches/<hash>.json          stored answer to a patch id
+// Object layout in a store: the table in the package doc (doc.go) is the
+// map, kept true whenever a key below changes. Org and user names are
+// validated by ValidateName so that they can never collide with the
+// reserved names (which start with "_") or escape their directory.
 
 // SecretKey is the object holding the deployment's chunk-ID secret.
 const SecretKey = "_deltasync/secret"
@@ -56,11 +48,6 @@ func ManifestKey(org, user string, v uint64) string {
 	return fmt.Sprintf("%sversions/%020d.manifest", UserPrefix(org, user), v)
 }
 
-// ChangesKey is the change-set object of version v.
-func ChangesKey(org, user string, v uint64) string {
-	return fmt.Sprintf("%sversions/%020d.changes", UserPrefix(org, user), v)
-}
-
 // PackKey is the object of the pack with the given name.
 func PackKey(org, user, pack string) string {
 	return UserPrefix(org, user) + "packs/" + pack + ".pack"
@@ -95,6 +82,21 @@ const FeedPrefix = "_feed/"
 func FeedKey(ms int64, org, user string, v uint64, nonce string) string {
 	t := time.UnixMilli(ms).UTC()
 	return fmt.Sprintf("%s%s/%013d~%s~%s~%020d~%s.changes", FeedPrefix, t.Format("2006010215"), ms, org, user, v, nonce)
+}
+
+// FeedSettingsUser is the user name of the feed entries that announce a
+// change of an org's settings (ValidateName refuses it for real users):
+//
+//	_feed/<hour>/<ms>~<org>~_settings~00000000000000000000~<nonce>.changes   (empty)
+//
+// Replicas watching the feed drop their cached copy of the org's settings
+// when they list one. Version 0 never has a manifest, so readers of the
+// change feed skip these entries like those of a writer that lost a race.
+const FeedSettingsUser = "_settings"
+
+// FeedSettingsKey names the feed entry announcing a change of org's settings.
+func FeedSettingsKey(ms int64, org, nonce string) string {
+	return FeedKey(ms, org, FeedSettingsUser, 0, nonce)
 }
 
 // FeedHourPrefix is the listing prefix of one hour of the feed.

@@ -211,7 +211,7 @@ func decodeHeader(data []byte) (*Manifest, uint64, []byte, error) {
 // ReadManifestHeader reads only the version metadata of a manifest (org,
 // user, version, parent, totals, stream hash, change-set key) from a short
 // prefix of the object: no chunk list is fetched or decoded.
-func ReadManifestHeader(ctx context.Context, s Store, org, user string, v uint64) (*Manifest, error) {
+func ReadManifestHeader(ctx context.Context, s Getter, org, user string, v uint64) (*Manifest, error) {
 	key := ManifestKey(org, user, v)
 	rc, _, err := s.Get(ctx, key)
 	if err != nil {

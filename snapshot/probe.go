@@ -48,8 +48,8 @@ func (e *GuaranteeError) Unwrap() error { return ErrNoConditionalWrites }
 const staleProbeAge = time.Hour
 
 // ProbeConditionalWrites checks once that s enforces the conditions that
-// version claims (create-only) and the settings and head updates
-// (compare-and-swap) depend on: a second create-only put of one key must
+// version claims (create-only) and org settings updates (compare-and-swap)
+// depend on: a second create-only put of one key must
 // fail and leave the first content; a compare-and-swap with a wrong ETag
 // must fail and change nothing; one with the current ETag must succeed.
 //

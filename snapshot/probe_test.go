@@ -49,7 +49,7 @@ func TestProbeConditionalWritesCatchesIgnoredConditions(t *testing.T) {
 		{"compare-and-swap ignored", false, true, snapshot.CompareAndSwap, "wrong ETag succeeded"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s := &storetest.Unconditional{Store: memstore.New(), CreateOnly: tt.createOnly, CompareAndSwap: tt.cas}
+			s := storetest.Unconditional(memstore.New(), tt.createOnly, tt.cas)
 			err := snapshot.ProbeConditionalWrites(t.Context(), s)
 			if !errors.Is(err, snapshot.ErrNoConditionalWrites) {
 				t.Fatalf("probe = %v, want ErrNoConditionalWrites", err)
@@ -71,20 +71,15 @@ func TestProbeConditionalWritesCatchesIgnoredConditions(t *testing.T) {
 // A store that refuses every write is not "missing a guarantee": the probe
 // reports the store's own error, so the operator sees the real cause.
 func TestProbeConditionalWritesReportsStoreErrors(t *testing.T) {
-	s := &failingPuts{Store: memstore.New(), err: errors.New("access denied")}
+	denied := errors.New("access denied")
+	s := storetest.Wrap(memstore.New())
+	s.PutIfAbsentFunc = func(context.Context, string, io.Reader, int64) (snapshot.ObjectInfo, error) {
+		return snapshot.ObjectInfo{}, denied
+	}
 	err := snapshot.ProbeConditionalWrites(t.Context(), s)
-	if err == nil || errors.Is(err, snapshot.ErrNoConditionalWrites) || !errors.Is(err, s.err) {
+	if err == nil || errors.Is(err, snapshot.ErrNoConditionalWrites) || !errors.Is(err, denied) {
 		t.Fatalf("probe = %v, want the store's own error", err)
 	}
-}
-
-type failingPuts struct {
-	snapshot.Store
-	err error
-}
-
-func (f *failingPuts) PutIfAbsent(context.Context, string, io.Reader, int64) (snapshot.ObjectInfo, error) {
-	return snapshot.ObjectInfo{}, f.err
 }
 
 func allKeys(t *testing.T, s snapshot.Store) []string {

@@ -15,7 +15,7 @@ type ChunkGetter interface {
 // Reader reads the chunks and records of one version, verifying every chunk
 // against its ID and the whole stream against the manifest's SHA-256.
 type Reader struct {
-	s      Store
+	s      Getter
 	m      *Manifest
 	hasher *Hasher
 	// MaxRange bounds one coalesced ranged GET; MaxGap is the largest hole
@@ -25,7 +25,7 @@ type Reader struct {
 }
 
 // NewReader returns a reader of version m.
-func NewReader(s Store, m *Manifest, secret []byte) *Reader {
+func NewReader(s Getter, m *Manifest, secret []byte) *Reader {
 	return &Reader{s: s, m: m, hasher: NewHasher(secret, m.Org, m.User), MaxRange: 8 << 20, MaxGap: 32 << 10}
 }
 
@@ -227,7 +227,12 @@ func (d *RecordDecoder) Feed(p []byte, fn func(key, value []byte) error) error {
 		}
 		buf = buf[n:]
 	}
-	d.carry = append(d.carry[:0], buf...)
+	if len(buf) == 0 || len(buf) != len(d.carry) || &buf[0] != &d.carry[0] {
+		// Keep the unfinished record. (When nothing was finished, buf is
+		// the carry itself: copying it onto itself on every chunk of a
+		// big record made decoding it quadratic.)
+		d.carry = append(d.carry[:0], buf...)
+	}
 	return nil
 }
 

@@ -42,6 +42,11 @@ type Store interface {
 	// List calls fn for every object whose key starts with prefix, in
 	// lexical key order. An error from fn stops the listing and is returned.
 	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+	// ListAfter is List restricted to the keys that sort after the key
+	// after (S3 ListObjectsV2's StartAfter), so a reader that remembers
+	// the last key it saw lists only what came since, whatever came
+	// before. after need not exist nor start with prefix; "" lists all.
+	ListAfter(ctx context.Context, prefix, after string, fn func(ObjectInfo) error) error
 	// Delete removes the object. Deleting a missing key is not an error.
 	Delete(ctx context.Context, key string) error
 }
@@ -74,7 +79,7 @@ func AsTempSweeper(s Store) (TempSweeper, bool) {
 
 // GetBytes reads a whole object into memory. It is meant for small objects
 // (manifests, settings, change sets); max bounds what it will read.
-func GetBytes(ctx context.Context, s Store, key string, max int64) ([]byte, error) {
+func GetBytes(ctx context.Context, s Getter, key string, max int64) ([]byte, error) {
 	rc, info, err := s.Get(ctx, key)
 	if err != nil {
 		return nil, err

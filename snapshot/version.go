@@ -20,13 +20,23 @@ import (
 // or naming a version that is gone) is ignored and the versions are listed
 // instead: probing upward from 0 would stop at the first version gc
 // retired and call a data set empty that is not.
-func Head(ctx context.Context, s Store, org, user string) (uint64, error) {
+func Head(ctx context.Context, s ReadStore, org, user string) (uint64, error) {
 	v, ok, err := readHeadHint(ctx, s, org, user)
 	if err != nil {
 		return 0, err
 	}
 	if !ok {
 		return headByList(ctx, s, org, user)
+	}
+	if v == 0 {
+		// No hint: a new data set, or one whose hint was lost. Version 1
+		// tells them apart, unless gc retired it: then only a listing can
+		// (one LIST, for data sets without a hint only).
+		if _, err := s.Stat(ctx, ManifestKey(org, user, 1)); errors.Is(err, ErrNotExist) {
+			return headByList(ctx, s, org, user)
+		} else if err != nil {
+			return 0, fmt.Errorf("stat version 1 of %s/%s: %w", org, user, err)
+		}
 	}
 	if v > 0 {
 		if _, err := s.Stat(ctx, ManifestKey(org, user, v)); errors.Is(err, ErrNotExist) {
@@ -56,7 +66,7 @@ const maxHeadHint = 64
 // readHeadHint reads the head hint: (v, true) for a usable one, (0, true)
 // when there is none (a new data set, probed from version 1), and
 // (0, false) when the object holds anything Commit would not write.
-func readHeadHint(ctx context.Context, s Store, org, user string) (uint64, bool, error) {
+func readHeadHint(ctx context.Context, s Getter, org, user string) (uint64, bool, error) {
 	b, err := GetBytes(ctx, s, HeadKey(org, user), maxHeadHint)
 	switch {
 	case errors.Is(err, ErrNotExist):
@@ -73,7 +83,7 @@ func readHeadHint(ctx context.Context, s Store, org, user string) (uint64, bool,
 	return v, true, nil
 }
 
-func headByList(ctx context.Context, s Store, org, user string) (uint64, error) {
+func headByList(ctx context.Context, s Lister, org, user string) (uint64, error) {
 	var head uint64
 	err := s.List(ctx, UserPrefix(org, user)+"versions/", func(oi ObjectInfo) error {
 		if v, ok := ParseManifestKey(oi.Key); ok && v > head {
@@ -89,7 +99,7 @@ func headByList(ctx context.Context, s Store, org, user string) (uint64, error) 
 
 // ReadManifest loads and decodes the manifest of version v. Version 0 is the
 // empty data set and has no manifest: it returns an error matching ErrNotExist.
-func ReadManifest(ctx context.Context, s Store, org, user string, v uint64) (*Manifest, error) {
+func ReadManifest(ctx context.Context, s Getter, org, user string, v uint64) (*Manifest, error) {
 	key := ManifestKey(org, user, v)
 	b, err := GetBytes(ctx, s, key, maxManifestBody)
 	if err != nil {
@@ -129,7 +139,10 @@ func Commit(ctx context.Context, s Store, m *Manifest) error {
 // Every server and builder on a store thus agrees on the secret without
 // configuration, and it never changes (a new secret would make every chunk
 // look new).
-func LoadOrCreateSecret(ctx context.Context, s Store) ([]byte, error) {
+func LoadOrCreateSecret(ctx context.Context, s interface {
+	Getter
+	Creator
+}) ([]byte, error) {
 	for range 3 {
 		b, err := GetBytes(ctx, s, SecretKey, 1024)
 		if err == nil {

@@ -13,16 +13,32 @@ package wire
 
 import "github.com/deltasync/deltasync/diff"
 
-// Conflict policies an organisation can choose.
+// Conflict policies an organisation can choose (defined by the replay in
+// package diff, which applies them).
 const (
-	PolicyClientWins = "client-wins"
-	PolicyServerWins = "server-wins"
-	PolicyReject     = "reject"
+	PolicyClientWins = diff.PolicyClientWins
+	PolicyServerWins = diff.PolicyServerWins
+	PolicyReject     = diff.PolicyReject
 )
 
 // Policy is an organisation's offline policy. It is stored by the server
-// (as part of the org settings), returned to clients with every sync and
-// enforced on upload. Zero limits mean "no limit".
+// (as part of the org settings) and returned to clients with every sync.
+//
+// The patch limits are the ones a patch is held to: in what the server
+// sends, each is the lower of the server's own limit and the org's (so
+// never zero); in stored org settings, zero means "no limit of the org's
+// own". A client splits its queue into patches within MaxPatchOps and
+// MaxPatchBytes (a patch of one edit may be as large as one value of
+// MaxRecordBytes needs), and refuses at edit time a value over
+// MaxRecordBytes. A client that got a policy without a limit (an older
+// server) uses diff.DefaultLimits.
+//
+// MaxOfflineSeconds and MaxPendingBytes are for the device: a client over
+// either reports it in its status (error, reason policy, with the limit in
+// the message) and asks the user to connect, but keeps accepting and
+// sending edits. The server does not refuse uploads for them: it cannot
+// see either quantity, and refusing work that the device already accepted
+// would lose it.
 type Policy struct {
 	OfflineMode       bool   `json:"offline_mode"`
 	ConflictPolicy    string `json:"conflict_policy"`
@@ -30,6 +46,13 @@ type Policy struct {
 	MaxPendingBytes   int64  `json:"max_pending_bytes,omitempty"`
 	MaxPatchOps       int    `json:"max_patch_ops,omitempty"`
 	MaxPatchBytes     int64  `json:"max_patch_bytes,omitempty"`
+	MaxRecordBytes    int64  `json:"max_record_bytes,omitempty"`
+}
+
+// Limits returns the patch limits of p, with diff's defaults where p has
+// none.
+func (p Policy) Limits() diff.Limits {
+	return diff.Limits{MaxOps: p.MaxPatchOps, MaxBytes: p.MaxPatchBytes, MaxRecordBytes: p.MaxRecordBytes}.Fill()
 }
 
 // Error codes carried in ErrorBody.
@@ -51,6 +74,16 @@ const (
 // {"error": {"code": "...", "message": "..."}}.
 type ErrorBody struct {
 	Error ErrorDetail `json:"error"`
+}
+
+// LimitErrorBody is the 413 answer to a patch over a limit of the policy:
+// the error (code too_large), which limit, and the policy in force, so a
+// client forms the next patches to fit without another round trip. Nothing
+// of the patch was applied.
+type LimitErrorBody struct {
+	Error  ErrorDetail `json:"error"`
+	Limit  string      `json:"limit,omitempty"` // diff.LimitPatchOps, LimitPatchBytes or LimitRecordBytes
+	Policy *Policy     `json:"policy,omitempty"`
 }
 
 // ErrorDetail is the inside of ErrorBody.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/deltasync/deltasync/client"
+	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/internal/bytesize"
 )
 
@@ -23,13 +25,13 @@ Commands:
   pull [--json]           download the newest version (resumes an interrupted download)
   push [--json]           send the pending edits
   sync [--json]           push, then pull
-  status [--json]         local version, pending edits, traffic, state
+  status [--json]         state (the last known one, until this process talks to the server), version, pending edits, traffic
   get KEY                 print the value of KEY (with pending edits applied)
   put KEY JSON            queue a whole new value ("-" reads JSON from stdin)
   merge KEY JSON          queue an RFC 7386 merge patch (a JSON object)
   delete KEY              queue the removal of KEY
   export                  the merged view as NDJSON, sorted by key
-  offline on|off          switch offline mode (no network use while on)
+  offline on|off          switch offline mode (no network use while on; on needs a completed sync)
   conflicts [--json]      conflicts and rejected edits the server reported
   rebase [--json]         under the org's reject policy: pull, then resend the pending edits on the new version
   discard KEY             drop the pending edits of KEY (instead of rebasing them)
@@ -46,44 +48,9 @@ type clientOptions struct {
 }
 
 func runClient(ctx context.Context, e *env, args []string) error {
-	if len(args) == 0 {
-		return usagef("missing client command (pull, push, sync, status, get, put, merge, delete, export, offline, conflicts, rebase, discard)")
-	}
-	if a := args[0]; a == "-h" || a == "--help" || a == "-help" || a == "help" {
-		fmt.Fprint(e.stdout, "Usage:\n"+clientSynopsis)
-		return flag.ErrHelp
-	}
-	sub, args := args[0], args[1:]
-	var o clientOptions
-	fs := newFlagSet(e, "client "+sub, clientSynopsis)
-	fs.StringVar(&o.Dir, "dir", "", "client state directory (env DELTASYNC_CLIENT_DIR; default ./deltasync-client)")
-	fs.StringVar(&o.Server, "server", "", "server URL, remembered in the state directory (env DELTASYNC_SERVER)")
-	fs.StringVar(&o.Token, "token", "", "bearer token, remembered in the state directory (env DELTASYNC_TOKEN)")
-	fs.BoolVar(&o.JSON, "json", false, "print one JSON object (pull, push, sync, status, conflicts)")
-	pos, err := parseInterleaved(fs, args)
+	sub, o, pos, err := parseClientArgs(e, args)
 	if err != nil {
 		return err
-	}
-	want := map[string]int{"pull": 0, "push": 0, "sync": 0, "rebase": 0, "status": 0, "export": 0, "conflicts": 0,
-		"get": 1, "delete": 1, "offline": 1, "discard": 1, "put": 2, "merge": 2}
-	n, ok := want[sub]
-	if !ok {
-		return usagef("unknown client command %q", sub)
-	}
-	if len(pos) != n {
-		return usagef("client %s takes %d argument(s), got %d", sub, n, len(pos))
-	}
-	if o.Dir == "" {
-		o.Dir = e.getenv("DELTASYNC_CLIENT_DIR")
-	}
-	if o.Dir == "" {
-		o.Dir = "deltasync-client"
-	}
-	if o.Server == "" {
-		o.Server = e.getenv("DELTASYNC_SERVER")
-	}
-	if o.Token == "" {
-		o.Token = e.getenv("DELTASYNC_TOKEN")
 	}
 	opts := client.DefaultOptions()
 	opts.ServerURL, opts.Token = o.Server, o.Token
@@ -92,7 +59,47 @@ func runClient(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer c.Close()
+	return runClientCommand(ctx, e, c, sub, o, pos)
+}
 
+// clientArgs is how many positional arguments each client command takes.
+var clientArgs = map[string]int{"pull": 0, "push": 0, "sync": 0, "rebase": 0, "status": 0, "export": 0, "conflicts": 0,
+	"get": 1, "delete": 1, "offline": 1, "discard": 1, "put": 2, "merge": 2}
+
+// parseClientArgs reads the client command, its flags (with the
+// environment's defaults) and its positional arguments.
+func parseClientArgs(e *env, args []string) (sub string, o clientOptions, pos []string, err error) {
+	if len(args) == 0 {
+		return "", o, nil, usagef("missing client command (pull, push, sync, status, get, put, merge, delete, export, offline, conflicts, rebase, discard)")
+	}
+	if a := args[0]; a == "-h" || a == "--help" || a == "-help" || a == "help" {
+		fmt.Fprint(e.stdout, "Usage:\n"+clientSynopsis)
+		return "", o, nil, flag.ErrHelp
+	}
+	sub, args = args[0], args[1:]
+	fs := newFlagSet(e, "client "+sub, clientSynopsis)
+	fs.StringVar(&o.Dir, "dir", "", "client state directory (env DELTASYNC_CLIENT_DIR; default ./deltasync-client)")
+	fs.StringVar(&o.Server, "server", "", "server URL, remembered in the state directory (env DELTASYNC_SERVER)")
+	fs.StringVar(&o.Token, "token", "", "bearer token, remembered in the state directory (env DELTASYNC_TOKEN)")
+	fs.BoolVar(&o.JSON, "json", false, "print one JSON object (pull, push, sync, status, conflicts)")
+	if pos, err = parseInterleaved(fs, args); err != nil {
+		return "", o, nil, err
+	}
+	n, ok := clientArgs[sub]
+	if !ok {
+		return "", o, nil, usagef("unknown client command %q", sub)
+	}
+	if len(pos) != n {
+		return "", o, nil, usagef("client %s takes %d argument(s), got %d", sub, n, len(pos))
+	}
+	o.Dir = cmp.Or(o.Dir, e.getenv("DELTASYNC_CLIENT_DIR"), "deltasync-client")
+	o.Server = cmp.Or(o.Server, e.getenv("DELTASYNC_SERVER"))
+	o.Token = cmp.Or(o.Token, e.getenv("DELTASYNC_TOKEN"))
+	return sub, o, pos, nil
+}
+
+// runClientCommand runs one client command on the open client state.
+func runClientCommand(ctx context.Context, e *env, c *client.Client, sub string, o clientOptions, pos []string) error {
 	switch sub {
 	case "pull", "push", "sync", "rebase":
 		return clientSync(ctx, e, c, sub, o)
@@ -113,16 +120,7 @@ func runClient(ctx context.Context, e *env, args []string) error {
 		_, err = fmt.Fprintf(e.stdout, "%s\n", v)
 		return err
 	case "put", "merge":
-		val := []byte(pos[1])
-		if pos[1] == "-" {
-			if val, err = io.ReadAll(e.stdin); err != nil {
-				return fmt.Errorf("read value from stdin: %w", err)
-			}
-		}
-		if sub == "put" {
-			return c.Put(pos[0], val)
-		}
-		return c.Merge(pos[0], val)
+		return clientEdit(e, c, sub, pos[0], pos[1])
 	case "delete":
 		return c.Delete(pos[0])
 	case "export":
@@ -139,6 +137,21 @@ func runClient(ctx context.Context, e *env, args []string) error {
 		return clientConflicts(e, c, o)
 	}
 	return nil
+}
+
+// clientEdit queues a put or a merge of key; value "-" reads it from stdin.
+func clientEdit(e *env, c *client.Client, sub, key, value string) error {
+	val := []byte(value)
+	if value == "-" {
+		var err error
+		if val, err = io.ReadAll(e.stdin); err != nil {
+			return fmt.Errorf("read value from stdin: %w", err)
+		}
+	}
+	if sub == "put" {
+		return c.Put(key, val)
+	}
+	return c.Merge(key, val)
 }
 
 // parseInterleaved parses flags that may come before, between or after the
@@ -241,7 +254,17 @@ func clientSync(ctx context.Context, e *env, c *client.Client, sub string, o cli
 	if n := c.ConflictCount(); n > 0 {
 		fmt.Fprintf(e.stderr, "%d conflict(s) to review: deltasync client conflicts\n", n)
 	}
+	printBlocked(e, c)
 	return nil
+}
+
+// printBlocked warns about pending edits that cannot be sent under the
+// org's limits: they stay until discarded.
+func printBlocked(e *env, c *client.Client) {
+	for _, b := range c.Blocked() {
+		fmt.Fprintf(e.stderr, "cannot send the %s of %s (%d more edit(s) wait behind it): %s; keep it, or drop it with: deltasync client discard %s\n",
+			b.Op, b.Key, b.Waiting, b.Reason, b.Key)
+	}
 }
 
 func clientStatus(e *env, c *client.Client, o clientOptions) error {
@@ -261,8 +284,9 @@ func clientStatus(e *env, c *client.Client, o clientOptions) error {
 			"bytes_down": s.BytesDownTotal, "bytes_up": s.BytesUpTotal,
 			"bytes_down_since_online": s.BytesDownSinceOnline, "bytes_up_since_online": s.BytesUpSinceOnline,
 			"chunks_fetched": last.ChunksFetched, "chunks_reused": last.ChunksReused,
-			"last_synced_unix": s.LastSyncedUnix, "conflicts": s.Conflicts,
-			"offline_mode": c.OfflineMode(), "rebase_needed": c.RebaseNeeded(),
+			"last_synced_unix": s.LastSyncedUnix, "last_contact_unix": s.LastContactUnix,
+			"next_retry_unix": s.NextRetryUnix, "conflicts": s.Conflicts,
+			"offline_mode": c.OfflineMode(), "rebase_needed": c.RebaseNeeded(), "blocked": s.BlockedEdits,
 			"server": c.ServerURL(), "policy": c.Policy(),
 		})
 	}
@@ -278,11 +302,17 @@ func clientStatus(e *env, c *client.Client, o clientOptions) error {
 	fmt.Fprintf(tw, "server\t%s\n", c.ServerURL())
 	fmt.Fprintf(tw, "version\t%d (server head %d)\n", s.LocalVersion, s.ServerHead)
 	fmt.Fprintf(tw, "pending\t%d edit(s), %s\n", s.PendingEdits, bytesize.Format(s.PendingBytes))
+	if s.BlockedEdits > 0 {
+		fmt.Fprintf(tw, "blocked\t%d edit(s) cannot be sent (see message; deltasync client discard KEY drops them)\n", s.BlockedEdits)
+	}
 	fmt.Fprintf(tw, "conflicts\t%d\n", s.Conflicts)
 	fmt.Fprintf(tw, "traffic\t%s down, %s up since online; %s down, %s up in total\n",
 		bytesize.Format(s.BytesDownSinceOnline), bytesize.Format(s.BytesUpSinceOnline), bytesize.Format(s.BytesDownTotal), bytesize.Format(s.BytesUpTotal))
 	if s.LastSyncedUnix > 0 {
 		fmt.Fprintf(tw, "last synced\t%s\n", time.Unix(s.LastSyncedUnix, 0).Format(time.RFC3339))
+	}
+	if s.LastContactUnix > 0 {
+		fmt.Fprintf(tw, "last contact\t%s\n", time.Unix(s.LastContactUnix, 0).Format(time.RFC3339))
 	}
 	fmt.Fprintf(tw, "offline mode\t%v\n", c.OfflineMode())
 	return tw.Flush()
@@ -320,7 +350,7 @@ func clientConflicts(e *env, c *client.Client, o clientOptions) error {
 	for _, cf := range cs {
 		outcome := "server's value kept"
 		switch {
-		case cf.Status == "rejected":
+		case cf.Status == diff.StatusRejected:
 			outcome = "rejected: " + cf.Reason
 		case cf.Pending:
 			outcome = "edit still pending (org policy rejects conflicts)"

@@ -7,9 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,6 +22,7 @@ import (
 	"github.com/deltasync/deltasync/client"
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/internal/gen"
+	"github.com/deltasync/deltasync/internal/servertest"
 	"github.com/deltasync/deltasync/server"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/fsstore"
@@ -61,7 +60,7 @@ func TestBigCrashSafetyKill9(t *testing.T) {
 	h := newCrashHarness(t, seed)
 
 	landed := 0
-	for iter := 0; landed < kills && iter < 5*kills; iter++ {
+	for iter := 0; landed < kills && iter < 10*kills; iter++ {
 		if h.rng.IntN(10) == 0 {
 			h.otherWriter() // gives pulls something to fetch and install
 		}
@@ -107,9 +106,9 @@ type crashHarness struct {
 	localVersion uint64
 	others       int
 
-	maxDelay map[string]time.Duration // per command: its longest run not killed
-	history  []string                 // what ran, for failure messages
-	runs     map[string]*[2]int       // per command: completed, killed
+	took    map[string][]time.Duration // per command: its recent runs not killed
+	history []string                   // what ran, for failure messages
+	runs    map[string]*[2]int         // per command: completed, killed
 }
 
 // crashEdit is one edit the harness asked the CLI to make.
@@ -131,49 +130,21 @@ func newCrashHarness(t *testing.T, seed uint64) *crashHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := server.DefaultOptions()
-	opts.Store = st
-	opts.JWTSecret = []byte(replicaSecret)
-	opts.ChunkSecret = crashChunkSecret
-	opts.Logger = slog.New(slog.DiscardHandler)
-	opts.SettingsTTL = 0
-	s, err := server.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	}
-	t.Cleanup(stop)
-
-	admin, _ := server.MintToken([]byte(replicaSecret), server.Claims{Admin: true}, time.Hour)
-	user, _ := server.MintToken([]byte(replicaSecret), server.Claims{Org: crashOrg, User: crashUser}, time.Hour)
+	srv := servertest.Start(t, servertest.Options{Store: st, JWTSecret: []byte(replicaSecret),
+		Configure: func(o *server.Options) { o.ChunkSecret = crashChunkSecret }})
+	user := srv.UserToken(t, crashOrg, crashUser)
 	h := &crashHarness{
 		t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		dir: filepath.Join(t.TempDir(), "client"), url: "http://" + ln.Addr().String(),
-		store: st, stop: stop,
-		env: []string{"DELTASYNC_SERVER=http://" + ln.Addr().String(), "DELTASYNC_TOKEN=" + user,
+		dir: filepath.Join(t.TempDir(), "client"), url: srv.URL,
+		store: st, stop: func() { srv.Close() },
+		env: []string{"DELTASYNC_SERVER=" + srv.URL, "DELTASYNC_TOKEN=" + user,
 			// A race-enabled child otherwise sleeps 1 s at exit.
 			"GORACE=" + os.Getenv("GORACE") + " atexit_sleep_ms=0"},
 		edits: map[string]*crashEdit{}, applied: map[string][]appliedOp{},
 		patches: map[string]uint64{}, records: map[uint64]string{},
-		maxDelay: map[string]time.Duration{}, runs: map[string]*[2]int{},
+		took: map[string][]time.Duration{}, runs: map[string]*[2]int{},
 	}
-	if code, b := call(t, "PUT", h.url+"/v1/admin/orgs/"+crashOrg, admin, []byte(`{"offline_mode":true}`)); code != 200 {
-		t.Fatalf("enable org: %d %s", code, b)
-	}
+	srv.SetOrg(t, crashOrg, `{"offline_mode":true}`)
 	// About 120 chunks: a full sync writes the chunk cache in two batches,
 	// so a kill can land between them and the next pull resumes.
 	recs := gen.Dataset(gen.Options{Size: 1 << 20, Seed: int64(seed)})
@@ -181,9 +152,7 @@ func newCrashHarness(t *testing.T, seed uint64) *crashHarness {
 	for _, r := range recs {
 		body = snapshot.AppendNDJSONLine(body, r.Key, r.Value)
 	}
-	if code, b := call(t, "PUT", h.url+"/v1/admin/orgs/"+crashOrg+"/users/"+crashUser+"/dataset", admin, body); code != 200 {
-		t.Fatalf("upload: %d %s", code, b)
-	}
+	srv.Upload(t, crashOrg, crashUser, body)
 	for i, r := range recs {
 		if i%2 == 0 {
 			h.deletable = append(h.deletable, r.Key)
@@ -302,8 +271,9 @@ func (h *crashHarness) step() bool {
 	}
 	st[0]++
 	// Aim the next kills of this command inside its running time.
-	if r.took > h.maxDelay[kind] {
-		h.maxDelay[kind] = r.took
+	h.took[kind] = append(h.took[kind], r.took)
+	if n := len(h.took[kind]); n > 16 {
+		h.took[kind] = h.took[kind][n-16:]
 	}
 	if r.code != 0 {
 		h.fatalf("client %s (not killed): exit %d\n%s%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
@@ -314,13 +284,17 @@ func (h *crashHarness) step() bool {
 	return false
 }
 
-// killWindow is how long after its start a command is killed at most: a
-// little more than its longest run seen (30 ms before any).
+// killWindow is how long after its start a command is killed at most: half
+// again its median run among the last ones seen (30 ms before any). The
+// median, not the longest: on a loaded machine one slow run would otherwise
+// aim most kills past the end of a typical run.
 func (h *crashHarness) killWindow(kind string) time.Duration {
-	if d := h.maxDelay[kind]; d > 0 {
-		return d * 5 / 4
+	took := slices.Clone(h.took[kind])
+	if len(took) == 0 {
+		return 30 * time.Millisecond
 	}
-	return 30 * time.Millisecond
+	slices.Sort(took)
+	return took[len(took)/2] * 3 / 2
 }
 
 // otherWriter changes a few seeded records through the API, as another

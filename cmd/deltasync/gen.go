@@ -7,7 +7,6 @@ import (
 	"io"
 	"strings"
 
-	"github.com/deltasync/deltasync/batch"
 	"github.com/deltasync/deltasync/internal/bytesize"
 	"github.com/deltasync/deltasync/internal/gen"
 )
@@ -76,7 +75,7 @@ func genOne(e *env, o genOptions) error {
 		if st, err = gen.Generate(e.stdout, opts); err != nil {
 			return err
 		}
-	} else if err := batch.WriteFileAtomic(o.Out, false, func(w io.Writer) (err error) {
+	} else if err := gen.WriteFileAtomic(o.Out, false, func(w io.Writer) (err error) {
 		st, err = gen.Generate(w, opts)
 		return err
 	}); err != nil {
@@ -97,7 +96,7 @@ func genDir(ctx context.Context, e *env, o genOptions) error {
 	if err != nil {
 		return &usageError{msg: "--size-per-user: " + err.Error()}
 	}
-	res, err := batch.GenerateDir(ctx, batch.GenOptions{
+	res, err := gen.GenerateDir(ctx, gen.DirOptions{
 		Dir: o.OutDir, Users: o.Users, Orgs: o.Orgs, MinSize: lo, MaxSize: hi, Seed: o.Seed, Zstd: o.Zstd,
 	})
 	if err != nil {

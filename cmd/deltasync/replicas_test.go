@@ -21,11 +21,13 @@ import (
 
 const replicaSecret = "replica-test-jwt-secret-0123456789abcdef"
 
-// startServe runs `deltasync serve` as a process on a free port.
-func startServe(t *testing.T, store string) string {
+// startServe runs `deltasync serve` as a process on a free port, with
+// extra flags if given.
+func startServe(t *testing.T, store string, extra ...string) string {
 	t.Helper()
 	addr := freePort(t)
-	cmd := cliCommand(t, "serve", "--addr", addr, "--store", store, "--jwt-secret", replicaSecret, "--log-json")
+	args := append([]string{"serve", "--addr", addr, "--store", store, "--jwt-secret", replicaSecret, "--log-json"}, extra...)
+	cmd := cliCommand(t, args...)
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
@@ -156,5 +158,106 @@ func TestReplicasConcurrentPatches(t *testing.T) {
 		if !strings.Contains(shared, fmt.Sprintf(`"c%d":`, c)) {
 			t.Fatalf("merges of client %d missing from %s", c, shared)
 		}
+	}
+}
+
+// TestReplicasReadYourWritesAndWakeUps: three server processes on one store
+// behind no sticky balancer. A patch through one replica is seen by a sync
+// through another whose cached head trails (the client names the version
+// its receipt gave: min=V), and a long poll waiting on one replica is woken
+// by a version committed through another (its change-feed watcher).
+func TestReplicasReadYourWritesAndWakeUps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three server processes")
+	}
+	store := "file://" + t.TempDir()
+	// Cached heads trail for the whole test: only min (or a poll) may help.
+	urls := []string{
+		startServe(t, store, "--head-cache-ttl", "1h"),
+		startServe(t, store, "--head-cache-ttl", "1h"),
+		startServe(t, store, "--head-cache-ttl", "1h"),
+	}
+	admin, _ := server.MintToken([]byte(replicaSecret), server.Claims{Admin: true}, time.Hour)
+	user, _ := server.MintToken([]byte(replicaSecret), server.Claims{Org: "acme", User: "alice"}, time.Hour)
+	if code, b := call(t, "PUT", urls[0]+"/v1/admin/orgs/acme", admin, []byte(`{"offline_mode":true}`)); code != 200 {
+		t.Fatalf("enable org: %d %s", code, b)
+	}
+	if code, b := call(t, "PUT", urls[0]+"/v1/admin/orgs/acme/users/alice/dataset", admin,
+		[]byte(`{"key":"tasks/1","value":{"status":"open"}}`+"\n")); code != 200 {
+		t.Fatalf("upload: %d %s", code, b)
+	}
+	// Replica 1 caches head 1.
+	if code, b := call(t, "GET", urls[1]+"/v1/sync?from=1", user, nil); code != 200 || !strings.Contains(string(b), `"up_to_date":true`) {
+		t.Fatalf("sync on replica 1: %d %s", code, b)
+	}
+	code, b := call(t, "POST", urls[2]+"/v1/patches", user, []byte(`{"id":"p1","base":1,"ops":[{"op":"put","key":"tasks/2","value":{}}]}`))
+	var pr wire.PatchResponse
+	if code != 200 || json.Unmarshal(b, &pr) != nil || pr.Version != 2 {
+		t.Fatalf("patch on replica 2: %d %s", code, b)
+	}
+	resp := get(t, urls[1]+"/v1/sync?from=1&min=2", user)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Deltasync-Version") != "2" {
+		t.Fatalf("sync from=1&min=2 on replica 1: %d version %q, want the delta to 2", resp.StatusCode, resp.Header.Get("X-Deltasync-Version"))
+	}
+
+	// A long poll on replica 1 is woken by a patch through replica 0.
+	polled := make(chan *http.Response, 1)
+	go func() { polled <- get(t, urls[1]+"/v1/sync?from=2&wait=60s", user) }()
+	waitFor(t, "the poll waits on replica 1", func() bool { return metric(t, urls[1], "deltasync_hub_waiters") == 1 })
+	if code, b := call(t, "POST", urls[0]+"/v1/patches", user, []byte(`{"id":"p2","base":2,"ops":[{"op":"put","key":"tasks/3","value":{}}]}`)); code != 200 {
+		t.Fatalf("patch on replica 0: %d %s", code, b)
+	}
+	select {
+	case resp := <-polled:
+		if resp.StatusCode != 200 || resp.Header.Get("X-Deltasync-Version") != "3" {
+			t.Fatalf("poll on replica 1: %d version %q, want the delta to 3", resp.StatusCode, resp.Header.Get("X-Deltasync-Version"))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a patch through replica 0 did not wake the poll on replica 1")
+	}
+}
+
+// get sends an authorised GET and returns the response with its body read.
+func get(t *testing.T, url, tok string) *http.Response {
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Error(err)
+		return &http.Response{StatusCode: -1, Header: http.Header{}}
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// metric reads one unlabelled metric of a server's /metrics (-1 if absent).
+func metric(t *testing.T, base, name string) float64 {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Error(err)
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var x float64
+			fmt.Sscan(v, &x)
+			return x
+		}
+	}
+	return -1
+}
+
+// waitFor polls cond until it holds, failing after a generous deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

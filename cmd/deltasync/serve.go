@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/deltasync/deltasync/redisnotify"
 	"github.com/deltasync/deltasync/server"
 	"github.com/deltasync/deltasync/snapshot/memstore"
 )
@@ -30,6 +31,9 @@ type serveOptions struct {
 	ShutdownTimeout time.Duration
 	LogJSON         bool
 	LogLevel        slog.Level
+	// NotifyRedis and NotifyChannel configure the optional Redis pub/sub
+	// plug-in of the change hub (redisnotify).
+	NotifyRedis, NotifyChannel string
 }
 
 // serveFlags registers every flag of `deltasync serve`; tests parse the
@@ -49,8 +53,34 @@ func serveFlags(e *env) (*serveOptions, *server.Options, *flag.FlagSet) {
 		_ = so.LogLevel.UnmarshalText([]byte(v)) // a bad value is caught when the flag is parsed
 	}
 	fs.TextVar(&so.LogLevel, "log-level", &so.LogLevel, "debug (adds an access log line per successful request), info, warn or error (env DELTASYNC_LOG_LEVEL)")
+	so.NotifyRedis, so.NotifyChannel = e.getenv("DELTASYNC_NOTIFY_REDIS"), e.getenv("DELTASYNC_NOTIFY_CHANNEL")
+	fs.StringVar(&so.NotifyRedis, "notify-redis", so.NotifyRedis,
+		"optional: redis://host:port[/db] whose pub/sub carries commits between replicas in milliseconds; the feed watcher stays on (env DELTASYNC_NOTIFY_REDIS)")
+	fs.StringVar(&so.NotifyChannel, "notify-channel", so.NotifyChannel,
+		"pub/sub channel of --notify-redis, the same for every replica (default "+redisnotify.DefaultChannel+"; env DELTASYNC_NOTIFY_CHANNEL)")
 	opts.RegisterFlags(fs)
 	return so, &opts, fs
+}
+
+// notifier opens the Redis plug-in if configured. A bad URL fails the
+// start; a server that does not answer yet is only logged: the feed
+// watcher carries the news until the subscription succeeds.
+func (so *serveOptions) notifier(ctx context.Context, log *slog.Logger) (*redisnotify.Notifier, error) {
+	if so.NotifyRedis == "" {
+		return nil, nil
+	}
+	n, err := redisnotify.New(redisnotify.Options{URL: so.NotifyRedis, Channel: so.NotifyChannel})
+	if err != nil {
+		return nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := n.Ping(pctx); err != nil {
+		log.Warn("notifier: Redis does not answer yet; long polls are woken by the feed watcher until it does", "err", err)
+	} else {
+		log.Info("notifier: commits travel between replicas through Redis pub/sub")
+	}
+	return n, nil
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -69,6 +99,14 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	// server that will not start must leave no trace in the store.
 	if err := checkServeConfig(*opts); err != nil {
 		return err
+	}
+	n, err := so.notifier(ctx, log)
+	if err != nil {
+		return err
+	}
+	if n != nil {
+		defer n.Close()
+		opts.Notifier = n
 	}
 	store, err := openStore(ctx, e, so.storeOptions, log)
 	if err != nil {

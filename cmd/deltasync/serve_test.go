@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -62,5 +64,18 @@ func TestServeRefusesWithoutSecret(t *testing.T) {
 	_, stderr, code := runIn(t, nil, "serve", "--addr", freePort(t), "--store", "file://"+t.TempDir())
 	if code == 0 {
 		t.Fatalf("serve started without a JWT secret; stderr: %s", stderr)
+	}
+}
+
+// TestServeRefusesABadNotifierURL: a --notify-redis that is no Redis URL
+// stops the start with an error naming it, before the store is touched.
+func TestServeRefusesABadNotifierURL(t *testing.T) {
+	dir := t.TempDir()
+	_, stderr, code := runIn(t, nil, "serve", "--dev", "--addr", freePort(t), "--store", "file://"+dir, "--notify-redis", "http://127.0.0.1:6379")
+	if code == 0 || !strings.Contains(stderr, "redisnotify") {
+		t.Fatalf("serve with a bad --notify-redis: exit %d, stderr %s", code, stderr)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the refused start left %d entries in the store", len(entries))
 	}
 }

@@ -339,7 +339,7 @@ func TestStartupProbeGivesUpOnAHungStore(t *testing.T) {
 	for name, args := range storeCommands(t) {
 		var out, errb bytes.Buffer
 		e := testEnv(nil, &out, &errb)
-		e.wrapStore = func(s snapshot.Store) snapshot.Store { return hungStore{s} }
+		e.wrapStore = hungWrites
 		code := runWith(t, e, append(args, "--store", "file://"+t.TempDir())...)
 		if code != exitFailure || !strings.Contains(errb.String(), "did not answer within 100ms") {
 			t.Errorf("%s on a hung store: exit %d, stderr %q; want exit 1 saying the store did not answer", name, code, errb.String())
@@ -347,10 +347,13 @@ func TestStartupProbeGivesUpOnAHungStore(t *testing.T) {
 	}
 }
 
-// hungStore's writes wait until their context ends, like a stopped server.
-type hungStore struct{ snapshot.Store }
-
-func (h hungStore) PutIfAbsent(ctx context.Context, _ string, _ io.Reader, _ int64) (snapshot.ObjectInfo, error) {
-	<-ctx.Done()
-	return snapshot.ObjectInfo{}, ctx.Err()
+// hungWrites wraps s so that its create-only writes wait until their
+// context ends, like a stopped server.
+func hungWrites(s snapshot.Store) snapshot.Store {
+	f := storetest.Wrap(s)
+	f.PutIfAbsentFunc = func(ctx context.Context, _ string, _ io.Reader, _ int64) (snapshot.ObjectInfo, error) {
+		<-ctx.Done()
+		return snapshot.ObjectInfo{}, ctx.Err()
+	}
+	return f
 }

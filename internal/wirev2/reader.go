@@ -3,7 +3,9 @@
 // and the types it uses, copied as they were). Tests use
 // it as an old client, to prove that a new server still answers such a
 // client in a format it reads. Do not change it to follow wire: it is a
-// fixture of the past, like a golden file.
+// fixture of the past, like a golden file. (readInsert, readEnd and
+// readDictRef were split out of readManifest and Next, unchanged in what
+// they do, when the house rule on function length reached this package.)
 package wirev2
 
 import (
@@ -201,55 +203,64 @@ func (d *DeltaReader) readManifest(old []snapshot.ChunkRef) error {
 				prev = old[from+n-1].FirstKey
 			}
 		case opInsert:
-			n, err := d.num()
-			if err != nil {
+			if prev, err = d.readInsert(want, prev); err != nil {
 				return err
-			}
-			if uint64(len(d.chunks))+n > uint64(want) {
-				return d.bad("insert of %d chunks", n)
-			}
-			for range n {
-				var c snapshot.ChunkRef
-				if _, err := io.ReadFull(d.r, c.ID[:]); err != nil {
-					return d.bad("truncated chunk entry")
-				}
-				size, err := d.num()
-				if err != nil {
-					return err
-				}
-				recs, err := d.num()
-				if err != nil {
-					return err
-				}
-				flags, err := d.r.ReadByte()
-				if err != nil {
-					return d.bad("truncated chunk entry")
-				}
-				shared, err := d.num()
-				if err != nil {
-					return err
-				}
-				sl, err := d.num()
-				if err != nil {
-					return err
-				}
-				if size == 0 || size > maxChunk || recs > size || flags > 1 || shared > uint64(len(prev)) || sl > snapshot.MaxKeyLen {
-					return d.bad("chunk entry")
-				}
-				suffix := make([]byte, sl)
-				if _, err := io.ReadFull(d.r, suffix); err != nil {
-					return d.bad("truncated chunk entry")
-				}
-				c.Size, c.Records, c.Continued = uint32(size), uint32(recs), flags == 1
-				c.FirstKey = prev[:shared] + string(suffix)
-				c.StoredLen = c.Size
-				prev = c.FirstKey
-				d.chunks = append(d.chunks, c)
 			}
 		default:
 			return d.bad("manifest op %d", op)
 		}
 	}
+}
+
+// readInsert reads an insert op's chunk entries; prev is the first key of
+// the chunk before them, and it returns the last one's.
+func (d *DeltaReader) readInsert(want int, prev string) (string, error) {
+	n, err := d.num()
+	if err != nil {
+		return prev, err
+	}
+	if uint64(len(d.chunks))+n > uint64(want) {
+		return prev, d.bad("insert of %d chunks", n)
+	}
+	for range n {
+		var c snapshot.ChunkRef
+		if _, err := io.ReadFull(d.r, c.ID[:]); err != nil {
+			return prev, d.bad("truncated chunk entry")
+		}
+		size, err := d.num()
+		if err != nil {
+			return prev, err
+		}
+		recs, err := d.num()
+		if err != nil {
+			return prev, err
+		}
+		flags, err := d.r.ReadByte()
+		if err != nil {
+			return prev, d.bad("truncated chunk entry")
+		}
+		shared, err := d.num()
+		if err != nil {
+			return prev, err
+		}
+		sl, err := d.num()
+		if err != nil {
+			return prev, err
+		}
+		if size == 0 || size > maxChunk || recs > size || flags > 1 || shared > uint64(len(prev)) || sl > snapshot.MaxKeyLen {
+			return prev, d.bad("chunk entry")
+		}
+		suffix := make([]byte, sl)
+		if _, err := io.ReadFull(d.r, suffix); err != nil {
+			return prev, d.bad("truncated chunk entry")
+		}
+		c.Size, c.Records, c.Continued = uint32(size), uint32(recs), flags == 1
+		c.FirstKey = prev[:shared] + string(suffix)
+		c.StoredLen = c.Size
+		prev = c.FirstKey
+		d.chunks = append(d.chunks, c)
+	}
+	return prev, nil
 }
 
 // Header returns the pack's header.
@@ -274,15 +285,7 @@ func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte
 		return 0, nil, io.EOF
 	}
 	if d.left == 0 {
-		b, err := d.r.ReadByte()
-		if err != nil || b != endMark {
-			return 0, nil, d.bad("missing end mark")
-		}
-		if _, err := d.r.ReadByte(); err != io.EOF {
-			return 0, nil, d.bad("trailing data")
-		}
-		d.done = true
-		return 0, nil, io.EOF
+		return 0, nil, d.readEnd()
 	}
 	j, err := d.num()
 	if err != nil {
@@ -298,22 +301,9 @@ func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte
 	if flags == flagAbort {
 		return 0, nil, d.readAbort()
 	}
-	baseIdx, baseCount := -1, 0
-	if flags&flagDict != 0 {
-		bi, err := d.num()
-		if err != nil {
-			return 0, nil, err
-		}
-		bn, err := d.num()
-		if err != nil {
-			return 0, nil, err
-		}
-		if bn == 0 || bn > dictSpan || bi > uint64(d.oldLen) || bn > uint64(d.oldLen)-bi {
-			return 0, nil, d.bad("dictionary chunks %d+%d of %d", bi, bn, d.oldLen)
-		}
-		baseIdx, baseCount = int(bi), int(bn)
-	} else if flags != 0 {
-		return 0, nil, d.bad("chunk flags %d", flags)
+	baseIdx, baseCount, err := d.readDictRef(flags)
+	if err != nil {
+		return 0, nil, err
 	}
 	n, err := d.num()
 	if err != nil {
@@ -349,6 +339,43 @@ func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte
 	d.left--
 	d.lastJ = int(j)
 	return int(j), raw, nil
+}
+
+// readEnd checks the end mark after the last chunk and that nothing
+// follows it; it returns io.EOF when both hold.
+func (d *DeltaReader) readEnd() error {
+	b, err := d.r.ReadByte()
+	if err != nil || b != endMark {
+		return d.bad("missing end mark")
+	}
+	if _, err := d.r.ReadByte(); err != io.EOF {
+		return d.bad("trailing data")
+	}
+	d.done = true
+	return io.EOF
+}
+
+// readDictRef reads the old chunks a chunk's dictionary is made of, when
+// its flags say it has one (index -1 when not).
+func (d *DeltaReader) readDictRef(flags byte) (int, int, error) {
+	if flags&flagDict == 0 {
+		if flags != 0 {
+			return -1, 0, d.bad("chunk flags %d", flags)
+		}
+		return -1, 0, nil
+	}
+	bi, err := d.num()
+	if err != nil {
+		return -1, 0, err
+	}
+	bn, err := d.num()
+	if err != nil {
+		return -1, 0, err
+	}
+	if bn == 0 || bn > dictSpan || bi > uint64(d.oldLen) || bn > uint64(d.oldLen)-bi {
+		return -1, 0, d.bad("dictionary chunks %d+%d of %d", bi, bn, d.oldLen)
+	}
+	return int(bi), int(bn), nil
 }
 
 // readAbort reads an abort frame and returns it as *AbortError; the pack

@@ -194,7 +194,23 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // List implements snapshot.Store. The store gets Timeout for each object
 // it delivers; fn's own time is not counted.
 func (s *Store) List(ctx context.Context, prefix string, fn func(snapshot.ObjectInfo) error) error {
-	c := s.start(ctx, "list", prefix, s.opts.Timeout)
+	return s.list(ctx, "list", prefix, fn, func(ctx context.Context, each func(snapshot.ObjectInfo) error) error {
+		return s.Store.List(ctx, prefix, each)
+	})
+}
+
+// ListAfter implements snapshot.Store, with List's budgets.
+func (s *Store) ListAfter(ctx context.Context, prefix, after string, fn func(snapshot.ObjectInfo) error) error {
+	return s.list(ctx, "list after", prefix, fn, func(ctx context.Context, each func(snapshot.ObjectInfo) error) error {
+		return s.Store.ListAfter(ctx, prefix, after, each)
+	})
+}
+
+// list runs a listing (call) on the clock: Timeout for each object, fn's
+// own time not counted, fn never called after the listing was abandoned.
+func (s *Store) list(ctx context.Context, op, prefix string, fn func(snapshot.ObjectInfo) error,
+	call func(context.Context, func(snapshot.ObjectInfo) error) error) error {
+	c := s.start(ctx, op, prefix, s.opts.Timeout)
 	defer c.stop()
 	var mu sync.Mutex
 	abandoned := false
@@ -210,7 +226,7 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(snapshot.Object
 		return err
 	}
 	_, err := run(c, func(ctx context.Context) (struct{}, error) {
-		return struct{}{}, s.Store.List(ctx, prefix, each)
+		return struct{}{}, call(ctx, each)
 	}, nil)
 	mu.Lock()
 	abandoned = true

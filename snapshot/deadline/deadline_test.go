@@ -43,94 +43,26 @@ func wrap(t *testing.T, s snapshot.Store, timeout time.Duration) *deadline.Store
 	return d
 }
 
-// hungStore is a store whose calls block until release closes, ignoring
+// newHungStore is a store whose calls block until the test ends, ignoring
 // their context (a dead NFS mount, a backend without cancellation), or,
 // with honourCtx, until their context ends (minio-go against a stopped
-// server). Calls listed in pass go through to the memory store.
-type hungStore struct {
-	snapshot.Store
-	release   chan struct{}
-	honourCtx bool
-	pass      map[string]bool
-	entered   atomic.Int64
-}
-
-func newHungStore(t *testing.T, honourCtx bool) *hungStore {
-	h := &hungStore{Store: memstore.New(), release: make(chan struct{}), honourCtx: honourCtx, pass: map[string]bool{}}
-	t.Cleanup(func() { close(h.release) })
-	return h
-}
-
-func (h *hungStore) hang(ctx context.Context, op string) error {
-	if h.pass[op] {
-		return nil
-	}
-	h.entered.Add(1)
-	if h.honourCtx {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-h.release:
+// server).
+func newHungStore(t *testing.T, honourCtx bool) *storetest.Faults {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	f := storetest.Wrap(memstore.New())
+	f.Before = func(ctx context.Context, _ storetest.Op, _ string) error {
+		if honourCtx {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-release:
+			}
 		}
+		<-release
+		return errors.New("released")
 	}
-	<-h.release
-	return errors.New("released")
-}
-
-func (h *hungStore) Get(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
-	if err := h.hang(ctx, "get"); err != nil {
-		return nil, snapshot.ObjectInfo{}, err
-	}
-	return h.Store.Get(ctx, key)
-}
-
-func (h *hungStore) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
-	if err := h.hang(ctx, "get range"); err != nil {
-		return nil, err
-	}
-	return h.Store.GetRange(ctx, key, off, n)
-}
-
-func (h *hungStore) Put(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
-	if err := h.hang(ctx, "put"); err != nil {
-		return snapshot.ObjectInfo{}, err
-	}
-	return h.Store.Put(ctx, key, r, size)
-}
-
-func (h *hungStore) PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
-	if err := h.hang(ctx, "put if absent"); err != nil {
-		return snapshot.ObjectInfo{}, err
-	}
-	return h.Store.PutIfAbsent(ctx, key, r, size)
-}
-
-func (h *hungStore) PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, etag string) (snapshot.ObjectInfo, error) {
-	if err := h.hang(ctx, "put if match"); err != nil {
-		return snapshot.ObjectInfo{}, err
-	}
-	return h.Store.PutIfMatch(ctx, key, r, size, etag)
-}
-
-func (h *hungStore) Stat(ctx context.Context, key string) (snapshot.ObjectInfo, error) {
-	if err := h.hang(ctx, "stat"); err != nil {
-		return snapshot.ObjectInfo{}, err
-	}
-	return h.Store.Stat(ctx, key)
-}
-
-func (h *hungStore) List(ctx context.Context, prefix string, fn func(snapshot.ObjectInfo) error) error {
-	if err := h.hang(ctx, "list"); err != nil {
-		return err
-	}
-	return h.Store.List(ctx, prefix, fn)
-}
-
-func (h *hungStore) Delete(ctx context.Context, key string) error {
-	if err := h.hang(ctx, "delete"); err != nil {
-		return err
-	}
-	return h.Store.Delete(ctx, key)
+	return f
 }
 
 // storeCalls are one call of each Store method.
@@ -161,6 +93,9 @@ var storeCalls = map[string]func(ctx context.Context, s snapshot.Store) error{
 	},
 	"list": func(ctx context.Context, s snapshot.Store) error {
 		return s.List(ctx, "", func(snapshot.ObjectInfo) error { return nil })
+	},
+	"list after": func(ctx context.Context, s snapshot.Store) error {
+		return s.ListAfter(ctx, "", "a", func(snapshot.ObjectInfo) error { return nil })
 	},
 	"delete": func(ctx context.Context, s snapshot.Store) error { return s.Delete(ctx, "k") },
 }
@@ -284,14 +219,15 @@ func (o oneByteReader) Read(p []byte) (int, error) { return o.r.Read(p[:min(len(
 
 // stallingBody is a store whose objects open at once and whose bodies
 // then stall until their context ends (an S3 server stopped mid-stream).
-type stallingBody struct{ snapshot.Store }
-
-func (s stallingBody) Get(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
-	return ctxReader{ctx}, snapshot.ObjectInfo{Key: key, Size: 1 << 20}, nil
-}
-
-func (s stallingBody) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
-	return ctxReader{ctx}, nil
+func stallingBody() *storetest.Faults {
+	f := storetest.Wrap(memstore.New())
+	f.GetFunc = func(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
+		return ctxReader{ctx}, snapshot.ObjectInfo{Key: key, Size: 1 << 20}, nil
+	}
+	f.GetRangeFunc = func(ctx context.Context, _ string, _, _ int64) (io.ReadCloser, error) {
+		return ctxReader{ctx}, nil
+	}
+	return f
 }
 
 type ctxReader struct{ ctx context.Context }
@@ -302,7 +238,7 @@ func (c ctxReader) Close() error             { return nil }
 // TestStalledBodyFailsInTime: a body that stops delivering fails with
 // ErrUnavailable once its budget (grown by the object's size) is spent.
 func TestStalledBodyFailsInTime(t *testing.T) {
-	d, err := deadline.New(stallingBody{memstore.New()}, deadline.Options{Timeout: 20 * time.Millisecond, MinRate: 1 << 30})
+	d, err := deadline.New(stallingBody(), deadline.Options{Timeout: 20 * time.Millisecond, MinRate: 1 << 30})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,13 +264,37 @@ func TestStalledBodyFailsInTime(t *testing.T) {
 }
 
 // lateStore answers its calls only after release, ignoring the context:
-// the answers arrive after the wrapper gave up.
+// the answers arrive after the wrapper gave up. done closes when the call
+// has answered; closed counts the bodies closed, called the objects List
+// delivered.
 type lateStore struct {
-	snapshot.Store
+	*storetest.Faults
 	release chan struct{}
 	closed  atomic.Int64
 	called  atomic.Int64
 	done    chan struct{}
+}
+
+func newLateStore(s snapshot.Store) *lateStore {
+	l := &lateStore{Faults: storetest.Wrap(s), release: make(chan struct{}), done: make(chan struct{})}
+	l.GetFunc = func(_ context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
+		<-l.release
+		rc, info, err := s.Get(context.Background(), key)
+		defer close(l.done)
+		if err != nil {
+			return nil, info, err
+		}
+		return closeCounter{rc, &l.closed}, info, nil
+	}
+	l.ListFunc = func(_ context.Context, prefix string, fn func(snapshot.ObjectInfo) error) error {
+		<-l.release
+		defer close(l.done)
+		return s.List(context.Background(), prefix, func(info snapshot.ObjectInfo) error {
+			l.called.Add(1)
+			return fn(info)
+		})
+	}
+	return l
 }
 
 type closeCounter struct {
@@ -344,25 +304,6 @@ type closeCounter struct {
 
 func (c closeCounter) Close() error { c.n.Add(1); return c.ReadCloser.Close() }
 
-func (l *lateStore) Get(ctx context.Context, key string) (io.ReadCloser, snapshot.ObjectInfo, error) {
-	<-l.release
-	rc, info, err := l.Store.Get(context.Background(), key)
-	defer close(l.done)
-	if err != nil {
-		return nil, info, err
-	}
-	return closeCounter{rc, &l.closed}, info, nil
-}
-
-func (l *lateStore) List(ctx context.Context, prefix string, fn func(snapshot.ObjectInfo) error) error {
-	<-l.release
-	defer close(l.done)
-	return l.Store.List(context.Background(), prefix, func(info snapshot.ObjectInfo) error {
-		l.called.Add(1)
-		return fn(info)
-	})
-}
-
 // TestAbandonedCallsLeaveNothingBehind: a body that opens after the caller
 // left is closed, and a List callback is never run after List returned.
 func TestAbandonedCallsLeaveNothingBehind(t *testing.T) {
@@ -371,7 +312,7 @@ func TestAbandonedCallsLeaveNothingBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("get", func(t *testing.T) {
-		l := &lateStore{Store: mem, release: make(chan struct{}), done: make(chan struct{})}
+		l := newLateStore(mem)
 		d := wrap(t, l, 10*time.Millisecond)
 		if _, _, err := d.Get(context.Background(), "k"); !errors.Is(err, snapshot.ErrUnavailable) {
 			t.Fatalf("get: %v", err)
@@ -381,7 +322,7 @@ func TestAbandonedCallsLeaveNothingBehind(t *testing.T) {
 		waitFor(t, "the late body to be closed", func() bool { return l.closed.Load() == 1 })
 	})
 	t.Run("list", func(t *testing.T) {
-		l := &lateStore{Store: mem, release: make(chan struct{}), done: make(chan struct{})}
+		l := newLateStore(mem)
 		d := wrap(t, l, 10*time.Millisecond)
 		var calls atomic.Int64
 		err := d.List(context.Background(), "", func(snapshot.ObjectInfo) error { calls.Add(1); return nil })

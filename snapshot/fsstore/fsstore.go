@@ -300,18 +300,6 @@ func (s *Store) prepare(ctx context.Context, op, key string, r io.Reader, size i
 	return tmp, final, nil
 }
 
-// finish fsyncs the object's directory and stats the new object.
-func (s *Store) finish(op, key, final string) (snapshot.ObjectInfo, error) {
-	if err := syncDir(filepath.Dir(final)); err != nil {
-		return snapshot.ObjectInfo{}, objErr(op, key, err)
-	}
-	fi, err := os.Stat(final)
-	if err != nil {
-		return snapshot.ObjectInfo{}, objErr(op, key, err)
-	}
-	return s.info(key, fi), nil
-}
-
 // Put implements snapshot.Store.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (snapshot.ObjectInfo, error) {
 	tmp, final, err := s.prepare(ctx, "put", key, r, size)
@@ -459,6 +447,13 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // "a-c" although "a-c" sorts first as a key, so List collects the matching
 // keys and sorts them before calling fn.
 func (s *Store) List(ctx context.Context, prefix string, fn func(snapshot.ObjectInfo) error) error {
+	return s.ListAfter(ctx, prefix, "", fn)
+}
+
+// ListAfter implements snapshot.Store. It does not read the directories
+// whose keys all sort before after, nor stat their files, so a reader of
+// the change feed that lists after its cursor reads the newest hours only.
+func (s *Store) ListAfter(ctx context.Context, prefix, after string, fn func(snapshot.ObjectInfo) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -498,7 +493,10 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(snapshot.Object
 		if d.IsDir() && path != root && !strings.HasPrefix(key+"/", prefix) && !strings.HasPrefix(prefix, key+"/") {
 			return filepath.SkipDir
 		}
-		if d.IsDir() || !d.Type().IsRegular() || !strings.HasPrefix(key, prefix) {
+		if d.IsDir() && path != root && allBefore(key+"/", after) {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !d.Type().IsRegular() || !strings.HasPrefix(key, prefix) || key <= after {
 			return nil
 		}
 		fi, err := d.Info()
@@ -524,6 +522,13 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(snapshot.Object
 		}
 	}
 	return nil
+}
+
+// allBefore reports whether every key that starts with dir (a directory's
+// key and a slash) sorts at or before after: after is past dir and does
+// not itself start with it.
+func allBefore(dir, after string) bool {
+	return after > dir && !strings.HasPrefix(after, dir)
 }
 
 // lock takes the store's write lock: the in-process mutex, then the

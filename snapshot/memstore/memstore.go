@@ -179,10 +179,15 @@ func (s *Store) Stat(ctx context.Context, key string) (snapshot.ObjectInfo, erro
 // List implements snapshot.Store. It works on a snapshot of the matching
 // keys, so fn may call back into the store.
 func (s *Store) List(ctx context.Context, prefix string, fn func(snapshot.ObjectInfo) error) error {
+	return s.ListAfter(ctx, prefix, "", fn)
+}
+
+// ListAfter implements snapshot.Store.
+func (s *Store) ListAfter(ctx context.Context, prefix, after string, fn func(snapshot.ObjectInfo) error) error {
 	s.mu.Lock()
 	infos := make([]snapshot.ObjectInfo, 0, len(s.objects))
 	for k, o := range s.objects {
-		if strings.HasPrefix(k, prefix) {
+		if strings.HasPrefix(k, prefix) && k > after {
 			infos = append(infos, o.info(k))
 		}
 	}

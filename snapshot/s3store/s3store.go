@@ -378,13 +378,23 @@ func (s *Store) Stat(ctx context.Context, key string) (snapshot.ObjectInfo, erro
 // List implements snapshot.Store. minio-go pages through the listing
 // (1,000 keys a request); S3 lists in lexical key order.
 func (s *Store) List(ctx context.Context, prefix string, fn func(snapshot.ObjectInfo) error) error {
+	return s.ListAfter(ctx, prefix, "", fn)
+}
+
+// ListAfter implements snapshot.Store with ListObjectsV2's StartAfter: the
+// server skips the keys up to after, so their pages are never sent.
+func (s *Store) ListAfter(ctx context.Context, prefix, after string, fn func(snapshot.ObjectInfo) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	opts := minio.ListObjectsOptions{Prefix: s.prefix + prefix, Recursive: true}
+	if after != "" {
+		opts.StartAfter = s.prefix + after
 	}
 	// Cancelling stops minio-go's paging when fn fails.
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	for obj := range s.client.ListObjectsIter(lctx, s.bucket, minio.ListObjectsOptions{Prefix: s.prefix + prefix, Recursive: true}) {
+	for obj := range s.client.ListObjectsIter(lctx, s.bucket, opts) {
 		if obj.Err != nil {
 			if err := ctx.Err(); err != nil {
 				return err

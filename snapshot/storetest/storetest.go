@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T) snapshot.Store) {
 		{"BigObjects", testBigObjects},
 		{"List", testList},
 		{"ListStop", testListStop},
+		{"ListAfter", testListAfter},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -608,6 +609,110 @@ func testList(t *testing.T, s snapshot.Store) {
 		if tt.n > 0 && (got[0] != tt.first || got[len(got)-1] != tt.last) {
 			t.Errorf("List(%q) = %q..%q, want %q..%q", tt.prefix, got[0], got[len(got)-1], tt.first, tt.last)
 		}
+	}
+	checkListAfterPages(t, s)
+}
+
+// checkListAfterPages runs ListAfter over testList's keys, across S3's
+// page boundary.
+func checkListAfterPages(t *testing.T, s snapshot.Store) {
+	for _, tt := range []struct {
+		prefix, after string
+		n             int
+		first, last   string
+	}{
+		{"l/", "l/k/0020", ListCount - 21 + 2, "l/k/0021", "l/kz/deep/er"},
+		{"l/k/", "l/k/0998", ListCount - 999, "l/k/0999", fmt.Sprintf("l/k/%04d", ListCount-1)},
+		{"l/", "l/k", ListCount + 4, "l/k-x", "l/kz/deep/er"},
+		{"", "l/k/1049", 4, "l/k0", "m/k/0001"},
+		{"l/", "", ListCount + 4, "l/k-x", "l/kz/deep/er"},
+	} {
+		got := listAfterKeys(t, s, tt.prefix, tt.after)
+		if len(got) != tt.n {
+			t.Errorf("ListAfter(%q, %q) returned %d keys, want %d", tt.prefix, tt.after, len(got), tt.n)
+			continue
+		}
+		if got[0] != tt.first || got[len(got)-1] != tt.last {
+			t.Errorf("ListAfter(%q, %q) = %q..%q, want %q..%q", tt.prefix, tt.after, got[0], got[len(got)-1], tt.first, tt.last)
+		}
+	}
+}
+
+func listAfterKeys(t *testing.T, s snapshot.Store, prefix, after string) []string {
+	t.Helper()
+	var keys []string
+	err := s.ListAfter(t.Context(), prefix, after, func(info snapshot.ObjectInfo) error {
+		keys = append(keys, info.Key)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("ListAfter(%q, %q): %v", prefix, after, err)
+	}
+	return keys
+}
+
+// testListAfter: the keys after a position, in lexical order, the position
+// itself excluded; the shape the change feed is listed in (hour buckets,
+// then names), and positions that are no key, lie in another directory or
+// outside the prefix.
+func testListAfter(t *testing.T, s snapshot.Store) {
+	keys := []string{
+		"f/2026111423/1763161199000~a", "f/2026111500/1763164800000~a", "f/2026111500/1763164800000~b",
+		"f/2026111500/1763164801000~a", "f/2026111501/1763168400000~a", "f/20261115010/x", "f/2026111502/y/deep",
+		"f-other", "g/1",
+	}
+	for _, k := range keys {
+		put(t, s, k, k)
+	}
+	for _, tt := range []struct {
+		prefix, after string
+		want          []string
+	}{
+		{"f/", "", keys[:7]},
+		{"f/", "a", keys[:7]},
+		{"f/", "f/", keys[:7]},
+		{"f/", "f/2026111500/", keys[1:7]},
+		{"f/", "f/2026111500/1763164800000", keys[1:7]},
+		{"f/", "f/2026111500/1763164800000~a", keys[2:7]},
+		{"f/", "f/2026111500/1763164800000~a0", keys[2:7]},
+		{"f/", "f/2026111500/1763164801000~a", keys[4:7]},
+		{"f/", "f/2026111500/9", keys[4:7]},
+		{"f/", "f/2026111501", keys[4:7]},
+		{"f/", "f/2026111501/1763168400000~a", keys[5:7]},
+		{"f/", "f/2026111502/y", keys[6:7]},
+		{"f/", "f/2026111502/y/deep", nil},
+		{"f/", "f/3", nil},
+		{"f/", "g", nil},
+		{"f/2026111500/", "f/2026111423/z", keys[1:4]},
+		{"f/2026111500/", "f/2026111500/1763164800000~b", keys[3:4]},
+		// '-' sorts before '/': "f-other" comes before every "f/" key.
+		{"", "f/2026111502/y/deep", keys[8:]},
+		{"f", "f/2026111502/y/deep", nil},
+		{"f", "f-", append(keys[7:8:8], keys[:7]...)},
+		{"f", "f-other", keys[:7]},
+		{"", "f-other", append(keys[:7:7], keys[8])},
+	} {
+		got := listAfterKeys(t, s, tt.prefix, tt.after)
+		if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("ListAfter(%q, %q) = %q, want %q", tt.prefix, tt.after, got, tt.want)
+		}
+	}
+	stop := errors.New("stop here")
+	var seen []string
+	err := s.ListAfter(t.Context(), "f/", keys[0], func(info snapshot.ObjectInfo) error {
+		seen = append(seen, info.Key)
+		if info.Size != int64(len(info.Key)) || info.ETag == "" {
+			t.Errorf("ListAfter info %+v: want size %d and an ETag", info, len(info.Key))
+		}
+		return stop
+	})
+	if !errors.Is(err, stop) || fmt.Sprint(seen) != fmt.Sprint(keys[1:2]) {
+		t.Errorf("ListAfter with a failing callback: %v after %q, want the callback's error after %q", err, seen, keys[1:2])
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := s.ListAfter(ctx, "f/", "", func(snapshot.ObjectInfo) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Errorf("ListAfter with a cancelled context: %v, want context.Canceled", err)
 	}
 }
 

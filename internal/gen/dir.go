@@ -1,4 +1,4 @@
-package batch
+package gen
 
 import (
 	"context"
@@ -10,12 +10,18 @@ import (
 	"path/filepath"
 
 	"github.com/klauspost/compress/zstd"
-
-	"github.com/deltasync/deltasync/internal/gen"
 )
 
-// GenOptions configure GenerateDir.
-type GenOptions struct {
+// The names of generated input files, as batch.BuildDir reads them
+// (batch.SuffixNDJSON, batch.SuffixZstd; this package sits below batch and
+// does not import it).
+const (
+	suffixNDJSON = ".ndjson"
+	suffixZstd   = ".ndjson.zst"
+)
+
+// DirOptions configure GenerateDir.
+type DirOptions struct {
 	// Dir receives Dir/<org>/<user>.ndjson (or .ndjson.zst).
 	Dir string
 	// Users is how many data sets to write, spread round-robin over Orgs
@@ -30,18 +36,18 @@ type GenOptions struct {
 	Zstd bool
 }
 
-// GenResult reports what GenerateDir wrote.
-type GenResult struct {
+// DirResult reports what GenerateDir wrote.
+type DirResult struct {
 	Users   int   `json:"users"`
 	Orgs    int   `json:"orgs"`
 	Records int   `json:"records"`
 	Bytes   int64 `json:"bytes"` // NDJSON bytes, before any compression
 }
 
-// GenerateDir writes generated data sets for many users, for batch builds
-// in tests and demos. Names are org-NNN/user-NNNNN; a file is written under
+// GenerateDir writes generated data sets for many users, the input of
+// batch builds (`deltasync build`) in tests and demos. Names are org-NNN/user-NNNNN; a file is written under
 // a temporary name and renamed, so a killed run leaves no partial input.
-func GenerateDir(ctx context.Context, opts GenOptions) (*GenResult, error) {
+func GenerateDir(ctx context.Context, opts DirOptions) (*DirResult, error) {
 	if opts.Users <= 0 {
 		return nil, fmt.Errorf("generate: users must be positive")
 	}
@@ -54,7 +60,7 @@ func GenerateDir(ctx context.Context, opts GenOptions) (*GenResult, error) {
 	opts.Orgs = min(opts.Orgs, opts.Users)
 	rnd := rand.New(rand.NewPCG(uint64(opts.Seed), 0x3c6ef372fe94f82b))
 	lo, hi := math.Log(float64(opts.MinSize)), math.Log(float64(opts.MaxSize))
-	res := &GenResult{Users: opts.Users, Orgs: opts.Orgs}
+	res := &DirResult{Users: opts.Users, Orgs: opts.Orgs}
 	for i := range opts.Users {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -62,14 +68,14 @@ func GenerateDir(ctx context.Context, opts GenOptions) (*GenResult, error) {
 		size := int64(math.Round(math.Exp(lo + (hi-lo)*rnd.Float64())))
 		org := fmt.Sprintf("org-%03d", i%opts.Orgs+1)
 		user := fmt.Sprintf("user-%05d", i+1)
-		name := user + SuffixNDJSON
+		name := user + suffixNDJSON
 		if opts.Zstd {
-			name = user + SuffixZstd
+			name = user + suffixZstd
 		}
 		path := filepath.Join(opts.Dir, org, name)
-		var st gen.Stats
+		var st Stats
 		err := WriteFileAtomic(path, opts.Zstd, func(w io.Writer) (err error) {
-			st, err = gen.Generate(w, gen.Options{Size: size, Seed: opts.Seed*1_000_003 + int64(i)})
+			st, err = Generate(w, Options{Size: size, Seed: opts.Seed*1_000_003 + int64(i)})
 			return err
 		})
 		if err != nil {
