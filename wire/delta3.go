@@ -131,10 +131,13 @@ func fullEncoder(ctx context.Context) (enc *zstd.Encoder, release func(), err er
 	}, nil
 }
 
+// encoderPool's encoders Huffman-code blocks without matches at every level
+// (the higher ones do by default; this pins it): see streamEncoders.
 func encoderPool(level zstd.EncoderLevel, window int) *sync.Pool {
 	return &sync.Pool{New: func() any {
 		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1),
-			zstd.WithEncoderCRC(true), zstd.WithWindowSize(window), zstd.WithLowerEncoderMem(true))
+			zstd.WithEncoderCRC(true), zstd.WithWindowSize(window), zstd.WithLowerEncoderMem(true),
+			zstd.WithAllLitEntropyCompression(true))
 		return e
 	}}
 }
