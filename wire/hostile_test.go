@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -179,4 +180,46 @@ func assemble3(hdr, man, ghdr, content []byte) []byte {
 	fr := enc.EncodeAll(content, nil)
 	out = append(binary.AppendUvarint(out, uint64(len(fr))), fr...)
 	return append(out, 0xff)
+}
+
+// TestDelta3RefusesDecompressionBombs: a frame of a few kilobytes that
+// decompresses to far more than its section may hold (header, manifest
+// delta, a group: tens of megabytes of zeros) is refused as a bad pack
+// without the reader allocating what it would decompress to.
+func TestDelta3RefusesDecompressionBombs(t *testing.T) {
+	s := memstore.New()
+	recs := gen.Dataset(gen.Options{Size: 32 << 10, Seed: 7})
+	b := build(t, s, recs)
+	all := chunkMap(t, s, b)
+	hdr, man, ghdr, _ := sections3(t, pack(t, s, nil, b, 0))
+	var content []byte
+	for _, c := range b.Chunks {
+		content = append(content, all[c.ID]...)
+	}
+	if _, _, err := apply(t, assemble3(hdr, man, ghdr, content), nil, nil); err != nil {
+		t.Fatalf("the pack as it is: %v", err)
+	}
+	zeros := make([]byte, 48<<20)
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"header", assemble3(append(slices.Clone(hdr), zeros[:16<<20]...), man, ghdr, content)},
+		{"manifest delta", assemble3(hdr, append(slices.Clone(man), zeros...), ghdr, content)},
+		{"group", assemble3(hdr, man, ghdr, append(slices.Clone(content), zeros...))},
+	} {
+		if len(tc.data) > 1<<20 {
+			t.Fatalf("%s: the bomb is %d bytes, not small", tc.name, len(tc.data))
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, _, err := apply(t, tc.data, nil, nil)
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, wire.ErrBadDelta) {
+			t.Errorf("%s: %v, want ErrBadDelta", tc.name, err)
+		}
+		if got := after.TotalAlloc - before.TotalAlloc; got > 8<<20 {
+			t.Errorf("%s: reading a %d-byte bomb allocated %d bytes", tc.name, len(tc.data), got)
+		}
+	}
 }
