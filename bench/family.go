@@ -46,6 +46,15 @@ func (r *run) family(ctx context.Context, f family) error {
 		r.rep.Scenarios = append(r.rep.Scenarios, row)
 		cur, version = next, row.Version
 	}
+	if f.name == families[0].name {
+		row, _, err := runBlobScenario(ctx, c, r.enc, r.o.Seed, version, cur, r.o.Compare) // blob.go
+		if err != nil {
+			return err
+		}
+		row.Family = f.name
+		r.logf("%-6s %-24s up %8d  down %8d", f.name, row.Name, row.UpBytes, row.DownBytes)
+		r.rep.Scenarios = append(r.rep.Scenarios, row)
+	}
 	return nil
 }
 

@@ -1,20 +1,15 @@
 package client
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-	bolterrors "go.etcd.io/bbolt/errors"
-
+	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/snapshot"
 )
 
@@ -27,14 +22,18 @@ var (
 	// snapshot.ErrInvalid, so either sentinel matches.
 	ErrInvalid = snapshot.ErrInvalid
 	// ErrLocked reports that another process holds the state directory.
-	ErrLocked = errors.New("client state is in use by another process")
+	ErrLocked = state.ErrLocked
 	// ErrCorrupt reports a state file that cannot be read. It is
 	// snapshot.ErrCorrupt.
 	ErrCorrupt = snapshot.ErrCorrupt
 )
 
-// StateFile is the name of the bbolt file inside the state directory.
-const StateFile = "state.db"
+// Files of the state directory: StateFile holds the edit queue, conflicts,
+// settings and counters; DataFile the synced version.
+const (
+	StateFile = state.EditsFile
+	DataFile  = state.DataFile
+)
 
 // Options configure Open. Start from DefaultOptions.
 type Options struct {
@@ -88,6 +87,10 @@ type Options struct {
 	// MaxChangeKeys is how many keys a Change lists; a larger change is
 	// described by its collections only (default DefaultMaxChangeKeys).
 	MaxChangeKeys int
+	// BlobCacheBytes bounds the downloaded and uploaded blobs kept on the
+	// device (least recently used evicted first; blobs not yet uploaded
+	// are never evicted). Default DefaultBlobCacheBytes.
+	BlobCacheBytes int64
 }
 
 // DefaultOptions returns the options Open uses when nothing else is said.
@@ -121,56 +124,29 @@ func (o Options) withDefaults() Options {
 	set(&o.ServerRetries, d.ServerRetries)
 	set(&o.MaxChangeKeys, d.MaxChangeKeys)
 	set(&o.TokenRefreshSeconds, d.TokenRefreshSeconds)
+	if o.BlobCacheBytes <= 0 {
+		o.BlobCacheBytes = DefaultBlobCacheBytes
+	}
 	if o.RetryMaxMillis < o.RetryMinMillis {
 		o.RetryMaxMillis = o.RetryMinMillis
 	}
 	return o
 }
 
-// Bucket names. Every bucket is created by Open.
-var (
-	bucketMeta      = []byte("meta")      // settings and counters, see meta* keys
-	bucketRecords   = []byte("records")   // key -> canonical value of the synced version
-	bucketChunks    = []byte("chunks")    // chunk id (16 bytes) -> raw chunk bytes
-	bucketQueue     = []byte("queue")     // seq (big-endian uint64) -> edit JSON, pending
-	bucketSent      = []byte("sent")      // seq -> edit JSON, applied by the server, not yet pulled
-	bucketEditIndex = []byte("editindex") // key 0x00 seq -> nothing; edits of queue and sent by key
-	bucketInflight  = []byte("inflight")  // "patch" -> inflightPatch JSON
-	bucketConflicts = []byte("conflicts") // conflict id (big-endian uint64) -> Conflict JSON
-)
-
-var allBuckets = [][]byte{
-	bucketMeta, bucketRecords, bucketChunks, bucketQueue, bucketSent,
-	bucketEditIndex, bucketInflight, bucketConflicts,
-}
-
-// Keys in bucketMeta.
-var (
-	metaFormat     = []byte("format")      // state format version, big-endian uint64
-	metaServerURL  = []byte("server_url")  // string
-	metaToken      = []byte("token")       // string
-	metaVersion    = []byte("version")     // local (synced) version, big-endian uint64
-	metaManifest   = []byte("manifest")    // manifest bytes of the local version
-	metaOffline    = []byte("offline")     // 1 byte: offline mode on
-	metaPolicy     = []byte("policy")      // wire.Policy JSON
-	metaCounters   = []byte("counters")    // counters JSON
-	metaEditSeq    = []byte("edit_seq")    // last assigned edit seq, big-endian uint64
-	metaConflictID = []byte("conflict_id") // last assigned conflict id, big-endian uint64
-)
-
-const stateFormat = 1
-
 // Client is the local side of a deltasync data set: the synced version, the
 // queue of edits made on this device, settings, counters and status. It is
 // safe for concurrent use.
 type Client struct {
-	dir string
-	db  *bolt.DB
+	dir   string
+	store *state.Store
 
 	// wake, when set, is called after every accepted edit and every change
 	// of offline mode; the sync loop sets it to learn that there is work.
 	wakeMu sync.Mutex
 	wake   func()
+	// onInstalled receives installedChanges (set by tests; the change
+	// events join here).
+	onInstalled func(installedChange)
 
 	st      statusState
 	changes changeState
@@ -183,6 +159,7 @@ type Client struct {
 	// owner.
 	netMu sync.Mutex
 	loop  loopState
+	blobs blobState // blobs.go
 }
 
 // Open opens (creating if needed) the client state in dir.
@@ -192,34 +169,26 @@ type Client struct {
 // that is not a valid database fails with an error matching ErrCorrupt that
 // names the file.
 func Open(dir string, opts Options) (*Client, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create client state directory: %w", err)
-	}
-	path := filepath.Join(dir, StateFile)
-	timeout := time.Duration(opts.LockTimeoutMillis) * time.Millisecond
-	if timeout <= 0 {
-		// bbolt waits forever on a zero timeout; a mobile app must never hang.
-		timeout = time.Duration(DefaultOptions().LockTimeoutMillis) * time.Millisecond
-	}
-	db, err := openBolt(path, timeout)
+	sopts := state.Options{LockTimeout: time.Duration(opts.LockTimeoutMillis) * time.Millisecond}
+	st, err := state.Open(dir, sopts)
 	if err != nil {
 		return nil, err
 	}
-	if wipedFile(db) {
-		// A Wipe sealed this file and died before removing it: finish it.
-		db.Close()
-		if err := removeState(dir); err != nil {
+	if wipedState(st) {
+		// A Wipe sealed this state and died before removing it: finish it.
+		st.Close()
+		if err := removeBlobs(dir); err != nil { // blobs.go
 			return nil, err
 		}
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, fmt.Errorf("create client state directory: %w", err)
+		if err := state.Remove(dir); err != nil {
+			return nil, err
 		}
-		if db, err = openBolt(path, timeout); err != nil {
+		if st, err = state.Open(dir, sopts); err != nil {
 			return nil, err
 		}
 	}
 	opts = opts.withDefaults()
-	c := &Client{dir: dir, db: db, opts: opts, httpc: opts.HTTPClient}
+	c := &Client{dir: dir, store: st, opts: opts, httpc: opts.HTTPClient}
 	if c.tok.provider = opts.TokenProvider; c.tok.provider != nil {
 		c.setProvidedToken(opts.Token)
 	}
@@ -228,67 +197,30 @@ func Open(dir string, opts Options) (*Client, error) {
 			time.Duration(opts.LongPollSeconds)*time.Second+time.Duration(opts.RequestTimeoutMillis)*time.Millisecond)
 	}
 	if err := c.init(opts); err != nil {
-		db.Close()
+		st.Close()
+		return nil, err
+	}
+	if err := c.openBlobs(); err != nil { // blobs.go
+		st.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
-// openBolt opens the bbolt file and translates its failures into the
-// client's sentinels. bbolt panics on some kinds of damage (a meta page that
-// checks out pointing at garbage), so the open is guarded.
-func openBolt(path string, timeout time.Duration) (db *bolt.DB, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			db, err = nil, fmt.Errorf("client state %s is damaged (%v): %w", path, r, ErrCorrupt)
-		}
-	}()
-	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout})
-	switch {
-	case err == nil:
-		return db, nil
-	case errors.Is(err, bolterrors.ErrTimeout):
-		return nil, &lockedError{dir: filepath.Dir(path)}
-	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
-		errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrInvalidMapping):
-		return nil, fmt.Errorf("client state %s is not a valid database (%v): %w", path, err, ErrCorrupt)
-	default:
-		return nil, fmt.Errorf("open client state %s: %w", path, err)
-	}
-}
-
-// init creates the buckets, checks the state format, stores the server
-// settings from opts and loads the status counters.
+// init stores the server settings from opts and loads the status.
 func (c *Client) init(opts Options) error {
-	err := c.db.Update(func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return fmt.Errorf("create bucket %s: %w", name, err)
-			}
-		}
-		meta := tx.Bucket(bucketMeta)
-		if f := meta.Get(metaFormat); f == nil {
-			if err := meta.Put(metaFormat, u64(stateFormat)); err != nil {
-				return err
-			}
-		} else if len(f) != 8 {
-			return fmt.Errorf("state format field: %w", ErrCorrupt)
-		} else if v := binary.BigEndian.Uint64(f); v != stateFormat {
-			return fmt.Errorf("client state format %d, this build reads %d: %w", v, stateFormat, snapshot.ErrUnsupportedVersion)
-		}
+	err := c.store.UpdateEdits(func(tx *state.EditsTx) error {
 		if opts.ServerURL != "" {
-			if err := meta.Put(metaServerURL, []byte(opts.ServerURL)); err != nil {
+			if err := tx.SetMeta(state.MetaServerURL, []byte(opts.ServerURL)); err != nil {
 				return err
 			}
 		}
 		if opts.TokenProvider != nil {
 			// Provided tokens live in memory only.
-			return meta.Delete(metaToken)
+			return tx.SetMeta(state.MetaToken, nil)
 		}
 		if opts.Token != "" {
-			if err := meta.Put(metaToken, []byte(opts.Token)); err != nil {
-				return err
-			}
+			return tx.SetMeta(state.MetaToken, []byte(opts.Token))
 		}
 		return nil
 	})
@@ -305,11 +237,11 @@ func (c *Client) Dir() string { return c.dir }
 func (c *Client) Close() error {
 	c.Stop()
 	ferr := c.flushCounters()
-	if errors.Is(ferr, bolterrors.ErrDatabaseNotOpen) {
+	if state.IsClosed(ferr) {
 		return nil // already closed
 	}
-	if err := c.db.Close(); err != nil {
-		return fmt.Errorf("close client state: %w", err)
+	if err := c.store.Close(); err != nil {
+		return err
 	}
 	return ferr
 }
@@ -335,7 +267,7 @@ func (c *Client) notifyWake() {
 }
 
 // ServerURL returns the stored server URL ("" if none).
-func (c *Client) ServerURL() string { return string(c.metaString(metaServerURL)) }
+func (c *Client) ServerURL() string { return string(c.meta(state.MetaServerURL)) }
 
 // Token returns the bearer token the client sends ("" if none): the
 // stored one, or with a TokenProvider the one in memory.
@@ -346,21 +278,20 @@ func (c *Client) Token() string {
 	return c.storedToken()
 }
 
-func (c *Client) storedToken() string { return string(c.metaString(metaToken)) }
+func (c *Client) storedToken() string { return string(c.meta(state.MetaToken)) }
 
 // SetServer stores the server URL and bearer token. With a TokenProvider
 // the token is kept in memory only ("" keeps the current one).
 func (c *Client) SetServer(url, token string) error {
 	provided := c.tok.provider != nil
-	err := c.db.Update(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if err := meta.Put(metaServerURL, []byte(url)); err != nil {
+	err := c.store.UpdateEdits(func(tx *state.EditsTx) error {
+		if err := tx.SetMeta(state.MetaServerURL, []byte(url)); err != nil {
 			return err
 		}
 		if provided {
 			return nil
 		}
-		return meta.Put(metaToken, []byte(token))
+		return tx.SetMeta(state.MetaToken, []byte(token))
 	})
 	if provided {
 		c.setProvidedToken(token)
@@ -373,54 +304,9 @@ func (c *Client) SetServer(url, token string) error {
 	return nil
 }
 
-func (c *Client) metaString(key []byte) []byte {
-	v, _ := c.getMeta(key)
+// meta returns a setting (nil if unset or unreadable: settings are
+// informational where this is used).
+func (c *Client) meta(key string) []byte {
+	v, _ := c.store.Meta(key)
 	return v
 }
-
-// getMeta returns a copy of a meta value (nil if unset). Pull and push keep
-// their own resume state here under keys of their choosing.
-func (c *Client) getMeta(key []byte) ([]byte, error) {
-	var out []byte
-	err := c.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(key); v != nil {
-			out = bytes.Clone(v)
-		}
-		return nil
-	})
-	return out, err
-}
-
-// setMeta stores (or with a nil value deletes) one meta value durably.
-func (c *Client) setMeta(key, value []byte) error {
-	return c.db.Update(func(tx *bolt.Tx) error {
-		if value == nil {
-			return tx.Bucket(bucketMeta).Delete(key)
-		}
-		return tx.Bucket(bucketMeta).Put(key, value)
-	})
-}
-
-func u64(v uint64) []byte {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], v)
-	return b[:]
-}
-
-func getU64(b *bolt.Bucket, key []byte) uint64 {
-	v := b.Get(key)
-	if len(v) != 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(v)
-}
-
-// lockedError names the directory another process holds; it matches
-// ErrLocked.
-type lockedError struct{ dir string }
-
-func (e *lockedError) Error() string {
-	return fmt.Sprintf("client state in %s is in use by another process", e.dir)
-}
-
-func (e *lockedError) Is(target error) bool { return target == ErrLocked }

@@ -2,16 +2,20 @@ package client
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/wire"
 )
@@ -26,25 +30,23 @@ func openTest(t *testing.T, dir string) *Client {
 	return c
 }
 
-// install puts a full version with the given records.
+// install makes recs the synced version (without a server: cut into
+// chunks of the client's own, state.Store.InstallRecords).
 func install(t *testing.T, c *Client, version uint64, recs map[string]string) {
 	t.Helper()
-	err := c.installVersion(versionUpdate{
-		Version:  version,
-		Manifest: []byte(fmt.Sprintf("manifest-%d", version)),
-		Full:     true,
-		Puts: func(put func(string, []byte) error) error {
-			for k, v := range recs {
-				if err := put(k, []byte(v)); err != nil {
-					return err
-				}
+	keys := slices.Sorted(maps.Keys(recs))
+	src := func(yield func(string, []byte) error) error {
+		for _, k := range keys {
+			if err := yield(k, []byte(recs[k])); err != nil {
+				return err
 			}
-			return nil
-		},
-	})
-	if err != nil {
+		}
+		return nil
+	}
+	if _, err := c.store.InstallRecords(context.Background(), version, snapshot.DefaultChunkerParams(), src, nil); err != nil {
 		t.Fatal(err)
 	}
+	c.installed(&state.Installed{Version: version, Full: true, AllKeys: true})
 }
 
 func mustDo(t *testing.T, err error) {
@@ -468,63 +470,24 @@ func TestCompletePatch(t *testing.T) {
 	}
 }
 
-func TestInstallVersionRefusesOlder(t *testing.T) {
+func TestFailedInstallLeavesTheOldVersion(t *testing.T) {
 	c := openTest(t, t.TempDir())
-	install(t, c, 5, map[string]string{"a": `1`})
-	err := c.installVersion(versionUpdate{Version: 4})
-	if !errors.Is(err, ErrInvalid) {
-		t.Errorf("installing an older version: %v, want ErrInvalid", err)
-	}
-	// A delta install applies on top of the local records.
-	mustDo(t, c.installVersion(versionUpdate{
-		Version: 6, Manifest: []byte("m6"), Deletes: []string{"a"},
-		Puts: func(put func(string, []byte) error) error { return put("b", []byte(`2`)) },
-	}))
-	if got := scanAll(t, c, ""); !reflect.DeepEqual(got, []string{"b=2"}) {
-		t.Errorf("records after delta install: %q", got)
-	}
-	v, m, err := c.localVersion()
-	mustDo(t, err)
-	if v != 6 || string(m) != "m6" {
-		t.Errorf("localVersion = %d, %q", v, m)
-	}
-	// A failing source leaves the old version in place.
+	install(t, c, 5, map[string]string{"a": `1`, "b": `2`})
 	boom := errors.New("boom")
-	err = c.installVersion(versionUpdate{Version: 7, Full: true,
-		Puts: func(put func(string, []byte) error) error {
-			if err := put("x", []byte(`1`)); err != nil {
-				return err
-			}
-			return boom
-		}})
+	_, err := c.store.InstallRecords(context.Background(), 7, snapshot.DefaultChunkerParams(), func(yield func(string, []byte) error) error {
+		if err := yield("x", []byte(`1`)); err != nil {
+			return err
+		}
+		return boom
+	}, nil)
 	if !errors.Is(err, boom) {
 		t.Errorf("install with a failing source: %v", err)
 	}
-	if got := scanAll(t, c, ""); !reflect.DeepEqual(got, []string{"b=2"}) || c.Status().LocalVersion != 6 {
+	if got := scanAll(t, c, ""); !reflect.DeepEqual(got, []string{"a=1", "b=2"}) || c.Status().LocalVersion != 5 {
 		t.Errorf("records after failed install: %q, version %d", got, c.Status().LocalVersion)
 	}
-}
-
-func TestChunkCache(t *testing.T) {
-	c := openTest(t, t.TempDir())
-	id1, id2 := snapshot.ChunkID{1}, snapshot.ChunkID{2}
-	mustDo(t, c.putChunks([]cachedChunk{{id1, []byte("one")}, {id2, []byte("two")}}))
-	got, err := c.getChunk(id1)
-	if err != nil || string(got) != "one" {
-		t.Errorf("getChunk = %q, %v", got, err)
-	}
-	mustDo(t, c.installVersion(versionUpdate{Version: 1, DropChunks: []snapshot.ChunkID{id1}}))
-	if _, err := c.getChunk(id1); !errors.Is(err, snapshot.ErrNotExist) {
-		t.Errorf("dropped chunk: %v, want ErrNotExist", err)
-	}
-	has, err := c.hasChunks([]snapshot.ChunkID{id1, id2})
-	mustDo(t, err)
-	if !reflect.DeepEqual(has, []bool{false, true}) {
-		t.Errorf("hasChunks = %v", has)
-	}
-	mustDo(t, c.deleteChunks([]snapshot.ChunkID{id2}))
-	if _, err := c.getChunk(id2); !errors.Is(err, snapshot.ErrNotExist) {
-		t.Errorf("deleted chunk: %v", err)
+	if r, err := c.store.Verify(state.CheckOptions{}); err != nil || r.Stored != r.Distinct {
+		t.Errorf("state after failed install: %+v, %v (what it stored must be gone)", r, err)
 	}
 }
 

@@ -3,19 +3,26 @@
 //
 // # Local state
 //
-// Everything lives in one directory, in a bbolt file (state.db) that one
-// process holds at a time. Its buckets hold the records of the synced
-// version (key → canonical JSON), the chunk cache that pull fills, the queue
-// of pending edits (big-endian sequence → JSON edit), the patch in flight,
-// conflicts reported by the server, and settings and counters (server URL,
-// token, local version and manifest, offline mode, org policy, traffic).
+// Everything lives in one directory that one process holds at a time, in
+// two bbolt files behind the internal package state: state.db keeps the
+// queue of pending edits (big-endian sequence → JSON edit), the patch in
+// flight, conflicts reported by the server, and settings and counters
+// (server URL, token, offline mode, org policy, traffic); data.db keeps the
+// synced version, once: its chunks as the server cut them (compressed)
+// and an index from record key to the chunk and offset it is at. An
+// install writes data.db only, so edits never wait for one. A directory
+// written by the previous format (records and raw chunks in state.db) is
+// migrated when opened. Check (and `deltasync client verify`) verifies a
+// directory thoroughly.
 //
 // # Reads and writes
 //
 // Get, Scan and Export see the synced version with the pending edits laid
 // over it in queue order, so the app reads its own writes: a put replaces a
 // value, a merge applies an RFC 7386 merge patch to the current value, a
-// delete hides the key. Put, Merge and Delete validate their input, append
+// delete hides the key. The ops are applied by diff.Fold, the server's own
+// code, so the view shows what the server will apply (a merge onto a value
+// that is no longer an object is left out, as the server refuses it). Put, Merge and Delete validate their input, append
 // to the queue in one transaction and return once it is fsync'd; they never
 // touch the network. They then call the wake hook so a running sync loop
 // pushes at once.
@@ -33,26 +40,32 @@
 // Change also counts the keys per collection (the key up to its first
 // '/'); a change of more than Options.MaxChangeKeys keys lists only those
 // counts, so a 500-record insert is "forms: 300, photos: 200". The install
-// path reports through notifyInstalled (events.go), one call after the
-// switch to the new version.
+// path reports through installedChanges (install.go, then notifyInstalled
+// in events.go), one call after the switch to the new version, with the
+// keys state's install found changed while merging the index; a delta of
+// more than state.MaxChangedKeys changes is reported as Full.
 //
 // # Sync (pull and push)
 //
 // Pull asks GET /v1/sync?from=<local version> and streams the delta pack
-// (wire.DeltaReader) into the chunk cache: each chunk is verified against
-// its keyed ID (changed chunks arrive compressed with the old chunk as
-// dictionary, read from the cache) and written in batches together with a
-// download marker {from, to, received}. If the download breaks, the next
-// Pull asks for to=B&skip=K and fetches only what is missing; a marker that
-// no longer lines up (the server answers another pack) is abandoned and its
-// chunks swept. When every chunk is in, the SHA-256 hash list of the chunk
-// list must equal the manifest's stream hash; then installVersion switches
-// records, version, manifest and policy in one bbolt transaction. After a
-// delta only the records of changed chunks are read (diff's record diff over
-// the cache); a full sync decodes every chunk inside the install
-// transaction. Chunks the new version does not use are dropped. A cached
-// chunk that fails its SHA-256 makes the next pull a full sync: damage is
-// repaired by refetching, never by guessing.
+// (wire.DeltaReader) into a staging area that readers do not see: each
+// chunk is verified against its keyed ID (changed chunks arrive
+// compressed with the old chunks as dictionary, read from data.db) and
+// written in batches, each with a download marker {from, to, received}, so
+// memory holds a batch, not the data set. A full sync indexes the records
+// as its chunks arrive, into a file of its own. If the download breaks,
+// the next Pull asks for to=B&skip=K and fetches only what is missing; a
+// marker that no longer lines up (the server answers another pack) is
+// abandoned and what it stored dropped. When every chunk is in, the
+// SHA-256 hash list of the chunk list must equal the manifest's stream
+// hash; then one small transaction switches the version (a full sync's
+// file is then renamed over data.db). After a delta only the records of
+// changed chunks are read, merged in key order with the ones they replace:
+// a small delta updates the index in the transaction that switches, a big
+// one gets a new index built in batches. A stored chunk that fails its
+// checksum makes the next pull a full sync: damage is repaired by
+// refetching, never by guessing. installedChanges reports the keys each
+// installed version changed.
 //
 // Push sends the queue as patches. beginPatch fixes the id, base and edits
 // of the next patch and persists them before anything is sent, so a retry
@@ -99,9 +112,10 @@
 //
 // Wipe removes a user's local state for a shared device: it pushes the
 // pending edits first and refuses (ErrPendingEdits) while any remain,
-// unless forced; the state file is sealed in the transaction that checks
-// the queue (a concurrent edit fails with ErrWiped), then deleted; a
-// sealed file left by a crash is deleted by the next Open.
+// unless forced; state.db is sealed in the transaction that checks the
+// queue (a concurrent edit fails with ErrWiped), then every state file
+// (state.db, data.db, data.next.db) is deleted; a sealed state left by a
+// crash is deleted by the next Open.
 //
 // # Status
 //
@@ -134,6 +148,18 @@
 // (LastContactUnix) and alarms only once the device is known to be
 // offline. Offline mode cannot be switched on before a sync has completed
 // (ErrNotSynced): there would be nothing to work with.
+//
+// # Photos and files
+//
+// Attach and AttachFile keep a blob on the device, durably and offline, and
+// return the reference ({"$blob":"sha256:…"}) the app puts into a record.
+// A push uploads the blobs a patch references before the patch (resuming
+// where the server stopped); a sync downloads the blobs of new records up
+// to the org's eager size, and Blob fetches the others (resuming too).
+// Blobs live in <dir>/blobs with their own index (client/internal/blobstore),
+// beside the state file: pending ones are never evicted, downloaded ones
+// are, least recently used first, past Options.BlobCacheBytes. blobs.go
+// has the details.
 //
 // # gomobile
 //

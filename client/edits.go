@@ -1,66 +1,27 @@
 package client
 
 import (
-	"bytes"
-	"encoding/binary"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/snapshot"
 )
 
 // Edit operations, as they appear in the queue and in patches.
 const (
-	OpPut    = "put"
-	OpMerge  = "merge"
-	OpDelete = "delete"
+	OpPut    = state.OpPut
+	OpMerge  = state.OpMerge
+	OpDelete = state.OpDelete
 )
 
-// edit is one queued change, stored as JSON in bucketQueue (and, once the
-// server applied it, in bucketSent until the version holding it is pulled).
-type edit struct {
-	Seq   uint64          `json:"seq"`
-	Op    string          `json:"op"`
-	Key   string          `json:"key"`
-	Value json.RawMessage `json:"value,omitempty"` // put: canonical JSON
-	Patch json.RawMessage `json:"patch,omitempty"` // merge: canonical JSON object
-	At    int64           `json:"at"`              // unix milliseconds
-	// Version is set only in bucketSent: the server version that contains
-	// the edit. Until a version at least this new is installed, the edit is
-	// still laid over the synced records so the app never sees it vanish.
-	Version uint64 `json:"version,omitempty"`
-}
-
-func decodeEdit(raw []byte) (*edit, error) {
-	var e edit
-	if err := json.Unmarshal(raw, &e); err != nil {
-		return nil, fmt.Errorf("queued edit: %v: %w", err, ErrCorrupt)
-	}
-	return &e, nil
-}
-
-// indexKey is key 0x00 seq. Keys never contain NUL, so index entries sort
-// by key (bytewise, like the records) and then by seq.
-func indexKey(key string, seq uint64) []byte {
-	b := make([]byte, 0, len(key)+9)
-	b = append(b, key...)
-	b = append(b, 0)
-	return binary.BigEndian.AppendUint64(b, seq)
-}
-
-// splitIndexKey returns the record key and the seq bytes of an index entry.
-func splitIndexKey(k []byte) (key, seq []byte) {
-	i := bytes.IndexByte(k, 0)
-	if i < 0 || len(k)-i-1 != 8 {
-		return nil, nil
-	}
-	return k[:i], k[i+1:]
-}
+// edit is one queued change (state.Edit): stored as JSON in the queue and,
+// once the server applied it, among the sent edits until the version
+// holding it is pulled.
+type edit = state.Edit
 
 // Get returns the value of key in the merged view: the synced version with
 // the pending edits laid over it. A missing or deleted key returns an error
@@ -69,15 +30,9 @@ func (c *Client) Get(key string) ([]byte, error) {
 	if err := snapshot.ValidateKey(key); err != nil {
 		return nil, err
 	}
-	var val []byte
-	var found bool
-	err := c.db.View(func(tx *bolt.Tx) error {
-		var err error
-		val, found, err = viewValue(tx, key)
-		return err
-	})
+	val, found, err := c.store.View(key, ^uint64(0))
 	if err != nil {
-		return nil, fmt.Errorf("get %q: %w", key, err)
+		return nil, fmt.Errorf("get %q: %w", key, c.noteDamage(err))
 	}
 	if !found {
 		return nil, fmt.Errorf("get %q: %w", key, ErrNotFound)
@@ -85,101 +40,15 @@ func (c *Client) Get(key string) ([]byte, error) {
 	return val, nil
 }
 
-// viewValue computes the merged value of one key inside tx. The result is
-// safe to use after tx ends.
-func viewValue(tx *bolt.Tx, key string) ([]byte, bool, error) {
-	return viewValueBefore(tx, key, ^uint64(0))
-}
-
-// viewValueBefore is viewValue with only the edits older than seq laid over
-// the synced value.
-func viewValueBefore(tx *bolt.Tx, key string, seq uint64) ([]byte, bool, error) {
-	var o overlay
-	if v := tx.Bucket(bucketRecords).Get([]byte(key)); v != nil {
-		o.set(bytes.Clone(v))
-	}
-	prefix := append([]byte(key), 0)
-	cur := tx.Bucket(bucketEditIndex).Cursor()
-	for k, _ := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Next() {
-		if getSeq(k[len(prefix):]) >= seq {
-			break
-		}
-		e, err := loadIndexedEdit(tx, k[len(prefix):])
-		if err != nil {
-			return nil, false, err
-		}
-		if err := o.apply(e); err != nil {
-			return nil, false, err
+// noteDamage makes the next pull a full sync when a read found the synced
+// version damaged: damage is repaired by refetching.
+func (c *Client) noteDamage(err error) error {
+	if errors.Is(err, ErrCorrupt) {
+		if serr := c.store.SetNeedFull(); serr != nil {
+			return errors.Join(err, serr)
 		}
 	}
-	return o.result()
-}
-
-// loadIndexedEdit finds the edit with the given seq in the queue or among
-// the sent edits.
-func loadIndexedEdit(tx *bolt.Tx, seq []byte) (*edit, error) {
-	raw := tx.Bucket(bucketQueue).Get(seq)
-	if raw == nil {
-		raw = tx.Bucket(bucketSent).Get(seq)
-	}
-	if raw == nil {
-		return nil, fmt.Errorf("edit index names missing edit %x: %w", seq, ErrCorrupt)
-	}
-	return decodeEdit(raw)
-}
-
-// overlay folds edits over a base value. It keeps the value as bytes until a
-// merge needs it decoded, and decodes once for a run of merges.
-type overlay struct {
-	val     []byte
-	doc     any
-	decoded bool
-	found   bool
-}
-
-func (o *overlay) set(v []byte) { o.val, o.doc, o.decoded, o.found = v, nil, false, true }
-
-func (o *overlay) apply(e *edit) error {
-	switch e.Op {
-	case OpPut:
-		o.set(e.Value)
-	case OpDelete:
-		*o = overlay{}
-	case OpMerge:
-		if !o.decoded {
-			o.doc = nil
-			if o.found {
-				d, err := snapshot.DecodeJSON(o.val)
-				if err != nil {
-					return fmt.Errorf("value under merge: %w", err)
-				}
-				o.doc = d
-			}
-			o.decoded = true
-		}
-		p, err := snapshot.DecodeJSON(e.Patch)
-		if err != nil {
-			return fmt.Errorf("queued merge patch %d: %w", e.Seq, err)
-		}
-		o.doc, o.found = diff.MergePatch(o.doc, p), true
-	default:
-		return fmt.Errorf("queued edit %d has unknown op %q: %w", e.Seq, e.Op, ErrCorrupt)
-	}
-	return nil
-}
-
-func (o *overlay) result() ([]byte, bool, error) {
-	if !o.found {
-		return nil, false, nil
-	}
-	if o.decoded {
-		v, err := snapshot.MarshalCanonical(o.doc)
-		if err != nil {
-			return nil, false, err
-		}
-		o.val, o.decoded = v, false
-	}
-	return o.val, true, nil
+	return err
 }
 
 // Scan calls fn for every key starting with prefix in the merged view, in
@@ -193,19 +62,19 @@ func (o *overlay) result() ([]byte, bool, error) {
 func (c *Client) Scan(prefix string, fn func(key string, value []byte) bool) error {
 	var after []byte
 	for {
-		batch, more, err := c.scanBatch([]byte(prefix), after)
+		batch, next, err := c.store.ScanBatch([]byte(prefix), after, scanBatchKeys, scanBatchBytes)
 		if err != nil {
-			return fmt.Errorf("scan %q: %w", prefix, err)
+			return fmt.Errorf("scan %q: %w", prefix, c.noteDamage(err))
 		}
 		for _, kv := range batch {
-			if !fn(kv.key, kv.value) {
+			if !fn(kv.Key, kv.Value) {
 				return nil
 			}
 		}
-		if !more {
+		if next == nil {
 			return nil
 		}
-		after = []byte(batch[len(batch)-1].key)
+		after = next
 	}
 }
 
@@ -221,100 +90,12 @@ func (c *Client) ScanWith(prefix string, v Visitor) error {
 	return c.Scan(prefix, v.Visit)
 }
 
-type keyValue struct {
-	key   string
-	value []byte
-}
-
 // Scan batch limits: enough to amortise a transaction, small enough to keep
 // memory flat for large data sets.
 const (
 	scanBatchKeys  = 512
 	scanBatchBytes = 4 << 20
 )
-
-// scanBatch returns the next records of the merged view with the prefix,
-// starting after the key after (nil: from the start). more reports whether
-// the scan must go on.
-func (c *Client) scanBatch(prefix, after []byte) (batch []keyValue, more bool, err error) {
-	err = c.db.View(func(tx *bolt.Tx) error {
-		recs := tx.Bucket(bucketRecords).Cursor()
-		idx := tx.Bucket(bucketEditIndex).Cursor()
-		var rk, rv, ik []byte
-		if after == nil {
-			rk, rv = recs.Seek(prefix)
-			ik, _ = idx.Seek(prefix)
-		} else {
-			// The smallest key above after is after+0x00; index entries of
-			// after itself are after 0x00 seq, so skip them with 0x01.
-			rk, rv = recs.Seek(append(bytes.Clone(after), 0))
-			ik, _ = idx.Seek(append(bytes.Clone(after), 1))
-		}
-		size := 0
-		for {
-			if rk != nil && !bytes.HasPrefix(rk, prefix) {
-				rk = nil
-			}
-			var ikey []byte
-			if ik != nil {
-				if ikey, _ = splitIndexKey(ik); ikey == nil {
-					return fmt.Errorf("edit index entry %q: %w", ik, ErrCorrupt)
-				}
-				if !bytes.HasPrefix(ikey, prefix) {
-					ik, ikey = nil, nil
-				}
-			}
-			if rk == nil && ik == nil {
-				return nil
-			}
-			if len(batch) >= scanBatchKeys || size >= scanBatchBytes {
-				more = true
-				return nil
-			}
-			var key []byte
-			switch {
-			case ik == nil:
-				key = rk
-			case rk == nil:
-				key = ikey
-			default:
-				key = rk
-				if bytes.Compare(ikey, rk) < 0 {
-					key = ikey
-				}
-			}
-			key = bytes.Clone(key)
-			var o overlay
-			if rk != nil && bytes.Equal(rk, key) {
-				o.set(bytes.Clone(rv))
-				rk, rv = recs.Next()
-			}
-			for ik != nil {
-				k, seq := splitIndexKey(ik)
-				if !bytes.Equal(k, key) {
-					break
-				}
-				e, err := loadIndexedEdit(tx, seq)
-				if err != nil {
-					return err
-				}
-				if err := o.apply(e); err != nil {
-					return err
-				}
-				ik, _ = idx.Next()
-			}
-			val, found, err := o.result()
-			if err != nil {
-				return fmt.Errorf("key %q: %w", key, err)
-			}
-			if found {
-				batch = append(batch, keyValue{string(key), val})
-				size += len(key) + len(val)
-			}
-		}
-	})
-	return batch, more, err
-}
 
 // Export writes the merged view to w as NDJSON, one {"key":…,"value":…}
 // object per line, sorted by key: the same interchange format the batch
@@ -408,36 +189,26 @@ func (c *Client) canonicalValue(raw []byte, what string, lim diff.Limits) ([]byt
 	return v, nil
 }
 
-// queueEdit assigns the next seq and stores e in one transaction; bbolt
-// fsyncs on commit, so the edit is durable when this returns nil. lim is
-// the record limit a merge's result is held to.
+// queueEdit assigns the next seq and stores e in one transaction of the
+// edit queue (state.db), fsync'd on commit, so the edit is durable when
+// this returns nil. An install writes the other file: an edit never waits
+// for one. lim is the record limit a merge's result is held to.
 func (c *Client) queueEdit(e *edit, lim diff.Limits) error {
 	e.At = time.Now().UnixMilli()
 	var size, txid int
-	err := c.db.Update(func(tx *bolt.Tx) error {
+	err := c.store.UpdateEdits(func(tx *state.EditsTx) error {
 		txid = tx.ID()
+		if tx.Meta(state.MetaWiped) != nil {
+			return ErrWiped
+		}
 		if e.Op == OpMerge {
 			if err := c.checkMerge(tx, e, lim); err != nil {
 				return err
 			}
 		}
-		meta := tx.Bucket(bucketMeta)
-		if meta.Get(metaWiped) != nil {
-			return ErrWiped
-		}
-		e.Seq = getU64(meta, metaEditSeq) + 1
-		if err := meta.Put(metaEditSeq, u64(e.Seq)); err != nil {
-			return err
-		}
-		raw, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		size = len(raw)
-		if err := tx.Bucket(bucketQueue).Put(u64(e.Seq), raw); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketEditIndex).Put(indexKey(e.Key, e.Seq), []byte{})
+		var err error
+		size, err = tx.Enqueue(e)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("%s %q: %w", e.Op, e.Key, err)
@@ -462,25 +233,20 @@ func (c *Client) queueEdit(e *edit, lim diff.Limits) error {
 
 // checkMerge rejects a merge onto a non-object and a result over the record
 // limit.
-func (c *Client) checkMerge(tx *bolt.Tx, e *edit, lim diff.Limits) error {
-	cur, found, err := viewValue(tx, e.Key)
+func (c *Client) checkMerge(tx *state.EditsTx, e *edit, lim diff.Limits) error {
+	cur, found, err := tx.View(e.Key, ^uint64(0))
 	if err != nil {
 		return err
 	}
 	if found && (len(cur) == 0 || cur[0] != '{') {
 		return fmt.Errorf("current value is not a JSON object: %w", ErrInvalid)
 	}
-	var doc any
-	if found {
-		if doc, err = snapshot.DecodeJSON(cur); err != nil {
-			return err
-		}
-	}
-	p, err := snapshot.DecodeJSON(e.Patch)
-	if err != nil {
+	f := diff.NewFold(cur, 0)
+	op := e.PatchOp()
+	if _, err := f.Apply(&op); err != nil {
 		return err
 	}
-	merged, err := snapshot.MarshalCanonical(diff.MergePatch(doc, p))
+	merged, err := f.Value()
 	if err != nil {
 		return err
 	}

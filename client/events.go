@@ -5,8 +5,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-
-	"github.com/deltasync/deltasync/diff"
 )
 
 // Sources of a Change.
@@ -28,9 +26,10 @@ const DefaultMaxChangeKeys = 100
 type Change struct {
 	Source  string // ChangeServer or ChangeLocal
 	Version uint64 // the local (synced) version after the change
-	// Full reports a full sync (the first one, or a repair): every record
-	// may have changed, and keys deleted by it are not listed; reload
-	// everything. Keys and Collections then describe the whole new version.
+	// Full reports a full sync (the first one, or a repair), or a delta
+	// of more changes than the install lists: every record may have
+	// changed, and keys deleted by it are not listed; reload everything.
+	// Keys and Collections then describe the whole new version.
 	Full bool
 	// Total is the number of keys changed.
 	Total int
@@ -144,15 +143,6 @@ func (c *Client) notifyEdited(keys ...string) {
 		}
 	}
 	c.emitChange(sum.change(ChangeLocal, c.Status().LocalVersion, false))
-}
-
-// changedKeys returns the keys of a record diff, for notifyInstalled.
-func changedKeys(changes []diff.Change) []string {
-	keys := make([]string, len(changes))
-	for i := range changes {
-		keys[i] = changes[i].Key
-	}
-	return keys
 }
 
 // changeSummary gathers the keys of one change: all of them up to max,

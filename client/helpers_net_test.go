@@ -31,13 +31,13 @@ const testOrg = "acme"
 
 // testServer is a real deltasync server on a loopback port.
 type testServer struct {
-	t     *testing.T
+	t     testing.TB
 	url   string
 	store snapshot.Store
 	admin string
 }
 
-func newTestServer(t *testing.T) *testServer {
+func newTestServer(t testing.TB) *testServer {
 	t.Helper()
 	opts := server.DefaultOptions()
 	st := memstore.New()

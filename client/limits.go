@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/wire"
 )
@@ -102,13 +101,12 @@ type BlockedEdit struct {
 	Waiting int   // later edits of the key held back behind it
 }
 
-// metaBlocked holds the edits a server refused alone as too large
+// state.MetaBlocked holds the edits a server refused alone as too large
 // (JSON: seq → the server's reason). The policy's own limits are checked
 // afresh every time; these are kept until the policy changes.
-var metaBlocked = []byte("blocked_edits")
 
-func loadServerBlocks(tx *bolt.Tx) (map[uint64]string, error) {
-	raw := tx.Bucket(bucketMeta).Get(metaBlocked)
+func loadServerBlocks(tx *state.EditsTx) (map[uint64]string, error) {
+	raw := tx.Meta(state.MetaBlocked)
 	if raw == nil {
 		return nil, nil
 	}
@@ -127,9 +125,9 @@ func loadServerBlocks(tx *bolt.Tx) (map[uint64]string, error) {
 	return out, nil
 }
 
-func saveServerBlocks(tx *bolt.Tx, m map[uint64]string) error {
+func saveServerBlocks(tx *state.EditsTx, m map[uint64]string) error {
 	if len(m) == 0 {
-		return tx.Bucket(bucketMeta).Delete(metaBlocked)
+		return tx.SetMeta(state.MetaBlocked, nil)
 	}
 	out := make(map[string]string, len(m))
 	for k, v := range m {
@@ -139,7 +137,7 @@ func saveServerBlocks(tx *bolt.Tx, m map[uint64]string) error {
 	if err != nil {
 		return err
 	}
-	return tx.Bucket(bucketMeta).Put(metaBlocked, raw)
+	return tx.SetMeta(state.MetaBlocked, raw)
 }
 
 // blockedSet is what of the queue cannot be sent: the blocking edit of each
@@ -158,17 +156,13 @@ func (b *blockedSet) has(key string) bool {
 
 // scanBlocked walks the whole queue for the edits that cannot be sent under
 // lim (or that a server refused alone).
-func scanBlocked(tx *bolt.Tx, lim diff.Limits) (blockedSet, error) {
+func scanBlocked(tx *state.EditsTx, lim diff.Limits) (blockedSet, error) {
 	bs := blockedSet{keys: map[string]int{}, txid: tx.ID()}
 	server, err := loadServerBlocks(tx)
 	if err != nil {
 		return bs, err
 	}
-	err = tx.Bucket(bucketQueue).ForEach(func(_, v []byte) error {
-		e, err := decodeEdit(v)
-		if err != nil {
-			return err
-		}
+	err = tx.ForEachQueued(func(e *edit, _ int) error {
 		if i, ok := bs.keys[e.Key]; ok {
 			bs.list[i].Waiting++
 			bs.count++
@@ -219,7 +213,7 @@ func (c *Client) setBlocked(bs blockedSet) {
 func (c *Client) refreshBlocked() error {
 	lim := c.patchLimits()
 	var bs blockedSet
-	err := c.db.View(func(tx *bolt.Tx) error {
+	err := c.store.ViewEdits(func(tx *state.EditsTx) error {
 		var err error
 		bs, err = scanBlocked(tx, lim)
 		return err
@@ -309,7 +303,7 @@ func (c *Client) patchTooLarge(p *inflightPatch, edits []*edit, hb *httpErrorWit
 
 // blockEdit records that the server refused edit seq alone as too large.
 func (c *Client) blockEdit(seq uint64, reason string) error {
-	return c.db.Update(func(tx *bolt.Tx) error {
+	return c.store.UpdateEdits(func(tx *state.EditsTx) error {
 		m, err := loadServerBlocks(tx)
 		if err != nil {
 			return err
@@ -326,7 +320,7 @@ func (c *Client) blockEdit(seq uint64, reason string) error {
 func bodySize(p *inflightPatch, edits []*edit) int64 {
 	s := diff.NewPatchSize(p.ID, p.Base)
 	for _, e := range edits {
-		s.AddOp(e.op())
+		s.AddOp(e.PatchOp())
 	}
 	for k, h := range p.Seen {
 		s.AddSeen(k, h)

@@ -32,8 +32,8 @@ import (
 func queuePuts(t *testing.T, c *Client, n int) string {
 	t.Helper()
 	// Queueing is not what is tested: skip the fsync of every edit.
-	c.db.NoSync = true
-	defer func() { c.db.NoSync = false }()
+	c.store.SetEditsNoSync(true)
+	defer c.store.SetEditsNoSync(false)
 	var want strings.Builder
 	for i := 0; i < n; i++ {
 		k := fmt.Sprintf("q/%05d", i)

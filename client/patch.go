@@ -1,17 +1,14 @@
 package client
 
 import (
-	"bytes"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/diff"
 )
 
@@ -19,33 +16,18 @@ import (
 // (already completed, or never begun).
 var errNoPatch = errors.New("no such patch in flight")
 
-var inflightKey = []byte("patch")
-
-// inflightPatch is the patch being pushed. It is persisted before the first
-// send, so every retry (also after a restart) sends the same id with the
-// same edits against the same base, and the server applies it once.
-type inflightPatch struct {
-	ID      string   `json:"id"`
-	Base    uint64   `json:"base"`    // local version when the patch was formed
-	Seqs    []uint64 `json:"seqs"`    // queue seqs, ascending
-	Created int64    `json:"created"` // unix milliseconds
-	// Seen is diff.Patch.Seen: per key, the hash of the value the local view
-	// held before this patch's first edit of it (the synced value with this
-	// device's earlier, already sent edits over it). Fixed with the id, so
-	// a resent patch is byte for byte the same.
-	Seen map[string]string `json:"seen,omitempty"`
-}
+// inflightPatch is the patch being pushed (state.Inflight): persisted
+// before the first send, so every retry (also after a restart) sends the
+// same id with the same edits against the same base, and the server
+// applies it once.
+type inflightPatch = state.Inflight
 
 // pendingEdits returns the queued edits (not yet applied by the server) in
 // queue order.
 func (c *Client) pendingEdits() ([]*edit, error) {
 	var out []*edit
-	err := c.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketQueue).ForEach(func(_, v []byte) error {
-			e, err := decodeEdit(v)
-			if err != nil {
-				return err
-			}
+	err := c.store.ViewEdits(func(tx *state.EditsTx) error {
+		return tx.ForEachQueued(func(e *edit, _ int) error {
 			out = append(out, e)
 			return nil
 		})
@@ -58,30 +40,31 @@ func (c *Client) pendingEdits() ([]*edit, error) {
 // that can be sent pending it returns nil.
 func (c *Client) beginPatch() (*inflightPatch, []*edit, error) {
 	lim := c.patchLimits()
+	base, err := c.store.Version()
+	if err != nil {
+		return nil, nil, fmt.Errorf("begin patch: %w", err)
+	}
 	var p *inflightPatch
 	var edits []*edit
 	var bs blockedSet
 	scanned := false
-	err := c.db.Update(func(tx *bolt.Tx) error {
+	err = c.store.UpdateEdits(func(tx *state.EditsTx) error {
 		p, edits, scanned = nil, nil, false
-		if raw := tx.Bucket(bucketInflight).Get(inflightKey); raw != nil {
-			var err error
-			p, edits, err = loadInflight(tx, raw)
+		var err error
+		if p, err = tx.Inflight(); err != nil || p != nil {
+			if p != nil {
+				edits, err = loadInflight(tx, p)
+			}
 			return err
 		}
-		var err error
 		if bs, err = scanBlocked(tx, lim); err != nil {
 			return err
 		}
 		scanned = true
-		if p, edits, err = formPatch(tx, lim, &bs); err != nil || p == nil {
+		if p, edits, err = formPatch(tx, base, lim, &bs); err != nil || p == nil {
 			return err
 		}
-		raw, err := json.Marshal(p)
-		if err != nil {
-			return err
-		}
-		return tx.Bucket(bucketInflight).Put(inflightKey, raw)
+		return tx.SetInflight(p)
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("begin patch: %w", err)
@@ -92,67 +75,59 @@ func (c *Client) beginPatch() (*inflightPatch, []*edit, error) {
 	return p, edits, nil
 }
 
-// loadInflight reads the persisted patch in flight and its edits.
-func loadInflight(tx *bolt.Tx, raw []byte) (*inflightPatch, []*edit, error) {
-	p := new(inflightPatch)
-	if err := json.Unmarshal(raw, p); err != nil {
-		return nil, nil, fmt.Errorf("patch in flight: %v: %w", err, ErrCorrupt)
-	}
-	q := tx.Bucket(bucketQueue)
+// loadInflight reads the edits of the persisted patch in flight.
+func loadInflight(tx *state.EditsTx, p *inflightPatch) ([]*edit, error) {
 	var edits []*edit
 	for _, seq := range p.Seqs {
-		v := q.Get(u64(seq))
-		if v == nil {
-			return nil, nil, fmt.Errorf("patch %s names edit %d, which is not queued: %w", p.ID, seq, ErrCorrupt)
-		}
-		e, err := decodeEdit(v)
+		e, _, err := tx.Queued(seq)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
+		}
+		if e == nil {
+			return nil, fmt.Errorf("patch %s names edit %d, which is not queued: %w", p.ID, seq, ErrCorrupt)
 		}
 		edits = append(edits, e)
 	}
-	return p, edits, nil
+	return edits, nil
 }
 
 // formPatch takes the oldest pending edits that can be sent into a new
-// patch with a fresh random id: as many as fit lim's MaxOps and MaxBytes
-// (measured on the body sendPatch will send, Seen included), but at least
-// one, which may be as large as one record. Edits of the keys in blocked
-// stay queued. It returns nil if nothing can be sent.
-func formPatch(tx *bolt.Tx, lim diff.Limits, blocked *blockedSet) (*inflightPatch, []*edit, error) {
+// patch with a fresh random id, based on the synced version base: as many
+// as fit lim's MaxOps and MaxBytes (measured on the body sendPatch will
+// send, Seen included), but at least one, which may be as large as one
+// record. Edits of the keys in blocked stay queued. It returns nil if
+// nothing can be sent.
+func formPatch(tx *state.EditsTx, base uint64, lim diff.Limits, blocked *blockedSet) (*inflightPatch, []*edit, error) {
 	id, err := newPatchID()
 	if err != nil {
 		return nil, nil, err
 	}
 	p := &inflightPatch{
 		ID:      id,
-		Base:    getU64(tx.Bucket(bucketMeta), metaVersion),
+		Base:    base,
 		Created: time.Now().UnixMilli(),
 		Seen:    map[string]string{},
 	}
 	var edits []*edit
 	size := diff.NewPatchSize(p.ID, p.Base)
-	cur := tx.Bucket(bucketQueue).Cursor()
-	for k, v := cur.First(); k != nil; k, v = cur.Next() {
-		e, err := decodeEdit(v)
-		if err != nil {
-			return nil, nil, err
-		}
+	errFull := errors.New("patch full")
+	err = tx.ForEachQueued(func(e *edit, _ int) error {
 		if blocked.has(e.Key) {
-			continue
+			return nil
 		}
 		next := size
-		next.AddOp(e.op())
+		next.AddOp(e.PatchOp())
 		_, seen := p.Seen[e.Key]
 		var hash string
 		if !seen {
+			var err error
 			if hash, err = seenBefore(tx, e); err != nil {
-				return nil, nil, err
+				return err
 			}
 			next.AddSeen(e.Key, hash)
 		}
 		if len(edits) > 0 && (next.Ops() > lim.MaxOps || next.Bytes() > lim.MaxBytes) {
-			break
+			return errFull
 		}
 		size = next
 		edits = append(edits, e)
@@ -160,6 +135,10 @@ func formPatch(tx *bolt.Tx, lim diff.Limits, blocked *blockedSet) (*inflightPatc
 		if !seen {
 			p.Seen[e.Key] = hash
 		}
+		return nil
+	})
+	if err != nil && err != errFull {
+		return nil, nil, err
 	}
 	if len(edits) == 0 {
 		return nil, nil, nil
@@ -170,8 +149,8 @@ func formPatch(tx *bolt.Tx, lim diff.Limits, blocked *blockedSet) (*inflightPatc
 // seenBefore is the Seen entry of e's key: the hash of the value the local
 // view held before e (the synced value with this device's earlier edits,
 // already sent, laid over it).
-func seenBefore(tx *bolt.Tx, e *edit) (string, error) {
-	v, found, err := viewValueBefore(tx, e.Key, e.Seq)
+func seenBefore(tx *state.EditsTx, e *edit) (string, error) {
+	v, found, err := tx.View(e.Key, e.Seq)
 	if err != nil {
 		return "", err
 	}
@@ -179,11 +158,6 @@ func seenBefore(tx *bolt.Tx, e *edit) (string, error) {
 		v = nil
 	}
 	return diff.SeenHash(v), nil
-}
-
-// op is the edit as a patch op.
-func (e *edit) op() diff.Op {
-	return diff.Op{Op: e.Op, Key: e.Key, Value: e.Value, Patch: e.Patch}
 }
 
 func newPatchID() (string, error) {
@@ -215,18 +189,25 @@ func (c *Client) completePatch(id string, serverVersion uint64, applied []uint64
 // once instead of staying laid over the records until serverVersion is
 // pulled: the server's version does not contain them.
 func (c *Client) completePatchX(id string, serverVersion uint64, applied []uint64, notInVersion map[uint64]bool, conflicts []Conflict) error {
+	local, err := c.store.Version()
+	if err != nil {
+		return fmt.Errorf("complete patch: %w", err)
+	}
+	// Kept laid over the synced records until the version holding them
+	// is installed (a version installed meanwhile that holds them hides
+	// them: reads compare versions).
+	keep := serverVersion > local
 	var removed int
 	var removedBytes int64
 	var left []string // keys whose edits left the view
-	err := c.db.Update(func(tx *bolt.Tx) error {
+	err = c.store.UpdateEdits(func(tx *state.EditsTx) error {
 		removed, removedBytes, left = 0, 0, nil
-		raw := tx.Bucket(bucketInflight).Get(inflightKey)
-		if raw == nil {
-			return fmt.Errorf("patch %s: %w", id, errNoPatch)
+		p, err := tx.Inflight()
+		if err != nil {
+			return err
 		}
-		var p inflightPatch
-		if err := json.Unmarshal(raw, &p); err != nil {
-			return fmt.Errorf("patch in flight: %v: %w", err, ErrCorrupt)
+		if p == nil {
+			return fmt.Errorf("patch %s: %w", id, errNoPatch)
 		}
 		if p.ID != id {
 			return fmt.Errorf("patch %s (in flight: %s): %w", id, p.ID, errNoPatch)
@@ -235,49 +216,32 @@ func (c *Client) completePatchX(id string, serverVersion uint64, applied []uint6
 		for _, s := range p.Seqs {
 			inPatch[s] = true
 		}
-		q, sent, idx := tx.Bucket(bucketQueue), tx.Bucket(bucketSent), tx.Bucket(bucketEditIndex)
-		keep := serverVersion > getU64(tx.Bucket(bucketMeta), metaVersion)
 		for _, seq := range applied {
 			if !inPatch[seq] {
 				return fmt.Errorf("patch %s: edit %d is not part of it: %w", id, seq, ErrInvalid)
 			}
 			inPatch[seq] = false // a seq listed twice counts once
-			k := u64(seq)
-			v := q.Get(k)
-			if v == nil {
-				return fmt.Errorf("patch %s names edit %d, which is not queued: %w", id, seq, ErrCorrupt)
+			sentAs := uint64(0)
+			if keep && !notInVersion[seq] {
+				sentAs = serverVersion
 			}
-			e, err := decodeEdit(v)
+			e, size, err := tx.Complete(seq, sentAs)
 			if err != nil {
-				return err
+				return fmt.Errorf("patch %s: %w", id, err)
 			}
 			removed++
-			removedBytes += int64(len(v))
-			if err := q.Delete(k); err != nil {
-				return err
-			}
-			if keep && !notInVersion[seq] {
-				e.Version = serverVersion
-				b, err := json.Marshal(e)
-				if err != nil {
-					return err
-				}
-				if err := sent.Put(k, b); err != nil {
-					return err
-				}
-			} else if err := idx.Delete(indexKey(e.Key, seq)); err != nil {
-				return err
-			} else {
+			removedBytes += int64(size)
+			if sentAs == 0 {
 				left = append(left, e.Key)
 			}
 		}
-		if err := tx.Bucket(bucketInflight).Delete(inflightKey); err != nil {
+		if err := tx.SetInflight(nil); err != nil {
 			return err
 		}
 		if err := addConflicts(tx, id, conflicts); err != nil {
 			return err
 		}
-		_, err := c.putCounters(tx)
+		_, err = c.putCounters(tx)
 		return err
 	})
 	if err != nil {
@@ -324,26 +288,19 @@ type Conflict struct {
 	Pending bool
 }
 
-func addConflicts(tx *bolt.Tx, patchID string, cs []Conflict) error {
-	b := tx.Bucket(bucketConflicts)
-	meta := tx.Bucket(bucketMeta)
+func addConflicts(tx *state.EditsTx, patchID string, cs []Conflict) error {
 	for _, cf := range cs {
-		id := getU64(meta, metaConflictID) + 1
-		if err := meta.Put(metaConflictID, u64(id)); err != nil {
-			return err
-		}
-		cf.ID = int64(id)
-		if cf.PatchID == "" {
-			cf.PatchID = patchID
-		}
-		if cf.At == 0 {
-			cf.At = time.Now().UnixMilli()
-		}
-		raw, err := json.Marshal(cf)
+		err := tx.AddConflict(func(id uint64) ([]byte, error) {
+			cf.ID = int64(id)
+			if cf.PatchID == "" {
+				cf.PatchID = patchID
+			}
+			if cf.At == 0 {
+				cf.At = time.Now().UnixMilli()
+			}
+			return json.Marshal(cf)
+		})
 		if err != nil {
-			return err
-		}
-		if err := b.Put(u64(id), raw); err != nil {
 			return err
 		}
 	}
@@ -353,14 +310,14 @@ func addConflicts(tx *bolt.Tx, patchID string, cs []Conflict) error {
 // Conflicts returns the unacknowledged conflicts, oldest first.
 func (c *Client) Conflicts() ([]Conflict, error) {
 	var out []Conflict
-	err := c.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketConflicts).ForEach(func(_, v []byte) error {
+	err := c.store.ViewEdits(func(tx *state.EditsTx) error {
+		return tx.ForEachConflict(func(v []byte) (bool, error) {
 			var cf Conflict
 			if err := json.Unmarshal(v, &cf); err != nil {
-				return fmt.Errorf("stored conflict: %v: %w", err, ErrCorrupt)
+				return false, fmt.Errorf("stored conflict: %v: %w", err, ErrCorrupt)
 			}
 			out = append(out, cf)
-			return nil
+			return true, nil
 		})
 	})
 	if err != nil {
@@ -380,20 +337,23 @@ func (c *Client) ConflictCount() int {
 // gomobile callers that cannot take a slice of structs.
 func (c *Client) ConflictAt(i int) (*Conflict, error) {
 	var cf *Conflict
-	err := c.db.View(func(tx *bolt.Tx) error {
-		cur := tx.Bucket(bucketConflicts).Cursor()
+	err := c.store.ViewEdits(func(tx *state.EditsTx) error {
 		n := 0
-		for k, v := cur.First(); k != nil; k, v = cur.Next() {
-			if n == i {
-				cf = new(Conflict)
-				if err := json.Unmarshal(v, cf); err != nil {
-					return fmt.Errorf("stored conflict: %v: %w", err, ErrCorrupt)
-				}
-				return nil
+		err := tx.ForEachConflict(func(v []byte) (bool, error) {
+			if n < i {
+				n++
+				return true, nil
 			}
-			n++
+			cf = new(Conflict)
+			if err := json.Unmarshal(v, cf); err != nil {
+				return false, fmt.Errorf("stored conflict: %v: %w", err, ErrCorrupt)
+			}
+			return false, nil
+		})
+		if err == nil && cf == nil {
+			err = fmt.Errorf("conflict %d of %d: %w", i, n, ErrNotFound)
 		}
-		return fmt.Errorf("conflict %d of %d: %w", i, n, ErrNotFound)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -411,19 +371,10 @@ func (c *Client) AckConflicts() error {
 // them if id is negative).
 func (c *Client) AckConflictsThrough(id int64) error {
 	var left int
-	err := c.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketConflicts)
-		cur := b.Cursor()
-		for k, _ := cur.First(); k != nil; k, _ = cur.First() {
-			if id >= 0 && binary.BigEndian.Uint64(k) > uint64(id) {
-				break
-			}
-			if err := b.Delete(bytes.Clone(k)); err != nil {
-				return err
-			}
-		}
-		left = countKeys(b)
-		return nil
+	err := c.store.UpdateEdits(func(tx *state.EditsTx) error {
+		var err error
+		left, err = tx.AckConflictsThrough(id)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("acknowledge conflicts: %w", err)
@@ -433,15 +384,4 @@ func (c *Client) AckConflictsThrough(id int64) error {
 	c.st.mu.Unlock()
 	c.emitStatus()
 	return nil
-}
-
-// countKeys counts by walking: Bucket.Stats does not see a write
-// transaction's own changes.
-func countKeys(b *bolt.Bucket) int {
-	n := 0
-	c := b.Cursor()
-	for k, _ := c.First(); k != nil; k, _ = c.Next() {
-		n++
-	}
-	return n
 }

@@ -12,14 +12,13 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
-	bolt "go.etcd.io/bbolt"
 
+	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/diff"
 )
 
-// metaRebase is set when the server rejected a patch under the org's
-// reject policy: pushing stops until Rebase or DiscardEdits.
-var metaRebase = []byte("rebase_needed")
+// state.MetaRebase is set when the server rejected a patch under the
+// org's reject policy: pushing stops until Rebase or DiscardEdits.
 
 // errBaseUnknown reports a patch whose base the server does not know: the
 // caller pulls (a full sync) and pushes again.
@@ -42,7 +41,7 @@ func patchEncoder() *zstd.Encoder {
 
 // push sends patches until the queue is empty. The caller holds netMu.
 func (c *Client) push(ctx context.Context, res *SyncResult) error {
-	if blocked, err := c.getMeta(metaRebase); err != nil {
+	if blocked, err := c.store.Meta(state.MetaRebase); err != nil {
 		return fmt.Errorf("push: %w", err)
 	} else if blocked != nil {
 		return fmt.Errorf("push: %w", ErrRebaseNeeded)
@@ -59,7 +58,8 @@ func (c *Client) push(ctx context.Context, res *SyncResult) error {
 			return nil
 		}
 		c.beginSync()
-		if err := c.sendPatch(ctx, p, edits, res); err != nil {
+		// Blobs: sendPatch after the blobs the patch references (blobs.go).
+		if err := c.sendWithBlobs(ctx, p, edits, res); err != nil {
 			return err
 		}
 	}
@@ -70,7 +70,7 @@ func (c *Client) push(ctx context.Context, res *SyncResult) error {
 func (c *Client) sendPatch(ctx context.Context, p *inflightPatch, edits []*edit, res *SyncResult) error {
 	patch := diff.Patch{ID: p.ID, Base: p.Base, Ops: make([]diff.Op, len(edits)), Seen: p.Seen}
 	for i, e := range edits {
-		patch.Ops[i] = e.op()
+		patch.Ops[i] = e.PatchOp()
 	}
 	// The canonical body: exactly the size formPatch measured.
 	body, err := diff.EncodePatch(&patch)
@@ -196,7 +196,7 @@ func (c *Client) patchRefused(p *inflightPatch, edits []*edit, err error, res *S
 		// The base version is unknown: the server's data was reset or our
 		// version retired. Nothing was applied; resync from scratch, then
 		// send the edits under a new id on the new base.
-		if err := c.setMeta(metaNeedFull, []byte{1}); err != nil {
+		if err := c.store.SetNeedFull(); err != nil {
 			return fmt.Errorf("push: %w", err)
 		}
 		if err := c.completePatchX(p.ID, 0, nil, nil, nil); err != nil {
@@ -264,10 +264,7 @@ func (c *Client) patchRejected(p *inflightPatch, edits []*edit, hb *httpErrorWit
 			Reason: hb.HTTPError.Error()})
 	}
 	res.EditsConflict += len(cs)
-	err := c.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(metaRebase, []byte{1})
-	})
-	if err != nil {
+	if err := c.store.SetMeta(state.MetaRebase, []byte{1}); err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
 	if err := c.completePatchX(p.ID, 0, nil, nil, cs); err != nil {
@@ -279,8 +276,7 @@ func (c *Client) patchRejected(p *inflightPatch, edits []*edit, hb *httpErrorWit
 // RebaseNeeded reports whether pushing is stopped because the server
 // rejected conflicting edits (see Rebase).
 func (c *Client) RebaseNeeded() bool {
-	v, _ := c.getMeta(metaRebase)
-	return v != nil
+	return c.meta(state.MetaRebase) != nil
 }
 
 // Rebase resumes pushing after the server rejected conflicting edits under
@@ -296,7 +292,7 @@ func (c *Client) Rebase(ctx context.Context) (*SyncResult, error) {
 		if err := c.syncLocked(ctx, false, true, 0, res); err != nil {
 			return err
 		}
-		if err := c.setMeta(metaRebase, nil); err != nil {
+		if err := c.store.SetMeta(state.MetaRebase, nil); err != nil {
 			return err
 		}
 		return c.syncLocked(ctx, true, true, 0, res)
@@ -310,44 +306,28 @@ func (c *Client) Rebase(ctx context.Context) (*SyncResult, error) {
 func (c *Client) DiscardEdits(key string) (int, error) {
 	var n int
 	var size int64
-	err := c.db.Update(func(tx *bolt.Tx) error {
-		n, size = 0, 0
+	err := c.store.UpdateEdits(func(tx *state.EditsTx) error {
 		inflight := map[uint64]bool{}
-		if raw := tx.Bucket(bucketInflight).Get(inflightKey); raw != nil {
-			var p inflightPatch
-			if err := json.Unmarshal(raw, &p); err != nil {
-				return fmt.Errorf("patch in flight: %v: %w", err, ErrCorrupt)
-			}
+		p, err := tx.Inflight()
+		if err != nil {
+			return err
+		}
+		if p != nil {
 			for _, s := range p.Seqs {
 				inflight[s] = true
 			}
 		}
-		q, idx := tx.Bucket(bucketQueue), tx.Bucket(bucketEditIndex)
-		prefix := append([]byte(key), 0)
-		var drop [][]byte
-		cur := idx.Cursor()
-		for k, _ := cur.Seek(prefix); k != nil && strings.HasPrefix(string(k), string(prefix)); k, _ = cur.Next() {
-			seq := k[len(prefix):]
-			v := q.Get(seq)
-			if v == nil || len(seq) != 8 || inflight[getSeq(seq)] {
-				continue // sent (laid over until pulled) or in flight
-			}
-			n++
-			size += int64(len(v))
-			drop = append(drop, append([]byte(nil), k...))
+		var seqs []uint64
+		n, size, seqs, err = tx.DiscardQueued(key, func(seq uint64) bool { return inflight[seq] })
+		if err != nil {
+			return err
 		}
 		server, err := loadServerBlocks(tx)
 		if err != nil {
 			return err
 		}
-		for _, k := range drop {
-			if err := q.Delete(k[len(prefix):]); err != nil {
-				return err
-			}
-			if err := idx.Delete(k); err != nil {
-				return err
-			}
-			delete(server, getSeq(k[len(prefix):]))
+		for _, seq := range seqs {
+			delete(server, seq)
 		}
 		return saveServerBlocks(tx, server)
 	})
@@ -368,14 +348,6 @@ func (c *Client) DiscardEdits(key string) (int, error) {
 	}
 	c.kickLoop()
 	return n, nil
-}
-
-func getSeq(b []byte) uint64 {
-	var v uint64
-	for _, x := range b {
-		v = v<<8 | uint64(x)
-	}
-	return v
 }
 
 // raiseServerHead records a server version we learned of, never lowering it.

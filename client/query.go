@@ -3,8 +3,6 @@ package client
 import (
 	"fmt"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/deltasync/deltasync/snapshot"
 )
 
@@ -38,24 +36,23 @@ func (c *Client) ScanPage(prefix, startAfter string, limit int) ([]Record, bool,
 	var page []Record
 	size := 0
 	for {
-		batch, more, err := c.scanBatch([]byte(prefix), after)
+		batch, next, err := c.store.ScanBatch([]byte(prefix), after, scanBatchKeys, scanBatchBytes)
 		if err != nil {
-			return nil, false, fmt.Errorf("scan %q: %w", prefix, err)
+			return nil, false, fmt.Errorf("scan %q: %w", prefix, c.noteDamage(err))
 		}
-		for i, kv := range batch {
-			if len(page) == limit || (len(page) > 0 && size+len(kv.value) > maxPageBytes) {
+		for _, kv := range batch {
+			if len(page) == limit || (len(page) > 0 && size+len(kv.Value) > maxPageBytes) {
 				return page, true, nil
 			}
-			page = append(page, Record{Key: kv.key, Value: kv.value})
-			size += len(kv.value)
-			if i == len(batch)-1 && !more {
-				return page, false, nil
-			}
+			page = append(page, Record{Key: kv.Key, Value: kv.Value})
+			size += len(kv.Value)
 		}
-		if !more {
+		if next == nil {
 			return page, false, nil
 		}
-		after = []byte(batch[len(batch)-1].key)
+		// A batch may end at the page's end with nothing after it: read on
+		// to know whether more follow.
+		after = next
 	}
 }
 
@@ -80,22 +77,13 @@ func (c *Client) GetMany(keys []string) ([]Record, error) {
 			return nil, fmt.Errorf("get many: %w", err)
 		}
 	}
-	out := make([]Record, len(keys))
-	err := c.db.View(func(tx *bolt.Tx) error {
-		for i, k := range keys {
-			v, found, err := viewValue(tx, k)
-			if err != nil {
-				return fmt.Errorf("%q: %w", k, err)
-			}
-			out[i] = Record{Key: k}
-			if found {
-				out[i].Value = v
-			}
-		}
-		return nil
-	})
+	vals, err := c.store.ViewMany(keys)
 	if err != nil {
-		return nil, fmt.Errorf("get many: %w", err)
+		return nil, fmt.Errorf("get many: %w", c.noteDamage(err))
+	}
+	out := make([]Record, len(keys))
+	for i, k := range keys {
+		out[i] = Record{Key: k, Value: vals[i]}
 	}
 	return out, nil
 }
@@ -103,11 +91,5 @@ func (c *Client) GetMany(keys []string) ([]Record, error) {
 // syncedKeys calls fn with every key of the synced version (without the
 // pending edits), in order: what a full sync installed.
 func (c *Client) syncedKeys(fn func(key string)) error {
-	return c.db.View(func(tx *bolt.Tx) error {
-		cur := tx.Bucket(bucketRecords).Cursor()
-		for k, _ := cur.First(); k != nil; k, _ = cur.Next() {
-			fn(string(k))
-		}
-		return nil
-	})
+	return c.store.SyncedKeys(fn)
 }

@@ -54,3 +54,38 @@ func TestDeleteUnseenKey(t *testing.T) {
 		t.Fatalf("server holds %q, want b deleted", got)
 	}
 }
+
+// TestViewShowsWhatTheServerApplies protects issue 13 item 5: the device
+// laid its edits over its records with code of its own, which applied a
+// merge onto a value that had become an array by replacing it, while the
+// server refuses such a merge. The view showed an edit that would never
+// apply. Both now use diff.Fold.
+func TestViewShowsWhatTheServerApplies(t *testing.T) {
+	ts := newTestServer(t)
+	ts.upload("ann", []gen.Record{{Key: "tasks/1", Value: []byte(`{"state":"open"}`)}})
+	c := ts.client("ann", nil)
+	if _, err := c.Pull(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Merge("tasks/1", []byte(`{"state":"done"}`)); err != nil {
+		t.Fatal(err)
+	}
+	// Another writer turns the record into an array; the device pulls it.
+	ts.upload("ann", []gen.Record{{Key: "tasks/1", Value: []byte(`[1,2]`)}})
+	if _, err := c.Pull(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, c, "tasks/1"); got != `[1,2]` {
+		t.Errorf("view before the push: %s, want [1,2] (the server refuses a merge onto an array)", got)
+	}
+	res, err := c.Sync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.EditsRejected != 1 {
+		t.Errorf("sync: %+v, want the merge rejected", res)
+	}
+	if got, want := exportOf(t, c), ts.export("ann"); got != want || got != `{"key":"tasks/1","value":[1,2]}`+"\n" {
+		t.Errorf("after the sync the device shows %q, the server holds %q", got, want)
+	}
+}

@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
+	"github.com/deltasync/deltasync/client/internal/blobstore"
+	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/wire"
 )
 
@@ -70,6 +70,11 @@ type Status struct {
 	ProgressBytesTotal  int64
 	ProgressChunksDone  int
 	ProgressChunksTotal int
+
+	// PendingBlobs are blobs attached on this device and not yet uploaded,
+	// PendingBlobBytes their size (see Client.Attach).
+	PendingBlobs     int
+	PendingBlobBytes int64
 }
 
 // counters are the persisted part of the status (meta "counters"): the
@@ -117,6 +122,7 @@ type statusState struct {
 	attempting             bool      // an attempt began (beginSync); syncing once the server answers
 	now                    func() time.Time
 
+	blobs      *blobstore.Store // for the pending blob counts (blobs.go)
 	listeners  []listener
 	nextID     int
 	last       Status
@@ -125,34 +131,36 @@ type statusState struct {
 	delivering bool
 }
 
-// loadStatus fills the status from the database at Open.
+// loadStatus fills the status from the state at Open.
 func (c *Client) loadStatus() error {
 	s := &c.st
-	return c.db.View(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		s.localVersion = getU64(meta, metaVersion)
-		if v := meta.Get(metaOffline); len(v) == 1 && v[0] == 1 {
+	v, err := c.store.Version()
+	if err != nil {
+		return err
+	}
+	s.localVersion = v
+	return c.store.ViewEdits(func(tx *state.EditsTx) error {
+		if v := tx.Meta(state.MetaOffline); len(v) == 1 && v[0] == 1 {
 			s.offline = true
 		}
-		if v := meta.Get(metaPolicy); v != nil {
+		if v := tx.Meta(state.MetaPolicy); v != nil {
 			if err := json.Unmarshal(v, &s.policy); err != nil {
 				return fmt.Errorf("stored policy: %v: %w", err, ErrCorrupt)
 			}
 		}
-		if v := meta.Get(metaCounters); v != nil {
+		if v := tx.Meta(state.MetaCounters); v != nil {
 			if err := json.Unmarshal(v, &s.c); err != nil {
 				return fmt.Errorf("stored counters: %v: %w", err, ErrCorrupt)
 			}
 		}
-		q := tx.Bucket(bucketQueue)
-		if err := q.ForEach(func(_, v []byte) error {
+		if err := tx.ForEachQueued(func(_ *edit, size int) error {
 			s.pendingEdits++
-			s.pendingBytes += int64(len(v))
+			s.pendingBytes += int64(size)
 			return nil
 		}); err != nil {
 			return err
 		}
-		s.conflicts = countKeys(tx.Bucket(bucketConflicts))
+		s.conflicts = tx.ConflictCount()
 		var err error
 		if s.blocked, err = scanBlocked(tx, s.policy.Limits()); err != nil {
 			return err
@@ -199,6 +207,9 @@ func (s *statusState) snapshotLocked() Status {
 		ProgressBytesTotal:   s.progBytesTotal,
 		ProgressChunksDone:   s.progChunksDone,
 		ProgressChunksTotal:  s.progChunksTotal,
+	}
+	if s.blobs != nil {
+		st.PendingBlobBytes, st.PendingBlobs = s.blobs.PendingBytes()
 	}
 	now := s.clock()
 	if s.offline {
@@ -486,22 +497,30 @@ func (c *Client) restoreDirty() {
 }
 
 // putCounters writes changed counters inside a caller's transaction.
-func (c *Client) putCounters(tx *bolt.Tx) (wrote bool, err error) {
+func (c *Client) putCounters(tx *state.EditsTx) (wrote bool, err error) {
 	b, ok := c.takeCounters()
 	if !ok {
 		return false, nil
 	}
-	if err := tx.Bucket(bucketMeta).Put(metaCounters, b); err != nil {
+	if err := tx.SetMeta(state.MetaCounters, b); err != nil {
 		c.restoreDirty()
 		return false, err
 	}
 	return true, nil
 }
 
-// flushCounters persists changed counters in a transaction of their own.
+// flushCounters persists changed counters in a transaction of their own;
+// none when nothing changed (a commit is two fsyncs, and a pull changes
+// the status several times).
 func (c *Client) flushCounters() error {
+	c.st.mu.Lock()
+	dirty := c.st.dirty
+	c.st.mu.Unlock()
+	if !dirty {
+		return nil
+	}
 	var wrote bool
-	err := c.db.Update(func(tx *bolt.Tx) error {
+	err := c.store.UpdateEdits(func(tx *state.EditsTx) error {
 		var err error
 		wrote, err = c.putCounters(tx)
 		return err
@@ -529,7 +548,7 @@ func (c *Client) SetOfflineMode(on bool) error {
 	if on {
 		v[0] = 1
 	}
-	if err := c.setMeta(metaOffline, v); err != nil {
+	if err := c.store.SetMeta(state.MetaOffline, v); err != nil {
 		return fmt.Errorf("set offline mode: %w", err)
 	}
 	c.st.mu.Lock()
@@ -579,8 +598,8 @@ func (c *Client) setPolicy(p wire.Policy) error {
 		return err
 	}
 	newLimits := c.Policy().Limits() != p.Limits()
-	err = c.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketMeta).Put(metaPolicy, b); err != nil {
+	err = c.store.UpdateEdits(func(tx *state.EditsTx) error {
+		if err := tx.SetMeta(state.MetaPolicy, b); err != nil {
 			return err
 		}
 		if !newLimits {

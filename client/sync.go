@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/deltasync/deltasync/client/internal/state"
 )
 
 // SyncResult tells what one Pull, Push or Sync did. Plain fields, so it
@@ -80,12 +82,10 @@ func (c *Client) foregroundRun(ctx context.Context, op string, run func(context.
 	return res, err
 }
 
-var metaLastResult = []byte("last_result")
-
 // LastSyncResult returns the result of the last Pull, Push, Sync or Rebase
 // call that reached the server (nil if none), as the CLI's status shows it.
 func (c *Client) LastSyncResult() (*SyncResult, error) {
-	raw, err := c.getMeta(metaLastResult)
+	raw, err := c.store.Meta(state.MetaLastResult)
 	if err != nil || raw == nil {
 		return nil, err
 	}
@@ -126,6 +126,10 @@ func (c *Client) syncLocked(ctx context.Context, push, pull bool, waitSeconds in
 		if err := c.pull(ctx, waitSeconds, res); err != nil {
 			return err
 		}
+		// Blobs: the synced records' small blobs, by the org's policy.
+		if err := c.fetchEagerBlobs(ctx); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -142,7 +146,7 @@ func (c *Client) finishResult(res *SyncResult, err error) {
 	if res.BytesDown > 0 || res.BytesUp > 0 {
 		if raw, jerr := json.Marshal(res); jerr == nil {
 			// Only informational: a failed write loses nothing that matters.
-			_ = c.setMeta(metaLastResult, raw)
+			_ = c.store.SetMeta(state.MetaLastResult, raw)
 		}
 	}
 }

@@ -6,32 +6,33 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
 )
 
-// cachedChunkCount counts the chunk cache.
+// cachedChunkCount counts the chunks stored, after checking the whole
+// state (state.Store.Verify).
 func cachedChunkCount(t *testing.T, c *Client) int {
 	t.Helper()
-	var n int
-	if err := c.db.View(func(tx *bolt.Tx) error { n = countKeys(tx.Bucket(bucketChunks)); return nil }); err != nil {
+	r, err := c.store.Verify(state.CheckOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	return r.Stored
 }
 
 // distinctChunks is the number of distinct chunks of the local version.
 func distinctChunks(t *testing.T, c *Client) int {
 	t.Helper()
-	_, mb, err := c.localVersion()
-	mustDo(t, err)
-	m, err := snapshot.UnmarshalManifest(mb)
+	_, m, err := c.store.Manifest()
 	mustDo(t, err)
 	ids := map[snapshot.ChunkID]bool{}
 	for _, ch := range m.Chunks {
@@ -247,7 +248,7 @@ func TestBigResumeInterruptedDownload(t *testing.T) {
 	if s := c.Status(); s.LocalVersion != 0 {
 		t.Fatalf("a half download was installed: %+v", s)
 	}
-	mk, err := c.loadMarker()
+	mk, err := c.store.Marker()
 	mustDo(t, err)
 	if mk == nil || mk.To != v || mk.Received == 0 {
 		t.Fatalf("download marker after the cut: %+v", mk)
@@ -270,7 +271,7 @@ func TestBigResumeInterruptedDownload(t *testing.T) {
 	if got, want := exportOf(t, c), ts.export("ann"); got != want {
 		t.Fatal("records after resumed download differ from the server's")
 	}
-	if mk, _ := c.loadMarker(); mk != nil {
+	if mk, _ := c.store.Marker(); mk != nil {
 		t.Errorf("marker left after install: %+v", mk)
 	}
 	// Progress was exact: chunks counted up to the announced total.
@@ -318,11 +319,11 @@ func TestResumeAbandonedWhenBaseChanges(t *testing.T) {
 	} else {
 		t.Logf("cut after %d bytes: %v", ft.down.Load()-before, err)
 	}
-	mk, _ := c.loadMarker()
+	mk, _ := c.store.Marker()
 	if mk == nil || mk.From == 0 {
 		t.Fatalf("the cut came before any chunk of the delta (marker %+v)", mk)
 	}
-	mustDo(t, c.setMeta(metaNeedFull, []byte{1}))
+	mustDo(t, c.store.SetNeedFull())
 	res, err := c.Pull(ctx)
 	mustDo(t, err)
 	if !res.Full || res.Resumed {
@@ -344,9 +345,12 @@ func TestDamagedChunkCacheIsRepairedByRefetching(t *testing.T) {
 	ctx := context.Background()
 	_, err := c.Pull(ctx)
 	mustDo(t, err)
-	// Damage every cached chunk.
-	mustDo(t, c.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketChunks)
+	// Damage every stored chunk.
+	mustDo(t, c.Close())
+	db, err := bolt.Open(filepath.Join(c.Dir(), DataFile), 0o600, nil)
+	mustDo(t, err)
+	mustDo(t, db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("chunks"))
 		var keys [][]byte
 		b.ForEach(func(k, _ []byte) error { keys = append(keys, slices.Clone(k)); return nil })
 		for _, k := range keys {
@@ -356,6 +360,8 @@ func TestDamagedChunkCacheIsRepairedByRefetching(t *testing.T) {
 		}
 		return nil
 	}))
+	mustDo(t, db.Close())
+	c = ts.client("ann", nil, c.Dir())
 	ts.upload("ann", gen.EditScattered(recs, 3, 9))
 	res, err := c.Pull(ctx)
 	mustDo(t, err)

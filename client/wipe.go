@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
-	bolt "go.etcd.io/bbolt"
+	"github.com/deltasync/deltasync/client/internal/state"
 )
 
 var (
@@ -19,18 +17,14 @@ var (
 	ErrWiped = errors.New("the client state was wiped")
 )
 
-// metaWiped marks a state file that Wipe has sealed: nothing may be added
-// to it, and if the process dies before the file is removed, the next Open
-// removes it.
-var metaWiped = []byte("wiped")
-
 // Wipe removes this user's local state for a shared device: records, edit
-// queue, chunk cache, conflicts, counters, settings and token, by deleting
-// the state file (and the state directory if that leaves it empty). Unless
-// force is set, the pending edits are pushed first and Wipe fails with an
-// error matching ErrPendingEdits, changing nothing, if any remain; with
-// force they are dropped. After Wipe the Client is closed: open the
-// directory again for the next user.
+// queue, conflicts, counters, settings and token, by deleting the state
+// files (state.db, data.db, and data.next.db of a full sync under way; and
+// the state directory if that leaves it empty). Unless force is set, the
+// pending edits are pushed first and Wipe fails with an error matching
+// ErrPendingEdits, changing nothing, if any remain; with force they are
+// dropped. After Wipe the Client is closed: open the directory again for
+// the next user.
 //
 // Deleting a file does not overwrite the flash it was on; a device that
 // must resist forensic recovery needs the platform's encrypted storage.
@@ -46,49 +40,32 @@ func (c *Client) Wipe(ctx context.Context, force bool) error {
 	if err := c.sealForWipe(force); err != nil {
 		return fmt.Errorf("wipe: %w", err)
 	}
-	if err := c.db.Close(); err != nil {
-		return fmt.Errorf("wipe: close client state: %w", err)
+	if err := c.store.Close(); err != nil {
+		return fmt.Errorf("wipe: %w", err)
 	}
-	if err := removeState(c.dir); err != nil {
+	if err := removeBlobs(c.dir); err != nil { // blobs.go
+		return fmt.Errorf("wipe: %w", err)
+	}
+	if err := state.Remove(c.dir); err != nil {
 		return fmt.Errorf("wipe: %w", err)
 	}
 	return nil
 }
 
-// sealForWipe checks, in the same transaction that marks the file wiped,
+// sealForWipe checks, in the same transaction that marks the state wiped,
 // that no edit is left (unless force): an edit made meanwhile either
 // committed before (and is counted) or fails with ErrWiped.
 func (c *Client) sealForWipe(force bool) error {
-	return c.db.Update(func(tx *bolt.Tx) error {
-		if n := countKeys(tx.Bucket(bucketQueue)); n > 0 && !force {
+	return c.store.UpdateEdits(func(tx *state.EditsTx) error {
+		if n := tx.QueueLen(); n > 0 && !force {
 			return fmt.Errorf("%d edit(s) not sent (see Status and Blocked; force drops them): %w", n, ErrPendingEdits)
 		}
-		return tx.Bucket(bucketMeta).Put(metaWiped, []byte{1})
+		return tx.SetMeta(state.MetaWiped, []byte{1})
 	})
 }
 
-// removeState deletes the state file of dir, syncs the directory, and
-// removes the directory if nothing else is in it.
-func removeState(dir string) error {
-	if err := os.Remove(filepath.Join(dir, StateFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove client state: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	os.Remove(dir) // only if empty: the app may keep its own files there
-	return nil
-}
-
-// wipedFile reports whether db was sealed by a Wipe that did not finish.
-func wipedFile(db *bolt.DB) bool {
-	var sealed bool
-	db.View(func(tx *bolt.Tx) error {
-		if meta := tx.Bucket(bucketMeta); meta != nil {
-			sealed = meta.Get(metaWiped) != nil
-		}
-		return nil
-	})
-	return sealed
+// wipedState reports whether st was sealed by a Wipe that did not finish.
+func wipedState(st *state.Store) bool {
+	v, err := st.Meta(state.MetaWiped)
+	return err == nil && v != nil
 }

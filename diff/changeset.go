@@ -14,9 +14,29 @@ import (
 
 // Kinds of change set.
 const (
-	KindBuild = "build" // a batch rebuild from a full data set
-	KindPatch = "patch" // a replayed client patch
+	KindBuild      = "build"       // a batch rebuild from a full data set
+	KindPatch      = "patch"       // a replayed client (device) patch
+	KindAdminPatch = "admin-patch" // a replayed admin patch: the backend's write
 )
+
+// Sources of a change, as the per-org change feed names them (Source).
+const (
+	SourceDevice = "device" // a device's patch
+	SourceAdmin  = "admin"  // an admin patch: the backend wrote it
+	SourceBuild  = "build"  // a whole data set (deltasync build, an admin upload)
+)
+
+// Source says where the change set came from: SourceDevice, SourceAdmin or
+// SourceBuild (also for a kind this version does not know).
+func (cs *ChangeSet) Source() string {
+	switch cs.Kind {
+	case KindPatch:
+		return SourceDevice
+	case KindAdminPatch:
+		return SourceAdmin
+	}
+	return SourceBuild
+}
 
 // ChangeSet is the record-level change that produced a version from its
 // parent, stored in the change feed (snapshot.FeedKey) and named by the

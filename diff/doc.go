@@ -101,4 +101,28 @@
 // failed write between the commit and the answer) searches the versions
 // since its base for the change set carrying the id and answers from it.
 // Rejections and invalid patches store nothing.
+//
+// # The backend's patches, checks and edit times
+//
+// The app's backend writes with the same replay (ApplyOptions.Admin): its
+// change sets are KindAdminPatch, its patch ids are kept apart from
+// devices' (the same stored answers, another namespace), and its edits win
+// every conflict. With AtHead the ops apply to the head as it is when the
+// patch replays (after a lost race, the new head): the backend is the
+// system of record, so nothing conflicts. ApplyOptions.Check, asked once
+// before the replay (never for a retry answered from storage), refuses ops
+// by index: they become rejected receipts with its reason and the rest
+// apply (an org's validation hook). An op may carry the device's time of
+// the edit (Op.At), which the change feed shows; it is not part of what
+// identifies a patch, so a patch resent with times it lacked before is the
+// same patch.
+//
+// # The feed, per org, and its consumers
+//
+// FeedOptions.Org reads one org's entries, passing the others by name
+// without reading them, with cursors that never name another org (each
+// becomes a position of time and the reader's org); Event is an entry as
+// the backend reads it. A Consumer is a named reader of an org's feed
+// whose acknowledged cursor bounds what gc may delete (HeldBy); FeedLag
+// counts what it has yet to read.
 package diff

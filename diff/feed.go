@@ -31,6 +31,9 @@ type FeedOptions struct {
 	// Default 10,000. A call that reaches it returns what it found and the
 	// cursor after the last object examined.
 	MaxScan int
+	// Org, if set, keeps only that org's entries: the others are passed
+	// by their names, without being read (the per-org feed).
+	Org string
 }
 
 // FeedEpoch is the earliest time a change feed can hold: the feed's format
@@ -78,7 +81,47 @@ func ReadFeed(ctx context.Context, s snapshot.ReadStore, o FeedOptions) ([]FeedE
 	if err != nil {
 		return nil, "", err
 	}
+	if o.Org != "" && w.next != o.After {
+		w.next = w.orgNext()
+	}
 	return w.out, w.next, nil
+}
+
+// orgNext is the cursor an org's reader gets (orgPosition), never before
+// the cursor it came with.
+func (w *feedWalk) orgNext() string {
+	pos, ok := orgPosition(w.next, w.o.Org)
+	if !ok {
+		pos = w.o.After
+		if len(w.out) > 0 {
+			pos = w.out[len(w.out)-1].Cursor
+		}
+	}
+	return max(pos, w.o.After)
+}
+
+// orgPosition is the cursor an org's reader gets for a walk that ended at
+// key: key itself if it is one of the org's entries, else a position that
+// names no other org or user (an org admin must not learn them from its
+// cursor) and lies between what the walk examined and what it did not.
+// With P the prefix of the org's keys in key's millisecond, that is P when
+// key sorts before P (the org's keys of that millisecond are all still to
+// come; what lies between key and P is other orgs'), else P+"~" (after
+// every key of the org in that millisecond, all examined, and before key).
+// A key without a millisecond to take gives no position (ok false).
+func orgPosition(key, org string) (string, bool) {
+	if k, ok := snapshot.ParseFeedKey(key); ok && k.Org == org {
+		return key, true
+	}
+	hour, name, ok := splitFeedKey(key)
+	if !ok || len(name) < 13 || strings.Trim(name[:13], "0123456789") != "" {
+		return "", false
+	}
+	p := snapshot.FeedPrefix + hour + "/" + name[:13] + "~" + org + "~"
+	if key < p {
+		return p, true
+	}
+	return p + "~", true
 }
 
 func (o FeedOptions) withDefaults() FeedOptions {
@@ -108,6 +151,11 @@ type feedWalk struct {
 	scanned int    // objects examined
 	lists   int    // listings made
 	done    bool   // a page limit was reached: stop, and answer
+	// namesOnly counts the entries by their names instead of reading
+	// them (FeedLag): counted, and the time of the first.
+	namesOnly   bool
+	counted     int
+	firstMillis int64
 }
 
 // firstHour returns the hour bucket where the walk starts: the cursor's
@@ -201,7 +249,11 @@ func (w *feedWalk) list(prefix string, fn func(snapshot.ObjectInfo) error) error
 // page ends there (the store cannot list from a key, so the next call lists
 // the hour again and goes on from its cursor).
 func (w *feedWalk) readHour(hour string) error {
-	keys, cut, err := w.hourKeys(hour, min(w.o.MaxScan-w.scanned, w.o.Limit-len(w.out)))
+	budget := min(w.o.MaxScan-w.scanned, w.o.Limit-len(w.out))
+	if w.o.Org != "" {
+		budget = w.o.MaxScan - w.scanned // most names are passed unread
+	}
+	keys, cut, err := w.hourKeys(hour, budget)
 	if err != nil {
 		return err
 	}
@@ -209,13 +261,26 @@ func (w *feedWalk) readHour(hour string) error {
 		if err := w.ctx.Err(); err != nil {
 			return err
 		}
+		if len(w.out) >= w.o.Limit {
+			w.done = true
+			return nil
+		}
 		k, ok := snapshot.ParseFeedKey(key)
 		if ok && k.Millis > w.horizon {
 			w.done = true
 			return nil
 		}
 		w.scanned++
-		if ok {
+		switch {
+		case !ok || k.Version == 0 || (w.o.Org != "" && k.Org != w.o.Org):
+			// Not an entry (version 0 is the empty set: no change set
+			// names it), or another org's.
+		case w.namesOnly:
+			if w.counted == 0 {
+				w.firstMillis = k.Millis
+			}
+			w.counted++
+		default:
 			cs, err := feedEntry(w.ctx, w.s, key, k)
 			if err != nil {
 				return err
@@ -316,4 +381,40 @@ func feedEntry(ctx context.Context, s snapshot.Getter, key string, k snapshot.Fe
 		return nil, nil // retired meanwhile
 	}
 	return cs, err
+}
+
+// Lag is how far a consumer trails its org's feed (FeedLag).
+type Lag struct {
+	// Entries after the cursor, counted by their names: a change set
+	// whose writer lost its version race counts too (rare).
+	Entries int
+	// Oldest is the time of the first entry after the cursor (zero when
+	// there is none), by its writer's clock.
+	Oldest time.Time
+	// Complete is false when the count stopped at MaxScan names.
+	Complete bool
+}
+
+// FeedLag counts o.Org's entries after o.After up to the settle horizon,
+// by listing names only (no entry is read), examining at most o.MaxScan
+// names. Limit is ignored.
+func FeedLag(ctx context.Context, s snapshot.ReadStore, o FeedOptions) (Lag, error) {
+	o = o.withDefaults()
+	o.Limit = o.MaxScan
+	w := &feedWalk{ctx: ctx, s: s, o: o, next: o.After, namesOnly: true}
+	w.horizon = o.Now.Add(-o.Settle).UnixMilli()
+	hour, err := w.firstHour()
+	for err == nil && hour != "" && !w.done && hourStart(hour) <= w.horizon {
+		if err = w.readHour(hour); err == nil && !w.done {
+			hour, err = w.nextHour(hour)
+		}
+	}
+	if err != nil {
+		return Lag{}, err
+	}
+	lag := Lag{Entries: w.counted, Complete: w.scanned < o.MaxScan}
+	if w.counted > 0 {
+		lag.Oldest = time.UnixMilli(w.firstMillis)
+	}
+	return lag, nil
 }

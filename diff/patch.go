@@ -49,6 +49,10 @@ type Op struct {
 	Key   string          `json:"key"`
 	Value json.RawMessage `json:"value,omitempty"`
 	Patch json.RawMessage `json:"patch,omitempty"`
+	// At is when the edit was made on the device, in unix milliseconds,
+	// where the device says so (0: unknown). It is carried to the change
+	// feed; replay does not use it.
+	At int64 `json:"at,omitempty"`
 }
 
 // Receipt statuses.

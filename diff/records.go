@@ -162,3 +162,21 @@ func appendChanges(out []Change, a, b []kv) []Change {
 	}
 	return out
 }
+
+// Span is a stretch where two versions differ, widened to whole records:
+// the records of A's chunks [OldFrom, OldTo) and of B's chunks [NewFrom,
+// NewTo) are the same keys' records but for the changes, and every other
+// record of B is in a chunk A holds at the same place in key order.
+type Span struct{ OldFrom, OldTo, NewFrom, NewTo int }
+
+// Spans returns the stretches Records reads, in stream order, so that a
+// holder of both versions' chunks can compute the record changes itself
+// (a device does, streaming, with memory bounded by a chunk).
+func (s *Script) Spans() []Span {
+	sp := s.spans()
+	out := make([]Span, len(sp))
+	for i, x := range sp {
+		out[i] = Span{x.oldFrom, x.oldTo, x.newFrom, x.newTo}
+	}
+	return out
+}

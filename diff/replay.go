@@ -39,6 +39,24 @@ type ApplyOptions struct {
 	// MaxScan bounds how many versions a retry of a patch that may have
 	// been committed without its answer reads to find it (default 1000).
 	MaxScan int
+
+	// Admin replays the patch as the app's backend, the system of record:
+	// its change set is KindAdminPatch, its id lives apart from device
+	// patch ids (the same stored-answer mechanism, another namespace), and
+	// its edits win every conflict (the policy is client-wins whatever
+	// Policy says: the backend is the client here).
+	Admin bool
+	// AtHead applies the ops to the head as it is when the patch is
+	// replayed (on every replay after a lost race, the new head): Base is
+	// ignored, and since the base is the head nothing conflicts. Admin
+	// patches without a base use it.
+	AtHead bool
+	// Check, if set, is asked once which ops to refuse before a patch is
+	// replayed (never for a retry answered from storage): it returns a
+	// reason per refused op index, and those ops become rejected receipts
+	// while the others apply. An error from it ends Apply with that error
+	// and nothing written (the org's validation hook: see server).
+	Check func(ctx context.Context, p *Patch) (refused map[int]string, err error)
 }
 
 // DefaultApplyOptions returns the client-wins policy and default limits;
@@ -56,6 +74,9 @@ func (o *ApplyOptions) fill() error {
 	}
 	if len(o.Secret) == 0 {
 		return fmt.Errorf("apply patch: no chunk secret: %w", snapshot.ErrInvalid)
+	}
+	if o.Admin {
+		o.Policy = PolicyClientWins
 	}
 	switch o.Policy {
 	case "":
@@ -176,7 +197,7 @@ func Apply(ctx context.Context, s snapshot.Store, opts ApplyOptions, p *Patch) (
 	if err != nil {
 		return nil, err
 	}
-	r := &replayer{s: s, opts: opts, p: &q, hash: hash, idHash: idHash(q.ID)}
+	r := &replayer{s: s, opts: opts, p: &q, hash: hash, idHash: idHash(opts.idNamespace() + q.ID)}
 	if lerr := q.CheckLimits(opts.Limits); lerr != nil {
 		// The limits may have become stricter since this patch was
 		// applied (its answer lost): a retry still gets that answer.
@@ -197,6 +218,26 @@ type replayer struct {
 
 	// The two manifests worth keeping: the base, and the last one read.
 	base, last *snapshot.Manifest
+	// refused are the ops opts.Check refused, with its reasons.
+	refused map[int]string
+}
+
+// idNamespace prefixes an admin patch's id before it is hashed into its
+// answer's key, so the backend's ids and a device's never meet (ids are
+// printable ASCII: no id holds a NUL).
+func (o *ApplyOptions) idNamespace() string {
+	if o.Admin {
+		return "admin\x00"
+	}
+	return ""
+}
+
+// kind is the change set kind of the versions this replay commits.
+func (o *ApplyOptions) kind() string {
+	if o.Admin {
+		return KindAdminPatch
+	}
+	return KindPatch
 }
 
 func (r *replayer) answerKey() string { return snapshot.PatchKey(r.opts.Org, r.opts.User, r.idHash) }
@@ -218,7 +259,7 @@ func (r *replayer) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r.p.Base > head {
+	if r.p.Base > head && !r.opts.AtHead {
 		return nil, fmt.Errorf("patch %q: base %d is newer than head %d: %w", r.p.ID, r.p.Base, head, snapshot.ErrInvalid)
 	}
 	// The intent is read after the head: a concurrent writer of the same id
@@ -235,12 +276,33 @@ func (r *replayer) run(ctx context.Context) (*Result, error) {
 	case !errors.Is(err, snapshot.ErrNotExist):
 		return nil, &snapshot.ObjectError{Op: "read patch intent", Key: r.intentKey(), Err: err}
 	}
-	if r.p.Base > 0 {
+	if r.p.Base > 0 && !r.opts.AtHead {
 		if r.base, err = snapshot.ReadManifest(ctx, r.s, r.opts.Org, r.opts.User, r.p.Base); err != nil {
 			return nil, fmt.Errorf("patch %q: base version %d: %w", r.p.ID, r.p.Base, err)
 		}
 	}
+	if err := r.check(ctx); err != nil {
+		return nil, err
+	}
 	return r.replay(ctx, head, intent)
+}
+
+// check asks opts.Check which ops to refuse, once per Apply.
+func (r *replayer) check(ctx context.Context) error {
+	if r.opts.Check == nil {
+		return nil
+	}
+	refused, err := r.opts.Check(ctx, r.p)
+	if err != nil {
+		return fmt.Errorf("patch %q: %w", r.p.ID, err)
+	}
+	for i := range refused {
+		if i < 0 || i >= len(r.p.Ops) {
+			return fmt.Errorf("patch %q: the check refused op %d of %d", r.p.ID, i, len(r.p.Ops))
+		}
+	}
+	r.refused = refused
+	return nil
 }
 
 // replay plans the patch on head and commits it as the next version,
@@ -281,6 +343,9 @@ func (r *replayer) try(ctx context.Context, head uint64, intent *bool) (res *Res
 	headM, err := r.manifest(ctx, head)
 	if err != nil {
 		return nil, nil, err
+	}
+	if r.opts.AtHead {
+		r.base = headM // what the ops apply to: the head as it is
 	}
 	pl, err := r.plan(ctx, headM)
 	if err != nil {
@@ -443,7 +508,7 @@ func (r *replayer) scan(ctx context.Context, hi, lo uint64) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if cs.Kind != KindPatch || cs.Patch == nil || cs.Patch.ID != r.p.ID {
+		if cs.Kind != r.opts.kind() || cs.Patch == nil || cs.Patch.ID != r.p.ID {
 			continue
 		}
 		h, err := patchHash(cs.Patch)
@@ -522,6 +587,9 @@ func (r *replayer) plan(ctx context.Context, headM *snapshot.Manifest) (*plan, e
 	pl := &plan{receipts: make([]Receipt, len(r.p.Ops))}
 	for i, op := range r.p.Ops {
 		pl.receipts[i] = Receipt{Index: i, Op: op.Op, Key: op.Key}
+		if reason, ok := r.refused[i]; ok {
+			pl.receipts[i].Status, pl.receipts[i].Reason = StatusRejected, reason
+		}
 	}
 	for _, k := range keys {
 		head := headVals[k]
@@ -600,68 +668,26 @@ func corruptValue(key string, err error) error {
 // that cannot apply (a merge into a non-object, or past the record limit)
 // gets a rejected receipt and is skipped; live are the ops that applied.
 func (r *replayer) fold(key string, ops []int, base []byte, receipts []Receipt) (ours []byte, live []int, err error) {
-	cur := foldedValue{b: base}
+	f := NewFold(base, r.opts.Limits.MaxRecordBytes)
 	for _, i := range ops {
-		op := &r.p.Ops[i]
-		switch op.Op {
-		case OpPut:
-			cur = foldedValue{b: op.Value}
-		case OpDelete:
-			cur = foldedValue{}
-		case OpMerge:
-			reason, err := cur.merge(key, op.Patch, r.opts.Limits.MaxRecordBytes)
-			if err != nil {
-				return nil, nil, err
-			}
-			if reason != "" {
-				receipts[i].Status, receipts[i].Reason = StatusRejected, reason
-				continue
-			}
+		if _, ok := r.refused[i]; ok {
+			continue // refused by opts.Check: its receipt says why
+		}
+		reason, err := f.Apply(&r.p.Ops[i])
+		if errors.Is(err, snapshot.ErrCorrupt) {
+			return nil, nil, corruptValue(key, err)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if reason != "" {
+			receipts[i].Status, receipts[i].Reason = StatusRejected, reason
+			continue
 		}
 		live = append(live, i)
 	}
-	return cur.b, live, nil
-}
-
-// foldedValue is a key's value as the client's ops change it: its
-// canonical bytes (nil: absent) and, once a merge needed it, its decoded
-// form, kept for the next merge.
-type foldedValue struct {
-	b       []byte
-	v       any
-	decoded bool
-}
-
-// merge applies an RFC 7386 merge patch, giving a value of at most most
-// bytes. A non-empty reason says why it cannot apply; the value is then
-// unchanged.
-func (f *foldedValue) merge(key string, patch []byte, most int64) (reason string, err error) {
-	if f.b != nil && !f.decoded {
-		v, err := snapshot.DecodeJSON(f.b)
-		if err != nil {
-			return "", corruptValue(key, err)
-		}
-		f.v, f.decoded = v, true
-	}
-	if f.b == nil {
-		f.v = nil
-	} else if _, ok := f.v.(map[string]any); !ok {
-		return fmt.Sprintf("merge on a non-object value (%s)", jsonKind(f.v)), nil
-	}
-	pv, err := snapshot.DecodeJSON(patch)
-	if err != nil {
-		return "", err
-	}
-	nv := MergePatch(f.v, pv)
-	b, err := snapshot.MarshalCanonical(nv)
-	if err != nil {
-		return "", err
-	}
-	if int64(len(b)) > most {
-		return fmt.Sprintf("merged value of %d bytes is over the limit of %d bytes per record (%s)", len(b), most, LimitRecordBytes), nil
-	}
-	*f = foldedValue{b: b, v: nv, decoded: true}
-	return "", nil
+	ours, err = f.Value()
+	return ours, live, err
 }
 
 // mergeValues merges the client's value (ours) and the server's (head)
@@ -742,7 +768,7 @@ func (r *replayer) commit(ctx context.Context, headM *snapshot.Manifest, pl *pla
 	if br.Unchanged { // cannot happen: every edit changes its key
 		return nil, fmt.Errorf("patch %q: edits of %d keys left version %d unchanged", r.p.ID, len(pl.edits), headM.Version)
 	}
-	cs := &ChangeSet{Kind: KindPatch, Changes: pl.changes, Patch: r.p, Receipts: pl.receipts}
+	cs := &ChangeSet{Kind: r.opts.kind(), Changes: pl.changes, Patch: r.p, Receipts: pl.receipts}
 	if err := CommitVersion(ctx, r.s, br.Manifest, cs); err != nil {
 		return nil, err
 	}

@@ -66,6 +66,9 @@ func OpSize(op Op) int64 {
 	if len(op.Patch) > 0 {
 		n += len(`,"patch":`) + len(op.Patch)
 	}
+	if op.At != 0 {
+		n += len(`,"at":`) + len(strconv.FormatInt(op.At, 10))
+	}
 	return int64(n)
 }
 

@@ -280,9 +280,16 @@ func validateID(id string) error {
 	return nil
 }
 
+// maxEditTime is the latest device time an op may carry (Op.At): the end
+// of year 9999, in unix milliseconds.
+const maxEditTime = 253402300799999
+
 func (op *Op) validate() error {
 	if err := snapshot.ValidateKey(op.Key); err != nil {
 		return err
+	}
+	if op.At < 0 || op.At > maxEditTime {
+		return fmt.Errorf("at %d is not a time in unix milliseconds: %w", op.At, snapshot.ErrInvalid)
 	}
 	var err error
 	switch op.Op {
@@ -362,6 +369,9 @@ func patchHash(p *Patch) (string, error) {
 	copy(c.Ops, p.Ops)
 	for i := range c.Ops {
 		op := &c.Ops[i]
+		// The edit time says when, not what: a patch in flight resent by
+		// an upgraded device that now sends times is the same patch.
+		op.At = 0
 		var err error
 		if len(op.Value) > 0 {
 			if op.Value, err = snapshot.CanonicalJSON(op.Value); err != nil {

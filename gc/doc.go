@@ -23,15 +23,25 @@
 // version races (a writer writes its change set before it tries to claim
 // the version, and the loser's entry is named by no manifest) are left
 // alone: the feed skips them, and finding them would mean reading a
-// manifest per entry. Note what deleting versions means for the feed's
-// promise that nothing is lost while its reader is down: it holds only for
-// versions gc has not deleted, so retention bounds how far a feed reader
-// may fall behind.
+// manifest per entry. A reader of the feed that is not registered may
+// be outrun: retention bounds how far it may fall behind. A registered
+// consumer (diff.Consumer: the app's backend, an org's webhook delivery)
+// is never outrun: a version whose feed entry comes after some consumer's
+// acknowledged cursor is kept, with every later one, whatever the
+// retention rule (Counts.VersionsHeld; Report.Consumers names them, and
+// those that have not acknowledged for Options.ConsumerStale are flagged
+// stale and warned of). Consumers are read once, before the listing.
+//
+// Blobs are collected after the users, per org (blobs.go has the rules):
+// a blob's content and its grants go once the blob is older than the grace
+// period, no grant of it is younger, no upload of it is in progress, and
+// no remaining version of any user of the org references it.
 //
 // Nothing else is deleted: only exact layout names below a user's packs/
-// and versions/ plus those feed entries. The head hint, patch answers
-// ("<org>/<user>/patches/…"), org settings, the secret and any object gc
-// does not recognise are never touched. Patch answers are left alone on
+// and versions/ plus those feed entries, and the blobs above. The head
+// hint, patch answers ("<org>/<user>/patches/…"), org settings, consumers,
+// leases, the secret and any object gc does not recognise are never
+// touched. Patch answers are left alone on
 // purpose: an answer makes a retried patch idempotent, and a client may
 // retry after any time offline, so no age makes deleting one safe until the
 // server defines how long a patch id stays valid.

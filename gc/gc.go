@@ -55,7 +55,15 @@ type Options struct {
 	// Logger receives a line per user with something to do (Info), per
 	// deleted object (Debug) and per failure (Warn). Nil discards.
 	Logger *slog.Logger
+	// ConsumerStale is how long a consumer holding versions back may go
+	// without acknowledging before the report calls it stale (and the
+	// log warns). Its versions are kept all the same. Zero means
+	// DefaultConsumerStale.
+	ConsumerStale time.Duration
 }
+
+// DefaultConsumerStale is Options.ConsumerStale when zero.
+const DefaultConsumerStale = 24 * time.Hour
 
 // DefaultOptions returns the grace period, worker count and clock Run uses
 // when they are left zero; the caller still picks a retention rule.
@@ -97,6 +105,9 @@ func (o *Options) fill() error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.ConsumerStale <= 0 {
+		o.ConsumerStale = DefaultConsumerStale
+	}
 	return nil
 }
 
@@ -118,6 +129,9 @@ type Counts struct {
 	// BytesFreed sums the sizes of the deleted manifests, change sets and
 	// packs, as listed.
 	BytesFreed int64 `json:"bytes_freed"`
+	// VersionsHeld are beyond retention but kept because a registered
+	// consumer of the org has not acknowledged their feed entries.
+	VersionsHeld int `json:"versions_held"`
 }
 
 func (c *Counts) add(o Counts) {
@@ -130,10 +144,11 @@ func (c *Counts) add(o Counts) {
 	c.PacksDeferred += o.PacksDeferred
 	c.PackBytesKept += o.PackBytesKept
 	c.BytesFreed += o.BytesFreed
+	c.VersionsHeld += o.VersionsHeld
 }
 
 func (c Counts) busy() bool {
-	return c.VersionsDeleted+c.VersionsDeferred+c.ChangeSetsDeleted+c.PacksDeleted+c.PacksDeferred > 0
+	return c.VersionsDeleted+c.VersionsDeferred+c.ChangeSetsDeleted+c.PacksDeleted+c.PacksDeferred+c.VersionsHeld > 0
 }
 
 // Report is what a run did (or, with DryRun, would do). Its JSON form is the
@@ -150,8 +165,30 @@ type Report struct {
 	// store), older than the grace period or an hour, whichever is longer.
 	// A dry run removes none and counts none.
 	TempFilesDeleted int `json:"temp_files_deleted"`
+	// Blobs (blobs.go): deleted (with their grants) and kept.
+	BlobsDeleted   int   `json:"blobs_deleted"`
+	BlobsKept      int   `json:"blobs_kept"`
+	BlobBytesFreed int64 `json:"blob_bytes_freed"`
+	// UploadsExpired counts blob uploads abandoned for AbandonedUpload.
+	UploadsExpired int `json:"uploads_expired"`
 	Counts
 	PerUser []UserReport `json:"per_user,omitempty"`
+	// Consumers are the registered feed consumers that held versions
+	// back (Counts.VersionsHeld), each with how many.
+	Consumers []ConsumerReport `json:"consumers,omitempty"`
+}
+
+// ConsumerReport is a consumer that kept versions from deletion.
+type ConsumerReport struct {
+	Org          string `json:"org"`
+	Name         string `json:"name"`
+	Cursor       string `json:"cursor"`
+	AckedUnix    int64  `json:"acked_unix"`
+	VersionsHeld int    `json:"versions_held"`
+	// Stale: it has not acknowledged for longer than
+	// Options.ConsumerStale. Its versions are kept all the same: delete
+	// the consumer (DELETE …/consumers/{name}) to let them go.
+	Stale bool `json:"stale"`
 }
 
 // UserReport is one user's part of a Report.
@@ -178,6 +215,17 @@ func (r *Report) String() string {
 	if r.TempFilesDeleted > 0 {
 		s += fmt.Sprintf("; removed %d abandoned temp files", r.TempFilesDeleted)
 	}
+	if r.VersionsHeld > 0 {
+		s += fmt.Sprintf("; kept %d versions for %d feed consumers", r.VersionsHeld, len(r.Consumers))
+		for _, c := range r.Consumers {
+			if c.Stale {
+				s += fmt.Sprintf(" (%s/%s is STALE)", c.Org, c.Name)
+			}
+		}
+	}
+	if r.BlobsDeleted+r.BlobsKept+r.UploadsExpired > 0 {
+		s += fmt.Sprintf("; blobs: %s %d (%d bytes), kept %d; %d abandoned uploads", verb, r.BlobsDeleted, r.BlobBytesFreed, r.BlobsKept, r.UploadsExpired)
+	}
 	if r.UsersFailed > 0 {
 		s += fmt.Sprintf("; %d users FAILED", r.UsersFailed)
 	}
@@ -198,6 +246,10 @@ func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, erro
 	}
 	r := &runner{s: store, opts: opts, now: opts.Now()}
 	rep := &Report{DryRun: opts.DryRun, Now: r.now, GraceSeconds: int64(opts.Grace / time.Second)}
+	if err := r.readConsumers(ctx); err != nil {
+		return rep, err
+	}
+	defer r.reportConsumers(rep)
 	var (
 		cur  *userObjects
 		errs []error
@@ -239,7 +291,9 @@ func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, erro
 	// they are contiguous: each user is collected whole and processed as
 	// soon as the listing moves past it, so memory holds one user at a
 	// time.
+	blobs := newBlobObjects() // blobs.go
 	err := store.List(ctx, "", func(oi snapshot.ObjectInfo) error {
+		blobs.note(oi)
 		org, user, rest, ok := splitUserKey(oi.Key)
 		if !ok {
 			return nil // the secret, org settings, anything not a user's
@@ -260,6 +314,9 @@ func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, erro
 	}
 	if err != nil {
 		return rep, fmt.Errorf("gc: list store: %w", err)
+	}
+	if err := r.collectBlobs(ctx, blobs, rep); err != nil {
+		errs = append(errs, fmt.Errorf("gc blobs: %w", err))
 	}
 	return rep, errors.Join(errs...)
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/snapshot"
 )
 
@@ -58,6 +59,10 @@ type runner struct {
 	s    collectStore
 	opts Options
 	now  time.Time
+	// consumers are the registered feed consumers by org, read before the
+	// listing; held counts the versions each kept (consumers.go).
+	consumers map[string][]diff.Consumer
+	held      map[consumerID]int
 }
 
 // old reports whether an object is older than the grace period.
@@ -112,6 +117,7 @@ func (c *collection) planVersions(ctx context.Context) ([]*snapshot.Manifest, er
 		c.rep.Head = ms[len(ms)-1].Version
 	}
 	del, deferred := c.plan(c.u, ms)
+	del = c.holdForConsumers(del)
 	keep := ms[len(del):]
 	c.rep.VersionsDeferred = deferred
 	c.rep.VersionsKept = len(keep)

@@ -2,10 +2,8 @@ package redisnotify_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deltasync/deltasync/internal/servertest"
 	"github.com/deltasync/deltasync/redisnotify"
 	"github.com/deltasync/deltasync/server"
 	"github.com/deltasync/deltasync/snapshot"
@@ -86,59 +85,44 @@ func TestParse(t *testing.T) {
 	}
 }
 
-const jwtSecret = "redisnotify-test-secret-0123456789abcdef"
-
 // replica is a server on a loopback port with a Redis notifier, whose feed
 // watcher does not list again after its first round: only the notifier
 // can wake its polls.
-func replica(t *testing.T, store snapshot.Store, redisURL string) (string, *redisnotify.Notifier) {
+func replica(t *testing.T, store snapshot.Store, redisURL string) (*servertest.Server, *redisnotify.Notifier) {
 	t.Helper()
 	n, err := redisnotify.New(redisnotify.Options{URL: redisURL})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	opts := server.DefaultOptions()
-	opts.Store, opts.JWTSecret, opts.Notifier = store, []byte(jwtSecret), n
-	opts.Watch.Interval = time.Hour
-	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	s, err := server.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	return "http://" + ln.Addr().String(), n
+	s := servertest.Start(t, servertest.Options{Store: store, Configure: func(o *server.Options) {
+		o.Notifier = n
+		o.Watch.Interval = time.Hour
+	}})
+	return s, n
 }
 
-func call(t *testing.T, method, url, tok, body string) (*http.Response, string) {
-	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+// poll holds a long poll on s and returns its answer.
+func poll(t *testing.T, s *servertest.Server, path, tok string) *http.Response {
+	req, _ := http.NewRequest(http.MethodGet, s.URL+path, nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Error(err)
-		return &http.Response{StatusCode: -1, Header: http.Header{}}, ""
+		return &http.Response{StatusCode: -1, Header: http.Header{}}
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
 }
 
 // metric reads one line's value from a server's /metrics (-1 if absent).
-func metric(t *testing.T, base, line string) float64 {
-	resp, body := call(t, "GET", base+"/metrics", "", "")
-	if resp.StatusCode != 200 {
+func metric(t *testing.T, s *servertest.Server, line string) float64 {
+	code, body := s.Do(t, http.MethodGet, "/metrics", "", nil)
+	if code != http.StatusOK {
 		return -1
 	}
-	for l := range strings.SplitSeq(body, "\n") {
+	for l := range strings.SplitSeq(string(body), "\n") {
 		if v, ok := strings.CutPrefix(l, line+" "); ok {
 			var x float64
 			fmt.Sscan(v, &x)
@@ -156,19 +140,11 @@ func TestNotifierWakesPollsOnAnotherReplica(t *testing.T) {
 	store := memstore.New()
 	a, notifier := replica(t, store, redisURL)
 	b, _ := replica(t, store, redisURL)
-	admin, _ := server.MintToken([]byte(jwtSecret), server.Claims{Admin: true}, time.Hour)
-	user, _ := server.MintToken([]byte(jwtSecret), server.Claims{Org: "acme", User: "alice"}, time.Hour)
-	if resp, body := call(t, "PUT", a+"/v1/admin/orgs/acme", admin, `{"offline_mode":true}`); resp.StatusCode != 200 {
-		t.Fatalf("enable org: %d %s", resp.StatusCode, body)
-	}
-	if resp, body := call(t, "PUT", a+"/v1/admin/orgs/acme/users/alice/dataset", admin, `{"key":"k/1","value":1}`+"\n"); resp.StatusCode != 200 {
-		t.Fatalf("upload: %d %s", resp.StatusCode, body)
-	}
+	user := a.UserToken(t, "acme", "alice")
+	a.SetOrg(t, "acme", `{"offline_mode":true}`)
+	a.Upload(t, "acme", "alice", []byte(`{"key":"k/1","value":1}`+"\n"))
 	polled := make(chan *http.Response, 1)
-	go func() {
-		resp, _ := call(t, "GET", b+"/v1/sync?from=1&wait=60s", user, "")
-		polled <- resp
-	}()
+	go func() { polled <- poll(t, b, "/v1/sync?from=1&wait=60s", user) }()
 	for deadline := time.Now().Add(20 * time.Second); metric(t, b, "deltasync_hub_waiters") != 1; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the poll never waited on B")
@@ -177,8 +153,8 @@ func TestNotifierWakesPollsOnAnotherReplica(t *testing.T) {
 	if err := notifier.Publish(t.Context(), "acme", "alice", 99); err != nil {
 		t.Fatal(err)
 	}
-	if resp, body := call(t, "POST", a+"/v1/patches", user, `{"id":"p1","base":1,"ops":[{"op":"put","key":"k/2","value":2}]}`); resp.StatusCode != 200 {
-		t.Fatalf("patch on A: %d %s", resp.StatusCode, body)
+	if code, body := a.Do(t, http.MethodPost, "/v1/patches", user, []byte(`{"id":"p1","base":1,"ops":[{"op":"put","key":"k/2","value":2}]}`)); code != http.StatusOK {
+		t.Fatalf("patch on A: %d %s", code, body)
 	}
 	select {
 	case resp := <-polled:

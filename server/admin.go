@@ -36,13 +36,19 @@ func (s *Server) putOrgSettings(ctx *fasthttp.RequestCtx, req *request) error {
 	if err := decodeJSON(body, &u); err != nil {
 		return err
 	}
+	if err := s.checkHookTargets(u.hookUpdate); err != nil {
+		return err
+	}
 	st, err := s.updateOrgSettings(req.Ctx, org, u)
 	if err != nil {
 		return err
 	}
+	if err := s.syncWebhookConsumer(req.Ctx, org, st); err != nil {
+		return err
+	}
 	s.log.Info("org settings changed", "request_id", req.ID, "org", org,
 		"offline_mode", st.OfflineMode, "conflict_policy", st.ConflictPolicy)
-	writeJSON(ctx, fasthttp.StatusOK, st)
+	writeJSON(ctx, fasthttp.StatusOK, settingsView(st))
 	return nil
 }
 
@@ -58,7 +64,7 @@ func (s *Server) getOrgSettings(ctx *fasthttp.RequestCtx, req *request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(ctx, fasthttp.StatusOK, st)
+	writeJSON(ctx, fasthttp.StatusOK, settingsView(st))
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net/url"
 	"strings"
 	"time"
 
@@ -60,6 +61,10 @@ func (s *Server) newRequest(ctx *fasthttp.RequestCtx) *request {
 // announced body length against the route's limit. It fills req (route
 // name, parameters, claims) and returns the route, or the error to answer.
 func (s *Server) admit(ctx *fasthttp.RequestCtx, req *request) (*route, error) {
+	if err := checkCanonicalPath(ctx.Request.URI().PathOriginal()); err != nil {
+		req.Route = "bad_path"
+		return nil, err
+	}
 	method, path := string(ctx.Method()), string(ctx.Path())
 	r, params, allowed := s.router.match(method, path)
 	if r == nil {
@@ -171,7 +176,10 @@ func (s *Server) surelyRefused(h *fasthttp.RequestHeader) bool {
 	if err := uri.Parse(nil, h.RequestURI()); err != nil {
 		return true
 	}
-	r, _, _ := s.router.match(string(h.Method()), string(uri.Path()))
+	if checkCanonicalPath(uri.PathOriginal()) != nil {
+		return true
+	}
+	r, params, _ := s.router.match(string(h.Method()), string(uri.Path()))
 	if r == nil {
 		return true
 	}
@@ -184,7 +192,7 @@ func (s *Server) surelyRefused(h *fasthttp.RequestHeader) bool {
 		switch {
 		case err != nil:
 			return true
-		case r.auth == authAdmin && !c.Admin:
+		case r.auth == authAdmin && adminScope(c, &request{params: params}) != nil:
 			return true
 		case r.auth != authAdmin && (c.Org == "" || c.User == ""):
 			return true
@@ -198,6 +206,9 @@ func (s *Server) surelyRefused(h *fasthttp.RequestHeader) bool {
 // bodyReader (a handler must never read with a larger one). 0 means the
 // route declares none here, and its handler alone enforces one.
 func (s *Server) bodyLimit(req *request) int64 {
+	if req.Route == "blob_patch" && req.Policy.MaxBlobBytes > 0 {
+		return req.Policy.MaxBlobBytes // the org's, known once authenticated
+	}
 	return s.bodyLimitFor(req.Route)
 }
 
@@ -210,8 +221,14 @@ func (s *Server) bodyLimitFor(route string) int64 {
 		return s.patchBodyLimit()
 	case "admin_dataset_put":
 		return s.opts.MaxDatasetBytes
-	case "admin_org_put":
+	case "admin_org_put", "admin_consumer_put":
 		return maxAdminJSONBytes
+	case "admin_user_patch":
+		return s.patchBodyLimit()
+	case "admin_fanout":
+		return s.fanoutBodyLimit()
+	case "blob_patch":
+		return s.opts.MaxBlobBytes
 	}
 	return 0
 }
@@ -220,4 +237,30 @@ func (s *Server) bodyLimitFor(route string) int64 {
 func admittedRequest(ctx *fasthttp.RequestCtx) (*admitted, bool) {
 	a, ok := ctx.UserValue(admittedKey{}).(*admitted)
 	return a, ok
+}
+
+// checkCanonicalPath refuses a request path (as sent, before decoding)
+// that is not the plain path of a route: a segment that is empty, "." or
+// "..", or that holds an escaped slash, once its escapes are decoded.
+// fasthttp would decode and normalise such a path into another one, so
+// "/v1/admin/orgs/acme/consumers/..%2F..%2Fglobex%2Fconsumers%2Fx" would
+// reach org globex's consumer x: a client that builds a path from a name
+// it did not check must get an error, not another org's route. No name
+// the API accepts can make such a segment.
+func checkCanonicalPath(raw []byte) error {
+	p, _, _ := strings.Cut(string(raw), "?")
+	if p == "/" {
+		return nil
+	}
+	segs := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	for i, seg := range segs {
+		dec, err := url.PathUnescape(seg)
+		switch {
+		case err != nil:
+			return badRequest("the path has a bad escape in segment %d", i+1)
+		case dec == "" && i < len(segs)-1, dec == "." || dec == "..", strings.Contains(dec, "/"):
+			return badRequest("the path %.200q is not canonical: a segment is empty, %q, %q or holds an escaped slash", p, ".", "..")
+		}
+	}
+	return nil
 }

@@ -332,8 +332,8 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, req *request, level auth
 	req.Claims = c
 	switch level {
 	case authAdmin:
-		if !c.Admin {
-			return forbidden("admin token required")
+		if err := adminScope(c, req); err != nil {
+			return err
 		}
 	case authUser, authUserUngated:
 		if c.Org == "" || c.User == "" {
@@ -358,6 +358,29 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, req *request, level auth
 		if level == authUser && !p.OfflineMode {
 			return &httpError{Status: fasthttp.StatusForbidden, Code: wire.CodeOfflineDisabled, Message: msgOfflineDisabled}
 		}
+	}
+	return nil
+}
+
+// adminScope checks an admin token against the route: a deployment
+// admin's (no org claim) opens every admin route, an org admin's (an org
+// claim) only the routes of that org, so 403 on another org's and on the
+// deployment-wide ones (those without an {org}).
+func adminScope(c *Claims, req *request) error {
+	if !c.Admin {
+		return forbidden("admin token required")
+	}
+	if c.Org == "" {
+		return nil
+	}
+	if err := snapshot.ValidateName("org", c.Org); err != nil {
+		return unauthorized(err.Error())
+	}
+	switch org := req.Param("org"); {
+	case org == "":
+		return forbidden(fmt.Sprintf("this token administers org %s only, not the deployment", c.Org))
+	case org != c.Org:
+		return forbidden(fmt.Sprintf("this token administers org %s only", c.Org))
 	}
 	return nil
 }

@@ -17,7 +17,8 @@ import (
 
 // Claims are the claims of a deltasync bearer token. A user token names the
 // org and user whose data set it opens; an admin token has Admin set and
-// opens the admin API (it needs no org or user).
+// opens the admin API: with an Org, only that org's admin routes (an org
+// admin); without, every admin route (the deployment's admin).
 //
 // Claims are decoded exactly (see decodeClaims): names are case-sensitive,
 // a name may occur once, and each registered claim has its JSON type.
@@ -139,9 +140,9 @@ func (c *Claims) decodeMember(dec *json.Decoder, name string) error {
 	var err error
 	switch name {
 	case "org":
-		c.Org, err = stringClaim(dec, name)
+		c.Org, err = nameClaim(dec, name)
 	case "user":
-		c.User, err = stringClaim(dec, name)
+		c.User, err = nameClaim(dec, name)
 	case "iss":
 		c.Issuer, err = stringClaim(dec, name)
 	case "sub":
@@ -179,6 +180,18 @@ func stringClaim(dec *json.Decoder, name string) (string, error) {
 		return "", fmt.Errorf("claim %q must be a string", name)
 	}
 	return s, nil
+}
+
+// nameClaim reads the org or user claim: a string, not empty. An empty
+// org would otherwise read as no org, and an admin token as the
+// deployment's admin token: an issuer that meant an org admin and filled
+// in no org must get a refused token, not the whole deployment.
+func nameClaim(dec *json.Decoder, name string) (string, error) {
+	s, err := stringClaim(dec, name)
+	if err == nil && s == "" {
+		err = fmt.Errorf("claim %q is empty: leave it out or name one", name)
+	}
+	return s, err
 }
 
 func boolClaim(dec *json.Decoder, name string) (bool, error) {

@@ -22,7 +22,10 @@
 // Tokens are JWTs issued by the app's own backend, verified with an HS256
 // secret and/or RS256 / ES256 public keys; they must carry an expiry. A
 // user token carries "org" and "user" and opens only that user's data set;
-// an admin token carries "admin": true and alone opens /v1/admin. MintToken
+// an admin token carries "admin": true and alone opens /v1/admin. An admin
+// token with an "org" claim administers that org only: every route of
+// another org, and the deployment-wide ones (the deployment's change feed),
+// answer it 403; without "org" it is the deployment's admin. MintToken
 // signs HS256 tokens for the `deltasync token` command.
 //
 // The JWT library checks only signatures; the claims are decoded exactly
@@ -101,6 +104,27 @@
 // Store requests are counted by kind and outcome, with latency histograms,
 // in /metrics (snapshot/storemetrics, right around the backend), beside the
 // hub's waiters and wake-ups and the watcher's rounds.
+//
+// # The app's backend
+//
+// The backend (the app's system of record) writes through admin patches,
+// to one user or fanned out to many (backend.go), replayed by diff.Apply
+// like a device's patch, O(change) per user; their commits wake devices'
+// long polls like any other (committed: the hub here, the notifier for the
+// other replicas). It reads what happened from its org's change feed
+// (orgfeed.go: diff.Events, with a long poll that waits in memory like a
+// device's, orgfeedhub.go: woken by news of the org's entries from this
+// replica's commits, the watcher and the notifier, once they are old
+// enough to be read, so a waiting reader costs the store nothing, and
+// readers woken together share one read of the feed) and
+// registers named consumers whose acknowledged cursors gc respects
+// (consumers.go). Optionally the server pushes the feed to the org's
+// webhook (webhook.go) and asks the org's validation URL about each
+// device patch before replaying it (validation.go); both are signed with
+// the org's webhook secret (wire.Sign) and may not reach private addresses
+// unless BackendOptions.HooksAllowPrivate. Webhook delivery and the
+// consumer lag metrics run in the feed worker, on the one replica holding
+// the deployment's lease (feedworker.go, lease.go).
 //
 // # Adding endpoints
 //

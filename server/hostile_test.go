@@ -166,6 +166,7 @@ func hostileAuthCases(t *testing.T) []hostileCase {
 		cases = append(cases, hostileCase{name: "forged: " + f.name, method: "GET", path: path,
 			opts: []reqOpt{withToken(f.tok)}, status: 401, code: "unauthorized"})
 	}
+	cases = append(cases, crossOrgAdminCases(t)...) // orgadmin_test.go
 	return cases
 }
 

@@ -19,6 +19,13 @@ import (
 func withServerLimits(p wire.Policy) wire.Policy {
 	d := diff.DefaultLimits()
 	p.MaxPatchOps, p.MaxPatchBytes, p.MaxRecordBytes = d.MaxOps, d.MaxBytes, d.MaxRecordBytes
+	return withBlobLimits(p)
+}
+
+// withBlobLimits is p with the default server's blob limits.
+func withBlobLimits(p wire.Policy) wire.Policy {
+	d := DefaultOptions()
+	p.MaxBlobBytes, p.EagerBlobBytes = d.MaxBlobBytes, d.EagerBlobBytes
 	return p
 }
 
@@ -90,7 +97,7 @@ func TestPolicyCarriesEffectiveLimits(t *testing.T) {
 		}
 		return st.Policy
 	}
-	want := wire.Policy{OfflineMode: true, ConflictPolicy: wire.PolicyClientWins, MaxPatchOps: 500, MaxPatchBytes: 1 << 20, MaxRecordBytes: 2 << 20}
+	want := withBlobLimits(wire.Policy{OfflineMode: true, ConflictPolicy: wire.PolicyClientWins, MaxPatchOps: 500, MaxPatchBytes: 1 << 20, MaxRecordBytes: 2 << 20})
 	if got := policy(); got != want {
 		t.Errorf("org without limits: policy %+v, want %+v", got, want)
 	}
@@ -144,7 +151,7 @@ func TestPatchOverLimitAnswers413WithPolicy(t *testing.T) {
 			if lb.Error.Code != wire.CodeTooLarge || lb.Limit != tc.limit || !strings.Contains(lb.Error.Message, tc.limit) {
 				t.Errorf("answer %s: want code too_large naming %s", r.body, tc.limit)
 			}
-			want := wire.Policy{OfflineMode: true, ConflictPolicy: wire.PolicyClientWins, MaxPatchOps: 3, MaxPatchBytes: 2000, MaxRecordBytes: 1000}
+			want := withBlobLimits(wire.Policy{OfflineMode: true, ConflictPolicy: wire.PolicyClientWins, MaxPatchOps: 3, MaxPatchBytes: 2000, MaxRecordBytes: 1000})
 			if lb.Policy == nil || *lb.Policy != want {
 				t.Errorf("policy %+v, want %+v", lb.Policy, want)
 			}

@@ -29,11 +29,23 @@ type Notifier interface {
 // the answer, and a lost one only costs the watcher's delay.
 const notifyPublishTimeout = 2 * time.Second
 
+// patched notes the outcome of a patch replayed here: a version it
+// created is committed; a stored answer or a patch that changed nothing
+// only tells the caches the head it saw (it announces nothing).
+func (s *Server) patched(org, user string, created bool, v uint64) {
+	if created {
+		s.committed(org, user, v)
+		return
+	}
+	s.noteHead(org, user, v)
+}
+
 // committed is told of every version committed through this replica: the
 // caches learn it, the user's long polls here wake, and the notifier (if
 // any) tells the other replicas.
 func (s *Server) committed(org, user string, v uint64) {
 	s.noteHead(org, user, v)
+	s.orgFeeds.news(org, time.Now().UnixMilli()) // its entry is no younger
 	if s.opts.Notifier == nil {
 		return
 	}
@@ -64,6 +76,7 @@ func (s *Server) subscribe(ctx context.Context, stop <-chan struct{}) {
 		start := time.Now()
 		err := s.opts.Notifier.Subscribe(ctx, func(org, user string, v uint64) {
 			s.watcher.notified(userKey{org, user}, v)
+			s.orgFeeds.news(org, time.Now().UnixMilli())
 		})
 		if ctx.Err() != nil {
 			return

@@ -86,6 +86,14 @@ type Options struct {
 	MaxRecordBytes int64
 	// MaxDatasetBytes bounds an uploaded NDJSON data set (after decoding).
 	MaxDatasetBytes int64
+	// MaxBlobBytes bounds one blob (an org may lower it); EagerBlobBytes is
+	// the largest blob clients download when a record they sync references
+	// it, unless the org sets its own (bigger ones are fetched on demand).
+	// BlobPartBytes is the most of an upload held in memory before it is
+	// stored as one part (blobs.go).
+	MaxBlobBytes   int64
+	EagerBlobBytes int64
+	BlobPartBytes  int
 	// LongPollMax is the longest a sync request may wait for a new version.
 	LongPollMax time.Duration
 	// ReadyTimeout bounds the store probe of /readyz.
@@ -130,6 +138,9 @@ type Options struct {
 	StoreTimeout time.Duration
 	StoreMinRate int64
 
+	// Backend configures admin patches, the per-org change feed, consumers,
+	// webhooks and write validation (BackendOptions).
+	Backend BackendOptions
 	// Watch configures the change-feed watcher that wakes long polls for
 	// versions committed elsewhere (other replicas, batch builds): see
 	// WatchOptions and watcher.go.
@@ -147,6 +158,16 @@ type Options struct {
 	envErr error
 }
 
+// registerBlobFlags is RegisterFlags for the blob limits.
+func (o *Options) registerBlobFlags(fs *flag.FlagSet) {
+	o.MaxBlobBytes = o.envBytes("DELTASYNC_MAX_BLOB_BYTES", o.MaxBlobBytes)
+	fs.Var((*bytesize.Flag)(&o.MaxBlobBytes), "max-blob-bytes",
+		"largest blob (photo, file) a user may upload, e.g. 256MiB; an org may set a lower one (env DELTASYNC_MAX_BLOB_BYTES)")
+	o.EagerBlobBytes = o.envBytes("DELTASYNC_EAGER_BLOB_BYTES", o.EagerBlobBytes)
+	fs.Var((*bytesize.Flag)(&o.EagerBlobBytes), "eager-blob-bytes",
+		"clients download referenced blobs up to this size at sync, bigger ones on demand, unless the org sets its own (env DELTASYNC_EAGER_BLOB_BYTES)")
+}
+
 // DefaultOptions returns the defaults: listen on 127.0.0.1:8080, 8 MiB
 // patches, 1 GiB data sets, 60 s long polls, settings cached for 2 s.
 func DefaultOptions() Options {
@@ -156,6 +177,9 @@ func DefaultOptions() Options {
 		MaxPatchOps:     10_000,
 		MaxRecordBytes:  snapshot.MaxValueLen,
 		MaxDatasetBytes: 1 << 30,
+		MaxBlobBytes:    256 << 20,
+		EagerBlobBytes:  1 << 20,
+		BlobPartBytes:   1 << 20,
 		LongPollMax:     60 * time.Second,
 		FeedSettle:      10 * time.Second,
 		JWTMaxLifetime:  DefaultJWTMaxLifetime,
@@ -170,6 +194,7 @@ func DefaultOptions() Options {
 		HeaderTimeout:   10 * time.Second,
 		StoreTimeout:    deadline.DefaultOptions().Timeout,
 		StoreMinRate:    deadline.DefaultOptions().MinRate,
+		Backend:         DefaultBackendOptions(),
 		Watch:           DefaultWatchOptions(),
 		HubIdleGrace:    10 * time.Minute,
 	}
@@ -186,23 +211,7 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	o.Addr = o.envString("DELTASYNC_ADDR", o.Addr)
 	fs.StringVar(&o.Addr, "addr", o.Addr, "listen address (env DELTASYNC_ADDR)")
 
-	fs.Var((*secretFlag)(&o.JWTSecret), "jwt-secret",
-		"HS256 secret verifying bearer tokens, at least 32 bytes (env DELTASYNC_JWT_SECRET)")
-	if v, ok := os.LookupEnv("DELTASYNC_JWT_SECRET"); ok && v != "" {
-		o.JWTSecret = []byte(v)
-	}
-
-	if v, ok := os.LookupEnv("DELTASYNC_JWT_PUBLIC_KEY"); ok && v != "" {
-		o.JWTPublicKeyFiles = splitList(v)
-	}
-	fs.Var(&listFlag{list: &o.JWTPublicKeyFiles}, "jwt-public-key",
-		"PEM file with an RS256/ES256 public key verifying bearer tokens; repeatable (env DELTASYNC_JWT_PUBLIC_KEY, comma-separated)")
-
-	fs.Var((*secretFlag)(&o.ChunkSecret), "chunk-secret",
-		"chunk-ID secret; default: the one kept in the store, shared by every replica and builder (env DELTASYNC_CHUNK_SECRET)")
-	if v, ok := os.LookupEnv("DELTASYNC_CHUNK_SECRET"); ok && v != "" {
-		o.ChunkSecret = []byte(v)
-	}
+	o.registerAuthFlags(fs)
 	o.RateLimit = envParse(o, "DELTASYNC_RATE_LIMIT", o.RateLimit, func(v string) (float64, error) { return strconv.ParseFloat(v, 64) })
 	fs.Float64Var(&o.RateLimit, "rate-limit", o.RateLimit,
 		"requests per second allowed per user on this replica, 0 for no limit; over it: 429 (env DELTASYNC_RATE_LIMIT)")
@@ -215,31 +224,12 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.FeedSettle, "feed-settle", o.FeedSettle,
 		"how long change-feed entries are held back so no slower replica's entry is passed (env DELTASYNC_FEED_SETTLE)")
 
-	o.JWTIssuer = o.envString("DELTASYNC_JWT_ISSUER", o.JWTIssuer)
-	fs.StringVar(&o.JWTIssuer, "jwt-issuer", o.JWTIssuer, "required iss claim of tokens, if set (env DELTASYNC_JWT_ISSUER)")
-	o.JWTAudience = o.envString("DELTASYNC_JWT_AUDIENCE", o.JWTAudience)
-	fs.StringVar(&o.JWTAudience, "jwt-audience", o.JWTAudience, "required aud claim of tokens, if set (env DELTASYNC_JWT_AUDIENCE)")
-	o.JWTMaxLifetime = o.envDuration("DELTASYNC_JWT_MAX_LIFETIME", o.JWTMaxLifetime)
-	fs.DurationVar(&o.JWTMaxLifetime, "jwt-max-lifetime", o.JWTMaxLifetime,
-		"longest token lifetime accepted: exp - iat, or exp - now without iat (env DELTASYNC_JWT_MAX_LIFETIME)")
-
 	o.Dev = o.envBool("DELTASYNC_DEV", o.Dev)
 	fs.BoolVar(&o.Dev, "dev", o.Dev,
 		"development mode: without a secret, accept tokens signed with the public DevJWTSecret (env DELTASYNC_DEV)")
 
-	o.MaxPatchBytes = o.envBytes("DELTASYNC_MAX_PATCH_BYTES", o.MaxPatchBytes)
-	fs.Var((*bytesize.Flag)(&o.MaxPatchBytes), "max-patch-bytes",
-		"largest patch of several edits after decoding, e.g. 8MiB; clients split to fit, and one edit may always be as large as --max-record-bytes needs (env DELTASYNC_MAX_PATCH_BYTES)")
-	o.MaxPatchOps = envParse(o, "DELTASYNC_MAX_PATCH_OPS", o.MaxPatchOps, strconv.Atoi)
-	fs.IntVar(&o.MaxPatchOps, "max-patch-ops", o.MaxPatchOps,
-		"most edits per patch; clients split to fit (env DELTASYNC_MAX_PATCH_OPS)")
-	o.MaxRecordBytes = o.envBytes("DELTASYNC_MAX_RECORD_BYTES", o.MaxRecordBytes)
-	fs.Var((*bytesize.Flag)(&o.MaxRecordBytes), "max-record-bytes",
-		"largest value an edit may write, at most 16MiB; clients refuse bigger ones at edit time (env DELTASYNC_MAX_RECORD_BYTES)")
-	o.MaxDatasetBytes = o.envBytes("DELTASYNC_MAX_DATASET_BYTES", o.MaxDatasetBytes)
-	fs.Var((*bytesize.Flag)(&o.MaxDatasetBytes), "max-dataset-bytes",
-		"largest uploaded data set after decoding, e.g. 1GiB (env DELTASYNC_MAX_DATASET_BYTES)")
-
+	o.registerLimitFlags(fs)
+	o.registerBlobFlags(fs)
 	o.LongPollMax = o.envDuration("DELTASYNC_LONG_POLL_MAX", o.LongPollMax)
 	fs.DurationVar(&o.LongPollMax, "long-poll-max", o.LongPollMax,
 		"longest wait of a sync long poll (env DELTASYNC_LONG_POLL_MAX)")
@@ -259,7 +249,54 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.IdleTimeout, "idle-timeout", o.IdleTimeout,
 		"how long an idle keep-alive connection stays open (env DELTASYNC_IDLE_TIMEOUT)")
 	o.registerGuardFlags(fs)
+	o.registerBackendFlags(fs)
 	o.registerFleetFlags(fs)
+}
+
+// registerAuthFlags registers the flags of token verification and the
+// chunk-ID secret.
+func (o *Options) registerAuthFlags(fs *flag.FlagSet) {
+	fs.Var((*secretFlag)(&o.JWTSecret), "jwt-secret",
+		"HS256 secret verifying bearer tokens, at least 32 bytes (env DELTASYNC_JWT_SECRET)")
+	if v, ok := os.LookupEnv("DELTASYNC_JWT_SECRET"); ok && v != "" {
+		o.JWTSecret = []byte(v)
+	}
+
+	if v, ok := os.LookupEnv("DELTASYNC_JWT_PUBLIC_KEY"); ok && v != "" {
+		o.JWTPublicKeyFiles = splitList(v)
+	}
+	fs.Var(&listFlag{list: &o.JWTPublicKeyFiles}, "jwt-public-key",
+		"PEM file with an RS256/ES256 public key verifying bearer tokens; repeatable (env DELTASYNC_JWT_PUBLIC_KEY, comma-separated)")
+
+	fs.Var((*secretFlag)(&o.ChunkSecret), "chunk-secret",
+		"chunk-ID secret; default: the one kept in the store, shared by every replica and builder (env DELTASYNC_CHUNK_SECRET)")
+	if v, ok := os.LookupEnv("DELTASYNC_CHUNK_SECRET"); ok && v != "" {
+		o.ChunkSecret = []byte(v)
+	}
+	o.JWTIssuer = o.envString("DELTASYNC_JWT_ISSUER", o.JWTIssuer)
+	fs.StringVar(&o.JWTIssuer, "jwt-issuer", o.JWTIssuer, "required iss claim of tokens, if set (env DELTASYNC_JWT_ISSUER)")
+	o.JWTAudience = o.envString("DELTASYNC_JWT_AUDIENCE", o.JWTAudience)
+	fs.StringVar(&o.JWTAudience, "jwt-audience", o.JWTAudience, "required aud claim of tokens, if set (env DELTASYNC_JWT_AUDIENCE)")
+	o.JWTMaxLifetime = o.envDuration("DELTASYNC_JWT_MAX_LIFETIME", o.JWTMaxLifetime)
+	fs.DurationVar(&o.JWTMaxLifetime, "jwt-max-lifetime", o.JWTMaxLifetime,
+		"longest token lifetime accepted: exp - iat, or exp - now without iat (env DELTASYNC_JWT_MAX_LIFETIME)")
+}
+
+// registerLimitFlags registers the size limits of patches, records and
+// uploaded data sets.
+func (o *Options) registerLimitFlags(fs *flag.FlagSet) {
+	o.MaxPatchBytes = o.envBytes("DELTASYNC_MAX_PATCH_BYTES", o.MaxPatchBytes)
+	fs.Var((*bytesize.Flag)(&o.MaxPatchBytes), "max-patch-bytes",
+		"largest patch of several edits after decoding, e.g. 8MiB; clients split to fit, and one edit may always be as large as --max-record-bytes needs (env DELTASYNC_MAX_PATCH_BYTES)")
+	o.MaxPatchOps = envParse(o, "DELTASYNC_MAX_PATCH_OPS", o.MaxPatchOps, strconv.Atoi)
+	fs.IntVar(&o.MaxPatchOps, "max-patch-ops", o.MaxPatchOps,
+		"most edits per patch; clients split to fit (env DELTASYNC_MAX_PATCH_OPS)")
+	o.MaxRecordBytes = o.envBytes("DELTASYNC_MAX_RECORD_BYTES", o.MaxRecordBytes)
+	fs.Var((*bytesize.Flag)(&o.MaxRecordBytes), "max-record-bytes",
+		"largest value an edit may write, at most 16MiB; clients refuse bigger ones at edit time (env DELTASYNC_MAX_RECORD_BYTES)")
+	o.MaxDatasetBytes = o.envBytes("DELTASYNC_MAX_DATASET_BYTES", o.MaxDatasetBytes)
+	fs.Var((*bytesize.Flag)(&o.MaxDatasetBytes), "max-dataset-bytes",
+		"largest uploaded data set after decoding, e.g. 1GiB (env DELTASYNC_MAX_DATASET_BYTES)")
 }
 
 // registerGuardFlags registers the flags of the denial-of-service guards.
@@ -311,6 +348,10 @@ func (o *Options) Validate() error {
 	if o.Addr == "" {
 		return errors.New("server: empty listen address")
 	}
+	if o.MaxBlobBytes <= 0 || o.MaxBlobBytes > maxInt || o.EagerBlobBytes < 0 || o.BlobPartBytes <= 0 {
+		return fmt.Errorf("server: blob limits: max %d must be positive and at most %d, eager %d not negative, part %d positive",
+			o.MaxBlobBytes, maxInt, o.EagerBlobBytes, o.BlobPartBytes)
+	}
 	if o.MaxPatchBytes <= 0 || o.MaxDatasetBytes <= 0 {
 		return fmt.Errorf("server: body limits must be positive (patch %d, dataset %d)", o.MaxPatchBytes, o.MaxDatasetBytes)
 	}
@@ -328,6 +369,9 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("server: jwt-max-lifetime must be positive, got %v", o.JWTMaxLifetime)
 	}
 	if err := o.validateGuards(); err != nil {
+		return err
+	}
+	if err := o.validateBackend(); err != nil {
 		return err
 	}
 	if err := o.validateFleet(); err != nil {

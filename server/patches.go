@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"math"
+	"strconv"
 
 	"github.com/valyala/fasthttp"
 
@@ -40,6 +41,9 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 		}
 		return badRequest("%v", err)
 	}
+	if err := s.checkPatchBlobs(req, p); err != nil { // blobs_read.go
+		return err
+	}
 	secret, err := s.secret(req.Ctx)
 	if err != nil {
 		return err
@@ -47,7 +51,34 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 	opts := diff.DefaultApplyOptions()
 	opts.Org, opts.User, opts.Secret = req.Org, req.User, secret
 	opts.Policy, opts.Limits = req.Policy.ConflictPolicy, req.Policy.Limits()
+	st, err := s.orgSettings(req.Ctx, req.Org, false)
+	if err != nil {
+		return err
+	}
+	opts.Check = s.validationCheck(req, st.HookSettings)
 	res, err := diff.Apply(req.Ctx, s.store, opts, p)
+	if err != nil {
+		return s.patchFailed(ctx, req, req.Org, req.User, p, err)
+	}
+	s.patched(req.Org, req.User, res.Created && !res.Duplicate, res.Version)
+	if !res.Duplicate {
+		s.metrics.patchesApplied.Inc()
+		s.metrics.conflicts.Add(float64(len(res.Conflicts)))
+	}
+	s.log.Info("patch applied", "request_id", req.ID, "org", req.Org, "user", req.User, "patch", p.ID,
+		"version", res.Version, "created", res.Created, "duplicate", res.Duplicate, "conflicts", len(res.Conflicts))
+	writeJSON(ctx, fasthttp.StatusOK, wire.PatchResponse{
+		Version: res.Version, Created: res.Created, Duplicate: res.Duplicate,
+		Receipts: res.Receipts, Conflicts: res.Conflicts,
+	})
+	return nil
+}
+
+// patchFailed answers a patch of org/user that diff.Apply refused or
+// could not apply: 413 with the policy over a limit, 409 with the
+// receipts under the reject policy or for a reused id, 503 + Retry-After
+// when contended, 404 for an unknown base, 400 for an invalid patch.
+func (s *Server) patchFailed(ctx *fasthttp.RequestCtx, req *request, org, user string, p *diff.Patch, err error) error {
 	var rej *diff.RejectedError
 	switch {
 	case errors.Is(err, diff.ErrTooLarge):
@@ -64,27 +95,18 @@ func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
 	case errors.Is(err, diff.ErrContended):
 		ctx.Response.Header.Set("Retry-After", "1")
 		return errorf(fasthttp.StatusServiceUnavailable, wire.CodeUnavailable, "%v; nothing was applied, send the same patch again", err)
-	case err != nil && errors.Is(err, snapshot.ErrInvalid):
-		head, herr := snapshot.Head(req.Ctx, s.store, req.Org, req.User)
+	case errors.Is(err, errValidatorDown):
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(validationRetryAfterSec))
+		return &httpError{Status: fasthttp.StatusServiceUnavailable, Code: wire.CodeUnavailable,
+			Message: "the organization's validator is unavailable; nothing was applied, send the same patch again later", Err: err}
+	case errors.Is(err, snapshot.ErrInvalid):
+		head, herr := snapshot.Head(req.Ctx, s.store, org, user)
 		if herr == nil && p.Base > head {
 			return notFound("base version %d is unknown: the newest version is %d", p.Base, head)
 		}
 		return badRequest("%v", err)
-	case err != nil:
-		return err
 	}
-	s.committed(req.Org, req.User, res.Version)
-	if !res.Duplicate {
-		s.metrics.patchesApplied.Inc()
-		s.metrics.conflicts.Add(float64(len(res.Conflicts)))
-	}
-	s.log.Info("patch applied", "request_id", req.ID, "org", req.Org, "user", req.User, "patch", p.ID,
-		"version", res.Version, "created", res.Created, "duplicate", res.Duplicate, "conflicts", len(res.Conflicts))
-	writeJSON(ctx, fasthttp.StatusOK, wire.PatchResponse{
-		Version: res.Version, Created: res.Created, Duplicate: res.Duplicate,
-		Receipts: res.Receipts, Conflicts: res.Conflicts,
-	})
-	return nil
+	return err
 }
 
 // patchBodyLimit is the largest body POST /v1/patches reads, whatever the

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -51,10 +52,19 @@ type Server struct {
 	manifests *manifestCache
 	heads     *headCache
 	chunks    *chunkCache
-	limiter   *userLimiter // nil: no limit
+	unrefd    notReferenced // blobs_read.go
+	limiter   *userLimiter  // nil: no limit
 
 	guards   *guardMetrics
 	maxConns int // Options.MaxConns, or the default derived from RLIMIT_NOFILE
+
+	backend  *backendMetrics // admin patches, consumers, webhooks, validation
+	orgFeeds *orgFeeds       // per-org feed long polls wait here (orgfeedhub.go)
+	// orgFeedReads shares the reads of an org's feed long polls (orgfeed.go).
+	orgFeedReads singleflight.Group
+	hooks        *http.Client   // calls orgs' backends (hooks.go)
+	workerOnce   sync.Once      // starts the feed worker (feedworker.go)
+	workerDone   sync.WaitGroup // Shutdown waits for it
 
 	hub       *hub     // long polls wait here (hub.go)
 	watcher   *watcher // started by the first long poll (watcher.go)
@@ -100,6 +110,7 @@ func New(opts Options) (*Server, error) {
 		verifier:    v,
 		metrics:     m,
 		guards:      guards,
+		backend:     newBackendMetrics(m.reg),
 		maxConns:    opts.MaxConns,
 		settings:    newSettingsCache(opts.SettingsTTL),
 		zdec:        zdec,
@@ -120,6 +131,9 @@ func New(opts Options) (*Server, error) {
 	if bytes.Equal(opts.JWTSecret, []byte(DevJWTSecret)) {
 		s.log.Warn("serving with the public development JWT secret: anyone can act as any user or admin")
 	}
+	s.orgFeeds = newOrgFeeds(opts.feedSettle(), m.reg)
+	s.watcher.onEntry = s.orgFeeds.news
+	s.hooks = hookClient(opts.Backend.HookTimeout, opts.Backend.HooksAllowPrivate)
 	s.baseCtx, s.cancelBase = context.WithCancel(context.Background())
 	s.routes()
 	s.http = s.newHTTPServer()
@@ -145,7 +159,7 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		// fasthttp hands a body over its limit to the handler rather than
 		// refuse it, so the limit only sizes its first read.
 		StreamRequestBody:  true,
-		MaxRequestBodySize: int(max(s.opts.MaxPatchBytes, s.opts.MaxDatasetBytes)),
+		MaxRequestBodySize: int(max(s.opts.MaxPatchBytes, s.opts.MaxDatasetBytes, s.opts.MaxBlobBytes)),
 		// Admission before the body: see admission.go. Multipart forms
 		// are not parsed ahead (fasthttp would read a whole one first).
 		HeaderReceived:               s.headerReceived,
@@ -162,6 +176,7 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("deltasync server listening", slog.String("addr", ln.Addr().String()))
 	s.logGuards()
+	s.startFeedWorker()
 	return s.http.Serve(newListener(ln, s.maxConns, s.opts.MaxConnsPerIP, s.log, s.guards))
 }
 
@@ -181,6 +196,7 @@ func (s *Server) ListenAndServe() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stoppingOnce.Do(func() { close(s.stopping) })
 	err := s.http.ShutdownWithContext(ctx)
+	s.workerDone.Wait() // it stops as soon as stopping closes
 	s.cancelBase()
 	return err
 }

@@ -22,6 +22,7 @@ import (
 type OrgSettings struct {
 	wire.Policy
 	UpdatedUnix int64 `json:"updated_unix"`
+	HookSettings
 }
 
 // DefaultOrgSettings are the settings of an org nobody configured: offline
@@ -47,10 +48,11 @@ func (o OrgSettings) validate() error {
 		return badRequest("conflict_policy %q is not one of %q, %q, %q",
 			o.ConflictPolicy, wire.PolicyClientWins, wire.PolicyServerWins, wire.PolicyReject)
 	}
-	if o.MaxOfflineSeconds < 0 || o.MaxPendingBytes < 0 || o.MaxPatchOps < 0 || o.MaxPatchBytes < 0 || o.MaxRecordBytes < 0 {
+	if o.MaxOfflineSeconds < 0 || o.MaxPendingBytes < 0 || o.MaxPatchOps < 0 || o.MaxPatchBytes < 0 || o.MaxRecordBytes < 0 ||
+		o.MaxBlobBytes < 0 || o.EagerBlobBytes < 0 {
 		return badRequest("limits must not be negative (0 means no limit of the organization's own)")
 	}
-	return nil
+	return o.HookSettings.validate()
 }
 
 // loadOrgSettings reads an org's settings from the store, bypassing the
@@ -136,6 +138,11 @@ func (s *Server) effectivePolicy(p wire.Policy) wire.Policy {
 	p.MaxPatchOps = int(lowerLimit(int64(p.MaxPatchOps), int64(own.MaxOps)))
 	p.MaxPatchBytes = lowerLimit(p.MaxPatchBytes, own.MaxBytes)
 	p.MaxRecordBytes = lowerLimit(p.MaxRecordBytes, own.MaxRecordBytes)
+	p.MaxBlobBytes = lowerLimit(p.MaxBlobBytes, s.opts.MaxBlobBytes)
+	if p.EagerBlobBytes == 0 {
+		p.EagerBlobBytes = s.opts.EagerBlobBytes
+	}
+	p.EagerBlobBytes = min(p.EagerBlobBytes, p.MaxBlobBytes)
 	return p
 }
 
@@ -172,9 +179,13 @@ type settingsUpdate struct {
 	MaxPatchOps       *int    `json:"max_patch_ops"`
 	MaxPatchBytes     *int64  `json:"max_patch_bytes"`
 	MaxRecordBytes    *int64  `json:"max_record_bytes"`
+	MaxBlobBytes      *int64  `json:"max_blob_bytes"`
+	EagerBlobBytes    *int64  `json:"eager_blob_bytes"`
+	hookUpdate
 }
 
 func (u settingsUpdate) apply(st *OrgSettings) {
+	u.hookUpdate.apply(&st.HookSettings)
 	if u.OfflineMode != nil {
 		st.OfflineMode = *u.OfflineMode
 	}
@@ -195,6 +206,12 @@ func (u settingsUpdate) apply(st *OrgSettings) {
 	}
 	if u.MaxRecordBytes != nil {
 		st.MaxRecordBytes = *u.MaxRecordBytes
+	}
+	if u.MaxBlobBytes != nil {
+		st.MaxBlobBytes = *u.MaxBlobBytes
+	}
+	if u.EagerBlobBytes != nil {
+		st.EagerBlobBytes = *u.EagerBlobBytes
 	}
 }
 

@@ -594,9 +594,6 @@ func (s *Server) changes(ctx *fasthttp.RequestCtx, req *request) error {
 	if err != nil {
 		return err
 	}
-	if entries == nil {
-		entries = []diff.FeedEntry{}
-	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"entries": entries, "next": next})
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"entries": withBlobRefs(entries), "next": next}) // blobs_read.go
 	return nil
 }

@@ -88,6 +88,9 @@ type watcher struct {
 
 	// onSettings is told of an org whose settings changed.
 	onSettings func(org string)
+	// onEntry is told of every new entry listed (org, and its time in
+	// unix ms), for the per-org feed's long polls (orgfeedhub.go).
+	onEntry func(org string, ms int64)
 	// kick makes the loop check the pending versions now (a notifier's
 	// news), without a listing.
 	kick chan struct{}
@@ -185,6 +188,9 @@ func (w *watcher) round(ctx context.Context) {
 				w.onSettings(n.key.org)
 			}
 			continue
+		}
+		if w.onEntry != nil && n.v > 0 {
+			w.onEntry(n.key.org, n.ms)
 		}
 		w.recent[n.key] = append(w.recent[n.key], n)
 		if w.hub.wants(n.key, n.v) {

@@ -106,14 +106,21 @@
 //	_deltasync/secret                           deployment chunk-ID secret (SecretKey), created once, create-only
 //	_deltasync/probe/<time>-<random>            start-up probe of conditional writes (ProbePrefix), deleted after
 //	_deltasync/readyz-probe                     Stat-ed by a server's /readyz; never written
+//	_deltasync/leases/<name>.json               deployment-wide lease (LeaseKey): holder and expiry, create-only then compare-and-swap
+//	_consumers/<org>/<name>.json                a registered consumer of an org's change feed (ConsumerKey): its acknowledged cursor, compare-and-swap
 //	_feed/<yyyymmddhh>/<ms>~<org>~<user>~<n>~<nonce>.changes
 //	                                            change set of version n (FeedKey), zstd JSON
 //	<org>/_settings.json                        org settings and offline policy (OrgSettingsKey), compare-and-swap
+//	<org>/_blobs/<sha256 hex>                   content of a blob (BlobKey), shared by the org's users, create-only
 //	<org>/<user>/head                           head hint (HeadKey): a decimal version number
 //	<org>/<user>/versions/<n>.manifest          manifest of version n (ManifestKey), create-only: the claim
 //	<org>/<user>/packs/<hex>[-<nonce>].pack     pack of zstd-framed chunks (PackKey), create-only
 //	<org>/<user>/patches/<hash>.json            stored answer to a patch id (PatchKey), create-only
 //	<org>/<user>/patches/<hash>.intent.json     mark of a patch id about to commit, create-only
+//	<org>/<user>/blobs/<sha256 hex>             grant: the user may read the blob (BlobGrantKey), empty
+//	<org>/<user>/uploads/<sha256 hex>/info.json blob upload in progress (BlobUploadInfoKey)
+//	<org>/<user>/uploads/<sha256 hex>/<offset>.part
+//	                                            bytes of an upload from offset, 20 digits (BlobPartKey)
 //
 // The change feed is every version's change set under FeedPrefix, named so
 // that a lexical listing is creation order (hour bucket, then milliseconds,
@@ -126,6 +133,10 @@
 // Packs are shared: a version references its parent's packs for every
 // chunk it keeps, so a pack lives while any retained version names it.
 // package gc removes versions outside retention and the packs and feed
-// entries no remaining version references; it never touches the secret,
-// settings, head hints or patch answers.
+// entries no remaining version references, but never a version whose feed
+// entry a registered consumer of its org has not acknowledged (its cursor
+// is before the entry's name), and blobs no remaining version references
+// (after a grace period, never one being uploaded; see package gc); it
+// never touches the secret, settings, consumers, leases, head hints, patch
+// answers or uploads in progress.
 package snapshot

@@ -59,6 +59,52 @@ func PatchKey(org, user, idHash string) string {
 	return UserPrefix(org, user) + "patches/" + idHash + ".json"
 }
 
+// Blobs (wire/blob.go): the content of a blob is kept once per org, named
+// by its SHA-256, and a user may read it only through a grant object under
+// their own prefix, written when they uploaded it or when their data set
+// was found to reference it (a hash alone is not a capability). An upload
+// in progress is an info object and parts named by their offset.
+//
+//	<org>/_blobs/<hex>                          content
+//	<org>/<user>/blobs/<hex>                    grant (empty)
+//	<org>/<user>/uploads/<hex>/info.json        upload in progress
+//	<org>/<user>/uploads/<hex>/<offset, 20 digits>.part
+
+// BlobsPrefix is the prefix of an org's blob contents.
+func BlobsPrefix(org string) string { return org + "/_blobs/" }
+
+// BlobKey is the object holding the content of the blob with digest hex.
+func BlobKey(org, hex string) string { return BlobsPrefix(org) + hex }
+
+// BlobGrantKey is the object that lets user read blob hex.
+func BlobGrantKey(org, user, hex string) string { return UserPrefix(org, user) + "blobs/" + hex }
+
+// BlobUploadPrefix is the prefix of the objects of an upload in progress.
+func BlobUploadPrefix(org, user, hex string) string {
+	return UserPrefix(org, user) + "uploads/" + hex + "/"
+}
+
+// BlobUploadInfoKey is the object describing an upload in progress.
+func BlobUploadInfoKey(org, user, hex string) string {
+	return BlobUploadPrefix(org, user, hex) + "info.json"
+}
+
+// BlobPartKey is the part of an upload that starts at offset.
+func BlobPartKey(org, user, hex string, offset int64) string {
+	return fmt.Sprintf("%s%020d.part", BlobUploadPrefix(org, user, hex), offset)
+}
+
+// ParseBlobPartKey returns the offset of a part key's part.
+func ParseBlobPartKey(key string) (int64, bool) {
+	i := strings.LastIndexByte(key, '/')
+	name, ok := strings.CutSuffix(key[i+1:], ".part")
+	if !ok || len(name) != 20 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(name, 10, 64)
+	return n, err == nil && n >= 0
+}
+
 // ParseManifestKey extracts the version number from a manifest key.
 func ParseManifestKey(key string) (uint64, bool) {
 	i := strings.LastIndex(key, "versions/")
@@ -132,3 +178,36 @@ func ParseFeedKey(key string) (FeedEntryKey, bool) {
 	}
 	return FeedEntryKey{Millis: ms, Org: parts[1], User: parts[2], Version: v}, true
 }
+
+// ConsumersPrefix holds the change feed's registered consumers, one object
+// per consumer: _consumers/<org>/<name>.json (ConsumerKey). A consumer's
+// acknowledged cursor bounds what gc may delete of its org's feed.
+const ConsumersPrefix = "_consumers/"
+
+// ConsumerKey is the object of one consumer of an org's change feed.
+// Consumer names follow ValidateName's rules; the server's own consumers
+// (such as webhook delivery's) start with "_", which no API caller's name
+// may.
+func ConsumerKey(org, name string) string { return ConsumersPrefix + org + "/" + name + ".json" }
+
+// ParseConsumerKey parses a key made by ConsumerKey.
+func ParseConsumerKey(key string) (org, name string, ok bool) {
+	rest, ok := strings.CutPrefix(key, ConsumersPrefix)
+	if !ok {
+		return "", "", false
+	}
+	org, file, ok := strings.Cut(rest, "/")
+	name, isJSON := strings.CutSuffix(file, ".json")
+	if !ok || !isJSON || ValidateName("org", org) != nil || strings.Contains(name, "/") {
+		return "", "", false
+	}
+	if ValidateName("consumer", strings.TrimPrefix(name, "_")) != nil {
+		return "", "", false
+	}
+	return org, name, true
+}
+
+// LeaseKey is the object of a deployment-wide lease (the feed worker's:
+// one holder across replicas), created with PutIfAbsent and renewed or
+// taken over with PutIfMatch.
+func LeaseKey(name string) string { return "_deltasync/leases/" + name + ".json" }

@@ -155,10 +155,18 @@ var ErrDeltaAborted = errors.New("delta pack ended with an abort frame")
 // (WithAllLitEntropyCompression; klauspost/compress skips that at its
 // default level): base64 in a value (a photo) is 6 bits a character, so it
 // costs 0.75x of itself instead of 1x. It is zstd: old readers decode it.
+//
+// The stream's window is 1 MiB, not the default 8: a decoder holds a
+// window of history, and the device's memory is the budget (issue 13).
+// On the 64 MiB generated data set the stream is 0.3318 of the canonical
+// stream with it and 0.3320 without: matches farther back than 1 MiB are
+// rare in record data, and chunks repeated whole are not sent twice.
+const streamWindow = 1 << 20
+
 var (
 	streamEncoders = sync.Pool{New: func() any {
 		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true),
-			zstd.WithAllLitEntropyCompression(true))
+			zstd.WithWindowSize(streamWindow), zstd.WithAllLitEntropyCompression(true))
 		return e
 	}}
 	dictEncoders = sync.Pool{New: func() any {
@@ -497,6 +505,7 @@ type DeltaReader struct {
 	lastJ   int
 	oldLen  int    // chunks in the client's old list (dictionary bounds)
 	dict    []byte // reused dictionary buffer
+	payload []byte // reused chunk buffer (format 2)
 	v3      *state3
 	keys    int // bytes of first keys the reader allocated (MaxDeltaKeyBytes)
 }
@@ -711,13 +720,15 @@ func (d *DeltaReader) Header() SyncHeader { return d.header }
 func (d *DeltaReader) Chunks() []snapshot.ChunkRef { return d.chunks }
 
 // Next returns the next chunk: its index in the new list and its raw bytes
-// (valid until the next call), checked against the entry's size and keyed
-// ID (format 2), or given the ID of its bytes, its size checked (format 3,
-// where the totals, and the client's stream hash, pin the result). base
-// returns the raw bytes of an old chunk (the client's copy) for
-// dictionary-compressed chunks. It returns io.EOF after the last chunk,
-// once the end mark and totals are checked, and an *AbortError (on this and
-// every later call) if the server ended the pack early with an abort frame.
+// (valid until the next call: a full sync passes the whole data set through
+// Next, and a buffer per chunk would be that much garbage), checked against
+// the entry's size and keyed ID (format 2), or given the ID of its bytes,
+// its size checked (format 3, where the totals, and the client's stream
+// hash, pin the result). base returns the raw bytes of an old chunk (the
+// client's copy) for dictionary-compressed chunks. It returns io.EOF after
+// the last chunk, once the end mark and totals are checked, and an
+// *AbortError (on this and every later call) if the server ended the pack
+// early with an abort frame.
 func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte, error) {
 	if d.v3 != nil {
 		return d.next3(base)
@@ -778,7 +789,10 @@ func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte
 	if n > maxChunk || (baseIdx < 0 && n != uint64(c.Size)) {
 		return 0, nil, d.bad("chunk %d length %d", j, n)
 	}
-	payload := make([]byte, n)
+	if uint64(cap(d.payload)) < n {
+		d.payload = make([]byte, n)
+	}
+	payload := d.payload[:n]
 	if _, err := io.ReadFull(d.r, payload); err != nil {
 		return 0, nil, d.bad("truncated chunk %d", j)
 	}

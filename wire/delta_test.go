@@ -259,3 +259,29 @@ func FuzzDeltaReader(f *testing.F) {
 		wire.Breakdown(data)    // nor the bench's parser
 	})
 }
+
+// TestDeltaStreamNeedsOneMiBWindow protects the device's memory: a format-2
+// delta pack's zstd stream must decode with a window of 1 MiB, so a phone
+// never holds more history than that (issue 13). Format 3 (one stream per
+// group, not one per pack) decodes a group of up to 8 MiB (a full sync's)
+// against a dictionary of up to 4 MiB (a delta's) instead: not covered by
+// this test (see the merge's note).
+func TestDeltaStreamNeedsOneMiBWindow(t *testing.T) {
+	s := memstore.New()
+	recs := gen.Dataset(gen.Options{Size: 4 << 20, Seed: 3})
+	b := build(t, s, recs)
+	data := packFormat(t, s, nil, b, 0, wire.DeltaFormat2)
+	dec, err := zstd.NewReader(bytes.NewReader(data[len(wire.DeltaMagic)+1:]),
+		zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	n, err := io.Copy(io.Discard, dec)
+	if err != nil {
+		t.Fatalf("decoding with a 1 MiB window: %v", err)
+	}
+	if n < int64(len(streamOf(recs)))/2 {
+		t.Fatalf("decoded %d bytes of a %d-byte data set", n, len(streamOf(recs)))
+	}
+}

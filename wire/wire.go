@@ -47,6 +47,11 @@ type Policy struct {
 	MaxPatchOps       int    `json:"max_patch_ops,omitempty"`
 	MaxPatchBytes     int64  `json:"max_patch_bytes,omitempty"`
 	MaxRecordBytes    int64  `json:"max_record_bytes,omitempty"`
+	// Blobs (blob.go): the largest blob a user may upload, and the largest
+	// a client downloads eagerly when a synced record references it
+	// (bigger ones are fetched on demand). Both filled in by the server.
+	MaxBlobBytes   int64 `json:"max_blob_bytes,omitempty"`
+	EagerBlobBytes int64 `json:"eager_blob_bytes,omitempty"`
 }
 
 // Limits returns the patch limits of p, with diff's defaults where p has
@@ -68,6 +73,10 @@ const (
 	CodeUnavailable      = "unavailable"
 	CodeInternal         = "internal"
 	CodeMethodNotAllowed = "method_not_allowed"
+	// CodeBlobMissing: a patch references a blob its user has not uploaded
+	// (upload it first), or an upload's bytes do not hash to its name.
+	CodeBlobMissing  = "blob_missing"
+	CodeBlobMismatch = "blob_mismatch"
 )
 
 // ErrorBody is the JSON body of every error answer:

@@ -143,6 +143,7 @@ func (m *Client) Policy() *Policy {
 		OfflineMode: p.OfflineMode, ConflictPolicy: p.ConflictPolicy,
 		MaxOfflineSeconds: p.MaxOfflineSeconds, MaxPendingBytes: p.MaxPendingBytes,
 		MaxPatchOps: int64(p.MaxPatchOps), MaxPatchBytes: p.MaxPatchBytes, MaxRecordBytes: p.MaxRecordBytes,
+		MaxBlobBytes: p.MaxBlobBytes, EagerBlobBytes: p.EagerBlobBytes,
 	}
 }
 
@@ -269,4 +270,6 @@ type Policy struct {
 	MaxPatchOps       int64
 	MaxPatchBytes     int64
 	MaxRecordBytes    int64
+	MaxBlobBytes      int64 // the largest blob Attach accepts
+	EagerBlobBytes    int64 // blobs up to this size are downloaded at sync, bigger ones by Blob
 }

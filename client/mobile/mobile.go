@@ -35,6 +35,7 @@ type Config struct {
 	ServerRetries        int64 // failed attempts (5xx) shown as syncing before error/server (default 3)
 	MaxChangeKeys        int64 // keys a Change lists; more are counted per collection (default 100)
 	TokenRefreshSeconds  int64 // renew a provided token this long before its exp (default 60)
+	BlobCacheBytes       int64 // downloaded blobs kept on the device, LRU (default 256 MiB)
 	// CallTimeoutMillis bounds each Sync, Pull, Push, Rebase and Wipe
 	// (0: no bound; Cancel ends them in any case).
 	CallTimeoutMillis int64
@@ -53,6 +54,7 @@ func NewConfig() *Config {
 		ServerRetries:        int64(d.ServerRetries),
 		MaxChangeKeys:        int64(d.MaxChangeKeys),
 		TokenRefreshSeconds:  int64(d.TokenRefreshSeconds),
+		BlobCacheBytes:       d.BlobCacheBytes,
 	}
 }
 
@@ -87,6 +89,10 @@ func (cfg *Config) options() (client.Options, error) {
 			*f.dst = int(f.v)
 		}
 	}
+	if cfg.BlobCacheBytes < 0 {
+		return o, fmt.Errorf("config: BlobCacheBytes is %d, want 0 (the default) or more: %w", cfg.BlobCacheBytes, client.ErrInvalid)
+	}
+	o.BlobCacheBytes = cfg.BlobCacheBytes
 	if cfg.CallTimeoutMillis < 0 {
 		return o, fmt.Errorf("config: CallTimeoutMillis is %d, want 0 (no bound) or more: %w", cfg.CallTimeoutMillis, client.ErrInvalid)
 	}

@@ -54,6 +54,9 @@ type Status struct {
 	ProgressBytesTotal  int64
 	ProgressChunksDone  int64
 	ProgressChunksTotal int64
+
+	PendingBlobs     int64 // blobs attached here and not yet uploaded (see Attach)
+	PendingBlobBytes int64
 }
 
 func statusOf(s client.Status) *Status {
@@ -67,6 +70,7 @@ func statusOf(s client.Status) *Status {
 		LastSyncedUnix: s.LastSyncedUnix, LastContactUnix: s.LastContactUnix, NextRetryUnix: s.NextRetryUnix,
 		ProgressBytesDone: s.ProgressBytesDone, ProgressBytesTotal: s.ProgressBytesTotal,
 		ProgressChunksDone: int64(s.ProgressChunksDone), ProgressChunksTotal: int64(s.ProgressChunksTotal),
+		PendingBlobs: int64(s.PendingBlobs), PendingBlobBytes: s.PendingBlobBytes,
 	}
 }
 
@@ -132,7 +136,8 @@ func syncResultOf(r *client.SyncResult) *SyncResult {
 type Change struct {
 	Source  string // ChangeServer or ChangeLocal
 	Version int64  // the local version after the change
-	// Full: a full sync (the first one, or a repair); reload everything.
+	// Full: a full sync (the first one, or a repair), or a delta too large
+	// to list; reload everything.
 	Full bool
 	// Total is the number of keys changed; KeyCount is less when the
 	// change is too large to list its keys (see the collections).

@@ -35,6 +35,11 @@ Commands:
   conflicts [--json]      conflicts and rejected edits the server reported
   rebase [--json]         under the org's reject policy: pull, then resend the pending edits on the new version
   discard KEY             drop the pending edits of KEY (instead of rebasing them)
+  verify [--json]         check the state directory thoroughly (no other process may hold it)
+  attach FILE [--mime M] [--json]
+                          store FILE as a blob (offline; uploaded with the first patch that references it)
+                          and print its reference, {"$blob":"sha256:…","bytes":N}, to put into a record
+  blob REF --out FILE     write the blob REF (sha256:<hex>, or a reference) to FILE, downloading it if needed
 
 The state lives in --dir (default ./deltasync-client, env DELTASYNC_CLIENT_DIR).
 --server and --token (env DELTASYNC_SERVER, DELTASYNC_TOKEN) are remembered
@@ -45,12 +50,16 @@ there, so later commands need not repeat them. Edits never need the network.
 type clientOptions struct {
 	Dir, Server, Token string
 	JSON               bool
+	Mime, Out          string // attach, blob (client_blobs.go)
 }
 
 func runClient(ctx context.Context, e *env, args []string) error {
 	sub, o, pos, err := parseClientArgs(e, args)
 	if err != nil {
 		return err
+	}
+	if sub == "verify" {
+		return clientVerify(e, o)
 	}
 	opts := client.DefaultOptions()
 	opts.ServerURL, opts.Token = o.Server, o.Token
@@ -63,14 +72,15 @@ func runClient(ctx context.Context, e *env, args []string) error {
 }
 
 // clientArgs is how many positional arguments each client command takes.
-var clientArgs = map[string]int{"pull": 0, "push": 0, "sync": 0, "rebase": 0, "status": 0, "export": 0, "conflicts": 0,
-	"get": 1, "delete": 1, "offline": 1, "discard": 1, "put": 2, "merge": 2}
+var clientArgs = map[string]int{"pull": 0, "push": 0, "sync": 0, "rebase": 0, "status": 0, "export": 0, "conflicts": 0, "verify": 0,
+	"get": 1, "delete": 1, "offline": 1, "discard": 1, "put": 2, "merge": 2,
+	"attach": 1, "blob": 1}
 
 // parseClientArgs reads the client command, its flags (with the
 // environment's defaults) and its positional arguments.
 func parseClientArgs(e *env, args []string) (sub string, o clientOptions, pos []string, err error) {
 	if len(args) == 0 {
-		return "", o, nil, usagef("missing client command (pull, push, sync, status, get, put, merge, delete, export, offline, conflicts, rebase, discard)")
+		return "", o, nil, usagef("missing client command (pull, push, sync, status, get, put, merge, delete, export, offline, conflicts, rebase, discard, verify)")
 	}
 	if a := args[0]; a == "-h" || a == "--help" || a == "-help" || a == "help" {
 		fmt.Fprint(e.stdout, "Usage:\n"+clientSynopsis)
@@ -81,7 +91,9 @@ func parseClientArgs(e *env, args []string) (sub string, o clientOptions, pos []
 	fs.StringVar(&o.Dir, "dir", "", "client state directory (env DELTASYNC_CLIENT_DIR; default ./deltasync-client)")
 	fs.StringVar(&o.Server, "server", "", "server URL, remembered in the state directory (env DELTASYNC_SERVER)")
 	fs.StringVar(&o.Token, "token", "", "bearer token, remembered in the state directory (env DELTASYNC_TOKEN)")
-	fs.BoolVar(&o.JSON, "json", false, "print one JSON object (pull, push, sync, status, conflicts)")
+	fs.BoolVar(&o.JSON, "json", false, "print one JSON object (pull, push, sync, status, conflicts, verify, attach)")
+	fs.StringVar(&o.Mime, "mime", "", "attach: the blob's media type, e.g. image/jpeg")
+	fs.StringVar(&o.Out, "out", "", "blob: the file to write")
 	if pos, err = parseInterleaved(fs, args); err != nil {
 		return "", o, nil, err
 	}
@@ -135,6 +147,10 @@ func runClientCommand(ctx context.Context, e *env, c *client.Client, sub string,
 		return usagef("offline takes on or off, not %q", pos[0])
 	case "conflicts":
 		return clientConflicts(e, c, o)
+	case "attach":
+		return clientAttach(e, c, o, pos[0])
+	case "blob":
+		return clientBlob(ctx, e, c, o, pos[0])
 	}
 	return nil
 }
@@ -281,6 +297,7 @@ func clientStatus(e *env, c *client.Client, o clientOptions) error {
 			"version": s.LocalVersion, "server_head": s.ServerHead,
 			"state": s.State, "reason": s.Reason, "message": s.Message,
 			"pending": s.PendingEdits, "pending_bytes": s.PendingBytes,
+			"pending_blobs": s.PendingBlobs, "pending_blob_bytes": s.PendingBlobBytes,
 			"bytes_down": s.BytesDownTotal, "bytes_up": s.BytesUpTotal,
 			"bytes_down_since_online": s.BytesDownSinceOnline, "bytes_up_since_online": s.BytesUpSinceOnline,
 			"chunks_fetched": last.ChunksFetched, "chunks_reused": last.ChunksReused,
@@ -302,6 +319,7 @@ func clientStatus(e *env, c *client.Client, o clientOptions) error {
 	fmt.Fprintf(tw, "server\t%s\n", c.ServerURL())
 	fmt.Fprintf(tw, "version\t%d (server head %d)\n", s.LocalVersion, s.ServerHead)
 	fmt.Fprintf(tw, "pending\t%d edit(s), %s\n", s.PendingEdits, bytesize.Format(s.PendingBytes))
+	fmt.Fprintf(tw, "pending blobs\t%d, %s\n", s.PendingBlobs, bytesize.Format(s.PendingBlobBytes))
 	if s.BlockedEdits > 0 {
 		fmt.Fprintf(tw, "blocked\t%d edit(s) cannot be sent (see message; deltasync client discard KEY drops them)\n", s.BlockedEdits)
 	}
@@ -362,6 +380,43 @@ func clientConflicts(e *env, c *client.Client, o clientOptions) error {
 	if c.RebaseNeeded() {
 		fmt.Fprintln(e.stdout, "pushing is paused until the edits are rebased (deltasync client rebase) or discarded (deltasync client discard KEY)")
 	}
+	return nil
+}
+
+// clientVerify checks the state directory (client.Check) and prints what
+// it holds; problems make it fail.
+func clientVerify(e *env, o clientOptions) error {
+	r, err := client.Check(o.Dir, client.CheckOptions{})
+	if r == nil {
+		return err
+	}
+	if o.JSON {
+		if perr := printJSON(e.stdout, r); perr != nil {
+			return perr
+		}
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "version\t%d (%d records in %d chunks, stream hash %s)\n", r.Version, r.Records, r.Chunks, r.StreamHash)
+	fmt.Fprintf(tw, "on disk\t%s (%d chunks stored)\n", bytesize.Format(r.StateBytes+r.DataBytes), r.StoredChunks)
+	fmt.Fprintf(tw, "pending edits\t%d (%d sent, not yet pulled)\n", len(r.Queued), len(r.Sent))
+	if r.InflightID != "" {
+		fmt.Fprintf(tw, "patch in flight\t%s (%d edits)\n", r.InflightID, len(r.InflightSeqs))
+	}
+	fmt.Fprintf(tw, "conflicts\t%d\n", r.Conflicts)
+	if r.Downloading {
+		fmt.Fprintf(tw, "download\tin progress (the next pull resumes it)\n")
+	}
+	if r.NeedFull {
+		fmt.Fprintf(tw, "next pull\ta full sync (damage was found)\n")
+	}
+	if ferr := tw.Flush(); ferr != nil {
+		return ferr
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "ok")
 	return nil
 }
 

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -16,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/deltasync/deltasync/client"
 	"github.com/deltasync/deltasync/diff"
@@ -391,108 +387,47 @@ type localState struct {
 	}
 }
 
-// inspect opens the client's bbolt file read-only and verifies it: bbolt's
-// own consistency check; the local version's manifest, every chunk of it in
-// the cache with its SHA-256, and its records equal to the server's
-// version; the queue, the sent edits, their index and the patch in flight
-// consistent with each other. It reads the buckets the package doc of
-// client describes, because the CLI shows only counts.
+// inspect verifies the client's state directory with client.Check (both
+// files' own consistency; the local version's manifest, every chunk of it
+// stored with its SHA-256 and its records indexed; no chunk left over; the
+// queue, the sent edits, their index and the patch in flight consistent
+// with each other), checks that its records equal the server's version,
+// and reads the queue and the sent edits, because the CLI shows only
+// counts.
 func (h *crashHarness) inspect(when, dir string) *localState {
 	h.t.Helper()
-	db, err := bolt.Open(filepath.Join(dir, client.StateFile), 0o600, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	var local []byte
+	r, err := client.Check(dir, client.CheckOptions{Records: func(k string, v []byte) error {
+		local = snapshot.AppendNDJSONLine(local, k, v)
+		return nil
+	}})
 	if err != nil {
-		h.fatalf("%s: open state read-only: %v", when, err)
+		h.fatalf("%s: client.Check: %v", when, err)
 	}
-	defer db.Close()
-	ls := &localState{queue: map[string]uint64{}, sent: map[string]uint64{}}
 	fail := func(format string, args ...any) {
 		h.t.Helper()
-		h.fatalf("%s: state file: %s", when, fmt.Sprintf(format, args...))
+		h.fatalf("%s: state: %s", when, fmt.Sprintf(format, args...))
 	}
-	err = db.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
-			fail("bbolt check: %v", err)
-		}
-		bucket := func(name string) *bolt.Bucket {
-			b := tx.Bucket([]byte(name))
-			if b == nil {
-				fail("no bucket %q", name)
+	ls := &localState{version: r.Version, queue: map[string]uint64{}, sent: map[string]uint64{}}
+	if want := h.serverRecords(ls.version); string(local) != want {
+		fail("records of version %d (%d bytes) differ from the server's (%d bytes)", ls.version, len(local), len(want))
+	}
+	edits := func(es []client.CheckedEdit, into map[string]uint64, what string) {
+		for _, e := range es {
+			name := editName(e.Op, e.Key, e.Patch)
+			if _, dup := into[name]; dup {
+				fail("%s holds %s twice", what, name)
 			}
-			return b
+			into[name] = e.Seq
 		}
-		meta, recs, chunks := bucket("meta"), bucket("records"), bucket("chunks")
-		queue, sent, index, inflight := bucket("queue"), bucket("sent"), bucket("editindex"), bucket("inflight")
-		if v := meta.Get([]byte("version")); v != nil {
-			if len(v) != 8 {
-				fail("version field of %d bytes", len(v))
-			}
-			ls.version = binary.BigEndian.Uint64(v)
-		}
-		if ls.version > 0 {
-			m, err := snapshot.UnmarshalManifest(meta.Get([]byte("manifest")))
-			if err != nil || m.Version != ls.version {
-				fail("manifest of version %d: %v", ls.version, err)
-			}
-			for i, ref := range m.Chunks {
-				raw := chunks.Get(ref.ID[:])
-				if raw == nil || sha256.Sum256(raw) != ref.Sum {
-					fail("chunk %d (%s) of version %d missing or damaged in the cache", i, ref.ID, ls.version)
-				}
-			}
-		}
-		var local []byte
-		recs.ForEach(func(k, v []byte) error {
-			local = snapshot.AppendNDJSONLine(local, string(k), v)
-			return nil
-		})
-		if want := h.serverRecords(ls.version); string(local) != want {
-			fail("records of version %d (%d bytes) differ from the server's (%d bytes)", ls.version, len(local), len(want))
-		}
-		edits := func(b *bolt.Bucket, into map[string]uint64, what string) {
-			b.ForEach(func(k, v []byte) error {
-				var e struct {
-					Seq   uint64          `json:"seq"`
-					Op    string          `json:"op"`
-					Key   string          `json:"key"`
-					Patch json.RawMessage `json:"patch"`
-				}
-				if err := json.Unmarshal(v, &e); err != nil || len(k) != 8 || binary.BigEndian.Uint64(k) != e.Seq {
-					fail("%s entry %x: %v", what, k, err)
-				}
-				name := editName(e.Op, e.Key, e.Patch)
-				if _, dup := into[name]; dup {
-					fail("%s holds %s twice", what, name)
-				}
-				into[name] = e.Seq
-				if index.Get(append(append([]byte(e.Key), 0), k...)) == nil {
-					fail("%s edit %d (%s) is not indexed", what, e.Seq, name)
-				}
-				return nil
-			})
-		}
-		edits(queue, ls.queue, "queue")
-		edits(sent, ls.sent, "sent")
-		index.ForEach(func(k, _ []byte) error {
-			i := bytes.IndexByte(k, 0)
-			if i < 0 || len(k)-i-1 != 8 || (queue.Get(k[i+1:]) == nil && sent.Get(k[i+1:]) == nil) {
-				fail("index entry %q names no edit", k)
-			}
-			return nil
-		})
-		if raw := inflight.Get([]byte("patch")); raw != nil {
-			if err := json.Unmarshal(raw, &ls.inflight); err != nil {
-				fail("patch in flight: %v", err)
-			}
-			for _, s := range ls.inflight.Seqs {
-				if queue.Get(binary.BigEndian.AppendUint64(nil, s)) == nil {
-					fail("patch in flight %s names edit %d, which is not queued", ls.inflight.ID, s)
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		h.fatalf("%s: %v", when, err)
+	}
+	edits(r.Queued, ls.queue, "queue")
+	edits(r.Sent, ls.sent, "sent")
+	if r.InflightID != "" {
+		ls.inflight = &struct {
+			ID   string   `json:"id"`
+			Seqs []uint64 `json:"seqs"`
+		}{r.InflightID, r.InflightSeqs}
 	}
 	return ls
 }
@@ -632,8 +567,8 @@ func (h *crashHarness) finish() {
 	head := h.scanned
 	server := h.serverRecords(head)
 	if mine.stdout != server || theirs.stdout != server {
-		t.Fatalf("after the final sync the client (%d bytes) and a fresh client (%d bytes) differ from the server's version %d (%d bytes)",
-			len(mine.stdout), len(theirs.stdout), head, len(server))
+		t.Fatalf("after the final sync (%s) the client (%d bytes) and a fresh client (%d bytes) differ from the server's version %d (%d bytes)\nclient: %s\nfresh: %s",
+			strings.TrimSpace(r.stdout), len(mine.stdout), len(theirs.stdout), head, len(server), lineDiff(mine.stdout, server), lineDiff(theirs.stdout, server))
 	}
 	if res.Version != head {
 		t.Errorf("final sync left the client at version %d, the server's head is %d", res.Version, head)
@@ -680,4 +615,32 @@ func (h *crashHarness) fatalf(format string, args ...any) {
 	h.t.Helper()
 	recent := h.history[max(0, len(h.history)-12):]
 	h.t.Fatalf(format+"\nlast commands:\n  %s", append(args, strings.Join(recent, "\n  "))...)
+}
+
+// lineDiff names the lines only in got and only in want (at most 5 of
+// each), so a failure says which records differ.
+func lineDiff(got, want string) string {
+	if got == want {
+		return "equal"
+	}
+	in := func(s string) map[string]bool {
+		m := map[string]bool{}
+		for _, l := range strings.Split(s, "\n") {
+			m[l] = true
+		}
+		return m
+	}
+	g, w := in(got), in(want)
+	var extra, missing []string
+	for l := range g {
+		if !w[l] && len(extra) < 5 {
+			extra = append(extra, l)
+		}
+	}
+	for l := range w {
+		if !g[l] && len(missing) < 5 {
+			missing = append(missing, l)
+		}
+	}
+	return fmt.Sprintf("only here %q; missing %q", extra, missing)
 }

@@ -42,6 +42,7 @@ var commands = []command{
 	{"serve", "serve the sync API (fasthttp) on a local directory or S3 store", runServe},
 	{"gc", "remove versions beyond retention and the packs they alone used", runGC},
 	{"bench", "measure bytes on the wire and build speed for the edit scenarios, against a loopback server", runBench},
+	{"admin", "the backend's admin API: patch users' data sets (one or fanned out), org settings", runAdmin},
 	{"loadtest", "hold N simulated devices' long polls on R serve replicas and measure store requests, wake-ups, latency and memory", runLoadtest},
 	{"client", "sync a local copy of one user's data set: pull, push, sync, status, get, put, merge, delete, export, offline, conflicts", runClient},
 }

@@ -44,6 +44,7 @@ func serveFlags(e *env) (*serveOptions, *server.Options, *flag.FlagSet) {
 		so.Store = v
 	}
 	opts := server.DefaultOptions()
+	opts.Backend.Worker = true // one holds the lease: webhooks and consumer lag
 	fs := newFlagSet(e, "serve", serveSynopsis)
 	fs.StringVar(&so.Store, "store", so.Store, "store URL (env DELTASYNC_STORE)")
 	so.registerUnsafe(e, fs)

@@ -10,9 +10,12 @@ import (
 )
 
 const tokenSynopsis = `  deltasync token --org O --user U [--ttl 1h] [--jwt-secret S | --dev]
-  deltasync token --admin [--ttl 1h] [--jwt-secret S | --dev]
+  deltasync token --admin [--org O] [--ttl 1h] [--jwt-secret S | --dev]
 
 Mints an HS256 bearer token for a user (or an admin token) and prints it.
+An admin token with --org administers that org only (its settings, admin
+patches, change feed and consumers); without --org it is the deployment's
+admin and reaches every org.
 The secret is the server's: --jwt-secret, else DELTASYNC_JWT_SECRET (better:
 a command line is visible to every user of the machine), else with --dev
 the public development secret that 'serve --dev' accepts.
@@ -33,10 +36,10 @@ type tokenOptions struct {
 func runToken(_ context.Context, e *env, args []string) error {
 	var o tokenOptions
 	fs := newFlagSet(e, "token", tokenSynopsis)
-	fs.StringVar(&o.Org, "org", "", "org the token opens")
+	fs.StringVar(&o.Org, "org", "", "org the token opens (with --admin: the one org it administers)")
 	fs.StringVar(&o.User, "user", "", "user the token opens")
 	fs.DurationVar(&o.TTL, "ttl", time.Hour, "how long the token is valid")
-	fs.BoolVar(&o.Admin, "admin", false, "mint an admin token (opens the admin API)")
+	fs.BoolVar(&o.Admin, "admin", false, "mint an admin token (opens the admin API; with --org, that org's only)")
 	fs.StringVar(&o.Secret, "jwt-secret", "", "HS256 secret, at least 32 bytes (env DELTASYNC_JWT_SECRET)")
 	fs.BoolVar(&o.Dev, "dev", false, "sign with the public development secret (server.DevJWTSecret)")
 	fs.StringVar(&o.Issuer, "issuer", e.getenv("DELTASYNC_JWT_ISSUER"), "iss claim, for a server started with --jwt-issuer (env DELTASYNC_JWT_ISSUER)")
@@ -59,6 +62,9 @@ func runToken(_ context.Context, e *env, args []string) error {
 	}
 	if !o.Admin && (o.Org == "" || o.User == "") {
 		return usagef("a user token needs --org and --user (or use --admin)")
+	}
+	if o.Admin && o.User != "" {
+		return usagef("an admin token names no --user (give --org to limit it to one org)")
 	}
 	if o.TTL > server.DefaultJWTMaxLifetime {
 		fmt.Fprintf(e.stderr, "warning: a --ttl over %v is refused by a server with the default --jwt-max-lifetime\n", server.DefaultJWTMaxLifetime)
