@@ -51,8 +51,9 @@ import (
 // pins all of it. The totals of the header (chunks, stream length, records)
 // are checked by the reader.
 //
-// A group holds consecutive chunks of the pack: about 8 MiB for a full sync
-// (one long context at klauspost/compress's highest level), about 1 MiB
+// A group holds consecutive chunks of the pack: a 24th of a full sync
+// (between 256 KiB and 8 MiB, so a resumed download repeats little; at
+// klauspost/compress's highest level from 8 MiB of pack on), about 1 MiB
 // for a delta, compressed against the old chunks whose keys overlap the
 // group's, so a repeated edit (a renamed field in many records) is paid for
 // about once per group, not once per chunk. The first two groups are a
@@ -361,9 +362,9 @@ func uvarintLen(x int) int { return len(binary.AppendUvarint(nil, uint64(x))) }
 // neighbours.
 func planGroups(s *diff.Script, idx []int) []group {
 	delta := s.A != nil && len(s.A.Chunks) > 0
-	target := plainGroupTarget
-	if delta {
-		target = deltaGroupTarget
+	target := deltaGroupTarget
+	if !delta {
+		target = fullGroupTarget(rawBytes(s.B, idx))
 	}
 	var out []group
 	var g group
@@ -418,6 +419,15 @@ func planGroups(s *diff.Script, idx []int) []group {
 	}
 	closeGroup()
 	return out
+}
+
+// fullGroupTarget is the group size of a full sync of total raw bytes: at
+// most a 24th of it (an interrupted download resumes after the last whole
+// group, so a cut costs at most about 4% of the pack again), between
+// 256 KiB and plainGroupTarget. Record data has few matches farther back
+// than 1 MiB, so smaller groups cost little.
+func fullGroupTarget(total int64) int {
+	return int(min(plainGroupTarget, max(256<<10, total/24)))
 }
 
 // dictRange3 returns the old chunks [lo,hi) whose key ranges overlap that
