@@ -43,7 +43,9 @@ func TestRunSmall(t *testing.T) {
 		t.Fatalf("%d initial syncs, want 3 seeds of 2 families", len(rep.InitialSyncs))
 	}
 	for _, s := range rep.InitialSyncs {
-		if s.Ratio > 1.0 || s.SyncBytes == 0 {
+		// 1 MiB data sets go in groups of 256 KiB to 1 MiB (a resumed
+		// download repeats at most one): about 1.02x zstd -3 for the CRM.
+		if s.Ratio > 1.03 || s.SyncBytes == 0 {
 			t.Errorf("initial sync %+v", s)
 		}
 	}

@@ -52,7 +52,7 @@ import (
 // are checked by the reader.
 //
 // A group holds consecutive chunks of the pack: a 24th of a full sync
-// (between 256 KiB and 8 MiB, so a resumed download repeats little; at
+// (between 1 MiB and 8 MiB, so a resumed download repeats little; at
 // klauspost/compress's highest level from 8 MiB of pack on), about 1 MiB
 // for a delta, compressed against the old chunks whose keys overlap the
 // group's, so a repeated edit (a renamed field in many records) is paid for
@@ -423,11 +423,12 @@ func planGroups(s *diff.Script, idx []int) []group {
 
 // fullGroupTarget is the group size of a full sync of total raw bytes: at
 // most a 24th of it (an interrupted download resumes after the last whole
-// group, so a cut costs at most about 4% of the pack again), between
-// 256 KiB and plainGroupTarget. Record data has few matches farther back
+// group, so a cut costs at most about 4% of the pack again), between 1 MiB
+// and plainGroupTarget (the first two groups are a quarter and a half of
+// it). Record data has few matches farther back
 // than 1 MiB, so smaller groups cost little.
 func fullGroupTarget(total int64) int {
-	return int(min(plainGroupTarget, max(256<<10, total/24)))
+	return int(min(plainGroupTarget, max(1<<20, total/24)))
 }
 
 // dictRange3 returns the old chunks [lo,hi) whose key ranges overlap that
