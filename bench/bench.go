@@ -1,19 +1,19 @@
-// Package bench measures deltasync end to end: it generates a data set,
-// serves it from a real server on loopback, and runs the edit scenarios of
-// a work-management app through the wire, counting every byte that crosses
-// it (headers included) in each direction.
+// Package bench measures deltasync end to end: it generates data sets,
+// serves them from a real server on loopback, and runs the edit scenarios
+// of two kinds of app through the wire, counting every byte that crosses it
+// (headers included) in each direction and saying where the bytes of each
+// download went (HTTP headers, transfer framing, pack header, manifest
+// delta, chunk payload, pack framing). Beside each figure it puts the
+// baselines: zstd -3 of the new stream and, when the zstd binary is
+// installed, zstd -19 --patch-from of the old and new NDJSON.
 package bench
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -33,10 +33,21 @@ type Options struct {
 	Dir     string // store directory (a temporary one if empty)
 	Log     io.Writer
 	Compare bool // also compress each new stream with zstd -3 (the comparison column)
+	// Seeds is how many gen seeds (Seed, Seed+1, …) of each family the
+	// initial sync is measured on; 3 if 0.
+	Seeds int
+	// ZstdBinary, when set, is the zstd command that gives the
+	// zstd -19 --patch-from column (slow: a minute or two per scenario at
+	// 64 MB; two run at a time) and the C zstd -3 of each initial sync's
+	// stream.
+	ZstdBinary string
+	// Parallel is how many patch-from commands run at once (2 if 0).
+	Parallel int
 }
 
 // Scenario is one row of the report.
 type Scenario struct {
+	Family      string  `json:"family"`
 	Name        string  `json:"name"`
 	Ops         int     `json:"ops"`
 	UpBytes     int64   `json:"up_bytes"`     // the patch request, all of it
@@ -44,95 +55,142 @@ type Scenario struct {
 	FullBytes   int64   `json:"full_bytes"`   // a full download of the new version
 	ZstdBytes   int64   `json:"zstd3_bytes"`  // zstd -3 of the new canonical stream
 	ApplyMillis float64 `json:"apply_millis"` // patch request round trip
+	SyncMillis  float64 `json:"sync_millis"`  // the down sync, request to last byte
 	Version     uint64  `json:"version"`
+	// Down says where DownBytes went.
+	Down Download `json:"down_breakdown"`
+	// DownFormat2 is the same sync as a client that asks for no format
+	// (format 2) gets it.
+	DownFormat2 int64 `json:"down_format2_bytes"`
+	// PatchFromBytes is zstd -19 --patch-from=OLD NEW of the NDJSON of the
+	// two versions (0: not measured).
+	PatchFromBytes int64 `json:"zstd19_patch_from_bytes,omitempty"`
+}
+
+// Download is where the bytes of one sync went: the parts add up to the
+// bytes on the wire.
+type Download struct {
+	HTTPHeaders int64 `json:"http_headers"`     // status line and headers
+	Transfer    int64 `json:"transfer_framing"` // chunked transfer encoding
+	wire.PackBytes
+}
+
+// InitialSync is a full download of version 1 of one generated data set.
+type InitialSync struct {
+	Family      string  `json:"family"`
+	Seed        int64   `json:"seed"`
+	Records     int     `json:"records"`
+	StreamBytes int64   `json:"stream_bytes"`
+	SyncBytes   int64   `json:"sync_bytes"`
+	ZstdBytes   int64   `json:"zstd3_bytes"` // zstd -3 (klauspost/compress, single-threaded) of the canonical stream
+	Ratio       float64 `json:"ratio"`       // sync to zstd -3
+	// CZstdBytes is the zstd command's -3 of the canonical stream (0: no
+	// zstd command), which compresses this data about 8% better than
+	// klauspost's level 3.
+	CZstdBytes int64   `json:"c_zstd3_bytes,omitempty"`
+	CZstdRatio float64 `json:"c_zstd3_ratio,omitempty"`
+	Download   Download
 }
 
 // Report is the result of Run.
 type Report struct {
-	Size            int64      `json:"size"`
-	Records         int        `json:"records"`
-	StreamBytes     int64      `json:"stream_bytes"`
-	BuildMBps       float64    `json:"build_mb_per_s"`
-	ZstdMBps        float64    `json:"zstd3_mb_per_s"`
-	BuildRatio      float64    `json:"build_to_zstd3"`
-	InitialSync     int64      `json:"initial_sync_bytes"`
-	InitialZstd     int64      `json:"initial_zstd3_bytes"`
-	Scenarios       []Scenario `json:"scenarios"`
-	TotalSeconds    float64    `json:"seconds"`
-	ServerReplicas  int        `json:"server_replicas"`
-	StoreDescriptor string     `json:"store"`
+	Size            int64         `json:"size"`
+	Records         int           `json:"records"`
+	StreamBytes     int64         `json:"stream_bytes"`
+	BuildMBps       float64       `json:"build_mb_per_s"`
+	ZstdMBps        float64       `json:"zstd3_mb_per_s"`
+	BuildRatio      float64       `json:"build_to_zstd3"`
+	InitialSync     int64         `json:"initial_sync_bytes"`
+	InitialZstd     int64         `json:"initial_zstd3_bytes"`
+	InitialSyncs    []InitialSync `json:"initial_syncs"` // every family and seed tried
+	Scenarios       []Scenario    `json:"scenarios"`     // both families
+	PatchFrom       string        `json:"patch_from"`    // the zstd that made the patch-from column, or why none
+	TotalSeconds    float64       `json:"seconds"`
+	ServerReplicas  int           `json:"server_replicas"`
+	StoreDescriptor string        `json:"store"`
+}
+
+// A family is a kind of data set with its scenarios.
+type family struct {
+	name      string
+	dataset   func(gen.Options) []gen.Record
+	scenarios func(seed int64) []gen.Scenario
+}
+
+var families = []family{
+	{"work", gen.Dataset, gen.Scenarios},
+	{"crm", gen.CRMDataset, gen.CRMScenarios},
 }
 
 const (
-	org, user = "bench", "alice"
+	org       = "bench"
 	jwtSecret = "bench-jwt-secret-0123456789abcdef0123"
 )
 
-// counter counts the bytes a connection reads and writes.
-type counter struct{ up, down atomic.Int64 }
-
-type countingConn struct {
-	net.Conn
-	c *counter
+// run is one Run in progress.
+type run struct {
+	o      Options
+	store  snapshot.Store
+	secret []byte
+	enc    *zstd.Encoder // single-threaded zstd -3, the baseline
+	base   string        // server URL
+	admin  string        // admin token
+	rep    *Report
+	pairs  []versionPair // for patch-from, one per scenario row
 }
 
-func (c countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	c.c.down.Add(int64(n))
-	return n, err
+// versionPair is the old and new records of one scenario.
+type versionPair struct {
+	row      int
+	old, new []gen.Record
 }
 
-func (c countingConn) Write(p []byte) (int, error) {
-	n, err := c.Conn.Write(p)
-	c.c.up.Add(int64(n))
-	return n, err
+func (r *run) logf(format string, args ...any) {
+	if r.o.Log != nil {
+		fmt.Fprintf(r.o.Log, format+"\n", args...)
+	}
 }
 
 // Run executes the benchmark.
 func Run(ctx context.Context, o Options) (*Report, error) {
 	start := time.Now()
-	logf := func(format string, args ...any) {
-		if o.Log != nil {
-			fmt.Fprintf(o.Log, format+"\n", args...)
-		}
+	if o.Seeds <= 0 {
+		o.Seeds = 3
 	}
-	dir := o.Dir
-	store, err := fsstore.New(dir)
+	store, err := fsstore.New(o.Dir)
 	if err != nil {
 		return nil, err
 	}
-	secret := []byte("bench-chunk-secret")
-	rep := &Report{Size: o.Size, ServerReplicas: 1, StoreDescriptor: "file://" + dir}
-
-	logf("generating %d bytes of data (seed %d)", o.Size, o.Seed)
-	recs := gen.Dataset(gen.Options{Size: o.Size, Seed: o.Seed})
-	stream := streamOf(recs)
-	rep.Records, rep.StreamBytes = len(recs), int64(len(stream))
-
-	// Build throughput, against single-threaded zstd -3 of the same stream.
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return nil, err
 	}
-	t0 := time.Now()
-	z := enc.EncodeAll(stream, nil)
-	zsec := time.Since(t0).Seconds()
-	rep.ZstdMBps = float64(len(stream)) / 1e6 / zsec
-	rep.InitialZstd = int64(len(z))
-	logf("building version 1")
-	bo := snapshot.DefaultBuildOptions()
-	bo.Org, bo.User, bo.Secret = org, user, secret
-	t0 = time.Now()
-	if _, _, err := diff.BuildVersion(ctx, store, bo, gen.NewSource(recs)); err != nil {
+	r := &run{o: o, store: store, secret: []byte("bench-chunk-secret"), enc: enc,
+		rep: &Report{Size: o.Size, ServerReplicas: 1, StoreDescriptor: "file://" + o.Dir}}
+	stop, err := r.startServer(ctx)
+	if err != nil {
 		return nil, err
 	}
-	bsec := time.Since(t0).Seconds()
-	rep.BuildMBps = float64(len(stream)) / 1e6 / bsec
-	rep.BuildRatio = zsec / bsec
+	defer stop()
+	for _, f := range families {
+		if err := r.family(ctx, f); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.name, err)
+		}
+	}
+	if err := r.initialSyncs(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.patchFrom(ctx); err != nil {
+		return nil, err
+	}
+	r.rep.TotalSeconds = time.Since(start).Seconds()
+	return r.rep, nil
+}
 
-	// A real server on loopback.
+// startServer starts a real server on loopback and enables the org.
+func (r *run) startServer(ctx context.Context) (stop func(), err error) {
 	so := server.DefaultOptions()
-	so.Store, so.JWTSecret, so.ChunkSecret = store, []byte(jwtSecret), secret
+	so.Store, so.JWTSecret, so.ChunkSecret = r.store, []byte(jwtSecret), r.secret
 	so.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	so.MaxPatchBytes, so.MaxPatchOps = 64<<20, 100_000
 	srv, err := server.New(so)
@@ -144,179 +202,29 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	go srv.Serve(ln)
-	defer srv.Shutdown(context.Background())
-	base := "http://" + ln.Addr().String()
-	admin, _ := server.MintToken([]byte(jwtSecret), server.Claims{Admin: true}, time.Hour)
+	stop = func() { srv.Shutdown(context.Background()) }
+	r.base = "http://" + ln.Addr().String()
+	r.admin, _ = server.MintToken([]byte(jwtSecret), server.Claims{Admin: true}, time.Hour)
+	c := r.client("")
+	if _, _, err := c.do(ctx, "PUT", "/v1/admin/orgs/"+org, r.admin, []byte(`{"offline_mode":true,"max_patch_ops":100000}`), ""); err != nil {
+		stop()
+		return nil, err
+	}
+	return stop, nil
+}
+
+// client returns a client with a token for user.
+func (r *run) client(user string) *client {
 	tok, _ := server.MintToken([]byte(jwtSecret), server.Claims{Org: org, User: user}, time.Hour)
-	c := &client{base: base, tok: tok}
-	if _, _, err := c.do(ctx, "PUT", "/v1/admin/orgs/"+org, admin, []byte(`{"offline_mode":true,"max_patch_ops":100000}`), ""); err != nil {
-		return nil, err
-	}
-
-	logf("initial sync")
-	full, err := c.sync(ctx, 0, 1)
-	if err != nil {
-		return nil, err
-	}
-	rep.InitialSync = full
-
-	cur, version := recs, uint64(1)
-	for _, sc := range gen.Scenarios(o.Seed) {
-		next := sc.Apply(cur)
-		p := patchFor(fmt.Sprintf("bench-%s-%d", sc.Name, o.Seed), version, cur, next)
-		body, _ := json.Marshal(p)
-		body = enc.EncodeAll(body, nil)
-		t0 := time.Now()
-		resp, up, err := c.do(ctx, "POST", "/v1/patches", tok, body, "zstd")
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", sc.Name, err)
-		}
-		apply := time.Since(t0)
-		var pr wire.PatchResponse
-		if err := json.Unmarshal(resp, &pr); err != nil {
-			return nil, fmt.Errorf("%s: patch answer: %w", sc.Name, err)
-		}
-		row := Scenario{Name: sc.Name, Ops: len(p.Ops), UpBytes: up, ApplyMillis: float64(apply.Microseconds()) / 1000, Version: pr.Version}
-		if row.DownBytes, err = c.sync(ctx, version, pr.Version); err != nil {
-			return nil, fmt.Errorf("%s: %w", sc.Name, err)
-		}
-		if row.FullBytes, err = c.sync(ctx, 0, pr.Version); err != nil {
-			return nil, fmt.Errorf("%s: %w", sc.Name, err)
-		}
-		if o.Compare {
-			row.ZstdBytes = int64(len(enc.EncodeAll(streamOf(next), nil)))
-		}
-		logf("%-24s up %8d  down %8d", sc.Name, row.UpBytes, row.DownBytes)
-		rep.Scenarios = append(rep.Scenarios, row)
-		cur, version = next, pr.Version
-	}
-	row, _, err := runBlobScenario(ctx, c, enc, o.Seed, version, cur, o.Compare) // blob.go
-	if err != nil {
-		return nil, err
-	}
-	logf("%-24s up %8d  down %8d", row.Name, row.UpBytes, row.DownBytes)
-	rep.Scenarios = append(rep.Scenarios, row)
-	rep.TotalSeconds = time.Since(start).Seconds()
-	return rep, nil
+	return &client{base: r.base, tok: tok}
 }
 
-// countedClient returns an HTTP client whose connections (one per request)
-// count every byte in both directions.
-func countedClient() (*http.Client, *counter) {
-	cnt := &counter{}
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return countingConn{conn, cnt}, nil
-		},
-		DisableCompression: true,
-		DisableKeepAlives:  true,
-	}
-	return &http.Client{Transport: tr}, cnt
-}
-
-type client struct {
-	base, tok string
-}
-
-// do sends one request on a fresh connection and counts its bytes.
-func (c *client) do(ctx context.Context, method, path, tok string, body []byte, encoding string) ([]byte, int64, error) {
-	hc, cnt := countedClient()
-	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	if encoding != "" {
-		req.Header.Set("Content-Encoding", encoding)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, 0, err
-	}
-	data, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return nil, 0, err
-	}
-	if resp.StatusCode != 200 {
-		return nil, 0, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, data)
-	}
-	return data, cnt.up.Load(), nil
-}
-
-// sync downloads the delta from one version to another and returns the
-// bytes that came down the wire (status line and headers included).
-func (c *client) sync(ctx context.Context, from, to uint64) (int64, error) {
-	hc, cnt := countedClient()
-	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/v1/sync?from=%d&to=%d", c.base, from, to), nil)
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.tok)
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(resp.Body)
-		return 0, fmt.Errorf("sync %d..%d: %d %s", from, to, resp.StatusCode, b)
-	}
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return 0, err
-	}
-	return cnt.down.Load(), nil
-}
-
-// patchFor expresses the change from cur to next as a client would send it:
-// a merge of the changed top-level fields of an edited object, a put of a
-// new record, a delete of a removed one.
-func patchFor(id string, base uint64, cur, next []gen.Record) *diff.Patch {
-	p := &diff.Patch{ID: id, Base: base}
-	i, j := 0, 0
-	for i < len(cur) || j < len(next) {
-		switch {
-		case j >= len(next) || i < len(cur) && cur[i].Key < next[j].Key:
-			p.Ops = append(p.Ops, diff.Op{Op: diff.OpDelete, Key: cur[i].Key})
-			i++
-		case i >= len(cur) || next[j].Key < cur[i].Key:
-			p.Ops = append(p.Ops, diff.Op{Op: diff.OpPut, Key: next[j].Key, Value: next[j].Value})
-			j++
-		default:
-			if !bytes.Equal(cur[i].Value, next[j].Value) {
-				p.Ops = append(p.Ops, editOp(cur[i], next[j]))
-			}
-			i++
-			j++
-		}
-	}
-	return p
-}
-
-func editOp(old, new gen.Record) diff.Op {
-	var a, b map[string]json.RawMessage
-	if json.Unmarshal(old.Value, &a) != nil || json.Unmarshal(new.Value, &b) != nil {
-		return diff.Op{Op: diff.OpPut, Key: new.Key, Value: new.Value}
-	}
-	mp := map[string]json.RawMessage{}
-	for k, v := range b {
-		if !bytes.Equal(a[k], v) {
-			mp[k] = v
-		}
-	}
-	for k := range a {
-		if _, ok := b[k]; !ok {
-			mp[k] = json.RawMessage("null")
-		}
-	}
-	patch, _ := json.Marshal(mp)
-	return diff.Op{Op: diff.OpMerge, Key: new.Key, Patch: patch}
+// build builds recs as the next version of user, directly into the store.
+func (r *run) build(ctx context.Context, user string, recs []gen.Record) error {
+	bo := snapshot.DefaultBuildOptions()
+	bo.Org, bo.User, bo.Secret = org, user, r.secret
+	_, _, err := diff.BuildVersion(ctx, r.store, bo, gen.NewSource(recs))
+	return err
 }
 
 func streamOf(recs []gen.Record) []byte {

@@ -63,14 +63,18 @@ func runBlobScenario(ctx context.Context, c *client, enc *zstd.Encoder, seed int
 	if err != nil {
 		return row, nil, err
 	}
-	if row.DownBytes, err = c.sync(ctx, version, pr.Version); err != nil {
+	d, err := c.sync(ctx, version, pr.Version, wire.DeltaFormat)
+	if err != nil {
 		return row, nil, err
 	}
-	if row.FullBytes, err = c.sync(ctx, 0, pr.Version); err != nil {
+	full, err := c.sync(ctx, 0, pr.Version, wire.DeltaFormat)
+	if err != nil {
 		return row, nil, err
 	}
-	row.DownBytes += get
-	row.FullBytes += get
+	// Down is the sync's breakdown; the blob's download is the rest of
+	// DownBytes.
+	row.Down, row.SyncMillis = d.breakdown, d.millis
+	row.DownBytes, row.FullBytes = d.total+get, full.total+get
 	if compare {
 		row.ZstdBytes = int64(len(enc.EncodeAll(raw, nil)))
 	}

@@ -70,18 +70,7 @@ func (c *Client) pullOnce(ctx context.Context, waitSeconds int, res *SyncResult)
 		}
 		mk = nil
 	}
-	q := url.Values{"from": {strconv.FormatUint(from, 10)}}
-	if known := c.Status().ServerHead; known > from {
-		// A version we know exists (a patch receipt, perhaps from another
-		// replica): a replica whose cached head trails reads it again.
-		q.Set("min", strconv.FormatUint(known, 10))
-	}
-	if mk != nil {
-		q.Set("to", strconv.FormatUint(mk.To, 10))
-		q.Set("skip", strconv.Itoa(mk.Received))
-	} else if waitSeconds > 0 {
-		q.Set("wait", strconv.Itoa(waitSeconds)+"s")
-	}
+	q := c.syncQuery(from, mk, waitSeconds)
 	resp, err := c.request(ctx, "sync", http.MethodGet, "/v1/sync", q, nil, nil)
 	var he *HTTPError
 	if errors.As(err, &he) && he.Status == http.StatusNotFound {
@@ -129,6 +118,26 @@ func (c *Client) pullOnce(ctx context.Context, waitSeconds int, res *SyncResult)
 	default:
 		return &serverError{op: "sync", err: fmt.Errorf("unexpected content type %q", ct)}
 	}
+}
+
+// syncQuery is what a sync from version from asks for: the download that
+// mk resumes, or whatever is newer (waiting up to waitSeconds for it).
+func (c *Client) syncQuery(from uint64, mk *state.Marker, waitSeconds int) url.Values {
+	// format: the newest delta-pack format wire reads (an older server
+	// ignores it and sends format 2, which wire reads too).
+	q := url.Values{"from": {strconv.FormatUint(from, 10)}, "format": {strconv.Itoa(wire.DeltaFormat)}}
+	if known := c.Status().ServerHead; known > from {
+		// A version we know exists (a patch receipt, perhaps from another
+		// replica): a replica whose cached head trails reads it again.
+		q.Set("min", strconv.FormatUint(known, 10))
+	}
+	if mk != nil {
+		q.Set("to", strconv.FormatUint(mk.To, 10))
+		q.Set("skip", strconv.Itoa(mk.Received))
+	} else if waitSeconds > 0 {
+		q.Set("wait", strconv.Itoa(waitSeconds)+"s")
+	}
+	return q
 }
 
 // notePolicy stores the policy when it changed.

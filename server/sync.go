@@ -91,6 +91,7 @@ func queryUint(ctx *fasthttp.RequestCtx, name string, def uint64) (uint64, error
 type syncQuery struct {
 	from, to, skip, min uint64
 	wait                time.Duration
+	format              int // of the delta pack
 }
 
 func (s *Server) parseSyncQuery(ctx *fasthttp.RequestCtx) (syncQuery, error) {
@@ -108,6 +109,9 @@ func (s *Server) parseSyncQuery(ctx *fasthttp.RequestCtx) (syncQuery, error) {
 	if q.min, err = queryUint(ctx, "min", 0); err != nil {
 		return q, err
 	}
+	if q.format, err = deltaFormat(ctx); err != nil {
+		return q, err
+	}
 	if w := ctx.QueryArgs().Peek("wait"); w != nil {
 		if q.wait, err = time.ParseDuration(string(w)); err != nil || q.wait < 0 {
 			return q, badRequest("query parameter wait=%q is not a duration such as 30s", w)
@@ -117,9 +121,10 @@ func (s *Server) parseSyncQuery(ctx *fasthttp.RequestCtx) (syncQuery, error) {
 	return q, nil
 }
 
-// sync handles GET /v1/sync?from=A[&to=B&skip=K][&wait=30s]: an up-to-date
-// answer, or one delta pack from A to the head (or to B, when resuming an
-// interrupted download of B, skipping the K chunks already received).
+// sync handles GET /v1/sync?from=A[&to=B&skip=K][&wait=30s][&format=N]: an
+// up-to-date answer, or one delta pack (in format N, see deltaFormat) from A
+// to the head (or to B, when resuming an interrupted download of B,
+// skipping the K chunks already received).
 //
 // The answer is committed to 200 only once the start of the pack is read
 // and verified (see readWindow); a failure after that ends the pack with an
@@ -194,6 +199,21 @@ func (s *Server) syncTarget(req *request, q syncQuery) (head, target uint64, err
 	return head, q.to, nil
 }
 
+// deltaFormat returns the delta-pack format the client asks for with
+// format=N: none (a client from before format 3) gets format 2; a client
+// newer than this server gets the newest format it writes, which the
+// client tells by the pack's format byte.
+func deltaFormat(ctx *fasthttp.RequestCtx) (int, error) {
+	f, err := queryUint(ctx, "format", wire.DeltaFormat2)
+	if err != nil {
+		return 0, err
+	}
+	if f < wire.DeltaFormat2 {
+		return 0, badRequest("delta format %d is not served: this server writes formats %d to %d", f, wire.DeltaFormat2, wire.DeltaFormat)
+	}
+	return int(min(f, wire.DeltaFormat)), nil
+}
+
 // planDelta reads the manifests, works out the pack and reads its first
 // window: everything that can fail before the answer is committed.
 func (s *Server) planDelta(req *request, q syncQuery, head, target uint64) (wire.DeltaSource, error) {
@@ -217,7 +237,7 @@ func (s *Server) planDelta(req *request, q syncQuery, head, target uint64) (wire
 		}
 		from = 0 // the client replaces what it has
 	}
-	src.Script = diff.Manifests(a, b)
+	src.Script, src.Format = diff.Manifests(a, b), q.format
 	needed := src.Script.Needed()
 	if q.skip > uint64(len(needed)) {
 		return src, badRequest("skip=%d but the delta from %d to %d has %d chunks", q.skip, from, target, len(needed))

@@ -15,7 +15,7 @@ import (
 )
 
 // failingGetter reads chunks through r but fails with err when it reaches
-// chunk at (after passing on the chunks before it).
+// chunk at (after passing on the chunks before it); at -1 fails every read.
 type failingGetter struct {
 	r   snapshot.ChunkGetter
 	at  int
@@ -23,6 +23,9 @@ type failingGetter struct {
 }
 
 func (g failingGetter) Chunks(ctx context.Context, idx []int, fn func(int, []byte) error) error {
+	if g.at < 0 {
+		return g.err
+	}
 	for k, i := range idx {
 		if i == g.at {
 			if err := g.r.Chunks(ctx, idx[:k], fn); err != nil {
@@ -136,39 +139,33 @@ func TestDeltaOldChunksUnreadable(t *testing.T) {
 	edited := gen.EditScattered(recs, 8, 2)
 	b := build(t, s, edited)
 	have := chunkMap(t, s, a)
-	withDict := pack(t, s, a, b, 0)
-
-	ds := deltaSource(s, a, b)
-	var told []error
-	ds.OldChunks = failingGetter{r: ds.OldChunks, at: firstDictChunk(t, ds.Script), err: &snapshot.ObjectError{Op: "read pack", Key: "gone", Err: snapshot.ErrNotExist}}
-	ds.OldChunkError = func(err error) { told = append(told, err) }
-	var buf bytes.Buffer
-	if err := wire.WriteDelta(context.Background(), &buf, ds); err != nil {
-		t.Fatalf("WriteDelta with unreadable old chunks: %v", err)
+	for _, format := range []int{wire.DeltaFormat2, wire.DeltaFormat} {
+		t.Run(fmt.Sprint("format", format), func(t *testing.T) {
+			withDict := packFormat(t, s, a, b, 0, format)
+			ds := deltaSource(s, a, b)
+			ds.Format = format
+			var told []error
+			// Every read of the old version fails, whichever chunks the
+			// format's dictionaries ask for.
+			ds.OldChunks = failingGetter{r: ds.OldChunks, at: -1, err: &snapshot.ObjectError{Op: "read pack", Key: "gone", Err: snapshot.ErrNotExist}}
+			ds.OldChunkError = func(err error) { told = append(told, err) }
+			var buf bytes.Buffer
+			if err := wire.WriteDelta(context.Background(), &buf, ds); err != nil {
+				t.Fatalf("WriteDelta with unreadable old chunks: %v", err)
+			}
+			if len(told) == 0 || !errors.Is(told[0], snapshot.ErrNotExist) {
+				t.Fatalf("OldChunkError told %v", told)
+			}
+			chunks, got, err := apply(t, buf.Bytes(), a, have)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(streamFrom(chunks, got, have), streamOf(edited)) {
+				t.Fatal("rebuilt stream differs")
+			}
+			if buf.Len() <= len(withDict) {
+				t.Fatalf("pack without dictionaries %d bytes, with %d: expected bigger", buf.Len(), len(withDict))
+			}
+		})
 	}
-	if len(told) == 0 || !errors.Is(told[0], snapshot.ErrNotExist) {
-		t.Fatalf("OldChunkError told %v", told)
-	}
-	chunks, got, err := apply(t, buf.Bytes(), a, have)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(streamFrom(chunks, got, have), streamOf(edited)) {
-		t.Fatal("rebuilt stream differs")
-	}
-	if buf.Len() <= len(withDict) {
-		t.Fatalf("pack without dictionaries %d bytes, with %d: expected bigger", buf.Len(), len(withDict))
-	}
-}
-
-// firstDictChunk returns the first old chunk a dictionary uses.
-func firstDictChunk(t *testing.T, s *diff.Script) int {
-	t.Helper()
-	for _, j := range s.Needed() {
-		if b, ok := s.Base[j]; ok && b >= 0 {
-			return max(b-1, 0)
-		}
-	}
-	t.Fatal("no chunk has a dictionary")
-	return 0
 }

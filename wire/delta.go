@@ -17,9 +17,13 @@ import (
 	"github.com/deltasync/deltasync/snapshot"
 )
 
-// A delta pack is the answer to GET /v1/sync when the client is behind:
+// A delta pack is the answer to GET /v1/sync when the client is behind. It
+// is versioned by its format byte; the server writes the format the client
+// asks for (format=N in the query; a client that sends none gets format 2,
+// the last one before the parameter existed), and the reader reads both.
+// Format 3 is described in delta3.go. Format 2:
 //
-//	"DSDP" format-byte
+//	"DSDP" 0x02
 //	one zstd stream {
 //	    uvarint len, header JSON (SyncHeader)
 //	    manifest delta: ops rebuilding the new chunk list from the old one
@@ -47,8 +51,11 @@ import (
 // needs no new format number: a reader that does not know it rejects the
 // pack as malformed, which it also counts as a server error.
 const (
-	DeltaMagic  = "DSDP"
-	DeltaFormat = 2
+	DeltaMagic = "DSDP"
+	// DeltaFormat is the newest format, written unless another is asked for.
+	DeltaFormat = 3
+	// DeltaFormat2 is the format of clients that do not ask for one.
+	DeltaFormat2 = 2
 
 	// ContentTypeDelta is the media type of a delta pack.
 	ContentTypeDelta = "application/vnd.deltasync.delta"
@@ -113,6 +120,7 @@ type DeltaSource struct {
 	Script    *diff.Script         // from the client's version (nil A for a full sync) to the new one
 	NewChunks snapshot.ChunkGetter // reads the new version's chunks
 	OldChunks snapshot.ChunkGetter // reads the old version's chunks (dictionaries); nil for a full sync
+	Format    int                  // of the pack: DeltaFormat2, or DeltaFormat (also 0)
 
 	// Abort describes a failure to read a chunk of the new version for the
 	// abort frame that ends the pack (nil: 500 internal).
@@ -142,7 +150,11 @@ func (e *AbortError) Error() string {
 var ErrDeltaAborted = errors.New("delta pack ended with an abort frame")
 
 // Encoders are pooled: a delta pack needs one stream encoder, and dictionary
-// compression re-targets an encoder per chunk with ResetWithOptions.
+// compression re-targets an encoder per chunk with ResetWithOptions. Every
+// encoder Huffman-codes the literals of blocks without matches
+// (WithAllLitEntropyCompression; klauspost/compress skips that at its
+// default level): base64 in a value (a photo) is 6 bits a character, so it
+// costs 0.75x of itself instead of 1x. It is zstd: old readers decode it.
 //
 // The stream's window is 1 MiB, not the default 8: a decoder holds a
 // window of history, and the device's memory is the budget (issue 13).
@@ -154,17 +166,35 @@ const streamWindow = 1 << 20
 var (
 	streamEncoders = sync.Pool{New: func() any {
 		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true),
-			zstd.WithWindowSize(streamWindow))
+			zstd.WithWindowSize(streamWindow), zstd.WithAllLitEntropyCompression(true))
 		return e
 	}}
 	dictEncoders = sync.Pool{New: func() any {
-		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true), zstd.WithLowerEncoderMem(true))
+		e, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true),
+			zstd.WithLowerEncoderMem(true), zstd.WithAllLitEntropyCompression(true))
 		return e
 	}}
 )
 
-// WriteDelta writes a delta pack starting at chunk src.Header.Skip.
+// WriteDelta writes a delta pack in format src.Format (0: DeltaFormat),
+// starting at chunk src.Header.Skip.
 func WriteDelta(ctx context.Context, w io.Writer, src DeltaSource) error {
+	h, needed, err := packHeader(src)
+	if err != nil {
+		return err
+	}
+	switch src.Format {
+	case 0, DeltaFormat:
+		return writeDelta3(ctx, w, src, h, needed)
+	case DeltaFormat2:
+		return writeDelta2(ctx, w, src, h, needed)
+	}
+	return fmt.Errorf("delta format %d: %w", src.Format, snapshot.ErrUnsupportedVersion)
+}
+
+// packHeader completes the header of a pack from its script: totals and
+// the new version's manifest fields.
+func packHeader(src DeltaSource) (SyncHeader, []int, error) {
 	s := src.Script
 	needed := s.Needed()
 	h := src.Header
@@ -179,10 +209,16 @@ func WriteDelta(ctx context.Context, w io.Writer, src DeltaSource) error {
 	h.Manifest.Min, h.Manifest.Avg, h.Manifest.Max = m.Chunker.Min, m.Chunker.Avg, m.Chunker.Max
 	h.Manifest.CreatedUnix = m.CreatedUnix
 	if h.Skip < 0 || h.Skip > len(needed) {
-		return fmt.Errorf("skip %d of %d chunks: %w", h.Skip, len(needed), snapshot.ErrInvalid)
+		return h, nil, fmt.Errorf("skip %d of %d chunks: %w", h.Skip, len(needed), snapshot.ErrInvalid)
 	}
+	return h, needed, nil
+}
 
-	if _, err := io.WriteString(w, DeltaMagic+string(rune(DeltaFormat))); err != nil {
+// writeDelta2 writes format 2: everything in one zstd stream, a changed
+// chunk as its own frame against the old chunks around the one it replaces.
+func writeDelta2(ctx context.Context, w io.Writer, src DeltaSource, h SyncHeader, needed []int) error {
+	s := src.Script
+	if _, err := io.WriteString(w, DeltaMagic+string(rune(DeltaFormat2))); err != nil {
 		return err
 	}
 	enc := streamEncoders.Get().(*zstd.Encoder)
@@ -469,11 +505,43 @@ type DeltaReader struct {
 	lastJ   int
 	oldLen  int    // chunks in the client's old list (dictionary bounds)
 	dict    []byte // reused dictionary buffer
-	payload []byte // reused chunk buffer
+	payload []byte // reused chunk buffer (format 2)
+	v3      *state3
+	keys    int // bytes of first keys the reader allocated (MaxDeltaKeyBytes)
+}
+
+// newKey returns a first key made of prefix and suffix, within the budget
+// of MaxDeltaKeyBytes.
+func (d *DeltaReader) newKey(prefix string, suffix []byte) (string, error) {
+	if err := d.countKey(len(prefix) + len(suffix)); err != nil {
+		return "", err
+	}
+	return prefix + string(suffix), nil
+}
+
+// countKey counts a new first key of n bytes against MaxDeltaKeyBytes.
+func (d *DeltaReader) countKey(n int) error {
+	if n > snapshot.MaxKeyLen {
+		return d.bad("first key of %d bytes", n)
+	}
+	if d.keys+n > MaxDeltaKeyBytes {
+		return d.bad("first keys of more than %d bytes in all", MaxDeltaKeyBytes)
+	}
+	d.keys += n
+	return nil
 }
 
 // MaxDeltaMemory bounds the zstd window and frames the client accepts.
 const MaxDeltaMemory = 64 << 20
+
+// The chunk list a pack makes the client build is bounded too, however
+// compressible its manifest delta: at most MaxDeltaChunks chunks (4 GiB of
+// data at the default 8 KiB average chunk, a list of about 50 MiB) with
+// first keys of at most MaxDeltaKeyBytes in all.
+const (
+	MaxDeltaChunks   = 1 << 19
+	MaxDeltaKeyBytes = 64 << 20
+)
 
 // NewDeltaReader reads the header and the manifest delta. old is the chunk
 // list of the version the client holds (ignored for a full sync).
@@ -485,7 +553,10 @@ func NewDeltaReader(r io.Reader, old []snapshot.ChunkRef) (*DeltaReader, error) 
 	if string(magic[:4]) != DeltaMagic {
 		return nil, fmt.Errorf("bad magic: %w", ErrBadDelta)
 	}
-	if magic[4] != DeltaFormat {
+	if magic[4] == DeltaFormat {
+		return newReader3(r, old)
+	}
+	if magic[4] != DeltaFormat2 {
 		return nil, fmt.Errorf("delta format %d: %w", magic[4], snapshot.ErrUnsupportedVersion)
 	}
 	dec, err := zstd.NewReader(r, zstd.WithDecoderMaxMemory(MaxDeltaMemory), zstd.WithDecoderMaxWindow(MaxDeltaMemory), zstd.WithDecoderConcurrency(1))
@@ -534,6 +605,11 @@ func (d *DeltaReader) readHeader() error {
 	if _, err := io.ReadFull(d.r, b); err != nil {
 		return d.bad("truncated header")
 	}
+	return d.parseHeader(b)
+}
+
+// parseHeader decodes the header JSON and checks its counts.
+func (d *DeltaReader) parseHeader(b []byte) error {
 	if err := json.Unmarshal(b, &d.header); err != nil {
 		return d.bad("header: %v", err)
 	}
@@ -541,6 +617,10 @@ func (d *DeltaReader) readHeader() error {
 	if h.Skip < 0 || h.Total.Chunks < 0 || h.Skip > h.Total.Chunks || h.Manifest.Chunks < 0 || h.Total.Chunks > h.Manifest.Chunks {
 		return d.bad("header counts")
 	}
+	if h.Manifest.Chunks > MaxDeltaChunks {
+		return d.bad("a version of %d chunks: at most %d", h.Manifest.Chunks, MaxDeltaChunks)
+	}
+	d.chunks = make([]snapshot.ChunkRef, 0, min(h.Manifest.Chunks, 1<<16))
 	return nil
 }
 
@@ -615,7 +695,9 @@ func (d *DeltaReader) readManifest(old []snapshot.ChunkRef) error {
 					return d.bad("truncated chunk entry")
 				}
 				c.Size, c.Records, c.Continued = uint32(size), uint32(recs), flags == 1
-				c.FirstKey = prev[:shared] + string(suffix)
+				if c.FirstKey, err = d.newKey(prev[:shared], suffix); err != nil {
+					return err
+				}
 				c.StoredLen = c.Size
 				prev = c.FirstKey
 				d.chunks = append(d.chunks, c)
@@ -629,20 +711,28 @@ func (d *DeltaReader) readManifest(old []snapshot.ChunkRef) error {
 // Header returns the pack's header.
 func (d *DeltaReader) Header() SyncHeader { return d.header }
 
-// Chunks returns the new version's chunk list. Entries copied from the old
-// list keep their fields; new entries carry ID, size, records, continuation
-// and first key (Sum is filled in by the client as chunks are verified).
+// Chunks returns the new version's chunk list (the same slice on every
+// call). Entries copied from the old list keep their fields; other entries
+// carry ID, size, records, continuation and first key (Sum is filled in by
+// the client as chunks are verified). In format 3 the entries of the chunks
+// the pack carries hold only their size and continuation until Next returns
+// them; Next fills in the rest, derived from the bytes.
 func (d *DeltaReader) Chunks() []snapshot.ChunkRef { return d.chunks }
 
-// Next returns the next chunk: its index in the new list and its raw bytes,
-// verified against the entry's size and keyed ID. The bytes are valid
-// until the next call (a full sync passes the whole data set through
-// Next: a buffer per chunk would be that much garbage). base returns the raw bytes
-// of an old chunk (the client's copy) for dictionary-compressed chunks. It
-// returns io.EOF after the last chunk, once the end mark is checked, and
-// an *AbortError (on this and every later call) if the server ended the
-// pack early with an abort frame.
+// Next returns the next chunk: its index in the new list and its raw bytes
+// (valid until the next call: a full sync passes the whole data set through
+// Next, and a buffer per chunk would be that much garbage), checked against
+// the entry's size and keyed ID (format 2), or given the ID of its bytes,
+// its size checked (format 3, where the totals, and the client's stream
+// hash, pin the result). base returns the raw bytes of an old chunk (the
+// client's copy) for dictionary-compressed chunks. It returns io.EOF after
+// the last chunk, once the end mark and totals are checked, and an
+// *AbortError (on this and every later call) if the server ended the pack
+// early with an abort frame.
 func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte, error) {
+	if d.v3 != nil {
+		return d.next3(base)
+	}
 	if d.aborted != nil {
 		return 0, nil, d.aborted
 	}
@@ -771,7 +861,9 @@ func (d *DeltaReader) dictDecode(frame, dict []byte, size int) ([]byte, error) {
 
 // Close releases the decoders.
 func (d *DeltaReader) Close() {
-	d.dec.Close()
+	if d.dec != nil {
+		d.dec.Close()
+	}
 	if d.dictD != nil {
 		d.dictD.Close()
 	}

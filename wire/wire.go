@@ -1,6 +1,14 @@
 // Package wire holds the message types that the server and the client share:
-// JSON control messages and the binary delta-pack format (delta.go, with
-// its abort frame). It sits below both so that neither imports the other.
+// JSON control messages and the binary delta-pack format. It sits below both
+// so that neither imports the other.
+//
+// The delta pack is versioned by its fifth byte. Format 3 (delta3.go, the
+// one WriteDelta writes by default) sends only what a client cannot derive
+// and compresses the chunks in groups against the old chunks they overlap;
+// format 2 (delta.go) is what clients that ask for no format get. One
+// DeltaReader reads both, and bounds what a hostile pack can make it
+// allocate (MaxDeltaMemory, MaxDeltaChunks, MaxDeltaKeyBytes). Breakdown
+// says where a format-3 pack's bytes go, for the bench.
 package wire
 
 import "github.com/deltasync/deltasync/diff"
