@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,33 +29,6 @@ import (
 
 // The acceptance of issue 11 (the app's backend, live in both directions),
 // against real `deltasync serve` processes on one directory store.
-
-// startServeArgs runs `deltasync serve` on store with extra flags, as
-// startServe does.
-func startServeArgs(t *testing.T, store string, extra ...string) string {
-	t.Helper()
-	addr := freePort(t)
-	args := append([]string{"serve", "--addr", addr, "--store", store, "--jwt-secret", replicaSecret, "--log-json"}, extra...)
-	cmd := cliCommand(t, args...)
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	for range 400 {
-		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
-			resp.Body.Close()
-			return "http://" + addr
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	t.Fatalf("serve did not start: %s", logs.String())
-	return ""
-}
 
 func replicaToken(t *testing.T, c server.Claims) string {
 	t.Helper()
@@ -143,7 +114,7 @@ func TestFanoutToTwoHundredMembers(t *testing.T) {
 	}
 	device, users := users[members], users[:members]
 	buildMembers(t, dir, "acme", append(users, device))
-	url := startServeArgs(t, "file://"+dir)
+	url := startServe(t, "file://"+dir)
 	adm := &admin.Client{URL: url, Token: replicaToken(t, server.Claims{Admin: true, Org: "acme"})}
 	ctx := context.Background()
 	on := true
@@ -282,7 +253,7 @@ func checkMembersReceive(t *testing.T, url string, users []string, key string, m
 // TestOrgAdminAgainstServe: an org admin of org A gets 403 on every route
 // of org B, the deployment admin reaches both.
 func TestOrgAdminAgainstServe(t *testing.T) {
-	url := startServeArgs(t, "file://"+t.TempDir())
+	url := startServe(t, "file://"+t.TempDir())
 	tokA := replicaToken(t, server.Claims{Admin: true, Org: "orga"})
 	deploy := replicaToken(t, server.Claims{Admin: true})
 	routes := func(org string) [][3]string {
@@ -326,7 +297,7 @@ func TestOrgAdminAgainstServe(t *testing.T) {
 func TestConsumerKeepsEntriesThroughGC(t *testing.T) {
 	dir := t.TempDir()
 	store := "file://" + dir
-	url := startServeArgs(t, store, "--feed-settle", "1ms")
+	url := startServe(t, store, "--feed-settle", "1ms")
 	ctx := context.Background()
 	adm := &admin.Client{URL: url, Token: replicaToken(t, server.Claims{Admin: true, Org: "acme"})}
 	on := true
@@ -451,7 +422,7 @@ func TestWebhookThreeReplicas(t *testing.T) {
 	store := "file://" + t.TempDir()
 	flags := []string{"--feed-settle", "50ms", "--feed-worker-interval", "200ms",
 		"--webhook-backoff-min", "50ms", "--webhook-backoff-max", "400ms", "--hooks-allow-private"}
-	urls := []string{startServeArgs(t, store, flags...), startServeArgs(t, store, flags...), startServeArgs(t, store, flags...)}
+	urls := []string{startServe(t, store, flags...), startServe(t, store, flags...), startServe(t, store, flags...)}
 	ctx := context.Background()
 	deploy := replicaToken(t, server.Claims{Admin: true})
 	on, hook, secret := true, recv.URL, webhookSecret
@@ -579,7 +550,7 @@ func TestValidatorAgainstServe(t *testing.T) {
 		json.NewEncoder(w).Encode(out)
 	}))
 	defer validator.Close()
-	url := startServeArgs(t, "file://"+t.TempDir(), "--hooks-allow-private")
+	url := startServe(t, "file://"+t.TempDir(), "--hooks-allow-private")
 	ctx := context.Background()
 	on, v, secret := true, validator.URL, webhookSecret
 	adm := &admin.Client{URL: url, Token: replicaToken(t, server.Claims{Admin: true, Org: "acme"})}

@@ -37,7 +37,7 @@ func startServe(t *testing.T, store string, extra ...string) string {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
-	for range 200 {
+	for range 400 { // 10 s: a loaded machine starts processes slowly
 		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
 			resp.Body.Close()
 			return "http://" + addr
