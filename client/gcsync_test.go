@@ -5,9 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -46,33 +43,7 @@ func eachRealStore(t *testing.T, fn func(t *testing.T, st snapshot.Store)) {
 // replica, if st already has one).
 func newTestServerOn(t *testing.T, st snapshot.Store) *testServer {
 	t.Helper()
-	opts := server.DefaultOptions()
-	opts.Store = st
-	opts.JWTSecret = netJWTSecret
-	opts.ChunkSecret = netChunkSecret
-	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	opts.SettingsTTL = 0
-	s, err := server.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	admin, err := server.MintToken(netJWTSecret, server.Claims{Admin: true}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := &testServer{t: t, url: "http://" + ln.Addr().String(), store: st, admin: admin}
-	ts.setPolicy(`{"offline_mode":true,"conflict_policy":"client-wins"}`)
-	return ts
+	return newTestServerWith(t, func(o *server.Options) { o.Store = st })
 }
 
 // editRecord returns recs with record i given a new value.

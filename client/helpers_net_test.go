@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,9 +15,9 @@ import (
 	"time"
 
 	"github.com/deltasync/deltasync/internal/gen"
+	"github.com/deltasync/deltasync/internal/servertest"
 	"github.com/deltasync/deltasync/server"
 	"github.com/deltasync/deltasync/snapshot"
-	"github.com/deltasync/deltasync/snapshot/memstore"
 )
 
 var (
@@ -39,32 +37,20 @@ type testServer struct {
 
 func newTestServer(t testing.TB) *testServer {
 	t.Helper()
-	opts := server.DefaultOptions()
-	st := memstore.New()
-	opts.Store = st
-	opts.JWTSecret = netJWTSecret
-	opts.ChunkSecret = netChunkSecret
-	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	opts.SettingsTTL = 0
-	s, err := server.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	admin, err := server.MintToken(netJWTSecret, server.Claims{Admin: true}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := &testServer{t: t, url: "http://" + ln.Addr().String(), store: st, admin: admin}
+	return newTestServerWith(t, nil)
+}
+
+// newTestServerWith is newTestServer with edit (if not nil) applied to the
+// server's options last.
+func newTestServerWith(t testing.TB, edit func(*server.Options)) *testServer {
+	t.Helper()
+	s := servertest.Start(t, servertest.Options{JWTSecret: netJWTSecret, Configure: func(o *server.Options) {
+		o.ChunkSecret = netChunkSecret
+		if edit != nil {
+			edit(o)
+		}
+	}})
+	ts := &testServer{t: t, url: s.URL, store: s.Store, admin: s.AdminToken(t)}
 	ts.setPolicy(`{"offline_mode":true,"conflict_policy":"client-wins"}`)
 	return ts
 }

@@ -8,9 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -23,7 +21,6 @@ import (
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/server"
 	"github.com/deltasync/deltasync/snapshot"
-	"github.com/deltasync/deltasync/snapshot/memstore"
 	"github.com/deltasync/deltasync/wire"
 )
 
@@ -420,41 +417,6 @@ func TestDeviceLimitsNeverCostAnEdit(t *testing.T) {
 	if got := ts.export("ann"); got != want {
 		t.Fatalf("server:\n%s", got)
 	}
-}
-
-// newTestServerWith is newTestServer with edit applied to the server's
-// options (kept here so the shared helpers stay untouched).
-func newTestServerWith(t *testing.T, edit func(*server.Options)) *testServer {
-	t.Helper()
-	st := memstore.New()
-	opts := server.DefaultOptions()
-	opts.Store = st
-	opts.JWTSecret = netJWTSecret
-	opts.ChunkSecret = netChunkSecret
-	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	opts.SettingsTTL = 0
-	edit(&opts)
-	s, err := server.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	admin, err := server.MintToken(netJWTSecret, server.Claims{Admin: true}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := &testServer{t: t, url: "http://" + ln.Addr().String(), store: st, admin: admin}
-	ts.setPolicy(`{"offline_mode":true,"conflict_policy":"client-wins"}`)
-	return ts
 }
 
 // proxyLimit stands for a reverse proxy in front of the server with a body

@@ -1,16 +1,13 @@
 package client
 
 import (
-	"context"
-	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"testing"
 	"time"
 
 	"github.com/deltasync/deltasync/internal/gen"
+	"github.com/deltasync/deltasync/internal/servertest"
 	"github.com/deltasync/deltasync/server"
 )
 
@@ -19,28 +16,12 @@ import (
 // its feed watcher does not run again.
 func (ts *testServer) startReplica() string {
 	ts.t.Helper()
-	opts := server.DefaultOptions()
-	opts.Store = ts.store
-	opts.JWTSecret = netJWTSecret
-	opts.ChunkSecret = netChunkSecret
-	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	opts.HeadCacheTTL = time.Hour
-	opts.Watch.Interval = time.Hour
-	s, err := server.New(opts)
-	if err != nil {
-		ts.t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		ts.t.Fatal(err)
-	}
-	go s.Serve(ln)
-	ts.t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	return ln.Addr().String()
+	s := servertest.Start(ts.t, servertest.Options{Store: ts.store, JWTSecret: netJWTSecret, Configure: func(o *server.Options) {
+		o.ChunkSecret = netChunkSecret
+		o.HeadCacheTTL = time.Hour
+		o.Watch.Interval = time.Hour
+	}})
+	return s.Addr
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
