@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -169,8 +170,7 @@ func FuzzDelta3Sections(f *testing.F) {
 // goes without dictionary: a frame with one would need the old chunks the
 // runs name, which the reader assembles itself.
 func assemble3(hdr, man, ghdr, content []byte) []byte {
-	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
-	hdrEnc, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderDictRaw(1, []byte(wire.HeaderDict)))
+	enc, hdrEnc := assembleEncoders()
 	out := []byte(wire.DeltaMagic + "\x03")
 	for _, part := range [][]byte{hdr, man} {
 		fr := hdrEnc.EncodeAll(part, nil)
@@ -223,3 +223,12 @@ func TestDelta3RefusesDecompressionBombs(t *testing.T) {
 		}
 	}
 }
+
+// assembleEncoders are assemble3's encoders, made once: making two per
+// call held the fuzzer to about 30 inputs a second (and ran it past its
+// deadline in CI). EncodeAll may be called concurrently.
+var assembleEncoders = sync.OnceValues(func() (enc, hdrEnc *zstd.Encoder) {
+	enc, _ = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderLevel(zstd.SpeedFastest))
+	hdrEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderDictRaw(1, []byte(wire.HeaderDict)))
+	return enc, hdrEnc
+})
