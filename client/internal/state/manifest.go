@@ -53,22 +53,29 @@ func marshalManifest(m *snapshot.Manifest) ([]byte, error) {
 	prev := ""
 	for i := range m.Chunks {
 		c := &m.Chunks[i]
-		b = append(b, c.ID[:]...)
-		b = append(b, c.Sum[:]...)
-		b = binary.AppendUvarint(b, uint64(c.Size))
-		b = binary.AppendUvarint(b, uint64(c.Records))
-		flags := byte(0)
-		if c.Continued {
-			flags = 1
-		}
-		b = append(b, flags)
-		shared := commonPrefix(prev, c.FirstKey)
-		b = binary.AppendUvarint(b, uint64(shared))
-		b = binary.AppendUvarint(b, uint64(len(c.FirstKey)-shared))
-		b = append(b, c.FirstKey[shared:]...)
+		b = appendChunkRef(b, c, prev)
 		prev = c.FirstKey
 	}
 	return b, nil
+}
+
+// appendChunkRef appends one chunk's entry of a local chunk list (the
+// manifest's and a page's): ID, SHA-256, size, records, the continued
+// flag and the first key as a suffix of prev, the entry before it.
+func appendChunkRef(b []byte, c *snapshot.ChunkRef, prev string) []byte {
+	b = append(b, c.ID[:]...)
+	b = append(b, c.Sum[:]...)
+	b = binary.AppendUvarint(b, uint64(c.Size))
+	b = binary.AppendUvarint(b, uint64(c.Records))
+	flags := byte(0)
+	if c.Continued {
+		flags = 1
+	}
+	b = append(b, flags)
+	shared := commonPrefix(prev, c.FirstKey)
+	b = binary.AppendUvarint(b, uint64(shared))
+	b = binary.AppendUvarint(b, uint64(len(c.FirstKey)-shared))
+	return append(b, c.FirstKey[shared:]...)
 }
 
 func commonPrefix(a, b string) int {

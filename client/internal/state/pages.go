@@ -84,19 +84,7 @@ func encodePage(chunks []snapshot.ChunkRef, seqs []uint64) []byte {
 	prev := ""
 	for i := range chunks {
 		c := &chunks[i]
-		b = append(b, c.ID[:]...)
-		b = append(b, c.Sum[:]...)
-		b = binary.AppendUvarint(b, uint64(c.Size))
-		b = binary.AppendUvarint(b, uint64(c.Records))
-		flags := byte(0)
-		if c.Continued {
-			flags = 1
-		}
-		b = append(b, flags)
-		shared := commonPrefix(prev, c.FirstKey)
-		b = binary.AppendUvarint(b, uint64(shared))
-		b = binary.AppendUvarint(b, uint64(len(c.FirstKey)-shared))
-		b = append(b, c.FirstKey[shared:]...)
+		b = appendChunkRef(b, c, prev)
 		b = binary.AppendUvarint(b, seqs[i])
 		prev = c.FirstKey
 	}
