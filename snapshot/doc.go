@@ -91,10 +91,17 @@
 // only importer of minio-go) and snapshot/memstore (tests); all pass the
 // conformance suite snapshot/storetest. snapshot/deadline wraps any store
 // so that no call outlives a budget, and snapshot/storeurl opens one from a
-// URL. A function that needs less than a whole Store asks for a role, so
-// its signature says what it may do: Getter (reads objects), Lister,
-// ReadStore (reads and lists, changes nothing), Creator (create-only
-// writes).
+// URL.
+//
+// Store is the composition of role interfaces, and a function that needs
+// less than a whole Store asks for a role, so its signature says what it
+// may do to the store: Getter (reads objects: ReadManifest, NewReader),
+// Lister (lists keys), ReadStore (reads and lists, changes nothing: Head,
+// diff.ReadFeed), Creator (create-only writes), Swapper (compare-and-swap),
+// Deleter, and CreateStore (reads and adds, never replaces nor removes:
+// Build, ApplyEdits). What overwrites blindly (Commit's head hint, with
+// Put) or plays most roles (the start-up probe, a patch replay) takes a
+// whole Store.
 //
 // # Object layout
 //
