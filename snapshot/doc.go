@@ -57,7 +57,8 @@
 //
 // Store is a flat namespace of objects under slash-separated keys
 // (ValidateObjectKey): Get, GetRange, Put, PutIfAbsent, PutIfMatch, Stat,
-// List (lexical order) and Delete, every call taking a context. Writes are
+// List and ListAfter (lexical order) and Delete, every call taking a
+// context. Writes are
 // atomic: a reader sees the whole old object or the whole new one. Errors
 // match the sentinels of errors.go (ErrNotExist, ErrExist, ErrPrecondition,
 // ErrCorrupt, ErrInvalid, ErrUnavailable), translated at each backend's
