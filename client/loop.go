@@ -133,101 +133,151 @@ func (c *Client) networkAllowed() bool {
 	return !c.loop.disconnected
 }
 
+// runLoop is the background sync (Start). Each turn waits for the network
+// if there is none, plans a cycle (a sync, or a long poll when there is
+// nothing to push), runs it, and reports it, or reports the failure and
+// waits out a backoff.
 func (c *Client) runLoop(ctx context.Context, wake chan struct{}, done chan struct{}) {
 	defer close(done)
 	failures := 0 // in a row
 	fresh := true // the next cycle follows a wake or a failure: report syncing
 	for ctx.Err() == nil {
 		if !c.networkAllowed() {
-			if !c.OfflineMode() {
-				c.setState(StateOffline, ReasonNoConnection, "no network connection")
-			}
-			select {
-			case <-ctx.Done():
+			if !c.waitForNetwork(ctx, wake) {
 				return
-			case <-wake:
 			}
 			fresh = true
 			continue
 		}
-		blocked := c.RebaseNeeded()
-		wait := 0
-		if !fresh && (blocked || c.Status().PendingEdits == 0) {
-			wait = c.opts.LongPollSeconds
-		}
-		cycleCtx, cycleCancel := context.WithCancel(ctx)
-		pollCtx, pollCancel := cycleCtx, context.CancelFunc(func() {})
-		if wait > 0 {
-			pollCtx, pollCancel = context.WithCancel(cycleCtx)
-		}
-		c.loop.mu.Lock()
-		c.loop.cycleCancel = cycleCancel
-		if wait > 0 {
-			c.loop.pollCancel = pollCancel
-		}
-		c.loop.mu.Unlock()
-		// A wake that came before this point is for work this cycle does.
-		select {
-		case <-wake:
-		default:
-		}
-
-		res := &SyncResult{}
-		c.netMu.Lock()
-		var err error
-		if c.networkAllowed() {
-			err = c.syncLocked(pollCtx, !blocked, true, wait, res)
-		} else {
-			err = context.Canceled
-		}
-		c.netMu.Unlock()
-
-		c.loop.mu.Lock()
-		c.loop.cycleCancel, c.loop.pollCancel = nil, nil
-		c.loop.mu.Unlock()
-		pollCancel()
-		cycleCancel()
-
+		cy := c.planCycle(fresh)
+		err := c.runCycle(ctx, wake, cy)
 		switch {
 		case ctx.Err() != nil:
 			return
-		case err != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+		case interrupted(err):
 			// Woken out of a long poll, or the network was switched off.
 			fresh = true
-			continue
 		case err == nil:
-			failures = 0
-			if blocked {
-				c.reportOutcome(ErrRebaseNeeded, 0)
-			} else if wait == 0 || !res.UpToDate {
-				c.reportOutcome(nil, 0)
-			} else {
-				c.touchSynced() // a quiet long poll: still in touch
+			failures, fresh = 0, false
+			c.reportCycle(cy)
+		default:
+			failures, fresh = failures+1, true
+			if !c.retryAfter(ctx, wake, err, failures) {
+				return
 			}
-			fresh = false
-			continue
-		}
-		failures++
-		c.reportOutcome(err, failures)
-		fresh = true
-		delay := c.backoff(failures)
-		if !temporary(err) {
-			// Someone must act (new token, org settings): no point in
-			// asking often.
-			delay = time.Duration(c.opts.RetryMaxMillis) * time.Millisecond
-		}
-		c.setRetry(c.statusNow().Add(delay))
-		timer := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			c.setRetry(time.Time{})
-			return
-		case <-timer.C:
-		case <-wake:
-			timer.Stop()
 		}
 	}
+}
+
+// cycle is what one turn of the loop does.
+type cycle struct {
+	blocked bool // a rebase is needed: pull only
+	wait    int  // long-poll seconds; 0 for a plain sync
+	res     SyncResult
+}
+
+// waitForNetwork reports offline/no_connection (offline mode reports
+// itself) and waits for a wake. It returns false if ctx ended first.
+func (c *Client) waitForNetwork(ctx context.Context, wake chan struct{}) bool {
+	if !c.OfflineMode() {
+		c.setState(StateOffline, ReasonNoConnection, "no network connection")
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-wake:
+		return true
+	}
+}
+
+// planCycle chooses the next cycle: a plain sync after a wake or a
+// failure (fresh) or while edits wait to be pushed, otherwise a long poll
+// for the next version.
+func (c *Client) planCycle(fresh bool) *cycle {
+	cy := &cycle{blocked: c.RebaseNeeded()}
+	if !fresh && (cy.blocked || c.Status().PendingEdits == 0) {
+		cy.wait = c.opts.LongPollSeconds
+	}
+	return cy
+}
+
+// runCycle runs one push-then-pull under the network lock. kickLoop can
+// cancel it while it runs (the cycle's cancel), and a long poll's wait for
+// news (the poll's cancel, until data arrives: dataArrived).
+func (c *Client) runCycle(ctx context.Context, wake chan struct{}, cy *cycle) error {
+	cycleCtx, cycleCancel := context.WithCancel(ctx)
+	pollCtx, pollCancel := cycleCtx, context.CancelFunc(func() {})
+	if cy.wait > 0 {
+		pollCtx, pollCancel = context.WithCancel(cycleCtx)
+	}
+	c.loop.mu.Lock()
+	c.loop.cycleCancel = cycleCancel
+	if cy.wait > 0 {
+		c.loop.pollCancel = pollCancel
+	}
+	c.loop.mu.Unlock()
+	// A wake that came before this point is for work this cycle does.
+	select {
+	case <-wake:
+	default:
+	}
+
+	c.netMu.Lock()
+	err := context.Canceled
+	if c.networkAllowed() {
+		err = c.syncLocked(pollCtx, !cy.blocked, true, cy.wait, &cy.res)
+	}
+	c.netMu.Unlock()
+
+	c.loop.mu.Lock()
+	c.loop.cycleCancel, c.loop.pollCancel = nil, nil
+	c.loop.mu.Unlock()
+	pollCancel()
+	cycleCancel()
+	return err
+}
+
+// interrupted reports a cycle cancelled before its end: by a wake during
+// a long poll, or by the network being switched off.
+func interrupted(err error) bool {
+	return err != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+}
+
+// reportCycle reports a cycle that succeeded. A quiet long poll (no new
+// version) only notes that the client is still in touch.
+func (c *Client) reportCycle(cy *cycle) {
+	switch {
+	case cy.blocked:
+		c.reportOutcome(ErrRebaseNeeded, 0)
+	case cy.wait == 0 || !cy.res.UpToDate:
+		c.reportOutcome(nil, 0)
+	default:
+		c.touchSynced()
+	}
+}
+
+// retryAfter reports failure number failures and waits out its backoff,
+// which a wake cuts short. It returns false if ctx ended first.
+func (c *Client) retryAfter(ctx context.Context, wake chan struct{}, err error, failures int) bool {
+	c.reportOutcome(err, failures)
+	delay := c.backoff(failures)
+	if !temporary(err) {
+		// Someone must act (new token, org settings): no point in
+		// asking often.
+		delay = time.Duration(c.opts.RetryMaxMillis) * time.Millisecond
+	}
+	c.setRetry(c.statusNow().Add(delay))
+	timer := time.NewTimer(delay)
+	select {
+	case <-ctx.Done():
+		timer.Stop()
+		c.setRetry(time.Time{})
+		return false
+	case <-timer.C:
+	case <-wake:
+		timer.Stop()
+	}
+	return true
 }
 
 // backoff is the delay before retry number failures: exponential from

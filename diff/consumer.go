@@ -123,8 +123,11 @@ func ReadConsumers(ctx context.Context, s snapshot.ReadStore, org string) ([]Con
 // PutConsumer stores c: create-only if c.ETag is "", else compare-and-swap
 // against it. Losing either race matches snapshot.ErrExist,
 // ErrPrecondition or ErrNotExist and changes nothing; on success c.ETag is
-// the new one.
-func PutConsumer(ctx context.Context, s snapshot.Store, c *Consumer) error {
+// the new one. It only ever writes conditionally.
+func PutConsumer(ctx context.Context, s interface {
+	snapshot.Creator
+	snapshot.Swapper
+}, c *Consumer) error {
 	body, err := json.Marshal(c)
 	if err != nil {
 		return err

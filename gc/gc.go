@@ -240,7 +240,7 @@ func (r *Report) String() string {
 // A failing user does not stop the others: Run then returns the report with
 // an error joining every user's failure. Only a failed listing or a done ctx
 // stops the run early.
-func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, error) {
+func Run(ctx context.Context, store Store, opts Options) (*Report, error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
@@ -325,7 +325,7 @@ func Run(ctx context.Context, store snapshot.Store, opts Options) (*Report, erro
 // keep their own. Never younger than DefaultGrace: a temp file is no object
 // any version could reference, so a short grace gives no reason to cut a
 // slow writer's file short.
-func sweepTemp(ctx context.Context, store snapshot.Store, opts Options, rep *Report) error {
+func sweepTemp(ctx context.Context, store Store, opts Options, rep *Report) error {
 	sw, ok := snapshot.AsTempSweeper(store)
 	if !ok || opts.DryRun {
 		return nil

@@ -48,15 +48,15 @@ func (u *userObjects) add(rest string, oi snapshot.ObjectInfo) {
 	}
 }
 
-// collectStore is what gc does to a store: it reads, lists and deletes,
-// and never writes an object.
-type collectStore interface {
+// Store is what gc does to a store: it reads, lists and deletes, and never
+// writes an object. Every snapshot.Store is one.
+type Store interface {
 	snapshot.ReadStore
-	Delete(ctx context.Context, key string) error
+	snapshot.Deleter
 }
 
 type runner struct {
-	s    collectStore
+	s    Store
 	opts Options
 	now  time.Time
 	// consumers are the registered feed consumers by org, read before the

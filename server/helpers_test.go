@@ -6,13 +6,13 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 
+	"github.com/deltasync/deltasync/internal/testkit"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/memstore"
 	"github.com/deltasync/deltasync/snapshot/storetest"
@@ -29,24 +29,7 @@ type testEnv struct {
 	store  *storetest.Faults // wraps envConfig.store: set its fields to inject faults
 	ln     *fasthttputil.InmemoryListener
 	client *fasthttp.Client
-	logs   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+	logs   *testkit.Buffer
 }
 
 type envConfig struct {
@@ -77,7 +60,7 @@ func newEnvServer(t *testing.T, cfg envConfig) *testEnv {
 		base = memstore.New()
 	}
 	fs := storetest.Wrap(base)
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	opts := DefaultOptions()
 	opts.Store = fs
 	opts.JWTSecret = testSecret

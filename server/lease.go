@@ -25,7 +25,7 @@ import (
 // clock skew up to its size. A holder that lost the lease (a renewal
 // refused) stops at once.
 type lease struct {
-	s      snapshot.Store
+	s      leaseStore
 	key    string
 	holder string
 	ttl    time.Duration
@@ -34,6 +34,14 @@ type lease struct {
 
 	etag  string    // of the object as we last wrote it ("": not ours)
 	until time.Time // valid: trust the lease until then
+}
+
+// leaseStore is what a lease does to the store: it reads its object and
+// writes it only conditionally, create-only or by compare-and-swap.
+type leaseStore interface {
+	snapshot.Getter
+	snapshot.Creator
+	snapshot.Swapper
 }
 
 // leaseRecord is the lease object.

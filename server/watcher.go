@@ -68,7 +68,7 @@ func (o WatchOptions) validate() error {
 
 // watcher lists the change feed for one replica.
 type watcher struct {
-	store snapshot.Store
+	store snapshot.Lister // the watcher only lists the feed
 	hub   *hub
 	opts  WatchOptions
 	log   *slog.Logger
@@ -117,7 +117,7 @@ type pendingCheck struct {
 	source      string // how it was learned: feed, notify
 }
 
-func newWatcher(store snapshot.Store, h *hub, opts WatchOptions, log *slog.Logger,
+func newWatcher(store snapshot.Lister, h *hub, opts WatchOptions, log *slog.Logger,
 	check func(context.Context, userKey, uint64) error) *watcher {
 	w := &watcher{store: store, hub: h, opts: opts, log: log, now: time.Now, check: check, kick: make(chan struct{}, 1),
 		seen: map[string]int64{}, recent: map[userKey][]feedNews{}, pending: map[feedNews]*pendingCheck{}}

@@ -22,7 +22,7 @@ type Edit struct {
 // the old ones yields exactly the chunk list a full Build of the edited data
 // set would, at a cost that follows the edit, not the data set. New chunks go
 // into one pack (more only if they exceed the pack size).
-func ApplyEdits(ctx context.Context, s Store, opts BuildOptions, parent *Manifest, edits []Edit) (*BuildResult, error) {
+func ApplyEdits(ctx context.Context, s CreateStore, opts BuildOptions, parent *Manifest, edits []Edit) (*BuildResult, error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}

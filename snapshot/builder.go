@@ -78,7 +78,7 @@ type BuildResult struct {
 // into pack objects and returns the manifest, which the caller commits with
 // Commit (after writing anything the manifest refers to, such as its change
 // set). Memory stays bounded by the pipeline depth and one pack.
-func Build(ctx context.Context, s Store, opts BuildOptions, src RecordSource) (*BuildResult, error) {
+func Build(ctx context.Context, s CreateStore, opts BuildOptions, src RecordSource) (*BuildResult, error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
@@ -96,7 +96,7 @@ func Build(ctx context.Context, s Store, opts BuildOptions, src RecordSource) (*
 }
 
 // BuildOn is Build with an explicit parent (nil for version 0).
-func BuildOn(ctx context.Context, s Store, opts BuildOptions, parent *Manifest, src RecordSource) (*BuildResult, error) {
+func BuildOn(ctx context.Context, s Creator, opts BuildOptions, parent *Manifest, src RecordSource) (*BuildResult, error) {
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}
@@ -121,7 +121,7 @@ type chunkJob struct {
 }
 
 type build struct {
-	s      Store
+	s      Creator // a build only adds packs
 	opts   BuildOptions
 	parent *Manifest
 	hasher *Hasher
@@ -143,7 +143,7 @@ type build struct {
 	dataPool sync.Pool
 }
 
-func newBuild(s Store, opts BuildOptions, parent *Manifest) *build {
+func newBuild(s Creator, opts BuildOptions, parent *Manifest) *build {
 	b := &build{
 		s: s, opts: opts, parent: parent,
 		hasher:  NewHasher(opts.Secret, opts.Org, opts.User),

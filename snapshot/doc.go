@@ -57,7 +57,8 @@
 //
 // Store is a flat namespace of objects under slash-separated keys
 // (ValidateObjectKey): Get, GetRange, Put, PutIfAbsent, PutIfMatch, Stat,
-// List (lexical order) and Delete, every call taking a context. Writes are
+// List and ListAfter (lexical order) and Delete, every call taking a
+// context. Writes are
 // atomic: a reader sees the whole old object or the whole new one. Errors
 // match the sentinels of errors.go (ErrNotExist, ErrExist, ErrPrecondition,
 // ErrCorrupt, ErrInvalid, ErrUnavailable), translated at each backend's
@@ -91,10 +92,17 @@
 // only importer of minio-go) and snapshot/memstore (tests); all pass the
 // conformance suite snapshot/storetest. snapshot/deadline wraps any store
 // so that no call outlives a budget, and snapshot/storeurl opens one from a
-// URL. A function that needs less than a whole Store asks for a role, so
-// its signature says what it may do: Getter (reads objects), Lister,
-// ReadStore (reads and lists, changes nothing), Creator (create-only
-// writes).
+// URL.
+//
+// Store is the composition of role interfaces, and a function that needs
+// less than a whole Store asks for a role, so its signature says what it
+// may do to the store: Getter (reads objects: ReadManifest, NewReader),
+// Lister (lists keys), ReadStore (reads and lists, changes nothing: Head,
+// diff.ReadFeed), Creator (create-only writes), Swapper (compare-and-swap),
+// Deleter, and CreateStore (reads and adds, never replaces nor removes:
+// Build, ApplyEdits). What overwrites blindly (Commit's head hint, with
+// Put) or plays most roles (the start-up probe, a patch replay) takes a
+// whole Store.
 //
 // # Object layout
 //

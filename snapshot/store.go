@@ -18,37 +18,18 @@ type ObjectInfo struct {
 
 // Store is the object storage every backend implements: a flat namespace of
 // immutable-by-convention objects with create-only and compare-and-swap writes.
+// It is the composition of the roles (roles.go) with the one write no role
+// names, a blind Put.
 //
 // Keys are slash-separated relative paths ("org/user/packs/ab12"). All writes
 // are atomic: a reader sees either the whole old object or the whole new one.
 type Store interface {
-	// Get opens the whole object. A missing key returns an error matching ErrNotExist.
-	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
-	// GetRange opens length bytes starting at offset. Reading past the end of
-	// the object is an error.
-	GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
+	ReadStore // Get, GetRange, List, ListAfter, Stat
+	Creator   // PutIfAbsent
+	Swapper   // PutIfMatch
+	Deleter   // Delete
 	// Put writes (or replaces) the object with size bytes read from r.
 	Put(ctx context.Context, key string, r io.Reader, size int64) (ObjectInfo, error)
-	// PutIfAbsent writes the object only if the key does not exist yet; if it
-	// does, it returns an error matching ErrExist and changes nothing. Of any
-	// number of concurrent callers exactly one wins.
-	PutIfAbsent(ctx context.Context, key string, r io.Reader, size int64) (ObjectInfo, error)
-	// PutIfMatch replaces the object only if its current ETag equals etag;
-	// otherwise (or if it is missing) it returns an error matching
-	// ErrPrecondition (or ErrNotExist) and changes nothing.
-	PutIfMatch(ctx context.Context, key string, r io.Reader, size int64, etag string) (ObjectInfo, error)
-	// Stat returns the object's metadata, or an error matching ErrNotExist.
-	Stat(ctx context.Context, key string) (ObjectInfo, error)
-	// List calls fn for every object whose key starts with prefix, in
-	// lexical key order. An error from fn stops the listing and is returned.
-	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
-	// ListAfter is List restricted to the keys that sort after the key
-	// after (S3 ListObjectsV2's StartAfter), so a reader that remembers
-	// the last key it saw lists only what came since, whatever came
-	// before. after need not exist nor start with prefix; "" lists all.
-	ListAfter(ctx context.Context, prefix, after string, fn func(ObjectInfo) error) error
-	// Delete removes the object. Deleting a missing key is not an error.
-	Delete(ctx context.Context, key string) error
 }
 
 // TempSweeper is a store that keeps temporary files of its own (the local
@@ -62,8 +43,9 @@ type TempSweeper interface {
 
 // AsTempSweeper finds the TempSweeper in s or in the stores it wraps (a
 // wrapper for deadlines, metrics or limits exposes its store with
-// Unwrap() Store).
-func AsTempSweeper(s Store) (TempSweeper, bool) {
+// Unwrap() Store). It asks for the least role every store plays, so gc,
+// which holds a store it may only read and delete in, can ask too.
+func AsTempSweeper(s ReadStore) (TempSweeper, bool) {
 	for s != nil {
 		if sw, ok := s.(TempSweeper); ok {
 			return sw, true

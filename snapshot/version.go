@@ -139,10 +139,7 @@ func Commit(ctx context.Context, s Store, m *Manifest) error {
 // Every server and builder on a store thus agrees on the secret without
 // configuration, and it never changes (a new secret would make every chunk
 // look new).
-func LoadOrCreateSecret(ctx context.Context, s interface {
-	Getter
-	Creator
-}) ([]byte, error) {
+func LoadOrCreateSecret(ctx context.Context, s CreateStore) ([]byte, error) {
 	for range 3 {
 		b, err := GetBytes(ctx, s, SecretKey, 1024)
 		if err == nil {

@@ -12,12 +12,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/deltasync/deltasync/client"
+	"github.com/deltasync/deltasync/internal/testkit"
 	"github.com/deltasync/deltasync/server"
 )
 
@@ -256,7 +256,7 @@ func TestJavaAppThroughJNI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr lockedBuffer
+	var stderr testkit.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -334,21 +334,4 @@ func TestJavaAppThroughJNI(t *testing.T) {
 	if v, err := other.Get("tasks/4"); err != nil || string(v) != `{"s":"from java"}` {
 		t.Fatalf("tasks/4 on another device: %s, %v", v, err)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

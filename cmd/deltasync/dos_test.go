@@ -16,34 +16,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deltasync/deltasync/internal/testkit"
 	"github.com/deltasync/deltasync/server"
 	"github.com/deltasync/deltasync/wire"
 )
-
-// lockedBuffer collects a process's output while it runs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // serveProcess is a `deltasync serve` process started through sh with
 // its file-descriptor limit lowered (ulimit -n).
 type serveProcess struct {
 	t      *testing.T
 	url    string
-	logs   *lockedBuffer
+	logs   *testkit.Buffer
 	exited chan error
 	cmd    *exec.Cmd
 }
@@ -59,7 +42,7 @@ func startLimitedServe(t *testing.T, nofile int, env []string, args ...string) *
 		"serve", "--addr", addr, "--jwt-secret", replicaSecret, "--log-json"}, args...)
 	cmd := exec.Command("sh", args...)
 	cmd.Env = append(append(os.Environ(), "DELTASYNC_TEST_AS_CLI=1"), env...)
-	p := &serveProcess{t: t, url: "http://" + addr, logs: &lockedBuffer{}, exited: make(chan error, 1), cmd: cmd}
+	p := &serveProcess{t: t, url: "http://" + addr, logs: &testkit.Buffer{}, exited: make(chan error, 1), cmd: cmd}
 	cmd.Stderr = p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -237,7 +220,7 @@ func startVersitygw(t *testing.T) *versitygw {
 	g := &versitygw{accessKey: "dos-test", secretKey: "dos-test-secret-0123456789",
 		storeURL: "s3://dos-test?endpoint=" + addr + "&secure=false&create=true"}
 	dir := t.TempDir()
-	logs := &lockedBuffer{}
+	logs := &testkit.Buffer{}
 	g.cmd = exec.Command(bin, "--quiet", "--port", addr, "posix", dir)
 	g.cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+g.accessKey, "ROOT_SECRET_KEY="+g.secretKey)
 	g.cmd.Stdout, g.cmd.Stderr = logs, logs

@@ -13,11 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/deltasync/deltasync/internal/s3test"
+	"github.com/deltasync/deltasync/internal/testkit"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/storetest"
 	"github.com/deltasync/deltasync/snapshot/storeurl"
@@ -231,7 +231,7 @@ func TestUnsafeNoConditionalWritesStartsAndSaysSoEveryTime(t *testing.T) {
 // serve with the override starts, answers, and logs the warning.
 func TestServeUnsafeNoConditionalWritesLogs(t *testing.T) {
 	addr := freePort(t)
-	var out, errb syncBuffer
+	var out, errb testkit.Buffer
 	e := testEnv(nil, &out, &errb)
 	e.wrapStore = func(s snapshot.Store) snapshot.Store { return storetest.IgnoreConditions(s) }
 	ctx, cancel := context.WithCancel(t.Context())
@@ -310,25 +310,6 @@ func fileStoreKeys(t *testing.T, dir string) []string {
 		t.Fatal(err)
 	}
 	return keys
-}
-
-// syncBuffer is a bytes.Buffer safe for a command writing while the test
-// reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // A store that does not answer fails the start within the probe's bound
