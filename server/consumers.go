@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -61,9 +60,9 @@ func (s *Server) putConsumer(ctx *fasthttp.RequestCtx, req *request) error {
 	}
 	cursor := *b.Cursor
 	if cursor == "now" {
-		cursor = diff.FeedPositionAt(time.Now().Add(-s.opts.FeedSettle))
+		cursor = diff.FeedPositionAt(s.opts.now().Add(-s.opts.FeedSettle))
 	}
-	if err := diff.CheckCursor(cursor, time.Now()); err != nil {
+	if err := diff.CheckCursor(cursor, s.opts.now()); err != nil {
 		return badRequest("%v", err)
 	}
 	c, err := s.ackConsumer(req.Ctx, org, name, cursor)
@@ -85,7 +84,7 @@ const maxConsumersPerOrg = 32
 func (s *Server) ackConsumer(ctx context.Context, org, name, cursor string) (*diff.Consumer, error) {
 	for range maxSettingsAttempts {
 		c, err := diff.ReadConsumer(ctx, s.store, org, name)
-		now := time.Now().Unix()
+		now := s.opts.now().Unix()
 		switch {
 		case errors.Is(err, snapshot.ErrNotExist):
 			if err := s.roomForConsumer(ctx, org); err != nil {

@@ -143,6 +143,15 @@ type Options struct {
 	// Notifier, if set, carries the news of commits between replicas
 	// faster than the watcher (see Notifier; redisnotify is one).
 	Notifier Notifier
+	// Now is the server's clock where time decides what it does: the
+	// change feed's settle horizon and cursors, consumers', settings' and
+	// blob uploads' timestamps, the feed worker's lease, webhook retries and
+	// consumer lag, and the settings and head caches' TTLs. nil means
+	// time.Now. Tests move it instead of sleeping. Timers, latencies and
+	// what is compared with the feed keys other writers date by the real
+	// clock (the watcher, the hub, the org feed's wake-ups) keep time.Now.
+	Now func() time.Time
+
 	// HubIdleGrace is how long a replica keeps track of a user's head
 	// after the user's last long poll here ended, so that the next poll
 	// costs the store nothing (hub.go).
@@ -278,6 +287,14 @@ func (o *Options) validateLimits() error {
 // patchLimits are the server's own patch limits.
 func (o *Options) patchLimits() diff.Limits {
 	return diff.Limits{MaxOps: o.MaxPatchOps, MaxBytes: o.MaxPatchBytes, MaxRecordBytes: o.MaxRecordBytes}.Fill()
+}
+
+// now reads the server's clock (Options.Now).
+func (o *Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
 }
 
 func (o *Options) logger() *slog.Logger {
