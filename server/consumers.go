@@ -26,24 +26,24 @@ type consumerBody struct {
 	Cursor *string `json:"cursor"`
 }
 
-// consumerName validates the {name} path parameter.
-func consumerName(req *request) (string, error) {
-	name := req.Param("name")
-	if err := diff.ValidateConsumerName(name); err != nil {
-		return "", badRequest("%v", err)
+// consumerPath validates the {org} and {name} path parameters of the
+// routes of one consumer.
+func consumerPath(req *request) (org, name string, err error) {
+	if org, err = adminOrg(req); err != nil {
+		return "", "", err
 	}
-	return name, nil
+	name = req.Param("name")
+	if err := diff.ValidateConsumerName(name); err != nil {
+		return "", "", badRequest("%v", err)
+	}
+	return org, name, nil
 }
 
 // putConsumer handles PUT /v1/admin/orgs/{org}/consumers/{name}: it
 // registers the consumer or moves its cursor (back too: an entry gc has
 // not removed can be read again), with compare-and-swap.
 func (s *Server) putConsumer(ctx *fasthttp.RequestCtx, req *request) error {
-	org, err := adminOrg(req)
-	if err != nil {
-		return err
-	}
-	name, err := consumerName(req)
+	org, name, err := consumerPath(req)
 	if err != nil {
 		return err
 	}
@@ -122,11 +122,7 @@ func (s *Server) roomForConsumer(ctx context.Context, org string) error {
 
 // getConsumer handles GET /v1/admin/orgs/{org}/consumers/{name}.
 func (s *Server) getConsumer(ctx *fasthttp.RequestCtx, req *request) error {
-	org, err := adminOrg(req)
-	if err != nil {
-		return err
-	}
-	name, err := consumerName(req)
+	org, name, err := consumerPath(req)
 	if err != nil {
 		return err
 	}
@@ -157,11 +153,7 @@ func (s *Server) listConsumers(ctx *fasthttp.RequestCtx, req *request) error {
 
 // deleteConsumer handles DELETE /v1/admin/orgs/{org}/consumers/{name}.
 func (s *Server) deleteConsumer(ctx *fasthttp.RequestCtx, req *request) error {
-	org, err := adminOrg(req)
-	if err != nil {
-		return err
-	}
-	name, err := consumerName(req)
+	org, name, err := consumerPath(req)
 	if err != nil {
 		return err
 	}

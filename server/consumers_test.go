@@ -84,6 +84,29 @@ func TestConsumerAPI(t *testing.T) {
 	}
 }
 
+// TestConsumerPathsValidated: every route of one consumer refuses a bad
+// org or consumer name with 400 and changes nothing.
+func TestConsumerPathsValidated(t *testing.T) {
+	mem := memstore.New()
+	e := newTestEnv(t, envConfig{store: mem})
+	if r := e.putConsumer("acme", "billing", `{"cursor":""}`); r.status != 200 {
+		t.Fatalf("register: %d %s", r.status, r.body)
+	}
+	before := storeContents(t, mem)
+	tok := withToken(adminToken(t))
+	for _, method := range []string{"PUT", "GET", "DELETE"} {
+		for _, path := range []string{"/v1/admin/orgs/acme/consumers/-x", "/v1/admin/orgs/acme/consumers/_webhook2x",
+			"/v1/admin/orgs/Acme!/consumers/billing", "/v1/admin/orgs/-acme/consumers/billing"} {
+			if r := e.do(method, path, []byte(`{"cursor":""}`), tok); r.status != 400 {
+				t.Errorf("%s %s: %d %s, want 400", method, path, r.status, r.body)
+			}
+		}
+	}
+	if !sameContents(before, storeContents(t, mem)) {
+		t.Error("refused requests changed the store")
+	}
+}
+
 // TestFeedGoesByTheServersClock: the org feed's settle horizon and the
 // "now" cursor of a consumer read the server's clock (Options.Now): with an
 // hour's settle, a fresh entry shows once the clock has moved an hour on,
