@@ -1,9 +1,7 @@
 package server
 
 import (
-	"flag"
 	"fmt"
-	"strconv"
 	"time"
 )
 
@@ -54,42 +52,6 @@ func DefaultBackendOptions() BackendOptions {
 		WebhookBackoffMin: time.Second,
 		WebhookBackoffMax: 5 * time.Minute,
 	}
-}
-
-func (o *Options) registerBackendFlags(fs *flag.FlagSet) {
-	b := &o.Backend
-	b.MaxFanoutUsers = envParse(o, "DELTASYNC_MAX_FANOUT_USERS", b.MaxFanoutUsers, strconv.Atoi)
-	fs.IntVar(&b.MaxFanoutUsers, "max-fanout-users", b.MaxFanoutUsers,
-		"most users one fan-out admin patch may name (env DELTASYNC_MAX_FANOUT_USERS)")
-	b.FanoutConcurrency = envParse(o, "DELTASYNC_FANOUT_CONCURRENCY", b.FanoutConcurrency, strconv.Atoi)
-	fs.IntVar(&b.FanoutConcurrency, "fanout-concurrency", b.FanoutConcurrency,
-		"users of one fan-out replayed at once (env DELTASYNC_FANOUT_CONCURRENCY)")
-	b.Worker = o.envBool("DELTASYNC_FEED_WORKER", b.Worker)
-	fs.BoolVar(&b.Worker, "feed-worker", b.Worker,
-		"compete for the deployment's feed-worker lease: webhook delivery and consumer lag metrics (env DELTASYNC_FEED_WORKER)")
-	b.WorkerInterval = o.envDuration("DELTASYNC_FEED_WORKER_INTERVAL", b.WorkerInterval)
-	fs.DurationVar(&b.WorkerInterval, "feed-worker-interval", b.WorkerInterval,
-		"cadence of the feed worker; its lease lasts six of these (env DELTASYNC_FEED_WORKER_INTERVAL)")
-	b.ConsumerStale = o.envDuration("DELTASYNC_CONSUMER_STALE", b.ConsumerStale)
-	fs.DurationVar(&b.ConsumerStale, "consumer-stale", b.ConsumerStale,
-		"report a feed consumer that has not acknowledged for this long while entries wait (env DELTASYNC_CONSUMER_STALE)")
-	o.registerHookFlags(fs)
-}
-
-func (o *Options) registerHookFlags(fs *flag.FlagSet) {
-	b := &o.Backend
-	b.HookTimeout = o.envDuration("DELTASYNC_HOOK_TIMEOUT", b.HookTimeout)
-	fs.DurationVar(&b.HookTimeout, "hook-timeout", b.HookTimeout,
-		"longest wait for one webhook delivery (env DELTASYNC_HOOK_TIMEOUT)")
-	b.WebhookBackoffMin = o.envDuration("DELTASYNC_WEBHOOK_BACKOFF_MIN", b.WebhookBackoffMin)
-	fs.DurationVar(&b.WebhookBackoffMin, "webhook-backoff-min", b.WebhookBackoffMin,
-		"first wait after a failed webhook delivery; it doubles per failure (env DELTASYNC_WEBHOOK_BACKOFF_MIN)")
-	b.WebhookBackoffMax = o.envDuration("DELTASYNC_WEBHOOK_BACKOFF_MAX", b.WebhookBackoffMax)
-	fs.DurationVar(&b.WebhookBackoffMax, "webhook-backoff-max", b.WebhookBackoffMax,
-		"longest wait between webhook attempts (env DELTASYNC_WEBHOOK_BACKOFF_MAX)")
-	b.HooksAllowPrivate = o.envBool("DELTASYNC_HOOKS_ALLOW_PRIVATE", b.HooksAllowPrivate)
-	fs.BoolVar(&b.HooksAllowPrivate, "hooks-allow-private", b.HooksAllowPrivate,
-		"let webhooks and validation URLs reach loopback, private and link-local addresses (env DELTASYNC_HOOKS_ALLOW_PRIVATE)")
 }
 
 func (o *Options) validateBackend() error {

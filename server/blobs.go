@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -176,7 +175,7 @@ func (s *Server) blobAlreadyGranted(req *request, hexd string, length int64) (bo
 // previous attempt created, and returns the offset reached so far. An
 // upload started with another length is restarted.
 func (s *Server) startBlobUpload(req *request, hexd string, length int64, mime string) (int64, error) {
-	info := blobUploadInfo{Length: length, Mime: mime, CreatedUnix: time.Now().Unix()}
+	info := blobUploadInfo{Length: length, Mime: mime, CreatedUnix: s.opts.now().Unix()}
 	b, _ := json.Marshal(info)
 	key := snapshot.BlobUploadInfoKey(req.Org, req.User, hexd)
 	_, err := s.store.PutIfAbsent(req.Ctx, key, bytes.NewReader(b), int64(len(b)))

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -27,24 +26,24 @@ type consumerBody struct {
 	Cursor *string `json:"cursor"`
 }
 
-// consumerName validates the {name} path parameter.
-func consumerName(req *request) (string, error) {
-	name := req.Param("name")
-	if err := diff.ValidateConsumerName(name); err != nil {
-		return "", badRequest("%v", err)
+// consumerPath validates the {org} and {name} path parameters of the
+// routes of one consumer.
+func consumerPath(req *request) (org, name string, err error) {
+	if org, err = adminOrg(req); err != nil {
+		return "", "", err
 	}
-	return name, nil
+	name = req.Param("name")
+	if err := diff.ValidateConsumerName(name); err != nil {
+		return "", "", badRequest("%v", err)
+	}
+	return org, name, nil
 }
 
 // putConsumer handles PUT /v1/admin/orgs/{org}/consumers/{name}: it
 // registers the consumer or moves its cursor (back too: an entry gc has
 // not removed can be read again), with compare-and-swap.
 func (s *Server) putConsumer(ctx *fasthttp.RequestCtx, req *request) error {
-	org, err := adminOrg(req)
-	if err != nil {
-		return err
-	}
-	name, err := consumerName(req)
+	org, name, err := consumerPath(req)
 	if err != nil {
 		return err
 	}
@@ -61,9 +60,9 @@ func (s *Server) putConsumer(ctx *fasthttp.RequestCtx, req *request) error {
 	}
 	cursor := *b.Cursor
 	if cursor == "now" {
-		cursor = diff.FeedPositionAt(time.Now().Add(-s.opts.FeedSettle))
+		cursor = diff.FeedPositionAt(s.opts.now().Add(-s.opts.FeedSettle))
 	}
-	if err := diff.CheckCursor(cursor, time.Now()); err != nil {
+	if err := diff.CheckCursor(cursor, s.opts.now()); err != nil {
 		return badRequest("%v", err)
 	}
 	c, err := s.ackConsumer(req.Ctx, org, name, cursor)
@@ -85,7 +84,7 @@ const maxConsumersPerOrg = 32
 func (s *Server) ackConsumer(ctx context.Context, org, name, cursor string) (*diff.Consumer, error) {
 	for range maxSettingsAttempts {
 		c, err := diff.ReadConsumer(ctx, s.store, org, name)
-		now := time.Now().Unix()
+		now := s.opts.now().Unix()
 		switch {
 		case errors.Is(err, snapshot.ErrNotExist):
 			if err := s.roomForConsumer(ctx, org); err != nil {
@@ -123,11 +122,7 @@ func (s *Server) roomForConsumer(ctx context.Context, org string) error {
 
 // getConsumer handles GET /v1/admin/orgs/{org}/consumers/{name}.
 func (s *Server) getConsumer(ctx *fasthttp.RequestCtx, req *request) error {
-	org, err := adminOrg(req)
-	if err != nil {
-		return err
-	}
-	name, err := consumerName(req)
+	org, name, err := consumerPath(req)
 	if err != nil {
 		return err
 	}
@@ -158,11 +153,7 @@ func (s *Server) listConsumers(ctx *fasthttp.RequestCtx, req *request) error {
 
 // deleteConsumer handles DELETE /v1/admin/orgs/{org}/consumers/{name}.
 func (s *Server) deleteConsumer(ctx *fasthttp.RequestCtx, req *request) error {
-	org, err := adminOrg(req)
-	if err != nil {
-		return err
-	}
-	name, err := consumerName(req)
+	org, name, err := consumerPath(req)
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ func TestConsumerAPI(t *testing.T) {
 	e.enableOrg("acme")
 	e.upload("acme", "alice", []gen.Record{{Key: "k", Value: []byte(`1`)}})
 	tok := orgAdminToken(t, "acme")
-	time.Sleep(5 * time.Millisecond) // past FeedSettle
+	e.clock.add(time.Second) // past FeedSettle
 	page := e.orgFeed("acme", tok, "", 10, 0)
 	if len(page.Entries) != 1 {
 		t.Fatalf("feed: %+v", page)
@@ -84,13 +84,74 @@ func TestConsumerAPI(t *testing.T) {
 	}
 }
 
+// TestConsumerPathsValidated: every route of one consumer refuses a bad
+// org or consumer name with 400 and changes nothing.
+func TestConsumerPathsValidated(t *testing.T) {
+	mem := memstore.New()
+	e := newTestEnv(t, envConfig{store: mem})
+	if r := e.putConsumer("acme", "billing", `{"cursor":""}`); r.status != 200 {
+		t.Fatalf("register: %d %s", r.status, r.body)
+	}
+	before := storeContents(t, mem)
+	tok := withToken(adminToken(t))
+	for _, method := range []string{"PUT", "GET", "DELETE"} {
+		for _, path := range []string{"/v1/admin/orgs/acme/consumers/-x", "/v1/admin/orgs/acme/consumers/_webhook2x",
+			"/v1/admin/orgs/Acme!/consumers/billing", "/v1/admin/orgs/-acme/consumers/billing"} {
+			if r := e.do(method, path, []byte(`{"cursor":""}`), tok); r.status != 400 {
+				t.Errorf("%s %s: %d %s, want 400", method, path, r.status, r.body)
+			}
+		}
+	}
+	if !sameContents(before, storeContents(t, mem)) {
+		t.Error("refused requests changed the store")
+	}
+}
+
+// TestFeedGoesByTheServersClock: the org feed's settle horizon and the
+// "now" cursor of a consumer read the server's clock (Options.Now): with an
+// hour's settle, a fresh entry shows once the clock has moved an hour on,
+// and a consumer registered at "now" before that is placed before it.
+func TestFeedGoesByTheServersClock(t *testing.T) {
+	e := feedEnv(t, envConfig{opts: func(o *Options) { o.FeedSettle = time.Hour }})
+	e.enableOrg("acme")
+	e.upload("acme", "alice", []gen.Record{{Key: "k", Value: []byte(`1`)}})
+	tok := orgAdminToken(t, "acme")
+	if p := e.orgFeed("acme", tok, "", 10, 0); len(p.Entries) != 0 {
+		t.Fatalf("an entry shows before it settled: %+v", p.Entries)
+	}
+	early := e.consumerAt("acme", "early", "now")
+	e.clock.add(time.Hour)
+	p := e.orgFeed("acme", tok, "", 10, 0)
+	if len(p.Entries) != 1 {
+		t.Fatalf("an hour later by the server's clock: %d entries, want 1", len(p.Entries))
+	}
+	entry := p.Entries[0].Cursor
+	if early.Cursor >= entry {
+		t.Errorf(`"now" an hour before: cursor %s, want one before the entry %s`, early.Cursor, entry)
+	}
+	if late := e.consumerAt("acme", "late", "now"); late.Cursor < entry {
+		t.Errorf(`"now" after it settled: cursor %s, want one at or after the entry %s`, late.Cursor, entry)
+	}
+}
+
+// consumerAt registers a consumer at cursor and returns it as stored.
+func (e *testEnv) consumerAt(org, name, cursor string) diff.Consumer {
+	e.t.Helper()
+	var c diff.Consumer
+	r := e.putConsumer(org, name, `{"cursor":"`+cursor+`"}`)
+	if r.status != 200 || json.Unmarshal(r.body, &c) != nil {
+		e.t.Fatalf("consumer %s at %q: %d %s", name, cursor, r.status, r.body)
+	}
+	return c
+}
+
 // TestConsumerLagAndStale: the replica holding the feed-worker lease
 // exports each consumer's lag in entries and seconds, and flags (and logs)
 // one that has not acknowledged for longer than ConsumerStale while
 // entries wait; acknowledging clears both.
 func TestConsumerLagAndStale(t *testing.T) {
 	e := feedEnv(t, envConfig{opts: func(o *Options) {
-		o.Backend.Worker, o.Backend.WorkerInterval, o.Backend.ConsumerStale = true, 20*time.Millisecond, time.Second
+		o.Backend.Worker, o.Backend.WorkerInterval, o.Backend.ConsumerStale = true, 20*time.Millisecond, time.Hour
 	}})
 	e.enableOrg("acme")
 	for _, u := range []string{"a", "b", "c"} {
@@ -106,6 +167,10 @@ func TestConsumerLagAndStale(t *testing.T) {
 	if s := gauge(t, m.consumerLagSeconds.WithLabelValues("acme", "slow")); s < 0 {
 		t.Errorf("lag seconds %v", s)
 	}
+	if gauge(t, m.consumerStale.WithLabelValues("acme", "slow")) != 0 {
+		t.Error("a consumer registered just now is reported stale")
+	}
+	e.clock.add(2 * time.Hour) // past ConsumerStale by the server's clock
 	waitUntil(t, "the consumer is reported stale", func() bool {
 		return gauge(t, m.consumerStale.WithLabelValues("acme", "slow")) == 1
 	})

@@ -5,9 +5,9 @@
 //
 // # Frame
 //
-// New builds a Server from Options (see DefaultOptions and
-// Options.RegisterFlags, which reads flags and DELTASYNC_* environment
-// variables). Serve / ListenAndServe run it; Shutdown stops accepting
+// New builds a Server from Options (see DefaultOptions and Validate). The
+// package reads no flags and no environment: `deltasync serve` (cmd) maps
+// its flags and DELTASYNC_* variables onto Options. Serve / ListenAndServe run it; Shutdown stops accepting
 // connections and lets in-flight requests finish. Handler exposes the
 // request handler for in-memory tests with fasthttputil.NewInmemoryListener.
 //

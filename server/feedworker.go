@@ -54,7 +54,7 @@ func newFeedWorker(s *Server) *feedWorker {
 	return &feedWorker{
 		s: s, log: s.log,
 		lease: &lease{s: s.store, key: snapshot.LeaseKey(feedWorkerLease), holder: hex.EncodeToString(id[:]),
-			ttl: 6 * iv, margin: iv, now: time.Now},
+			ttl: 6 * iv, margin: iv, now: s.opts.Now},
 		hooks:  s.hooks,
 		orgs:   map[string]*orgDelivery{},
 		gauges: map[consumerID]bool{},
@@ -179,7 +179,7 @@ func (w *feedWorker) setLeader(held bool) {
 // that went stale (once each, until they acknowledge again).
 func (w *feedWorker) measureLag(ctx context.Context, consumers []diff.Consumer) {
 	m := w.s.backend
-	now := time.Now()
+	now := w.s.opts.now()
 	seen := map[consumerID]bool{}
 	for _, c := range consumers {
 		lag, err := diff.FeedLag(ctx, w.s.store, diff.FeedOptions{Org: c.Org, After: c.Cursor,

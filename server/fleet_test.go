@@ -387,7 +387,7 @@ func TestFirstPollsShareTheirReads(t *testing.T) {
 	for u := range users {
 		e.upload("acme", fmt.Sprintf("u%d", u), gen.Dataset(gen.Options{Size: 1 << 10, Seed: int64(u)}))
 	}
-	time.Sleep(5 * time.Millisecond) // the settings cached by the uploads expire
+	e.clock.add(time.Second) // the settings cached by the uploads expire
 	settingsKey := snapshot.OrgSettingsKey("acme")
 	settingsGate, headGate := make(chan struct{}), make(chan struct{})
 	f := func(key string) chan struct{} {

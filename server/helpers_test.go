@@ -26,6 +26,7 @@ var testSecret = []byte("test-secret-0123456789abcdef0123456789")
 type testEnv struct {
 	t      *testing.T
 	s      *Server
+	clock  *testClock        // the server's Options.Now, unless envConfig.opts set its own
 	store  *storetest.Faults // wraps envConfig.store: set its fields to inject faults
 	ln     *fasthttputil.InmemoryListener
 	client *fasthttp.Client
@@ -34,6 +35,7 @@ type testEnv struct {
 
 type envConfig struct {
 	store snapshot.Store
+	clock *testClock // the server's clock; nil: the real time, moved by testEnv.clock
 	opts  func(*Options)
 	setup func(*Server) // registers test-only routes before serving
 }
@@ -65,6 +67,11 @@ func newEnvServer(t *testing.T, cfg envConfig) *testEnv {
 	opts.Store = fs
 	opts.JWTSecret = testSecret
 	opts.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	clock := cfg.clock
+	if clock == nil {
+		clock = &testClock{}
+	}
+	opts.Now = clock.now
 	if cfg.opts != nil {
 		cfg.opts(&opts)
 	}
@@ -75,7 +82,35 @@ func newEnvServer(t *testing.T, cfg envConfig) *testEnv {
 	if cfg.setup != nil {
 		cfg.setup(s)
 	}
-	return &testEnv{t: t, s: s, store: fs, logs: logs}
+	return &testEnv{t: t, s: s, clock: clock, store: fs, logs: logs}
+}
+
+// testClock is the one clock tests move by hand instead of sleeping: a
+// server's Options.Now, a lease's or a cache's now. With a start it reads
+// start plus what add moved it; without (a test env's) it reads the real
+// time plus that, so it never runs behind the feed keys and timers that
+// go by the real clock, and add makes time pass at once for everything
+// that reads it.
+type testClock struct {
+	mu     sync.Mutex
+	start  time.Time // zero: the real time
+	offset time.Duration
+}
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.start.IsZero() {
+		return time.Now().Add(c.offset)
+	}
+	return c.start.Add(c.offset)
+}
+
+// add moves the clock forward by d.
+func (c *testClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.offset += d
 }
 
 // serveUntilCleanup serves s on ln until the test ends, then shuts it down

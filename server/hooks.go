@@ -155,7 +155,7 @@ func (s *Server) syncWebhookConsumer(ctx context.Context, org string, st OrgSett
 		}
 		return nil
 	}
-	now := time.Now()
+	now := s.opts.now()
 	c := &diff.Consumer{Org: org, Name: diff.WebhookConsumer, RegisteredUnix: now.Unix(), AckedUnix: now.Unix(),
 		Cursor: diff.FeedPositionAt(now.Add(-s.opts.FeedSettle))}
 	err := diff.PutConsumer(ctx, s.store, c)

@@ -13,19 +13,6 @@ import (
 	"github.com/deltasync/deltasync/snapshot/memstore"
 )
 
-// testClock is a clock tests move by hand.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func testLeases(s snapshot.Store, clock *testClock, n int) []*lease {
 	out := make([]*lease, n)
 	for i := range out {
@@ -70,7 +57,7 @@ func TestLeaseOneHolder(t *testing.T) {
 }
 
 func leaseOneHolder(t *testing.T, mem snapshot.Store) {
-	clock := &testClock{t: time.Unix(1_800_000_000, 0)}
+	clock := &testClock{start: time.Unix(1_800_000_000, 0)}
 	ls := testLeases(mem, clock, 3)
 	h := holders(t, ls)
 	if len(h) != 1 {
@@ -123,7 +110,7 @@ func leaseOneHolder(t *testing.T, mem snapshot.Store) {
 // block every replica forever.
 func TestLeaseDamagedObjectIsReplaced(t *testing.T) {
 	mem := memstore.New()
-	clock := &testClock{t: time.Unix(1_800_000_000, 0)}
+	clock := &testClock{start: time.Unix(1_800_000_000, 0)}
 	putObject(t, mem, snapshot.LeaseKey("test"), "{not json")
 	ls := testLeases(mem, clock, 2)
 	if h := holders(t, ls); len(h) != 1 {

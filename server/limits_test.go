@@ -2,7 +2,6 @@ package server
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"strings"
 	"testing"
@@ -211,15 +210,6 @@ func TestOptionsPatchLimits(t *testing.T) {
 		if err := valid(edit); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
-	}
-	o := DefaultOptions()
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	o.RegisterFlags(fs)
-	if err := fs.Parse([]string{"--max-patch-ops", "250", "--max-record-bytes", "1MiB"}); err != nil {
-		t.Fatal(err)
-	}
-	if o.MaxPatchOps != 250 || o.MaxRecordBytes != 1<<20 {
-		t.Errorf("flags: ops %d record %d", o.MaxPatchOps, o.MaxRecordBytes)
 	}
 }
 

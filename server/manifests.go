@@ -207,7 +207,7 @@ func (s *Server) head(ctx context.Context, org, user string) (uint64, error) {
 		c.mu.Lock()
 		e, ok := c.items[k]
 		c.mu.Unlock()
-		if ok && time.Since(e.at) < c.ttl {
+		if ok && s.opts.now().Sub(e.at) < c.ttl {
 			return e.v, nil
 		}
 	}
@@ -238,5 +238,5 @@ func (s *Server) noteHead(org, user string, v uint64) {
 	if len(c.items) >= maxCachedHeads {
 		c.items = map[string]headEntry{}
 	}
-	c.items[k] = headEntry{v: v, at: time.Now()}
+	c.items[k] = headEntry{v: v, at: s.opts.now()}
 }

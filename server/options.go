@@ -3,16 +3,11 @@ package server
 import (
 	"crypto"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/deltasync/deltasync/diff"
-	"github.com/deltasync/deltasync/internal/bytesize"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/deadline"
 )
@@ -148,24 +143,19 @@ type Options struct {
 	// Notifier, if set, carries the news of commits between replicas
 	// faster than the watcher (see Notifier; redisnotify is one).
 	Notifier Notifier
+	// Now is the server's clock where time decides what it does: the
+	// change feed's settle horizon and cursors, consumers', settings' and
+	// blob uploads' timestamps, the feed worker's lease, webhook retries and
+	// consumer lag, and the settings and head caches' TTLs. nil means
+	// time.Now. Tests move it instead of sleeping. Timers, latencies and
+	// what is compared with the feed keys other writers date by the real
+	// clock (the watcher, the hub, the org feed's wake-ups) keep time.Now.
+	Now func() time.Time
+
 	// HubIdleGrace is how long a replica keeps track of a user's head
 	// after the user's last long poll here ended, so that the next poll
 	// costs the store nothing (hub.go).
 	HubIdleGrace time.Duration
-
-	// envErr records a DELTASYNC_* variable that RegisterFlags could not
-	// parse; Validate reports it, since RegisterFlags cannot fail.
-	envErr error
-}
-
-// registerBlobFlags is RegisterFlags for the blob limits.
-func (o *Options) registerBlobFlags(fs *flag.FlagSet) {
-	o.MaxBlobBytes = o.envBytes("DELTASYNC_MAX_BLOB_BYTES", o.MaxBlobBytes)
-	fs.Var((*bytesize.Flag)(&o.MaxBlobBytes), "max-blob-bytes",
-		"largest blob (photo, file) a user may upload, e.g. 256MiB; an org may set a lower one (env DELTASYNC_MAX_BLOB_BYTES)")
-	o.EagerBlobBytes = o.envBytes("DELTASYNC_EAGER_BLOB_BYTES", o.EagerBlobBytes)
-	fs.Var((*bytesize.Flag)(&o.EagerBlobBytes), "eager-blob-bytes",
-		"clients download referenced blobs up to this size at sync, bigger ones on demand, unless the org sets its own (env DELTASYNC_EAGER_BLOB_BYTES)")
 }
 
 // DefaultOptions returns the defaults: listen on 127.0.0.1:8080, 8 MiB
@@ -200,124 +190,6 @@ func DefaultOptions() Options {
 	}
 }
 
-// RegisterFlags registers the server's flags on fs. Each flag's default is
-// the current value of o, overridden by the matching DELTASYNC_* environment
-// variable, so configuration works through flags and the environment alike
-// (a flag given on the command line wins). --store is cmd's business.
-//
-// The JWT secret is better passed as DELTASYNC_JWT_SECRET than as a flag: a
-// command line is visible to every user of the machine.
-func (o *Options) RegisterFlags(fs *flag.FlagSet) {
-	o.Addr = o.envString("DELTASYNC_ADDR", o.Addr)
-	fs.StringVar(&o.Addr, "addr", o.Addr, "listen address (env DELTASYNC_ADDR)")
-
-	o.registerAuthFlags(fs)
-	o.RateLimit = envParse(o, "DELTASYNC_RATE_LIMIT", o.RateLimit, func(v string) (float64, error) { return strconv.ParseFloat(v, 64) })
-	fs.Float64Var(&o.RateLimit, "rate-limit", o.RateLimit,
-		"requests per second allowed per user on this replica, 0 for no limit; over it: 429 (env DELTASYNC_RATE_LIMIT)")
-	o.RateBurst = envParse(o, "DELTASYNC_RATE_BURST", o.RateBurst, strconv.Atoi)
-	fs.IntVar(&o.RateBurst, "rate-burst", o.RateBurst, "requests a user may make at once above the rate (env DELTASYNC_RATE_BURST)")
-	o.HeadCacheTTL = o.envDuration("DELTASYNC_HEAD_CACHE_TTL", o.HeadCacheTTL)
-	fs.DurationVar(&o.HeadCacheTTL, "head-cache-ttl", o.HeadCacheTTL,
-		"how long a replica trusts the head it last saw when answering polls; 0 asks the store every time (env DELTASYNC_HEAD_CACHE_TTL)")
-	o.FeedSettle = o.envDuration("DELTASYNC_FEED_SETTLE", o.FeedSettle)
-	fs.DurationVar(&o.FeedSettle, "feed-settle", o.FeedSettle,
-		"how long change-feed entries are held back so no slower replica's entry is passed (env DELTASYNC_FEED_SETTLE)")
-
-	o.Dev = o.envBool("DELTASYNC_DEV", o.Dev)
-	fs.BoolVar(&o.Dev, "dev", o.Dev,
-		"development mode: without a secret, accept tokens signed with the public DevJWTSecret (env DELTASYNC_DEV)")
-
-	o.registerLimitFlags(fs)
-	o.registerBlobFlags(fs)
-	o.LongPollMax = o.envDuration("DELTASYNC_LONG_POLL_MAX", o.LongPollMax)
-	fs.DurationVar(&o.LongPollMax, "long-poll-max", o.LongPollMax,
-		"longest wait of a sync long poll (env DELTASYNC_LONG_POLL_MAX)")
-	o.ReadyTimeout = o.envDuration("DELTASYNC_READY_TIMEOUT", o.ReadyTimeout)
-	fs.DurationVar(&o.ReadyTimeout, "ready-timeout", o.ReadyTimeout,
-		"how long /readyz waits for the store (env DELTASYNC_READY_TIMEOUT)")
-	o.SettingsTTL = o.envDuration("DELTASYNC_SETTINGS_TTL", o.SettingsTTL)
-	fs.DurationVar(&o.SettingsTTL, "settings-ttl", o.SettingsTTL,
-		"how long org settings are cached per replica (env DELTASYNC_SETTINGS_TTL)")
-	o.ReadTimeout = o.envDuration("DELTASYNC_READ_TIMEOUT", o.ReadTimeout)
-	fs.DurationVar(&o.ReadTimeout, "read-timeout", o.ReadTimeout,
-		"longest time to read one request, body included (env DELTASYNC_READ_TIMEOUT)")
-	o.WriteTimeout = o.envDuration("DELTASYNC_WRITE_TIMEOUT", o.WriteTimeout)
-	fs.DurationVar(&o.WriteTimeout, "write-timeout", o.WriteTimeout,
-		"longest time to write one response (env DELTASYNC_WRITE_TIMEOUT)")
-	o.IdleTimeout = o.envDuration("DELTASYNC_IDLE_TIMEOUT", o.IdleTimeout)
-	fs.DurationVar(&o.IdleTimeout, "idle-timeout", o.IdleTimeout,
-		"how long an idle keep-alive connection stays open (env DELTASYNC_IDLE_TIMEOUT)")
-	o.registerGuardFlags(fs)
-	o.registerBackendFlags(fs)
-	o.registerFleetFlags(fs)
-}
-
-// registerAuthFlags registers the flags of token verification and the
-// chunk-ID secret.
-func (o *Options) registerAuthFlags(fs *flag.FlagSet) {
-	fs.Var((*secretFlag)(&o.JWTSecret), "jwt-secret",
-		"HS256 secret verifying bearer tokens, at least 32 bytes (env DELTASYNC_JWT_SECRET)")
-	if v, ok := os.LookupEnv("DELTASYNC_JWT_SECRET"); ok && v != "" {
-		o.JWTSecret = []byte(v)
-	}
-
-	if v, ok := os.LookupEnv("DELTASYNC_JWT_PUBLIC_KEY"); ok && v != "" {
-		o.JWTPublicKeyFiles = splitList(v)
-	}
-	fs.Var(&listFlag{list: &o.JWTPublicKeyFiles}, "jwt-public-key",
-		"PEM file with an RS256/ES256 public key verifying bearer tokens; repeatable (env DELTASYNC_JWT_PUBLIC_KEY, comma-separated)")
-
-	fs.Var((*secretFlag)(&o.ChunkSecret), "chunk-secret",
-		"chunk-ID secret; default: the one kept in the store, shared by every replica and builder (env DELTASYNC_CHUNK_SECRET)")
-	if v, ok := os.LookupEnv("DELTASYNC_CHUNK_SECRET"); ok && v != "" {
-		o.ChunkSecret = []byte(v)
-	}
-	o.JWTIssuer = o.envString("DELTASYNC_JWT_ISSUER", o.JWTIssuer)
-	fs.StringVar(&o.JWTIssuer, "jwt-issuer", o.JWTIssuer, "required iss claim of tokens, if set (env DELTASYNC_JWT_ISSUER)")
-	o.JWTAudience = o.envString("DELTASYNC_JWT_AUDIENCE", o.JWTAudience)
-	fs.StringVar(&o.JWTAudience, "jwt-audience", o.JWTAudience, "required aud claim of tokens, if set (env DELTASYNC_JWT_AUDIENCE)")
-	o.JWTMaxLifetime = o.envDuration("DELTASYNC_JWT_MAX_LIFETIME", o.JWTMaxLifetime)
-	fs.DurationVar(&o.JWTMaxLifetime, "jwt-max-lifetime", o.JWTMaxLifetime,
-		"longest token lifetime accepted: exp - iat, or exp - now without iat (env DELTASYNC_JWT_MAX_LIFETIME)")
-}
-
-// registerLimitFlags registers the size limits of patches, records and
-// uploaded data sets.
-func (o *Options) registerLimitFlags(fs *flag.FlagSet) {
-	o.MaxPatchBytes = o.envBytes("DELTASYNC_MAX_PATCH_BYTES", o.MaxPatchBytes)
-	fs.Var((*bytesize.Flag)(&o.MaxPatchBytes), "max-patch-bytes",
-		"largest patch of several edits after decoding, e.g. 8MiB; clients split to fit, and one edit may always be as large as --max-record-bytes needs (env DELTASYNC_MAX_PATCH_BYTES)")
-	o.MaxPatchOps = envParse(o, "DELTASYNC_MAX_PATCH_OPS", o.MaxPatchOps, strconv.Atoi)
-	fs.IntVar(&o.MaxPatchOps, "max-patch-ops", o.MaxPatchOps,
-		"most edits per patch; clients split to fit (env DELTASYNC_MAX_PATCH_OPS)")
-	o.MaxRecordBytes = o.envBytes("DELTASYNC_MAX_RECORD_BYTES", o.MaxRecordBytes)
-	fs.Var((*bytesize.Flag)(&o.MaxRecordBytes), "max-record-bytes",
-		"largest value an edit may write, at most 16MiB; clients refuse bigger ones at edit time (env DELTASYNC_MAX_RECORD_BYTES)")
-	o.MaxDatasetBytes = o.envBytes("DELTASYNC_MAX_DATASET_BYTES", o.MaxDatasetBytes)
-	fs.Var((*bytesize.Flag)(&o.MaxDatasetBytes), "max-dataset-bytes",
-		"largest uploaded data set after decoding, e.g. 1GiB (env DELTASYNC_MAX_DATASET_BYTES)")
-}
-
-// registerGuardFlags registers the flags of the denial-of-service guards.
-func (o *Options) registerGuardFlags(fs *flag.FlagSet) {
-	o.HeaderTimeout = o.envDuration("DELTASYNC_HEADER_TIMEOUT", o.HeaderTimeout)
-	fs.DurationVar(&o.HeaderTimeout, "header-timeout", o.HeaderTimeout,
-		"longest wait for a request's headers; a connection silent that long is closed (env DELTASYNC_HEADER_TIMEOUT)")
-	o.MaxConns = envParse(o, "DELTASYNC_MAX_CONNS", o.MaxConns, strconv.Atoi)
-	fs.IntVar(&o.MaxConns, "max-conns", o.MaxConns,
-		"most client connections open at once, over it 503; 0 derives it from the file-descriptor limit (env DELTASYNC_MAX_CONNS)")
-	o.MaxConnsPerIP = envParse(o, "DELTASYNC_MAX_CONNS_PER_IP", o.MaxConnsPerIP, strconv.Atoi)
-	fs.IntVar(&o.MaxConnsPerIP, "max-conns-per-ip", o.MaxConnsPerIP,
-		"most open connections from one client address, over it 429; 0 for no limit (env DELTASYNC_MAX_CONNS_PER_IP)")
-	o.StoreTimeout = o.envDuration("DELTASYNC_STORE_TIMEOUT", o.StoreTimeout)
-	fs.DurationVar(&o.StoreTimeout, "store-timeout", o.StoreTimeout,
-		"longest wait for the store in one call (plus the transfer time at --store-min-rate); past it 503 + Retry-After; 0 for none (env DELTASYNC_STORE_TIMEOUT)")
-	o.StoreMinRate = o.envBytes("DELTASYNC_STORE_MIN_RATE", o.StoreMinRate)
-	fs.Var((*bytesize.Flag)(&o.StoreMinRate), "store-min-rate",
-		"slowest store transfer rate per second allowed on top of --store-timeout, e.g. 1MiB (env DELTASYNC_STORE_MIN_RATE)")
-}
-
 // validateGuards checks the options of the denial-of-service guards.
 func (o *Options) validateGuards() error {
 	if o.HeaderTimeout <= 0 {
@@ -339,9 +211,6 @@ func (o *Options) validateGuards() error {
 // run without a JWT secret or public key unless Dev is set; with Dev and no
 // key it installs DevJWTSecret and logs a loud warning.
 func (o *Options) Validate() error {
-	if o.envErr != nil {
-		return o.envErr
-	}
 	if o.Store == nil {
 		return errors.New("server: no store configured")
 	}
@@ -420,95 +289,17 @@ func (o *Options) patchLimits() diff.Limits {
 	return diff.Limits{MaxOps: o.MaxPatchOps, MaxBytes: o.MaxPatchBytes, MaxRecordBytes: o.MaxRecordBytes}.Fill()
 }
 
+// now reads the server's clock (Options.Now).
+func (o *Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
 func (o *Options) logger() *slog.Logger {
 	if o.Logger != nil {
 		return o.Logger
 	}
 	return slog.Default()
-}
-
-func (o *Options) envString(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok && v != "" {
-		return v
-	}
-	return def
-}
-
-// envParse reads a DELTASYNC_* variable with parse; an unset or empty
-// variable gives def, a bad one def and an error that Validate reports.
-func envParse[T any](o *Options, name string, def T, parse func(string) (T, error)) T {
-	v, ok := os.LookupEnv(name)
-	if !ok || v == "" {
-		return def
-	}
-	x, err := parse(v)
-	if err != nil {
-		o.setEnvErr(name, v, err)
-		return def
-	}
-	return x
-}
-
-func (o *Options) envBool(name string, def bool) bool {
-	return envParse(o, name, def, strconv.ParseBool)
-}
-
-func (o *Options) envBytes(name string, def int64) int64 {
-	return envParse(o, name, def, bytesize.Parse)
-}
-
-func (o *Options) envDuration(name string, def time.Duration) time.Duration {
-	return envParse(o, name, def, time.ParseDuration)
-}
-
-func (o *Options) setEnvErr(name, value string, err error) {
-	if o.envErr == nil {
-		o.envErr = fmt.Errorf("server: environment variable %s=%q: %w", name, value, err)
-	}
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// secretFlag is a flag.Value for a secret: String never prints it, so usage
-// output and flag dumps do not leak it.
-type secretFlag []byte
-
-func (f *secretFlag) String() string {
-	if f == nil || len(*f) == 0 {
-		return ""
-	}
-	return "(set)"
-}
-
-func (f *secretFlag) Set(s string) error { *f = []byte(s); return nil }
-
-// listFlag is a repeatable string flag. The first use on the command line
-// replaces the default taken from the environment instead of adding to it.
-type listFlag struct {
-	list *[]string
-	set  bool
-}
-
-func (f *listFlag) String() string {
-	if f == nil || f.list == nil {
-		return ""
-	}
-	return strings.Join(*f.list, ",")
-}
-
-func (f *listFlag) Set(s string) error {
-	if !f.set {
-		*f.list = nil
-		f.set = true
-	}
-	*f.list = append(*f.list, s)
-	return nil
 }

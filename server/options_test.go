@@ -6,10 +6,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"flag"
 	"io"
 	"log/slog"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -24,85 +22,6 @@ func TestDefaultOptions(t *testing.T) {
 	o := DefaultOptions()
 	if o.Addr != "127.0.0.1:8080" || o.MaxPatchBytes != 8<<20 || o.MaxDatasetBytes != 1<<30 || o.LongPollMax != 60*time.Second {
 		t.Errorf("DefaultOptions() = %+v", o)
-	}
-}
-
-func TestRegisterFlags(t *testing.T) {
-	tests := []struct {
-		name string
-		env  map[string]string
-		args []string
-		want func(o *Options) // edits DefaultOptions into the expected result
-	}{
-		{"defaults", nil, nil, func(*Options) {}},
-		{
-			"environment",
-			map[string]string{
-				"DELTASYNC_ADDR":              "0.0.0.0:9000",
-				"DELTASYNC_JWT_SECRET":        "env-secret",
-				"DELTASYNC_JWT_PUBLIC_KEY":    "a.pem, b.pem",
-				"DELTASYNC_DEV":               "true",
-				"DELTASYNC_MAX_PATCH_BYTES":   "1MiB",
-				"DELTASYNC_MAX_DATASET_BYTES": "2g",
-				"DELTASYNC_LONG_POLL_MAX":     "30s",
-			},
-			nil,
-			func(o *Options) {
-				o.Addr = "0.0.0.0:9000"
-				o.JWTSecret = []byte("env-secret")
-				o.JWTPublicKeyFiles = []string{"a.pem", "b.pem"}
-				o.Dev = true
-				o.MaxPatchBytes = 1 << 20
-				o.MaxDatasetBytes = 2 << 30
-				o.LongPollMax = 30 * time.Second
-			},
-		},
-		{
-			"flags win over environment",
-			map[string]string{"DELTASYNC_ADDR": "0.0.0.0:9000", "DELTASYNC_JWT_PUBLIC_KEY": "env.pem", "DELTASYNC_JWT_SECRET": "env-secret"},
-			[]string{"--addr", ":7000", "--jwt-secret", "flag-secret", "--jwt-public-key", "x.pem", "--jwt-public-key", "y.pem",
-				"--max-patch-bytes", "4096", "--dev", "--long-poll-max", "5s"},
-			func(o *Options) {
-				o.Addr = ":7000"
-				o.JWTSecret = []byte("flag-secret")
-				o.JWTPublicKeyFiles = []string{"x.pem", "y.pem"}
-				o.MaxPatchBytes = 4096
-				o.Dev = true
-				o.LongPollMax = 5 * time.Second
-			},
-		},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			for _, k := range []string{"DELTASYNC_ADDR", "DELTASYNC_JWT_SECRET", "DELTASYNC_JWT_PUBLIC_KEY", "DELTASYNC_DEV",
-				"DELTASYNC_MAX_PATCH_BYTES", "DELTASYNC_MAX_DATASET_BYTES", "DELTASYNC_LONG_POLL_MAX"} {
-				t.Setenv(k, tc.env[k])
-			}
-			got := DefaultOptions()
-			fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-			got.RegisterFlags(fs)
-			if err := fs.Parse(tc.args); err != nil {
-				t.Fatal(err)
-			}
-			want := DefaultOptions()
-			tc.want(&want)
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("options =\n%+v\nwant\n%+v", got, want)
-			}
-		})
-	}
-}
-
-func TestSecretFlagNotPrinted(t *testing.T) {
-	t.Setenv("DELTASYNC_JWT_SECRET", "super-secret-value")
-	o := DefaultOptions()
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	o.RegisterFlags(fs)
-	var buf bytes.Buffer
-	fs.SetOutput(&buf)
-	fs.PrintDefaults()
-	if strings.Contains(buf.String(), "super-secret-value") || strings.Contains(fs.Lookup("jwt-secret").Value.String(), "super") {
-		t.Error("the JWT secret shows up in flag output")
 	}
 }
 
@@ -154,17 +73,6 @@ func TestValidate(t *testing.T) {
 				t.Error("New accepted options Validate rejects")
 			}
 		})
-	}
-}
-
-func TestValidateBadEnvironment(t *testing.T) {
-	t.Setenv("DELTASYNC_MAX_PATCH_BYTES", "lots")
-	o := DefaultOptions()
-	o.RegisterFlags(flag.NewFlagSet("serve", flag.ContinueOnError))
-	o.Store = memstore.New()
-	o.JWTSecret = testSecret
-	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "DELTASYNC_MAX_PATCH_BYTES") {
-		t.Errorf("Validate = %v, want an error naming DELTASYNC_MAX_PATCH_BYTES", err)
 	}
 }
 

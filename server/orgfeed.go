@@ -118,7 +118,7 @@ type orgFeedResult struct {
 // before the news that woke it.
 func (s *Server) orgFeedRead(ctx context.Context, org, after string, limit int, gen uint64) ([]diff.FeedEntry, string, error) {
 	read := func(ctx context.Context) ([]diff.FeedEntry, string, error) {
-		return diff.ReadFeed(ctx, s.store, diff.FeedOptions{After: after, Limit: limit, Settle: s.orgFeeds.settle, Org: org})
+		return diff.ReadFeed(ctx, s.store, diff.FeedOptions{After: after, Limit: limit, Settle: s.orgFeeds.settle, Org: org, Now: s.opts.now()})
 	}
 	if gen == 0 {
 		return read(ctx)

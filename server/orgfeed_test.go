@@ -52,7 +52,7 @@ func TestOrgFeedNamesEveryChange(t *testing.T) {
 		withToken(adminToken(t))))
 
 	tok := orgAdminToken(t, "acme")
-	time.Sleep(5 * time.Millisecond) // past FeedSettle: the entries are all visible
+	e.clock.add(time.Second) // past FeedSettle: the entries are all visible
 	p := e.orgFeed("acme", tok, "", 100, 0)
 	if len(p.Entries) != 3 {
 		t.Fatalf("%d entries, want 3: %+v", len(p.Entries), p.Entries)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
@@ -72,7 +73,7 @@ func TestPatchConflictPolicies(t *testing.T) {
 	if r := e.do("PUT", "/v1/admin/orgs/acme", []byte(`{"conflict_policy":"reject"}`), withToken(adminToken(t))); r.status != 200 {
 		t.Fatal(r.status)
 	}
-	e.s.settings = newSettingsCache(0)
+	e.s.settings = newSettingsCache(0, time.Now)
 	r = e.do("POST", "/v1/patches", []byte(`{"id":"off-2","base":1,"ops":[{"op":"merge","key":"tasks/1","patch":{"status":"cancelled"}}]}`), withToken(tok))
 	var rb rejectedBody
 	if r.status != 409 || json.Unmarshal(r.body, &rb) != nil || rb.Error.Code != "conflict" || len(rb.Conflicts) != 1 {

@@ -81,6 +81,9 @@ func New(opts Options) (*Server, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	v, err := newVerifier(&opts)
 	if err != nil {
 		return nil, err
@@ -112,7 +115,7 @@ func New(opts Options) (*Server, error) {
 		guards:      guards,
 		backend:     newBackendMetrics(m.reg),
 		maxConns:    opts.MaxConns,
-		settings:    newSettingsCache(opts.SettingsTTL),
+		settings:    newSettingsCache(opts.SettingsTTL, opts.Now),
 		zdec:        zdec,
 		stopping:    make(chan struct{}),
 		reqIDPrefix: hex.EncodeToString(prefix[:]),

@@ -234,7 +234,7 @@ func (s *Server) updateOrgSettings(ctx context.Context, org string, u settingsUp
 		if err := st.validate(); err != nil {
 			return OrgSettings{}, err
 		}
-		st.UpdatedUnix = time.Now().Unix()
+		st.UpdatedUnix = s.opts.now().Unix()
 		b, err := json.Marshal(st)
 		if err != nil {
 			return OrgSettings{}, err
@@ -283,8 +283,8 @@ type settingsEntry struct {
 // if that is not enough, the cache starts over.
 const maxCachedOrgs = 10000
 
-func newSettingsCache(ttl time.Duration) *settingsCache {
-	return &settingsCache{ttl: ttl, now: time.Now, entries: make(map[string]settingsEntry)}
+func newSettingsCache(ttl time.Duration, now func() time.Time) *settingsCache {
+	return &settingsCache{ttl: ttl, now: now, entries: make(map[string]settingsEntry)}
 }
 
 // get returns the cached settings of org if younger than the TTL, or, for

@@ -90,10 +90,7 @@ func TestOfflineModeGate(t *testing.T) {
 func TestSettingsCacheAcrossReplicas(t *testing.T) {
 	store := memstore.New()
 	a := newTestEnv(t, envConfig{store: store, setup: echoRoutes})
-	b := newTestEnv(t, envConfig{store: store, setup: echoRoutes})
-	var now atomic.Int64
-	now.Store(time.Now().UnixNano())
-	b.s.settings.now = func() time.Time { return time.Unix(0, now.Load()) }
+	b := newTestEnv(t, envConfig{store: store, setup: echoRoutes, clock: &testClock{start: time.Now()}})
 
 	alice := userToken(t, "acme", "alice")
 	if r := b.do("GET", "/test/user", nil, withToken(alice)); r.status != 403 {
@@ -110,7 +107,7 @@ func TestSettingsCacheAcrossReplicas(t *testing.T) {
 	if st := decodeSettings(t, r.body); !st.OfflineMode {
 		t.Errorf("admin GET on replica b = %+v, want offline mode on", st)
 	}
-	now.Add(int64(b.s.opts.SettingsTTL))
+	b.clock.add(b.s.opts.SettingsTTL)
 	if r := b.do("GET", "/test/user", nil, withToken(alice)); r.status != 200 {
 		t.Errorf("after TTL: status %d, want 200 (%s)", r.status, r.body)
 	}

@@ -154,7 +154,7 @@ func TestSyncLongPoll(t *testing.T) {
 	tok := userToken(t, "acme", "alice")
 	got := make(chan response, 1)
 	go func() { got <- e.do("GET", "/v1/sync?from=1&wait=20s", nil, withToken(tok)) }()
-	time.Sleep(300 * time.Millisecond)
+	waitUntil(t, "the poll waits", func() bool { _, waiters := e.s.hub.counts(); return waiters == 1 })
 	select {
 	case r := <-got:
 		t.Fatalf("long poll answered before a new version: %d %s", r.status, r.body)
@@ -225,8 +225,13 @@ func TestChangeFeedEndpoint(t *testing.T) {
 	recs := gen.Dataset(gen.Options{Size: 32 << 10, Seed: 1})
 	e.upload("acme", "alice", recs)
 	e.upload("acme", "alice", gen.EditOneField(recs, 1))
-	time.Sleep(5 * time.Millisecond)
 	admin := adminToken(t)
+	// The deployment's feed settles by the real clock (sync.go).
+	waitUntil(t, "both entries settle", func() bool {
+		r := e.do("GET", "/v1/admin/changes?limit=10", nil, withToken(admin))
+		var p struct{ Entries []json.RawMessage }
+		return r.status == 200 && json.Unmarshal(r.body, &p) == nil && len(p.Entries) == 2
+	})
 	var page struct {
 		Entries []struct {
 			Cursor    string

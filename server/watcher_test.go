@@ -25,7 +25,7 @@ type watchRig struct {
 	counts *snapshot.CountingStore
 	hub    *hub
 	w      *watcher
-	now    time.Time
+	clock  *testClock
 	checks atomic.Int64
 }
 
@@ -59,18 +59,18 @@ func newFlakyLister(s snapshot.Store) *flakyLister {
 var watchStart = time.Date(2026, 11, 15, 10, 59, 58, 0, time.UTC)
 
 func newWatchRig(t *testing.T) *watchRig {
-	r := &watchRig{t: t, now: watchStart}
+	r := &watchRig{t: t, clock: &testClock{start: watchStart}}
 	r.counts = snapshot.NewCountingStore(memstore.New())
 	r.store = newFlakyLister(r.counts)
 	r.hub = newHub(time.Hour, prometheus.NewRegistry())
-	r.hub.now = func() time.Time { return r.now }
+	r.hub.now = r.clock.now
 	r.w = newWatcher(r.store, r.hub, DefaultWatchOptions(), slog.New(slog.NewTextHandler(io.Discard, nil)),
 		func(ctx context.Context, k userKey, v uint64) error {
 			r.checks.Add(1)
 			_, err := r.store.Stat(ctx, snapshot.ManifestKey(k.org, k.user, v))
 			return err
 		})
-	r.w.now = func() time.Time { return r.now }
+	r.w.now = r.clock.now
 	return r
 }
 
@@ -101,7 +101,7 @@ func (r *watchRig) wait(user string, from uint64) *waiter {
 
 // round advances the clock by d and runs one round.
 func (r *watchRig) round(d time.Duration) {
-	r.now = r.now.Add(d)
+	r.clock.add(d)
 	r.w.round(r.t.Context())
 }
 
@@ -134,12 +134,12 @@ func TestWatcherAcrossTheHourBoundary(t *testing.T) {
 	r := newWatchRig(t)
 	w := r.wait("alice", 1)
 	r.round(0)
-	r.entry(r.now.Add(1900*time.Millisecond), "alice", 2) // 10:59:59.900
+	r.entry(r.clock.now().Add(1900*time.Millisecond), "alice", 2) // 10:59:59.900
 	r.claim("alice", 2)
 	r.round(2200 * time.Millisecond) // 11:00:00.200
 	r.wantWoken(w, 2)
 	w = r.wait("alice", 2)
-	r.entry(r.now.Add(100*time.Millisecond), "alice", 3) // 11:00:00.300
+	r.entry(r.clock.now().Add(100*time.Millisecond), "alice", 3) // 11:00:00.300
 	r.claim("alice", 3)
 	r.round(500 * time.Millisecond)
 	r.wantWoken(w, 3)
@@ -152,9 +152,9 @@ func TestWatcherFindsEntriesOutOfOrder(t *testing.T) {
 	r := newWatchRig(t)
 	w := r.wait("alice", 1)
 	r.round(0)
-	r.entry(r.now.Add(300*time.Millisecond), "bob", 7)
+	r.entry(r.clock.now().Add(300*time.Millisecond), "bob", 7)
 	r.round(500 * time.Millisecond)
-	r.entry(r.now.Add(-2*time.Second), "alice", 2) // dated 2 s ago, listed only now
+	r.entry(r.clock.now().Add(-2*time.Second), "alice", 2) // dated 2 s ago, listed only now
 	r.claim("alice", 2)
 	r.round(500 * time.Millisecond)
 	r.wantWoken(w, 2)
@@ -169,7 +169,7 @@ func TestWatcherSweepFindsStragglers(t *testing.T) {
 	r := newWatchRig(t)
 	w := r.wait("alice", 1)
 	r.round(0) // the first round is a sweep
-	r.entry(r.now.Add(-time.Minute), "alice", 2)
+	r.entry(r.clock.now().Add(-time.Minute), "alice", 2)
 	r.claim("alice", 2)
 	for range 10 {
 		r.round(500 * time.Millisecond)
@@ -191,7 +191,7 @@ func TestWatcherChecksUntilClaimed(t *testing.T) {
 	r := newWatchRig(t)
 	w := r.wait("alice", 1)
 	r.round(0)
-	r.entry(r.now, "alice", 2)
+	r.entry(r.clock.now(), "alice", 2)
 	r.round(500 * time.Millisecond)
 	r.wantAsleep(w)
 	r.round(500 * time.Millisecond)
@@ -215,7 +215,7 @@ func TestWatcherGivesUpOnUnclaimedEntries(t *testing.T) {
 	r := newWatchRig(t)
 	w := r.wait("alice", 1)
 	r.round(0)
-	r.entry(r.now, "alice", 2)
+	r.entry(r.clock.now(), "alice", 2)
 	rounds := int(r.w.opts.SweepWindow/r.w.opts.Interval) + 100
 	for range rounds {
 		r.round(r.w.opts.Interval)
@@ -236,7 +236,7 @@ func TestWatcherGivesUpOnUnclaimedEntries(t *testing.T) {
 func TestWatcherEntryListedBeforeAnyoneWaited(t *testing.T) {
 	r := newWatchRig(t)
 	r.round(0)
-	r.entry(r.now, "alice", 2)
+	r.entry(r.clock.now(), "alice", 2)
 	r.round(500 * time.Millisecond)
 	if r.checks.Load() != 0 {
 		t.Fatalf("%d checks for a user nobody waits for, want 0", r.checks.Load())
@@ -258,7 +258,7 @@ func TestWatcherCatchesUpAfterAnOutage(t *testing.T) {
 	r.round(500 * time.Millisecond)
 	r.store.fail.Store(true)
 	r.round(500 * time.Millisecond)
-	r.entry(r.now, "alice", 2)
+	r.entry(r.clock.now(), "alice", 2)
 	r.claim("alice", 2)
 	for range 20 { // 10 s down, under the sweep period
 		r.round(500 * time.Millisecond)
@@ -278,7 +278,7 @@ func TestWatcherSettingsEntries(t *testing.T) {
 	var dropped []string
 	r.w.onSettings = func(org string) { dropped = append(dropped, org) }
 	r.round(0)
-	key := snapshot.FeedSettingsKey(r.now.UnixMilli(), "acme", "n1")
+	key := snapshot.FeedSettingsKey(r.clock.now().UnixMilli(), "acme", "n1")
 	if _, err := r.store.Put(t.Context(), key, strings.NewReader(""), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -345,8 +345,8 @@ func TestWatcherListingCutShortLosesNothing(t *testing.T) {
 	r := newWatchRig(t)
 	alice, bob := r.wait("alice", 1), r.wait("bob", 1)
 	r.round(0)
-	r.entry(r.now.Add(100*time.Millisecond), "alice", 2)
-	r.entry(r.now.Add(200*time.Millisecond), "bob", 2)
+	r.entry(r.clock.now().Add(100*time.Millisecond), "alice", 2)
+	r.entry(r.clock.now().Add(200*time.Millisecond), "bob", 2)
 	r.claim("alice", 2)
 	r.claim("bob", 2)
 	r.store.cutAfter.Store(1)

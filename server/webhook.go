@@ -56,7 +56,7 @@ func (w *feedWorker) orgState(org string) *orgDelivery {
 // cursor, until one fails or the page ends.
 func (w *feedWorker) deliverOrg(ctx context.Context, c diff.Consumer) {
 	d := w.orgState(c.Org)
-	if time.Now().Before(d.retryAt) {
+	if w.s.opts.now().Before(d.retryAt) {
 		return
 	}
 	st, _, err := w.s.loadOrgSettings(ctx, c.Org)
@@ -65,7 +65,7 @@ func (w *feedWorker) deliverOrg(ctx context.Context, c diff.Consumer) {
 	}
 	after := max(c.Cursor, d.passed)
 	entries, next, err := diff.ReadFeed(ctx, w.s.store, diff.FeedOptions{
-		Org: c.Org, After: after, Limit: webhookPage, Settle: w.s.opts.FeedSettle})
+		Org: c.Org, After: after, Limit: webhookPage, Settle: w.s.opts.FeedSettle, Now: w.s.opts.now()})
 	if err != nil {
 		w.log.Warn("webhook: read feed", "org", c.Org, "err", err)
 		return
@@ -91,7 +91,7 @@ func (w *feedWorker) deliver(ctx context.Context, c *diff.Consumer, d *orgDelive
 			return false // the lease ran out: not the receiver's fault
 		}
 		d.failing, d.failures = e.Cursor, attempt
-		d.retryAt = time.Now().Add(w.backoff(attempt))
+		d.retryAt = w.s.opts.now().Add(w.backoff(attempt))
 		w.s.backend.webhookDeliveries.WithLabelValues(c.Org, "failed").Inc()
 		w.log.Warn("webhook delivery failed", "org", c.Org, "entry", e.Cursor, "attempt", attempt,
 			"retry_in", w.backoff(attempt), "err", err)
@@ -99,7 +99,7 @@ func (w *feedWorker) deliver(ctx context.Context, c *diff.Consumer, d *orgDelive
 	}
 	w.s.backend.webhookDeliveries.WithLabelValues(c.Org, "ok").Inc()
 	d.failing, d.failures = "", 0
-	c.Cursor, c.AckedUnix = e.Cursor, time.Now().Unix()
+	c.Cursor, c.AckedUnix = e.Cursor, w.s.opts.now().Unix()
 	if err := diff.PutConsumer(ctx, w.s.store, c); err != nil {
 		// Deleted (the webhook removed) or unwritable: the entry goes
 		// again later, which at-least-once allows.

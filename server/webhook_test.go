@@ -157,7 +157,7 @@ func TestWebhookDeliversEveryEntryInOrder(t *testing.T) {
 			patchAnswer(t, e.do("POST", "/v1/patches", []byte(body), withToken(userToken(t, "acme", u))))
 		}
 	}
-	time.Sleep(5 * time.Millisecond) // past FeedSettle
+	e.clock.add(time.Second) // past FeedSettle
 	page := e.orgFeed("acme", orgAdminToken(t, "acme"), "", 100, 0)
 	if len(page.Entries) != 6 {
 		t.Fatalf("feed holds %d entries", len(page.Entries))

@@ -71,18 +71,6 @@ func loadtestFlags(e *env) (*loadtestOptions, *flag.FlagSet) {
 	return o, fs
 }
 
-// listFlag is a repeatable string flag.
-type listFlag struct{ list *[]string }
-
-func (f *listFlag) String() string {
-	if f == nil || f.list == nil {
-		return ""
-	}
-	return fmt.Sprint(*f.list)
-}
-
-func (f *listFlag) Set(s string) error { *f.list = append(*f.list, s); return nil }
-
 func runLoadtest(ctx context.Context, e *env, args []string) error {
 	o, fs := loadtestFlags(e)
 	if err := parseFlags(fs, args); err != nil {

@@ -34,6 +34,9 @@ type serveOptions struct {
 	// NotifyRedis and NotifyChannel configure the optional Redis pub/sub
 	// plug-in of the change hub (redisnotify).
 	NotifyRedis, NotifyChannel string
+	// serverEnvErr is a DELTASYNC_* variable of server.Options that did not
+	// parse (registerServerFlags), reported with the configuration check.
+	serverEnvErr error
 }
 
 // serveFlags registers every flag of `deltasync serve`; tests parse the
@@ -59,7 +62,7 @@ func serveFlags(e *env) (*serveOptions, *server.Options, *flag.FlagSet) {
 		"optional: redis://host:port[/db] whose pub/sub carries commits between replicas in milliseconds; the feed watcher stays on (env DELTASYNC_NOTIFY_REDIS)")
 	fs.StringVar(&so.NotifyChannel, "notify-channel", so.NotifyChannel,
 		"pub/sub channel of --notify-redis, the same for every replica (default "+redisnotify.DefaultChannel+"; env DELTASYNC_NOTIFY_CHANNEL)")
-	opts.RegisterFlags(fs)
+	so.serverEnvErr = registerServerFlags(e, fs, &opts)
 	return so, &opts, fs
 }
 
@@ -98,7 +101,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	opts.Logger = log
 	// Refuse a bad configuration before the store is opened or probed: a
 	// server that will not start must leave no trace in the store.
-	if err := checkServeConfig(*opts); err != nil {
+	if err := checkServeConfig(*opts, so.serverEnvErr); err != nil {
 		return err
 	}
 	n, err := so.notifier(ctx, log)
@@ -148,11 +151,15 @@ const SampleJWTSecret = "change-me-to-32-or-more-random-bytes-0123456789"
 
 // checkServeConfig validates the options as server.New will, without a
 // store: a placeholder stands in for it, and the copy's logger is silenced
-// so that server.New's warnings are logged once.
-func checkServeConfig(opts server.Options) error {
+// so that server.New's warnings are logged once. envErr is a bad
+// environment value found when the flags were registered.
+func checkServeConfig(opts server.Options, envErr error) error {
 	if string(opts.JWTSecret) == SampleJWTSecret {
 		return errors.New("the JWT secret is the published sample from deploy/deltasync.env (" + SampleJWTSecret +
 			"): anyone could mint tokens with it; set DELTASYNC_JWT_SECRET to your backend's own secret (e.g. openssl rand -base64 48)")
+	}
+	if envErr != nil {
+		return envErr
 	}
 	opts.Store = memstore.New()
 	opts.Logger = slog.New(slog.DiscardHandler)

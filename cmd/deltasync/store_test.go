@@ -170,10 +170,9 @@ func TestServeRefusesSampleSecretFromDeployEnv(t *testing.T) {
 	if sample != SampleJWTSecret {
 		t.Fatalf("deploy/deltasync.env sets DELTASYNC_JWT_SECRET=%q, serve refuses %q: keep them equal", sample, SampleJWTSecret)
 	}
-	t.Setenv("DELTASYNC_JWT_SECRET", sample) // server.Options reads the process environment
 	dir := filepath.Join(t.TempDir(), "store")
 	var out, errb bytes.Buffer
-	code := runWith(t, testEnv(nil, &out, &errb), "serve", "--addr", freePort(t), "--store", "file://"+dir)
+	code := runWith(t, testEnv(map[string]string{"DELTASYNC_JWT_SECRET": sample}, &out, &errb), "serve", "--addr", freePort(t), "--store", "file://"+dir)
 	if code != exitFailure || !strings.Contains(errb.String(), "published sample") {
 		t.Errorf("serve with the sample secret: exit %d, stderr %q", code, errb.String())
 	}

@@ -7,6 +7,9 @@
 //     minio-go, only server fasthttp, only the client bbolt; cmd does not
 //     import the JWT libraries (server's API does not leak them), and the
 //     server does not link the test-data generator (internal/gen).
+//   - cmd owns configuration: no package outside cmd (test kits aside)
+//     imports "flag" or reads the process environment; libraries take
+//     options structs.
 //   - Every package has a package doc.
 //   - Tests build their fake stores on the one fake, storetest.Faults: no
 //     test file implements a snapshot.Store method itself.

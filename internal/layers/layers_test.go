@@ -140,6 +140,73 @@ func TestEveryPackageHasADoc(t *testing.T) {
 	}
 }
 
+// configExempt are the packages outside cmd that may read the process
+// environment: test kits, which find their test servers through it.
+var configExempt = map[string]bool{"internal/s3test": true}
+
+// envFuncs are the os functions that read the process environment.
+var envFuncs = []string{"Getenv", "LookupEnv", "Environ", "ExpandEnv"}
+
+// TestCmdOwnsConfiguration: library packages take options structs; only
+// cmd registers flags and reads the process environment (issue 16). A
+// non-test file outside cmd neither imports "flag" nor calls os.Getenv,
+// os.LookupEnv, os.Environ or os.ExpandEnv.
+func TestCmdOwnsConfiguration(t *testing.T) {
+	fset := token.NewFileSet()
+	for _, p := range listPackages(t) {
+		rel := p.rel()
+		if under(rel, "cmd") || configExempt[rel] {
+			continue
+		}
+		for _, name := range p.GoFiles {
+			f, err := parser.ParseFile(fset, filepath.Join(p.Dir, name), nil, parser.SkipObjectResolution)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, pos := range configReads(f) {
+				t.Errorf("%s: %s: configuration belongs in cmd; take it in the package's options", fset.Position(pos.at), pos.what)
+			}
+		}
+	}
+}
+
+type configRead struct {
+	at   token.Pos
+	what string
+}
+
+// configReads finds a file's import of "flag" and its calls of the os
+// functions that read the environment (under whatever name os is imported).
+func configReads(f *ast.File) []configRead {
+	var out []configRead
+	osName := ""
+	for _, imp := range f.Imports {
+		switch imp.Path.Value {
+		case `"flag"`:
+			out = append(out, configRead{imp.Pos(), `imports "flag"`})
+		case `"os"`:
+			osName = "os"
+			if imp.Name != nil {
+				osName = imp.Name.Name
+			}
+		}
+	}
+	if osName == "" {
+		return out
+	}
+	ast.Inspect(f, func(n ast.Node) bool {
+		sel, ok := n.(*ast.SelectorExpr)
+		if !ok {
+			return true
+		}
+		if id, ok := sel.X.(*ast.Ident); ok && id.Name == osName && slices.Contains(envFuncs, sel.Sel.Name) {
+			out = append(out, configRead{sel.Pos(), "reads the environment (os." + sel.Sel.Name + ")"})
+		}
+		return true
+	})
+	return out
+}
+
 // storeMethods are the methods of snapshot.Store, which only storetest
 // and the backends implement.
 var storeMethods = []string{"Get", "GetRange", "Put", "PutIfAbsent", "PutIfMatch", "Stat", "List", "ListAfter", "Delete"}
