@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -148,6 +150,12 @@ type childJob struct {
 	Dir  string
 	Keys string
 	Gets int
+	// Profile (delta): repeat the two pulls this many times, each on a
+	// fresh copy of Dir, with a CPU profile of the pulls alone (labelled
+	// phase=pull) and an allocation profile written to Profile+".cpu" and
+	// Profile+".mem".
+	Profile string
+	Repeat  int
 }
 
 type childFigures struct {
@@ -219,6 +227,10 @@ func TestDeviceChild(t *testing.T) {
 	case "full":
 		f = childFullSync(t, job)
 	case "delta":
+		if job.Profile != "" {
+			f = childProfile(t, job)
+			break
+		}
 		f = childDelta(t, job)
 	case "read":
 		f = childRead(t, job)
@@ -369,6 +381,41 @@ func childDelta(t *testing.T, job childJob) childFigures {
 	return f
 }
 
+// childProfile runs childDelta job.Repeat times, each on a fresh copy of
+// job.Dir, under the CPU profiler (see childJob.Profile).
+func childProfile(t *testing.T, job childJob) childFigures {
+	cpuf, err := os.Create(job.Profile + ".cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cpuf.Close()
+	runtime.MemProfileRate = 4096
+	runtime.SetCPUProfileRate(1000) // StartCPUProfile keeps it (and says so on stderr)
+	if err := pprof.StartCPUProfile(cpuf); err != nil {
+		t.Fatal(err)
+	}
+	var f childFigures
+	for range job.Repeat {
+		dir := t.TempDir()
+		copyFiles(t, job.Dir, dir)
+		one := job
+		one.Dir = dir
+		pprof.Do(context.Background(), pprof.Labels("phase", "pull"), func(context.Context) { f = childDelta(t, one) })
+		fmt.Fprintf(os.Stderr, "pull %v install %v cpu %v; warm pull %v install %v cpu %v\n", f.Wall, f.Install, f.CPU, f.Warm.Wall, f.Warm.Install, f.Warm.CPU)
+		os.RemoveAll(dir)
+	}
+	pprof.StopCPUProfile()
+	memf, err := os.Create(job.Profile + ".mem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer memf.Close()
+	if err := pprof.Lookup("allocs").WriteTo(memf, 0); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // childRead makes job.Gets Gets of random keys and one Scan of job.Dir.
 func childRead(t *testing.T, job childJob) childFigures {
 	keys := readKeys(t, job.Keys)
@@ -434,11 +481,24 @@ func BenchmarkDeviceFullSync(b *testing.B) {
 // version switched: the pack is read from a file) and the CPU; then the
 // same of a second one-record delta in that process (warm-*: an app that
 // runs already, its code and the file's pages touched once).
+//
+// DELTASYNC_DELTA_PROFILE=path makes one process repeat the pulls b.N
+// times under the profiler instead (path.cpu, path.mem; see childJob).
 func BenchmarkDeviceOneRecordDelta(b *testing.B) {
 	fixtures := newDeviceFixtures(b)
 	for _, size := range deviceSizes() {
 		b.Run(sizeName(size), func(b *testing.B) {
 			fx := fixtures.get(b, size)
+			if prof := os.Getenv("DELTASYNC_DELTA_PROFILE"); prof != "" {
+				// Processes of one pull each (a first pull's costs are a
+				// new process's), sampled at 1 kHz: merge them with
+				// go tool pprof -tagfocus=phase=pull path-64MB-*.cpu.
+				for i := range b.N {
+					runChild(b, childJob{Mode: "delta", Pack: fx.delta, Then: fx.delta2, Dir: fx.synced, Profile: fmt.Sprintf("%s-%s-%03d", prof, sizeName(size), i), Repeat: 1})
+				}
+				b.ReportMetric(0, "ns/op")
+				return
+			}
 			var wall, cpu, install, wwall, wcpu, winstall []time.Duration
 			for range b.N {
 				dir := b.TempDir()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"slices"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -435,24 +434,29 @@ func migrateData1(tx *bolt.Tx) error {
 // some 8,000 entries on 64 MB, a few ms of a one-record delta. An entry
 // is a version of one data file (gen): a version's list never changes in
 // its file. It holds one list, what a pull holds anyway.
+//
+// The list is shared, not copied: a 64 MB data set's is some 800 KB of
+// chunk entries, and each copy cost a one-record delta page faults and
+// garbage collection (in a new process, where the first pull runs, more
+// than decoding it). Nothing modifies a cached list: Store.Manifest hands
+// it out read-only, and an install caches the list it was given (Finish
+// takes it over) and makes a new one for the next version.
 type slotCache struct {
 	mu      sync.Mutex
 	gen     uint32
 	version uint64
-	m       *snapshot.Manifest // never handed out: callers get copies
-	seqs    []uint64
+	m       *snapshot.Manifest // read-only
+	seqs    []uint64           // read-only
 }
 
-// get returns a copy of the cached list of version v of file gen.
+// get returns the cached list of version v of file gen (read-only).
 func (c *slotCache) get(gen uint32, v uint64) (*snapshot.Manifest, []uint64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || c.gen != gen || c.version != v {
 		return nil, nil, false
 	}
-	m := *c.m
-	m.Chunks, m.Packs = slices.Clone(c.m.Chunks), slices.Clone(c.m.Packs)
-	return &m, c.seqs, true // seqs are only read
+	return c.m, c.seqs, true
 }
 
 // seqsOf returns the cached seqs of version v of file gen (only read).
@@ -465,24 +469,26 @@ func (c *slotCache) seqsOf(gen uint32, v uint64) ([]uint64, bool) {
 	return c.seqs, true
 }
 
-// put caches a copy of version v's list, as readSlot would read it back
-// (what the local encoding keeps, no more).
+// put caches version v's list as readSlot would read it back (what the
+// local encoding keeps, no more), taking over m.Chunks and seqs: their
+// entries are trimmed to what the encoding keeps, in place, and neither
+// may be modified afterwards.
 func (c *slotCache) put(gen uint32, v uint64, m *snapshot.Manifest, seqs []uint64) {
 	cp := snapshot.Manifest{Org: m.Org, User: m.User, Version: m.Version, Parent: m.Parent,
 		ChunkerName: m.ChunkerName, ChunkerVersion: m.ChunkerVersion, Chunker: m.Chunker,
 		Records: m.Records, StreamLen: m.StreamLen, StreamHash: m.StreamHash, CreatedUnix: m.CreatedUnix,
-		Packs: []string{"local"}, Chunks: make([]snapshot.ChunkRef, len(m.Chunks))}
-	for i, ch := range m.Chunks {
-		cp.Chunks[i] = snapshot.ChunkRef{ID: ch.ID, Sum: ch.Sum, Size: ch.Size, Records: ch.Records,
-			Continued: ch.Continued, FirstKey: ch.FirstKey, StoredLen: ch.Size}
+		Packs: []string{"local"}, Chunks: m.Chunks[:len(m.Chunks):len(m.Chunks)]}
+	for i := range cp.Chunks {
+		ch := &cp.Chunks[i]
+		ch.Pack, ch.Offset, ch.StoredLen = 0, 0, ch.Size
 	}
 	c.mu.Lock()
-	c.gen, c.version, c.m, c.seqs = gen, v, &cp, slices.Clone(seqs)
+	c.gen, c.version, c.m, c.seqs = gen, v, &cp, seqs
 	c.mu.Unlock()
 }
 
 // readLive returns the live slot's manifest and seqs (version v, in file
-// gen), from the cache when it holds them.
+// gen), from the cache when it holds them; both are read-only.
 func (s *Store) readLive(slot *bolt.Bucket, gen uint32, v uint64) (*snapshot.Manifest, []uint64, error) {
 	if m, seqs, ok := s.synced.get(gen, v); ok {
 		return m, seqs, nil
@@ -491,14 +497,10 @@ func (s *Store) readLive(slot *bolt.Bucket, gen uint32, v uint64) (*snapshot.Man
 	if err != nil || m.Version != v {
 		return m, seqs, err
 	}
-	// Cached as read (it is what put would make of it); the caller gets a
-	// copy of the list.
 	s.synced.mu.Lock()
 	s.synced.gen, s.synced.version, s.synced.m, s.synced.seqs = gen, v, m, seqs
 	s.synced.mu.Unlock()
-	cp := *m
-	cp.Chunks, cp.Packs = slices.Clone(m.Chunks), slices.Clone(m.Packs)
-	return &cp, seqs, nil
+	return m, seqs, nil
 }
 
 // liveSeqs returns the live slot's seqs, want of them, from the cache when
