@@ -15,6 +15,7 @@ import (
 	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -99,7 +100,7 @@ func (fs *deviceFixtures) get(b testing.TB, size int64) *deviceFixture {
 		keys = append(append(keys, r.Key...), '\n')
 	}
 	writeFile(b, fx.keys, keys)
-	writeFile(b, fx.full, capturePack(b, ts, 0))
+	writeFile(b, fx.full, capturePack(b, ts, 0, 0))
 	m, err := snapshot.ReadManifest(context.Background(), ts.store, testOrg, "ann", 1)
 	if err != nil {
 		b.Fatal(err)
@@ -107,9 +108,9 @@ func (fs *deviceFixtures) get(b testing.TB, size int64) *deviceFixture {
 	fx.streamLen = int64(m.StreamLen)
 	v2 := editRecord(recs, len(recs)/2, 1)
 	ts.upload("ann", v2)
-	writeFile(b, fx.delta, capturePack(b, ts, 1))
+	writeFile(b, fx.delta, capturePack(b, ts, 1, deltaFormat()))
 	ts.upload("ann", editRecord(v2, len(recs)/3, 2))
-	writeFile(b, fx.delta2, capturePack(b, ts, 2))
+	writeFile(b, fx.delta2, capturePack(b, ts, 2, deltaFormat()))
 	runChild(b, childJob{Mode: "full", Pack: fx.full, Dir: fx.synced, Keys: fx.keys})
 	fs.by[size] = fx
 	return fx
@@ -122,10 +123,26 @@ func writeFile(b testing.TB, name string, data []byte) {
 	}
 }
 
-// capturePack returns the body of GET /v1/sync?from=from.
-func capturePack(tb testing.TB, ts *testServer, from uint64) []byte {
+// deltaFormat is the format of the one-record deltas: what the client asks
+// for (wire.DeltaFormat), or DELTASYNC_BENCH_DELTA_FORMAT (2: an old
+// client's). (The full sync's pack is what an old client gets: the
+// figures of the full-sync table were measured with it.)
+func deltaFormat() int {
+	if f, err := strconv.Atoi(os.Getenv("DELTASYNC_BENCH_DELTA_FORMAT")); err == nil {
+		return f
+	}
+	return wire.DeltaFormat
+}
+
+// capturePack returns the body of GET /v1/sync?from=from&format=format
+// (0: no format asked, what an old client gets).
+func capturePack(tb testing.TB, ts *testServer, from uint64, format int) []byte {
 	tb.Helper()
-	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/v1/sync?from=%d", ts.url, from), nil)
+	u := fmt.Sprintf("%s/v1/sync?from=%d", ts.url, from)
+	if format != 0 {
+		u += fmt.Sprintf("&format=%d", format)
+	}
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
 	req.Header.Set("Authorization", "Bearer "+ts.token("ann"))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
