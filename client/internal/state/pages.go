@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -101,57 +102,42 @@ func pageCount(page []byte) (int, error) {
 
 // decodePage appends a page's chunks (nil: not wanted) and seqs.
 func decodePage(page []byte, chunks *[]snapshot.ChunkRef, seqs *[]uint64) error {
+	return new(entryReader).page(page, chunks, seqs)
+}
+
+// page is decodePage with r's buffers (reused for a list's pages).
+func (r *entryReader) page(page []byte, chunks *[]snapshot.ChunkRef, seqs *[]uint64) error {
 	bad := func(what string) error { return fmt.Errorf("chunk list page: %s: %w", what, ErrCorrupt) }
 	count, err := pageCount(page)
 	if err != nil {
 		return err
 	}
 	_, k := binary.Uvarint(page)
-	d := page[k:]
-	num := func() uint64 {
-		v, n := binary.Uvarint(d)
-		if n <= 0 {
-			d = nil
-			return 0
-		}
-		d = d[n:]
-		return v
+	*r = entryReader{d: page[k:], keys: chunks != nil, buf: r.buf[:0], ends: r.ends[:0]}
+	first := 0
+	if chunks != nil {
+		first = len(*chunks)
+		*chunks = slices.Grow(*chunks, min(count, len(r.d)/50))
 	}
-	prev, prevLen := "", uint64(0)
 	for range count {
 		var c snapshot.ChunkRef
-		if len(d) < 48 {
-			return bad("entry")
+		if what := r.entry(&c); what != "" {
+			return bad(what)
 		}
-		copy(c.ID[:], d)
-		copy(c.Sum[:], d[16:])
-		d = d[48:]
-		size, recs := num(), num()
-		if len(d) == 0 || size > 16<<20 || recs > size {
-			return bad("entry")
-		}
-		c.Continued, d = d[0] == 1, d[1:]
-		shared, sl := num(), num()
-		if d == nil || shared > prevLen || sl > uint64(len(d)) {
-			return bad("key")
-		}
-		if chunks != nil {
-			c.FirstKey = prev[:shared] + string(d[:sl])
-		}
-		d, prevLen = d[sl:], shared+sl
-		seq := num()
-		if d == nil {
+		seq := r.num()
+		if r.d == nil {
 			return bad("seq")
 		}
-		c.Size, c.Records, c.StoredLen = uint32(size), uint32(recs), uint32(size)
-		prev = c.FirstKey
 		if chunks != nil {
 			*chunks = append(*chunks, c)
 		}
 		*seqs = append(*seqs, seq)
 	}
-	if len(d) != 0 {
+	if len(r.d) != 0 {
 		return bad("trailing data")
+	}
+	if chunks != nil {
+		r.setKeys((*chunks)[first:])
 	}
 	return nil
 }
@@ -174,7 +160,8 @@ func readSlot(slot *bolt.Bucket) (*snapshot.Manifest, []uint64, error) {
 	}
 	want := cap(m.Chunks)
 	seqs := make([]uint64, 0, want)
-	err = pages.ForEach(func(_, page []byte) error { return decodePage(page, &m.Chunks, &seqs) })
+	r := &entryReader{}
+	err = pages.ForEach(func(_, page []byte) error { return r.page(page, &m.Chunks, &seqs) })
 	if err == nil && len(m.Chunks) != want {
 		err = fmt.Errorf("chunk list of %d entries for %d chunks: %w", len(m.Chunks), want, ErrCorrupt)
 	}
