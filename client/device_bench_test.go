@@ -167,9 +167,9 @@ type childJob struct {
 	Dir  string
 	Keys string
 	Gets int
-	// Profile (delta): repeat the two pulls this many times, each on a
-	// fresh copy of Dir, with a CPU profile of the pulls alone (labelled
-	// phase=pull) and an allocation profile written to Profile+".cpu" and
+	// Profile (delta): repeat the two pulls Repeat times, each on a fresh
+	// copy of Dir, under the CPU profiler (the pulls labelled phase=pull)
+	// and the allocation profiler, written to Profile+".cpu" and
 	// Profile+".mem".
 	Profile string
 	Repeat  int
@@ -494,13 +494,14 @@ func BenchmarkDeviceFullSync(b *testing.B) {
 
 // BenchmarkDeviceOneRecordDelta installs a delta of one changed record on
 // a synced copy of the data set, in a fresh process each time, and
-// reports medians: the Pull call, the install (from the request to the
-// version switched: the pack is read from a file) and the CPU; then the
-// same of a second one-record delta in that process (warm-*: an app that
-// runs already, its code and the file's pages touched once).
+// reports medians (and the p90 of the first pull's times): the Pull call,
+// the install (from the request to the version switched: the pack is read
+// from a file) and the CPU; then the same of a second one-record delta in
+// that process (warm-*: an app that runs already, its code and the file's
+// pages touched once).
 //
-// DELTASYNC_DELTA_PROFILE=path makes one process repeat the pulls b.N
-// times under the profiler instead (path.cpu, path.mem; see childJob).
+// DELTASYNC_DELTA_PROFILE=path runs b.N processes under the profilers
+// instead (path-64MB-NNN.cpu and .mem; see childJob.Profile).
 func BenchmarkDeviceOneRecordDelta(b *testing.B) {
 	fixtures := newDeviceFixtures(b)
 	for _, size := range deviceSizes() {
@@ -528,8 +529,11 @@ func BenchmarkDeviceOneRecordDelta(b *testing.B) {
 				wwall, wcpu, winstall = append(wwall, f.Warm.Wall), append(wcpu, f.Warm.CPU), append(winstall, f.Warm.Install)
 			}
 			ms := func(d []time.Duration) float64 { return float64(median(d).Microseconds()) / 1e3 }
+			p90 := func(d []time.Duration) float64 { return float64(quantile(d, 0.9).Microseconds()) / 1e3 }
 			b.ReportMetric(ms(wall), "pull-ms")
+			b.ReportMetric(p90(wall), "pull-p90-ms")
 			b.ReportMetric(ms(install), "install-ms")
+			b.ReportMetric(p90(install), "install-p90-ms")
 			b.ReportMetric(ms(cpu), "cpu-ms")
 			b.ReportMetric(ms(wwall), "warm-pull-ms")
 			b.ReportMetric(ms(winstall), "warm-install-ms")
@@ -562,10 +566,13 @@ func BenchmarkDeviceRead(b *testing.B) {
 	}
 }
 
-func median(d []time.Duration) time.Duration {
+func median(d []time.Duration) time.Duration { return quantile(d, 0.5) }
+
+// quantile is the q-quantile of d (nearest rank, rounded down).
+func quantile(d []time.Duration, q float64) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
-	return s[len(s)/2]
+	return s[min(int(float64(len(s))*q), len(s)-1)]
 }
 
 func p99(lat []time.Duration) time.Duration {
