@@ -407,7 +407,6 @@ func childProfile(t *testing.T, job childJob) childFigures {
 	}
 	defer cpuf.Close()
 	runtime.MemProfileRate = 4096
-	runtime.SetCPUProfileRate(1000) // StartCPUProfile keeps it (and says so on stderr)
 	if err := pprof.StartCPUProfile(cpuf); err != nil {
 		t.Fatal(err)
 	}
@@ -509,7 +508,7 @@ func BenchmarkDeviceOneRecordDelta(b *testing.B) {
 			fx := fixtures.get(b, size)
 			if prof := os.Getenv("DELTASYNC_DELTA_PROFILE"); prof != "" {
 				// Processes of one pull each (a first pull's costs are a
-				// new process's), sampled at 1 kHz: merge them with
+				// new process's), merged by
 				// go tool pprof -tagfocus=phase=pull path-64MB-*.cpu.
 				for i := range b.N {
 					runChild(b, childJob{Mode: "delta", Pack: fx.delta, Then: fx.delta2, Dir: fx.synced, Profile: fmt.Sprintf("%s-%s-%03d", prof, sizeName(size), i), Repeat: 1})
