@@ -11,8 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -97,7 +100,7 @@ func (fs *deviceFixtures) get(b testing.TB, size int64) *deviceFixture {
 		keys = append(append(keys, r.Key...), '\n')
 	}
 	writeFile(b, fx.keys, keys)
-	writeFile(b, fx.full, capturePack(b, ts, 0))
+	writeFile(b, fx.full, capturePack(b, ts, 0, 0))
 	m, err := snapshot.ReadManifest(context.Background(), ts.store, testOrg, "ann", 1)
 	if err != nil {
 		b.Fatal(err)
@@ -105,9 +108,9 @@ func (fs *deviceFixtures) get(b testing.TB, size int64) *deviceFixture {
 	fx.streamLen = int64(m.StreamLen)
 	v2 := editRecord(recs, len(recs)/2, 1)
 	ts.upload("ann", v2)
-	writeFile(b, fx.delta, capturePack(b, ts, 1))
+	writeFile(b, fx.delta, capturePack(b, ts, 1, deltaFormat()))
 	ts.upload("ann", editRecord(v2, len(recs)/3, 2))
-	writeFile(b, fx.delta2, capturePack(b, ts, 2))
+	writeFile(b, fx.delta2, capturePack(b, ts, 2, deltaFormat()))
 	runChild(b, childJob{Mode: "full", Pack: fx.full, Dir: fx.synced, Keys: fx.keys})
 	fs.by[size] = fx
 	return fx
@@ -120,10 +123,26 @@ func writeFile(b testing.TB, name string, data []byte) {
 	}
 }
 
-// capturePack returns the body of GET /v1/sync?from=from.
-func capturePack(tb testing.TB, ts *testServer, from uint64) []byte {
+// deltaFormat is the format of the one-record deltas: what the client asks
+// for (wire.DeltaFormat), or DELTASYNC_BENCH_DELTA_FORMAT (2: an old
+// client's). (The full sync's pack is what an old client gets: the
+// figures of the full-sync table were measured with it.)
+func deltaFormat() int {
+	if f, err := strconv.Atoi(os.Getenv("DELTASYNC_BENCH_DELTA_FORMAT")); err == nil {
+		return f
+	}
+	return wire.DeltaFormat
+}
+
+// capturePack returns the body of GET /v1/sync?from=from&format=format
+// (0: no format asked, what an old client gets).
+func capturePack(tb testing.TB, ts *testServer, from uint64, format int) []byte {
 	tb.Helper()
-	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/v1/sync?from=%d", ts.url, from), nil)
+	u := fmt.Sprintf("%s/v1/sync?from=%d", ts.url, from)
+	if format != 0 {
+		u += fmt.Sprintf("&format=%d", format)
+	}
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
 	req.Header.Set("Authorization", "Bearer "+ts.token("ann"))
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -148,6 +167,12 @@ type childJob struct {
 	Dir  string
 	Keys string
 	Gets int
+	// Profile (delta): repeat the two pulls Repeat times, each on a fresh
+	// copy of Dir, under the CPU profiler (the pulls labelled phase=pull)
+	// and the allocation profiler, written to Profile+".cpu" and
+	// Profile+".mem".
+	Profile string
+	Repeat  int
 }
 
 type childFigures struct {
@@ -219,6 +244,10 @@ func TestDeviceChild(t *testing.T) {
 	case "full":
 		f = childFullSync(t, job)
 	case "delta":
+		if job.Profile != "" {
+			f = childProfile(t, job)
+			break
+		}
 		f = childDelta(t, job)
 	case "read":
 		f = childRead(t, job)
@@ -369,6 +398,40 @@ func childDelta(t *testing.T, job childJob) childFigures {
 	return f
 }
 
+// childProfile runs childDelta job.Repeat times, each on a fresh copy of
+// job.Dir, under the CPU profiler (see childJob.Profile).
+func childProfile(t *testing.T, job childJob) childFigures {
+	cpuf, err := os.Create(job.Profile + ".cpu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cpuf.Close()
+	runtime.MemProfileRate = 4096
+	if err := pprof.StartCPUProfile(cpuf); err != nil {
+		t.Fatal(err)
+	}
+	var f childFigures
+	for range job.Repeat {
+		dir := t.TempDir()
+		copyFiles(t, job.Dir, dir)
+		one := job
+		one.Dir = dir
+		pprof.Do(context.Background(), pprof.Labels("phase", "pull"), func(context.Context) { f = childDelta(t, one) })
+		fmt.Fprintf(os.Stderr, "pull %v install %v cpu %v; warm pull %v install %v cpu %v\n", f.Wall, f.Install, f.CPU, f.Warm.Wall, f.Warm.Install, f.Warm.CPU)
+		os.RemoveAll(dir)
+	}
+	pprof.StopCPUProfile()
+	memf, err := os.Create(job.Profile + ".mem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer memf.Close()
+	if err := pprof.Lookup("allocs").WriteTo(memf, 0); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // childRead makes job.Gets Gets of random keys and one Scan of job.Dir.
 func childRead(t *testing.T, job childJob) childFigures {
 	keys := readKeys(t, job.Keys)
@@ -430,15 +493,29 @@ func BenchmarkDeviceFullSync(b *testing.B) {
 
 // BenchmarkDeviceOneRecordDelta installs a delta of one changed record on
 // a synced copy of the data set, in a fresh process each time, and
-// reports medians: the Pull call, the install (from the request to the
-// version switched: the pack is read from a file) and the CPU; then the
-// same of a second one-record delta in that process (warm-*: an app that
-// runs already, its code and the file's pages touched once).
+// reports medians (and the p90 of the first pull's times): the Pull call,
+// the install (from the request to the version switched: the pack is read
+// from a file) and the CPU; then the same of a second one-record delta in
+// that process (warm-*: an app that runs already, its code and the file's
+// pages touched once).
+//
+// DELTASYNC_DELTA_PROFILE=path runs b.N processes under the profilers
+// instead (path-64MB-NNN.cpu and .mem; see childJob.Profile).
 func BenchmarkDeviceOneRecordDelta(b *testing.B) {
 	fixtures := newDeviceFixtures(b)
 	for _, size := range deviceSizes() {
 		b.Run(sizeName(size), func(b *testing.B) {
 			fx := fixtures.get(b, size)
+			if prof := os.Getenv("DELTASYNC_DELTA_PROFILE"); prof != "" {
+				// Processes of one pull each (a first pull's costs are a
+				// new process's), merged by
+				// go tool pprof -tagfocus=phase=pull path-64MB-*.cpu.
+				for i := range b.N {
+					runChild(b, childJob{Mode: "delta", Pack: fx.delta, Then: fx.delta2, Dir: fx.synced, Profile: fmt.Sprintf("%s-%s-%03d", prof, sizeName(size), i), Repeat: 1})
+				}
+				b.ReportMetric(0, "ns/op")
+				return
+			}
 			var wall, cpu, install, wwall, wcpu, winstall []time.Duration
 			for range b.N {
 				dir := b.TempDir()
@@ -451,8 +528,11 @@ func BenchmarkDeviceOneRecordDelta(b *testing.B) {
 				wwall, wcpu, winstall = append(wwall, f.Warm.Wall), append(wcpu, f.Warm.CPU), append(winstall, f.Warm.Install)
 			}
 			ms := func(d []time.Duration) float64 { return float64(median(d).Microseconds()) / 1e3 }
+			p90 := func(d []time.Duration) float64 { return float64(quantile(d, 0.9).Microseconds()) / 1e3 }
 			b.ReportMetric(ms(wall), "pull-ms")
+			b.ReportMetric(p90(wall), "pull-p90-ms")
 			b.ReportMetric(ms(install), "install-ms")
+			b.ReportMetric(p90(install), "install-p90-ms")
 			b.ReportMetric(ms(cpu), "cpu-ms")
 			b.ReportMetric(ms(wwall), "warm-pull-ms")
 			b.ReportMetric(ms(winstall), "warm-install-ms")
@@ -485,10 +565,13 @@ func BenchmarkDeviceRead(b *testing.B) {
 	}
 }
 
-func median(d []time.Duration) time.Duration {
+func median(d []time.Duration) time.Duration { return quantile(d, 0.5) }
+
+// quantile is the q-quantile of d (nearest rank, rounded down).
+func quantile(d []time.Duration, q float64) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
-	return s[len(s)/2]
+	return s[min(int(float64(len(s))*q), len(s)-1)]
 }
 
 func p99(lat []time.Duration) time.Duration {

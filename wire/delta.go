@@ -315,18 +315,7 @@ func appendManifestDelta(b []byte, s *diff.Script) []byte {
 			b = binary.AppendUvarint(b, uint64(r.NewTo-r.NewFrom))
 			for j := r.NewFrom; j < r.NewTo; j++ {
 				c := &s.B.Chunks[j]
-				b = append(b, c.ID[:]...)
-				b = binary.AppendUvarint(b, uint64(c.Size))
-				b = binary.AppendUvarint(b, uint64(c.Records))
-				var flags byte
-				if c.Continued {
-					flags = 1
-				}
-				b = append(b, flags)
-				shared := commonPrefix(prevKey, c.FirstKey)
-				b = binary.AppendUvarint(b, uint64(shared))
-				b = binary.AppendUvarint(b, uint64(len(c.FirstKey)-shared))
-				b = append(b, c.FirstKey[shared:]...)
+				b = appendKnownEntry(b, c, prevKey)
 				prevKey = c.FirstKey
 			}
 		}
@@ -624,9 +613,11 @@ func (d *DeltaReader) parseHeader(b []byte) error {
 	return nil
 }
 
+// readManifest rebuilds the new chunk list from a format-2 manifest delta:
+// runs copied from the old list and entries inserted, to the end mark.
 func (d *DeltaReader) readManifest(old []snapshot.ChunkRef) error {
 	want := d.header.Manifest.Chunks
-	prev := ""
+	prev := "" // the first key of the entry before (inserted entries are front-coded)
 	for {
 		op, err := d.r.ReadByte()
 		if err != nil {
@@ -639,73 +630,99 @@ func (d *DeltaReader) readManifest(old []snapshot.ChunkRef) error {
 			}
 			return nil
 		case opCopy:
-			from, err := d.num()
-			if err != nil {
-				return err
-			}
-			n, err := d.num()
-			if err != nil {
-				return err
-			}
-			if from > uint64(len(old)) || n > uint64(len(old))-from || uint64(len(d.chunks))+n > uint64(want) {
-				return d.bad("copy %d+%d of %d old chunks", from, n, len(old))
-			}
-			d.chunks = append(d.chunks, old[from:from+n]...)
-			if n > 0 {
-				prev = old[from+n-1].FirstKey
-			}
+			prev, err = d.copyOld(old, prev)
 		case opInsert:
-			n, err := d.num()
-			if err != nil {
-				return err
-			}
-			if uint64(len(d.chunks))+n > uint64(want) {
-				return d.bad("insert of %d chunks", n)
-			}
-			for range n {
-				var c snapshot.ChunkRef
-				if _, err := io.ReadFull(d.r, c.ID[:]); err != nil {
-					return d.bad("truncated chunk entry")
-				}
-				size, err := d.num()
-				if err != nil {
-					return err
-				}
-				recs, err := d.num()
-				if err != nil {
-					return err
-				}
-				flags, err := d.r.ReadByte()
-				if err != nil {
-					return d.bad("truncated chunk entry")
-				}
-				shared, err := d.num()
-				if err != nil {
-					return err
-				}
-				sl, err := d.num()
-				if err != nil {
-					return err
-				}
-				if size == 0 || size > maxChunk || recs > size || flags > 1 || shared > uint64(len(prev)) || sl > snapshot.MaxKeyLen {
-					return d.bad("chunk entry")
-				}
-				suffix := make([]byte, sl)
-				if _, err := io.ReadFull(d.r, suffix); err != nil {
-					return d.bad("truncated chunk entry")
-				}
-				c.Size, c.Records, c.Continued = uint32(size), uint32(recs), flags == 1
-				if c.FirstKey, err = d.newKey(prev[:shared], suffix); err != nil {
-					return err
-				}
-				c.StoredLen = c.Size
-				prev = c.FirstKey
-				d.chunks = append(d.chunks, c)
-			}
+			prev, err = d.insertEntries(prev)
 		default:
 			return d.bad("manifest op %d", op)
 		}
+		if err != nil {
+			return err
+		}
 	}
+}
+
+// copyOld reads a copy op (first old chunk, count) and appends that run of
+// the old list; it returns the first key of the last entry.
+func (d *DeltaReader) copyOld(old []snapshot.ChunkRef, prev string) (string, error) {
+	from, err := d.num()
+	if err != nil {
+		return "", err
+	}
+	n, err := d.num()
+	if err != nil {
+		return "", err
+	}
+	if from > uint64(len(old)) || n > uint64(len(old))-from || uint64(len(d.chunks))+n > uint64(d.header.Manifest.Chunks) {
+		return "", d.bad("copy %d+%d of %d old chunks", from, n, len(old))
+	}
+	d.chunks = append(d.chunks, old[from:from+n]...)
+	if n > 0 {
+		prev = old[from+n-1].FirstKey
+	}
+	return prev, nil
+}
+
+// insertEntries reads an insert op (a count, then the entries) and
+// appends its entries; it returns the first key of the last entry.
+func (d *DeltaReader) insertEntries(prev string) (string, error) {
+	n, err := d.num()
+	if err != nil {
+		return "", err
+	}
+	if uint64(len(d.chunks))+n > uint64(d.header.Manifest.Chunks) {
+		return "", d.bad("insert of %d chunks", n)
+	}
+	for range n {
+		c, err := d.readEntry(prev)
+		if err != nil {
+			return "", err
+		}
+		prev = c.FirstKey
+		d.chunks = append(d.chunks, c)
+	}
+	return prev, nil
+}
+
+// readEntry reads one entry (appendKnownEntry's encoding) whose first key
+// is front-coded against prev.
+func (d *DeltaReader) readEntry(prev string) (snapshot.ChunkRef, error) {
+	var c snapshot.ChunkRef
+	if _, err := io.ReadFull(d.r, c.ID[:]); err != nil {
+		return c, d.bad("truncated chunk entry")
+	}
+	size, err := d.num()
+	if err != nil {
+		return c, err
+	}
+	recs, err := d.num()
+	if err != nil {
+		return c, err
+	}
+	flags, err := d.r.ReadByte()
+	if err != nil {
+		return c, d.bad("truncated chunk entry")
+	}
+	shared, err := d.num()
+	if err != nil {
+		return c, err
+	}
+	sl, err := d.num()
+	if err != nil {
+		return c, err
+	}
+	if size == 0 || size > maxChunk || recs > size || flags > 1 || shared > uint64(len(prev)) || sl > snapshot.MaxKeyLen {
+		return c, d.bad("chunk entry")
+	}
+	suffix := make([]byte, sl)
+	if _, err := io.ReadFull(d.r, suffix); err != nil {
+		return c, d.bad("truncated chunk entry")
+	}
+	if c.FirstKey, err = d.newKey(prev[:shared], suffix); err != nil {
+		return c, err
+	}
+	c.Size, c.Records, c.Continued, c.StoredLen = uint32(size), uint32(recs), flags == 1, uint32(size)
+	return c, nil
 }
 
 // Header returns the pack's header.
@@ -730,94 +747,120 @@ func (d *DeltaReader) Chunks() []snapshot.ChunkRef { return d.chunks }
 // *AbortError (on this and every later call) if the server ended the pack
 // early with an abort frame.
 func (d *DeltaReader) Next(base func(oldIndex int) ([]byte, error)) (int, []byte, error) {
-	if d.v3 != nil {
+	switch {
+	case d.v3 != nil:
 		return d.next3(base)
-	}
-	if d.aborted != nil {
+	case d.aborted != nil:
 		return 0, nil, d.aborted
-	}
-	if d.done {
+	case d.done:
 		return 0, nil, io.EOF
-	}
-	if d.left == 0 {
-		b, err := d.r.ReadByte()
-		if err != nil || b != endMark {
-			return 0, nil, d.bad("missing end mark")
-		}
-		if _, err := d.r.ReadByte(); err != io.EOF {
-			return 0, nil, d.bad("trailing data")
+	case d.left == 0:
+		if err := d.end2(); err != nil {
+			return 0, nil, err
 		}
 		d.done = true
 		return 0, nil, io.EOF
 	}
-	j, err := d.num()
+	j, run, err := d.chunkHead()
 	if err != nil {
 		return 0, nil, err
 	}
+	raw, err := d.chunkBody(j, run, base)
+	if err != nil {
+		return 0, nil, err
+	}
+	d.left--
+	d.lastJ = j
+	return j, raw, nil
+}
+
+// end2 checks a format-2 pack's end mark and that nothing follows it.
+func (d *DeltaReader) end2() error {
+	b, err := d.r.ReadByte()
+	if err != nil || b != endMark {
+		return d.bad("missing end mark")
+	}
+	if _, err := d.r.ReadByte(); err != io.EOF {
+		return d.bad("trailing data")
+	}
+	return nil
+}
+
+// dictRun is the old chunks a chunk is compressed against (count 0: none).
+type dictRun struct{ first, count int }
+
+// chunkHead reads a format-2 chunk's index, flags and dictionary run, or
+// an abort frame (as *AbortError).
+func (d *DeltaReader) chunkHead() (int, dictRun, error) {
+	j, err := d.num()
+	if err != nil {
+		return 0, dictRun{}, err
+	}
 	if j >= uint64(len(d.chunks)) || int(j) <= d.lastJ {
-		return 0, nil, d.bad("chunk index %d", j)
+		return 0, dictRun{}, d.bad("chunk index %d", j)
 	}
 	flags, err := d.r.ReadByte()
 	if err != nil {
-		return 0, nil, d.bad("truncated chunk")
+		return 0, dictRun{}, d.bad("truncated chunk")
 	}
-	if flags == flagAbort {
-		return 0, nil, d.readAbort()
+	switch {
+	case flags == flagAbort:
+		return 0, dictRun{}, d.readAbort()
+	case flags == 0:
+		return int(j), dictRun{}, nil
+	case flags&flagDict == 0:
+		return 0, dictRun{}, d.bad("chunk flags %d", flags)
 	}
-	baseIdx, baseCount := -1, 0
-	if flags&flagDict != 0 {
-		bi, err := d.num()
-		if err != nil {
-			return 0, nil, err
-		}
-		bn, err := d.num()
-		if err != nil {
-			return 0, nil, err
-		}
-		if bn == 0 || bn > dictSpan || bi > uint64(d.oldLen) || bn > uint64(d.oldLen)-bi {
-			return 0, nil, d.bad("dictionary chunks %d+%d of %d", bi, bn, d.oldLen)
-		}
-		baseIdx, baseCount = int(bi), int(bn)
-	} else if flags != 0 {
-		return 0, nil, d.bad("chunk flags %d", flags)
+	bi, err := d.num()
+	if err != nil {
+		return 0, dictRun{}, err
 	}
+	bn, err := d.num()
+	if err != nil {
+		return 0, dictRun{}, err
+	}
+	if bn == 0 || bn > dictSpan || bi > uint64(d.oldLen) || bn > uint64(d.oldLen)-bi {
+		return 0, dictRun{}, d.bad("dictionary chunks %d+%d of %d", bi, bn, d.oldLen)
+	}
+	return int(j), dictRun{int(bi), int(bn)}, nil
+}
+
+// chunkBody reads chunk j's payload, decodes it against the old chunks of
+// run (base returns them) and checks it against its entry.
+func (d *DeltaReader) chunkBody(j int, run dictRun, base func(oldIndex int) ([]byte, error)) ([]byte, error) {
 	n, err := d.num()
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
 	c := &d.chunks[j]
-	if n > maxChunk || (baseIdx < 0 && n != uint64(c.Size)) {
-		return 0, nil, d.bad("chunk %d length %d", j, n)
+	if n > maxChunk || (run.count == 0 && n != uint64(c.Size)) {
+		return nil, d.bad("chunk %d length %d", j, n)
 	}
 	if uint64(cap(d.payload)) < n {
 		d.payload = make([]byte, n)
 	}
 	payload := d.payload[:n]
 	if _, err := io.ReadFull(d.r, payload); err != nil {
-		return 0, nil, d.bad("truncated chunk %d", j)
+		return nil, d.bad("truncated chunk %d", j)
 	}
 	raw := payload
-	if baseIdx >= 0 {
+	if run.count > 0 {
 		d.dict = d.dict[:0]
-		for i := baseIdx; i < baseIdx+baseCount; i++ {
+		for i := run.first; i < run.first+run.count; i++ {
 			b, err := base(i)
 			if err != nil {
-				return 0, nil, fmt.Errorf("dictionary chunk %d for chunk %d: %w", i, j, err)
+				return nil, fmt.Errorf("dictionary chunk %d for chunk %d: %w", i, j, err)
 			}
 			d.dict = append(d.dict, b...)
 		}
-		var err error
-		raw, err = d.dictDecode(payload, d.dict, int(c.Size))
-		if err != nil {
-			return 0, nil, d.bad("chunk %d: %v", j, err)
+		if raw, err = d.dictDecode(payload, d.dict, int(c.Size)); err != nil {
+			return nil, d.bad("chunk %d: %v", j, err)
 		}
 	}
 	if len(raw) != int(c.Size) || d.hasher.Sum(raw) != c.ID {
-		return 0, nil, fmt.Errorf("chunk %d (%s): content does not match its ID: %w", j, c.ID, snapshot.ErrCorrupt)
+		return nil, fmt.Errorf("chunk %d (%s): content does not match its ID: %w", j, c.ID, snapshot.ErrCorrupt)
 	}
-	d.left--
-	d.lastJ = int(j)
-	return int(j), raw, nil
+	return raw, nil
 }
 
 // readAbort reads an abort frame and returns it as *AbortError; the pack

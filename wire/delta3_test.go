@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/internal/gen"
@@ -305,5 +307,36 @@ func TestBreakdownAddsUp(t *testing.T) {
 	}
 	if _, err := wire.Breakdown(packFormat(t, s, a, b, 0, 2)); !errors.Is(err, snapshot.ErrUnsupportedVersion) {
 		t.Errorf("format 2: %v", err)
+	}
+}
+
+// TestDelta3OpenAllocatesWhatItReads: opening a one-record delta of a
+// version of ~1,000 chunks allocates the new chunk list and the decoders,
+// not a buffer sized for the largest manifest delta the header's chunk
+// count allows (some 590 bytes a chunk: 4.8 MB on 64 MB, for a manifest
+// delta of a few bytes).
+func TestDelta3OpenAllocatesWhatItReads(t *testing.T) {
+	s := memstore.New()
+	recs := gen.Dataset(gen.Options{Size: 8 << 20, Seed: 5})
+	a := build(t, s, recs)
+	b := build(t, s, gen.EditOneField(recs, 3))
+	data := packFormat(t, s, a, b, 0, wire.DeltaFormat)
+	open := func() uint64 {
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		d, err := wire.NewDeltaReader(bytes.NewReader(data), a.Chunks)
+		runtime.ReadMemStats(&m1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Close()
+		return m1.TotalAlloc - m0.TotalAlloc
+	}
+	open() // the decoders' tables are made once per process
+	got := open()
+	list := uint64(len(b.Chunks)) * uint64(unsafe.Sizeof(snapshot.ChunkRef{}))
+	t.Logf("%d chunks: the list is %d bytes, opening allocated %d", len(b.Chunks), list, got)
+	if got > 2*list+256<<10 {
+		t.Errorf("opening a one-record delta of %d chunks allocated %d bytes, want at most %d", len(b.Chunks), got, 2*list+256<<10)
 	}
 }

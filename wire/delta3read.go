@@ -3,6 +3,7 @@ package wire
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -98,12 +99,33 @@ func (d *DeltaReader) readFrame(limit int, dict []byte) ([]byte, error) {
 	if err := d.dec.ResetWithOptions(nil, zstd.WithDecoderDictRaw(dictID, dict)); err != nil {
 		return nil, err
 	}
-	out, err := d.dec.DecodeAll(frame, make([]byte, 0, limit))
+	// The buffer is the size the frame declares, or (a small frame does
+	// not declare it) a small one first, within limit: its capacity is the
+	// limit the decoder keeps to (WithDecodeAllCapLimit). Allocating limit
+	// itself cost a one-record delta of 64 MB a 4.8 MB buffer for a
+	// manifest delta of a few bytes.
+	size, sized := min(limit, smallFrame), false
+	var fh zstd.Header
+	if fh.Decode(frame) == nil && fh.HasFCS {
+		if fh.FrameContentSize > uint64(limit) {
+			return nil, d.bad("frame of %d bytes decoded, at most %d", fh.FrameContentSize, limit)
+		}
+		size, sized = int(fh.FrameContentSize), true
+	}
+	out, err := d.dec.DecodeAll(frame, make([]byte, 0, size))
+	if errors.Is(err, zstd.ErrDecoderSizeExceeded) && !sized && size < limit {
+		out, err = d.dec.DecodeAll(frame, make([]byte, 0, limit))
+	}
 	if err != nil {
 		return nil, d.bad("frame: %v", err)
 	}
 	return out, nil
 }
+
+// smallFrame is the buffer a frame that does not declare its size is
+// first decoded into (the encoder declares the size of all but the
+// smallest frames).
+const smallFrame = 16 << 10
 
 // bytesReader reads the fields of a decoded manifest delta.
 type bytesReader struct {

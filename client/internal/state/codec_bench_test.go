@@ -1,6 +1,7 @@
 package state
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -75,5 +76,36 @@ func BenchmarkChunkCodec(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkDecodeChunkList decodes the chunk list of a 64 MB data set
+// (8,000 chunks) from its pages, as the first pull of a process does.
+func BenchmarkDecodeChunkList(b *testing.B) {
+	const n = 8000
+	chunks := make([]snapshot.ChunkRef, n)
+	seqs := make([]uint64, n)
+	for i := range chunks {
+		chunks[i] = snapshot.ChunkRef{Size: 8000, Records: 10, FirstKey: fmt.Sprintf("tasks/%08d", i*10)}
+		chunks[i].ID[0], chunks[i].Sum[1] = byte(i), byte(i>>8)
+		seqs[i] = uint64(i + 1)
+	}
+	var pages [][]byte
+	for i := 0; i < n; i += pageChunks {
+		end := min(i+pageChunks, n)
+		pages = append(pages, encodePage(chunks[i:end], seqs[i:end]))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		got, gotSeqs := make([]snapshot.ChunkRef, 0, n), make([]uint64, 0, n)
+		r := &entryReader{}
+		for _, p := range pages {
+			if err := r.page(p, &got, &gotSeqs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if len(got) != n || got[n-1].FirstKey != chunks[n-1].FirstKey {
+			b.Fatal("decoded wrong")
+		}
 	}
 }

@@ -249,7 +249,9 @@ func (s *Store) Version() (uint64, error) {
 }
 
 // Manifest returns the synced version and its manifest (0 and nil at
-// version 0). A manifest that cannot be read returns an error matching
+// version 0). The manifest is shared with the store (a one-record delta
+// of 64 MB would otherwise copy 8,000 chunk entries): the caller must not
+// modify it. A manifest that cannot be read returns an error matching
 // ErrCorrupt.
 func (s *Store) Manifest() (uint64, *snapshot.Manifest, error) {
 	var v uint64

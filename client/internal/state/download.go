@@ -36,6 +36,7 @@ const (
 	flushChunks = 256
 	flushBytes  = 2 << 20
 	arenaBytes  = 2 << 20 // stored bytes
+	firstArena  = 64 << 10
 )
 
 // Marker returns the download in progress, or nil. A marker that cannot be
@@ -340,18 +341,8 @@ func (d *Download) Add(j int, raw []byte) error {
 	}
 	sum := sha256.Sum256(raw)
 	d.chunks[j].Sum = sum
-	if need := storedLen(len(raw)); len(d.chunkArena)+need > cap(d.chunkArena) {
-		// A fixed arena: growing it would keep every smaller one alive
-		// (the pending chunks point into them) until the flush.
-		if len(d.pending) > 0 {
-			if err := d.Flush(); err != nil {
-				return err
-			}
-		}
-		// Sized for the batch: a delta of one record needs no 4 MB.
-		if want := max(need, min(arenaBytes, storedLen(d.limBytes))); cap(d.chunkArena) < want {
-			d.chunkArena = make([]byte, 0, want)
-		}
+	if err := d.arenaFor(storedLen(len(raw))); err != nil {
+		return err
 	}
 	d.seq++
 	d.seqs[j] = d.seq
@@ -369,6 +360,28 @@ func (d *Download) Add(j int, raw []byte) error {
 	}
 	if len(d.pending) >= d.limChunks || d.bytes >= d.limBytes {
 		return d.Flush()
+	}
+	return nil
+}
+
+// arenaFor makes room for need more stored bytes in the chunk arena. An
+// arena is not grown in place: the pending chunks point into it, so a
+// full one is flushed and reused. A download starts with a small arena
+// and doubles it up to a batch's size (the smaller ones stay alive, with
+// their pending chunks, until the flush): a delta of one record stores a
+// chunk of a few KB and needs no 2 MB.
+func (d *Download) arenaFor(need int) error {
+	if len(d.chunkArena)+need <= cap(d.chunkArena) {
+		return nil
+	}
+	batch := max(need, min(arenaBytes, storedLen(d.limBytes)))
+	if cap(d.chunkArena) >= batch && len(d.pending) > 0 {
+		if err := d.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(d.chunkArena)+need > cap(d.chunkArena) {
+		d.chunkArena = make([]byte, 0, min(batch, max(need, 2*cap(d.chunkArena), firstArena)))
 	}
 	return nil
 }

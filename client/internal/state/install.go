@@ -42,9 +42,11 @@ const inPlaceMax = 4096
 // Finish checks the downloaded version as a whole and installs it: every
 // chunk present (received now or earlier, or kept from the old version),
 // the SHA-256 hash list equal to announced. m is the new version's
-// manifest; its chunk list is the download's (Sums are filled in here). A
-// version that does not check out fails with an error matching
-// ErrCorrupt and leaves the synced version as it was.
+// manifest; its chunk list is the download's (Sums are filled in here).
+// Once installed, the store keeps m's chunk list as the synced version's
+// (Store.Manifest hands it out): the caller must not modify it. A version
+// that does not check out fails with an error matching ErrCorrupt and
+// leaves the synced version as it was.
 func (d *Download) Finish(ctx context.Context, m *snapshot.Manifest, announced [32]byte) (*Installed, error) {
 	if d.ix != nil {
 		if err := d.indexRepeats(len(d.chunks)); err != nil {
@@ -333,10 +335,7 @@ func mergeSpan(a, b *recIter, write func(key, loc []byte), changed func(key []by
 // are dropped, and the staging slot, if a batch opened it (its chunks are
 // the live version's now), is emptied.
 func (d *Download) switchInPlace(script *diff.Script, seqs, oldSeqs []uint64, writes []indexEntry) error {
-	keep := make(map[uint64]bool, len(seqs))
-	for _, s := range seqs {
-		keep[s] = true
-	}
+	drop := unused(script, seqs, oldSeqs)
 	err := d.s.update(d.f, func(tx *bolt.Tx) error {
 		live := liveSlot(tx)
 		if live == nil || getU64(live, skVersion) != d.old.Version {
@@ -366,11 +365,9 @@ func (d *Download) switchInPlace(script *diff.Script, seqs, oldSeqs []uint64, wr
 				return err
 			}
 		}
-		for _, s := range oldSeqs {
-			if !keep[s] {
-				if err := chunks.Delete(u64(s)); err != nil {
-					return err
-				}
+		for _, s := range drop {
+			if err := chunks.Delete(u64(s)); err != nil {
+				return err
 			}
 		}
 		if d.opened {
@@ -392,6 +389,33 @@ func (d *Download) switchInPlace(script *diff.Script, seqs, oldSeqs []uint64, wr
 	}
 	d.s.synced.put(d.f.gen, d.mk.To, script.B, seqs)
 	return nil
+}
+
+// unused returns the seqs of the old version's chunks that the new one
+// (seqs) no longer uses. Only an old chunk in one of the script's regions
+// can be one (the others are kept where they were), so a small delta
+// looks up a few candidates instead of making a set of every seq.
+func unused(script *diff.Script, seqs, oldSeqs []uint64) []uint64 {
+	cand := map[uint64]bool{}
+	for _, r := range script.Regions {
+		for _, s := range oldSeqs[r.OldFrom:r.OldTo] {
+			cand[s] = true
+		}
+	}
+	if len(cand) == 0 {
+		return nil
+	}
+	for _, s := range seqs {
+		if delete(cand, s); len(cand) == 0 {
+			return nil
+		}
+	}
+	out := make([]uint64, 0, len(cand))
+	for s := range cand {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func resetSlot(tx *bolt.Tx, n byte) error {

@@ -102,57 +102,42 @@ func pageCount(page []byte) (int, error) {
 
 // decodePage appends a page's chunks (nil: not wanted) and seqs.
 func decodePage(page []byte, chunks *[]snapshot.ChunkRef, seqs *[]uint64) error {
+	return new(entryReader).page(page, chunks, seqs)
+}
+
+// page is decodePage with r's buffers (reused for a list's pages).
+func (r *entryReader) page(page []byte, chunks *[]snapshot.ChunkRef, seqs *[]uint64) error {
 	bad := func(what string) error { return fmt.Errorf("chunk list page: %s: %w", what, ErrCorrupt) }
 	count, err := pageCount(page)
 	if err != nil {
 		return err
 	}
 	_, k := binary.Uvarint(page)
-	d := page[k:]
-	num := func() uint64 {
-		v, n := binary.Uvarint(d)
-		if n <= 0 {
-			d = nil
-			return 0
-		}
-		d = d[n:]
-		return v
+	*r = entryReader{d: page[k:], keys: chunks != nil, buf: r.buf[:0], ends: r.ends[:0]}
+	first := 0
+	if chunks != nil {
+		first = len(*chunks)
+		*chunks = slices.Grow(*chunks, min(count, len(r.d)/50))
 	}
-	prev, prevLen := "", uint64(0)
 	for range count {
 		var c snapshot.ChunkRef
-		if len(d) < 48 {
-			return bad("entry")
+		if what := r.entry(&c); what != "" {
+			return bad(what)
 		}
-		copy(c.ID[:], d)
-		copy(c.Sum[:], d[16:])
-		d = d[48:]
-		size, recs := num(), num()
-		if len(d) == 0 || size > 16<<20 || recs > size {
-			return bad("entry")
-		}
-		c.Continued, d = d[0] == 1, d[1:]
-		shared, sl := num(), num()
-		if d == nil || shared > prevLen || sl > uint64(len(d)) {
-			return bad("key")
-		}
-		if chunks != nil {
-			c.FirstKey = prev[:shared] + string(d[:sl])
-		}
-		d, prevLen = d[sl:], shared+sl
-		seq := num()
-		if d == nil {
+		seq := r.num()
+		if r.d == nil {
 			return bad("seq")
 		}
-		c.Size, c.Records, c.StoredLen = uint32(size), uint32(recs), uint32(size)
-		prev = c.FirstKey
 		if chunks != nil {
 			*chunks = append(*chunks, c)
 		}
 		*seqs = append(*seqs, seq)
 	}
-	if len(d) != 0 {
+	if len(r.d) != 0 {
 		return bad("trailing data")
+	}
+	if chunks != nil {
+		r.setKeys((*chunks)[first:])
 	}
 	return nil
 }
@@ -175,7 +160,8 @@ func readSlot(slot *bolt.Bucket) (*snapshot.Manifest, []uint64, error) {
 	}
 	want := cap(m.Chunks)
 	seqs := make([]uint64, 0, want)
-	err = pages.ForEach(func(_, page []byte) error { return decodePage(page, &m.Chunks, &seqs) })
+	r := &entryReader{}
+	err = pages.ForEach(func(_, page []byte) error { return r.page(page, &m.Chunks, &seqs) })
 	if err == nil && len(m.Chunks) != want {
 		err = fmt.Errorf("chunk list of %d entries for %d chunks: %w", len(m.Chunks), want, ErrCorrupt)
 	}
@@ -435,24 +421,29 @@ func migrateData1(tx *bolt.Tx) error {
 // some 8,000 entries on 64 MB, a few ms of a one-record delta. An entry
 // is a version of one data file (gen): a version's list never changes in
 // its file. It holds one list, what a pull holds anyway.
+//
+// The list is shared, not copied: a 64 MB data set's is some 800 KB of
+// chunk entries, and each copy cost a one-record delta page faults and
+// garbage collection (in a new process, where the first pull runs, more
+// than decoding it). Nothing modifies a cached list: Store.Manifest hands
+// it out read-only, and an install caches the list it was given (Finish
+// takes it over) and makes a new one for the next version.
 type slotCache struct {
 	mu      sync.Mutex
 	gen     uint32
 	version uint64
-	m       *snapshot.Manifest // never handed out: callers get copies
-	seqs    []uint64
+	m       *snapshot.Manifest // read-only
+	seqs    []uint64           // read-only
 }
 
-// get returns a copy of the cached list of version v of file gen.
+// get returns the cached list of version v of file gen (read-only).
 func (c *slotCache) get(gen uint32, v uint64) (*snapshot.Manifest, []uint64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || c.gen != gen || c.version != v {
 		return nil, nil, false
 	}
-	m := *c.m
-	m.Chunks, m.Packs = slices.Clone(c.m.Chunks), slices.Clone(c.m.Packs)
-	return &m, c.seqs, true // seqs are only read
+	return c.m, c.seqs, true
 }
 
 // seqsOf returns the cached seqs of version v of file gen (only read).
@@ -465,24 +456,26 @@ func (c *slotCache) seqsOf(gen uint32, v uint64) ([]uint64, bool) {
 	return c.seqs, true
 }
 
-// put caches a copy of version v's list, as readSlot would read it back
-// (what the local encoding keeps, no more).
+// put caches version v's list as readSlot would read it back (what the
+// local encoding keeps, no more), taking over m.Chunks and seqs: their
+// entries are trimmed to what the encoding keeps, in place, and neither
+// may be modified afterwards.
 func (c *slotCache) put(gen uint32, v uint64, m *snapshot.Manifest, seqs []uint64) {
 	cp := snapshot.Manifest{Org: m.Org, User: m.User, Version: m.Version, Parent: m.Parent,
 		ChunkerName: m.ChunkerName, ChunkerVersion: m.ChunkerVersion, Chunker: m.Chunker,
 		Records: m.Records, StreamLen: m.StreamLen, StreamHash: m.StreamHash, CreatedUnix: m.CreatedUnix,
-		Packs: []string{"local"}, Chunks: make([]snapshot.ChunkRef, len(m.Chunks))}
-	for i, ch := range m.Chunks {
-		cp.Chunks[i] = snapshot.ChunkRef{ID: ch.ID, Sum: ch.Sum, Size: ch.Size, Records: ch.Records,
-			Continued: ch.Continued, FirstKey: ch.FirstKey, StoredLen: ch.Size}
+		Packs: []string{"local"}, Chunks: m.Chunks[:len(m.Chunks):len(m.Chunks)]}
+	for i := range cp.Chunks {
+		ch := &cp.Chunks[i]
+		ch.Pack, ch.Offset, ch.StoredLen = 0, 0, ch.Size
 	}
 	c.mu.Lock()
-	c.gen, c.version, c.m, c.seqs = gen, v, &cp, slices.Clone(seqs)
+	c.gen, c.version, c.m, c.seqs = gen, v, &cp, seqs
 	c.mu.Unlock()
 }
 
 // readLive returns the live slot's manifest and seqs (version v, in file
-// gen), from the cache when it holds them.
+// gen), from the cache when it holds them; both are read-only.
 func (s *Store) readLive(slot *bolt.Bucket, gen uint32, v uint64) (*snapshot.Manifest, []uint64, error) {
 	if m, seqs, ok := s.synced.get(gen, v); ok {
 		return m, seqs, nil
@@ -491,14 +484,10 @@ func (s *Store) readLive(slot *bolt.Bucket, gen uint32, v uint64) (*snapshot.Man
 	if err != nil || m.Version != v {
 		return m, seqs, err
 	}
-	// Cached as read (it is what put would make of it); the caller gets a
-	// copy of the list.
 	s.synced.mu.Lock()
 	s.synced.gen, s.synced.version, s.synced.m, s.synced.seqs = gen, v, m, seqs
 	s.synced.mu.Unlock()
-	cp := *m
-	cp.Chunks, cp.Packs = slices.Clone(m.Chunks), slices.Clone(m.Packs)
-	return &cp, seqs, nil
+	return m, seqs, nil
 }
 
 // liveSeqs returns the live slot's seqs, want of them, from the cache when
