@@ -56,7 +56,8 @@ type Server struct {
 	limiter   *userLimiter  // nil: no limit
 
 	guards   *guardMetrics
-	maxConns int // Options.MaxConns, or the default derived from RLIMIT_NOFILE
+	maxConns int          // Options.MaxConns, or the default derived from RLIMIT_NOFILE
+	peers    *peerWatcher // notices clients leaving mid-request (lifecycle)
 
 	backend  *backendMetrics // admin patches, consumers, webhooks, validation
 	orgFeeds *orgFeeds       // per-org feed long polls wait here (orgfeedhub.go)
@@ -125,6 +126,7 @@ func New(opts Options) (*Server, error) {
 		s.maxConns = DefaultMaxConns()
 	}
 	s.hub = newHub(opts.HubIdleGrace, m.reg)
+	s.peers = newPeerWatcher()
 	s.headSlots = make(chan struct{}, maxPollHeadReads)
 	s.watcher = newWatcher(s.store, s.hub, opts.Watch, s.log, s.checkVersion)
 	s.watcher.onSettings = s.settings.drop
@@ -197,6 +199,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stoppingOnce.Do(func() { close(s.stopping) })
 	err := s.http.ShutdownWithContext(ctx)
 	s.workerDone.Wait() // it stops as soon as stopping closes
+	s.peers.close()
 	s.cancelBase()
 	return err
 }
