@@ -149,9 +149,9 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		ErrorHandler:          s.parseError,
 		Name:                  "deltasync",
 		NoDefaultServerHeader: true,
-		// fasthttp's ReadTimeout covers the headers (from the
-		// connection's first byte); headerReceived gives the body
-		// Options.ReadTimeout of its own.
+		// fasthttp's ReadTimeout covers the headers (a new connection's
+		// wait for its first byte, then the headers from that byte);
+		// headerReceived gives the body Options.ReadTimeout of its own.
 		ReadTimeout:  s.opts.HeaderTimeout,
 		WriteTimeout: s.opts.WriteTimeout,
 		IdleTimeout:  s.opts.IdleTimeout,
@@ -168,7 +168,13 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		ExpectHandler:                s.expectContinue,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
-		Logger:                       fasthttpLogger{s.log},
+		// A connection keeps no write buffer between answers (4 KB
+		// each: a held long poll's connection has answered before), and
+		// a new one no read buffer until its first byte (issue 10).
+		// fasthttp then closes a silent new connection without an
+		// answer; the listener's conn answers it 408 (conn.Read).
+		ReduceMemoryUsage: true,
+		Logger:            fasthttpLogger{s.log},
 	}
 }
 
@@ -179,7 +185,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("deltasync server listening", slog.String("addr", ln.Addr().String()))
 	s.logGuards()
 	s.startFeedWorker()
-	return s.http.Serve(newListener(ln, s.maxConns, s.opts.MaxConnsPerIP, s.log, s.guards))
+	silent := func() { s.metrics.observe("malformed", fasthttp.StatusRequestTimeout, 0, 0) }
+	return s.http.Serve(newListener(ln, s.maxConns, s.opts.MaxConnsPerIP, s.log, s.guards, silent))
 }
 
 // ListenAndServe listens on opts.Addr and serves until Shutdown.
