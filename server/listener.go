@@ -196,7 +196,7 @@ type conn struct {
 	net.Conn
 	l      *listener
 	ip     string
-	spoke  bool // a byte was read; only fasthttp's serving goroutine reads
+	spoke  atomic.Bool // a byte was read, or the first read failed
 	linger atomic.Bool
 	once   sync.Once
 }
@@ -208,10 +208,13 @@ type conn struct {
 // costs none) but then closes it on a timeout without a word.
 func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if c.spoke.Load() {
+		return n, err
+	}
 	if n > 0 {
-		c.spoke = true
-	} else if err != nil && !c.spoke {
-		c.spoke = true
+		c.spoke.Store(true)
+	} else if err != nil {
+		c.spoke.Store(true)
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			answerRaw(c.Conn, 408, "bad_request", "no complete request within the time allowed", "")
