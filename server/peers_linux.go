@@ -148,8 +148,12 @@ func (p *peerWatcher) run() {
 		var n int
 		var werr error
 		err := p.rc.Read(func(fd uintptr) bool {
-			n, werr = unix.EpollWait(int(fd), events, 0)
-			return werr != unix.EINTR && (werr != nil || n > 0)
+			for {
+				n, werr = unix.EpollWait(int(fd), events, 0)
+				if werr != unix.EINTR {
+					return werr != nil || n > 0 // else wait until it is readable
+				}
+			}
 		})
 		if err != nil || werr != nil {
 			return // closed
