@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -232,6 +233,51 @@ func TestAbandonedLongPollLeavesNothing(t *testing.T) {
 	}
 	if users, w := e.s.hub.counts(); w != 0 || users > 1 {
 		t.Errorf("hub holds %d users and %d waiters after the client left, want no waiter", users, w)
+	}
+}
+
+// TestHeldLongPollsCostOneGoroutineEach: a long poll held on a socket costs
+// the server one goroutine, fasthttp's worker parked in the hub; noticing
+// its client leave costs none of its own (peerWatcher), and every client
+// that leaves is still noticed (issue 10: memory per connected device).
+func TestHeldLongPollsCostOneGoroutineEach(t *testing.T) {
+	e, addr := newTCPEnv(t, envConfig{opts: func(o *Options) { o.LongPollMax = time.Hour }})
+	e.enableOrg("acme")
+	v := e.upload("acme", "alice", gen.Dataset(gen.Options{Size: 16 << 10, Seed: 3}))
+	tok := userToken(t, "acme", "alice")
+	poll := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "GET /v1/sync?from=%d&wait=1h HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", v, tok)
+		return c
+	}
+	// A first poll starts what runs once per server (the feed watcher,
+	// the client watch) and lets the hub learn alice's head.
+	first := poll()
+	waitUntil(t, "the first poll waits", func() bool { return waiters(e.s) == 1 })
+	first.Close()
+	waitUntil(t, "the first poll ends", func() bool { return waiters(e.s) == 0 && gauge(t, e.s.metrics.inFlight) == 0 })
+
+	const n = 50
+	before := runtime.NumGoroutine()
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		conns[i] = poll()
+	}
+	waitUntil(t, "every poll waits", func() bool { return waiters(e.s) == n })
+	if extra := runtime.NumGoroutine() - before; extra > n+n/5 {
+		t.Errorf("%d held long polls run %d more goroutines, want about one each", n, extra)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	waitUntil(t, "the server drops every abandoned poll", func() bool {
+		return waiters(e.s) == 0 && gauge(t, e.s.metrics.inFlight) == 0
+	})
+	if got := counter(t, e.s.guards.clientsGone); got != n+1 {
+		t.Errorf("clients noticed leaving: %v, want %d", got, n+1)
 	}
 }
 

@@ -104,7 +104,7 @@ var (
 type lifeKey struct{}
 
 // lifecycle ties a request's context to its connection: the context ends
-// when the client goes away while the handler works (watchPeer), or when
+// when the client goes away while the handler works (peerWatcher), or when
 // the answer has been sent. fasthttp closes it, as an io.Closer user
 // value, when it is done with the request: after a streamed answer too.
 type lifecycle struct {
@@ -134,7 +134,7 @@ func (l *lifecycle) watch() {
 	if l.stop != nil || l.stopped {
 		return
 	}
-	l.stop = watchPeer(l.ctx.Conn(), func() {
+	l.stop = l.s.peers.watch(l.ctx.Conn(), func() {
 		l.s.guards.clientsGone.Inc()
 		l.cancel(errClientGone)
 	}, l.s.opts.HeaderTimeout)

@@ -26,13 +26,16 @@ import (
 //     answered at once with a JSON 503 (429 for the per-address limit) and
 //     closed, so it holds a descriptor for no time at all.
 //   - The connections it hands out can linger on close (see conn.Close)
-//     and expose their socket (syscall.Conn), for watchPeer.
+//     and expose their socket (syscall.Conn), for the client watch.
+//   - A connection that sends nothing at all before its header deadline is
+//     answered 408 by the connection itself (see conn.Read).
 type listener struct {
 	net.Listener
 	maxConns int
 	perIP    int
 	log      *slog.Logger
 	m        *guardMetrics
+	silent   func() // counts a connection answered 408 for sending nothing
 
 	open    atomic.Int64
 	mu      sync.Mutex
@@ -49,8 +52,8 @@ const (
 	acceptBackoffMax = time.Second
 )
 
-func newListener(ln net.Listener, maxConns, perIP int, log *slog.Logger, m *guardMetrics) *listener {
-	return &listener{Listener: ln, maxConns: maxConns, perIP: perIP, log: log, m: m,
+func newListener(ln net.Listener, maxConns, perIP int, log *slog.Logger, m *guardMetrics, silent func()) *listener {
+	return &listener{Listener: ln, maxConns: maxConns, perIP: perIP, log: log, m: m, silent: silent,
 		byIP: map[string]int{}, closed: make(chan struct{})}
 }
 
@@ -161,17 +164,25 @@ func remoteIP(c net.Conn) string {
 // few hundred bytes into an empty socket buffer, so it never blocks the
 // accept loop for long; a write deadline makes sure.
 func refuseConn(c net.Conn, status int, code, msg string) {
+	answerRaw(c, status, code, msg, "Retry-After: 1\r\n")
+	_ = c.Close()
+}
+
+// answerRaw writes an answer of status with a JSON error to c, bypassing
+// fasthttp, and announces that the connection closes.
+func answerRaw(c net.Conn, status int, code, msg, header string) {
 	body := `{"error":{"code":"` + code + `","message":"` + msg + `"}}` + "\n"
 	resp := "HTTP/1.1 " + strconv.Itoa(status) + " " + statusText(status) + "\r\n" +
-		"Content-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\n" +
+		"Content-Type: application/json\r\n" + header + "Connection: close\r\n" +
 		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
 	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	_, _ = io.WriteString(c, resp)
-	_ = c.Close()
 }
 
 func statusText(status int) string {
 	switch status {
+	case 408:
+		return "Request Timeout"
 	case 429:
 		return "Too Many Requests"
 	case 503:
@@ -185,8 +196,34 @@ type conn struct {
 	net.Conn
 	l      *listener
 	ip     string
+	spoke  atomic.Bool // a byte was read, or the first read failed
 	linger atomic.Bool
 	once   sync.Once
+}
+
+// Read reads from the connection. A new connection's first read that
+// times out with nothing read is answered 408, as fasthttp answers one
+// that stops within its headers: with ReduceMemoryUsage, fasthttp waits
+// for a connection's first byte without a buffer (so a silent connection
+// costs none) but then closes it on a timeout without a word.
+func (c *conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.spoke.Load() {
+		return n, err
+	}
+	if n > 0 {
+		c.spoke.Store(true)
+	} else if err != nil {
+		c.spoke.Store(true)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			answerRaw(c.Conn, 408, "bad_request", "no complete request within the time allowed", "")
+			if c.l.silent != nil {
+				c.l.silent()
+			}
+		}
+	}
+	return n, err
 }
 
 // Lingering on close: a connection closed with a request body still on

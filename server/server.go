@@ -56,7 +56,8 @@ type Server struct {
 	limiter   *userLimiter  // nil: no limit
 
 	guards   *guardMetrics
-	maxConns int // Options.MaxConns, or the default derived from RLIMIT_NOFILE
+	maxConns int          // Options.MaxConns, or the default derived from RLIMIT_NOFILE
+	peers    *peerWatcher // notices clients leaving mid-request (lifecycle)
 
 	backend  *backendMetrics // admin patches, consumers, webhooks, validation
 	orgFeeds *orgFeeds       // per-org feed long polls wait here (orgfeedhub.go)
@@ -128,6 +129,7 @@ func New(opts Options) (*Server, error) {
 		s.maxConns = DefaultMaxConns()
 	}
 	s.hub = newHub(opts.HubIdleGrace, m.reg)
+	s.peers = newPeerWatcher()
 	s.headSlots = make(chan struct{}, maxPollHeadReads)
 	s.watcher = newWatcher(s.store, s.hub, opts.Watch, s.log, s.checkVersion)
 	s.watcher.onSettings = s.settings.drop
@@ -150,9 +152,9 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		ErrorHandler:          s.parseError,
 		Name:                  "deltasync",
 		NoDefaultServerHeader: true,
-		// fasthttp's ReadTimeout covers the headers (from the
-		// connection's first byte); headerReceived gives the body
-		// Options.ReadTimeout of its own.
+		// fasthttp's ReadTimeout covers the headers (a new connection's
+		// wait for its first byte, then the headers from that byte);
+		// headerReceived gives the body Options.ReadTimeout of its own.
 		ReadTimeout:  s.opts.HeaderTimeout,
 		WriteTimeout: s.opts.WriteTimeout,
 		IdleTimeout:  s.opts.IdleTimeout,
@@ -169,7 +171,13 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		ExpectHandler:                s.expectContinue,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
-		Logger:                       fasthttpLogger{s.log},
+		// A connection keeps no write buffer between answers (4 KB
+		// each: a held long poll's connection has answered before), and
+		// a new one no read buffer until its first byte (issue 10).
+		// fasthttp then closes a silent new connection without an
+		// answer; the listener's conn answers it 408 (conn.Read).
+		ReduceMemoryUsage: true,
+		Logger:            fasthttpLogger{s.log},
 	}
 }
 
@@ -180,7 +188,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.log.Info("deltasync server listening", slog.String("addr", ln.Addr().String()))
 	s.logGuards()
 	s.startFeedWorker()
-	return s.http.Serve(newListener(ln, s.maxConns, s.opts.MaxConnsPerIP, s.log, s.guards))
+	silent := func() { s.metrics.observe("malformed", fasthttp.StatusRequestTimeout, 0, 0) }
+	return s.http.Serve(newListener(ln, s.maxConns, s.opts.MaxConnsPerIP, s.log, s.guards, silent))
 }
 
 // ListenAndServe listens on opts.Addr and serves until Shutdown.
@@ -200,6 +209,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.stoppingOnce.Do(func() { close(s.stopping) })
 	err := s.http.ShutdownWithContext(ctx)
 	s.workerDone.Wait() // it stops as soon as stopping closes
+	s.peers.close()
 	s.cancelBase()
 	return err
 }

@@ -140,6 +140,14 @@ func (s *Server) sync(ctx *fasthttp.RequestCtx, req *request) error {
 	if err != nil {
 		return err
 	}
+	return s.answerSync(ctx, req, q, head, target)
+}
+
+// answerSync answers a sync once its target is known. It is apart from
+// sync so that a long poll waits (in syncTarget) under small frames: the
+// runtime halves a parked goroutine's stack only while a quarter of it is
+// in use, and this frame is the largest of the request's (issue 10).
+func (s *Server) answerSync(ctx *fasthttp.RequestCtx, req *request, q syncQuery, head, target uint64) error {
 	if q.from == target {
 		writeJSON(ctx, fasthttp.StatusOK, wire.UpToDate{UpToDate: true, Version: head, Policy: req.Policy})
 		return nil
