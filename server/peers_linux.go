@@ -46,12 +46,8 @@ func newPeerWatcher() *peerWatcher {
 // read deadline restore from then, as watchPeer does. Connections without
 // a socket (in-memory ones) are not watched.
 func (p *peerWatcher) watch(c net.Conn, gone func(), restore time.Duration) (stop func()) {
-	sc, ok := c.(syscall.Conn)
+	rc, ok := rawConn(c)
 	if !ok {
-		return func() {}
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
 		return func() {}
 	}
 	p.once.Do(p.start)

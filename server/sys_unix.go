@@ -31,12 +31,8 @@ const peekRecheck = 250 * time.Millisecond
 // poller) and leaves the read deadline restore from then. Connections
 // without a socket (in-memory ones) are not watched.
 func watchPeer(c net.Conn, gone func(), restore time.Duration) (stop func()) {
-	sc, ok := c.(syscall.Conn)
+	rc, ok := rawConn(c)
 	if !ok {
-		return func() {}
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
 		return func() {}
 	}
 	var stopping atomic.Bool
@@ -67,6 +63,16 @@ func watchPeer(c net.Conn, gone func(), restore time.Duration) (stop func()) {
 		<-done
 		_ = c.SetReadDeadline(time.Now().Add(restore))
 	}
+}
+
+// rawConn is c's socket, if it has one (in-memory connections do not).
+func rawConn(c net.Conn) (syscall.RawConn, bool) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, false
+	}
+	rc, err := sc.SyscallConn()
+	return rc, err == nil
 }
 
 // peek waits until the connection is readable and reports whether the peer
