@@ -111,6 +111,29 @@ func TestConsumerPathsValidated(t *testing.T) {
 // "now" cursor of a consumer read the server's clock (Options.Now): with an
 // hour's settle, a fresh entry shows once the clock has moved an hour on,
 // and a consumer registered at "now" before that is placed before it.
+// The deployment's feed (/v1/admin/changes) settles by the same injected
+// clock as the org feeds, not by the process's.
+func TestDeploymentFeedGoesByTheServersClock(t *testing.T) {
+	e := feedEnv(t, envConfig{opts: func(o *Options) { o.FeedSettle = time.Hour }})
+	e.enableOrg("acme")
+	e.upload("acme", "alice", []gen.Record{{Key: "k", Value: []byte(`1`)}})
+	count := func() int {
+		r := e.do("GET", "/v1/admin/changes?limit=10", nil, withToken(adminToken(t)))
+		var p struct{ Entries []json.RawMessage }
+		if r.status != 200 || json.Unmarshal(r.body, &p) != nil {
+			t.Fatalf("deployment feed: %d %s", r.status, r.body)
+		}
+		return len(p.Entries)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("%d entries before the entry settled, want 0", n)
+	}
+	e.clock.add(time.Hour + time.Second)
+	if n := count(); n != 1 {
+		t.Fatalf("an hour later by the server's clock: %d entries, want 1", n)
+	}
+}
+
 func TestFeedGoesByTheServersClock(t *testing.T) {
 	e := feedEnv(t, envConfig{opts: func(o *Options) { o.FeedSettle = time.Hour }})
 	e.enableOrg("acme")

@@ -598,7 +598,7 @@ func (s *Server) changes(ctx *fasthttp.RequestCtx, req *request) error {
 		return badRequest("limit must be 1..1000")
 	}
 	entries, next, err := diff.ReadFeed(req.Ctx, s.store, diff.FeedOptions{
-		After: string(ctx.QueryArgs().Peek("after")), Limit: int(limit), Settle: s.opts.FeedSettle})
+		After: string(ctx.QueryArgs().Peek("after")), Limit: int(limit), Settle: s.opts.FeedSettle, Now: s.opts.now()})
 	if err != nil {
 		return err
 	}

@@ -226,7 +226,7 @@ func TestChangeFeedEndpoint(t *testing.T) {
 	e.upload("acme", "alice", recs)
 	e.upload("acme", "alice", gen.EditOneField(recs, 1))
 	admin := adminToken(t)
-	// The deployment's feed settles by the real clock (sync.go).
+	// newTestEnv runs on the real clock: a millisecond settle passes.
 	waitUntil(t, "both entries settle", func() bool {
 		r := e.do("GET", "/v1/admin/changes?limit=10", nil, withToken(admin))
 		var p struct{ Entries []json.RawMessage }
