@@ -192,6 +192,17 @@ func DefaultOptions() Options {
 
 // validateGuards checks the options of the denial-of-service guards.
 func (o *Options) validateGuards() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"feed-settle", o.FeedSettle}, {"head-cache-ttl", o.HeadCacheTTL},
+		{"read-timeout", o.ReadTimeout}, {"write-timeout", o.WriteTimeout}, {"idle-timeout", o.IdleTimeout},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("server: %s must not be negative, not %v", d.name, d.v)
+		}
+	}
 	if o.HeaderTimeout <= 0 {
 		return fmt.Errorf("server: header-timeout must be positive, not %v", o.HeaderTimeout)
 	}

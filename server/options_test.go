@@ -50,6 +50,14 @@ func TestValidate(t *testing.T) {
 		{"zero long poll", func(o *Options) { o.LongPollMax = 0 }, "positive"},
 		{"missing key file", func(o *Options) { o.JWTPublicKeyFiles = []string{"/nonexistent.pem"} }, "read JWT public key"},
 		{"P-384 key", func(o *Options) { o.JWTPublicKeyFiles = []string{p384} }, "P-256"},
+		// Durations an operator can make negative by mistake: each once ran
+		// (a negative settle as the default, a negative connection timeout
+		// failing every read).
+		{"negative feed settle", func(o *Options) { o.FeedSettle = -5 * time.Second }, "feed-settle must not be negative"},
+		{"negative head cache", func(o *Options) { o.HeadCacheTTL = -time.Second }, "head-cache-ttl must not be negative"},
+		{"negative read timeout", func(o *Options) { o.ReadTimeout = -time.Second }, "read-timeout"},
+		{"negative write timeout", func(o *Options) { o.WriteTimeout = -time.Second }, "write-timeout"},
+		{"negative idle timeout", func(o *Options) { o.IdleTimeout = -time.Second }, "idle-timeout"},
 		{"file without public key", func(o *Options) { o.JWTPublicKeyFiles = []string{notPEM} }, "no PEM public key"},
 	}
 	for _, tc := range tests {
