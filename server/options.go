@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/deltasync/deltasync/diff"
@@ -227,6 +229,11 @@ func (o *Options) Validate() error {
 	}
 	if o.Addr == "" {
 		return errors.New("server: empty listen address")
+	}
+	if _, port, err := net.SplitHostPort(o.Addr); err != nil {
+		return fmt.Errorf("server: listen address %q: %w", o.Addr, err)
+	} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("server: listen address %q: port %q is not a number 0..65535", o.Addr, port)
 	}
 	if o.MaxBlobBytes <= 0 || o.MaxBlobBytes > maxInt || o.EagerBlobBytes < 0 || o.BlobPartBytes <= 0 {
 		return fmt.Errorf("server: blob limits: max %d must be positive and at most %d, eager %d not negative, part %d positive",

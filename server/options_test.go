@@ -53,6 +53,8 @@ func TestValidate(t *testing.T) {
 		// Durations an operator can make negative by mistake: each once ran
 		// (a negative settle as the default, a negative connection timeout
 		// failing every read).
+		{"listen address without a port", func(o *Options) { o.Addr = "notanaddr" }, "listen address"},
+		{"listen address with a bad port", func(o *Options) { o.Addr = "127.0.0.1:http-ish" }, "listen address"},
 		{"negative feed settle", func(o *Options) { o.FeedSettle = -5 * time.Second }, "feed-settle must not be negative"},
 		{"negative head cache", func(o *Options) { o.HeadCacheTTL = -time.Second }, "head-cache-ttl must not be negative"},
 		{"negative read timeout", func(o *Options) { o.ReadTimeout = -time.Second }, "read-timeout"},
