@@ -149,24 +149,3 @@ func allIdx(n int) []int {
 	}
 	return idx
 }
-
-// readPack applies a pack of any format to lc with the current reader.
-func readPack(t *testing.T, body []byte, lc *localCopy) {
-	t.Helper()
-	d, err := wire.NewDeltaReader(bytes.NewReader(body), lc.list)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	for {
-		j, raw, err := d.Next(func(i int) ([]byte, error) { return lc.chunks[lc.list[i].ID], nil })
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		lc.chunks[d.Chunks()[j].ID] = bytes.Clone(raw)
-	}
-	lc.list, lc.version = d.Chunks(), d.Header().To
-}

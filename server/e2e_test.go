@@ -64,22 +64,7 @@ func endToEnd(t *testing.T, store snapshot.Store) {
 		if r.StatusCode != 200 || r.Header.Get("Content-Type") != wire.ContentTypeDelta {
 			t.Fatalf("sync from %d: %d %s", lc.version, r.StatusCode, body)
 		}
-		d, err := wire.NewDeltaReader(bytes.NewReader(body), lc.list)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer d.Close()
-		for {
-			j, raw, err := d.Next(func(i int) ([]byte, error) { return lc.chunks[lc.list[i].ID], nil })
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			lc.chunks[d.Chunks()[j].ID] = bytes.Clone(raw)
-		}
-		lc.list, lc.version = d.Chunks(), d.Header().To
+		readPack(t, body, lc)
 	}
 	// serverSum reads the version straight from the store.
 	serverSum := func(v uint64) [32]byte {

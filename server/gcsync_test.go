@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"regexp"
 	"slices"
@@ -71,28 +70,12 @@ func (e *testEnv) syncPack(tok, path string, lc *localCopy) (wire.SyncHeader, *r
 	if resp.status != 200 || resp.header["Content-Type"] != wire.ContentTypeDelta {
 		return wire.SyncHeader{}, &resp, nil
 	}
-	d, err := wire.NewDeltaReader(bytes.NewReader(resp.body), lc.list)
+	h, list, got, err := lc.decodePack(resp.body)
 	if err != nil {
-		return wire.SyncHeader{}, nil, err
-	}
-	defer d.Close()
-	h := d.Header()
-	got := map[snapshot.ChunkID][]byte{}
-	for {
-		j, raw, err := d.Next(func(i int) ([]byte, error) { return lc.chunks[lc.list[i].ID], nil })
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return h, nil, err
-		}
-		got[d.Chunks()[j].ID] = bytes.Clone(raw)
+		return h, nil, err
 	}
 	if h.Skip == 0 {
-		for id, b := range got {
-			lc.chunks[id] = b
-		}
-		lc.list, lc.version = d.Chunks(), h.To
+		lc.install(h, list, got)
 	}
 	return h, nil, nil
 }

@@ -68,23 +68,48 @@ func (e *testEnv) pull(tok string, lc *localCopy) int {
 	if r.header["Content-Type"] == "application/json" {
 		return len(r.body)
 	}
-	d, err := wire.NewDeltaReader(bytes.NewReader(r.body), lc.list)
+	readPack(e.t, r.body, lc)
+	return len(r.body)
+}
+
+// decodePack reads a delta pack of any format as a client holding lc does,
+// without changing lc: the pack's header, the chunk list it leads to and the
+// chunks it carried, or the error that ended it.
+func (lc *localCopy) decodePack(body []byte) (wire.SyncHeader, []snapshot.ChunkRef, map[snapshot.ChunkID][]byte, error) {
+	d, err := wire.NewDeltaReader(bytes.NewReader(body), lc.list)
 	if err != nil {
-		e.t.Fatal(err)
+		return wire.SyncHeader{}, nil, nil, err
 	}
 	defer d.Close()
+	got := map[snapshot.ChunkID][]byte{}
 	for {
 		j, raw, err := d.Next(func(i int) ([]byte, error) { return lc.chunks[lc.list[i].ID], nil })
 		if err == io.EOF {
-			break
+			return d.Header(), d.Chunks(), got, nil
 		}
 		if err != nil {
-			e.t.Fatal(err)
+			return d.Header(), nil, nil, err
 		}
-		lc.chunks[d.Chunks()[j].ID] = bytes.Clone(raw)
+		got[d.Chunks()[j].ID] = bytes.Clone(raw)
 	}
-	lc.list, lc.version = d.Chunks(), d.Header().To
-	return len(r.body)
+}
+
+// install makes lc the version a decoded pack leads to.
+func (lc *localCopy) install(h wire.SyncHeader, list []snapshot.ChunkRef, got map[snapshot.ChunkID][]byte) {
+	for id, b := range got {
+		lc.chunks[id] = b
+	}
+	lc.list, lc.version = list, h.To
+}
+
+// readPack applies a pack of any format to lc with the current reader.
+func readPack(t *testing.T, body []byte, lc *localCopy) {
+	t.Helper()
+	h, list, got, err := lc.decodePack(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc.install(h, list, got)
 }
 
 func (lc *localCopy) stream() []byte {
