@@ -380,24 +380,7 @@ func TestBigFanoutOfTenThousandUsers(t *testing.T) {
 // detector (fan-outs to hundreds of users): a two-minute deadline.
 func (e *testEnv) doSlow(method, path string, body []byte, opts ...reqOpt) response {
 	e.t.Helper()
-	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.Header.SetMethod(method)
-	req.SetRequestURI("http://deltasync.test" + path)
-	req.SetBody(body)
-	for _, o := range opts {
-		o(req)
-	}
-	if err := e.client.DoTimeout(req, resp, 2*time.Minute); err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	r := response{status: resp.StatusCode(), body: append([]byte(nil), resp.Body()...), header: map[string]string{}}
-	for k, v := range resp.Header.All() {
-		r.header[string(k)] = string(v)
-	}
-	return r
+	return e.doWithin(2*time.Minute, method, path, body, opts...)
 }
 
 // TestOrgFeedReadersShareTheirReads: readers of one org waiting at the same

@@ -175,6 +175,12 @@ func withStream(body []byte) reqOpt {
 
 func (e *testEnv) do(method, path string, body []byte, opts ...reqOpt) response {
 	e.t.Helper()
+	return e.doWithin(10*time.Second, method, path, body, opts...)
+}
+
+// doWithin sends one request and fails the test if no answer comes within d.
+func (e *testEnv) doWithin(d time.Duration, method, path string, body []byte, opts ...reqOpt) response {
+	e.t.Helper()
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -187,7 +193,7 @@ func (e *testEnv) do(method, path string, body []byte, opts ...reqOpt) response 
 	for _, o := range opts {
 		o(req)
 	}
-	if err := e.client.DoTimeout(req, resp, 10*time.Second); err != nil {
+	if err := e.client.DoTimeout(req, resp, d); err != nil {
 		e.t.Fatalf("%s %s: %v", method, path, err)
 	}
 	r := response{status: resp.StatusCode(), body: append([]byte(nil), resp.Body()...), header: map[string]string{}}
