@@ -98,7 +98,7 @@ func TestPullFullThenDeltas(t *testing.T) {
 	// The stored manifest verifies on reopen.
 	mustDo(t, c.Close())
 	c2 := ts.client("ann", nil, c.Dir())
-	if _, m, err := c2.localBase(); err != nil || m == nil || m.Version != ts.head("ann") {
+	if _, m, err := c2.localBase(); err != nil || m == nil || m.Version() != ts.head("ann") {
 		t.Fatalf("local base after reopen: %v, %v", m, err)
 	}
 }

@@ -49,9 +49,10 @@ var sbPages = []byte("pages")
 // errNoRoom: no key is left between two pages (a full write follows).
 var errNoRoom = errors.New("no page key left")
 
-func marshalHeader(m *snapshot.Manifest) ([]byte, error) {
+// marshalHeader encodes m's header for a list of n chunks.
+func marshalHeader(m *snapshot.Manifest, n int) ([]byte, error) {
 	hj, err := json.Marshal(localHeader{m.Org, m.User, m.Version, m.Parent, m.ChunkerName, m.ChunkerVersion,
-		m.Chunker, m.Records, m.StreamLen, m.StreamHash, m.CreatedUnix, len(m.Chunks)})
+		m.Chunker, m.Records, m.StreamLen, m.StreamHash, m.CreatedUnix, n})
 	if err != nil {
 		return nil, err
 	}
@@ -223,7 +224,13 @@ func writeSlot(slot *bolt.Bucket, m *snapshot.Manifest, seqs []uint64, per int) 
 }
 
 func putHeader(slot *bolt.Bucket, m *snapshot.Manifest) error {
-	hb, err := marshalHeader(m)
+	return putHeaderN(slot, m, len(m.Chunks))
+}
+
+// putHeaderN writes m's header for a list of n chunks (m.Chunks may not
+// hold them).
+func putHeaderN(slot *bolt.Bucket, m *snapshot.Manifest, n int) error {
+	hb, err := marshalHeader(m, n)
 	if err != nil {
 		return err
 	}
