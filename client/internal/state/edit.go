@@ -168,12 +168,9 @@ func (d *Download) newChunk(j int) (snapshot.ChunkRef, error) {
 
 // resolveEdit finds the seq and SHA-256 of the entries not received:
 // repeats of received ones, or chunks the old version holds elsewhere
-// (rare: then the old list is read whole to find them).
+// (found by first key, as the server's diff finds them).
 func (d *Download) resolveEdit() error {
 	var byID map[snapshot.ChunkID]int
-	var old *snapshot.Manifest
-	var oldSeqs []uint64
-	var oldByID map[snapshot.ChunkID]int
 	for k := range d.chunks {
 		if d.seqs[k] != 0 {
 			continue
@@ -191,21 +188,21 @@ func (d *Download) resolveEdit() error {
 			d.seqs[k], ch.Sum = d.seqs[k2], d.chunks[k2].Sum
 			continue
 		}
-		if oldByID == nil {
-			var err error
-			if old, oldSeqs, err = d.base.All(); err != nil {
-				return err
-			}
-			oldByID = make(map[snapshot.ChunkID]int, len(old.Chunks))
-			for i := range old.Chunks {
-				oldByID[old.Chunks[i].ID] = i
-			}
+		i, err := d.base.find(ch)
+		if err != nil {
+			return err
 		}
-		i, ok := oldByID[ch.ID]
-		if !ok {
+		if i < 0 {
 			return fmt.Errorf("chunk %s of version %d is neither received nor held: %w", ch.ID, d.mk.To, ErrCorrupt)
 		}
-		d.seqs[k], ch.Sum = oldSeqs[i], old.Chunks[i].Sum
+		old, err := d.base.Chunk(i)
+		if err != nil {
+			return err
+		}
+		if d.seqs[k], err = d.base.Seq(i); err != nil {
+			return err
+		}
+		ch.Sum = old.Sum
 		byID[ch.ID] = k
 	}
 	return nil
@@ -277,7 +274,7 @@ func (d *Download) editSpans() ([]diff.Span, error) {
 	}
 	var out []diff.Span
 	for _, r := range d.edit.Regions {
-		sp := diff.Span{OldFrom: r.OldFrom, OldTo: r.OldTo, NewFrom: r.NewFrom, NewTo: r.NewTo}
+		sp := diff.Span(r)
 		for sp.OldFrom > 0 && sp.NewFrom > 0 {
 			ca, err := continued(d.base.Chunk, sp.OldFrom, oldLen)
 			if err != nil {

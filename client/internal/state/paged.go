@@ -199,6 +199,33 @@ func (b *Base) Raw(ctx context.Context, i int) ([]byte, error) {
 	return raw, nil
 }
 
+// find returns the index of an old chunk with c's ID, -1 if none. The
+// list is sorted by first key: a binary search reads a few pages.
+func (b *Base) find(c *snapshot.ChunkRef) (int, error) {
+	var err error
+	i := sort.Search(b.Len(), func(i int) bool {
+		o, e := b.Chunk(i)
+		if e != nil {
+			err = e
+			return true
+		}
+		return o.FirstKey >= c.FirstKey
+	})
+	for ; err == nil && i < b.Len(); i++ {
+		o, e := b.Chunk(i)
+		if e != nil {
+			return -1, e
+		}
+		if o.FirstKey != c.FirstKey {
+			break
+		}
+		if o.ID == c.ID {
+			return i, nil
+		}
+	}
+	return -1, err
+}
+
 // All returns the whole list and its seqs (a big delta, an old pack
 // format: what costs O(list) anyway).
 func (b *Base) All() (*snapshot.Manifest, []uint64, error) {
