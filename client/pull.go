@@ -288,6 +288,10 @@ func (c *Client) receive(body *countingReader, d *wire.DeltaReader, dl *state.Do
 			if ferr := dl.Flush(); ferr != nil {
 				return fmt.Errorf("sync: %w", ferr)
 			}
+			if baseErr == nil && errors.Is(err, ErrCorrupt) && !errors.Is(err, wire.ErrBadDelta) {
+				// The local list (read as the pack needs it) is damaged.
+				baseErr = errors.Join(err, c.store.SetNeedFull())
+			}
 			if baseErr != nil {
 				return fmt.Errorf("%w: %v", errRestart, baseErr)
 			}

@@ -25,6 +25,7 @@ type Base struct {
 	s     *Store
 	f     *dataFile
 	m     *snapshot.Manifest // the header: Chunks is nil
+	n     int                // the header's chunk count
 	pages []oldPage
 	// whole: a slot of format 1 (one list, no pages), read whole.
 	whole   *snapshot.Manifest
@@ -55,8 +56,7 @@ func (s *Store) Base() (*Base, error) {
 		if pages := slot.Bucket(sbPages); pages == nil {
 			b.whole, b.wseqs, err = readSlot(slot)
 			b.m = b.whole
-		} else if b.m, err = unmarshalHeader(slot.Get(skManifest)); err == nil {
-			b.m.Chunks = nil
+		} else if b.m, b.n, err = unmarshalHeaderOnly(slot.Get(skManifest)); err == nil {
 			b.pages, err = listPages(pages)
 		}
 		if err == nil && b.m.Version != v {
@@ -96,10 +96,7 @@ func (b *Base) Len() int {
 	if b.whole != nil {
 		return len(b.whole.Chunks)
 	}
-	if b.m.Chunks != nil {
-		return len(b.m.Chunks)
-	}
-	return b.count()
+	return b.n
 }
 
 // Totals are the version's stream length and record count.
