@@ -223,26 +223,40 @@ func (b *Base) find(c *snapshot.ChunkRef) (int, error) {
 	return -1, err
 }
 
-// All returns the whole list and its seqs (a big delta, an old pack
-// format: what costs O(list) anyway).
+// All returns the whole list and its seqs, read-only (a big delta, an old
+// pack format: what costs O(list) anyway). The store keeps the last list
+// read (slotCache), so a running device reads it once.
 func (b *Base) All() (*snapshot.Manifest, []uint64, error) {
 	if b.whole != nil {
 		return b.whole, b.wseqs, nil
 	}
-	m := *b.m
-	m.Chunks = make([]snapshot.ChunkRef, 0, b.Len())
-	seqs := make([]uint64, 0, b.Len())
-	r := &entryReader{}
-	err := b.view(func(pages *bolt.Bucket) error {
-		return pages.ForEach(func(_, page []byte) error { return r.page(page, &m.Chunks, &seqs) })
+	var m *snapshot.Manifest
+	var seqs []uint64
+	err := b.f.db.View(func(tx *bolt.Tx) error {
+		live := liveSlot(tx)
+		if live == nil || getU64(live, skVersion) != b.m.Version {
+			return fmt.Errorf("the local version is no longer %d: %w", b.m.Version, ErrCorrupt)
+		}
+		var err error
+		m, seqs, err = b.s.readLive(live, b.f.gen, b.m.Version)
+		return err
 	})
-	if err == nil && len(seqs) != b.Len() {
+	if err == nil && (len(seqs) != b.Len() || m.Version != b.m.Version) {
 		err = fmt.Errorf("chunk list of %d entries for %d chunks: %w", len(seqs), b.Len(), ErrCorrupt)
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	return &m, seqs, nil
+	return m, seqs, nil
+}
+
+// AllChunks is All's list (wire.BaseLister).
+func (b *Base) AllChunks() ([]snapshot.ChunkRef, error) {
+	m, _, err := b.All()
+	if err != nil {
+		return nil, err
+	}
+	return m.Chunks, nil
 }
 
 // walk calls fn with the SHA-256 and seq of every entry, in order,
