@@ -288,10 +288,12 @@ func (b *Base) walk(fn func(i int, sum *[32]byte, seq uint64)) error {
 	})
 }
 
+var errBadEntry = fmt.Errorf("chunk list page: entry: %w", ErrCorrupt)
+
 // scanPage calls fn with each entry's SHA-256 and seq of a page (the
 // encoding of encodePage) and returns the count.
 func scanPage(page []byte, fn func(sum *[32]byte, seq uint64)) (int, error) {
-	bad := fmt.Errorf("chunk list page: entry: %w", ErrCorrupt)
+	bad := errBadEntry
 	count, err := pageCount(page)
 	if err != nil {
 		return 0, err
