@@ -34,21 +34,21 @@ func (c *Client) pull(ctx context.Context, waitSeconds int, res *SyncResult) err
 	return fmt.Errorf("sync: %w", err)
 }
 
-// localBase returns the local version and its manifest, or 0 and nil when
-// the next pull must be a full sync.
-func (c *Client) localBase() (uint64, *snapshot.Manifest, error) {
+// localBase returns the local version and its chunk list (read on
+// demand), or 0 and nil when the next pull must be a full sync.
+func (c *Client) localBase() (uint64, *state.Base, error) {
 	if nf, err := c.store.NeedFull(); err != nil || nf {
 		return 0, nil, err
 	}
-	v, m, err := c.store.Manifest()
+	b, err := c.store.Base()
 	if errors.Is(err, ErrCorrupt) {
 		// Damaged: repair by a full sync.
 		return 0, nil, c.store.SetNeedFull()
 	}
-	if err != nil || v == 0 {
+	if err != nil || b == nil {
 		return 0, nil, err
 	}
-	return v, m, nil
+	return b.Version(), b, nil
 }
 
 func (c *Client) pullOnce(ctx context.Context, waitSeconds int, res *SyncResult) error {
@@ -148,16 +148,35 @@ func (c *Client) notePolicy(p wire.Policy) error {
 	return c.setPolicy(p)
 }
 
-// applyDelta streams a delta pack into the staging area, then verifies
-// and installs the new version.
-func (c *Client) applyDelta(ctx context.Context, body *countingReader, from uint64, old *snapshot.Manifest, mk *state.Marker, res *SyncResult) error {
-	var oldChunks []snapshot.ChunkRef
-	if old != nil {
-		oldChunks = old.Chunks
+// openDelta reads a delta pack's header and manifest delta against base
+// (nil: none); a base that turns out damaged asks for a full sync.
+func (c *Client) openDelta(body *countingReader, base *state.Base) (*wire.DeltaReader, error) {
+	var d *wire.DeltaReader
+	var err error
+	if base != nil {
+		d, err = wire.NewDeltaReaderBase(body, base)
+	} else {
+		d, err = wire.NewDeltaReader(body, nil)
 	}
-	d, err := wire.NewDeltaReader(body, oldChunks)
+	if errors.Is(err, ErrCorrupt) && !errors.Is(err, wire.ErrBadDelta) {
+		if ferr := c.store.SetNeedFull(); ferr != nil {
+			return nil, fmt.Errorf("sync: %w", ferr)
+		}
+		return nil, fmt.Errorf("%w: %v", errRestart, err)
+	}
 	if err != nil {
-		return c.deltaError(body, err)
+		return nil, c.deltaError(body, err)
+	}
+	return d, nil
+}
+
+// applyDelta streams a delta pack into the staging area, then verifies
+// and installs the new version. A format-3 delta is read and installed as
+// an edit of base, the rest with base's list read whole.
+func (c *Client) applyDelta(ctx context.Context, body *countingReader, from uint64, base *state.Base, mk *state.Marker, res *SyncResult) error {
+	d, err := c.openDelta(body, base)
+	if err != nil {
+		return err
 	}
 	defer d.Close()
 	h := d.Header()
@@ -173,7 +192,7 @@ func (c *Client) applyDelta(ctx context.Context, body *countingReader, from uint
 		return &serverError{op: "sync", err: fmt.Errorf("pack from %d to %d skipping %d answers a request from %d: %w", h.From, h.To, h.Skip, from, wire.ErrBadDelta)}
 	}
 	if h.From == 0 {
-		old = nil
+		base = nil
 	}
 	if err := c.notePolicy(h.Policy); err != nil {
 		return err
@@ -182,7 +201,7 @@ func (c *Client) applyDelta(ctx context.Context, body *countingReader, from uint
 	c.dataArrived()
 	c.ensureSyncing()
 	res.Resumed = mk != nil
-	dl, err := c.store.StartDownload(h.From, h.To, d.Chunks(), old, mk)
+	dl, oldRaw, err := c.startDownload(ctx, h, d, base, mk)
 	if errors.Is(err, ErrCorrupt) && mk != nil {
 		// The staging area does not hold what the marker says: refetch.
 		if err := c.store.AbandonDownload(); err != nil {
@@ -193,7 +212,7 @@ func (c *Client) applyDelta(ctx context.Context, body *countingReader, from uint
 	if err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
-	if err := c.receive(ctx, body, d, dl, old, res); err != nil {
+	if err := c.receive(body, d, dl, oldRaw, res); err != nil {
 		return err
 	}
 	err = c.finishVersion(ctx, h, d.Chunks(), dl, res)
@@ -211,24 +230,48 @@ func (c *Client) applyDelta(ctx context.Context, body *countingReader, from uint
 	return err
 }
 
+// startDownload starts storing the pack: as an edit of base (format 3),
+// or with its new list and base's whole. oldRaw reads an old chunk (nil
+// for a full sync).
+func (c *Client) startDownload(ctx context.Context, h wire.SyncHeader, d *wire.DeltaReader, base *state.Base, mk *state.Marker) (*state.Download, func(int) ([]byte, error), error) {
+	if base == nil {
+		dl, err := c.store.StartDownload(h.From, h.To, d.Chunks(), nil, mk)
+		return dl, nil, err
+	}
+	if e := d.Edit(); e != nil {
+		dl, err := c.store.StartDelta(base, h.To, &state.ListEdit{Regions: e.Regions, Entries: e.Entries, Len: e.Len}, mk)
+		return dl, func(i int) ([]byte, error) { return base.Raw(ctx, i) }, err
+	}
+	old, _, err := base.All()
+	if err != nil {
+		return nil, nil, err
+	}
+	dl, err := c.store.StartDownload(h.From, h.To, d.Chunks(), old, mk)
+	g := c.store.VersionChunks(old)
+	return dl, func(i int) ([]byte, error) {
+		var raw []byte
+		err := g.Chunks(ctx, []int{i}, func(_ int, b []byte) error { raw = b; return nil })
+		return raw, err
+	}, err
+}
+
 // receive stores the pack's chunks as they arrive (Download writes them in
 // batches, each with the marker), reporting progress. If the pack breaks
 // off, what was verified is written, so the next pull resumes after it.
-func (c *Client) receive(ctx context.Context, body *countingReader, d *wire.DeltaReader, dl *state.Download, old *snapshot.Manifest, res *SyncResult) error {
+// oldRaw reads the old chunks a chunk is compressed against.
+func (c *Client) receive(body *countingReader, d *wire.DeltaReader, dl *state.Download, oldRaw func(int) ([]byte, error), res *SyncResult) error {
 	h := d.Header()
 	mk := dl.Marker()
 	c.setProgress(mk.Bytes, h.Total.Bytes, mk.Received, h.Total.Chunks)
 	var baseErr error
-	var oldChunks snapshot.ChunkGetter
-	if old != nil {
-		oldChunks = c.store.VersionChunks(old)
-	}
 	base := func(i int) ([]byte, error) {
-		if old == nil || i < 0 || i >= len(old.Chunks) {
+		if oldRaw == nil {
 			return nil, fmt.Errorf("old chunk %d: %w", i, wire.ErrBadDelta)
 		}
-		var raw []byte
-		err := oldChunks.Chunks(ctx, []int{i}, func(_ int, b []byte) error { raw = b; return nil })
+		raw, err := oldRaw(i)
+		if errors.Is(err, ErrInvalid) {
+			return nil, fmt.Errorf("old chunk %d: %v: %w", i, err, wire.ErrBadDelta)
+		}
 		if errors.Is(err, ErrCorrupt) {
 			// Our copy of the version is damaged: refetch everything.
 			baseErr = errors.Join(err, c.store.SetNeedFull())
@@ -244,6 +287,10 @@ func (c *Client) receive(ctx context.Context, body *countingReader, d *wire.Delt
 			// Keep what was verified: the resume will not fetch it again.
 			if ferr := dl.Flush(); ferr != nil {
 				return fmt.Errorf("sync: %w", ferr)
+			}
+			if baseErr == nil && errors.Is(err, ErrCorrupt) && !errors.Is(err, wire.ErrBadDelta) {
+				// The local list (read as the pack needs it) is damaged.
+				baseErr = errors.Join(err, c.store.SetNeedFull())
 			}
 			if baseErr != nil {
 				return fmt.Errorf("%w: %v", errRestart, baseErr)
@@ -298,9 +345,12 @@ func (c *Client) abortError(ae *wire.AbortError) error {
 // equal to the manifest's stream hash; then the records are switched, from
 // the changed chunks only after a delta.
 func (c *Client) finishVersion(ctx context.Context, h wire.SyncHeader, chunks []snapshot.ChunkRef, dl *state.Download, res *SyncResult) error {
-	var streamLen uint64
-	for j := range chunks {
-		streamLen += uint64(chunks[j].Size)
+	streamLen := h.Manifest.StreamLen // an edit's: checked by the reader
+	if chunks != nil && len(chunks) == h.Manifest.Chunks {
+		streamLen = 0
+		for j := range chunks {
+			streamLen += uint64(chunks[j].Size)
+		}
 	}
 	announced, err := hex.DecodeString(h.Manifest.StreamHash)
 	if err != nil || len(announced) != 32 || streamLen != h.Manifest.StreamLen {
@@ -327,6 +377,6 @@ func (c *Client) finishVersion(ctx context.Context, h wire.SyncHeader, chunks []
 	if !in.Full {
 		res.RecordsChanged = in.Changed
 	}
-	res.ChunksReused = max(len(chunks)-res.ChunksFetched, 0)
+	res.ChunksReused = max(h.Manifest.Chunks-res.ChunksFetched, 0)
 	return nil
 }

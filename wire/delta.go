@@ -609,6 +609,12 @@ func (d *DeltaReader) parseHeader(b []byte) error {
 	if h.Manifest.Chunks > MaxDeltaChunks {
 		return d.bad("a version of %d chunks: at most %d", h.Manifest.Chunks, MaxDeltaChunks)
 	}
+	if d.v3 != nil && d.v3.base != nil && h.From != 0 {
+		// Edit mode: the list is the entries the pack gives, not the
+		// version's (a one-record delta's few, not 8,000 on 64 MB).
+		d.chunks = make([]snapshot.ChunkRef, 0, min(h.Total.Chunks+8, 1<<16))
+		return nil
+	}
 	d.chunks = make([]snapshot.ChunkRef, 0, min(h.Manifest.Chunks, 1<<16))
 	return nil
 }

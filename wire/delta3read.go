@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,13 +11,20 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/snapshot"
 )
 
 // state3 is where the reader of a format-3 pack is.
 type state3 struct {
 	old      []snapshot.ChunkRef // the client's chunk list (dictionary sizes)
-	newIdx   []int               // chunks the pack carries, in order
+	base     Base                // or the client's list, read on demand (edit mode)
+	edit     *ManifestEdit       // edit mode: the new list as regions of entries
+	newLen   int                 // edit mode: chunks of the new list so far
+	entryJ   []int               // edit mode: per entry (d.chunks), its index in the new list
+	prevOld  []int               // edit mode: per entry, the old chunk copied just before it, or -1
+	lastOld  int                 // edit mode: the last old chunk copied
+	newIdx   []int               // chunks the pack carries, in order (positions in d.chunks)
 	explicit []bool              // per newIdx: the manifest gave its first key
 	next     int                 // of newIdx: the next chunk Next returns
 	groupEnd int                 // of newIdx: the end of the decoded group
@@ -26,7 +34,88 @@ type state3 struct {
 	err      error               // sticky
 }
 
+// Base is the chunk list a delta applies to, read on demand: a device
+// keeps it in pages, and a one-record delta should read the few entries
+// around its change, not the list. Errors of Chunk (the local copy cannot
+// be read) are returned as they are, not as ErrBadDelta.
+type Base interface {
+	Len() int
+	Chunk(i int) (snapshot.ChunkRef, error)
+	// Totals are the version's stream length and record count.
+	Totals() (streamLen, records uint64)
+}
+
+// BaseLister is a Base that can give its list whole (read-only), which
+// a pack read in list mode needs (format 2): faster than entry by entry.
+type BaseLister interface {
+	AllChunks() ([]snapshot.ChunkRef, error)
+}
+
+// ManifestEdit is the new chunk list of a format-3 delta read against a
+// Base: the regions where it differs from the old list (outside them,
+// new chunk NewFrom+k is old chunk OldFrom+k of the run) and the new
+// list's entries in the regions, in order. An entry of a chunk the pack
+// carries is complete once Next has returned it.
+type ManifestEdit struct {
+	Regions []diff.Region
+	Entries []snapshot.ChunkRef
+	// Len is the new list's length.
+	Len int
+}
+
+// NewDeltaReaderBase is NewDeltaReader for a client that keeps its chunk
+// list where reading it whole costs: a format-3 delta is read without
+// materialising the new list (Edit gives it, Chunks is nil), and the old
+// one is read through base, entry by entry, where the change needs it.
+// Other packs (format 2, a full sync) are read as NewDeltaReader reads
+// them, with base's list read whole (Chunks gives the new list).
+func NewDeltaReaderBase(r io.Reader, base Base) (*DeltaReader, error) {
+	var magic [5]byte
+	if _, err := io.ReadFull(r, magic[:]); err != nil {
+		return nil, fmt.Errorf("read delta magic: %v: %w", err, ErrBadDelta)
+	}
+	if string(magic[:4]) != DeltaMagic {
+		return nil, fmt.Errorf("bad magic: %w", ErrBadDelta)
+	}
+	if magic[4] == DeltaFormat {
+		return newReader3Base(r, base)
+	}
+	var old []snapshot.ChunkRef
+	if l, ok := base.(BaseLister); ok {
+		var err error
+		if old, err = l.AllChunks(); err != nil {
+			return nil, err
+		}
+	} else {
+		for i := range base.Len() {
+			c, err := base.Chunk(i)
+			if err != nil {
+				return nil, err
+			}
+			old = append(old, c)
+		}
+	}
+	return NewDeltaReader(io.MultiReader(bytes.NewReader(magic[:]), r), old)
+}
+
+// Edit returns the new chunk list of a delta read in edit mode (see
+// NewDeltaReaderBase), nil otherwise.
+func (d *DeltaReader) Edit() *ManifestEdit {
+	if d.v3 == nil {
+		return nil
+	}
+	return d.v3.edit
+}
+
 func newReader3(r io.Reader, old []snapshot.ChunkRef) (*DeltaReader, error) {
+	return newReader3On(r, old, nil)
+}
+
+func newReader3Base(r io.Reader, base Base) (*DeltaReader, error) {
+	return newReader3On(r, nil, base)
+}
+
+func newReader3On(r io.Reader, old []snapshot.ChunkRef, base Base) (*DeltaReader, error) {
 	// Every frame decodes into a buffer sized from what the pack declared
 	// (WithDecodeAllCapLimit): a frame claiming more is refused before it
 	// is decoded.
@@ -41,7 +130,7 @@ func newReader3(r io.Reader, old []snapshot.ChunkRef) (*DeltaReader, error) {
 		dec.Close()
 		return nil, err
 	}
-	d := &DeltaReader{dec: dec, dictD: groups, r: bufio.NewReaderSize(r, 64<<10), lastJ: -1, v3: &state3{}}
+	d := &DeltaReader{dec: dec, dictD: groups, r: bufio.NewReaderSize(r, 64<<10), lastJ: -1, v3: &state3{base: base}}
 	if err := d.open3(old); err != nil {
 		d.Close()
 		return nil, err
@@ -59,9 +148,13 @@ func (d *DeltaReader) open3(old []snapshot.ChunkRef) error {
 		return err
 	}
 	if d.header.From == 0 {
-		old = nil
+		old, d.v3.base = nil, nil
 	}
 	d.oldLen, d.v3.old = len(old), old
+	if d.v3.base != nil {
+		d.oldLen = d.v3.base.Len()
+		d.v3.edit = &ManifestEdit{}
+	}
 	// A chunk takes at most an entry (an ID, four numbers, a flag and a
 	// key) and an op (a byte and two numbers).
 	perChunk := 16 + 4*binary.MaxVarintLen64 + 1 + snapshot.MaxKeyLen + 1 + 2*binary.MaxVarintLen64
@@ -163,6 +256,9 @@ func (r *bytesReader) byte() byte {
 // readManifest3 rebuilds the new chunk list from the manifest delta and
 // checks it against the header's totals.
 func (d *DeltaReader) readManifest3(b []byte, old []snapshot.ChunkRef) error {
+	if d.v3.edit != nil {
+		return d.readEdit3(b)
+	}
 	want := uint64(d.header.Manifest.Chunks)
 	r := &bytesReader{b: b}
 	oldPos := uint64(0)
@@ -237,14 +333,33 @@ func (d *DeltaReader) newEntries3(r *bytesReader, n uint64) error {
 				return err
 			}
 		}
-		if r.bad || c.Continued && !explicit && len(d.chunks) == 0 {
+		first := len(d.chunks) == 0
+		if st.edit != nil {
+			first = st.newLen == 0
+		}
+		if r.bad || c.Continued && !explicit && first {
 			return d.bad("chunk entry")
 		}
 		st.newIdx = append(st.newIdx, len(d.chunks))
 		st.explicit = append(st.explicit, explicit)
-		d.chunks = append(d.chunks, c)
+		d.appendEntry(c)
 	}
 	return nil
+}
+
+// appendEntry appends an entry of the new list: to the list, or in edit
+// mode to the entries, noting its place.
+func (d *DeltaReader) appendEntry(c snapshot.ChunkRef) {
+	if st := d.v3; st.edit != nil {
+		prev := -1
+		if n := len(st.entryJ); st.newLen > 0 && (n == 0 || st.entryJ[n-1] != st.newLen-1) {
+			prev = st.lastOld
+		}
+		st.entryJ = append(st.entryJ, st.newLen)
+		st.prevOld = append(st.prevOld, prev)
+		st.newLen++
+	}
+	d.chunks = append(d.chunks, c)
 }
 
 // knownEntries3 reads n complete entries (front-coded first keys) and
@@ -268,7 +383,7 @@ func (d *DeltaReader) knownEntries3(r *bytesReader, n uint64, prev string) (stri
 		}
 		c.Size, c.Records, c.Continued, c.StoredLen = uint32(size), uint32(recs), flags == 1, uint32(size)
 		prev = c.FirstKey
-		d.chunks = append(d.chunks, c)
+		d.appendEntry(c)
 	}
 	return prev, nil
 }
@@ -299,8 +414,8 @@ func (d *DeltaReader) next3(base func(oldIndex int) ([]byte, error)) (int, []byt
 			return 0, nil, err
 		}
 	}
-	j := st.newIdx[st.next]
-	raw := st.group[st.off : st.off+int(d.chunks[j].Size)]
+	e := st.newIdx[st.next]
+	raw := st.group[st.off : st.off+int(d.chunks[e].Size)]
 	if err := d.derive(st.next, raw); err != nil {
 		st.err = err
 		return 0, nil, err
@@ -308,6 +423,10 @@ func (d *DeltaReader) next3(base func(oldIndex int) ([]byte, error)) (int, []byt
 	st.off += len(raw)
 	st.next++
 	d.left--
+	j := e
+	if st.edit != nil {
+		j = st.entryJ[e]
+	}
 	d.lastJ = j
 	return j, raw, nil
 }
@@ -324,6 +443,16 @@ func (d *DeltaReader) end3() error {
 	var recs uint64
 	for i := range d.chunks {
 		recs += uint64(d.chunks[i].Records)
+	}
+	if st := d.v3; st.edit != nil {
+		st.edit.Entries = d.chunks
+		_, oldRecs := st.base.Totals()
+		var gone uint64
+		err := d.forRegionsOld(func(c snapshot.ChunkRef) { gone += uint64(c.Records) })
+		if err != nil {
+			return err
+		}
+		recs = oldRecs - gone + recs
 	}
 	if recs != d.header.Manifest.Records {
 		return d.bad("the chunks hold %d records, header says %d", recs, d.header.Manifest.Records)
@@ -420,7 +549,11 @@ func (d *DeltaReader) readRuns() ([][2]int, error) {
 		}
 		first := pos + gap
 		for i := first; i < first+cnt; i++ {
-			size += int(d.v3.old[i].Size)
+			c, err := d.oldChunk(int(i))
+			if err != nil {
+				return nil, err
+			}
+			size += int(c.Size)
 		}
 		if size > maxDictBytes {
 			return nil, d.bad("dictionary of more than %d bytes", maxDictBytes)
@@ -444,8 +577,12 @@ func (d *DeltaReader) groupDict(runs [][2]int, base func(oldIndex int) ([]byte, 
 			if err != nil {
 				return fmt.Errorf("dictionary chunk %d: %w", i, err)
 			}
-			if len(b) != int(d.v3.old[i].Size) {
-				return fmt.Errorf("dictionary chunk %d: %d bytes, want %d: %w", i, len(b), d.v3.old[i].Size, snapshot.ErrCorrupt)
+			c, err := d.oldChunk(i)
+			if err != nil {
+				return err
+			}
+			if len(b) != int(c.Size) {
+				return fmt.Errorf("dictionary chunk %d: %d bytes, want %d: %w", i, len(b), c.Size, snapshot.ErrCorrupt)
 			}
 			d.dict = append(d.dict, b...)
 		}
@@ -463,7 +600,15 @@ func (d *DeltaReader) derive(k int, raw []byte) error {
 	if c.Continued {
 		c.Records = 0
 		if !st.explicit[k] {
-			c.FirstKey = d.chunks[j-1].FirstKey
+			if st.edit != nil && st.prevOld[j] >= 0 {
+				prev, err := d.oldChunk(st.prevOld[j])
+				if err != nil {
+					return err
+				}
+				c.FirstKey = prev.FirstKey
+			} else {
+				c.FirstKey = d.chunks[j-1].FirstKey
+			}
 		}
 		return nil
 	}
@@ -526,4 +671,99 @@ func parseRecords(raw []byte) (int, string, error) {
 		off += n + int(vl)
 	}
 	return recs, first, nil
+}
+
+// oldChunk returns entry i of the client's list.
+func (d *DeltaReader) oldChunk(i int) (snapshot.ChunkRef, error) {
+	if st := d.v3; st.base != nil {
+		return st.base.Chunk(i)
+	}
+	return d.v3.old[i], nil
+}
+
+// readEdit3 reads the manifest delta in edit mode: copies become the gaps
+// between regions, entries are kept, and the stream length is checked
+// from the old list's total and the entries the regions replace.
+func (d *DeltaReader) readEdit3(b []byte) error {
+	st := d.v3
+	want := d.header.Manifest.Chunks
+	oldLen := uint64(d.oldLen)
+	r := &bytesReader{b: b}
+	oldPos := uint64(0)
+	regOld, regNew := 0, 0 // where the current region starts
+	prevKnown := ""
+	for {
+		op := r.byte()
+		if r.bad {
+			return d.bad("truncated manifest delta")
+		}
+		if op == op3End {
+			break
+		}
+		n := r.num()
+		left := uint64(want - st.newLen)
+		var err error
+		switch op {
+		case op3Copy:
+			from := oldPos + n
+			n = r.num()
+			if r.bad || from < oldPos || from > oldLen || n == 0 || n > oldLen-from || n > left {
+				return d.bad("copy %d+%d of %d old chunks", from, n, oldLen)
+			}
+			if int(from) > regOld || st.newLen > regNew {
+				st.edit.Regions = append(st.edit.Regions, diff.Region{OldFrom: regOld, OldTo: int(from), NewFrom: regNew, NewTo: st.newLen})
+			}
+			oldPos = from + n
+			st.newLen += int(n)
+			st.lastOld = int(oldPos) - 1
+			regOld, regNew = int(oldPos), st.newLen
+		case op3New, op3Known:
+			if r.bad || n == 0 || n > left {
+				return d.bad("manifest op %d of %d chunks", op, n)
+			}
+			if op == op3New {
+				err = d.newEntries3(r, n)
+			} else {
+				prevKnown, err = d.knownEntries3(r, n, prevKnown)
+			}
+		default:
+			return d.bad("manifest op %d", op)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if len(r.b) != 0 || st.newLen != want {
+		return d.bad("manifest delta gives %d chunks, header says %d", st.newLen, want)
+	}
+	if d.oldLen > regOld || st.newLen > regNew {
+		st.edit.Regions = append(st.edit.Regions, diff.Region{OldFrom: regOld, OldTo: d.oldLen, NewFrom: regNew, NewTo: st.newLen})
+	}
+	st.edit.Len, st.edit.Entries = st.newLen, d.chunks
+	oldStream, _ := st.base.Totals()
+	var gone, added uint64
+	if err := d.forRegionsOld(func(c snapshot.ChunkRef) { gone += uint64(c.Size) }); err != nil {
+		return err
+	}
+	for i := range d.chunks {
+		added += uint64(d.chunks[i].Size)
+	}
+	if oldStream < gone || oldStream-gone+added != d.header.Manifest.StreamLen {
+		return d.bad("manifest delta gives a stream of %d bytes, header says %d", oldStream-gone+added, d.header.Manifest.StreamLen)
+	}
+	return nil
+}
+
+// forRegionsOld calls fn with every old entry the regions replace.
+func (d *DeltaReader) forRegionsOld(fn func(snapshot.ChunkRef)) error {
+	for _, rg := range d.v3.edit.Regions {
+		for i := rg.OldFrom; i < rg.OldTo; i++ {
+			c, err := d.oldChunk(i)
+			if err != nil {
+				return err
+			}
+			fn(c)
+		}
+	}
+	return nil
 }

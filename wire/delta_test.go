@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -101,7 +102,100 @@ func apply(t testing.TB, data []byte, a *snapshot.Manifest, have map[snapshot.Ch
 		}
 		got[d.Chunks()[j].ID] = bytes.Clone(raw)
 	}
+	if data[4] == wire.DeltaFormat && a != nil {
+		// The same pack read in edit mode gives the same list and chunks.
+		chunks, egot, err := applyEdit(t, data, old, have)
+		if errors.Is(err, errFullSync) {
+			return d.Chunks(), got, nil
+		}
+		if err != nil {
+			t.Fatalf("edit mode: %v (the list mode read the pack)", err)
+		}
+		if len(chunks) != len(d.Chunks()) || len(egot) != len(got) {
+			t.Fatalf("edit mode: %d chunks (%d received), list mode %d (%d)", len(chunks), len(egot), len(d.Chunks()), len(got))
+		}
+		for j := range chunks {
+			g, w := chunks[j], d.Chunks()[j]
+			if g.ID != w.ID || g.Size != w.Size || g.Records != w.Records || g.Continued != w.Continued || g.FirstKey != w.FirstKey {
+				t.Fatalf("edit mode: chunk %d is %+v, list mode %+v", j, g, w)
+			}
+		}
+	}
 	return d.Chunks(), got, nil
+}
+
+var errFullSync = errors.New("a full sync")
+
+// sliceBase is a wire.Base of a chunk list in memory.
+type sliceBase []snapshot.ChunkRef
+
+func (b sliceBase) Len() int { return len(b) }
+func (b sliceBase) Chunk(i int) (snapshot.ChunkRef, error) {
+	if i < 0 || i >= len(b) {
+		return snapshot.ChunkRef{}, fmt.Errorf("old chunk %d of %d", i, len(b))
+	}
+	return b[i], nil
+}
+func (b sliceBase) Totals() (uint64, uint64) {
+	var n, r uint64
+	for _, c := range b {
+		n, r = n+uint64(c.Size), r+uint64(c.Records)
+	}
+	return n, r
+}
+
+// applyEdit reads a format-3 delta in edit mode and returns the new list
+// it describes, materialised, and the chunks it carried.
+func applyEdit(t testing.TB, data []byte, old []snapshot.ChunkRef, have map[snapshot.ChunkID][]byte) ([]snapshot.ChunkRef, map[snapshot.ChunkID][]byte, error) {
+	d, err := wire.NewDeltaReaderBase(bytes.NewReader(data), sliceBase(old))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer d.Close()
+	e := d.Edit()
+	if e == nil {
+		if d.Header().From != 0 {
+			t.Fatalf("a format-3 delta from %d read in list mode by NewDeltaReaderBase", d.Header().From)
+		}
+		return nil, nil, errFullSync
+	}
+	at := map[int]int{} // new index -> entry
+	k := 0
+	for _, r := range e.Regions {
+		for j := r.NewFrom; j < r.NewTo; j++ {
+			at[j], k = k, k+1
+		}
+	}
+	got := map[snapshot.ChunkID][]byte{}
+	for {
+		j, raw, err := d.Next(func(i int) ([]byte, error) { return have[old[i].ID], nil })
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		k, ok := at[j]
+		if !ok {
+			t.Fatalf("edit mode: chunk %d received outside the regions", j)
+		}
+		got[e.Entries[k].ID] = bytes.Clone(raw)
+	}
+	var out []snapshot.ChunkRef
+	i, k := 0, 0
+	for _, r := range e.Regions {
+		if r.OldFrom < i || r.NewFrom != len(out)+r.OldFrom-i || r.OldTo < r.OldFrom || r.NewTo < r.NewFrom {
+			t.Fatalf("edit mode: region %+v after old %d, new %d", r, i, len(out))
+		}
+		out = append(out, old[i:r.OldFrom]...)
+		out = append(out, e.Entries[k:k+r.NewTo-r.NewFrom]...)
+		k, i = k+r.NewTo-r.NewFrom, r.OldTo
+	}
+	out = append(out, old[i:]...)
+	if len(out) != e.Len || k != len(e.Entries) {
+		t.Fatalf("edit mode: %d chunks of %d, %d entries of %d used", len(out), e.Len, k, len(e.Entries))
+	}
+	return out, got, nil
 }
 
 func streamFrom(chunks []snapshot.ChunkRef, have ...map[snapshot.ChunkID][]byte) []byte {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/snapshot"
 )
 
@@ -97,7 +98,12 @@ func pull(s *Store, v *version) (*Installed, error) {
 			needed = append(needed, j)
 		}
 	}
-	d, err := s.StartDownload(from, v.m.Version, chunks, old, mk)
+	var d *Download
+	if pullAsEdit && old != nil {
+		d, err = startEdit(s, old, v, mk)
+	} else {
+		d, err = s.StartDownload(from, v.m.Version, chunks, old, mk)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +121,40 @@ func pull(s *Store, v *version) (*Installed, error) {
 	return d.Finish(context.Background(), &m, v.m.StreamHash)
 }
 
+// pullAsEdit makes pull install a delta as the client does a format-3
+// one: as an edit of the synced list (StartDelta), not a list of its own.
+var pullAsEdit bool
+
+// startEdit starts v's download as an edit of old, the synced version:
+// the regions of the edit script and their entries (without the SHA-256s
+// that a pack does not carry).
+func startEdit(s *Store, old *snapshot.Manifest, v *version, mk *Marker) (*Download, error) {
+	base, err := s.Base()
+	if err != nil {
+		return nil, err
+	}
+	script := diff.Manifests(old, v.m)
+	e := &ListEdit{Regions: script.Regions, Len: len(v.m.Chunks)}
+	for _, r := range script.Regions {
+		for _, c := range v.m.Chunks[r.NewFrom:r.NewTo] {
+			c.Sum = [32]byte{}
+			e.Entries = append(e.Entries, c)
+		}
+	}
+	return s.StartDelta(base, v.m.Version, e, mk)
+}
+
+// bothPaths runs test with pull installing deltas as lists, then as edits.
+func bothPaths(t *testing.T, test func(t *testing.T)) {
+	for _, edit := range []bool{false, true} {
+		t.Run(map[bool]string{false: "list", true: "edit"}[edit], func(t *testing.T) {
+			pullAsEdit = edit
+			defer func() { pullAsEdit = false }()
+			test(t)
+		})
+	}
+}
+
 var errCrash = errors.New("crashed")
 
 // small makes every step of an install take many transactions.
@@ -129,6 +169,10 @@ func small(s *Store) {
 // show exactly the old version or the new one, and the next pull must
 // finish the install (resuming the download) with nothing left over.
 func TestInstallSurvivesAStopAfterAnyCommit(t *testing.T) {
+	bothPaths(t, testInstallSurvivesAStopAfterAnyCommit)
+}
+
+func testInstallSurvivesAStopAfterAnyCommit(t *testing.T) {
 	v1 := cut(t, 1, records(400, 300, true, "one"))
 	r2 := slices.Clone(v1.recs)
 	r2[10][1], r2[300][1] = `{"changed":2}`, `{"changed":3}`
@@ -249,7 +293,9 @@ func copyDir(t *testing.T, from, to string) {
 	}
 }
 
-func TestDeltaReportsChangedKeys(t *testing.T) {
+func TestDeltaReportsChangedKeys(t *testing.T) { bothPaths(t, testDeltaReportsChangedKeys) }
+
+func testDeltaReportsChangedKeys(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	v1 := cut(t, 1, records(400, 300, true, "one"))
 	r2 := slices.Clone(v1.recs)
@@ -281,7 +327,9 @@ func osWriteFile(dir, name string, b []byte) error {
 // TestSmallDeltaIsOneSwitch: a delta of a few records is installed in one
 // transaction (its chunks, the live index's writes, the switch); a big one
 // stores its chunks in batches and builds a new index.
-func TestSmallDeltaIsOneSwitch(t *testing.T) {
+func TestSmallDeltaIsOneSwitch(t *testing.T) { bothPaths(t, testSmallDeltaIsOneSwitch) }
+
+func testSmallDeltaIsOneSwitch(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	small(s)
 	v1 := cut(t, 1, records(400, 300, true, "one"))

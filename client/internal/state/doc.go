@@ -60,6 +60,16 @@
 //     chunks, drops the chunks it replaced and switches the version in one
 //     transaction (a one-record delta is one transaction in all).
 //
+// A delta the client reads as an edit (a format-3 pack: wire's edit mode)
+// is installed without the old or the new chunk list in memory (edit.go):
+// Base reads the live slot's pages where the pack needs an entry (its
+// places are one small read per page), the new list is the old one with
+// the edit's regions replaced by their entries (ListEdit), the record
+// changes come from the regions' spans, and the pages the regions touch
+// are rewritten. Only the stream hash reads every entry's SHA-256, from
+// the pages as they lie (scanPage: no entry is decoded). A delta of an old
+// pack format, or one too big to install in place, builds the lists.
+//
 // Readers see one version or the other, never a mix: a read transaction
 // reads "current" and the slot it names. Every step is idempotent or
 // atomic: an install stopped between any two commits leaves the old or

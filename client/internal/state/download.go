@@ -90,12 +90,16 @@ type Download struct {
 	f      *dataFile // the file it writes: the data file (a delta), or a file of its own (a full sync)
 	mk     Marker
 	slot   byte
-	chunks []snapshot.ChunkRef // the new version's list; Sums filled as chunks arrive
-	old    *snapshot.Manifest  // the version the pack applies to; nil for a full sync
-	seq    uint64              // last chunk seq assigned
-	seqs   []uint64            // seq of each chunk of the new list stored (0: not received)
-	batch  uint32              // batches written
-	opened bool                // the staging slot exists (a batch was written)
+	chunks []snapshot.ChunkRef // the new version's list (an edit's entries); Sums filled as chunks arrive
+	old    *snapshot.Manifest  // the version the pack applies to; nil for a full sync or an edit
+	// A delta given as an edit of the synced version (StartDelta): chunks
+	// are its entries, seqs theirs, and j of Add is placed by pos.
+	base   *Base
+	edit   *ListEdit
+	seq    uint64   // last chunk seq assigned
+	seqs   []uint64 // seq of each chunk of the new list stored (0: not received)
+	batch  uint32   // batches written
+	opened bool     // the staging slot exists (a batch was written)
 	// This batch is written once it holds limChunks chunks or limBytes
 	// raw bytes.
 	limChunks, limBytes int
@@ -222,10 +226,11 @@ func (d *Download) resume() error {
 		d.seq = getU64(tx.Bucket(dataMeta), dmChunkSeq)
 		got := 0
 		err := forEachRecv(recv, func(e recvEntry) error {
-			if e.j >= len(d.chunks) || d.seqs[e.j] != 0 {
+			k := d.pos(e.j)
+			if k < 0 || d.seqs[k] != 0 {
 				return fmt.Errorf("staging entry for chunk %d of %d: %w", e.j, len(d.chunks), ErrCorrupt)
 			}
-			d.seqs[e.j], d.chunks[e.j].Sum = e.seq, e.sum
+			d.seqs[k], d.chunks[k].Sum = e.seq, e.sum
 			got++
 			return nil
 		})
@@ -336,16 +341,17 @@ func (d *Download) Marker() Marker { return d.mk }
 // Add stores chunk j of the new list, verified by the caller against its
 // ID. It is written with the next batch.
 func (d *Download) Add(j int, raw []byte) error {
-	if j < 0 || j >= len(d.chunks) {
+	k := d.pos(j)
+	if k < 0 {
 		return fmt.Errorf("chunk %d of %d: %w", j, len(d.chunks), ErrInvalid)
 	}
 	sum := sha256.Sum256(raw)
-	d.chunks[j].Sum = sum
+	d.chunks[k].Sum = sum
 	if err := d.arenaFor(storedLen(len(raw))); err != nil {
 		return err
 	}
 	d.seq++
-	d.seqs[j] = d.seq
+	d.seqs[k] = d.seq
 	start := len(d.chunkArena)
 	d.chunkArena = d.s.chunks.encode(d.chunkArena, raw)
 	p := pendingChunk{j: j, seq: d.seq, sum: sum, stored: d.chunkArena[start:len(d.chunkArena):len(d.chunkArena)]}

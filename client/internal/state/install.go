@@ -48,6 +48,9 @@ const inPlaceMax = 4096
 // that does not check out fails with an error matching ErrCorrupt and
 // leaves the synced version as it was.
 func (d *Download) Finish(ctx context.Context, m *snapshot.Manifest, announced [32]byte) (*Installed, error) {
+	if d.edit != nil {
+		return d.finishEdit(ctx, m, announced)
+	}
 	if d.ix != nil {
 		if err := d.indexRepeats(len(d.chunks)); err != nil {
 			return nil, err
@@ -234,13 +237,30 @@ func (d *Download) installDelta(ctx context.Context, script *diff.Script, seqs, 
 		}
 		return d.switchTo(m, seqs)
 	}
-	return d.switchInPlace(script, seqs, oldSeqs, plan.writes)
+	drop := unused(script, seqs, oldSeqs)
+	err = d.switchInPlace(d.old.Version, plan.writes, drop, func(live *bolt.Bucket) error {
+		return updateSlot(live, script, script.B, seqs, d.s.pageChunks)
+	})
+	if err != nil {
+		return err
+	}
+	d.s.synced.put(d.f.gen, d.mk.To, script.B, seqs)
+	return nil
 }
 
 // planDelta merges, stretch by stretch, the old records and the new ones
 // in key order (both are sorted), streaming: memory holds a chunk of each
 // side, not the change.
 func (d *Download) planDelta(ctx context.Context, chunks *bolt.Bucket, script *diff.Script, seqs, oldSeqs []uint64, in *Installed) (indexPlan, error) {
+	of := func(list []uint64) func(int) (uint64, error) {
+		return func(j int) (uint64, error) { return list[j], nil }
+	}
+	return d.planSpans(ctx, chunks, script.Spans(), of(oldSeqs), of(seqs), in)
+}
+
+// planSpans is planDelta for the spans given, the seqs of the old and new
+// chunks read through oldSeq and newSeq.
+func (d *Download) planSpans(ctx context.Context, chunks *bolt.Bucket, spans []diff.Span, oldSeq, newSeq func(int) (uint64, error), in *Installed) (indexPlan, error) {
 	var plan indexPlan
 	write := func(key, loc []byte) {
 		if len(plan.writes) >= d.s.inPlaceMax {
@@ -258,21 +278,25 @@ func (d *Download) planDelta(ctx context.Context, chunks *bolt.Bucket, script *d
 			in.Keys = append(in.Keys, string(key))
 		}
 	}
-	loader := func(list []uint64) func(j int) (uint64, []byte, error) {
+	loader := func(seqOf func(int) (uint64, error)) func(j int) (uint64, []byte, error) {
 		return func(j int) (uint64, []byte, error) {
 			if err := ctx.Err(); err != nil {
 				return 0, nil, err
 			}
-			if raw, err := d.pendingRaw(list[j]); raw != nil || err != nil {
-				return list[j], raw, err
+			seq, err := seqOf(j)
+			if err != nil {
+				return 0, nil, err
 			}
-			raw, err := d.s.loadChunk(chunks, d.f.gen, list[j])
-			return list[j], raw, err
+			if raw, err := d.pendingRaw(seq); raw != nil || err != nil {
+				return seq, raw, err
+			}
+			raw, err := d.s.loadChunk(chunks, d.f.gen, seq)
+			return seq, raw, err
 		}
 	}
-	for _, sp := range script.Spans() {
-		a := newRecIter(sp.OldFrom, sp.OldTo, loader(oldSeqs))
-		b := newRecIter(sp.NewFrom, sp.NewTo, loader(seqs))
+	for _, sp := range spans {
+		a := newRecIter(sp.OldFrom, sp.OldTo, loader(oldSeq))
+		b := newRecIter(sp.NewFrom, sp.NewTo, loader(newSeq))
 		if err := mergeSpan(a, b, write, changed); err != nil {
 			return plan, err
 		}
@@ -331,15 +355,14 @@ func mergeSpan(a, b *recIter, write func(key, loc []byte), changed func(key []by
 
 // switchInPlace installs a small delta in one transaction: the chunks not
 // written yet are, the live index gets the planned writes, the live slot
-// the new manifest and chunk list; chunks the new version no longer uses
-// are dropped, and the staging slot, if a batch opened it (its chunks are
-// the live version's now), is emptied.
-func (d *Download) switchInPlace(script *diff.Script, seqs, oldSeqs []uint64, writes []indexEntry) error {
-	drop := unused(script, seqs, oldSeqs)
+// the new manifest and chunk list (writeList); chunks the new version no
+// longer uses (drop) are dropped, and the staging slot, if a batch opened
+// it (its chunks are the live version's now), is emptied.
+func (d *Download) switchInPlace(from uint64, writes []indexEntry, drop []uint64, writeList func(live *bolt.Bucket) error) error {
 	err := d.s.update(d.f, func(tx *bolt.Tx) error {
 		live := liveSlot(tx)
-		if live == nil || getU64(live, skVersion) != d.old.Version {
-			return fmt.Errorf("the local version is no longer %d: %w", d.old.Version, ErrCorrupt)
+		if live == nil || getU64(live, skVersion) != from {
+			return fmt.Errorf("the local version is no longer %d: %w", from, ErrCorrupt)
 		}
 		idx := live.Bucket(sbIndex)
 		for _, w := range writes {
@@ -356,7 +379,7 @@ func (d *Download) switchInPlace(script *diff.Script, seqs, oldSeqs []uint64, wr
 		if err := live.Put(skVersion, u64(d.mk.To)); err != nil {
 			return err
 		}
-		if err := updateSlot(live, script, script.B, seqs, d.s.pageChunks); err != nil {
+		if err := writeList(live); err != nil {
 			return err
 		}
 		chunks := tx.Bucket(dataChunks)
@@ -387,7 +410,6 @@ func (d *Download) switchInPlace(script *diff.Script, seqs, oldSeqs []uint64, wr
 	if err != nil {
 		return fmt.Errorf("install version %d: %w", d.mk.To, err)
 	}
-	d.s.synced.put(d.f.gen, d.mk.To, script.B, seqs)
 	return nil
 }
 

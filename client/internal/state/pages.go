@@ -49,9 +49,10 @@ var sbPages = []byte("pages")
 // errNoRoom: no key is left between two pages (a full write follows).
 var errNoRoom = errors.New("no page key left")
 
-func marshalHeader(m *snapshot.Manifest) ([]byte, error) {
+// marshalHeader encodes m's header for a list of n chunks.
+func marshalHeader(m *snapshot.Manifest, n int) ([]byte, error) {
 	hj, err := json.Marshal(localHeader{m.Org, m.User, m.Version, m.Parent, m.ChunkerName, m.ChunkerVersion,
-		m.Chunker, m.Records, m.StreamLen, m.StreamHash, m.CreatedUnix, len(m.Chunks)})
+		m.Chunker, m.Records, m.StreamLen, m.StreamHash, m.CreatedUnix, n})
 	if err != nil {
 		return nil, err
 	}
@@ -60,22 +61,34 @@ func marshalHeader(m *snapshot.Manifest) ([]byte, error) {
 	return append(b, hj...), nil
 }
 
+// unmarshalHeader decodes a header, with room in Chunks for its list.
 func unmarshalHeader(data []byte) (*snapshot.Manifest, error) {
+	m, n, err := unmarshalHeaderOnly(data)
+	if err != nil {
+		return nil, err
+	}
+	m.Chunks = make([]snapshot.ChunkRef, 0, min(n, 1<<20))
+	return m, nil
+}
+
+// unmarshalHeaderOnly decodes a header and returns the length of its list
+// (Chunks is nil: a Base reads the list page by page).
+func unmarshalHeaderOnly(data []byte) (*snapshot.Manifest, int, error) {
 	if len(data) < 5 || string(data[:4]) != localManifestMagic || data[4] != pagedManifestFormat {
-		return nil, fmt.Errorf("manifest header: magic: %w", ErrCorrupt)
+		return nil, 0, fmt.Errorf("manifest header: magic: %w", ErrCorrupt)
 	}
 	hl, n := binary.Uvarint(data[5:])
 	if n <= 0 || hl != uint64(len(data)-5-n) {
-		return nil, fmt.Errorf("manifest header: length: %w", ErrCorrupt)
+		return nil, 0, fmt.Errorf("manifest header: length: %w", ErrCorrupt)
 	}
 	var h localHeader
 	if err := json.Unmarshal(data[5+n:], &h); err != nil || h.Chunks < 0 {
-		return nil, fmt.Errorf("manifest header: %w", ErrCorrupt)
+		return nil, 0, fmt.Errorf("manifest header: %w", ErrCorrupt)
 	}
 	return &snapshot.Manifest{Org: h.Org, User: h.User, Version: h.Version, Parent: h.Parent,
 		ChunkerName: h.ChunkerName, ChunkerVersion: h.ChunkerVersion, Chunker: h.Chunker,
 		Records: h.Records, StreamLen: h.StreamLen, StreamHash: h.StreamHash, CreatedUnix: h.CreatedUnix,
-		Packs: []string{"local"}, Chunks: make([]snapshot.ChunkRef, 0, min(h.Chunks, 1<<20))}, nil
+		Packs: []string{"local"}}, h.Chunks, nil
 }
 
 // encodePage encodes chunks and their seqs as one page.
@@ -223,7 +236,13 @@ func writeSlot(slot *bolt.Bucket, m *snapshot.Manifest, seqs []uint64, per int) 
 }
 
 func putHeader(slot *bolt.Bucket, m *snapshot.Manifest) error {
-	hb, err := marshalHeader(m)
+	return putHeaderN(slot, m, len(m.Chunks))
+}
+
+// putHeaderN writes m's header for a list of n chunks (m.Chunks may not
+// hold them).
+func putHeaderN(slot *bolt.Bucket, m *snapshot.Manifest, n int) error {
+	hb, err := marshalHeader(m, n)
 	if err != nil {
 		return err
 	}

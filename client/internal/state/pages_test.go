@@ -1,6 +1,7 @@
 package state
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -39,7 +40,9 @@ func deltaBytes(t *testing.T, n int) int64 {
 // set (format 1 rewrote the whole chunk list, 480 KB on 64 MB, with every
 // delta). Eight times the chunks may cost a level more of the index's
 // tree and a longer free list, not the chunk list again (some 300 KB).
-func TestOneRecordDeltaWritesO1(t *testing.T) {
+func TestOneRecordDeltaWritesO1(t *testing.T) { bothPaths(t, testOneRecordDeltaWritesO1) }
+
+func testOneRecordDeltaWritesO1(t *testing.T) {
 	small, big := deltaBytes(t, 3000), deltaBytes(t, 24000)
 	t.Logf("a one-record delta wrote %d bytes on 3000 records, %d on 24000", small, big)
 	if big-small > 64<<10 {
@@ -54,6 +57,10 @@ func TestOneRecordDeltaWritesO1(t *testing.T) {
 // is the version's (the pages', and the cached copy the same) and the
 // state checks out.
 func TestChunkListPagesSurviveManyDeltas(t *testing.T) {
+	bothPaths(t, testChunkListPagesSurviveManyDeltas)
+}
+
+func testChunkListPagesSurviveManyDeltas(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	small(s)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -106,6 +113,59 @@ func TestChunkListPagesSurviveManyDeltas(t *testing.T) {
 		if m.StreamHash != want.m.StreamHash {
 			t.Fatalf("version %d: stream hash %x, installed %x", v, m.StreamHash, want.m.StreamHash)
 		}
+	}
+	must(t, s.Close())
+	checkOK(t, s.dir)
+}
+
+// TestOneRecordEditReadsFewPages: a one-record delta installed as an edit
+// decodes the chunk list pages around its change only (issue 13: the list
+// path decoded all of them, and built the new list whole), and rewrites
+// only those: the other pages keep their keys and bytes.
+func TestOneRecordEditReadsFewPages(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	small(s)
+	params := snapshot.ChunkerParams{Min: 128, Avg: 512, Max: 4096}
+	v1 := cutWith(t, 1, records(3000, 40, false, "one"), params)
+	r2 := slices.Clone(v1.recs)
+	r2[1500][1] = `{"changed":2}`
+	v2 := cutWith(t, 2, r2, params)
+	_, err := pull(s, v1)
+	must(t, err)
+	pages := func() map[string]string {
+		out := map[string]string{}
+		must(t, s.data.db.View(func(tx *bolt.Tx) error {
+			return liveSlot(tx).Bucket(sbPages).ForEach(func(k, v []byte) error { out[string(k)] = string(v); return nil })
+		}))
+		return out
+	}
+	before := pages()
+	_, old, err := s.Manifest()
+	must(t, err)
+	d, err := startEdit(s, old, v2, nil)
+	must(t, err)
+	for j := range v2.m.Chunks {
+		if raw, ok := v2.chunks[v2.m.Chunks[j].ID]; ok && d.pos(j) >= 0 && v1.chunks[v2.m.Chunks[j].ID] == nil {
+			must(t, d.Add(j, raw))
+		}
+	}
+	m := *v2.m
+	m.Chunks, m.StreamHash = nil, [32]byte{}
+	in, err := d.Finish(context.Background(), &m, v2.m.StreamHash)
+	must(t, err)
+	if in.Changed != 1 {
+		t.Errorf("the delta changed %d records, want 1", in.Changed)
+	}
+	after := pages()
+	changed := 0
+	for k, v := range before {
+		if after[k] != v {
+			changed++
+		}
+	}
+	t.Logf("%d pages; the edit decoded %d, rewrote %d", len(before), len(d.base.decoded), changed)
+	if len(before) < 40 || len(d.base.decoded) > 3 || changed > 3 {
+		t.Errorf("a one-record edit of a list of %d pages decoded %d of them and rewrote %d, want at most 3 each", len(before), len(d.base.decoded), changed)
 	}
 	must(t, s.Close())
 	checkOK(t, s.dir)
