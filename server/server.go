@@ -233,6 +233,7 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 		a = &admitted{req: s.newRequest(ctx)}
 	}
 	req := a.req
+	req.longPoll = longPollRequest(ctx) // see stack.go
 
 	defer func() {
 		if p := recover(); p != nil {
@@ -240,13 +241,15 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 				slog.String("request_id", req.ID), slog.String("route", req.Route), slog.Any("panic", p))
 			writeErrorBody(ctx, fasthttp.StatusInternalServerError, wire.CodeInternal, "internal error")
 		}
-		s.finish(ctx, req, start)
+		req.deep(func() { s.finish(ctx, req, start) })
 	}()
 
 	if !ok {
-		r, err := s.admit(ctx, req)
+		var r *route
+		var err error
+		req.deep(func() { r, err = s.admit(ctx, req) })
 		if err != nil {
-			s.writeError(ctx, req, err)
+			req.deep(func() { s.writeError(ctx, req, err) })
 			return
 		}
 		a.route = r
@@ -257,13 +260,16 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 // run runs the route's handler under a context of the request's own,
 // cancelled if the client leaves while the handler works (see lifecycle).
 func (s *Server) run(ctx *fasthttp.RequestCtx, req *request, r *route) {
-	life := s.begin(ctx, req)
-	defer life.handlerDone()
-	if !hasBody(&ctx.Request.Header) {
-		life.watch()
-	}
+	var life *lifecycle
+	req.deep(func() {
+		life = s.begin(ctx, req)
+		if !hasBody(&ctx.Request.Header) {
+			life.watch()
+		}
+	})
+	defer req.deep(life.handlerDone)
 	if err := r.h(ctx, req); err != nil {
-		s.writeError(ctx, req, err)
+		req.deep(func() { s.writeError(ctx, req, err) })
 	}
 }
 
