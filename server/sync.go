@@ -375,20 +375,22 @@ func (s *Server) oldChunksFailed(req *request, a *snapshot.Manifest, err error) 
 // version committed meanwhile cannot slip by. A user the hub keeps track
 // of costs the store nothing here; otherwise the head is read once.
 func (s *Server) poll(req *request, q syncQuery) (uint64, error) {
+	// The hub's lock, contended, and the head read go deeper than the
+	// worker's stack should (stack.go).
 	var w *waiter
 	var head uint64
-	var err error
+	var known bool
 	req.deep(func() {
 		s.startWatcher()
-		var known bool
 		w, head, known = s.hub.register(req.Org, req.User, q.from)
-		if !known || q.from > head || q.min > head {
-			head, err = s.pollHead(req, w, q)
-		}
 	})
 	defer req.deep(func() { s.hub.unregister(w) })
-	if err != nil {
-		return 0, err
+	if !known || q.from > head || q.min > head {
+		var err error
+		req.deep(func() { head, err = s.pollHead(req, w, q) })
+		if err != nil {
+			return 0, err
+		}
 	}
 	if q.from > head {
 		return 0, notFound("version %d is unknown: the newest version is %d", q.from, head)
