@@ -127,6 +127,11 @@ type Report struct {
 	// in KB, at those two times.
 	MemHeld MemClasses `json:"mem_held_per_device_kb"`
 	MemIdle MemClasses `json:"mem_idle_per_device_kb"`
+	// RSSActiveMB and RSSActivePerDeviceKB are the same at the end of the
+	// active phase, after polls were answered with deltas.
+	RSSActiveMB          []float64  `json:"rss_active_mb"`
+	RSSActivePerDeviceKB float64    `json:"rss_active_per_device_kb"`
+	MemActive            MemClasses `json:"mem_active_per_device_kb"`
 
 	Idle   Phase `json:"idle"`
 	Active Phase `json:"active"`
@@ -228,6 +233,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if rep.Active, err = r.phase(ctx, o.Duration, "active", r.activity); err != nil {
 		return nil, err
 	}
+	rep.RSSActiveMB = r.rssMB()
+	rep.RSSActivePerDeviceKB = perDeviceKB(rep.RSSBeforeMB, rep.RSSActiveMB, len(r.devices))
+	if mem, err = r.mem(ctx); err != nil {
+		return nil, err
+	}
+	rep.MemActive = mem.perDevice(r.memBefore, len(r.devices))
 	if rep.Cost, err = r.cost(ctx); err != nil {
 		return nil, err
 	}
