@@ -118,6 +118,20 @@ type Report struct {
 	LivePerDeviceKB     float64 `json:"live_per_device_kb"`
 	StacksPerDeviceKB   float64 `json:"stacks_per_device_kb"` // of LivePerDeviceKB
 	GoroutinesPerDevice float64 `json:"goroutines_per_device"`
+	// RSSHeldPerDeviceKB is the growth of the resident set per device
+	// once every poll was held (before any was answered: the first waits
+	// are drawn from [Wait/10, Wait]); RSSPerDeviceKB is the growth to the
+	// end of the idle phase, after the polls have renewed.
+	RSSHeldPerDeviceKB float64 `json:"rss_held_per_device_kb"`
+	// MemHeld and MemIdle are where the servers' memory grew, per device
+	// in KB, at those two times.
+	MemHeld MemClasses `json:"mem_held_per_device_kb"`
+	MemIdle MemClasses `json:"mem_idle_per_device_kb"`
+	// RSSActiveMB and RSSActivePerDeviceKB are the same at the end of the
+	// active phase, after polls were answered with deltas.
+	RSSActiveMB          []float64  `json:"rss_active_mb"`
+	RSSActivePerDeviceKB float64    `json:"rss_active_per_device_kb"`
+	MemActive            MemClasses `json:"mem_active_per_device_kb"`
 
 	Idle   Phase `json:"idle"`
 	Active Phase `json:"active"`
@@ -167,6 +181,7 @@ type run struct {
 	// The servers' Go heap and stacks in use and goroutines before the
 	// devices connected.
 	liveBefore, stacksBefore, goroutinesBefore float64
+	memBefore                                  MemClasses
 	rng                                        *rand.Rand
 	rngMu                                      sync.Mutex
 
@@ -210,9 +225,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	rep.LivePerDeviceKB = (live - r.liveBefore) / 1024 / float64(len(r.devices))
 	rep.StacksPerDeviceKB = (stacks - r.stacksBefore) / 1024 / float64(len(r.devices))
 	rep.GoroutinesPerDevice = (goroutines - r.goroutinesBefore) / float64(len(r.devices))
+	mem, err := r.mem(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep.MemIdle = mem.perDevice(r.memBefore, len(r.devices))
 	if rep.Active, err = r.phase(ctx, o.Duration, "active", r.activity); err != nil {
 		return nil, err
 	}
+	rep.RSSActiveMB = r.rssMB()
+	rep.RSSActivePerDeviceKB = perDeviceKB(rep.RSSBeforeMB, rep.RSSActiveMB, len(r.devices))
+	if mem, err = r.mem(ctx); err != nil {
+		return nil, err
+	}
+	rep.MemActive = mem.perDevice(r.memBefore, len(r.devices))
 	if rep.Cost, err = r.cost(ctx); err != nil {
 		return nil, err
 	}

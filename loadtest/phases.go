@@ -23,6 +23,9 @@ func (r *run) connect(ctx, devCtx context.Context, rep *Report) error {
 	if r.liveBefore, r.stacksBefore, r.goroutinesBefore, err = r.live(ctx); err != nil {
 		return err
 	}
+	if r.memBefore, err = r.mem(ctx); err != nil {
+		return err
+	}
 	start := time.Now()
 	every := time.Second / time.Duration(r.o.ConnectRate)
 	batch := max(1, int(time.Millisecond*10/every))
@@ -58,6 +61,12 @@ func (r *run) connect(ctx, devCtx context.Context, rep *Report) error {
 	}
 	rep.SettleSeconds = settled
 	rep.RSSHeldMB = r.rssMB()
+	rep.RSSHeldPerDeviceKB = perDeviceKB(rep.RSSBeforeMB, rep.RSSHeldMB, len(r.devices))
+	mem, err := r.mem(ctx)
+	if err != nil {
+		return err
+	}
+	rep.MemHeld = mem.perDevice(r.memBefore, len(r.devices))
 	r.logf("%d long polls held after %.1f s, store settled %.1f s later; servers' memory %v MB -> %v MB", rep.Connected,
 		rep.ConnectSeconds, rep.SettleSeconds, roundAll(rep.RSSBeforeMB), roundAll(rep.RSSHeldMB))
 	return nil
@@ -269,6 +278,31 @@ type metrics struct {
 	live       float64 // Go heap and stacks in use, bytes
 	stacks     float64 // of which stacks
 	goroutines float64
+	mem        MemClasses
+}
+
+// MemClasses is where a Go server's memory is, in bytes (from the
+// go_memstats_* of its /metrics).
+type MemClasses struct {
+	HeapInuse float64 `json:"heap_inuse"`
+	// HeapFree is heap the runtime keeps for reuse and has not returned
+	// to the system: free, but resident.
+	HeapFree float64 `json:"heap_free"`
+	Stacks   float64 `json:"stacks"`
+	// Runtime is the runtime's own: spans, caches, GC metadata, profiling
+	// buckets and the rest of other_sys.
+	Runtime float64 `json:"runtime"`
+}
+
+func (a MemClasses) add(b MemClasses) MemClasses {
+	return MemClasses{a.HeapInuse + b.HeapInuse, a.HeapFree + b.HeapFree, a.Stacks + b.Stacks, a.Runtime + b.Runtime}
+}
+
+// perDevice is the growth from before to a, in KB per device.
+func (a MemClasses) perDevice(before MemClasses, devices int) MemClasses {
+	f := func(x, y float64) float64 { return (x - y) / 1024 / float64(devices) }
+	return MemClasses{f(a.HeapInuse, before.HeapInuse), f(a.HeapFree, before.HeapFree),
+		f(a.Stacks, before.Stacks), f(a.Runtime, before.Runtime)}
 }
 
 func (r *run) scrapeAll(ctx context.Context) ([]metrics, error) {
@@ -323,8 +357,37 @@ func parseMetrics(rd io.Reader) (metrics, error) {
 		} else if strings.HasPrefix(line, "go_goroutines ") {
 			m.goroutines = val
 		}
+		m.mem.note(line[:sp], val)
 	}
 	return m, sc.Err()
+}
+
+// note takes a go_memstats_* gauge into the classes. The heap's free part
+// is heap_idle less heap_released, counted positive and negative.
+func (c *MemClasses) note(name string, val float64) {
+	switch name {
+	case "go_memstats_heap_inuse_bytes":
+		c.HeapInuse += val
+	case "go_memstats_heap_idle_bytes":
+		c.HeapFree += val
+	case "go_memstats_heap_released_bytes":
+		c.HeapFree -= val
+	case "go_memstats_stack_inuse_bytes":
+		c.Stacks += val
+	case "go_memstats_mspan_inuse_bytes", "go_memstats_mcache_inuse_bytes", "go_memstats_gc_sys_bytes",
+		"go_memstats_other_sys_bytes", "go_memstats_buck_hash_sys_bytes":
+		c.Runtime += val
+	}
+}
+
+// mem sums the replicas' memory classes now.
+func (r *run) mem(ctx context.Context) (MemClasses, error) {
+	ms, err := r.scrapeAll(ctx)
+	var sum MemClasses
+	for _, m := range ms {
+		sum = sum.add(m.mem)
+	}
+	return sum, err
 }
 
 // rssMB is each replica's resident memory now (0 where unknown).

@@ -119,6 +119,12 @@ type Options struct {
 	// connection's first byte (or its opening); ReadTimeout then bounds the
 	// body alone. A connection silent for that long is closed.
 	HeaderTimeout time.Duration
+	// MaxHeaderBytes bounds a request's line and headers together, the
+	// bearer token included (over it: 431). It is also the read buffer that
+	// every open connection keeps, so it is memory per connected device:
+	// lower it only if the tokens you accept (with the rest of the headers)
+	// stay well under it. 0 means DefaultMaxHeaderBytes.
+	MaxHeaderBytes int64
 	// MaxConns bounds the client connections open at once; over it a new
 	// connection is answered 503 and closed. 0 derives it from the
 	// process's file-descriptor limit (DefaultMaxConns).
@@ -184,6 +190,7 @@ func DefaultOptions() Options {
 		WriteTimeout:    30 * time.Minute,
 		IdleTimeout:     2 * time.Minute,
 		HeaderTimeout:   10 * time.Second,
+		MaxHeaderBytes:  DefaultMaxHeaderBytes,
 		StoreTimeout:    deadline.DefaultOptions().Timeout,
 		StoreMinRate:    deadline.DefaultOptions().MinRate,
 		Backend:         DefaultBackendOptions(),
@@ -191,6 +198,16 @@ func DefaultOptions() Options {
 		HubIdleGrace:    10 * time.Minute,
 	}
 }
+
+// DefaultMaxHeaderBytes is the default Options.MaxHeaderBytes: fasthttp's
+// default read buffer, room for a request with a 3 KB bearer token.
+const DefaultMaxHeaderBytes = 4 << 10
+
+// Bounds of Options.MaxHeaderBytes.
+const (
+	minHeaderBytes = 1 << 10
+	maxHeaderBytes = 1 << 20
+)
 
 // validateGuards checks the options of the denial-of-service guards.
 func (o *Options) validateGuards() error {
@@ -207,6 +224,9 @@ func (o *Options) validateGuards() error {
 	}
 	if o.HeaderTimeout <= 0 {
 		return fmt.Errorf("server: header-timeout must be positive, not %v", o.HeaderTimeout)
+	}
+	if o.MaxHeaderBytes != 0 && (o.MaxHeaderBytes < minHeaderBytes || o.MaxHeaderBytes > maxHeaderBytes) {
+		return fmt.Errorf("server: max-header-bytes must be %d..%d, not %d", minHeaderBytes, maxHeaderBytes, o.MaxHeaderBytes)
 	}
 	if o.MaxConns < 0 || o.MaxConnsPerIP < 0 {
 		return fmt.Errorf("server: max-conns (%d) and max-conns-per-ip (%d) must not be negative", o.MaxConns, o.MaxConnsPerIP)

@@ -67,6 +67,9 @@ type request struct {
 	Policy wire.Policy
 
 	params []param
+	// longPoll: the request is a long poll, whose deep parts run on
+	// goroutines of their own (stack.go).
+	longPoll bool
 }
 
 type param struct{ name, value string }

@@ -155,9 +155,12 @@ func (s *Server) newHTTPServer() *fasthttp.Server {
 		// fasthttp's ReadTimeout covers the headers (a new connection's
 		// wait for its first byte, then the headers from that byte);
 		// headerReceived gives the body Options.ReadTimeout of its own.
-		ReadTimeout:  s.opts.HeaderTimeout,
-		WriteTimeout: s.opts.WriteTimeout,
-		IdleTimeout:  s.opts.IdleTimeout,
+		ReadTimeout: s.opts.HeaderTimeout,
+		// The request line and headers must fit in the read buffer (431
+		// past it: parseError), which every connection keeps.
+		ReadBufferSize: s.maxHeaderBytes(),
+		WriteTimeout:   s.opts.WriteTimeout,
+		IdleTimeout:    s.opts.IdleTimeout,
 		// Request bodies are streamed so that limits are enforced per route
 		// (admission by Content-Length, then readBody/bodyReader) with a
 		// 413; fasthttp's own limit would answer 400. With streaming,
@@ -233,6 +236,7 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 		a = &admitted{req: s.newRequest(ctx)}
 	}
 	req := a.req
+	req.longPoll = longPollRequest(ctx) // see stack.go
 
 	defer func() {
 		if p := recover(); p != nil {
@@ -240,13 +244,15 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 				slog.String("request_id", req.ID), slog.String("route", req.Route), slog.Any("panic", p))
 			writeErrorBody(ctx, fasthttp.StatusInternalServerError, wire.CodeInternal, "internal error")
 		}
-		s.finish(ctx, req, start)
+		req.deep(func() { s.finish(ctx, req, start) })
 	}()
 
 	if !ok {
-		r, err := s.admit(ctx, req)
+		var r *route
+		var err error
+		req.deep(func() { r, err = s.admit(ctx, req) })
 		if err != nil {
-			s.writeError(ctx, req, err)
+			req.deep(func() { s.writeError(ctx, req, err) })
 			return
 		}
 		a.route = r
@@ -257,13 +263,16 @@ func (s *Server) serveHTTP(ctx *fasthttp.RequestCtx) {
 // run runs the route's handler under a context of the request's own,
 // cancelled if the client leaves while the handler works (see lifecycle).
 func (s *Server) run(ctx *fasthttp.RequestCtx, req *request, r *route) {
-	life := s.begin(ctx, req)
-	defer life.handlerDone()
-	if !hasBody(&ctx.Request.Header) {
-		life.watch()
-	}
+	var life *lifecycle
+	req.deep(func() {
+		life = s.begin(ctx, req)
+		if !hasBody(&ctx.Request.Header) {
+			life.watch()
+		}
+	})
+	defer req.deep(life.handlerDone)
 	if err := r.h(ctx, req); err != nil {
-		s.writeError(ctx, req, err)
+		req.deep(func() { s.writeError(ctx, req, err) })
 	}
 }
 
@@ -309,13 +318,25 @@ func (s *Server) finish(ctx *fasthttp.RequestCtx, req *request, start time.Time)
 	s.log.LogAttrs(s.baseCtx, level, "request", attrs...)
 }
 
+// maxHeaderBytes is Options.MaxHeaderBytes or its default.
+func (s *Server) maxHeaderBytes() int {
+	if s.opts.MaxHeaderBytes == 0 {
+		return DefaultMaxHeaderBytes
+	}
+	return int(s.opts.MaxHeaderBytes)
+}
+
 // parseError answers requests fasthttp could not parse, still in JSON.
 func (s *Server) parseError(ctx *fasthttp.RequestCtx, err error) {
 	status, code, msg := fasthttp.StatusBadRequest, wire.CodeBadRequest, "malformed request: "+err.Error()
 	var ne net.Error
+	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case err == fasthttp.ErrBodyTooLarge:
 		status, code = fasthttp.StatusRequestEntityTooLarge, wire.CodeTooLarge
+	case errors.As(err, &small):
+		status, code = fasthttp.StatusRequestHeaderFieldsTooLarge, wire.CodeTooLarge
+		msg = fmt.Sprintf("request line and headers larger than %d bytes (the bearer token included)", s.maxHeaderBytes())
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
 		status, msg = fasthttp.StatusRequestTimeout, "no complete request within the time allowed"
 	}

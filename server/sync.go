@@ -140,7 +140,8 @@ func (s *Server) sync(ctx *fasthttp.RequestCtx, req *request) error {
 	if err != nil {
 		return err
 	}
-	return s.answerSync(ctx, req, q, head, target)
+	req.deep(func() { err = s.answerSync(ctx, req, q, head, target) })
+	return err
 }
 
 // answerSync answers a sync once its target is known. It is apart from
@@ -374,12 +375,20 @@ func (s *Server) oldChunksFailed(req *request, a *snapshot.Manifest, err error) 
 // version committed meanwhile cannot slip by. A user the hub keeps track
 // of costs the store nothing here; otherwise the head is read once.
 func (s *Server) poll(req *request, q syncQuery) (uint64, error) {
-	s.startWatcher()
-	w, head, known := s.hub.register(req.Org, req.User, q.from)
-	defer s.hub.unregister(w)
+	// The hub's lock, contended, and the head read go deeper than the
+	// worker's stack should (stack.go).
+	var w *waiter
+	var head uint64
+	var known bool
+	req.deep(func() {
+		s.startWatcher()
+		w, head, known = s.hub.register(req.Org, req.User, q.from)
+	})
+	defer req.deep(func() { s.hub.unregister(w) })
 	if !known || q.from > head || q.min > head {
 		var err error
-		if head, err = s.pollHead(req, w, q); err != nil {
+		req.deep(func() { head, err = s.pollHead(req, w, q) })
+		if err != nil {
 			return 0, err
 		}
 	}

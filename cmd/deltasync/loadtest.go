@@ -254,6 +254,15 @@ func printLoadtest(e *env, o *loadtestOptions, r *loadtest.Report) {
 		r.Connected, r.ConnectSeconds, r.SettleSeconds, r.LoadAverage[0], r.LoadAverage[1], runtime.NumCPU())
 	fmt.Fprintf(out, "server memory: %s MB before, %s MB once every poll was held, %s MB after the idle phase: %.1f KB per connected device\n",
 		floats(r.RSSBeforeMB), floats(r.RSSHeldMB), floats(r.RSSIdleMB), r.RSSPerDeviceKB)
+	fmt.Fprintf(out, "per connected device: %.1f KB once held, %.1f KB after the idle phase (the polls renewed), %.1f KB after the active phase\n",
+		r.RSSHeldPerDeviceKB, r.RSSPerDeviceKB, r.RSSActivePerDeviceKB)
+	for _, m := range []struct {
+		when string
+		c    loadtest.MemClasses
+	}{{"held", r.MemHeld}, {"after idle", r.MemIdle}, {"after active", r.MemActive}} {
+		fmt.Fprintf(out, "  Go memory per device, %s: heap in use %.1f KB, heap free but resident %.1f KB, stacks %.1f KB, runtime %.1f KB\n",
+			m.when, m.c.HeapInuse, m.c.HeapFree, m.c.Stacks, m.c.Runtime)
+	}
 	fmt.Fprintf(out, "Go heap and stacks in use: %.1f KB per connected device (stacks %.1f KB); %.2f goroutines per device\n",
 		r.LivePerDeviceKB, r.StacksPerDeviceKB, r.GoroutinesPerDevice)
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)

@@ -110,6 +110,8 @@ func (c *serverConfig) registerGuardFlags() {
 	o := c.o
 	c.durationVar(&o.HeaderTimeout, "header-timeout",
 		"longest wait for a request's headers; a connection silent that long is closed")
+	c.bytesVar(&o.MaxHeaderBytes, "max-header-bytes",
+		"largest request line and headers, bearer token included, over it 431; each open connection keeps a read buffer this size")
 	c.intVar(&o.MaxConns, "max-conns",
 		"most client connections open at once, over it 503; 0 derives it from the file-descriptor limit")
 	c.intVar(&o.MaxConnsPerIP, "max-conns-per-ip", "most open connections from one client address, over it 429; 0 for no limit")
