@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -403,14 +402,15 @@ func (c *Client) sendStream(ctx context.Context, op, method, u string, body func
 	if err != nil {
 		return nil, fmt.Errorf("%s: server URL %q: %w", op, c.ServerURL(), err)
 	}
-	var sent atomic.Int64
+	var sent *sentCounter
 	if body != nil {
+		sent = &sentCounter{}
 		open := func() io.ReadCloser {
 			rc := body()
 			return struct {
 				io.Reader
 				io.Closer
-			}{&countedBody{r: rc, n: &sent}, rc}
+			}{&countedBody{r: rc, n: &sent.n}, rc}
 		}
 		req.Body = open()
 		req.GetBody = func() (io.ReadCloser, error) { return open(), nil }
@@ -419,27 +419,5 @@ func (c *Client) sendStream(ctx context.Context, op, method, u string, body func
 			req.Header.Set("Expect", "100-continue")
 		}
 	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("User-Agent", "deltasync-client/1")
-	resp, err := c.httpc.Do(req)
-	if err == nil {
-		c.contact(resp.StatusCode/100 == 2)
-	}
-	c.addBytes(0, sent.Load())
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%s: %w", op, ctx.Err())
-		}
-		return nil, &netError{op: op, err: err}
-	}
-	if resp.StatusCode/100 == 2 {
-		return resp, nil
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	c.addBytes(int64(len(raw)), 0)
-	return nil, httpErrorOf(op, resp.StatusCode, raw)
+	return c.roundTrip(ctx, op, req, hdr, tok, sent)
 }

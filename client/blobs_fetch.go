@@ -15,7 +15,7 @@ import (
 	"github.com/deltasync/deltasync/wire"
 )
 
-func httpErrorOf(op string, status int, raw []byte) error {
+func httpErrorOf(op string, status int, raw []byte) *HTTPError {
 	he := &HTTPError{Op: op, Status: status}
 	var eb wire.ErrorBody
 	if json.Unmarshal(raw, &eb) == nil {

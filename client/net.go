@@ -3,7 +3,6 @@ package client
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,8 +12,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/deltasync/deltasync/wire"
 )
 
 // Errors of the network side. Match them with errors.Is; an *HTTPError
@@ -161,6 +158,14 @@ func (c *Client) send(ctx context.Context, op, method, u string, body []byte, he
 	if body != nil {
 		sent = c.setBody(req, body)
 	}
+	return c.roundTrip(ctx, op, req, header, tok, sent)
+}
+
+// roundTrip sends req with header and the bearer token tok (none if
+// empty), counts the body bytes the transport took (sent, if any) and the
+// contact it made, and turns a transport failure into a netError and a
+// non-2xx answer into an HTTPError carrying the server's code and body.
+func (c *Client) roundTrip(ctx context.Context, op string, req *http.Request, header http.Header, tok string, sent *sentCounter) (*http.Response, error) {
 	for k, v := range header {
 		req.Header[k] = v
 	}
@@ -188,15 +193,10 @@ func (c *Client) send(ctx context.Context, op, method, u string, body []byte, he
 	defer resp.Body.Close()
 	raw, rerr := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	c.addBytes(int64(len(raw)), 0)
-	he := &HTTPError{Op: op, Status: resp.StatusCode}
-	var eb wire.ErrorBody
-	if json.Unmarshal(raw, &eb) == nil {
-		he.Code, he.Message = eb.Error.Code, eb.Error.Message
-	}
 	if rerr != nil && ctx.Err() != nil {
 		return nil, fmt.Errorf("%s: %w", op, ctx.Err())
 	}
-	return nil, &httpErrorWithBody{HTTPError: he, body: raw}
+	return nil, &httpErrorWithBody{HTTPError: httpErrorOf(op, resp.StatusCode, raw), body: raw}
 }
 
 // expectContinueOver is the body size from which a request asks the server
