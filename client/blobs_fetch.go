@@ -12,6 +12,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/wire"
 )
 
@@ -88,10 +89,16 @@ func (c *Client) fetchBlob(ctx context.Context, hexd, mime string) error {
 // blobDecoderMemory bounds the zstd window a downloaded blob may ask for.
 const blobDecoderMemory = 64 << 20
 
-// noteSyncedBlobs remembers the blobs that the records a sync installed
-// reference (keys, or every record if all), for the eager downloads after
-// it. It reads the records as they are now, after the install.
-func (c *Client) noteSyncedBlobs(keys []string, all bool) {
+// noteSyncedBlobs remembers the blobs that the records an install put
+// reference, for the eager downloads after it: of a delta the records it
+// changed, of a full sync those whose values the install saw mention a
+// blob (Installed.Marked; every record if it could not tell). It reads the
+// records as they are now, after the install.
+func (c *Client) noteSyncedBlobs(in *state.Installed) {
+	keys, all := in.Keys, in.AllKeys
+	if in.Full {
+		keys, all = in.Marked, in.MarkedAll
+	}
 	c.blobs.mu.Lock()
 	defer c.blobs.mu.Unlock()
 	if all {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/wire"
 )
 
 // Errors returned by the client. Match them with errors.Is.
@@ -169,7 +170,7 @@ type Client struct {
 // that is not a valid database fails with an error matching ErrCorrupt that
 // names the file.
 func Open(dir string, opts Options) (*Client, error) {
-	sopts := state.Options{LockTimeout: time.Duration(opts.LockTimeoutMillis) * time.Millisecond}
+	sopts := state.Options{LockTimeout: time.Duration(opts.LockTimeoutMillis) * time.Millisecond, Mark: wire.BlobMarker()}
 	st, err := state.Open(dir, sopts)
 	if err != nil {
 		return nil, err

@@ -372,7 +372,7 @@ func (c *Client) finishVersion(ctx context.Context, h wire.SyncHeader, chunks []
 		return fmt.Errorf("sync: %w", err)
 	}
 	c.installed(in)
-	c.noteSyncedBlobs(in.Keys, in.AllKeys) // blobs: eager downloads after the sync
+	c.noteSyncedBlobs(in) // blobs: eager downloads after the sync
 	res.Version, res.Full = in.Version, in.Full
 	if !in.Full {
 		res.RecordsChanged = in.Changed

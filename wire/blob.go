@@ -89,6 +89,10 @@ func ValidBlobHex(h string) error {
 // keys sorted: "$blob" sorts before every letter).
 var blobMarker = []byte(`"` + BlobRefKey + `":`)
 
+// BlobMarker returns the bytes every canonical JSON value that references
+// a blob contains: a value without them references none (BlobRefs).
+func BlobMarker() []byte { return bytes.Clone(blobMarker) }
+
 // BlobRefs returns the hex digests of the blobs a JSON value references:
 // every object with a "$blob" member whose value is a valid blob ID, at any
 // depth, in no particular order (duplicates kept). value must be canonical

@@ -107,6 +107,7 @@ type Download struct {
 	// A full sync indexes records as chunks arrive (ix), so that the install
 	// needs no second pass over the data.
 	ix      *walker
+	marked  Installed                   // a full sync's Marked and MarkedAll (addEntry)
 	next    int                         // full sync: the next chunk to index
 	byID    map[snapshot.ChunkID]uint64 // full sync: seqs of chunks received, for repeats
 	pending []pendingChunk
@@ -164,6 +165,7 @@ func (s *Store) StartDownload(from, to uint64, chunks []snapshot.ChunkRef, old *
 		err = d.begin()
 	} else {
 		d.mk = *resume
+		d.marked.MarkedAll = true // the batches before were indexed by another process
 		err = d.resume()
 	}
 	if err != nil {
@@ -405,6 +407,13 @@ func (d *Download) index(j int, seq uint64, raw []byte) error {
 }
 
 func (d *Download) addEntry(r record) error {
+	if m := d.s.opts.Mark; len(m) > 0 && !d.marked.MarkedAll && bytes.Contains(r.value, m) {
+		if len(d.marked.Marked) < MaxChangedKeys {
+			d.marked.Marked = append(d.marked.Marked, string(r.key))
+		} else {
+			d.marked.MarkedAll, d.marked.Marked = true, nil
+		}
+	}
 	start := len(d.recArena)
 	d.recArena = append(d.recArena, r.key...)
 	d.recArena = append(d.recArena, r.loc...)

@@ -26,6 +26,12 @@ type Installed struct {
 	Keys []string
 	// AllKeys: a full sync, or a delta of more than MaxChangedKeys changes.
 	AllKeys bool
+	// Marked are the keys of a full sync whose values contain Options.Mark
+	// (up to MaxChangedKeys, in key order); MarkedAll when there were more,
+	// or the sync was resumed in another process (its first batches were
+	// not looked at): then any value may contain it.
+	Marked    []string
+	MarkedAll bool
 }
 
 // MaxChangedKeys bounds Installed.Keys: beyond it a change is reported as
@@ -81,6 +87,7 @@ func (d *Download) Finish(ctx context.Context, m *snapshot.Manifest, announced [
 			return nil, fmt.Errorf("%d records indexed, the manifest says %d: %w", d.mk.Records, m.Records, ErrCorrupt)
 		}
 		in.Full, in.AllKeys = true, true
+		in.Marked, in.MarkedAll = d.marked.Marked, d.marked.MarkedAll
 		return in, d.switchTo(m, seqs)
 	}
 	return in, d.installDelta(ctx, script, seqs, oldSeqs, in)

@@ -21,9 +21,15 @@ type Records func(yield func(key string, value []byte) error) error
 // manifest when the chunks come out the same), tests to set up a version.
 // The returned manifest is the one installed.
 func (s *Store) InstallRecords(ctx context.Context, v uint64, p snapshot.ChunkerParams, recs Records, server *snapshot.Manifest) (*snapshot.Manifest, error) {
+	m, _, err := s.installRecords(ctx, v, p, recs, server)
+	return m, err
+}
+
+// installRecords is InstallRecords, with what the install reports.
+func (s *Store) installRecords(ctx context.Context, v uint64, p snapshot.ChunkerParams, recs Records, server *snapshot.Manifest) (*snapshot.Manifest, *Installed, error) {
 	d, err := s.StartDownload(0, v, nil, nil, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ch, err := snapshot.NewChunker(p, func(c snapshot.ChunkData) error {
 		sum := sha256.Sum256(c.Data)
@@ -35,7 +41,7 @@ func (s *Store) InstallRecords(ctx context.Context, v uint64, p snapshot.Chunker
 		return d.Add(len(d.chunks)-1, c.Data)
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var n, streamLen uint64
 	err = recs(func(key string, value []byte) error {
@@ -51,7 +57,7 @@ func (s *Store) InstallRecords(ctx context.Context, v uint64, p snapshot.Chunker
 	}
 	if err != nil {
 		d.abandon()
-		return nil, fmt.Errorf("install version %d: %w", v, err)
+		return nil, nil, fmt.Errorf("install version %d: %w", v, err)
 	}
 	m := &snapshot.Manifest{Version: v, ChunkerName: snapshot.ChunkerName, ChunkerVersion: snapshot.ChunkerVersion,
 		Chunker: p, Records: n, StreamLen: streamLen, CreatedUnix: time.Now().Unix(), Packs: []string{"local"}}
@@ -65,11 +71,12 @@ func (s *Store) InstallRecords(ctx context.Context, v uint64, p snapshot.Chunker
 	}
 	m.Chunks = d.chunks
 	m.SetStreamHash()
-	if _, err := d.Finish(ctx, m, m.StreamHash); err != nil {
+	in, err := d.Finish(ctx, m, m.StreamHash)
+	if err != nil {
 		d.abandon()
-		return nil, err
+		return nil, nil, err
 	}
-	return m, nil
+	return m, in, nil
 }
 
 // sameChunks reports whether chunks are exactly the server manifest's.

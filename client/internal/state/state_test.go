@@ -188,3 +188,44 @@ func TestCheckFindsDamage(t *testing.T) {
 		t.Errorf("check of a damaged index: %v", err)
 	}
 }
+
+// TestFullSyncMarksKeys: a full sync reports the keys whose values contain
+// Options.Mark (the client's blob references), so the client need not read
+// every record again after the install; with more than MaxChangedKeys of
+// them it says any may.
+func TestFullSyncMarksKeys(t *testing.T) {
+	ctx := context.Background()
+	recs := records(3000, 300, true, "one")
+	var want []string
+	for i := range recs {
+		if i%250 == 7 {
+			recs[i][1] = fmt.Sprintf(`{"$blob":"sha256:%064d","i":%d}`, i, i)
+			want = append(want, recs[i][0])
+		}
+	}
+	s, err := Open(t.TempDir(), Options{Mark: []byte(`"$blob":`)})
+	must(t, err)
+	defer s.Close()
+	_, in, err := s.installRecords(ctx, 1, snapshot.DefaultChunkerParams(), source(recs), nil)
+	must(t, err)
+	if !in.Full || in.MarkedAll || !slices.Equal(in.Marked, want) {
+		t.Fatalf("marked %v (all %v), want %v", in.Marked, in.MarkedAll, want)
+	}
+
+	many := records(MaxChangedKeys+1, 10, false, "two")
+	for i := range many {
+		many[i][1] = fmt.Sprintf(`{"$blob":"sha256:%064d"}`, i)
+	}
+	_, in, err = s.installRecords(ctx, 2, snapshot.DefaultChunkerParams(), source(many), nil)
+	must(t, err)
+	if !in.MarkedAll || in.Marked != nil {
+		t.Fatalf("%d marked values: marked %d keys, all %v; want all", len(many), len(in.Marked), in.MarkedAll)
+	}
+
+	plain := openStore(t, t.TempDir()) // no Mark: nothing is looked for
+	_, in, err = plain.installRecords(ctx, 1, snapshot.DefaultChunkerParams(), source(recs), nil)
+	must(t, err)
+	if in.Marked != nil || in.MarkedAll {
+		t.Fatalf("without a mark: marked %v, all %v", in.Marked, in.MarkedAll)
+	}
+}

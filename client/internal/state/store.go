@@ -47,6 +47,11 @@ type Options struct {
 	// nothing: a state of an older format fails with
 	// snapshot.ErrUnsupportedVersion. Check uses it.
 	ReadOnly bool
+	// Mark, if set, is a byte string a full sync looks for in every value
+	// it indexes: Installed.Marked lists the keys of the values that
+	// contain it (the client's blob references), so no one need read every
+	// record again after the install.
+	Mark []byte
 }
 
 // Store is the local state of one client: two bbolt files in one
