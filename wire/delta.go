@@ -532,15 +532,24 @@ const (
 	MaxDeltaKeyBytes = 64 << 20
 )
 
+// readMagic reads a pack's magic and format byte (magic[4]).
+func readMagic(r io.Reader) ([5]byte, error) {
+	var magic [5]byte
+	if _, err := io.ReadFull(r, magic[:]); err != nil {
+		return magic, fmt.Errorf("read delta magic: %v: %w", err, ErrBadDelta)
+	}
+	if string(magic[:4]) != DeltaMagic {
+		return magic, fmt.Errorf("bad magic: %w", ErrBadDelta)
+	}
+	return magic, nil
+}
+
 // NewDeltaReader reads the header and the manifest delta. old is the chunk
 // list of the version the client holds (ignored for a full sync).
 func NewDeltaReader(r io.Reader, old []snapshot.ChunkRef) (*DeltaReader, error) {
-	var magic [5]byte
-	if _, err := io.ReadFull(r, magic[:]); err != nil {
-		return nil, fmt.Errorf("read delta magic: %v: %w", err, ErrBadDelta)
-	}
-	if string(magic[:4]) != DeltaMagic {
-		return nil, fmt.Errorf("bad magic: %w", ErrBadDelta)
+	magic, err := readMagic(r)
+	if err != nil {
+		return nil, err
 	}
 	if magic[4] == DeltaFormat {
 		return newReader3(r, old)

@@ -70,12 +70,9 @@ type ManifestEdit struct {
 // Other packs (format 2, a full sync) are read as NewDeltaReader reads
 // them, with base's list read whole (Chunks gives the new list).
 func NewDeltaReaderBase(r io.Reader, base Base) (*DeltaReader, error) {
-	var magic [5]byte
-	if _, err := io.ReadFull(r, magic[:]); err != nil {
-		return nil, fmt.Errorf("read delta magic: %v: %w", err, ErrBadDelta)
-	}
-	if string(magic[:4]) != DeltaMagic {
-		return nil, fmt.Errorf("bad magic: %w", ErrBadDelta)
+	magic, err := readMagic(r)
+	if err != nil {
+		return nil, err
 	}
 	if magic[4] == DeltaFormat {
 		return newReader3Base(r, base)
@@ -284,14 +281,7 @@ func (d *DeltaReader) readManifest3(b []byte, old []snapshot.ChunkRef) error {
 			d.chunks = append(d.chunks, old[from:from+n]...)
 			oldPos = from + n
 		case op3New, op3Known:
-			if r.bad || n == 0 || n > left {
-				return d.bad("manifest op %d of %d chunks", op, n)
-			}
-			if op == op3New {
-				err = d.newEntries3(r, n)
-			} else {
-				prevKnown, err = d.knownEntries3(r, n, prevKnown)
-			}
+			prevKnown, err = d.sentEntries3(r, op, n, left, prevKnown)
 		default:
 			return d.bad("manifest op %d", op)
 		}
@@ -360,6 +350,19 @@ func (d *DeltaReader) appendEntry(c snapshot.ChunkRef) {
 		st.newLen++
 	}
 	d.chunks = append(d.chunks, c)
+}
+
+// sentEntries3 reads the n entries of a new or known op (op3New,
+// op3Known) of at most left; prevKnown is the last known entry's first key,
+// returned updated.
+func (d *DeltaReader) sentEntries3(r *bytesReader, op byte, n, left uint64, prevKnown string) (string, error) {
+	if r.bad || n == 0 || n > left {
+		return prevKnown, d.bad("manifest op %d of %d chunks", op, n)
+	}
+	if op == op3New {
+		return prevKnown, d.newEntries3(r, n)
+	}
+	return d.knownEntries3(r, n, prevKnown)
 }
 
 // knownEntries3 reads n complete entries (front-coded first keys) and
@@ -718,14 +721,7 @@ func (d *DeltaReader) readEdit3(b []byte) error {
 			st.lastOld = int(oldPos) - 1
 			regOld, regNew = int(oldPos), st.newLen
 		case op3New, op3Known:
-			if r.bad || n == 0 || n > left {
-				return d.bad("manifest op %d of %d chunks", op, n)
-			}
-			if op == op3New {
-				err = d.newEntries3(r, n)
-			} else {
-				prevKnown, err = d.knownEntries3(r, n, prevKnown)
-			}
+			prevKnown, err = d.sentEntries3(r, op, n, left, prevKnown)
 		default:
 			return d.bad("manifest op %d", op)
 		}
