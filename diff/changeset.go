@@ -89,6 +89,15 @@ func changesKey(ctx context.Context, s snapshot.Getter, m *snapshot.Manifest, no
 // writer claimed the version first it returns an error matching
 // snapshot.ErrExist.
 func CommitVersion(ctx context.Context, s snapshot.Store, m *snapshot.Manifest, cs *ChangeSet) error {
+	if err := claimVersion(ctx, s, m, cs); err != nil {
+		return err
+	}
+	snapshot.PutHeadHint(ctx, s, m)
+	return nil
+}
+
+// claimVersion is CommitVersion without the head hint (snapshot.Claim).
+func claimVersion(ctx context.Context, s snapshot.Store, m *snapshot.Manifest, cs *ChangeSet) error {
 	cs.Org, cs.User, cs.Version, cs.Parent = m.Org, m.User, m.Version, m.Parent
 	if cs.CreatedUnix == 0 {
 		cs.CreatedUnix = m.CreatedUnix
@@ -109,7 +118,7 @@ func CommitVersion(ctx context.Context, s snapshot.Store, m *snapshot.Manifest, 
 		return &snapshot.ObjectError{Op: "write change set", Key: key, Err: err}
 	}
 	m.Changes = key
-	return snapshot.Commit(ctx, s, m)
+	return snapshot.Claim(ctx, s, m)
 }
 
 // ReadChangeSet loads the change set that produced version m.

@@ -358,20 +358,36 @@ func (r *replayer) try(ctx context.Context, head uint64, intent *bool) (res *Res
 		res := newResult(head, false, pl.receipts)
 		return res, nil, r.storeAnswer(ctx, res)
 	}
+	// The intent is written while the new version's pack is: both must be
+	// durable before the claim, neither needs the other (a patch's six
+	// writes were one after the other, each with its fsyncs).
+	var intentDone chan error
 	if !*intent {
-		if err := r.putIntent(ctx); err != nil {
-			return nil, nil, err
-		}
-		*intent = true
+		intentDone = make(chan error, 1)
+		go func() { intentDone <- r.putIntent(ctx) }()
 	}
-	res, err = r.commit(ctx, headM, pl)
+	waitIntent := func() error {
+		if intentDone == nil {
+			return nil
+		}
+		err := <-intentDone
+		intentDone = nil
+		if err == nil {
+			*intent = true
+		}
+		return err
+	}
+	res, err = r.commit(ctx, headM, pl, waitIntent)
+	ierr := waitIntent() // joined on every path (a no-op once commit waited)
 	switch {
+	case res != nil:
+		return res, nil, err // committed; err is storing the answer's
 	case errors.Is(err, snapshot.ErrExist):
 		return nil, err, nil
 	case err != nil:
 		return nil, nil, err
 	}
-	return res, nil, r.storeAnswer(ctx, res)
+	return nil, nil, ierr
 }
 
 // afterLostRace reads the new head after a lost race. Another request with
@@ -752,8 +768,12 @@ func decodeDocs(vals ...[]byte) (b, o, t doc, err error) {
 	return out[0], out[1], out[2], nil
 }
 
-// commit builds the planned edits on headM and claims the next version.
-func (r *replayer) commit(ctx context.Context, headM *snapshot.Manifest, pl *plan) (*Result, error) {
+// commit builds the planned edits on headM and, once beforeClaim returned
+// nil, claims the next version; then it writes the head hint and the answer
+// for retries at once. It returns a nil Result if the version was not
+// claimed (err says why: snapshot.ErrExist when another writer claimed it
+// first), else the Result and the error of storing its answer.
+func (r *replayer) commit(ctx context.Context, headM *snapshot.Manifest, pl *plan, beforeClaim func() error) (*Result, error) {
 	bo := snapshot.BuildOptions{
 		Org: r.opts.Org, User: r.opts.User, Secret: r.opts.Secret,
 		Chunker: r.opts.Chunker, PackSize: r.opts.PackSize, Now: r.opts.Now,
@@ -768,9 +788,20 @@ func (r *replayer) commit(ctx context.Context, headM *snapshot.Manifest, pl *pla
 	if br.Unchanged { // cannot happen: every edit changes its key
 		return nil, fmt.Errorf("patch %q: edits of %d keys left version %d unchanged", r.p.ID, len(pl.edits), headM.Version)
 	}
-	cs := &ChangeSet{Kind: r.opts.kind(), Changes: pl.changes, Patch: r.p, Receipts: pl.receipts}
-	if err := CommitVersion(ctx, r.s, br.Manifest, cs); err != nil {
+	if err := beforeClaim(); err != nil {
 		return nil, err
 	}
-	return newResult(br.Manifest.Version, true, pl.receipts), nil
+	cs := &ChangeSet{Kind: r.opts.kind(), Changes: pl.changes, Patch: r.p, Receipts: pl.receipts}
+	if err := claimVersion(ctx, r.s, br.Manifest, cs); err != nil {
+		return nil, err
+	}
+	res := newResult(br.Manifest.Version, true, pl.receipts)
+	hinted := make(chan struct{})
+	go func() {
+		defer close(hinted)
+		snapshot.PutHeadHint(ctx, r.s, br.Manifest)
+	}()
+	err = r.storeAnswer(ctx, res)
+	<-hinted
+	return res, err
 }

@@ -121,6 +121,17 @@ func ReadManifest(ctx context.Context, s Getter, org, user string, v uint64) (*M
 // ErrExist and changes nothing; the caller re-reads the head and retries.
 // On success the head hint is updated (best effort: it is only a hint).
 func Commit(ctx context.Context, s Store, m *Manifest) error {
+	if err := Claim(ctx, s, m); err != nil {
+		return err
+	}
+	PutHeadHint(ctx, s, m)
+	return nil
+}
+
+// Claim is Commit without the head hint: the create-only write of m's
+// manifest that makes it the version. A caller with more to write once the
+// version is claimed writes it beside PutHeadHint.
+func Claim(ctx context.Context, s Creator, m *Manifest) error {
 	b, err := m.Marshal()
 	if err != nil {
 		return err
@@ -129,9 +140,14 @@ func Commit(ctx context.Context, s Store, m *Manifest) error {
 	if _, err := s.PutIfAbsent(ctx, key, bytes.NewReader(b), int64(len(b))); err != nil {
 		return &ObjectError{Op: "claim version", Key: key, Err: err}
 	}
+	return nil
+}
+
+// PutHeadHint points the head hint of m's user at m's version, best effort
+// (it is only a hint: readers go on from it to the newest version).
+func PutHeadHint(ctx context.Context, s Store, m *Manifest) {
 	hint := strconv.FormatUint(m.Version, 10)
 	_, _ = s.Put(ctx, HeadKey(m.Org, m.User), strings.NewReader(hint), int64(len(hint)))
-	return nil
 }
 
 // LoadOrCreateSecret returns the deployment's chunk-ID secret kept in the
