@@ -32,37 +32,66 @@ func (s *Script) spans() []span {
 		ac = s.A.Chunks
 	}
 	bc := s.B.Chunks
-	first := func(c []snapshot.ChunkRef, from, to int) *snapshot.ChunkRef {
-		if from < to {
-			return &c[from]
-		}
-		if to < len(c) {
-			return &c[to]
-		}
-		return nil
+	continued := func(c []snapshot.ChunkRef) func(int) (bool, error) {
+		return func(i int) (bool, error) { return c[i].Continued, nil }
 	}
-	var out []span
-	for _, r := range s.Regions {
-		sp := span{r.OldFrom, r.OldTo, r.NewFrom, r.NewTo}
-		for {
-			fa, fb := first(ac, sp.oldFrom, sp.oldTo), first(bc, sp.newFrom, sp.newTo)
-			if (fa == nil || !fa.Continued) && (fb == nil || !fb.Continued) || sp.oldFrom == 0 || sp.newFrom == 0 {
+	wide, _ := WidenSpans(s.Regions, len(ac), len(bc), continued(ac), continued(bc)) // no errors to return
+	out := make([]span, len(wide))
+	for i, x := range wide {
+		out[i] = span{x.OldFrom, x.OldTo, x.NewFrom, x.NewTo}
+	}
+	return out
+}
+
+// WidenSpans widens every region of an edit script to whole records (a
+// region starting or ending inside an oversize record takes its other
+// pieces) and merges the regions that then touch: the stretches Records
+// reads. oldCont and newCont tell whether chunk i (< oldLen, < newLen) of
+// either list continues the record of the chunk before it; a holder of
+// lists it reads lazily (a device's stored pages) passes their errors on.
+func WidenSpans(regions []Region, oldLen, newLen int, oldCont, newCont func(i int) (bool, error)) ([]Span, error) {
+	continued := func(at func(int) (bool, error), i, n int) (bool, error) {
+		if i >= n {
+			return false, nil
+		}
+		return at(i)
+	}
+	var out []Span
+	for _, r := range regions {
+		sp := Span(r)
+		for sp.OldFrom > 0 && sp.NewFrom > 0 {
+			ca, err := continued(oldCont, sp.OldFrom, oldLen)
+			if err != nil {
+				return nil, err
+			}
+			cb, err := continued(newCont, sp.NewFrom, newLen)
+			if err != nil {
+				return nil, err
+			}
+			if !ca && !cb {
 				break
 			}
-			sp.oldFrom--
-			sp.newFrom--
+			sp.OldFrom--
+			sp.NewFrom--
 		}
-		for sp.oldTo < len(ac) && sp.newTo < len(bc) && bc[sp.newTo].Continued {
-			sp.oldTo++
-			sp.newTo++
+		for sp.OldTo < oldLen && sp.NewTo < newLen {
+			cb, err := continued(newCont, sp.NewTo, newLen)
+			if err != nil {
+				return nil, err
+			}
+			if !cb {
+				break
+			}
+			sp.OldTo++
+			sp.NewTo++
 		}
-		if n := len(out); n > 0 && (sp.oldFrom <= out[n-1].oldTo || sp.newFrom <= out[n-1].newTo) {
-			out[n-1].oldTo, out[n-1].newTo = sp.oldTo, sp.newTo
+		if n := len(out); n > 0 && (sp.OldFrom <= out[n-1].OldTo || sp.NewFrom <= out[n-1].NewTo) {
+			out[n-1].OldTo, out[n-1].NewTo = sp.OldTo, sp.NewTo
 			continue
 		}
 		out = append(out, sp)
 	}
-	return out
+	return out, nil
 }
 
 // Records computes the record-level changes from A to B by reading only the

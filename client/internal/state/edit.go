@@ -273,52 +273,16 @@ func (d *Download) editHash() ([32]byte, []uint64, error) {
 
 // editSpans is diff.Script.Spans for an edit: each region widened to whole
 // records (a region starting or ending inside an oversize record takes its
-// other pieces), overlapping ones merged.
+// other pieces), overlapping ones merged (diff.WidenSpans), the chunks'
+// flags read from the stored pages and the edit's entries.
 func (d *Download) editSpans() ([]diff.Span, error) {
-	oldLen, newLen := d.base.Len(), d.edit.Len
-	continued := func(at func(int) (snapshot.ChunkRef, error), i, n int) (bool, error) {
-		if i >= n {
-			return false, nil
+	flag := func(at func(int) (snapshot.ChunkRef, error)) func(int) (bool, error) {
+		return func(i int) (bool, error) {
+			c, err := at(i)
+			return c.Continued, err
 		}
-		c, err := at(i)
-		return c.Continued, err
 	}
-	var out []diff.Span
-	for _, r := range d.edit.Regions {
-		sp := diff.Span(r)
-		for sp.OldFrom > 0 && sp.NewFrom > 0 {
-			ca, err := continued(d.base.Chunk, sp.OldFrom, oldLen)
-			if err != nil {
-				return nil, err
-			}
-			cb, err := continued(d.newChunk, sp.NewFrom, newLen)
-			if err != nil {
-				return nil, err
-			}
-			if !ca && !cb {
-				break
-			}
-			sp.OldFrom--
-			sp.NewFrom--
-		}
-		for sp.OldTo < oldLen && sp.NewTo < newLen {
-			cb, err := continued(d.newChunk, sp.NewTo, newLen)
-			if err != nil {
-				return nil, err
-			}
-			if !cb {
-				break
-			}
-			sp.OldTo++
-			sp.NewTo++
-		}
-		if n := len(out); n > 0 && (sp.OldFrom <= out[n-1].OldTo || sp.NewFrom <= out[n-1].NewTo) {
-			out[n-1].OldTo, out[n-1].NewTo = sp.OldTo, sp.NewTo
-			continue
-		}
-		out = append(out, sp)
-	}
-	return out, nil
+	return diff.WidenSpans(d.edit.Regions, d.base.Len(), d.edit.Len, flag(d.base.Chunk), flag(d.newChunk))
 }
 
 // installBigEdit installs an edit that changes more index entries than
