@@ -339,19 +339,8 @@ func TestResumeAbandonedWhenBaseChanges(t *testing.T) {
 }
 
 func TestDamagedChunkCacheIsRepairedByRefetching(t *testing.T) {
-	ts := newTestServer(t)
-	recs := gen.Dataset(gen.Options{Size: 1 << 20, Seed: 6})
-	ts.upload("ann", recs)
-	c := ts.client("ann", nil)
-	ctx := context.Background()
-	_, err := c.Pull(ctx)
-	mustDo(t, err)
-	// Damage every stored chunk.
-	mustDo(t, c.Close())
-	db, err := bolt.Open(filepath.Join(c.Dir(), DataFile), 0o600, nil)
-	mustDo(t, err)
-	mustDo(t, db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("chunks"))
+	damageIsRepaired(t, "chunk cache", func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("chunks")) // every stored chunk
 		var keys [][]byte
 		b.ForEach(func(k, _ []byte) error { keys = append(keys, slices.Clone(k)); return nil })
 		for _, k := range keys {
@@ -360,14 +349,33 @@ func TestDamagedChunkCacheIsRepairedByRefetching(t *testing.T) {
 			}
 		}
 		return nil
-	}))
+	}, func(recs []gen.Record) []gen.Record { return gen.EditScattered(recs, 3, 9) })
+}
+
+// damageIsRepaired syncs a 1 MB data set, damages the device's state with
+// damage (data.db closed, opened by bbolt), changes the data set to
+// edit(records) and checks that the next pull is a full sync that leaves
+// the device with the server's records.
+func damageIsRepaired(t *testing.T, what string, damage func(*bolt.Tx) error, edit func([]gen.Record) []gen.Record) {
+	t.Helper()
+	ts := newTestServer(t)
+	recs := gen.Dataset(gen.Options{Size: 1 << 20, Seed: 6})
+	ts.upload("ann", recs)
+	c := ts.client("ann", nil)
+	ctx := context.Background()
+	_, err := c.Pull(ctx)
+	mustDo(t, err)
+	mustDo(t, c.Close())
+	db, err := bolt.Open(filepath.Join(c.Dir(), DataFile), 0o600, nil)
+	mustDo(t, err)
+	mustDo(t, db.Update(damage))
 	mustDo(t, db.Close())
 	c = ts.client("ann", nil, c.Dir())
-	ts.upload("ann", gen.EditScattered(recs, 3, 9))
+	ts.upload("ann", edit(recs))
 	res, err := c.Pull(ctx)
 	mustDo(t, err)
 	if !res.Full {
-		t.Errorf("pull over a damaged cache: %+v, want a full resync", res)
+		t.Errorf("pull over a damaged %s: %+v, want a full resync", what, res)
 	}
 	if got, want := exportOf(t, c), ts.export("ann"); got != want {
 		t.Fatal("records differ after repair")
@@ -555,18 +563,8 @@ func TestRejectedEditBecomesConflict(t *testing.T) {
 func TestDamagedChunkListIsRepairedByRefetching(t *testing.T) {
 	for _, damage := range []string{"garbage", "sums"} {
 		t.Run(damage, func(t *testing.T) {
-			ts := newTestServer(t)
-			recs := gen.Dataset(gen.Options{Size: 1 << 20, Seed: 6})
-			ts.upload("ann", recs)
-			c := ts.client("ann", nil)
-			ctx := context.Background()
-			_, err := c.Pull(ctx)
-			mustDo(t, err)
-			mustDo(t, c.Close())
-			db, err := bolt.Open(filepath.Join(c.Dir(), DataFile), 0o600, nil)
-			mustDo(t, err)
-			damaged := 0
-			mustDo(t, db.Update(func(tx *bolt.Tx) error {
+			damageIsRepaired(t, "chunk list", func(tx *bolt.Tx) error {
+				damaged := 0
 				for _, slot := range []string{"slot.a", "slot.b"} {
 					pages := tx.Bucket([]byte(slot)).Bucket([]byte("pages"))
 					if pages == nil {
@@ -585,22 +583,11 @@ func TestDamagedChunkListIsRepairedByRefetching(t *testing.T) {
 						return err
 					}
 				}
+				if damaged != 1 {
+					return fmt.Errorf("damaged %d chunk lists, want the live one", damaged)
+				}
 				return nil
-			}))
-			mustDo(t, db.Close())
-			if damaged != 1 {
-				t.Fatalf("damaged %d chunk lists, want the live one", damaged)
-			}
-			c = ts.client("ann", nil, c.Dir())
-			ts.upload("ann", editRecord(recs, 10, 1))
-			res, err := c.Pull(ctx)
-			mustDo(t, err)
-			if !res.Full {
-				t.Errorf("pull over a damaged chunk list: %+v, want a full resync", res)
-			}
-			if got, want := exportOf(t, c), ts.export("ann"); got != want {
-				t.Fatal("records differ after repair")
-			}
+			}, func(recs []gen.Record) []gen.Record { return editRecord(recs, 10, 1) })
 		})
 	}
 }

@@ -350,7 +350,7 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, req *request, level auth
 			ctx.Response.Header.Set("Retry-After", retryAfter(wait))
 			return rateLimited("too many requests for this user; retry later")
 		}
-		p, err := s.orgPolicy(req.Ctx, c.Org, isLongPoll(ctx, req))
+		p, err := s.orgPolicy(req.Ctx, c.Org, req.longPoll)
 		if err != nil {
 			return err
 		}

@@ -1,18 +1,19 @@
 package server
 
 import (
-	"encoding/base64"
-	"strings"
-
 	"bufio"
+	"encoding/base64"
 	"fmt"
-	"github.com/golang-jwt/jwt/v5"
 	"io"
 	"net"
 	"net/http"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/valyala/fasthttp"
 
 	"github.com/deltasync/deltasync/internal/gen"
 )
@@ -179,6 +180,32 @@ func TestMaxHeaderBytesIsChecked(t *testing.T) {
 		o.MaxHeaderBytes = n
 		if err := o.validateGuards(); err == nil || !strings.Contains(err.Error(), "max-header-bytes") {
 			t.Errorf("MaxHeaderBytes %d: %v, want an error naming max-header-bytes", n, err)
+		}
+	}
+}
+
+// TestLongPollRequestIsTheRoutersSyncWithWait: the one pre-routing
+// definition of a long poll covers what the router serves as the sync
+// route with a wait (HEAD included, which the router answers with the GET
+// route and which parks in the hub the same way), and nothing else.
+func TestLongPollRequestIsTheRoutersSyncWithWait(t *testing.T) {
+	for _, tc := range []struct {
+		method, uri string
+		want        bool
+	}{
+		{"GET", "/v1/sync?from=3&wait=30s", true},
+		{"HEAD", "/v1/sync?from=3&wait=30s", true},
+		{"GET", "/v1/sync?from=3", false},
+		{"GET", "/v1/sync?from=3&wait=", false},
+		{"POST", "/v1/sync?wait=30s", false},
+		{"GET", "/v1/status?wait=30s", false},
+		{"GET", "/v1/sync/x?wait=30s", false},
+	} {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetMethod(tc.method)
+		ctx.Request.SetRequestURI(tc.uri)
+		if got := longPollRequest(&ctx); got != tc.want {
+			t.Errorf("%s %s: long poll %v, want %v", tc.method, tc.uri, got, tc.want)
 		}
 	}
 }

@@ -55,10 +55,12 @@ func (r *request) deep(f func()) {
 	f()
 }
 
-// longPollRequest tells a long poll (GET /v1/sync with wait) before the
-// request is routed (isLongPoll, after).
+// longPollRequest tells a long poll (GET /v1/sync with wait, or HEAD, which
+// the router serves with the GET route and which parks the same way) before
+// the request is routed. It is the one definition: the request carries it
+// as request.longPoll from there on.
 func longPollRequest(ctx *fasthttp.RequestCtx) bool {
-	return ctx.IsGet() && bytes.Equal(ctx.Path(), syncPath) && len(ctx.QueryArgs().Peek("wait")) > 0
+	return (ctx.IsGet() || ctx.IsHead()) && bytes.Equal(ctx.Path(), syncPath) && len(ctx.QueryArgs().Peek("wait")) > 0
 }
 
 var syncPath = []byte("/v1/sync")

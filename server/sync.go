@@ -412,12 +412,6 @@ func (s *Server) poll(req *request, q syncQuery) (uint64, error) {
 	}
 }
 
-// isLongPoll tells a long poll (GET /v1/sync with wait) from its route and
-// query, before its handler runs.
-func isLongPoll(ctx *fasthttp.RequestCtx, req *request) bool {
-	return req.Route == "sync" && len(ctx.QueryArgs().Peek("wait")) > 0
-}
-
 // pollHead reads the head of a long poll's user from the store: once for
 // all the polls of that user that need it at the same time, and at most
 // maxPollHeadReads users at once, so that devices reconnecting together

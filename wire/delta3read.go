@@ -256,6 +256,28 @@ func (d *DeltaReader) readManifest3(b []byte, old []snapshot.ChunkRef) error {
 	if d.v3.edit != nil {
 		return d.readEdit3(b)
 	}
+	err := d.manifestOps3(b, uint64(len(old)), func() int { return len(d.chunks) }, func(from, n uint64) {
+		d.chunks = append(d.chunks, old[from:from+n]...)
+	})
+	if err != nil {
+		return err
+	}
+	var streamLen uint64
+	for i := range d.chunks {
+		streamLen += uint64(d.chunks[i].Size)
+	}
+	if streamLen != d.header.Manifest.StreamLen {
+		return d.bad("manifest delta gives a stream of %d bytes, header says %d", streamLen, d.header.Manifest.StreamLen)
+	}
+	return nil
+}
+
+// manifestOps3 walks the ops of a manifest delta, the one reader of its
+// syntax for both modes: each copy of old entries [from, from+n) of oldLen,
+// checked, goes to copied; new and known entries are read by sentEntries3.
+// made tells how many entries of the new list the ops gave so far; the ops
+// must give exactly the header's count and fill b.
+func (d *DeltaReader) manifestOps3(b []byte, oldLen uint64, made func() int, copied func(from, n uint64)) error {
 	want := uint64(d.header.Manifest.Chunks)
 	r := &bytesReader{b: b}
 	oldPos := uint64(0)
@@ -269,16 +291,16 @@ func (d *DeltaReader) readManifest3(b []byte, old []snapshot.ChunkRef) error {
 			break
 		}
 		n := r.num() // a count, or for a copy the gap before it
-		left := want - uint64(len(d.chunks))
+		left := want - uint64(made())
 		var err error
 		switch op {
 		case op3Copy:
 			from := oldPos + n
 			n = r.num()
-			if r.bad || from < oldPos || from > uint64(len(old)) || n == 0 || n > uint64(len(old))-from || n > left {
-				return d.bad("copy %d+%d of %d old chunks", from, n, len(old))
+			if r.bad || from < oldPos || from > oldLen || n == 0 || n > oldLen-from || n > left {
+				return d.bad("copy %d+%d of %d old chunks", from, n, oldLen)
 			}
-			d.chunks = append(d.chunks, old[from:from+n]...)
+			copied(from, n)
 			oldPos = from + n
 		case op3New, op3Known:
 			prevKnown, err = d.sentEntries3(r, op, n, left, prevKnown)
@@ -289,15 +311,8 @@ func (d *DeltaReader) readManifest3(b []byte, old []snapshot.ChunkRef) error {
 			return err
 		}
 	}
-	if len(r.b) != 0 || uint64(len(d.chunks)) != want {
-		return d.bad("manifest delta gives %d chunks, header says %d", len(d.chunks), want)
-	}
-	var streamLen uint64
-	for i := range d.chunks {
-		streamLen += uint64(d.chunks[i].Size)
-	}
-	if streamLen != d.header.Manifest.StreamLen {
-		return d.bad("manifest delta gives a stream of %d bytes, header says %d", streamLen, d.header.Manifest.StreamLen)
+	if len(r.b) != 0 || uint64(made()) != want {
+		return d.bad("manifest delta gives %d chunks, header says %d", made(), want)
 	}
 	return nil
 }
@@ -689,48 +704,17 @@ func (d *DeltaReader) oldChunk(i int) (snapshot.ChunkRef, error) {
 // from the old list's total and the entries the regions replace.
 func (d *DeltaReader) readEdit3(b []byte) error {
 	st := d.v3
-	want := d.header.Manifest.Chunks
-	oldLen := uint64(d.oldLen)
-	r := &bytesReader{b: b}
-	oldPos := uint64(0)
 	regOld, regNew := 0, 0 // where the current region starts
-	prevKnown := ""
-	for {
-		op := r.byte()
-		if r.bad {
-			return d.bad("truncated manifest delta")
+	err := d.manifestOps3(b, uint64(d.oldLen), func() int { return st.newLen }, func(from, n uint64) {
+		if int(from) > regOld || st.newLen > regNew {
+			st.edit.Regions = append(st.edit.Regions, diff.Region{OldFrom: regOld, OldTo: int(from), NewFrom: regNew, NewTo: st.newLen})
 		}
-		if op == op3End {
-			break
-		}
-		n := r.num()
-		left := uint64(want - st.newLen)
-		var err error
-		switch op {
-		case op3Copy:
-			from := oldPos + n
-			n = r.num()
-			if r.bad || from < oldPos || from > oldLen || n == 0 || n > oldLen-from || n > left {
-				return d.bad("copy %d+%d of %d old chunks", from, n, oldLen)
-			}
-			if int(from) > regOld || st.newLen > regNew {
-				st.edit.Regions = append(st.edit.Regions, diff.Region{OldFrom: regOld, OldTo: int(from), NewFrom: regNew, NewTo: st.newLen})
-			}
-			oldPos = from + n
-			st.newLen += int(n)
-			st.lastOld = int(oldPos) - 1
-			regOld, regNew = int(oldPos), st.newLen
-		case op3New, op3Known:
-			prevKnown, err = d.sentEntries3(r, op, n, left, prevKnown)
-		default:
-			return d.bad("manifest op %d", op)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if len(r.b) != 0 || st.newLen != want {
-		return d.bad("manifest delta gives %d chunks, header says %d", st.newLen, want)
+		st.newLen += int(n)
+		st.lastOld = int(from+n) - 1
+		regOld, regNew = int(from+n), st.newLen
+	})
+	if err != nil {
+		return err
 	}
 	if d.oldLen > regOld || st.newLen > regNew {
 		st.edit.Regions = append(st.edit.Regions, diff.Region{OldFrom: regOld, OldTo: d.oldLen, NewFrom: regNew, NewTo: st.newLen})
