@@ -81,7 +81,7 @@ func (s *Server) putDataset(ctx *fasthttp.RequestCtx, req *request) error {
 	if err := snapshot.ValidateName("user", user); err != nil {
 		return badRequest("%v", err)
 	}
-	body, err := s.bodyReader(ctx, s.opts.MaxDatasetBytes)
+	body, err := s.bodyReader(ctx, req, s.opts.MaxDatasetBytes)
 	if err != nil {
 		return err
 	}

@@ -90,7 +90,7 @@ func (s *Server) appendUpload(ctx *fasthttp.RequestCtx, req *request, hexd strin
 	if left == 0 {
 		return 0, nil
 	}
-	body, err := s.bodyReader(ctx, left)
+	body, err := s.bodyReader(ctx, req, left)
 	if err != nil {
 		return 0, err
 	}

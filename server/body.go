@@ -2,11 +2,11 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/valyala/fasthttp"
@@ -64,20 +64,6 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx, limit int64) ([]byte, error)
 	if err != nil {
 		return nil, err
 	}
-	if enc == encZstd && limit > s.opts.MaxPatchBytes {
-		// The shared decoder's memory cap is the patch limit; bigger
-		// limits go through a streaming decoder.
-		rc, err := s.bodyReader(ctx, limit)
-		if err != nil {
-			return nil, err
-		}
-		defer rc.Close()
-		b, err := readAllBody(rc, ctx.Request.Header.ContentLength(), limit)
-		if err == nil {
-			watchAfterBody(ctx)
-		}
-		return b, err
-	}
 	wl := wireLimit(enc, limit)
 	if cl := ctx.Request.Header.ContentLength(); int64(cl) > wl {
 		return nil, tooLarge(limit)
@@ -98,33 +84,45 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx, limit int64) ([]byte, error)
 	if enc == encIdentity {
 		return raw, nil
 	}
-	out, err := s.zdec.DecodeAll(raw, nil)
-	if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
-		// The shared decoder's memory is capped at the patch limit, and a
-		// streaming encoder's window (8 MiB by default) may exceed it: a
-		// streaming decoder finds out whether the body is too large,
-		// not zstd, or fine after all.
-		return s.decodeStreamed(raw, limit)
-	}
-	if err != nil {
-		return nil, zstdError(err, limit, raw, uint64(s.opts.MaxPatchBytes))
-	}
-	if int64(len(out)) > limit {
-		return nil, tooLarge(limit)
-	}
-	return out, nil
+	return s.decodeAll(raw, limit)
 }
 
-// decodeStreamed decodes a zstd body held in memory with a streaming
-// decoder, up to limit decoded bytes.
-func (s *Server) decodeStreamed(raw []byte, limit int64) ([]byte, error) {
-	rc, err := s.zstdReader(bytes.NewReader(raw), limit)
-	if err != nil {
-		return nil, err
+// decodeAll decodes a zstd body held in memory, up to limit decoded bytes,
+// into a buffer sized by what it decodes to: the shared decoder writes
+// into the output itself (no window buffer) and stops at the buffer's
+// capacity, so a frame claiming a large window costs nothing and a bomb
+// at most the limit. The buffer starts at the frame's content size, or a
+// guess from the body's size; a decode that fails in it is tried once more
+// in the limit plus one block, where a body decoding past the limit ends
+// a block past it (413) and any other failure is the body's (400).
+func (s *Server) decodeAll(raw []byte, limit int64) ([]byte, error) {
+	final := limit + maxZstdBlock
+	size := min(final, max(int64(len(raw))*4, 64<<10))
+	var h zstd.Header
+	if h.Decode(raw) == nil && h.HasFCS {
+		if h.FrameContentSize > uint64(limit) {
+			return nil, tooLarge(limit)
+		}
+		size = max(int64(h.FrameContentSize), 1)
 	}
-	defer rc.Close()
-	return readAllBody(rc, -1, limit)
+	for {
+		out, err := s.zdec.DecodeAll(raw, make([]byte, 0, size))
+		switch {
+		case int64(len(out)) > limit:
+			return nil, tooLarge(limit)
+		case err != nil && size < final:
+			size = final
+			continue
+		case err != nil:
+			return nil, zstdError(err, limit, raw, streamWindowMax)
+		}
+		return out, nil
+	}
 }
+
+// maxZstdBlock is the most one zstd block decodes to (128 KiB), with the
+// decoder's copy slack.
+const maxZstdBlock = 128<<10 + 64
 
 // zstdError maps a failure to decode a zstd body: 413 when the body
 // decodes to more than limit bytes, or its frame header says it will; 400
@@ -164,22 +162,29 @@ func readAllBody(r io.Reader, sizeHint int, max int64) ([]byte, error) {
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, n+1))
 	if _, err := buf.ReadFrom(r); err != nil {
-		var he *httpError
-		if errors.As(err, &he) {
-			return nil, he
-		}
-		return nil, &httpError{Status: fasthttp.StatusBadRequest, Code: wire.CodeBadRequest,
-			Message: "reading request body: " + err.Error(), Err: err}
+		return nil, bodyReadError(err)
 	}
 	return buf.Bytes(), nil
 }
 
+// bodyReadError is a failure to read a request body: the *httpError it
+// carries (a limit), or a 400.
+func bodyReadError(err error) error {
+	var he *httpError
+	if errors.As(err, &he) {
+		return he
+	}
+	return &httpError{Status: fasthttp.StatusBadRequest, Code: wire.CodeBadRequest,
+		Message: "reading request body: " + err.Error(), Err: err}
+}
+
 // bodyReader opens the request body as a stream for large uploads (NDJSON
-// data sets), decoding "Content-Encoding: zstd" on the fly. Reading more
+// data sets, blobs), decoding "Content-Encoding: zstd" on the fly with
+// decoder memory from the server's budget (decodemem.go). Reading more
 // than limit decoded bytes fails with a 413 *httpError; a corrupt zstd
 // stream or a broken connection fails with a 400 one, so a handler can
 // return a read error as it is. Close it when done.
-func (s *Server) bodyReader(ctx *fasthttp.RequestCtx, limit int64) (io.ReadCloser, error) {
+func (s *Server) bodyReader(ctx *fasthttp.RequestCtx, req *request, limit int64) (io.ReadCloser, error) {
 	enc, err := requestEncoding(ctx)
 	if err != nil {
 		return nil, err
@@ -198,40 +203,56 @@ func (s *Server) bodyReader(ctx *fasthttp.RequestCtx, limit int64) (io.ReadClose
 	if enc == encIdentity {
 		return io.NopCloser(src), nil
 	}
-	return s.zstdReader(src, limit)
+	return s.zstdReader(req.Ctx, src, limit)
 }
 
-// zstdReader decodes the zstd stream src, failing with a 413 *httpError
-// past limit decoded bytes and a 400 one when src is not valid zstd.
-func (s *Server) zstdReader(src io.Reader, limit int64) (io.ReadCloser, error) {
-	head := &headReader{r: src}
-	dec, _ := streamDecoders.Get().(*zstd.Decoder)
-	var err error
+// zstdReader decodes the zstd stream src with a decoder of the class of
+// its first frame's window, failing with a 413 *httpError past limit
+// decoded bytes, a 400 one when src is not valid zstd, and a 503 one when
+// the server's decoder memory stays taken (decodemem.go).
+func (s *Server) zstdReader(ctx context.Context, src io.Reader, limit int64) (io.ReadCloser, error) {
+	window, head, err := frameWindow(src)
+	if err != nil {
+		return nil, bodyReadError(err)
+	}
+	c := classFor(window)
+	if c == nil {
+		return nil, zstdError(zstd.ErrWindowSizeExceeded, limit, head, streamWindowMax)
+	}
+	release, err := s.decodeMem.acquire(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	dec, _ := c.pool.Get().(*zstd.Decoder)
 	if dec == nil {
 		dec, err = zstd.NewReader(nil,
 			zstd.WithDecoderConcurrency(1),
 			zstd.WithDecoderLowmem(true),
+			zstd.WithDecoderMaxWindow(c.window),
 			zstd.WithDecoderMaxMemory(streamWindowMax))
 		if err != nil {
+			release()
 			return nil, fmt.Errorf("zstd decoder: %w", err)
 		}
 	}
-	if err := dec.Reset(head); err != nil {
-		streamDecoders.Put(dec)
-		return nil, zstdError(err, limit, head.b, streamWindowMax)
+	z := &zstdBody{dec: dec, class: c, release: release, limit: limit, head: head}
+	if err := dec.Reset(io.MultiReader(bytes.NewReader(head), src)); err != nil {
+		z.Close()
+		return nil, zstdError(err, limit, head, c.window)
 	}
-	return &zstdBody{dec: dec, out: limitReader{r: dec, n: limit, limit: limit}, limit: limit, head: head}, nil
+	z.out = limitReader{r: dec, n: limit, limit: limit}
+	return z, nil
 }
 
-// streamDecoders pools single-goroutine streaming decoders; unlike the
-// shared DecodeAll decoder they hold per-stream state.
-var streamDecoders sync.Pool
-
+// zstdBody is a streamed zstd body; Close returns its decoder to its
+// class's pool and its memory to the budget.
 type zstdBody struct {
-	dec   *zstd.Decoder
-	out   limitReader
-	limit int64
-	head  *headReader
+	dec     *zstd.Decoder
+	class   *windowClass
+	release func()
+	out     limitReader
+	limit   int64
+	head    []byte // the first frame's header, for errors
 }
 
 func (z *zstdBody) Read(p []byte) (int, error) {
@@ -239,11 +260,16 @@ func (z *zstdBody) Read(p []byte) (int, error) {
 		return 0, errors.New("read after close")
 	}
 	n, err := z.out.Read(p)
-	if err != nil && err != io.EOF {
-		var he *httpError
-		if !errors.As(err, &he) {
-			err = zstdError(err, z.limit, z.head.b, streamWindowMax)
-		}
+	if err == nil || err == io.EOF {
+		return n, err
+	}
+	var he *httpError
+	switch {
+	case errors.As(err, &he):
+	case errors.Is(err, zstd.ErrWindowSizeExceeded):
+		err = badRequest("invalid zstd body: a frame asks for a window over the %d bytes of the decoder its first frame's window took", z.class.window)
+	default:
+		err = zstdError(err, z.limit, z.head, z.class.window)
 	}
 	return n, err
 }
@@ -251,25 +277,11 @@ func (z *zstdBody) Read(p []byte) (int, error) {
 func (z *zstdBody) Close() error {
 	if z.dec != nil {
 		_ = z.dec.Reset(nil) // releases src; the decoder is reusable
-		streamDecoders.Put(z.dec)
+		z.class.pool.Put(z.dec)
 		z.dec = nil
+		z.release()
 	}
 	return nil
-}
-
-// headReader keeps the first bytes read through it: the zstd frame header,
-// for zstdError.
-type headReader struct {
-	r io.Reader
-	b []byte
-}
-
-func (h *headReader) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
-	if k := min(n, zstd.HeaderMaxSize-len(h.b)); k > 0 {
-		h.b = append(h.b, p[:k]...)
-	}
-	return n, err
 }
 
 // limitReader reads at most n bytes from r and fails with a 413 (naming

@@ -5,11 +5,17 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"math/bits"
+	"net"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/valyala/fasthttp"
 
 	"github.com/deltasync/deltasync/wire"
@@ -28,8 +34,8 @@ func echoBody(b []byte) bodyEcho {
 }
 
 // bodyRoutes registers test routes reading their body in memory and as a
-// stream, with a limit of testBodyLimit (and 3x the patch limit, to take
-// readBody's streaming path for zstd).
+// stream, with a limit of testBodyLimit (and in memory 3x the patch
+// limit).
 func bodyRoutes(s *Server) {
 	s.handle(fasthttp.MethodPost, "/test/body", "test_body", authNone, func(ctx *fasthttp.RequestCtx, _ *request) error {
 		b, err := s.readBody(ctx, testBodyLimit)
@@ -47,8 +53,8 @@ func bodyRoutes(s *Server) {
 		writeJSON(ctx, 200, echoBody(b))
 		return nil
 	})
-	s.handle(fasthttp.MethodPost, "/test/stream", "test_stream", authNone, func(ctx *fasthttp.RequestCtx, _ *request) error {
-		rc, err := s.bodyReader(ctx, testBodyLimit)
+	s.handle(fasthttp.MethodPost, "/test/stream", "test_stream", authNone, func(ctx *fasthttp.RequestCtx, req *request) error {
+		rc, err := s.bodyReader(ctx, req, testBodyLimit)
 		if err != nil {
 			return err
 		}
@@ -196,5 +202,113 @@ func TestDecodeJSON(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("decodeJSON(%q) = %+v, want %+v", tc.in, got, tc.want)
 		}
+	}
+}
+
+// windowFrame is a zstd frame whose header claims a window of the given
+// size (a power of two, 1 KiB..2 GiB) and no content size, holding b in
+// one raw block: what a hostile client sends to make a decoder reserve the
+// window.
+func windowFrame(window uint64, b []byte) []byte {
+	f := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, byte(bits.Len64(window)-1-10) << 3}
+	h := uint32(len(b))<<3 | 1 // last, raw
+	return append(append(f, byte(h), byte(h>>8), byte(h>>16)), b...)
+}
+
+// TestSmallBodyCannotClaimABigWindow: a body read into memory (patches,
+// admin JSON) is decoded into a buffer sized by what it decodes to, never
+// by the window its frame header claims: a 13-byte body claiming a 64 MiB
+// window made the server allocate 64 MiB per request.
+func TestSmallBodyCannotClaimABigWindow(t *testing.T) {
+	e := newTestEnv(t, envConfig{setup: bodyRoutes})
+	body := windowFrame(64<<20, []byte("{}"))
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	for _, path := range []string{"/test/body", "/test/bigbody"} {
+		r := e.do("POST", path, body, withHeader("Content-Encoding", "zstd"))
+		if r.status != 200 {
+			t.Fatalf("%s: status %d (%s)", path, r.status, r.body)
+		}
+	}
+	runtime.ReadMemStats(&m1)
+	if alloc := m1.TotalAlloc - m0.TotalAlloc; alloc > 16<<20 {
+		t.Errorf("two 13-byte bodies claiming a 64 MiB window allocated %d MiB", alloc>>20)
+	}
+	// Past the largest window any decoder here takes: refused unread.
+	r := e.do("POST", "/test/body", windowFrame(128<<20, []byte("{}")), withHeader("Content-Encoding", "zstd"))
+	if r.status != 400 || !strings.Contains(string(r.body), "window") {
+		t.Errorf("128 MiB window: status %d (%s), want 400 naming the window", r.status, r.body)
+	}
+}
+
+// stallUpload opens a streamed zstd upload to /test/stream whose first
+// frame claims window and sends its first bytes only: a client holding a
+// decoder as long as it likes. Closing the answer ends the upload.
+func stallUpload(t *testing.T, e *testEnv, window uint64) net.Conn {
+	t.Helper()
+	c, err := e.ln.Dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := windowFrame(window, bytes.Repeat([]byte("x"), 100))[:6+3+20] // header, block header, some of the block
+	fmt.Fprintf(c, "POST /test/stream HTTP/1.1\r\nHost: deltasync.test\r\nContent-Encoding: zstd\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(first), first)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitDecodeMemory waits until the server's decoder memory in use is want.
+func waitDecodeMemory(t *testing.T, s *Server, want int64) {
+	t.Helper()
+	for i := 0; s.decodeMem.inUse.Load() != want; i++ {
+		if i == 1000 {
+			t.Fatalf("decoder memory in use %d, want %d", s.decodeMem.inUse.Load(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestStreamedUploadsShareTheDecoderMemory: a streaming zstd decoder holds
+// its frame's window for as long as its upload lasts, so the decoders of
+// the uploads decoding at once share a budget (MaxDecodeMemory): past it an
+// upload waits, then gets 503 with Retry-After, and goes through once
+// another upload ends. A window whose decoder alone is over the budget is
+// refused at once.
+func TestStreamedUploadsShareTheDecoderMemory(t *testing.T) {
+	small := windowClasses[0].cost() // a 1 MiB window's decoder
+	var s *Server
+	e := newTestEnv(t, envConfig{
+		opts: func(o *Options) { o.MaxDecodeMemory = 2*small + small/2 },
+		setup: func(srv *Server) {
+			s = srv
+			bodyRoutes(srv)
+			srv.decodeMem.wait = 100 * time.Millisecond
+		},
+	})
+	zstdEnc := withHeader("Content-Encoding", "zstd")
+	body := windowFrame(1<<20, []byte("{}"))
+	first := stallUpload(t, e, 1<<20)
+	stallUpload(t, e, 1<<20)
+	waitDecodeMemory(t, s, 2*small)
+
+	r := e.do("POST", "/test/stream", body, zstdEnc)
+	if r.status != 503 || r.errBody(t).Code != wire.CodeUnavailable || r.header["Retry-After"] == "" {
+		t.Fatalf("upload past the decoder memory: status %d, Retry-After %q (%s), want 503 with Retry-After", r.status, r.header["Retry-After"], r.body)
+	}
+	// Bodies read into memory do not take decoder memory.
+	if r := e.do("POST", "/test/body", body, zstdEnc); r.status != 200 {
+		t.Errorf("in-memory body while the decoders are taken: status %d (%s)", r.status, r.body)
+	}
+	first.Close()
+	waitDecodeMemory(t, s, small)
+	if r := e.do("POST", "/test/stream", body, zstdEnc); r.status != 200 {
+		t.Errorf("upload after another ended: status %d (%s)", r.status, r.body)
+	}
+	waitDecodeMemory(t, s, small)
+	r = e.do("POST", "/test/stream", windowFrame(8<<20, []byte("{}")), zstdEnc)
+	if r.status != 400 || !strings.Contains(r.errBody(t).Message, "smaller window") {
+		t.Errorf("window whose decoder is over the budget: status %d (%s), want 400", r.status, r.body)
+	}
+	if got := testutil.ToFloat64(s.decodeMem.refused); got != 1 {
+		t.Errorf("deltasync_decode_memory_refused_total = %v, want 1", got)
 	}
 }

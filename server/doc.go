@@ -135,7 +135,8 @@
 // an oversize body is refused from its headers. On an
 // authUser route, req.Org, req.User and req.Policy are set and the org's
 // offline mode is known to be on. Read bodies with s.readBody (in memory,
-// limits and zstd handled) or s.bodyReader (streamed); answer with writeJSON
+// limits and zstd handled) or s.bodyReader (streamed; its zstd decoder
+// takes memory from the server's budget, decodemem.go); answer with writeJSON
 // or s.setBodyStream; return errors (snapshot sentinels map to statuses,
 // or build one with badRequest, notFound, conflict, ...). Do store I/O with
 // req.Ctx, which survives the start of a graceful shutdown; long polls

@@ -133,6 +133,13 @@ type Options struct {
 	// (over it: 429 and closed); 0, the default, means no such limit, since
 	// behind a load balancer or a carrier NAT many clients share one.
 	MaxConnsPerIP int
+	// MaxDecodeMemory bounds the memory of the zstd decoders of the
+	// compressed uploads (blobs, data sets) decoding at once: each takes
+	// its window's class (1, 8 or 64 MiB, by its first frame's header) for
+	// as long as it lasts; an upload over it waits up to 5 s, then gets 503
+	// with Retry-After. At the default, 256 MiB, 29 uploads compressed with
+	// an 8 MiB window (zstd's default for streams) decode at once.
+	MaxDecodeMemory int64
 	// StoreTimeout is how long one store call may wait for the store, and
 	// StoreMinRate the slowest transfer rate (bytes per second) allowed on
 	// top of it for an object's bytes: a call moving n bytes gets
@@ -190,6 +197,7 @@ func DefaultOptions() Options {
 		WriteTimeout:    30 * time.Minute,
 		IdleTimeout:     2 * time.Minute,
 		HeaderTimeout:   10 * time.Second,
+		MaxDecodeMemory: 256 << 20,
 		MaxHeaderBytes:  DefaultMaxHeaderBytes,
 		StoreTimeout:    deadline.DefaultOptions().Timeout,
 		StoreMinRate:    deadline.DefaultOptions().MinRate,
@@ -227,6 +235,9 @@ func (o *Options) validateGuards() error {
 	}
 	if o.MaxHeaderBytes != 0 && (o.MaxHeaderBytes < minHeaderBytes || o.MaxHeaderBytes > maxHeaderBytes) {
 		return fmt.Errorf("server: max-header-bytes must be %d..%d, not %d", minHeaderBytes, maxHeaderBytes, o.MaxHeaderBytes)
+	}
+	if least := windowClasses[0].cost(); o.MaxDecodeMemory < least {
+		return fmt.Errorf("server: max-decode-memory (%d) must be at least %d bytes (one decoder of the smallest zstd window)", o.MaxDecodeMemory, least)
 	}
 	if o.MaxConns < 0 || o.MaxConnsPerIP < 0 {
 		return fmt.Errorf("server: max-conns (%d) and max-conns-per-ip (%d) must not be negative", o.MaxConns, o.MaxConnsPerIP)

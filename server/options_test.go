@@ -47,6 +47,7 @@ func TestValidate(t *testing.T) {
 		{"short secret", func(o *Options) { o.JWTSecret = []byte("short") }, "at least 32"},
 		{"no store", func(o *Options) { o.Store = nil }, "no store"},
 		{"zero patch limit", func(o *Options) { o.MaxPatchBytes = 0 }, "positive"},
+		{"decode memory under one decoder", func(o *Options) { o.MaxDecodeMemory = 1 << 20 }, "max-decode-memory"},
 		{"zero long poll", func(o *Options) { o.LongPollMax = 0 }, "positive"},
 		{"missing key file", func(o *Options) { o.JWTPublicKeyFiles = []string{"/nonexistent.pem"} }, "read JWT public key"},
 		{"P-384 key", func(o *Options) { o.JWTPublicKeyFiles = []string{p384} }, "P-256"},

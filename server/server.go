@@ -35,7 +35,9 @@ type Server struct {
 	metrics  *metrics
 	settings *settingsCache
 	zdec     *zstd.Decoder // shared; DecodeAll is safe for concurrent use
-	http     *fasthttp.Server
+	// decodeMem bounds the streaming decoders' memory (decodemem.go).
+	decodeMem *decoderMemory
+	http      *fasthttp.Server
 
 	// baseCtx parents every Request.Ctx; it is cancelled when a shutdown
 	// runs out of time (or after it completed), never when it starts.
@@ -89,10 +91,14 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The shared decoder serves readBody, whose largest limit is the patch
-	// limit; streamed bodies (bodyReader) use their own decoders.
+	// The shared decoder serves readBody (decodeAll): it decodes into the
+	// caller's buffer and stops at its capacity, so its memory is the
+	// buffer's whatever window a frame claims (up to streamWindowMax, the
+	// largest any decoder here takes); streamed bodies (bodyReader) use
+	// their own decoders.
 	zdec, err := zstd.NewReader(nil,
-		zstd.WithDecoderMaxMemory(uint64(opts.MaxPatchBytes)),
+		zstd.WithDecoderMaxMemory(streamWindowMax),
+		zstd.WithDecodeAllCapLimit(true),
 		zstd.WithDecoderConcurrency(0))
 	if err != nil {
 		return nil, fmt.Errorf("server: zstd decoder: %w", err)
@@ -118,6 +124,7 @@ func New(opts Options) (*Server, error) {
 		maxConns:    opts.MaxConns,
 		settings:    newSettingsCache(opts.SettingsTTL, opts.Now),
 		zdec:        zdec,
+		decodeMem:   newDecoderMemory(opts.MaxDecodeMemory, m.reg),
 		stopping:    make(chan struct{}),
 		reqIDPrefix: hex.EncodeToString(prefix[:]),
 		manifests:   newManifestCache(256),

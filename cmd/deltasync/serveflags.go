@@ -115,6 +115,8 @@ func (c *serverConfig) registerGuardFlags() {
 	c.intVar(&o.MaxConns, "max-conns",
 		"most client connections open at once, over it 503; 0 derives it from the file-descriptor limit")
 	c.intVar(&o.MaxConnsPerIP, "max-conns-per-ip", "most open connections from one client address, over it 429; 0 for no limit")
+	c.bytesVar(&o.MaxDecodeMemory, "max-decode-memory",
+		"memory for decoding zstd-compressed uploads at once (each takes 1, 8 or 64 MiB by its window); over it an upload waits, then 503")
 	c.durationVar(&o.StoreTimeout, "store-timeout",
 		"longest wait for the store in one call (plus the transfer time at --store-min-rate); past it 503 + Retry-After; 0 for none")
 	c.bytesVar(&o.StoreMinRate, "store-min-rate",
