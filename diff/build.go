@@ -24,7 +24,7 @@ func BuildVersion(ctx context.Context, s snapshot.Store, opts snapshot.BuildOpti
 			return nil, nil, err
 		}
 	}
-	if err := CommitVersion(ctx, s, res.Manifest, cs); err != nil {
+	if err := commitVersion(ctx, s, res.Manifest, res.Parent, cs); err != nil {
 		return nil, nil, err
 	}
 	return res, cs, nil

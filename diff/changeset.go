@@ -67,15 +67,20 @@ const maxChangeSet = 1 << 30
 // the version is claimed, so a writer that loses the race for the version
 // number leaves an unreferenced object behind (which the feed skips) instead
 // of overwriting the winner's. Its time is after the parent's, so one user's
-// versions appear in the feed in order even if replicas' clocks disagree.
-func changesKey(ctx context.Context, s snapshot.Getter, m *snapshot.Manifest, now time.Time) (string, error) {
+// versions appear in the feed in order even if replicas' clocks disagree:
+// parent is the parent's manifest if the caller has it (a replay, a build),
+// else nil and its header is read.
+func changesKey(ctx context.Context, s snapshot.Getter, m, parent *snapshot.Manifest, now time.Time) (string, error) {
 	ms := now.UnixMilli()
 	if m.Parent > 0 {
-		p, err := snapshot.ReadManifestHeader(ctx, s, m.Org, m.User, m.Parent)
-		if err != nil {
-			return "", err
+		if parent == nil || parent.Version != m.Parent {
+			p, err := snapshot.ReadManifestHeader(ctx, s, m.Org, m.User, m.Parent)
+			if err != nil {
+				return "", err
+			}
+			parent = p
 		}
-		if k, ok := snapshot.ParseFeedKey(p.Changes); ok && k.Millis >= ms {
+		if k, ok := snapshot.ParseFeedKey(parent.Changes); ok && k.Millis >= ms {
 			ms = k.Millis + 1
 		}
 	}
@@ -89,15 +94,21 @@ func changesKey(ctx context.Context, s snapshot.Getter, m *snapshot.Manifest, no
 // writer claimed the version first it returns an error matching
 // snapshot.ErrExist.
 func CommitVersion(ctx context.Context, s snapshot.Store, m *snapshot.Manifest, cs *ChangeSet) error {
-	if err := claimVersion(ctx, s, m, cs); err != nil {
+	return commitVersion(ctx, s, m, nil, cs)
+}
+
+// commitVersion is CommitVersion by a caller that may have the parent's
+// manifest (nil if not).
+func commitVersion(ctx context.Context, s snapshot.Store, m, parent *snapshot.Manifest, cs *ChangeSet) error {
+	if err := claimVersion(ctx, s, m, parent, cs); err != nil {
 		return err
 	}
 	snapshot.PutHeadHint(ctx, s, m)
 	return nil
 }
 
-// claimVersion is CommitVersion without the head hint (snapshot.Claim).
-func claimVersion(ctx context.Context, s snapshot.Store, m *snapshot.Manifest, cs *ChangeSet) error {
+// claimVersion is commitVersion without the head hint (snapshot.Claim).
+func claimVersion(ctx context.Context, s snapshot.Store, m, parent *snapshot.Manifest, cs *ChangeSet) error {
 	cs.Org, cs.User, cs.Version, cs.Parent = m.Org, m.User, m.Version, m.Parent
 	if cs.CreatedUnix == 0 {
 		cs.CreatedUnix = m.CreatedUnix
@@ -110,7 +121,7 @@ func claimVersion(ctx context.Context, s snapshot.Store, m *snapshot.Manifest, c
 		return fmt.Errorf("encode change set: %w", err)
 	}
 	data := snapshot.Compress(nil, body)
-	key, err := changesKey(ctx, s, m, time.Now())
+	key, err := changesKey(ctx, s, m, parent, time.Now())
 	if err != nil {
 		return err
 	}

@@ -792,7 +792,7 @@ func (r *replayer) commit(ctx context.Context, headM *snapshot.Manifest, pl *pla
 		return nil, err
 	}
 	cs := &ChangeSet{Kind: r.opts.kind(), Changes: pl.changes, Patch: r.p, Receipts: pl.receipts}
-	if err := claimVersion(ctx, r.s, br.Manifest, cs); err != nil {
+	if err := claimVersion(ctx, r.s, br.Manifest, headM, cs); err != nil {
 		return nil, err
 	}
 	res := newResult(br.Manifest.Version, true, pl.receipts)

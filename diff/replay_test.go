@@ -10,6 +10,7 @@ import (
 	"maps"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/deltasync/deltasync/diff"
@@ -476,5 +477,43 @@ func TestApplyClosesWhatItOpens(t *testing.T) {
 		if opened.Load() == 0 || opened.Load() != closed.Load() {
 			t.Errorf("%s: opened %d bodies, closed %d", tc.name, opened.Load(), closed.Load())
 		}
+	}
+}
+
+// TestPatchReadsTheHeadManifestOnce: the change set's feed key must come
+// after its parent's, which the replay has read already; reading the
+// parent's manifest again cost every patch a store round trip between
+// writing its pack and claiming its version.
+func TestPatchReadsTheHeadManifestOnce(t *testing.T) {
+	ctx := context.Background()
+	mem := memstore.New()
+	seed(t, mem, "u", 20)
+	f := storetest.Wrap(mem)
+	var reads atomic.Int32
+	f.Before = func(_ context.Context, op storetest.Op, key string) error {
+		if (op == storetest.OpGet || op == storetest.OpGetRange) && key == snapshot.ManifestKey("acme", "u", 1) {
+			reads.Add(1)
+		}
+		return nil
+	}
+	p := &diff.Patch{ID: "once", Base: 1, Ops: []diff.Op{mergeOp("tasks/001", `{"status":"done"}`)}}
+	res, err := diff.Apply(ctx, f, applyOpts("u", ""), p)
+	if err != nil || res.Version != 2 {
+		t.Fatalf("apply: %+v, %v", res, err)
+	}
+	if n := reads.Load(); n != 1 {
+		t.Errorf("the patch read version 1's manifest %d times, want 1", n)
+	}
+	// The feed keys of the two versions are in order.
+	m1, err := snapshot.ReadManifest(ctx, mem, "acme", "u", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := snapshot.ReadManifest(ctx, mem, "acme", "u", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(m1.Changes < m2.Changes) || m2.Changes == "" {
+		t.Errorf("feed keys out of order: %q then %q", m1.Changes, m2.Changes)
 	}
 }
