@@ -197,7 +197,7 @@ func Apply(ctx context.Context, s snapshot.Store, opts ApplyOptions, p *Patch) (
 	if err != nil {
 		return nil, err
 	}
-	r := &replayer{s: s, opts: opts, p: &q, hash: hash, idHash: idHash(opts.idNamespace() + q.ID)}
+	r := &replayer{s: newPackMemo(s), opts: opts, p: &q, hash: hash, idHash: idHash(opts.idNamespace() + q.ID)}
 	if lerr := q.CheckLimits(opts.Limits); lerr != nil {
 		// The limits may have become stricter since this patch was
 		// applied (its answer lost): a retry still gets that answer.

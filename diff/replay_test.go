@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"strings"
 	"sync"
@@ -515,5 +516,51 @@ func TestPatchReadsTheHeadManifestOnce(t *testing.T) {
 	}
 	if !(m1.Changes < m2.Changes) || m2.Changes == "" {
 		t.Errorf("feed keys out of order: %q then %q", m1.Changes, m2.Changes)
+	}
+}
+
+// TestPatchReadsEachPackByteOnce: planning a patch reads the chunks that
+// hold its keys, and building the new version reads them again to rebuild
+// them; packs never change, so the second read is the first's bytes, not
+// another store round trip.
+func TestPatchReadsEachPackByteOnce(t *testing.T) {
+	ctx := context.Background()
+	mem := memstore.New()
+	seed(t, mem, "u", 2000)
+	f := storetest.Wrap(mem)
+	var mu sync.Mutex
+	reads := map[string]map[int64]int{} // pack -> byte offset -> reads
+	f.GetRangeFunc = func(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+		mu.Lock()
+		if reads[key] == nil {
+			reads[key] = map[int64]int{}
+		}
+		for i := off; i < off+n; i++ {
+			reads[key][i]++
+		}
+		mu.Unlock()
+		return mem.GetRange(ctx, key, off, n)
+	}
+	p := &diff.Patch{ID: "a", Base: 1, Ops: []diff.Op{mergeOp("tasks/1001", `{"status":"done"}`), mergeOp("tasks/1500", `{"n":0}`)}}
+	if _, err := diff.Apply(ctx, f, applyOpts("u", ""), p); err != nil {
+		t.Fatal(err)
+	}
+	if len(reads) == 0 {
+		t.Fatal("no pack read")
+	}
+	for key, bytes := range reads {
+		twice := 0
+		for _, n := range bytes {
+			if n > 1 {
+				twice++
+			}
+		}
+		if twice > 0 {
+			t.Errorf("%s: %d of the %d bytes read were read more than once", key, twice, len(bytes))
+		}
+	}
+	got := readAll(t, mem, "u", 2)
+	if string(got["tasks/1001"]) != `{"n":1001,"status":"done","title":"task 1001"}` || string(got["tasks/1500"]) != `{"n":0,"status":"open","title":"task 1500"}` {
+		t.Errorf("records after the patch: %s, %s", got["tasks/1001"], got["tasks/1500"])
 	}
 }
