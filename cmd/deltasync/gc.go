@@ -50,6 +50,7 @@ func runGC(ctx context.Context, e *env, args []string) error {
 	}
 	o.PerUser = perUser
 	o.Logger = warnLogger(e)
+	so.existing = true
 	s, err := openStore(ctx, e, so, o.Logger)
 	if err != nil {
 		return err

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +38,10 @@ type storeOptions struct {
 	// conditional-write probe (logged on every start).
 	UnsafeNoConditionalWrites bool
 	envErr                    error // a bad environment value, reported by openStore
+	// existing: the command only cleans up what is there (gc), so a
+	// directory store that does not exist is a mistyped --store, refused
+	// rather than created empty and reported clean.
+	existing bool
 }
 
 // registerUnsafe registers --unsafe-no-conditional-writes, defaulting to
@@ -63,6 +69,11 @@ func openStore(ctx context.Context, e *env, o storeOptions, log *slog.Logger) (s
 	loc, err := storeurl.Parse(o.Store)
 	if err != nil {
 		return nil, &usageError{msg: "--store: " + err.Error()}
+	}
+	if loc.Scheme == "file" && o.existing {
+		if _, err := os.Stat(loc.Path); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("store %s: directory %s does not exist (check --store; this command never creates a store)", storeurl.Redact(o.Store), loc.Path)
+		}
 	}
 	var so storeurl.Options
 	where := storeurl.Redact(o.Store)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -336,4 +337,17 @@ func hungWrites(s snapshot.Store) snapshot.Store {
 		return snapshot.ObjectInfo{}, ctx.Err()
 	}
 	return f
+}
+
+// TestGCRefusesAMissingStoreDirectory: gc at a mistyped directory created
+// it and reported a clean run (0 users scanned), exit 0.
+func TestGCRefusesAMissingStoreDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "typo")
+	_, stderr, code := runIn(t, nil, "gc", "--store", "file://"+dir, "--keep-versions", "1")
+	if code != exitFailure || !strings.Contains(stderr, "does not exist") {
+		t.Errorf("gc on a missing directory: exit %d, stderr %q; want exit 1 naming it", code, stderr)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("gc created the store directory (%v)", err)
+	}
 }
