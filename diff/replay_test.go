@@ -11,7 +11,6 @@ import (
 	"maps"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	"github.com/deltasync/deltasync/diff"
@@ -481,74 +480,50 @@ func TestApplyClosesWhatItOpens(t *testing.T) {
 	}
 }
 
-// TestPatchReadsTheHeadManifestOnce: the change set's feed key must come
-// after its parent's, which the replay has read already; reading the
-// parent's manifest again cost every patch a store round trip between
-// writing its pack and claiming its version.
-func TestPatchReadsTheHeadManifestOnce(t *testing.T) {
-	ctx := context.Background()
-	mem := memstore.New()
-	seed(t, mem, "u", 20)
-	f := storetest.Wrap(mem)
-	var reads atomic.Int32
-	f.Before = func(_ context.Context, op storetest.Op, key string) error {
-		if (op == storetest.OpGet || op == storetest.OpGetRange) && key == snapshot.ManifestKey("acme", "u", 1) {
-			reads.Add(1)
-		}
-		return nil
-	}
-	p := &diff.Patch{ID: "once", Base: 1, Ops: []diff.Op{mergeOp("tasks/001", `{"status":"done"}`)}}
-	res, err := diff.Apply(ctx, f, applyOpts("u", ""), p)
-	if err != nil || res.Version != 2 {
-		t.Fatalf("apply: %+v, %v", res, err)
-	}
-	if n := reads.Load(); n != 1 {
-		t.Errorf("the patch read version 1's manifest %d times, want 1", n)
-	}
-	// The feed keys of the two versions are in order.
-	m1, err := snapshot.ReadManifest(ctx, mem, "acme", "u", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m2, err := snapshot.ReadManifest(ctx, mem, "acme", "u", 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !(m1.Changes < m2.Changes) || m2.Changes == "" {
-		t.Errorf("feed keys out of order: %q then %q", m1.Changes, m2.Changes)
-	}
-}
-
-// TestPatchReadsEachPackByteOnce: planning a patch reads the chunks that
-// hold its keys, and building the new version reads them again to rebuild
-// them; packs never change, so the second read is the first's bytes, not
-// another store round trip.
-func TestPatchReadsEachPackByteOnce(t *testing.T) {
+// TestPatchReadsNothingTwice: a patch reads its base manifest once (the
+// change set's feed key must come after the parent's, whose manifest the
+// replay has read already) and each pack byte once (planning reads the
+// chunks that hold its keys, and building the new version reads them again
+// to rebuild them; packs never change). Each second read was a store round
+// trip between writing the pack and claiming the version.
+func TestPatchReadsNothingTwice(t *testing.T) {
 	ctx := context.Background()
 	mem := memstore.New()
 	seed(t, mem, "u", 2000)
 	f := storetest.Wrap(mem)
 	var mu sync.Mutex
-	reads := map[string]map[int64]int{} // pack -> byte offset -> reads
+	manifestReads := 0
+	packReads := map[string]map[int64]int{} // pack -> byte offset -> reads
+	f.Before = func(_ context.Context, op storetest.Op, key string) error {
+		if (op == storetest.OpGet || op == storetest.OpGetRange) && key == snapshot.ManifestKey("acme", "u", 1) {
+			mu.Lock()
+			manifestReads++
+			mu.Unlock()
+		}
+		return nil
+	}
 	f.GetRangeFunc = func(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
 		mu.Lock()
-		if reads[key] == nil {
-			reads[key] = map[int64]int{}
+		if packReads[key] == nil {
+			packReads[key] = map[int64]int{}
 		}
 		for i := off; i < off+n; i++ {
-			reads[key][i]++
+			packReads[key][i]++
 		}
 		mu.Unlock()
 		return mem.GetRange(ctx, key, off, n)
 	}
 	p := &diff.Patch{ID: "a", Base: 1, Ops: []diff.Op{mergeOp("tasks/1001", `{"status":"done"}`), mergeOp("tasks/1500", `{"n":0}`)}}
-	if _, err := diff.Apply(ctx, f, applyOpts("u", ""), p); err != nil {
-		t.Fatal(err)
+	if res, err := diff.Apply(ctx, f, applyOpts("u", ""), p); err != nil || res.Version != 2 {
+		t.Fatalf("apply: %+v, %v", res, err)
 	}
-	if len(reads) == 0 {
+	if manifestReads != 1 {
+		t.Errorf("the patch read version 1's manifest %d times, want 1", manifestReads)
+	}
+	if len(packReads) == 0 {
 		t.Fatal("no pack read")
 	}
-	for key, bytes := range reads {
+	for key, bytes := range packReads {
 		twice := 0
 		for _, n := range bytes {
 			if n > 1 {
@@ -562,5 +537,17 @@ func TestPatchReadsEachPackByteOnce(t *testing.T) {
 	got := readAll(t, mem, "u", 2)
 	if string(got["tasks/1001"]) != `{"n":1001,"status":"done","title":"task 1001"}` || string(got["tasks/1500"]) != `{"n":0,"status":"open","title":"task 1500"}` {
 		t.Errorf("records after the patch: %s, %s", got["tasks/1001"], got["tasks/1500"])
+	}
+	// The feed keys of the two versions are in order.
+	m1, err := snapshot.ReadManifestHeader(ctx, mem, "acme", "u", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2, err := snapshot.ReadManifestHeader(ctx, mem, "acme", "u", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2.Changes == "" || m1.Changes >= m2.Changes {
+		t.Errorf("feed keys out of order: %q then %q", m1.Changes, m2.Changes)
 	}
 }
