@@ -87,6 +87,18 @@ func (s *Server) readBody(ctx *fasthttp.RequestCtx, limit int64) ([]byte, error)
 	return s.decodeAll(raw, limit)
 }
 
+// newBodyDecoder makes the shared decoder of readBody (decodeAll): it
+// decodes into the caller's buffer and stops at its capacity, so its
+// memory is the buffer's whatever window a frame claims (up to
+// streamWindowMax, the largest any decoder here takes); streamed bodies
+// (bodyReader) use their own decoders.
+func newBodyDecoder() (*zstd.Decoder, error) {
+	return zstd.NewReader(nil,
+		zstd.WithDecoderMaxMemory(streamWindowMax),
+		zstd.WithDecodeAllCapLimit(true),
+		zstd.WithDecoderConcurrency(0))
+}
+
 // decodeAll decodes a zstd body held in memory, up to limit decoded bytes,
 // into a buffer sized by what it decodes to: the shared decoder writes
 // into the output itself (no window buffer) and stops at the buffer's

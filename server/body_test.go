@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/bits"
@@ -311,4 +312,56 @@ func TestStreamedUploadsShareTheDecoderMemory(t *testing.T) {
 	if got := testutil.ToFloat64(s.decodeMem.refused); got != 1 {
 		t.Errorf("deltasync_decode_memory_refused_total = %v, want 1", got)
 	}
+}
+
+// FuzzDecodeAll: a zstd body read into memory decodes to exactly what an
+// unbounded decoder gives when that fits the limit, is 413 when that is
+// longer than the limit, and 400 when it does not decode; never anything
+// else, whatever window or content size its frames claim.
+func FuzzDecodeAll(f *testing.F) {
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(enc.EncodeAll([]byte(`{"ops":[]}`), nil))
+	f.Add(enc.EncodeAll(bytes.Repeat([]byte("ab"), 800), nil))
+	f.Add(windowFrame(64<<20, []byte("{}")))
+	f.Add(windowFrame(1<<10, bytes.Repeat([]byte("x"), 1500)))
+	var buf bytes.Buffer
+	w, _ := zstd.NewWriter(&buf)
+	w.Write(bytes.Repeat([]byte("z"), 5000))
+	w.Close()
+	f.Add(buf.Bytes())
+	zdec, err := newBodyDecoder()
+	if err != nil {
+		f.Fatal(err)
+	}
+	// The reference takes every window the server does; a body it finds
+	// over its memory (64 MiB) is over the limit too.
+	ref, err := zstd.NewReader(nil, zstd.WithDecoderMaxMemory(streamWindowMax), zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		f.Fatal(err)
+	}
+	s := &Server{zdec: zdec}
+	const limit = 1000
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		out, err := s.decodeAll(raw, limit)
+		want, rerr := ref.DecodeAll(raw, nil)
+		if errors.Is(rerr, zstd.ErrDecoderSizeExceeded) {
+			want, rerr = make([]byte, limit+1), nil
+		}
+		var he *httpError
+		switch {
+		case err == nil:
+			if rerr != nil || !bytes.Equal(out, want) {
+				t.Fatalf("decoded %d bytes; an unbounded decoder gives %d (%v)", len(out), len(want), rerr)
+			}
+		case !errors.As(err, &he) || (he.Status != 400 && he.Status != 413):
+			t.Fatalf("error %v, want a 400 or 413", err)
+		case rerr == nil && len(want) <= limit:
+			t.Fatalf("refused (%v) a body that decodes to %d bytes", err, len(want))
+		case rerr == nil && he.Status != 413:
+			t.Fatalf("a body that decodes to %d bytes is %d, want 413", len(want), he.Status)
+		}
+	})
 }

@@ -91,15 +91,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The shared decoder serves readBody (decodeAll): it decodes into the
-	// caller's buffer and stops at its capacity, so its memory is the
-	// buffer's whatever window a frame claims (up to streamWindowMax, the
-	// largest any decoder here takes); streamed bodies (bodyReader) use
-	// their own decoders.
-	zdec, err := zstd.NewReader(nil,
-		zstd.WithDecoderMaxMemory(streamWindowMax),
-		zstd.WithDecodeAllCapLimit(true),
-		zstd.WithDecoderConcurrency(0))
+	zdec, err := newBodyDecoder()
 	if err != nil {
 		return nil, fmt.Errorf("server: zstd decoder: %w", err)
 	}
