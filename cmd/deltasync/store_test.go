@@ -185,6 +185,7 @@ func TestServeRefusesSampleSecretFromDeployEnv(t *testing.T) {
 func TestStartupProbeRefusesStoreIgnoringConditions(t *testing.T) {
 	for name, args := range storeCommands(t) {
 		dir := filepath.Join(t.TempDir(), "store")
+		mustMkdir(t, dir) // gc refuses a missing one before the probe
 		var out, errb bytes.Buffer
 		e := testEnv(nil, &out, &errb)
 		e.wrapStore = func(s snapshot.Store) snapshot.Store { return storetest.IgnoreConditions(s) }
@@ -205,6 +206,7 @@ func TestUnsafeNoConditionalWritesStartsAndSaysSoEveryTime(t *testing.T) {
 	cmds := storeCommands(t)
 	for _, name := range []string{"build", "gc"} {
 		dir := filepath.Join(t.TempDir(), "store")
+		mustMkdir(t, dir)
 		for run := range 2 {
 			var out, errb bytes.Buffer
 			e := testEnv(nil, &out, &errb)
@@ -349,5 +351,12 @@ func TestGCRefusesAMissingStoreDirectory(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("gc created the store directory (%v)", err)
+	}
+}
+
+func mustMkdir(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
 	}
 }
