@@ -1,12 +1,15 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"strings"
 	"testing"
 
+	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/internal/gen"
+	"github.com/deltasync/deltasync/wire"
 )
 
 // This file holds the probes of session 6's red team (issue 16): what a
@@ -21,16 +24,8 @@ import (
 func TestPatchOfManyMergesOnABigRecordIsCheap(t *testing.T) {
 	e := newTestEnv(t, envConfig{})
 	e.enableOrg("acme")
-	var big strings.Builder
-	big.WriteByte('{')
-	for i := range 20_000 { // about 300 KB
-		if i > 0 {
-			big.WriteByte(',')
-		}
-		fmt.Fprintf(&big, `"f%06d":%d`, i, i)
-	}
-	big.WriteByte('}')
-	e.upload("acme", "alice", []gen.Record{{Key: "big", Value: []byte(big.String())}})
+	big := bigObject(20_000) // about 300 KB
+	e.upload("acme", "alice", []gen.Record{{Key: "big", Value: big}})
 	tok := userToken(t, "acme", "alice")
 
 	patch := func(id string, base, merges int) uint64 {
@@ -53,6 +48,67 @@ func TestPatchOfManyMergesOnABigRecordIsCheap(t *testing.T) {
 	many := patch("many", 2, 300)
 	if many > 3*one {
 		t.Errorf("a patch of 300 merges on a %d-byte record allocated %d bytes, one merge %d: want at most 3 times",
-			big.Len(), many, one)
+			len(big), many, one)
 	}
+}
+
+// TestManyConflictingEditsOfABigRecordCarryItsValuesOnce: the ops of one
+// patch on one key that conflict share both sides' values, which their
+// answer (and the stored answer and the change set) carries once, not once
+// per op: 10,000 conflicting merges on a 16 MiB record made each of the
+// three 320 GB (the server runs out of memory), and even ten of them make
+// an answer over what a client reads (its patch stuck for ever).
+func TestManyConflictingEditsOfABigRecordCarryItsValuesOnce(t *testing.T) {
+	e := newTestEnv(t, envConfig{})
+	e.client.MaxResponseBodySize = 1 << 30 // the old answer, to measure it
+	e.enableOrg("acme")
+	big := bigObject(20_000)
+	e.upload("acme", "alice", []gen.Record{{Key: "big", Value: big}})
+	tok := userToken(t, "acme", "alice")
+	if r := e.do("POST", "/v1/patches", []byte(`{"id":"srv","base":1,"ops":[{"op":"merge","key":"big","patch":{"f000000":"server"}}]}`),
+		withToken(tok)); r.status != 200 {
+		t.Fatalf("first patch: %d %s", r.status, r.body)
+	}
+	const n = 100
+	ops := make([]string, n)
+	for i := range ops {
+		ops[i] = fmt.Sprintf(`{"op":"merge","key":"big","patch":{"f000000":"client %d"}}`, i)
+	}
+	r := e.do("POST", "/v1/patches", fmt.Appendf(nil, `{"id":"dev","base":1,"ops":[%s]}`, strings.Join(ops, ",")), withToken(tok))
+	if r.status != 200 {
+		t.Fatalf("conflicting patch: %d %.300s", r.status, r.body)
+	}
+	var pr wire.PatchResponse
+	if err := json.Unmarshal(r.body, &pr); err != nil {
+		t.Fatal(err)
+	}
+	if len(pr.Receipts) != n {
+		t.Fatalf("%d receipts, want %d", len(pr.Receipts), n)
+	}
+	for i, rc := range pr.Receipts {
+		if rc.Status != diff.StatusConflict {
+			t.Fatalf("receipt %d: %+v, want a conflict", i, rc)
+		}
+	}
+	last := pr.Receipts[n-1]
+	if !strings.Contains(string(last.ClientValue), `"client 99"`) || !strings.Contains(string(last.ServerValue), `"server"`) {
+		t.Errorf("the key's last receipt lacks the two sides: client %.80s server %.80s", last.ClientValue, last.ServerValue)
+	}
+	if most := 5 * len(big); len(r.body) > most { // both sides, in the receipts and the conflicts
+		t.Errorf("answer of %d bytes to %d conflicting edits of a %d-byte record, want at most %d", len(r.body), n, len(big), most)
+	}
+}
+
+// bigObject is a canonical JSON object of n small members.
+func bigObject(n int) []byte {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"f%06d":%d`, i, i)
+	}
+	b.WriteByte('}')
+	return []byte(b.String())
 }
