@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"runtime"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/internal/gen"
+	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/wire"
 )
 
@@ -111,4 +114,54 @@ func bigObject(n int) []byte {
 	}
 	b.WriteByte('}')
 	return []byte(b.String())
+}
+
+// TestFragmentedUploadIsRestartedNotListedForEver: every PATCH of an
+// upload lists its parts, and a PATCH of one byte stores a part of one
+// byte, so an upload sent a byte at a time cost a LIST of all its parts
+// (and memory for them) per request, quadratic in the bytes sent, and
+// one object per byte. An upload has at most as many parts as its length
+// needs plus maxUploadBreaks (for connections that broke); a PATCH past
+// that is refused (409) and storing nothing, and creating the upload again
+// starts it over.
+func TestFragmentedUploadIsRestartedNotListedForEver(t *testing.T) {
+	e, tok := blobEnv(t, nil)
+	b, hexd := blobOf(t, 4<<10) // one part of 64 KiB
+	if r := e.createUpload(tok, hexd, len(b)); r.status != 201 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	most := 1 + maxUploadBreaks
+	off := 0
+	for ; off < most; off++ {
+		if r := e.patchUpload(tok, hexd, off, b[off:off+1]); r.status != 204 {
+			t.Fatalf("PATCH of byte %d: %d %s", off, r.status, r.body)
+		}
+	}
+	r := e.patchUpload(tok, hexd, off, b[off:off+1])
+	if r.status != 409 || !strings.Contains(r.errBody(t).Message, "start it over") {
+		t.Fatalf("PATCH past %d parts: %d %s, want 409", most, r.status, r.body)
+	}
+	if n := countObjects(t, e, snapshot.BlobUploadPrefix("acme", "alice", hexd)); n > most+1 { // the parts and the info
+		t.Errorf("%d objects under the upload, want at most %d", n, most+1)
+	}
+	r = e.createUpload(tok, hexd, len(b))
+	if r.status != 201 || r.header[wire.HeaderUploadOffset] != "0" {
+		t.Fatalf("create again: %d %v %s, want 201 at offset 0", r.status, r.header, r.body)
+	}
+	if r := e.patchUpload(tok, hexd, 0, b); r.status != 204 {
+		t.Fatalf("whole PATCH after the restart: %d %s", r.status, r.body)
+	}
+	if r := e.getBlob(tok, hexd); r.status != 200 || !bytes.Equal(r.body, b) {
+		t.Fatalf("blob after the restart: %d", r.status)
+	}
+}
+
+// countObjects counts the objects of e's store under prefix.
+func countObjects(t *testing.T, e *testEnv, prefix string) int {
+	t.Helper()
+	n := 0
+	if err := e.store.List(context.Background(), prefix, func(snapshot.ObjectInfo) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
