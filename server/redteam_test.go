@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/internal/gen"
@@ -164,4 +167,54 @@ func countObjects(t *testing.T, e *testEnv, prefix string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestStalledDownloadsOfOneUserAreBounded: a delta pack being sent holds
+// about 7 MiB until its client has read it or WriteTimeout (30 minutes)
+// ends it, so one token opening downloads it never reads could hold any
+// amount of memory. A user has at most maxPacksPerUser packs under way on
+// a replica; one more is answered 429 with Retry-After (the client backs
+// off), and a slot is free again once its client leaves.
+func TestStalledDownloadsOfOneUserAreBounded(t *testing.T) {
+	e := newTestEnv(t, envConfig{})
+	e.client.MaxResponseBodySize = 64 << 20
+	e.enableOrg("acme")
+	e.upload("acme", "alice", gen.Dataset(gen.Options{Size: 4 << 20, Seed: 5}))
+	tok := userToken(t, "acme", "alice")
+	var stalled []net.Conn
+	for range maxPacksPerUser {
+		c, err := e.ln.Dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		stalled = append(stalled, c)
+		fmt.Fprintf(c, "GET /v1/sync?from=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", tok)
+		// Read the status line, then nothing more: the pack stalls in
+		// the connection's buffers.
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line := make([]byte, len("HTTP/1.1 200"))
+		if _, err := io.ReadFull(c, line); err != nil || string(line) != "HTTP/1.1 200" {
+			t.Fatalf("stalled download: %q %v", line, err)
+		}
+	}
+	r := e.do("GET", "/v1/sync?from=0", nil, withToken(tok))
+	if r.status != 429 || r.header["Retry-After"] == "" {
+		t.Fatalf("download %d while %d stall: %d (Retry-After %q), want 429", maxPacksPerUser+1, maxPacksPerUser, r.status, r.header["Retry-After"])
+	}
+	r.errBody(t)
+	if r := e.do("GET", "/v1/sync?from=0", nil, withToken(userToken(t, "acme", "bob"))); r.status == 429 {
+		t.Errorf("another user's download: 429")
+	}
+	for _, c := range stalled {
+		c.Close()
+	}
+	waitUntil(t, "the stalled downloads' slots are free", func() bool {
+		e.s.packs.mu.Lock()
+		defer e.s.packs.mu.Unlock()
+		return len(e.s.packs.sending) == 0
+	})
+	if r := e.do("GET", "/v1/sync?from=0", nil, withToken(tok)); r.status != 200 {
+		t.Errorf("download after the stalled ones left: %d %.200s", r.status, r.body)
+	}
 }

@@ -54,6 +54,7 @@ type Server struct {
 	chunks    *chunkCache
 	unrefd    notReferenced // blobs_read.go
 	limiter   *userLimiter  // nil: no limit
+	packs     packSlots     // delta packs being sent, per user (sync.go)
 
 	guards   *guardMetrics
 	maxConns int          // Options.MaxConns, or the default derived from RLIMIT_NOFILE
