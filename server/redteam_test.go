@@ -218,3 +218,41 @@ func TestStalledDownloadsOfOneUserAreBounded(t *testing.T) {
 		t.Errorf("download after the stalled ones left: %d %.200s", r.status, r.body)
 	}
 }
+
+// TestMalformedRequestsEchoNoHeaders: fasthttp's error for a request it
+// cannot parse carries a copy of the request, headers and all; the server
+// put it in its 400 answer and in a WARN log line, so a bearer token (or a
+// secret header a proxy adds) went back to the client and into the logs
+// whenever a client or a middlebox sent a malformed header. The answer
+// and the logs keep the cause, not the copy.
+func TestMalformedRequestsEchoNoHeaders(t *testing.T) {
+	e := newTestEnv(t, envConfig{})
+	tok := userToken(t, "acme", "alice")
+	secret := tok[strings.LastIndexByte(tok, '.')+1:] // the signature
+	head := "Host: x\r\nAuthorization: Bearer " + tok + "\r\nX-Proxy-Secret: hunter2-" + secret + "\r\n"
+	cases := map[string]string{
+		"transfer-encoding":      "POST /v1/patches HTTP/1.1\r\n" + head + "Transfer-Encoding: chunked, identity\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"duplicate length":       "POST /v1/patches HTTP/1.1\r\n" + head + "Content-Length: 5\r\nContent-Length: 50\r\n\r\nhello",
+		"bad length":             "GET /v1/status HTTP/1.1\r\n" + head + "Content-Length: x\r\n\r\n",
+		"header without a colon": "GET /v1/status HTTP/1.1\r\n" + head + "Bad Header\r\n\r\n",
+		"bad version":            "GET /v1/status HTTP/1.1 extra\r\n" + head + "\r\n",
+	}
+	for name, raw := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := e.hostileDo(t, hostileCase{raw: []byte(raw)})
+			if r.status != 400 {
+				t.Errorf("status %d, want 400", r.status)
+			}
+			if d := r.errBody(t); strings.Contains(d.Message, secret) {
+				t.Errorf("the answer echoes the request's headers: %.300s", d.Message)
+			}
+		})
+	}
+	if strings.Contains(e.logs.String(), secret) {
+		for _, l := range strings.Split(e.logs.String(), "\n") {
+			if strings.Contains(l, secret) {
+				t.Errorf("a log line holds the request's headers: %.300s", l)
+			}
+		}
+	}
+}
