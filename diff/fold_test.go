@@ -269,3 +269,27 @@ func mustMarshal(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// BenchmarkFoldMergesOnABigValue folds 100 small merges onto a 1.7 MB
+// record (the cost a patch of 100 edits of one big record has on the
+// server's replay and on a device's view).
+func BenchmarkFoldMergesOnABigValue(b *testing.B) {
+	val := wideObject(100_000)
+	ops := make([]Op, 100)
+	for i := range ops {
+		ops[i] = Op{Op: OpMerge, Patch: fmt.Appendf(nil, `{"k%07d":null,"n%d":true}`, i, i)}
+	}
+	b.SetBytes(int64(len(val)))
+	b.ReportAllocs()
+	for b.Loop() {
+		f := NewFold(val, snapshot.MaxValueLen)
+		for i := range ops {
+			if _, err := f.Apply(&ops[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := f.Value(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
