@@ -15,6 +15,7 @@ import (
 	"github.com/deltasync/deltasync/diff"
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/snapshot/memstore"
 	"github.com/deltasync/deltasync/wire"
 )
 
@@ -260,5 +261,37 @@ func TestMalformedRequestsEchoNoHeaders(t *testing.T) {
 				t.Errorf("a log line holds the request's headers: %.300s", l)
 			}
 		}
+	}
+}
+
+// TestOrgFeedLongPollWalksABoundedPartOfTheFeed: an org's feed is read by
+// walking the deployment's feed and passing other orgs' entries by name,
+// and a long poll that passed some walked on at once, for as long as its
+// wait: an org admin sending an old cursor with wait=60s made the server
+// list the whole deployment's feed history, every request. A long poll
+// walks on at most maxOrgFeedPasses times, then answers the cursor it
+// reached (an empty page; the reader continues from it).
+func TestOrgFeedLongPollWalksABoundedPartOfTheFeed(t *testing.T) {
+	mem := memstore.New()
+	e := feedEnv(t, envConfig{store: mem})
+	e.enableOrg("acme")
+	// Other orgs' entries, more than a long poll may pass: names only
+	// (they are passed unread).
+	const others = (maxOrgFeedPasses + 2) * 10_000 // ReadFeed examines 10,000 names a walk
+	start := time.Now().Add(-time.Hour).UnixMilli()
+	for i := range others {
+		key := snapshot.FeedKey(start+int64(i/4), "globex", fmt.Sprintf("u%d", i%4), uint64(i/4+1), "n")
+		if _, err := mem.Put(context.Background(), key, bytes.NewReader(nil), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok := orgAdminToken(t, "acme")
+	p := e.orgFeed("acme", tok, "", 100, 2*time.Second)
+	if len(p.Entries) != 0 || p.Next == "" {
+		t.Fatalf("long poll: %d entries, next %q; want none and a cursor past others' entries", len(p.Entries), p.Next)
+	}
+	// The poll stopped short of the end, so reading on moves on.
+	if q := e.orgFeed("acme", tok, p.Next, 100, 0); q.Next == p.Next {
+		t.Errorf("the long poll walked the whole feed (%d entries of another org) before answering", others)
 	}
 }
