@@ -374,7 +374,7 @@ func parseRange(h string, size int64) (off, n int64, partial bool, err error) {
 	}
 	if a == "" { // the last b bytes
 		k, err := strconv.ParseInt(b, 10, 64)
-		if err != nil || k <= 0 {
+		if err != nil || k <= 0 || size == 0 { // no byte of an empty blob to send
 			return 0, 0, false, bad
 		}
 		k = min(k, size)

@@ -295,3 +295,25 @@ func TestOrgFeedLongPollWalksABoundedPartOfTheFeed(t *testing.T) {
 		t.Errorf("the long poll walked the whole feed (%d entries of another org) before answering", others)
 	}
 }
+
+// TestSuffixRangeOfAnEmptyBlobIs416: "bytes=-N" of an empty blob was
+// answered 206 with "Content-Range: bytes 0--1/0"; no range of an empty
+// blob can be satisfied (RFC 9110 §14.1.2), as "bytes=0-" already was.
+func TestSuffixRangeOfAnEmptyBlobIs416(t *testing.T) {
+	e, tok := blobEnv(t, nil)
+	_, hexd := blobOf(t, 0)
+	if r := e.createUpload(tok, hexd, 0); r.status != 201 && r.status != 200 {
+		t.Fatalf("create an empty blob: %d %s", r.status, r.body)
+	}
+	if r := e.getBlob(tok, hexd); r.status != 200 || len(r.body) != 0 {
+		t.Fatalf("GET the empty blob: %d %q", r.status, r.body)
+	}
+	for _, rg := range []string{"bytes=-1", "bytes=0-", "bytes=0-0"} {
+		r := e.getBlob(tok, hexd, withHeader("Range", rg))
+		if r.status != 416 {
+			t.Errorf("%s of an empty blob: %d (Content-Range %q), want 416", rg, r.status, r.header["Content-Range"])
+			continue
+		}
+		r.errBody(t)
+	}
+}
