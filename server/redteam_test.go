@@ -16,6 +16,7 @@ import (
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
 	"github.com/deltasync/deltasync/snapshot/memstore"
+	"github.com/deltasync/deltasync/snapshot/storetest"
 	"github.com/deltasync/deltasync/wire"
 )
 
@@ -315,5 +316,35 @@ func TestSuffixRangeOfAnEmptyBlobIs416(t *testing.T) {
 			continue
 		}
 		r.errBody(t)
+	}
+}
+
+// TestBlobStrangerCostsOneDataSetReadWhateverTheBlob: asking for blobs of
+// the org one may not read read one's whole data set once per blob asked
+// for (remembered for 4,096 blobs of all users together): a user cycling
+// through blob hashes of the org (a well-known file's, or their own other
+// account's) made every 404 cost a read of their data set. The blobs a
+// head version references are read once per head version, for all blobs.
+func TestBlobStrangerCostsOneDataSetReadWhateverTheBlob(t *testing.T) {
+	e, alice := blobEnv(t, nil)
+	bob := userToken(t, "acme", "bob")
+	e.upload("acme", "bob", gen.Dataset(gen.Options{Size: 64 << 10, Seed: 3}))
+	var hs []string
+	for range 5 {
+		b, h := blobOf(t, 1000)
+		e.uploadBlob(alice, b, h)
+		hs = append(hs, h)
+	}
+	if r := e.getBlob(bob, hs[0]); r.status != 404 {
+		t.Fatalf("bob reads alice's blob: %d", r.status)
+	}
+	before := e.store.Calls(storetest.OpGetRange)
+	for _, h := range hs[1:] {
+		if r := e.getBlob(bob, h); r.status != 404 {
+			t.Fatalf("bob reads alice's blob: %d", r.status)
+		}
+	}
+	if n := e.store.Calls(storetest.OpGetRange) - before; n != 0 {
+		t.Errorf("refusing 4 more blobs read packs %d times, want 0 (the data set was read for the first)", n)
 	}
 }

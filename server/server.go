@@ -53,9 +53,9 @@ type Server struct {
 	manifests *manifestCache
 	heads     *headCache
 	chunks    *chunkCache
-	unrefd    notReferenced // blobs_read.go
-	limiter   *userLimiter  // nil: no limit
-	packs     packSlots     // delta packs being sent, per user (sync.go)
+	headRefs  headRefs     // blobs_read.go
+	limiter   *userLimiter // nil: no limit
+	packs     packSlots    // delta packs being sent, per user (sync.go)
 
 	guards   *guardMetrics
 	maxConns int          // Options.MaxConns, or the default derived from RLIMIT_NOFILE
