@@ -112,7 +112,7 @@ func newHTTPClient(dial, header time.Duration) *http.Client {
 }
 
 // maxJSONAnswer bounds a JSON answer (receipts may carry values of up to
-// 16 MiB each on both sides).
+// 16 MiB each on both sides, once per key: diff.Receipt).
 const maxJSONAnswer = 256 << 20
 
 // request sends one request to the configured server. A non-2xx answer is

@@ -111,6 +111,7 @@ func (c *Client) sendPatch(ctx context.Context, p *inflightPatch, edits []*edit,
 	var applied []uint64
 	gone := map[uint64]bool{}
 	var conflicts []Conflict
+	diff.ShareConflictSides(pr.Receipts)
 	for _, r := range pr.Receipts {
 		if r.Index < 0 || r.Index >= len(edits) {
 			continue
@@ -250,6 +251,7 @@ func (c *Client) patchRejected(p *inflightPatch, edits []*edit, hb *httpErrorWit
 	if len(rs) == 0 {
 		rs = body.Receipts
 	}
+	diff.ShareConflictSides(rs)
 	var cs []Conflict
 	for _, r := range rs {
 		if r.Status != diff.StatusConflict || r.Index < 0 || r.Index >= len(edits) {

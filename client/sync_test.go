@@ -591,3 +591,31 @@ func TestDamagedChunkListIsRepairedByRefetching(t *testing.T) {
 		})
 	}
 }
+
+// TestEveryConflictingEditOfAKeyKeepsBothSides: the server sends the two
+// sides of a key's conflict once, on the key's last conflict receipt; each
+// edit's conflict still shows both (issue 16 red-team).
+func TestEveryConflictingEditOfAKeyKeepsBothSides(t *testing.T) {
+	ts := newTestServer(t)
+	ts.setPolicy(`{"offline_mode":true,"conflict_policy":"client-wins"}`)
+	ts.upload("ann", []gen.Record{{Key: "t", Value: []byte(`{"state":"open"}`)}})
+	c := ts.client("ann", nil)
+	ctx := context.Background()
+	_, err := c.Pull(ctx)
+	mustDo(t, err)
+	mustDo(t, c.Merge("t", []byte(`{"state":"started"}`)))
+	mustDo(t, c.Merge("t", []byte(`{"state":"done"}`)))
+	ts.upload("ann", []gen.Record{{Key: "t", Value: []byte(`{"state":"blocked"}`)}})
+	_, err = c.Sync(ctx)
+	mustDo(t, err)
+	cs, err := c.Conflicts()
+	mustDo(t, err)
+	if len(cs) != 2 {
+		t.Fatalf("%d conflicts, want one per edit: %+v", len(cs), cs)
+	}
+	for i, cf := range cs {
+		if string(cf.ServerValue) != `{"state":"blocked"}` || string(cf.ClientValue) != `{"state":"done"}` {
+			t.Errorf("conflict %d: client %s server %s, want both sides", i, cf.ClientValue, cf.ServerValue)
+		}
+	}
+}

@@ -71,7 +71,12 @@ type Receipt struct {
 	Status string `json:"status"`
 	// For conflicts: the policy that resolved it, whether the op took
 	// effect, the conflicting field paths, and both sides' values (a
-	// deleted side is flagged rather than given a value).
+	// deleted side is flagged rather than given a value). The ops of one
+	// patch on one key that conflict share the two sides: only the key's
+	// last conflict receipt carries them (values and deleted flags), the
+	// others none, or an answer would hold the values once per op (10,000
+	// merges on a 16 MiB record: 320 GB). ShareConflictSides copies them
+	// back onto each receipt.
 	Policy        string          `json:"policy,omitempty"`
 	Won           bool            `json:"won,omitempty"`
 	Fields        []string        `json:"fields,omitempty"`
@@ -80,4 +85,26 @@ type Receipt struct {
 	ServerValue   json.RawMessage `json:"server_value,omitempty"`
 	ServerDeleted bool            `json:"server_deleted,omitempty"`
 	Reason        string          `json:"reason,omitempty"`
+}
+
+// ShareConflictSides gives every conflict receipt of a key the two sides
+// that only the key's last conflict receipt carries (see Receipt), for a
+// reader that keeps a conflict per op. The values are shared, not copied.
+func ShareConflictSides(receipts []Receipt) {
+	carrier := map[string]*Receipt{}
+	for i := len(receipts) - 1; i >= 0; i-- {
+		rc := &receipts[i]
+		if rc.Status != StatusConflict {
+			continue
+		}
+		c, ok := carrier[rc.Key]
+		if !ok {
+			carrier[rc.Key] = rc
+			continue
+		}
+		if rc.ClientValue == nil && !rc.ClientDeleted && rc.ServerValue == nil && !rc.ServerDeleted {
+			rc.ClientValue, rc.ClientDeleted = c.ClientValue, c.ClientDeleted
+			rc.ServerValue, rc.ServerDeleted = c.ServerValue, c.ServerDeleted
+		}
+	}
 }

@@ -300,7 +300,7 @@ func checkReplay(t *testing.T, rng *rand.Rand, policy string, realistic bool) {
 		if head(t, s, "u") != h {
 			t.Fatal("rejected patch moved the head")
 		}
-		for _, rc := range rej.Receipts {
+		for _, rc := range sharedSides(t, rej.Receipts) {
 			if rc.Status == diff.StatusConflict {
 				checkBothValues(t, rc)
 			} else if rc.Status != diff.StatusRejected {
@@ -333,6 +333,7 @@ func checkReplay(t *testing.T, rng *rand.Rand, policy string, realistic bool) {
 			t.Errorf("op %d merges into a non-object but is %s", i, res.Receipts[i].Status)
 		}
 	}
+	receipts := sharedSides(t, res.Receipts)
 	for key, idx := range byKey {
 		B, O, T, R := decodeJV(t, base[key]), decodeJV(t, client[key]), decodeJV(t, srv[key]), decodeJV(t, got[key])
 		clientPaths, serverPaths := paths(B, O), paths(B, T)
@@ -345,7 +346,7 @@ func checkReplay(t *testing.T, rng *rand.Rand, policy string, realistic bool) {
 		var conflicts [][]string
 		var won bool
 		for _, i := range idx {
-			rc := res.Receipts[i]
+			rc := receipts[i]
 			if rc.Index != i || rc.Key != key || rc.Op != p.Ops[i].Op {
 				fail("receipt %d names %+v", i, rc)
 			}
@@ -468,6 +469,28 @@ func checkVersion(t *testing.T, s snapshot.Store, v uint64, got, srv map[string]
 		t.Fatalf("change set receipts differ from the answer")
 	}
 	sameChanges(t, cs.Changes, bruteDiff(toRecords(t, srv), toRecords(t, got)))
+}
+
+// sharedSides checks that of the conflict receipts of a key only the last
+// carries the two sides (values or deleted flags), and returns the
+// receipts with the sides shared as a client reads them.
+func sharedSides(t *testing.T, receipts []diff.Receipt) []diff.Receipt {
+	t.Helper()
+	seen := map[string]bool{}
+	for i := len(receipts) - 1; i >= 0; i-- {
+		rc := receipts[i]
+		if rc.Status != diff.StatusConflict {
+			continue
+		}
+		carries := rc.ClientValue != nil || rc.ClientDeleted || rc.ServerValue != nil || rc.ServerDeleted
+		if seen[rc.Key] && carries {
+			t.Fatalf("conflict receipt %d repeats the sides of key %q, which its last conflict receipt carries", i, rc.Key)
+		}
+		seen[rc.Key] = true
+	}
+	out := slices.Clone(receipts)
+	diff.ShareConflictSides(out)
+	return out
 }
 
 func checkBothValues(t *testing.T, rc diff.Receipt) {

@@ -735,7 +735,8 @@ func (r *replayer) mergeValues(key string, base, ours, head []byte) (out []byte,
 }
 
 // mergedReceipts fills the receipts of the ops on a key merged with the
-// server's changes: merged, or a conflict with both sides' values.
+// server's changes: merged, or a conflict; the key's last conflict
+// receipt carries both sides' values (see Receipt).
 func (r *replayer) mergedReceipts(live []int, conf []string, ours, head []byte, receipts []Receipt) {
 	clientWins := r.opts.Policy != PolicyServerWins
 	for _, i := range live {
@@ -748,6 +749,9 @@ func (r *replayer) mergedReceipts(live []int, conf []string, ours, head []byte, 
 		rc.Policy = r.opts.Policy
 		rc.Won = clientWins && r.opts.Policy != PolicyReject
 		rc.Fields = conf
+	}
+	if len(conf) > 0 {
+		rc := &receipts[live[len(live)-1]]
 		rc.ClientValue, rc.ClientDeleted = ours, ours == nil
 		rc.ServerValue, rc.ServerDeleted = head, head == nil
 	}

@@ -185,7 +185,7 @@ func (s *Server) surelyRefused(h *fasthttp.RequestHeader) bool {
 	}
 	if r.auth != authNone {
 		raw, ok := bearerToken(h.Peek(fasthttp.HeaderAuthorization))
-		if !ok {
+		if !ok || len(h.PeekAll(fasthttp.HeaderAuthorization)) > 1 {
 			return true
 		}
 		c, err := s.verifier.verify(raw)

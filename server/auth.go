@@ -317,6 +317,11 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, req *request, level auth
 	if level == authNone {
 		return nil
 	}
+	if len(ctx.Request.Header.PeekAll(fasthttp.HeaderAuthorization)) > 1 {
+		// Which one counts is a question a proxy in front may answer
+		// otherwise than fasthttp (the first): none does.
+		return unauthorized("more than one Authorization header")
+	}
 	raw, ok := bearerToken(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))
 	if !ok {
 		return unauthorized("missing bearer token")

@@ -173,7 +173,8 @@ func (s *Server) blobAlreadyGranted(req *request, hexd string, length int64) (bo
 
 // startBlobUpload creates the upload's info object, or finds the one a
 // previous attempt created, and returns the offset reached so far. An
-// upload started with another length is restarted.
+// upload started with another length, or in too many parts to go on
+// (maxUploadBreaks), is restarted.
 func (s *Server) startBlobUpload(req *request, hexd string, length int64, mime string) (int64, error) {
 	info := blobUploadInfo{Length: length, Mime: mime, CreatedUnix: s.opts.now().Unix()}
 	b, _ := json.Marshal(info)
@@ -190,7 +191,14 @@ func (s *Server) startBlobUpload(req *request, hexd string, length int64, mime s
 		return 0, err
 	}
 	if old.Length == length {
-		return s.uploadOffset(req.Ctx, req.Org, req.User, hexd)
+		parts, err := s.uploadParts(req.Ctx, req.Org, req.User, hexd)
+		if err != nil {
+			return 0, err
+		}
+		if len(parts) < s.maxUploadParts(length) {
+			return contiguous(parts), nil
+		}
+		// Too fragmented to go on (see maxUploadBreaks): start over.
 	}
 	if err := s.deleteUpload(req.Ctx, req.Org, req.User, hexd); err != nil {
 		return 0, err

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,45 +79,61 @@ func (s *Server) authorizeBlobRead(req *request, hexd string) error {
 	return s.putGrant(req.Ctx, req.Org, req.User, hexd)
 }
 
-// notReferenced remembers, per user and blob, the head version found not
-// to reference the blob, so that asking again for a blob of the org one
-// may not read costs a Stat, not a read of the data set, until the head
-// moves. Bounded: it forgets everything when full.
-type notReferenced struct {
-	mu sync.Mutex
-	m  map[string]uint64
+// headRefs remembers, per user, the blobs their head version references,
+// read once per head version: asking for blobs of the org one may not read
+// costs a Stat, not a read of the data set, until the head moves, however
+// many different blobs one asks for. Bounded: it forgets everything when
+// it would hold more than maxHeadRefs users and references together (a
+// data set referencing more is read again each time, as it had to be).
+type headRefs struct {
+	mu   sync.Mutex
+	sets map[string]headRefSet // org/user
+	n    int                   // users and references held
 }
 
-const maxNotReferenced = 4096
-
-func (n *notReferenced) get(key string) (uint64, bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	v, ok := n.m[key]
-	return v, ok
+type headRefSet struct {
+	head uint64
+	refs map[string]bool
 }
 
-func (n *notReferenced) put(key string, head uint64) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.m == nil || len(n.m) >= maxNotReferenced {
-		n.m = map[string]uint64{}
+const maxHeadRefs = 1 << 18
+
+func (c *headRefs) get(user string, head uint64) (map[string]bool, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	set, ok := c.sets[user]
+	return set.refs, ok && set.head == head
+}
+
+func (c *headRefs) put(user string, head uint64, refs map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(refs) > maxHeadRefs {
+		return
 	}
-	n.m[key] = head
+	if old, ok := c.sets[user]; ok {
+		c.n -= 1 + len(old.refs)
+	}
+	if c.sets == nil || c.n+1+len(refs) > maxHeadRefs {
+		c.sets, c.n = map[string]headRefSet{}, 0
+	}
+	c.sets[user] = headRefSet{head: head, refs: refs}
+	c.n += 1 + len(refs) // a user's entry counts too
 }
 
 // headReferences reports whether the caller's newest version has a record
-// that references blob hexd. It reads the whole data set: the rare path of
-// a blob put there by the backend, or uploaded by another user.
+// that references blob hexd. It reads the whole data set once per head
+// version (headRefs): the rare path of a blob put there by the backend, or
+// uploaded by another user.
 func (s *Server) headReferences(req *request, hexd string) (bool, error) {
 	head, err := snapshot.Head(req.Ctx, s.store, req.Org, req.User)
 	if err != nil || head == 0 {
 		return false, err
 	}
 	s.noteHead(req.Org, req.User, head)
-	memo := req.Org + "/" + req.User + "/" + hexd
-	if v, ok := s.unrefd.get(memo); ok && v == head {
-		return false, nil
+	user := req.Org + "/" + req.User
+	if refs, ok := s.headRefs.get(user, head); ok {
+		return refs[hexd], nil
 	}
 	cm, err := s.cachedManifest(req.Ctx, req.Org, req.User, head)
 	if err != nil {
@@ -128,20 +143,19 @@ func (s *Server) headReferences(req *request, hexd string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	refs := map[string]bool{}
 	err = snapshot.NewReader(s.store, cm.m, secret).Records(req.Ctx, func(_, value []byte) error {
-		refs, err := wire.BlobRefs(value)
-		if err == nil && slices.Contains(refs, hexd) {
-			return errFound
+		hs, _ := wire.BlobRefs(value) // a value that is no JSON references nothing
+		for _, h := range hs {
+			refs[h] = true
 		}
 		return nil
 	})
-	if errors.Is(err, errFound) {
-		return true, nil
+	if err != nil {
+		return false, err
 	}
-	if err == nil {
-		s.unrefd.put(memo, head)
-	}
-	return false, err
+	s.headRefs.put(user, head, refs)
+	return refs[hexd], nil
 }
 
 // checkPatchBlobs refuses (409 blob_missing) a patch that references a
@@ -374,7 +388,7 @@ func parseRange(h string, size int64) (off, n int64, partial bool, err error) {
 	}
 	if a == "" { // the last b bytes
 		k, err := strconv.ParseInt(b, 10, 64)
-		if err != nil || k <= 0 {
+		if err != nil || k <= 0 || size == 0 { // no byte of an empty blob to send
 			return 0, 0, false, bad
 		}
 		k = min(k, size)

@@ -43,11 +43,15 @@ func (s *Server) patchBlobUpload(ctx *fasthttp.RequestCtx, req *request) error {
 	if err != nil {
 		return err
 	}
-	cur, err := s.uploadOffset(req.Ctx, req.Org, req.User, hexd)
+	parts, err := s.uploadParts(req.Ctx, req.Org, req.User, hexd)
 	if err != nil {
 		return err
 	}
-	if off != cur {
+	if len(parts) >= s.maxUploadParts(info.Length) {
+		return conflict("the upload of blob %s%s is in %d parts, the most for its length: create it again (POST /v1/blobs) to start it over",
+			wire.BlobPrefix, hexd, len(parts))
+	}
+	if cur := contiguous(parts); off != cur {
 		return conflict("Upload-Offset is %d but the upload is at %d: ask for the offset (HEAD) and resume there", off, cur)
 	}
 	n, err := s.appendUpload(ctx, req, hexd, off, info.Length-off, sum)
@@ -248,4 +252,20 @@ func (r *partsReader) closeCur() {
 		r.cur.Close()
 		r.cur = nil
 	}
+}
+
+// maxUploadBreaks is how many parts an upload may have beyond those its
+// length needs: one more each time a PATCH ends (or its connection breaks)
+// short of a whole part. Every request of an upload lists its parts, so
+// without a bound a client sending a byte per PATCH would cost a LIST of
+// every part so far per request (quadratic) and an object per byte. An
+// honest client sends the rest of the blob in one PATCH; it needs as many
+// only if its connection breaks this often on one blob, and then creating
+// the upload again starts it over (startBlobUpload).
+const maxUploadBreaks = 1024
+
+// maxUploadParts is the most parts an upload of length bytes may have.
+func (s *Server) maxUploadParts(length int64) int {
+	part := int64(s.opts.BlobPartBytes)
+	return int((length+part-1)/part) + maxUploadBreaks
 }

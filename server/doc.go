@@ -33,7 +33,8 @@
 // "admin"), duplicate names are refused at any depth, exp, iat and nbf
 // must be numbers, iat may not lie in the future, and exp - iat (or exp -
 // now without iat) may not exceed Options.JWTMaxLifetime. Verified tokens
-// are cached, and every use re-checks the time rules.
+// are cached, and every use re-checks the time rules. A request with more
+// than one Authorization header is refused, whichever of them is valid.
 //
 // # Org settings
 //

@@ -155,6 +155,11 @@ func hostileAuthCases(t *testing.T) []hostileCase {
 		{name: "garbage token", method: "GET", path: "/v1/status", opts: []reqOpt{withToken("not.a.jwt")}, status: 401, code: "unauthorized"},
 		{name: "user token on admin route", method: "GET", path: "/v1/admin/changes",
 			opts: []reqOpt{withToken(userToken(t, hostileEnvOrg, hostileEnvUser))}, status: 403},
+		// Which of two tokens counts is a question a proxy in front may
+		// answer otherwise (fasthttp takes the first): refuse both.
+		{name: "a valid token, then another", raw: twoTokens(userToken(t, hostileEnvOrg, hostileEnvUser), "garbage"), status: 401, code: "unauthorized"},
+		{name: "another token, then a valid one", raw: twoTokens("garbage", userToken(t, hostileEnvOrg, hostileEnvUser)), status: 401, code: "unauthorized"},
+		{name: "a valid token twice", raw: twoTokens(userToken(t, hostileEnvOrg, hostileEnvUser), userToken(t, hostileEnvOrg, hostileEnvUser)), status: 401, code: "unauthorized"},
 	}
 	// Forged claims (go-jose tokens signed with the server's own secret,
 	// see claims_test.go) on the real user and admin routes.
@@ -168,6 +173,11 @@ func hostileAuthCases(t *testing.T) []hostileCase {
 	}
 	cases = append(cases, crossOrgAdminCases(t)...) // orgadmin_test.go
 	return cases
+}
+
+// twoTokens is a status request with two Authorization headers.
+func twoTokens(a, b string) []byte {
+	return []byte("GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + a + "\r\nAuthorization: Bearer " + b + "\r\n\r\n")
 }
 
 func hostileKeyCases(t *testing.T) []hostileCase {

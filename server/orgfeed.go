@@ -67,9 +67,17 @@ func (s *Server) queryWait(ctx *fasthttp.RequestCtx) (time.Duration, error) {
 	return min(d, s.opts.LongPollMax), nil
 }
 
+// maxOrgFeedPasses is how many times one long poll walks on at once after
+// a read that passed other orgs' entries (each read examines at most
+// diff.FeedOptions.MaxScan names). Past it the poll answers the cursor it
+// reached with no entries, and its reader goes on from there: an old
+// cursor must not make one request list the deployment's whole feed
+// history for as long as it may wait.
+const maxOrgFeedPasses = 2
+
 // readOrgFeed reads org's entries after the cursor; with nothing there it
-// walks on over other orgs' entries and then waits, until entries come or
-// the wait is over.
+// walks on over other orgs' entries (at most maxOrgFeedPasses times) and
+// then waits, until entries come or the wait is over.
 func (s *Server) readOrgFeed(req *request, org, after string, limit int, wait time.Duration) (*orgFeedPage, error) {
 	until := time.Now().Add(wait)
 	if wait > 0 {
@@ -78,6 +86,7 @@ func (s *Server) readOrgFeed(req *request, org, after string, limit int, wait ti
 		defer s.orgFeeds.leave(org)
 	}
 	page := &orgFeedPage{Entries: []diff.Event{}, Next: after}
+	passes := 0
 	for {
 		var wake <-chan struct{}
 		var gen uint64
@@ -96,7 +105,10 @@ func (s *Server) readOrgFeed(req *request, org, after string, limit int, wait ti
 		switch {
 		case len(page.Entries) > 0 || wait == 0:
 			return page, nil
+		case moved && passes >= maxOrgFeedPasses:
+			return page, nil // bounded work per request: the reader goes on from Next
 		case moved && time.Now().Before(until):
+			passes++
 			continue // other orgs' entries were passed: read on at once
 		case !waitOrgFeed(req.Ctx, wake, until, s.stopping):
 			return page, nil

@@ -55,3 +55,41 @@ func (l *userLimiter) allow(user string) (bool, time.Duration) {
 func retryAfter(d time.Duration) string {
 	return strconv.Itoa(int(d/time.Second) + 1)
 }
+
+// maxPacksPerUser bounds the delta packs being sent to one user's devices
+// at once, on one replica. A pack being sent holds about 7 MiB (its zstd
+// encoder, the window verified before the answer, buffers) until the
+// client has read it or WriteTimeout (30 minutes) closes its connection,
+// so without a bound one token could open a thousand downloads, read none,
+// and hold 7 GB. A device downloads one pack at a time; a user's devices
+// rarely all at once.
+const maxPacksPerUser = 8
+
+// packSlots counts the delta packs being sent per user.
+type packSlots struct {
+	mu      sync.Mutex
+	sending map[string]int
+}
+
+// take claims a slot for a pack to user, false if the user has
+// maxPacksPerUser already; a claimed slot must be given back (put).
+func (p *packSlots) take(user string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sending[user] >= maxPacksPerUser {
+		return false
+	}
+	if p.sending == nil {
+		p.sending = map[string]int{}
+	}
+	p.sending[user]++
+	return true
+}
+
+func (p *packSlots) put(user string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sending[user]--; p.sending[user] <= 0 {
+		delete(p.sending, user)
+	}
+}

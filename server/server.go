@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,8 +55,9 @@ type Server struct {
 	manifests *manifestCache
 	heads     *headCache
 	chunks    *chunkCache
-	unrefd    notReferenced // blobs_read.go
-	limiter   *userLimiter  // nil: no limit
+	headRefs  headRefs     // blobs_read.go
+	limiter   *userLimiter // nil: no limit
+	packs     packSlots    // delta packs being sent, per user (sync.go)
 
 	guards   *guardMetrics
 	maxConns int          // Options.MaxConns, or the default derived from RLIMIT_NOFILE
@@ -327,7 +329,7 @@ func (s *Server) maxHeaderBytes() int {
 
 // parseError answers requests fasthttp could not parse, still in JSON.
 func (s *Server) parseError(ctx *fasthttp.RequestCtx, err error) {
-	status, code, msg := fasthttp.StatusBadRequest, wire.CodeBadRequest, "malformed request: "+err.Error()
+	status, code, msg := fasthttp.StatusBadRequest, wire.CodeBadRequest, "malformed request: "+withoutRequestEcho(err.Error())
 	var ne net.Error
 	var small *fasthttp.ErrSmallBuffer
 	switch {
@@ -373,5 +375,26 @@ func (s *Server) requestID(in []byte) string {
 type fasthttpLogger struct{ l *slog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Warn("fasthttp: " + fmt.Sprintf(format, args...))
+	f.l.Warn("fasthttp: " + withoutRequestEcho(fmt.Sprintf(format, args...)))
+}
+
+// withoutRequestEcho cuts from a fasthttp error the copy of the request it
+// may carry ("buffer size=N, contents: ..."; a request line quoted with
+// what follows it): the copy holds the headers, the bearer token among
+// them (and whatever a proxy in front added), which must reach neither the
+// client's answer nor the logs. The cause stays.
+func withoutRequestEcho(msg string) string {
+	if i := strings.Index(msg, ": buffer size="); i >= 0 {
+		msg = msg[:i]
+	}
+	// A quoted copy shows its line ends escaped; a raw one as they are.
+	for _, eol := range []string{`\r`, `\n`, "\r", "\n"} {
+		if i := strings.Index(msg, eol); i >= 0 {
+			msg = msg[:i] + " (rest of the request left out)"
+		}
+	}
+	if len(msg) > 300 {
+		msg = strings.ToValidUTF8(msg[:300], "") + "..."
+	}
+	return msg
 }
