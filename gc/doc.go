@@ -75,7 +75,8 @@
 //
 // The grace period must exceed the longest build, replay or sync, and the
 // clock skew between gc's host and the store (ModTime is the store's
-// clock). The default is an hour.
+// clock), plus a minute: a patch referencing a blob whose grant is younger
+// than a minute does not write the grant again. The default is an hour.
 //
 // # Costs and limits
 //

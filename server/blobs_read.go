@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/valyala/fasthttp"
@@ -160,8 +161,17 @@ func (s *Server) headReferences(req *request, hexd string) (bool, error) {
 
 // checkPatchBlobs refuses (409 blob_missing) a patch that references a
 // blob its user may not read: upload first, then reference. So a
-// reference in a data set always proves a right to read the blob.
+// reference in a data set always proves a right to read the blob. Each
+// blob costs store requests (its grant, refreshed, and its content), so a
+// patch may reference at most s.maxPatchBlobRefs distinct blobs (413 over
+// it: the client splits), and a grant written less than grantFresh ago is
+// not written again.
 func (s *Server) checkPatchBlobs(req *request, p *diff.Patch) error {
+	type ref struct {
+		op  int
+		hex string
+	}
+	var refs []ref
 	seen := map[string]bool{}
 	for i, op := range p.Ops {
 		for _, raw := range [][]byte{op.Value, op.Patch} {
@@ -172,36 +182,59 @@ func (s *Server) checkPatchBlobs(req *request, p *diff.Patch) error {
 			if err != nil {
 				continue // Apply refuses it with its reason
 			}
-			refs, _ := wire.BlobRefs(canon)
-			for _, h := range refs {
-				if seen[h] {
-					continue
-				}
-				seen[h] = true
-				err := s.authorizeBlobRead(req, h)
-				if err == nil {
-					err = s.refreshReferenced(req, h)
-				}
-				var he *httpError
-				if errors.As(err, &he) && he.Status == fasthttp.StatusNotFound {
-					return errorf(fasthttp.StatusConflict, wire.CodeBlobMissing,
-						"op %d (key %q) references blob %s%s, which you have not uploaded: upload it first", i, op.Key, wire.BlobPrefix, h)
-				}
-				if err != nil {
-					return err
+			hs, _ := wire.BlobRefs(canon)
+			for _, h := range hs {
+				if !seen[h] {
+					seen[h] = true
+					refs = append(refs, ref{op: i, hex: h})
 				}
 			}
+		}
+	}
+	if len(refs) > s.maxPatchBlobRefs {
+		return errorf(fasthttp.StatusRequestEntityTooLarge, wire.CodeTooLarge,
+			"the patch references %d blobs, at most %d per patch: send fewer edits per patch", len(refs), s.maxPatchBlobRefs)
+	}
+	for _, r := range refs {
+		err := s.referenceBlob(req, r.hex)
+		var he *httpError
+		if errors.As(err, &he) && he.Status == fasthttp.StatusNotFound {
+			op := p.Ops[r.op]
+			return errorf(fasthttp.StatusConflict, wire.CodeBlobMissing,
+				"op %d (key %q) references blob %s%s, which you have not uploaded: upload it first", r.op, op.Key, wire.BlobPrefix, r.hex)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// refreshReferenced makes sure a blob a patch references is stored, and
-// refreshes the caller's grant: gc keeps a blob with a young grant, so
-// the blob outlives the time between this check and the patch's commit
-// (see package gc).
-func (s *Server) refreshReferenced(req *request, hexd string) error {
-	if err := s.putGrant(req.Ctx, req.Org, req.User, hexd); err != nil {
+// grantFresh is how old a grant may be and still not be written again when
+// a patch references its blob: gc keeps a blob whose grant is younger than
+// its grace period (an hour by default, and always far longer than this
+// plus a replay).
+const grantFresh = time.Minute
+
+// referenceBlob lets a patch reference blob hexd: the caller may read it
+// (authorizeBlobRead), its content is stored, and their grant is young, so
+// that gc keeps the blob between this check and the patch's commit (see
+// package gc).
+func (s *Server) referenceBlob(req *request, hexd string) error {
+	info, err := s.store.Stat(req.Ctx, snapshot.BlobGrantKey(req.Org, req.User, hexd))
+	switch {
+	case err == nil && time.Since(info.ModTime) < grantFresh:
+	case err == nil:
+		if err := s.putGrant(req.Ctx, req.Org, req.User, hexd); err != nil {
+			return err
+		}
+	case errors.Is(err, snapshot.ErrNotExist):
+		// No grant: the rare path of a blob the head references (written
+		// by the backend, or uploaded by another user); it writes one.
+		if err := s.authorizeBlobRead(req, hexd); err != nil {
+			return err
+		}
+	default:
 		return err
 	}
 	if _, err := s.store.Stat(req.Ctx, snapshot.BlobKey(req.Org, hexd)); err != nil {

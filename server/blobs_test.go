@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -12,6 +13,8 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 
 	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
+	"github.com/deltasync/deltasync/snapshot/memstore"
 	"github.com/deltasync/deltasync/snapshot/storetest"
 	"github.com/deltasync/deltasync/wire"
 )
@@ -440,5 +444,65 @@ func TestBlobStrangerCostsNoDataSetReads(t *testing.T) {
 	}
 	if n := e.store.Calls(storetest.OpGetRange) - before; n != 0 {
 		t.Errorf("5 refused reads read packs %d times, want 0", n)
+	}
+}
+
+// TestPatchReferencingBlobsCostsBoundedStoreRequests: each blob a patch
+// references costs store requests (its grant and its content), and a
+// patch may reference as many as fit in its body (110,000 in 8 MiB), on
+// every retry too. So a patch may reference at most maxPatchBlobRefs
+// distinct blobs (413: the client splits), and a grant written within
+// the last minute is not written again.
+func TestPatchReferencingBlobsCostsBoundedStoreRequests(t *testing.T) {
+	f := storetest.Wrap(memstore.New())
+	var grantPuts atomic.Int32
+	f.Before = func(_ context.Context, op storetest.Op, key string) error {
+		if op.IsWrite() && strings.Contains(key, "/blobs/") {
+			grantPuts.Add(1)
+		}
+		return nil
+	}
+	var aged atomic.Bool // grants read as an hour old
+	f.StatFunc = func(ctx context.Context, key string) (snapshot.ObjectInfo, error) {
+		info, err := f.Store.Stat(ctx, key)
+		if err == nil && aged.Load() && strings.Contains(key, "/blobs/") {
+			info.ModTime = info.ModTime.Add(-time.Hour)
+		}
+		return info, err
+	}
+	e := newTestEnv(t, envConfig{store: f, opts: func(o *Options) { o.SettingsTTL = 0 }, setup: func(srv *Server) {
+		srv.maxPatchBlobRefs = 3
+	}})
+	e.enableOrg("acme")
+	tok := userToken(t, "acme", "alice")
+	var refs []string
+	for range 4 {
+		b, h := blobOf(t, 100)
+		e.uploadBlob(tok, b, h)
+		refs = append(refs, fmt.Sprintf(`{"$blob":"sha256:%s","bytes":100}`, h))
+	}
+	patch := func(id string, refs []string) []byte {
+		return fmt.Appendf(nil, `{"id":%q,"base":0,"ops":[{"op":"put","key":"forms/1","value":{"photos":[%s]}}]}`, id, strings.Join(refs, ","))
+	}
+	grantPuts.Store(0)
+	if r := e.do("POST", "/v1/patches", patch("four", refs), withToken(tok)); r.status != 413 || r.errBody(t).Code != wire.CodeTooLarge {
+		t.Fatalf("a patch referencing 4 blobs, 3 allowed: %d %s, want 413", r.status, r.body)
+	}
+	if n := grantPuts.Load(); n != 0 {
+		t.Errorf("the refused patch wrote %d grants", n)
+	}
+	if r := e.do("POST", "/v1/patches", patch("three", refs[:3]), withToken(tok)); r.status != 200 {
+		t.Fatalf("a patch referencing 3 blobs: %d %s", r.status, r.body)
+	}
+	if n := grantPuts.Load(); n != 0 {
+		t.Errorf("referencing blobs uploaded a moment ago rewrote %d grants", n)
+	}
+	// An old grant is refreshed, so gc keeps the blob until the commit.
+	aged.Store(true)
+	if r := e.do("POST", "/v1/patches", patch("one", refs[3:]), withToken(tok)); r.status != 200 {
+		t.Fatalf("a patch referencing 1 blob: %d %s", r.status, r.body)
+	}
+	if n := grantPuts.Load(); n != 1 {
+		t.Errorf("referencing a blob with an hour-old grant wrote %d grants, want 1", n)
 	}
 }

@@ -38,7 +38,9 @@ type Server struct {
 	zdec     *zstd.Decoder // shared; DecodeAll is safe for concurrent use
 	// decodeMem bounds the streaming decoders' memory (decodemem.go).
 	decodeMem *decoderMemory
-	http      *fasthttp.Server
+	// maxPatchBlobRefs bounds the distinct blobs one patch references.
+	maxPatchBlobRefs int
+	http             *fasthttp.Server
 
 	// baseCtx parents every Request.Ctx; it is cancelled when a shutdown
 	// runs out of time (or after it completed), never when it starts.
@@ -108,23 +110,24 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("server: %w", err)
 	}
 	s := &Server{
-		opts:        opts,
-		store:       store,
-		log:         opts.logger(),
-		verifier:    v,
-		metrics:     m,
-		guards:      guards,
-		backend:     newBackendMetrics(m.reg),
-		maxConns:    opts.MaxConns,
-		settings:    newSettingsCache(opts.SettingsTTL, opts.Now),
-		zdec:        zdec,
-		decodeMem:   newDecoderMemory(opts.MaxDecodeMemory, m.reg),
-		stopping:    make(chan struct{}),
-		reqIDPrefix: hex.EncodeToString(prefix[:]),
-		manifests:   newManifestCache(256),
-		chunks:      &chunkCache{max: 64 << 20, items: map[chunkKey][]byte{}},
-		limiter:     newUserLimiter(opts.RateLimit, opts.RateBurst),
-		heads:       &headCache{ttl: opts.HeadCacheTTL, items: map[string]headEntry{}},
+		opts:             opts,
+		store:            store,
+		log:              opts.logger(),
+		verifier:         v,
+		metrics:          m,
+		guards:           guards,
+		backend:          newBackendMetrics(m.reg),
+		maxConns:         opts.MaxConns,
+		settings:         newSettingsCache(opts.SettingsTTL, opts.Now),
+		zdec:             zdec,
+		decodeMem:        newDecoderMemory(opts.MaxDecodeMemory, m.reg),
+		maxPatchBlobRefs: 1000,
+		stopping:         make(chan struct{}),
+		reqIDPrefix:      hex.EncodeToString(prefix[:]),
+		manifests:        newManifestCache(256),
+		chunks:           &chunkCache{max: 64 << 20, items: map[chunkKey][]byte{}},
+		limiter:          newUserLimiter(opts.RateLimit, opts.RateBurst),
+		heads:            &headCache{ttl: opts.HeadCacheTTL, items: map[string]headEntry{}},
 	}
 	if s.maxConns == 0 {
 		s.maxConns = DefaultMaxConns()
