@@ -506,3 +506,47 @@ func TestPatchReferencingBlobsCostsBoundedStoreRequests(t *testing.T) {
 		t.Errorf("referencing a blob with an hour-old grant wrote %d grants, want 1", n)
 	}
 }
+
+// TestOneUserDecodesAtMostTwoUploads: one token trickling compressed
+// uploads could hold all of the server's decoder memory, and every other
+// user's compressed uploads would wait on it; a user has at most
+// maxDecodersPerUser decoding at once (429 with Retry-After past it).
+func TestOneUserDecodesAtMostTwoUploads(t *testing.T) {
+	e, tok := blobEnv(t, nil)
+	var blobs [][]byte
+	var hexes []string
+	for range maxDecodersPerUser + 1 {
+		b, h := blobOf(t, 5000)
+		if r := e.createUpload(tok, h, len(b)); r.status != 201 {
+			t.Fatalf("create: %d %s", r.status, r.body)
+		}
+		blobs, hexes = append(blobs, b), append(hexes, h)
+	}
+	headers := map[string]string{"Authorization": "Bearer " + tok, wire.HeaderUploadOffset: "0",
+		"Content-Type": wire.ContentTypeOffset, wire.HeaderTusResumable: wire.TusVersion}
+	var held []net.Conn
+	for _, h := range hexes[:maxDecodersPerUser] {
+		held = append(held, stallRequest(t, e, "PATCH /v1/blobs/uploads/"+h, 1<<20, headers))
+	}
+	waitDecodeMemory(t, e.s, maxDecodersPerUser*windowClasses[0].cost())
+	last := hexes[maxDecodersPerUser]
+	body := zstdStreamBytes(t, blobs[maxDecodersPerUser])
+	r := e.patchUpload(tok, last, 0, body, withHeader("Content-Encoding", "zstd"))
+	if r.status != 429 || r.errBody(t).Code != wire.CodeRateLimited || r.header["Retry-After"] == "" {
+		t.Fatalf("a third compressed upload: %d %s, want 429 with Retry-After", r.status, r.body)
+	}
+	// Another user is not held up.
+	other := userToken(t, "acme", "bob")
+	b, h := blobOf(t, 5000)
+	if r := e.createUpload(other, h, len(b)); r.status != 201 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	if r := e.patchUpload(other, h, 0, zstdStreamBytes(t, b), withHeader("Content-Encoding", "zstd")); r.status != 204 {
+		t.Fatalf("another user's compressed upload: %d %s", r.status, r.body)
+	}
+	held[0].Close()
+	waitDecodeMemory(t, e.s, (maxDecodersPerUser-1)*windowClasses[0].cost())
+	if r := e.patchUpload(tok, last, 0, body, withHeader("Content-Encoding", "zstd")); r.status != 204 {
+		t.Fatalf("the third upload once one ended: %d %s", r.status, r.body)
+	}
+}

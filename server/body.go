@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/valyala/fasthttp"
@@ -215,7 +216,33 @@ func (s *Server) bodyReader(ctx *fasthttp.RequestCtx, req *request, limit int64)
 	if enc == encIdentity {
 		return io.NopCloser(src), nil
 	}
-	return s.zstdReader(req.Ctx, src, limit)
+	if req.User == "" { // an admin's upload (a data set): trusted, unbounded
+		return s.zstdReader(req.Ctx, src, limit)
+	}
+	user := req.Org + "/" + req.User
+	if !s.decoders.take(user) {
+		ctx.Response.Header.Set("Retry-After", "5")
+		return nil, rateLimited(fmt.Sprintf("%d compressed uploads of yours are under way already; retry when one is done", maxDecodersPerUser))
+	}
+	rc, err := s.zstdReader(req.Ctx, src, limit)
+	if err != nil {
+		s.decoders.put(user)
+		return nil, err
+	}
+	return &slotBody{ReadCloser: rc, put: func() { s.decoders.put(user) }}, nil
+}
+
+// slotBody gives its user slot back when closed.
+type slotBody struct {
+	io.ReadCloser
+	put  func()
+	once sync.Once
+}
+
+func (b *slotBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.put)
+	return err
 }
 
 // zstdReader decodes the zstd stream src with a decoder of the class of

@@ -246,13 +246,23 @@ func TestSmallBodyCannotClaimABigWindow(t *testing.T) {
 // frame claims window and sends its first bytes only: a client holding a
 // decoder as long as it likes. Closing the answer ends the upload.
 func stallUpload(t *testing.T, e *testEnv, window uint64) net.Conn {
+	return stallRequest(t, e, "POST /test/stream", window, nil)
+}
+
+// stallRequest sends request line, headers and the first bytes of a
+// chunked zstd body whose frame claims window, and no more.
+func stallRequest(t *testing.T, e *testEnv, line string, window uint64, headers map[string]string) net.Conn {
 	t.Helper()
 	c, err := e.ln.Dial()
 	if err != nil {
 		t.Fatal(err)
 	}
 	first := windowFrame(window, bytes.Repeat([]byte("x"), 100))[:6+3+20] // header, block header, some of the block
-	fmt.Fprintf(c, "POST /test/stream HTTP/1.1\r\nHost: deltasync.test\r\nContent-Encoding: zstd\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(first), first)
+	var h strings.Builder
+	for k, v := range headers {
+		fmt.Fprintf(&h, "%s: %s\r\n", k, v)
+	}
+	fmt.Fprintf(c, "%s HTTP/1.1\r\nHost: deltasync.test\r\nContent-Encoding: zstd\r\nTransfer-Encoding: chunked\r\n%s\r\n%x\r\n%s\r\n", line, h.String(), len(first), first)
 	t.Cleanup(func() { c.Close() })
 	return c
 }

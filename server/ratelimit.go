@@ -65,31 +65,39 @@ func retryAfter(d time.Duration) string {
 // rarely all at once.
 const maxPacksPerUser = 8
 
-// packSlots counts the delta packs being sent per user.
-type packSlots struct {
+// maxDecodersPerUser bounds the compressed uploads of one user decoding
+// at once on one replica (blobs go one at a time from a device): without
+// it one token could hold all of --max-decode-memory with uploads it
+// trickles, and every other user's compressed uploads would wait.
+const maxDecodersPerUser = 2
+
+// userSlots counts what is under way per user (packs being sent,
+// uploads decoding), up to max each.
+type userSlots struct {
+	max     int
 	mu      sync.Mutex
-	sending map[string]int
+	running map[string]int
 }
 
-// take claims a slot for a pack to user, false if the user has
-// maxPacksPerUser already; a claimed slot must be given back (put).
-func (p *packSlots) take(user string) bool {
+// take claims a slot for user, false if the user has max already; a
+// claimed slot must be given back (put).
+func (p *userSlots) take(user string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.sending[user] >= maxPacksPerUser {
+	if p.running[user] >= p.max {
 		return false
 	}
-	if p.sending == nil {
-		p.sending = map[string]int{}
+	if p.running == nil {
+		p.running = map[string]int{}
 	}
-	p.sending[user]++
+	p.running[user]++
 	return true
 }
 
-func (p *packSlots) put(user string) {
+func (p *userSlots) put(user string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.sending[user]--; p.sending[user] <= 0 {
-		delete(p.sending, user)
+	if p.running[user]--; p.running[user] <= 0 {
+		delete(p.running, user)
 	}
 }

@@ -186,7 +186,7 @@ func TestStalledDownloadsOfOneUserAreBounded(t *testing.T) {
 	noSlotHeld := func() bool {
 		e.s.packs.mu.Lock()
 		defer e.s.packs.mu.Unlock()
-		return len(e.s.packs.sending) == 0
+		return len(e.s.packs.running) == 0
 	}
 	// A HEAD's pack is never sent: its slot comes back after its answer.
 	if r := e.do("HEAD", "/v1/sync?from=0", nil, withToken(tok)); r.status != 200 {

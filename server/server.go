@@ -59,7 +59,8 @@ type Server struct {
 	chunks    *chunkCache
 	headRefs  headRefs     // blobs_read.go
 	limiter   *userLimiter // nil: no limit
-	packs     packSlots    // delta packs being sent, per user (sync.go)
+	packs     userSlots    // delta packs being sent, per user (sync.go)
+	decoders  userSlots    // compressed uploads decoding, per user (body.go)
 
 	guards   *guardMetrics
 	maxConns int          // Options.MaxConns, or the default derived from RLIMIT_NOFILE
@@ -122,6 +123,8 @@ func New(opts Options) (*Server, error) {
 		zdec:             zdec,
 		decodeMem:        newDecoderMemory(opts.MaxDecodeMemory, m.reg),
 		maxPatchBlobRefs: 1000,
+		packs:            userSlots{max: maxPacksPerUser},
+		decoders:         userSlots{max: maxDecodersPerUser},
 		stopping:         make(chan struct{}),
 		reqIDPrefix:      hex.EncodeToString(prefix[:]),
 		manifests:        newManifestCache(256),
