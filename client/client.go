@@ -71,8 +71,10 @@ type Options struct {
 	HTTPClient *http.Client
 	// DialTimeoutMillis bounds connecting to the server (default 10 s).
 	DialTimeoutMillis int
-	// RequestTimeoutMillis bounds a push and the wait for the first byte
-	// of a sync answer beyond its long poll (default 60 s).
+	// RequestTimeoutMillis bounds a push, the wait for the first byte
+	// of a sync answer beyond its long poll, and any silence within a
+	// sync answer (a download stalled that long fails as a lost
+	// connection and resumes at the next pull) (default 60 s).
 	RequestTimeoutMillis int
 	// RetryMinMillis and RetryMaxMillis bound the background loop's
 	// exponential backoff after a failure (defaults 1 s and 5 min).

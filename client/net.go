@@ -292,3 +292,46 @@ func (r *countingReader) take() int64 {
 	r.counted = r.n
 	return d
 }
+
+// idleReader ends a download that stops arriving: a Read that waits longer
+// than idle for the next bytes cancels the request (abort) and fails with
+// a timeout. Only the time spent waiting in Read counts, not the client's
+// own work between reads (verifying, writing a batch). Without it, an
+// answer whose headers arrived and whose body went silent (a server that
+// trickles nothing, a middlebox that lost the peer but keeps the
+// connection) would hold the network lock, and every push, forever.
+type idleReader struct {
+	r       io.Reader
+	idle    time.Duration
+	timer   *time.Timer
+	stalled atomic.Bool
+}
+
+func newIdleReader(r io.Reader, idle time.Duration, abort func()) *idleReader {
+	ir := &idleReader{r: r, idle: idle}
+	ir.timer = time.AfterFunc(idle, func() {
+		ir.stalled.Store(true)
+		abort()
+	})
+	ir.timer.Stop()
+	return ir
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	if r.stalled.Load() {
+		return 0, r.stallError()
+	}
+	r.timer.Reset(r.idle)
+	n, err := r.r.Read(p)
+	if !r.timer.Stop() && r.stalled.Load() && err != nil {
+		err = r.stallError()
+	}
+	return n, err
+}
+
+func (r *idleReader) stallError() error {
+	return fmt.Errorf("no data from the server for %v", r.idle)
+}
+
+// stop disarms the watchdog for good.
+func (r *idleReader) stop() { r.timer.Stop() }

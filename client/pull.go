@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/snapshot"
@@ -71,7 +72,9 @@ func (c *Client) pullOnce(ctx context.Context, waitSeconds int, res *SyncResult)
 		mk = nil
 	}
 	q := c.syncQuery(from, mk, waitSeconds)
-	resp, err := c.request(ctx, "sync", http.MethodGet, "/v1/sync", q, nil, nil)
+	rctx, abort := context.WithCancel(ctx) // the request, ended by a stalled body
+	defer abort()
+	resp, err := c.request(rctx, "sync", http.MethodGet, "/v1/sync", q, nil, nil)
 	var he *HTTPError
 	if errors.As(err, &he) && he.Status == http.StatusNotFound {
 		switch {
@@ -94,7 +97,9 @@ func (c *Client) pullOnce(ctx context.Context, waitSeconds int, res *SyncResult)
 		return err
 	}
 	defer resp.Body.Close()
-	body := &countingReader{r: resp.Body}
+	idle := newIdleReader(resp.Body, time.Duration(c.opts.RequestTimeoutMillis)*time.Millisecond, abort)
+	defer idle.stop()
+	body := &countingReader{r: idle}
 	defer func() { c.addBytes(body.take(), 0) }()
 
 	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))

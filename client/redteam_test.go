@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/deltasync/deltasync/internal/gen"
 )
@@ -88,4 +92,93 @@ func TestDuplicateReceiptsAreRefused(t *testing.T) {
 			`{"index":0,"op":"put","key":"a","status":"applied"},`+
 			`{"index":0,"op":"put","key":"a","status":"applied"}],"conflicts":[]}`, head+1)
 	})
+}
+
+// stallingTransport passes requests to base; the body of a /v1/sync
+// answer stops after `after` bytes and sends nothing more until the
+// request is cancelled (a server trickling nothing, a middlebox that
+// keeps the connection open but lost the peer). Later answers pass.
+type stallingTransport struct {
+	base  http.RoundTripper
+	after atomic.Int64 // >0: stall the next sync answer after that many bytes
+}
+
+func (s *stallingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := s.base.RoundTrip(req)
+	if err != nil || req.URL.Path != "/v1/sync" {
+		return resp, err
+	}
+	if n := s.after.Swap(0); n > 0 {
+		resp.Body = &stallBody{rc: resp.Body, left: n, done: req.Context().Done(), ctx: req.Context()}
+	}
+	return resp, nil
+}
+
+type stallBody struct {
+	rc   io.ReadCloser
+	left int64
+	done <-chan struct{}
+	ctx  context.Context
+}
+
+func (b *stallBody) Read(p []byte) (int, error) {
+	if b.left == 0 {
+		<-b.done // as net/http does: a cancelled request ends the read
+		return 0, b.ctx.Err()
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *stallBody) Close() error { return b.rc.Close() }
+
+// TestStalledDownloadIsALostConnection: a sync answer that stops arriving
+// midway (headers sent, then silence) does not hold the client forever:
+// after RequestTimeoutMillis without a byte the pull fails as a lost
+// connection (keeping what it verified), the network lock is released
+// (pushes are not stuck behind it), and the next pull resumes and
+// installs the version.
+func TestStalledDownloadIsALostConnection(t *testing.T) {
+	ts := newTestServer(t)
+	recs := gen.Dataset(gen.Options{Size: 1 << 20, Seed: 6})
+	ts.upload("ann", recs)
+	st := &stallingTransport{base: http.DefaultTransport.(*http.Transport).Clone()}
+	st.after.Store(60 << 10)
+	dir := t.TempDir()
+	opts := DefaultOptions()
+	opts.ServerURL, opts.Token = ts.url, ts.token("ann")
+	opts.RequestTimeoutMillis = 300
+	opts.HTTPClient = &http.Client{Transport: st}
+	c, err := Open(dir, opts)
+	mustDo(t, err)
+	defer c.Close()
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Pull(context.Background())
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second): // guards against a hang only
+		t.Fatal("a pull whose answer stalled never returned")
+	}
+	if !errors.Is(err, ErrNoConnection) {
+		t.Fatalf("stalled pull: err = %v, want ErrNoConnection", err)
+	}
+	if s := c.Status(); s.State != StateOffline {
+		t.Errorf("after the stall: state %q (%s), want offline", s.State, s.Message)
+	}
+	res, err := c.Pull(context.Background())
+	mustDo(t, err)
+	if !res.Resumed {
+		t.Errorf("second pull did not resume: %+v", res)
+	}
+	if got, want := exportOf(t, c), ts.export("ann"); got != want {
+		t.Errorf("client after the resumed pull differs from the server")
+	}
 }
