@@ -182,3 +182,76 @@ func TestStalledDownloadIsALostConnection(t *testing.T) {
 		t.Errorf("client after the resumed pull differs from the server")
 	}
 }
+
+// rewriteTransport lets a test change a /v1/sync request before it goes
+// out (another user's token, another version): a server, or something
+// between, that answers another question than the client asked.
+type rewriteTransport struct {
+	base    http.RoundTripper
+	rewrite atomic.Pointer[func(*http.Request)]
+}
+
+func (r *rewriteTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if fn := r.rewrite.Load(); fn != nil && req.URL.Path == "/v1/sync" {
+		req = req.Clone(req.Context())
+		(*fn)(req)
+	}
+	return r.base.RoundTrip(req)
+}
+
+func (r *rewriteTransport) set(fn func(*http.Request)) { r.rewrite.Store(&fn) }
+
+// TestFullAnswerForAnOlderVersionIsRefused: asked for what follows
+// version 2, the server answers a full pack of version 1 (a rollback, a
+// replica restored from an old backup). The client keeps version 2.
+func TestFullAnswerForAnOlderVersionIsRefused(t *testing.T) {
+	ts := newTestServer(t)
+	ts.upload("ann", []gen.Record{{Key: "a", Value: []byte(`1`)}})
+	ts.upload("ann", []gen.Record{{Key: "a", Value: []byte(`2`)}})
+	rt := &rewriteTransport{base: http.DefaultTransport.(*http.Transport).Clone()}
+	c := ts.client("ann", rt)
+	ctx := context.Background()
+	res, err := c.Pull(ctx)
+	mustDo(t, err)
+	if res.Version != 2 {
+		t.Fatalf("pulled version %d, want 2", res.Version)
+	}
+	rt.set(func(req *http.Request) { req.URL.RawQuery = "from=0&to=1&format=3" })
+	_, err = c.Pull(ctx)
+	if !errors.Is(err, ErrServer) {
+		t.Errorf("pull answered with version 1: err = %v, want ErrServer", err)
+	}
+	if got := get(t, c, "a"); got != "2" {
+		t.Errorf("after the rollback answer: a = %s, want 2", got)
+	}
+	if s := c.Status(); s.LocalVersion != 2 {
+		t.Errorf("after the rollback answer: version %d, want 2", s.LocalVersion)
+	}
+}
+
+// TestFullAnswerForAnotherUserIsRefused: the data set installed is ann's;
+// an answer carrying bob's data set (a server or proxy mixing up users)
+// is refused, and ann's data stays.
+func TestFullAnswerForAnotherUserIsRefused(t *testing.T) {
+	ts := newTestServer(t)
+	ts.upload("ann", []gen.Record{{Key: "a", Value: []byte(`"ann"`)}})
+	ts.upload("bob", []gen.Record{{Key: "a", Value: []byte(`"bob"`)}, {Key: "b", Value: []byte(`"bob"`)}})
+	ts.upload("bob", []gen.Record{{Key: "a", Value: []byte(`"bob2"`)}})
+	rt := &rewriteTransport{base: http.DefaultTransport.(*http.Transport).Clone()}
+	c := ts.client("ann", rt)
+	ctx := context.Background()
+	_, err := c.Pull(ctx)
+	mustDo(t, err)
+	bob := ts.token("bob")
+	rt.set(func(req *http.Request) {
+		req.Header.Set("Authorization", "Bearer "+bob)
+		req.URL.RawQuery = "from=0&format=3"
+	})
+	_, err = c.Pull(ctx)
+	if !errors.Is(err, ErrServer) {
+		t.Errorf("pull answered with bob's data: err = %v, want ErrServer", err)
+	}
+	if got := get(t, c, "a"); got != `"ann"` {
+		t.Errorf("after bob's answer: a = %s, want \"ann\"", got)
+	}
+}
