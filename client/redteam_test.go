@@ -255,3 +255,92 @@ func TestFullAnswerForAnotherUserIsRefused(t *testing.T) {
 		t.Errorf("after bob's answer: a = %s, want \"ann\"", got)
 	}
 }
+
+// gateTransport holds the body of the next /v1/sync answer after `after`
+// bytes until release is closed.
+type gateTransport struct {
+	base    http.RoundTripper
+	after   atomic.Int64
+	held    chan struct{} // closed when the body reached the gate
+	release chan struct{}
+}
+
+func (g *gateTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := g.base.RoundTrip(req)
+	if err != nil || req.URL.Path != "/v1/sync" {
+		return resp, err
+	}
+	if n := g.after.Swap(0); n > 0 {
+		resp.Body = &gateBody{rc: resp.Body, left: n, g: g}
+	}
+	return resp, nil
+}
+
+type gateBody struct {
+	rc   io.ReadCloser
+	left int64
+	g    *gateTransport
+	once bool
+}
+
+func (b *gateBody) Read(p []byte) (int, error) {
+	if b.left == 0 && !b.once {
+		b.once = true
+		close(b.g.held)
+		<-b.g.release
+	}
+	if b.left > 0 && int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	if b.left > 0 {
+		b.left -= int64(n)
+	}
+	return n, err
+}
+
+func (b *gateBody) Close() error { return b.rc.Close() }
+
+// TestCloseDuringPull: the app closes the client while a download is
+// half done. The pull fails (it does not crash the process), the edits
+// queued before stay, and a new client on the directory completes the
+// version and sends them.
+func TestCloseDuringPull(t *testing.T) {
+	ts := newTestServer(t)
+	ts.upload("ann", gen.Dataset(gen.Options{Size: 1 << 20, Seed: 7}))
+	g := &gateTransport{base: http.DefaultTransport.(*http.Transport).Clone(),
+		held: make(chan struct{}), release: make(chan struct{})}
+	g.after.Store(100 << 10)
+	dir := t.TempDir()
+	c := ts.client("ann", g, dir)
+	mustDo(t, c.Put("mine", []byte(`"kept"`)))
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Pull(context.Background())
+		done <- err
+	}()
+	<-g.held
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	// Close may wait for the pull or not; either way, let the pull go on.
+	select {
+	case err := <-closed:
+		mustDo(t, err)
+		close(g.release)
+	case <-time.After(200 * time.Millisecond):
+		close(g.release)
+		mustDo(t, <-closed)
+	}
+	err := <-done
+	t.Logf("pull interrupted by Close: %v", err)
+
+	c2 := ts.client("ann", nil, dir)
+	_, err = c2.Sync(context.Background())
+	mustDo(t, err)
+	if got, want := exportOf(t, c2), ts.export("ann"); got != want {
+		t.Errorf("after reopening: client and server differ")
+	}
+	if got := get(t, c2, "mine"); got != `"kept"` {
+		t.Errorf("edit queued before Close: mine = %s", got)
+	}
+}
