@@ -1,11 +1,13 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -100,12 +102,13 @@ func TestDuplicateReceiptsAreRefused(t *testing.T) {
 // keeps the connection open but lost the peer). Later answers pass.
 type stallingTransport struct {
 	base  http.RoundTripper
-	after atomic.Int64 // >0: stall the next sync answer after that many bytes
+	path  string       // the answers to stall: paths with this prefix
+	after atomic.Int64 // >0: stall the next such answer after that many bytes
 }
 
 func (s *stallingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := s.base.RoundTrip(req)
-	if err != nil || req.URL.Path != "/v1/sync" {
+	if err != nil || !strings.HasPrefix(req.URL.Path, s.path) {
 		return resp, err
 	}
 	if n := s.after.Swap(0); n > 0 {
@@ -146,16 +149,16 @@ func TestStalledDownloadIsALostConnection(t *testing.T) {
 	ts := newTestServer(t)
 	recs := gen.Dataset(gen.Options{Size: 1 << 20, Seed: 6})
 	ts.upload("ann", recs)
-	st := &stallingTransport{base: http.DefaultTransport.(*http.Transport).Clone()}
+	st := &stallingTransport{base: http.DefaultTransport.(*http.Transport).Clone(), path: "/v1/sync"}
 	st.after.Store(60 << 10)
 	dir := t.TempDir()
 	opts := DefaultOptions()
 	opts.ServerURL, opts.Token = ts.url, ts.token("ann")
-	opts.RequestTimeoutMillis = 300
+	opts.RequestTimeoutMillis = 1000
 	opts.HTTPClient = &http.Client{Transport: st}
 	c, err := Open(dir, opts)
 	mustDo(t, err)
-	defer c.Close()
+	defer func() { c.Close() }()
 
 	done := make(chan error, 1)
 	go func() {
@@ -173,6 +176,10 @@ func TestStalledDownloadIsALostConnection(t *testing.T) {
 	if s := c.Status(); s.State != StateOffline {
 		t.Errorf("after the stall: state %q (%s), want offline", s.State, s.Message)
 	}
+	// Resumed by a new process with the default timeout (a second of
+	// silence can happen on a loaded machine).
+	mustDo(t, c.Close())
+	c = ts.client("ann", nil, dir)
 	res, err := c.Pull(context.Background())
 	mustDo(t, err)
 	if !res.Resumed {
@@ -180,6 +187,46 @@ func TestStalledDownloadIsALostConnection(t *testing.T) {
 	}
 	if got, want := exportOf(t, c), ts.export("ann"); got != want {
 		t.Errorf("client after the resumed pull differs from the server")
+	}
+}
+
+// TestStalledBlobDownloadIsALostConnection: as a stalled sync answer, a
+// blob download that goes silent fails as a lost connection after
+// RequestTimeoutMillis (it runs under the network lock during a sync, so
+// a hang would stop pushes too), and the next try resumes it.
+func TestStalledBlobDownloadIsALostConnection(t *testing.T) {
+	ts := newTestServer(t)
+	ts.setPolicy(`{"offline_mode":true,"eager_blob_bytes":1}`)
+	data, ref := ts.attachAndSync("forms/1", 500_000)
+	st := &stallingTransport{base: http.DefaultTransport.(*http.Transport).Clone(), path: "/v1/blobs/"}
+	opts := DefaultOptions()
+	opts.ServerURL, opts.Token = ts.url, ts.token("alice")
+	opts.RequestTimeoutMillis = 1000
+	opts.HTTPClient = &http.Client{Transport: st}
+	dir := t.TempDir()
+	c, err := Open(dir, opts)
+	mustDo(t, err)
+	defer func() { c.Close() }()
+	st.after.Store(100 << 10)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Blob(context.Background(), ref.Blob)
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second): // guards against a hang only
+		t.Fatal("a blob download that stalled never returned")
+	}
+	if !errors.Is(err, ErrNoConnection) {
+		t.Fatalf("stalled blob download: err = %v, want ErrNoConnection", err)
+	}
+	mustDo(t, c.Close())
+	c = ts.client("alice", nil, dir)
+	got, err := c.Blob(context.Background(), ref.Blob)
+	mustDo(t, err)
+	if !bytes.Equal(got, data) {
+		t.Errorf("blob after the resumed download differs")
 	}
 }
 
