@@ -293,6 +293,33 @@ func (r *countingReader) take() int64 {
 	return d
 }
 
+// stallWatch cancels a request that makes no progress for idle: a
+// timer the request's reads re-arm, that calls abort when it runs out.
+type stallWatch struct {
+	idle  time.Duration
+	timer *time.Timer
+	fired atomic.Bool
+}
+
+// newStallWatch returns a watch, armed if armed is set.
+func newStallWatch(idle time.Duration, abort func(), armed bool) *stallWatch {
+	w := &stallWatch{idle: idle}
+	w.timer = time.AfterFunc(idle, func() {
+		w.fired.Store(true)
+		abort()
+	})
+	if !armed {
+		w.timer.Stop()
+	}
+	return w
+}
+
+func (w *stallWatch) arm()  { w.timer.Reset(w.idle) }
+func (w *stallWatch) stop() { w.timer.Stop() }
+
+// stalled reports whether the watch ran out.
+func (w *stallWatch) stalled() bool { return w.fired.Load() }
+
 // idleReader ends a download that stops arriving: a Read that waits longer
 // than idle for the next bytes cancels the request (abort) and fails with
 // a timeout. Only the time spent waiting in Read counts, not the client's
@@ -301,37 +328,50 @@ func (r *countingReader) take() int64 {
 // trickles nothing, a middlebox that lost the peer but keeps the
 // connection) would hold the network lock, and every push, forever.
 type idleReader struct {
-	r       io.Reader
-	idle    time.Duration
-	timer   *time.Timer
-	stalled atomic.Bool
+	r io.Reader
+	w *stallWatch
 }
 
 func newIdleReader(r io.Reader, idle time.Duration, abort func()) *idleReader {
-	ir := &idleReader{r: r, idle: idle}
-	ir.timer = time.AfterFunc(idle, func() {
-		ir.stalled.Store(true)
-		abort()
-	})
-	ir.timer.Stop()
-	return ir
+	return &idleReader{r: r, w: newStallWatch(idle, abort, false)}
 }
 
 func (r *idleReader) Read(p []byte) (int, error) {
-	if r.stalled.Load() {
+	if r.w.stalled() {
 		return 0, r.stallError()
 	}
-	r.timer.Reset(r.idle)
+	r.w.arm()
 	n, err := r.r.Read(p)
-	if !r.timer.Stop() && r.stalled.Load() && err != nil {
+	r.w.stop()
+	if err != nil && r.w.stalled() {
 		err = r.stallError()
 	}
 	return n, err
 }
 
 func (r *idleReader) stallError() error {
-	return fmt.Errorf("no data from the server for %v", r.idle)
+	return fmt.Errorf("no data from the server for %v", r.w.idle)
 }
 
 // stop disarms the watchdog for good.
-func (r *idleReader) stop() { r.timer.Stop() }
+func (r *idleReader) stop() { r.w.stop() }
+
+// progressBody is a request body that keeps a stallWatch armed while the
+// transport takes it: if it takes nothing for the watch's idle time (a
+// server that stopped reading; the client's writes block on a full
+// window) the request is cancelled. Once the body is all read the watch
+// is off: the transport's header timeout bounds the wait for the answer.
+type progressBody struct {
+	r io.Reader
+	w *stallWatch
+}
+
+func (b *progressBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil {
+		b.w.stop()
+	} else {
+		b.w.arm()
+	}
+	return n, err
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -227,6 +228,81 @@ func TestStalledBlobDownloadIsALostConnection(t *testing.T) {
 	mustDo(t, err)
 	if !bytes.Equal(got, data) {
 		t.Errorf("blob after the resumed download differs")
+	}
+}
+
+// swallowTransport takes part of the body of the next blob upload
+// (PATCH) and then reads no more of it and does not answer, as a server
+// that stopped reading does (the client's writes block on a full window).
+type swallowTransport struct {
+	base  http.RoundTripper
+	after atomic.Int64
+}
+
+func (s *swallowTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodPatch || req.Body == nil {
+		return s.base.RoundTrip(req)
+	}
+	if n := s.after.Swap(0); n > 0 {
+		io.CopyN(io.Discard, req.Body, n)
+		<-req.Context().Done()
+		return nil, req.Context().Err()
+	}
+	return s.base.RoundTrip(req)
+}
+
+// TestStalledBlobUploadIsALostConnection: a blob upload the server stops
+// taking fails as a lost connection after RequestTimeoutMillis without
+// progress (it runs under the network lock, before the patch), the edit
+// stays queued, and the next push (a new process here) delivers both.
+func TestStalledBlobUploadIsALostConnection(t *testing.T) {
+	ts := newTestServer(t)
+	sw := &swallowTransport{base: http.DefaultTransport.(*http.Transport).Clone()}
+	opts := DefaultOptions()
+	opts.ServerURL, opts.Token = ts.url, ts.token("ann")
+	opts.RequestTimeoutMillis = 1000
+	opts.HTTPClient = &http.Client{Transport: sw}
+	dir := t.TempDir()
+	c, err := Open(dir, opts)
+	mustDo(t, err)
+	defer func() { c.Close() }()
+	data := make([]byte, 600_000)
+	rng := rand.NewChaCha8([32]byte{6})
+	rng.Read(data)
+	ref, err := c.Attach(data, "")
+	mustDo(t, err)
+	mustDo(t, c.Put("forms/1", []byte(fmt.Sprintf(`{"file":{"$blob":%q}}`, ref.Blob))))
+	sw.after.Store(100 << 10)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Push(context.Background())
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(60 * time.Second): // guards against a hang only
+		t.Fatal("a push whose blob upload stalled never returned")
+	}
+	if !errors.Is(err, ErrNoConnection) {
+		t.Fatalf("stalled blob upload: err = %v, want ErrNoConnection", err)
+	}
+	if s := c.Status(); s.PendingEdits != 1 || s.PendingBlobs != 1 {
+		t.Errorf("after the stalled upload: %d edits, %d blobs pending, want 1 and 1", s.PendingEdits, s.PendingBlobs)
+	}
+	mustDo(t, c.Close())
+	c = ts.client("ann", nil, dir)
+	_, err = c.Sync(context.Background())
+	mustDo(t, err)
+	if !strings.Contains(ts.export("ann"), ref.Blob) {
+		t.Errorf("server after the second push:\n%s", ts.export("ann"))
+	}
+	b := ts.client("ann", nil)
+	_, err = b.Sync(context.Background())
+	mustDo(t, err)
+	got, err := b.Blob(context.Background(), ref.Blob)
+	mustDo(t, err)
+	if !bytes.Equal(got, data) {
+		t.Errorf("the blob another device fetches differs from the one attached")
 	}
 }
 
