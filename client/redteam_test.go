@@ -8,8 +8,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -465,5 +467,24 @@ func TestCloseDuringPull(t *testing.T) {
 	}
 	if got := get(t, c2, "mine"); got != `"kept"` {
 		t.Errorf("edit queued before Close: mine = %s", got)
+	}
+}
+
+// TestStorageFailureIsNotAServerError: a pull or push that fails because
+// this device's storage does (a full disk: bbolt's write returns ENOSPC)
+// is reported as error/storage, not as a server error: the user must free
+// space, the server is fine. (TestProbeDiskFull shows it on a real full
+// disk.)
+func TestStorageFailureIsNotAServerError(t *testing.T) {
+	c := openTest(t, t.TempDir())
+	full := fmt.Errorf("sync: store chunks: %w", &os.PathError{Op: "write", Path: "data.next.db", Err: syscall.ENOSPC})
+	c.outcome(full, 1)
+	s := c.Status()
+	if s.State != StateError || s.Reason != ReasonStorage || !strings.Contains(s.Message, "no space left") {
+		t.Errorf("after a full disk: %s/%s %q, want error/%s", s.State, s.Reason, s.Message, ReasonStorage)
+	}
+	c.outcome(nil, 0)
+	if s := c.Status(); s.State != StateSynced {
+		t.Errorf("after a successful sync: %s/%s", s.State, s.Reason)
 	}
 }
