@@ -172,15 +172,18 @@ func (c *Client) recordAnswer(p *inflightPatch, edits []*edit, version uint64, r
 			res.EditsRejected++
 		}
 	}
+	if len(applied) == 0 {
+		// No answer to this patch (a proxy or a redirect answering for
+		// the server): it stays in flight under its id, which the server
+		// may have applied already (its answer lost). Under a new id the
+		// edits would be applied a second time.
+		return &serverError{op: "push", err: fmt.Errorf("the server answered patch %s without a receipt for any of its %d edits", p.ID, len(edits))}
+	}
 	if err := c.completePatchX(p.ID, version, applied, gone, conflicts); err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
 	if version > 0 {
 		c.raiseServerHead(version)
-	}
-	if len(applied) == 0 {
-		// Nothing left the queue: sending again would loop.
-		return &serverError{op: "push", err: fmt.Errorf("the server answered patch %s without a receipt for any of its %d edits", p.ID, len(edits))}
 	}
 	return nil
 }

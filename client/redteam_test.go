@@ -3,12 +3,14 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -486,5 +488,54 @@ func TestStorageFailureIsNotAServerError(t *testing.T) {
 	c.outcome(nil, 0)
 	if s := c.Status(); s.State != StateSynced {
 		t.Errorf("after a successful sync: %s/%s", s.State, s.Reason)
+	}
+}
+
+// TestEmptyAnswerKeepsThePatchID: the answer to a patch the server did
+// apply is lost; the retry gets a 200 without a single receipt (a proxy
+// or a redirect answering for the server). That is no answer: the patch
+// keeps its id, so the next push gets the server's stored answer instead
+// of applying the edits a second time under a new id (which the server
+// would see as the device conflicting with itself).
+func TestEmptyAnswerKeepsThePatchID(t *testing.T) {
+	ts := newTestServer(t)
+	ts.upload("ann", []gen.Record{{Key: "n", Value: []byte(`{"v":0}`)}})
+	ft := newFaultTransport()
+	c := ts.client("ann", ft)
+	ctx := context.Background()
+	_, err := c.Pull(ctx)
+	mustDo(t, err)
+	head := ts.head("ann")
+	mustDo(t, c.Merge("n", []byte(`{"v":1}`)))
+	ft.loseAnswer.Store(true)
+	if _, err := c.Push(ctx); !errors.Is(err, ErrNoConnection) {
+		t.Fatalf("push with a lost answer: %v, want ErrNoConnection", err)
+	}
+	ft.answer = func([]byte) string { return fmt.Sprintf(`{"version":%d}`, head+1) }
+	if _, err := c.Push(ctx); !errors.Is(err, ErrServer) {
+		t.Fatalf("push answered without receipts: %v, want ErrServer", err)
+	}
+	ft.answer = nil
+	_, err = c.Sync(ctx)
+	mustDo(t, err)
+	ft.mu.Lock()
+	posts := slices.Clone(ft.posts)
+	ft.mu.Unlock()
+	ids := make([]string, len(posts))
+	for i, p := range posts {
+		var b struct {
+			ID string `json:"id"`
+		}
+		mustDo(t, json.Unmarshal([]byte(p), &b))
+		ids[i] = b.ID
+	}
+	if len(ids) != 3 || ids[1] != ids[0] || ids[2] != ids[0] {
+		t.Errorf("patch ids sent: %v, want one id three times", ids)
+	}
+	if got := ts.head("ann"); got != head+1 {
+		t.Errorf("server head %d, want %d: the edit was applied once", got, head+1)
+	}
+	if s := c.Status(); s.Conflicts != 0 || s.PendingEdits != 0 {
+		t.Errorf("after the sync: %d conflicts, %d pending, want none", s.Conflicts, s.PendingEdits)
 	}
 }
