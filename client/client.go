@@ -66,7 +66,8 @@ type Options struct {
 	LockTimeoutMillis int
 
 	// HTTPClient sends the requests; nil means a client of its own with
-	// DialTimeoutMillis. It must not set an overall Timeout: a long poll
+	// DialTimeoutMillis, which follows redirects only to the server's own
+	// scheme and host. It must not set an overall Timeout: a long poll
 	// and a large download take long. (Not visible to gomobile callers.)
 	HTTPClient *http.Client
 	// DialTimeoutMillis bounds connecting to the server (default 10 s).

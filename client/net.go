@@ -108,7 +108,21 @@ func newHTTPClient(dial, header time.Duration) *http.Client {
 	t.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
 	t.ResponseHeaderTimeout = header
 	t.ExpectContinueTimeout = expectContinueTimeout
-	return &http.Client{Transport: t}
+	return &http.Client{Transport: t, CheckRedirect: sameOrigin}
+}
+
+// sameOrigin follows a redirect only to the scheme and host the request
+// was sent to: edits, and the answers that take them out of the queue,
+// never go to a host the app did not configure (nor from https to http).
+// A redirect elsewhere is answered as the server's 3xx (an HTTPError).
+func sameOrigin(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if from := via[0].URL; req.URL.Scheme != from.Scheme || req.URL.Host != from.Host {
+		return http.ErrUseLastResponse
+	}
+	return nil
 }
 
 // maxJSONAnswer bounds a JSON answer (receipts may carry values of up to
@@ -196,7 +210,11 @@ func (c *Client) roundTrip(ctx context.Context, op string, req *http.Request, he
 	if rerr != nil && ctx.Err() != nil {
 		return nil, fmt.Errorf("%s: %w", op, ctx.Err())
 	}
-	return nil, &httpErrorWithBody{HTTPError: httpErrorOf(op, resp.StatusCode, raw), body: raw}
+	he := httpErrorOf(op, resp.StatusCode, raw)
+	if loc := resp.Header.Get("Location"); resp.StatusCode/100 == 3 && loc != "" {
+		he.Message = "redirect to " + loc + ", another host than the server's: not followed"
+	}
+	return nil, &httpErrorWithBody{HTTPError: he, body: raw}
 }
 
 // expectContinueOver is the body size from which a request asks the server

@@ -9,6 +9,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -537,5 +540,54 @@ func TestEmptyAnswerKeepsThePatchID(t *testing.T) {
 	}
 	if s := c.Status(); s.Conflicts != 0 || s.PendingEdits != 0 {
 		t.Errorf("after the sync: %d conflicts, %d pending, want none", s.Conflicts, s.PendingEdits)
+	}
+}
+
+// TestRedirectToAnotherHostIsRefused: the server (or something claiming
+// its address) answers a patch with a redirect to another host. The
+// default client does not follow it: the edits must not go to a host the
+// app did not configure, nor its answer take them out of the queue.
+func TestRedirectToAnotherHostIsRefused(t *testing.T) {
+	ts := newTestServer(t)
+	ts.upload("ann", []gen.Record{{Key: "a", Value: []byte(`0`)}})
+	var stolen atomic.Int64
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		stolen.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"version":99,"receipts":[{"index":0,"op":"put","key":"a","status":"applied"}]}`)
+	}))
+	defer evil.Close()
+	target, err := url.Parse(ts.url)
+	mustDo(t, err)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && r.URL.Path == "/v1/patches" {
+			http.Redirect(w, r, evil.URL+r.URL.Path, http.StatusTemporaryRedirect)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	c := ts.client("ann", nil)
+	mustDo(t, c.SetServer(front.URL, ts.token("ann")))
+	ctx := context.Background()
+	_, err = c.Pull(ctx)
+	mustDo(t, err)
+	mustDo(t, c.Put("a", []byte(`1`)))
+	_, err = c.Push(ctx)
+	if err == nil || !strings.Contains(err.Error(), "redirect to "+evil.URL) {
+		t.Errorf("push redirected to another host: err = %v, want the redirect refused", err)
+	}
+	if n := stolen.Load(); n != 0 {
+		t.Errorf("the other host got %d requests", n)
+	}
+	if s := c.Status(); s.PendingEdits != 1 {
+		t.Errorf("after the redirect: %d edits pending, want 1", s.PendingEdits)
+	}
+	mustDo(t, c.SetServer(ts.url, ts.token("ann")))
+	_, err = c.Sync(ctx)
+	mustDo(t, err)
+	if got := ts.export("ann"); got != `{"key":"a","value":1}`+"\n" {
+		t.Errorf("server after the sync: %s", got)
 	}
 }
