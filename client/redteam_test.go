@@ -591,3 +591,32 @@ func TestRedirectToAnotherHostIsRefused(t *testing.T) {
 		t.Errorf("server after the sync: %s", got)
 	}
 }
+
+// TestClockAheadDoesNotAskForATokenEveryRequest: a phone whose clock is
+// weeks ahead sees every token the app's provider hands over as expired.
+// The client asked the provider again before every request (a sign-in
+// round trip each time, and an auth error whenever the provider could
+// not be reached) although the server accepted the token. A token that
+// is due by this device's clock the moment it arrives is kept for its
+// lifetime (exp - iat) counted from then; a 401 still replaces it.
+func TestClockAheadDoesNotAskForATokenEveryRequest(t *testing.T) {
+	ts := newTestServer(t)
+	ts.upload("ann", []gen.Record{{Key: "a", Value: []byte(`1`)}})
+	src := &tokenSource{tokens: []string{ts.tokenFor("ann", time.Hour)}}
+	c := providerClient(t, ts, t.TempDir(), src, nil)
+	clock := useClock(c)
+	clock.t = time.Now().Add(30 * 24 * time.Hour)
+	for i := 0; i < 3; i++ {
+		_, err := c.Sync(context.Background())
+		mustDo(t, err)
+	}
+	if n := src.callCount(); n != 1 {
+		t.Errorf("provider asked %d times for 3 syncs, want once", n)
+	}
+	clock.add(59*time.Minute + 30*time.Second) // within the margin of the token's lifetime
+	_, err := c.Sync(context.Background())
+	mustDo(t, err)
+	if n := src.callCount(); n != 2 {
+		t.Errorf("provider asked %d times after the token's lifetime, want 2", n)
+	}
+}
