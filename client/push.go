@@ -116,7 +116,7 @@ func (c *Client) sendPatch(ctx context.Context, p *inflightPatch, edits []*edit,
 
 // checkAnswer refuses an answer that cannot be the server's answer to
 // patch p: a receipt for an edit the patch does not hold (an index out of
-// range, another key or op), two receipts for one edit, or edits taking
+// range, another key or op), two receipts for one edit or none, or edits taking
 // effect in a version older than the patch's base. Believing it would take
 // edits out of the queue that the server never applied (a caching proxy's
 // answer to another request, a server bug); refused, the patch stays in
@@ -139,6 +139,13 @@ func checkAnswer(p *inflightPatch, edits []*edit, version uint64, rs []diff.Rece
 		seen[r.Index] = true
 		took = took || r.Status == diff.StatusApplied || r.Status == diff.StatusMerged ||
 			(r.Status == diff.StatusConflict && r.Won)
+	}
+	for i, ok := range seen {
+		if !ok {
+			// The server answers every op; an answer cut short would
+			// send the rest again under a new id.
+			return fmt.Errorf("patch %s answered without a receipt for its edit %d of %d", p.ID, i, len(edits))
+		}
 	}
 	if took && version < max(p.Base, 1) {
 		return fmt.Errorf("patch %s based on version %d answered as applied in version %d", p.ID, p.Base, version)
@@ -173,11 +180,10 @@ func (c *Client) recordAnswer(p *inflightPatch, edits []*edit, version uint64, r
 		}
 	}
 	if len(applied) == 0 {
-		// No answer to this patch (a proxy or a redirect answering for
-		// the server): it stays in flight under its id, which the server
-		// may have applied already (its answer lost). Under a new id the
-		// edits would be applied a second time.
-		return &serverError{op: "push", err: fmt.Errorf("the server answered patch %s without a receipt for any of its %d edits", p.ID, len(edits))}
+		// No edit settled (statuses this client does not know): the
+		// patch stays in flight under its id, which the server may have
+		// applied. Under a new id its edits would apply a second time.
+		return &serverError{op: "push", err: fmt.Errorf("the server answered patch %s without a receipt this client understands for any of its %d edits", p.ID, len(edits))}
 	}
 	if err := c.completePatchX(p.ID, version, applied, gone, conflicts); err != nil {
 		return fmt.Errorf("push: %w", err)

@@ -620,3 +620,15 @@ func TestClockAheadDoesNotAskForATokenEveryRequest(t *testing.T) {
 		t.Errorf("provider asked %d times after the token's lifetime, want 2", n)
 	}
 }
+
+// TestPartialReceiptsAreRefused: an answer with receipts for some of the
+// patch's edits only (cut short by something between, or a server bug)
+// is not the server's answer, which has one receipt per op. Believing it
+// would send the others again under a new id, applying them twice if the
+// server had applied the whole patch.
+func TestPartialReceiptsAreRefused(t *testing.T) {
+	lyingPatchAnswer(t, func(head uint64) string {
+		return fmt.Sprintf(`{"version":%d,"created":true,"receipts":[`+
+			`{"index":0,"op":"put","key":"a","status":"applied"}],"conflicts":[]}`, head+1)
+	})
+}
