@@ -15,6 +15,7 @@ import (
 
 	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/diff"
+	"github.com/deltasync/deltasync/wire"
 )
 
 // state.MetaRebase is set when the server rejected a patch under the
@@ -232,9 +233,15 @@ func (c *Client) patchRefused(p *inflightPatch, edits []*edit, err error, res *S
 		if json.Unmarshal(hb.body, &rb) == nil && len(rb.Receipts) > 0 {
 			return c.patchRejected(p, edits, hb, res)
 		}
+		if he.Code != wire.CodeConflict && he.Code != wire.CodeBlobMissing {
+			// Not the server's own answer (something between): the
+			// patch may have been applied; it stays in flight.
+			return &serverError{op: "push", err: he}
+		}
 		// The id is taken by a different patch (cannot happen with random
 		// ids and a persisted patch, unless state was copied between
-		// devices): nothing of ours was applied, send under a new id.
+		// devices), or a blob is missing: nothing of ours was applied,
+		// send under a new id.
 		if err := c.completePatchX(p.ID, 0, nil, nil, nil); err != nil {
 			return fmt.Errorf("push: %w", err)
 		}

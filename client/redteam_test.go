@@ -632,3 +632,64 @@ func TestPartialReceiptsAreRefused(t *testing.T) {
 			`{"index":0,"op":"put","key":"a","status":"applied"}],"conflicts":[]}`, head+1)
 	})
 }
+
+// conflictOnce answers the next POST /v1/patches with a bare 409 (no
+// receipts, no error code: something between the client and the server)
+// without sending it on.
+type conflictOnce struct {
+	base http.RoundTripper
+	next atomic.Bool
+}
+
+func (c *conflictOnce) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodPost && req.URL.Path == "/v1/patches" && c.next.CompareAndSwap(true, false) {
+		return &http.Response{StatusCode: http.StatusConflict, Header: http.Header{"Content-Type": {"text/plain"}},
+			Body: io.NopCloser(strings.NewReader("conflict")), Request: req}, nil
+	}
+	return c.base.RoundTrip(req)
+}
+
+// TestBare409KeepsThePatchID: the answer to an applied patch is lost and
+// the retry meets a 409 that is not the server's (no receipts, no error
+// code). Only the server's own "this id is taken" (code conflict) or
+// "a blob is missing" ends the patch; anything else leaves it in flight,
+// so the next push gets the stored answer instead of applying the edit
+// again under a new id.
+func TestBare409KeepsThePatchID(t *testing.T) {
+	ts := newTestServer(t)
+	ts.upload("ann", []gen.Record{{Key: "n", Value: []byte(`{"v":0}`)}})
+	ft := newFaultTransport()
+	co := &conflictOnce{base: ft}
+	c := ts.client("ann", co)
+	ctx := context.Background()
+	_, err := c.Pull(ctx)
+	mustDo(t, err)
+	mustDo(t, c.Merge("n", []byte(`{"v":1}`)))
+	ft.loseAnswer.Store(true)
+	if _, err := c.Push(ctx); !errors.Is(err, ErrNoConnection) {
+		t.Fatalf("push with a lost answer: %v, want ErrNoConnection", err)
+	}
+	co.next.Store(true)
+	if _, err := c.Push(ctx); err == nil {
+		t.Fatal("push answered 409: no error")
+	}
+	_, err = c.Sync(ctx)
+	mustDo(t, err)
+	ft.mu.Lock()
+	posts := slices.Clone(ft.posts)
+	ft.mu.Unlock()
+	var ids []string
+	for _, p := range posts {
+		var b struct {
+			ID string `json:"id"`
+		}
+		mustDo(t, json.Unmarshal([]byte(p), &b))
+		ids = append(ids, b.ID)
+	}
+	if len(ids) != 2 || ids[1] != ids[0] {
+		t.Errorf("patch ids that reached the server: %v, want one id twice", ids)
+	}
+	if s := c.Status(); s.PendingEdits != 0 || s.Conflicts != 0 {
+		t.Errorf("after the sync: %d pending, %d conflicts", s.PendingEdits, s.Conflicts)
+	}
+}
