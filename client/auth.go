@@ -20,7 +20,7 @@ type tokenState struct {
 	mu       sync.Mutex
 	provider func(ctx context.Context) (string, error)
 	token    string
-	exp      time.Time // the token's exp claim; zero if unreadable
+	exp      time.Time // when it is due by this device's clock (localExpiry); zero: unknown
 	// refreshing is closed when the provider call under way returns: one
 	// call at a time, and requests that need a token meanwhile wait for
 	// it. The provider runs without the lock, so it may call the client.
@@ -101,7 +101,7 @@ func (c *Client) refreshToken(ctx context.Context, force bool) (string, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if err == nil {
-		t.token, t.exp = tok, jwtExpiry(tok)
+		t.token, t.exp = tok, localExpiry(tok, c.statusNow(), c.tokenMargin())
 		return tok, nil
 	}
 	if ctx.Err() != nil {
@@ -124,24 +124,54 @@ func checkToken(tok string) error {
 	return nil
 }
 
+// localExpiry is when a token handed over at now is due for renewal by
+// this device's clock: its exp claim, unless the token is due by that the
+// moment it arrives. Then the clock is wrong (phones' clocks can be days
+// ahead) and asking again would bring the same: the token is kept for its
+// lifetime (exp - iat) counted from now, or, without iat, until the
+// server refuses it (a 401 asks for a new one either way).
+func localExpiry(tok string, now time.Time, margin time.Duration) time.Time {
+	iat, exp := jwtTimes(tok)
+	if exp.IsZero() || now.Before(exp.Add(-margin)) {
+		return exp
+	}
+	if !iat.IsZero() && exp.After(iat) {
+		return now.Add(exp.Sub(iat))
+	}
+	return time.Time{}
+}
+
 // jwtExpiry reads the exp claim of a JWT without verifying it (the server
 // does that): zero if the token is not a JWT or has no readable exp.
 func jwtExpiry(tok string) time.Time {
+	_, exp := jwtTimes(tok)
+	return exp
+}
+
+// jwtTimes reads the iat and exp claims of a JWT (see jwtExpiry); each is
+// zero if absent or unreadable.
+func jwtTimes(tok string) (iat, exp time.Time) {
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {
-		return time.Time{}
+		return
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
 	if err != nil {
-		return time.Time{}
+		return
 	}
 	var claims struct {
+		Iat json.Number `json:"iat"`
 		Exp json.Number `json:"exp"`
 	}
 	if json.Unmarshal(payload, &claims) != nil {
-		return time.Time{}
+		return
 	}
-	f, err := claims.Exp.Float64()
+	return unixClaim(claims.Iat), unixClaim(claims.Exp)
+}
+
+// unixClaim is a NumericDate claim as a time; zero if unusable.
+func unixClaim(n json.Number) time.Time {
+	f, err := n.Float64()
 	if err != nil || f <= 0 || f > 1<<40 {
 		return time.Time{}
 	}
@@ -155,7 +185,7 @@ func (c *Client) setProvidedToken(tok string) {
 		return
 	}
 	c.tok.mu.Lock()
-	c.tok.token, c.tok.exp = tok, jwtExpiry(tok)
+	c.tok.token, c.tok.exp = tok, localExpiry(tok, c.statusNow(), c.tokenMargin())
 	c.tok.mu.Unlock()
 }
 

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -397,20 +398,28 @@ func (c *Client) blobDo(ctx context.Context, op, method, path string, body func(
 	return resp, err
 }
 
+// sendStream sends one request whose body is streamed (see blobDo). A
+// body the transport stops taking for RequestTimeoutMillis (the server
+// stopped reading) ends the request as a lost connection.
 func (c *Client) sendStream(ctx context.Context, op, method, u string, body func() io.ReadCloser, n int64, hdr http.Header, tok string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	rctx, abort := context.WithCancel(ctx)
+	req, err := http.NewRequestWithContext(rctx, method, u, nil)
 	if err != nil {
+		abort()
 		return nil, fmt.Errorf("%s: server URL %q: %w", op, c.ServerURL(), err)
 	}
 	var sent *sentCounter
+	var watch *stallWatch
 	if body != nil {
 		sent = &sentCounter{}
+		watch = newStallWatch(time.Duration(c.opts.RequestTimeoutMillis)*time.Millisecond, abort, true)
+		defer watch.stop()
 		open := func() io.ReadCloser {
 			rc := body()
 			return struct {
 				io.Reader
 				io.Closer
-			}{&countedBody{r: rc, n: &sent.n}, rc}
+			}{&progressBody{r: &countedBody{r: rc, n: &sent.n}, w: watch}, rc}
 		}
 		req.Body = open()
 		req.GetBody = func() (io.ReadCloser, error) { return open(), nil }
@@ -419,5 +428,26 @@ func (c *Client) sendStream(ctx context.Context, op, method, u string, body func
 			req.Header.Set("Expect", "100-continue")
 		}
 	}
-	return c.roundTrip(ctx, op, req, hdr, tok, sent)
+	resp, err := c.roundTrip(rctx, op, req, hdr, tok, sent)
+	if err != nil {
+		abort()
+		if watch != nil && watch.stalled() && ctx.Err() == nil {
+			return nil, &netError{op: op, err: fmt.Errorf("the server took no data for %v", watch.idle)}
+		}
+		return nil, err
+	}
+	resp.Body = abortOnClose{resp.Body, abort}
+	return resp, nil
+}
+
+// abortOnClose releases a request's context when its answer is closed.
+type abortOnClose struct {
+	io.ReadCloser
+	abort context.CancelFunc
+}
+
+func (b abortOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.abort()
+	return err
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -39,12 +40,14 @@ func (c *Client) fetchBlob(ctx context.Context, hexd, mime string) error {
 	if off > 0 {
 		hdr.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
 	}
-	resp, err := c.request(ctx, "download blob", http.MethodGet, "/v1/blobs/"+wire.BlobPrefix+hexd, nil, nil, hdr)
+	rctx, abort := context.WithCancel(ctx) // the request, ended by a stalled body
+	defer abort()
+	resp, err := c.request(rctx, "download blob", http.MethodGet, "/v1/blobs/"+wire.BlobPrefix+hexd, nil, nil, hdr)
 	var he *HTTPError
 	if errors.As(err, &he) && he.Status == http.StatusRequestedRangeNotSatisfiable && off > 0 {
 		// The part on the device is longer than the blob: start over.
 		hdr.Del("Range")
-		resp, err = c.request(ctx, "download blob", http.MethodGet, "/v1/blobs/"+wire.BlobPrefix+hexd, nil, nil, hdr)
+		resp, err = c.request(rctx, "download blob", http.MethodGet, "/v1/blobs/"+wire.BlobPrefix+hexd, nil, nil, hdr)
 		off = 0
 	}
 	if err != nil {
@@ -56,7 +59,9 @@ func (c *Client) fetchBlob(ctx context.Context, hexd, mime string) error {
 	} else if !strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes "+strconv.FormatInt(off, 10)+"-") {
 		return &serverError{op: "download blob", err: fmt.Errorf("asked from byte %d, got Content-Range %q", off, resp.Header.Get("Content-Range"))}
 	}
-	cr := &countingReader{r: resp.Body}
+	idle := newIdleReader(resp.Body, time.Duration(c.opts.RequestTimeoutMillis)*time.Millisecond, abort)
+	defer idle.stop()
+	cr := &countingReader{r: idle}
 	src := io.Reader(cr)
 	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "zstd") {
 		dec, err := zstd.NewReader(cr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(blobDecoderMemory))

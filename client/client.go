@@ -66,13 +66,16 @@ type Options struct {
 	LockTimeoutMillis int
 
 	// HTTPClient sends the requests; nil means a client of its own with
-	// DialTimeoutMillis. It must not set an overall Timeout: a long poll
+	// DialTimeoutMillis, which follows redirects only to the server's own
+	// scheme and host. It must not set an overall Timeout: a long poll
 	// and a large download take long. (Not visible to gomobile callers.)
 	HTTPClient *http.Client
 	// DialTimeoutMillis bounds connecting to the server (default 10 s).
 	DialTimeoutMillis int
-	// RequestTimeoutMillis bounds a push and the wait for the first byte
-	// of a sync answer beyond its long poll (default 60 s).
+	// RequestTimeoutMillis bounds a push, the wait for the first byte
+	// of a sync answer beyond its long poll, and any silence within a
+	// sync answer (a download stalled that long fails as a lost
+	// connection and resumes at the next pull) (default 60 s).
 	RequestTimeoutMillis int
 	// RetryMinMillis and RetryMaxMillis bound the background loop's
 	// exponential backoff after a failure (defaults 1 s and 5 min).

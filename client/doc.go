@@ -124,7 +124,8 @@
 // when the device is over the org's MaxPendingBytes, or offline longer than
 // its MaxOfflineSeconds, with the limit explained in Message: limits the
 // device shows and the server does not refuse uploads for; blocked when
-// edits cannot be sent under the org's limits), versions,
+// edits cannot be sent under the org's limits; storage when this device's
+// disk is full or failing), versions,
 // pending edits, traffic and download progress. OnStatus (or
 // AddStatusListener, for gomobile) subscribes to changes; listeners are
 // called one at a time, in order, outside the client's locks.

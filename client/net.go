@@ -108,7 +108,21 @@ func newHTTPClient(dial, header time.Duration) *http.Client {
 	t.DialContext = (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext
 	t.ResponseHeaderTimeout = header
 	t.ExpectContinueTimeout = expectContinueTimeout
-	return &http.Client{Transport: t}
+	return &http.Client{Transport: t, CheckRedirect: sameOrigin}
+}
+
+// sameOrigin follows a redirect only to the scheme and host the request
+// was sent to: edits, and the answers that take them out of the queue,
+// never go to a host the app did not configure (nor from https to http).
+// A redirect elsewhere is answered as the server's 3xx (an HTTPError).
+func sameOrigin(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if from := via[0].URL; req.URL.Scheme != from.Scheme || req.URL.Host != from.Host {
+		return http.ErrUseLastResponse
+	}
+	return nil
 }
 
 // maxJSONAnswer bounds a JSON answer (receipts may carry values of up to
@@ -196,7 +210,11 @@ func (c *Client) roundTrip(ctx context.Context, op string, req *http.Request, he
 	if rerr != nil && ctx.Err() != nil {
 		return nil, fmt.Errorf("%s: %w", op, ctx.Err())
 	}
-	return nil, &httpErrorWithBody{HTTPError: httpErrorOf(op, resp.StatusCode, raw), body: raw}
+	he := httpErrorOf(op, resp.StatusCode, raw)
+	if loc := resp.Header.Get("Location"); resp.StatusCode/100 == 3 && loc != "" {
+		he.Message = "redirect to " + loc + ", another host than the server's: not followed"
+	}
+	return nil, &httpErrorWithBody{HTTPError: he, body: raw}
 }
 
 // expectContinueOver is the body size from which a request asks the server
@@ -291,4 +309,87 @@ func (r *countingReader) take() int64 {
 	d := r.n - r.counted
 	r.counted = r.n
 	return d
+}
+
+// stallWatch cancels a request that makes no progress for idle: a
+// timer the request's reads re-arm, that calls abort when it runs out.
+type stallWatch struct {
+	idle  time.Duration
+	timer *time.Timer
+	fired atomic.Bool
+}
+
+// newStallWatch returns a watch, armed if armed is set.
+func newStallWatch(idle time.Duration, abort func(), armed bool) *stallWatch {
+	w := &stallWatch{idle: idle}
+	w.timer = time.AfterFunc(idle, func() {
+		w.fired.Store(true)
+		abort()
+	})
+	if !armed {
+		w.timer.Stop()
+	}
+	return w
+}
+
+func (w *stallWatch) arm()  { w.timer.Reset(w.idle) }
+func (w *stallWatch) stop() { w.timer.Stop() }
+
+// stalled reports whether the watch ran out.
+func (w *stallWatch) stalled() bool { return w.fired.Load() }
+
+// idleReader ends a download that stops arriving: a Read that waits longer
+// than idle for the next bytes cancels the request (abort) and fails with
+// a timeout. Only the time spent waiting in Read counts, not the client's
+// own work between reads (verifying, writing a batch). Without it, an
+// answer whose headers arrived and whose body went silent (a server that
+// trickles nothing, a middlebox that lost the peer but keeps the
+// connection) would hold the network lock, and every push, forever.
+type idleReader struct {
+	r io.Reader
+	w *stallWatch
+}
+
+func newIdleReader(r io.Reader, idle time.Duration, abort func()) *idleReader {
+	return &idleReader{r: r, w: newStallWatch(idle, abort, false)}
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	if r.w.stalled() {
+		return 0, r.stallError()
+	}
+	r.w.arm()
+	n, err := r.r.Read(p)
+	r.w.stop()
+	if err != nil && r.w.stalled() {
+		err = r.stallError()
+	}
+	return n, err
+}
+
+func (r *idleReader) stallError() error {
+	return fmt.Errorf("no data from the server for %v", r.w.idle)
+}
+
+// stop disarms the watchdog for good.
+func (r *idleReader) stop() { r.w.stop() }
+
+// progressBody is a request body that keeps a stallWatch armed while the
+// transport takes it: if it takes nothing for the watch's idle time (a
+// server that stopped reading; the client's writes block on a full
+// window) the request is cancelled. Once the body is all read the watch
+// is off: the transport's header timeout bounds the wait for the answer.
+type progressBody struct {
+	r io.Reader
+	w *stallWatch
+}
+
+func (b *progressBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil {
+		b.w.stop()
+	} else {
+		b.w.arm()
+	}
+	return n, err
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/snapshot"
@@ -71,7 +72,9 @@ func (c *Client) pullOnce(ctx context.Context, waitSeconds int, res *SyncResult)
 		mk = nil
 	}
 	q := c.syncQuery(from, mk, waitSeconds)
-	resp, err := c.request(ctx, "sync", http.MethodGet, "/v1/sync", q, nil, nil)
+	rctx, abort := context.WithCancel(ctx) // the request, ended by a stalled body
+	defer abort()
+	resp, err := c.request(rctx, "sync", http.MethodGet, "/v1/sync", q, nil, nil)
 	var he *HTTPError
 	if errors.As(err, &he) && he.Status == http.StatusNotFound {
 		switch {
@@ -94,7 +97,9 @@ func (c *Client) pullOnce(ctx context.Context, waitSeconds int, res *SyncResult)
 		return err
 	}
 	defer resp.Body.Close()
-	body := &countingReader{r: resp.Body}
+	idle := newIdleReader(resp.Body, time.Duration(c.opts.RequestTimeoutMillis)*time.Millisecond, abort)
+	defer idle.stop()
+	body := &countingReader{r: idle}
 	defer func() { c.addBytes(body.take(), 0) }()
 
 	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
@@ -191,6 +196,9 @@ func (c *Client) applyDelta(ctx context.Context, body *countingReader, from uint
 	case mk == nil && h.Skip != 0, h.From != from && h.From != 0, h.To <= h.From:
 		return &serverError{op: "sync", err: fmt.Errorf("pack from %d to %d skipping %d answers a request from %d: %w", h.From, h.To, h.Skip, from, wire.ErrBadDelta)}
 	}
+	if err := c.checkPackFor(h, from, base); err != nil {
+		return err
+	}
 	if h.From == 0 {
 		base = nil
 	}
@@ -228,6 +236,33 @@ func (c *Client) applyDelta(ctx context.Context, body *countingReader, from uint
 		return fmt.Errorf("%w: %v", errRestart, err)
 	}
 	return err
+}
+
+// checkPackFor refuses a pack that would put another data set in place of
+// the one on the device: a version older than from, the one the client
+// asked to follow (a rollback: a replica restored from an old backup; a
+// server whose data was reset answers 404 instead, and the client starts
+// again from nothing), or another org's or user's data (a server or proxy
+// mixing up users; a device changing users is wiped first). base is the
+// installed version (nil: read it, as a full sync does not use it). The
+// installed version stays; the answer is a server error.
+func (c *Client) checkPackFor(h wire.SyncHeader, from uint64, base *state.Base) error {
+	if h.To < from {
+		return &serverError{op: "sync", err: fmt.Errorf("asked for what follows version %d, the server answered version %d", from, h.To)}
+	}
+	if base == nil {
+		b, err := c.store.Base()
+		if err != nil || b == nil {
+			return nil // nothing installed, or damaged: a full sync replaces it
+		}
+		base = b
+	}
+	m := base.Header()
+	if h.Org != "" && h.User != "" && m.Org != "" && m.User != "" && (h.Org != m.Org || h.User != m.User) {
+		return &serverError{op: "sync", err: fmt.Errorf("the server answered with the data set of %s/%s; this device holds %s/%s's (wipe it to change users)",
+			h.Org, h.User, m.Org, m.User)}
+	}
+	return nil
 }
 
 // startDownload starts storing the pack: as an edit of base (format 3),

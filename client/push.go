@@ -15,6 +15,7 @@ import (
 
 	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/diff"
+	"github.com/deltasync/deltasync/wire"
 )
 
 // state.MetaRebase is set when the server rejected a patch under the
@@ -107,15 +108,60 @@ func (c *Client) sendPatch(ctx context.Context, p *inflightPatch, edits []*edit,
 		}
 		return &serverError{op: "push", err: fmt.Errorf("answer: %v", derr)}
 	}
+	if err := checkAnswer(p, edits, pr.Version, pr.Receipts); err != nil {
+		return &serverError{op: "push", err: err}
+	}
 	res.Patches++
+	return c.recordAnswer(p, edits, pr.Version, pr.Receipts, res)
+}
+
+// checkAnswer refuses an answer that cannot be the server's answer to
+// patch p: a receipt for an edit the patch does not hold (an index out of
+// range, another key or op), two receipts for one edit or none, or edits taking
+// effect in a version older than the patch's base. Believing it would take
+// edits out of the queue that the server never applied (a caching proxy's
+// answer to another request, a server bug); refused, the patch stays in
+// flight and is sent again under its id.
+func checkAnswer(p *inflightPatch, edits []*edit, version uint64, rs []diff.Receipt) error {
+	seen := make([]bool, len(edits))
+	took := false
+	for _, r := range rs {
+		if r.Index < 0 || r.Index >= len(edits) {
+			return fmt.Errorf("patch %s of %d edits answered with a receipt for edit %d", p.ID, len(edits), r.Index)
+		}
+		e := edits[r.Index]
+		if (r.Key != "" && r.Key != e.Key) || (r.Op != "" && r.Op != e.Op) {
+			return fmt.Errorf("patch %s answered with a receipt for %s %q as its edit %d, which is %s %q",
+				p.ID, r.Op, r.Key, r.Index, e.Op, e.Key)
+		}
+		if seen[r.Index] {
+			return fmt.Errorf("patch %s answered with two receipts for its edit %d", p.ID, r.Index)
+		}
+		seen[r.Index] = true
+		took = took || r.Status == diff.StatusApplied || r.Status == diff.StatusMerged ||
+			(r.Status == diff.StatusConflict && r.Won)
+	}
+	for i, ok := range seen {
+		if !ok {
+			// The server answers every op; an answer cut short would
+			// send the rest again under a new id.
+			return fmt.Errorf("patch %s answered without a receipt for its edit %d of %d", p.ID, i, len(edits))
+		}
+	}
+	if took && version < max(p.Base, 1) {
+		return fmt.Errorf("patch %s based on version %d answered as applied in version %d", p.ID, p.Base, version)
+	}
+	return nil
+}
+
+// recordAnswer records the receipts of a checked answer (completePatchX):
+// applied, merged and resolved edits leave the queue.
+func (c *Client) recordAnswer(p *inflightPatch, edits []*edit, version uint64, rs []diff.Receipt, res *SyncResult) error {
 	var applied []uint64
 	gone := map[uint64]bool{}
 	var conflicts []Conflict
-	diff.ShareConflictSides(pr.Receipts)
-	for _, r := range pr.Receipts {
-		if r.Index < 0 || r.Index >= len(edits) {
-			continue
-		}
+	diff.ShareConflictSides(rs)
+	for _, r := range rs {
 		e := edits[r.Index]
 		switch r.Status {
 		case diff.StatusApplied, diff.StatusMerged:
@@ -135,15 +181,17 @@ func (c *Client) sendPatch(ctx context.Context, p *inflightPatch, edits []*edit,
 			res.EditsRejected++
 		}
 	}
-	if err := c.completePatchX(p.ID, pr.Version, applied, gone, conflicts); err != nil {
+	if len(applied) == 0 {
+		// No edit settled (statuses this client does not know): the
+		// patch stays in flight under its id, which the server may have
+		// applied. Under a new id its edits would apply a second time.
+		return &serverError{op: "push", err: fmt.Errorf("the server answered patch %s without a receipt this client understands for any of its %d edits", p.ID, len(edits))}
+	}
+	if err := c.completePatchX(p.ID, version, applied, gone, conflicts); err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
-	if pr.Version > 0 {
-		c.raiseServerHead(pr.Version)
-	}
-	if len(applied) == 0 {
-		// Nothing left the queue: sending again would loop.
-		return &serverError{op: "push", err: fmt.Errorf("the server answered patch %s without a receipt for any of its %d edits", p.ID, len(edits))}
+	if version > 0 {
+		c.raiseServerHead(version)
 	}
 	return nil
 }
@@ -186,9 +234,15 @@ func (c *Client) patchRefused(p *inflightPatch, edits []*edit, err error, res *S
 		if json.Unmarshal(hb.body, &rb) == nil && len(rb.Receipts) > 0 {
 			return c.patchRejected(p, edits, hb, res)
 		}
+		if he.Code != wire.CodeConflict && he.Code != wire.CodeBlobMissing {
+			// Not the server's own answer (something between): the
+			// patch may have been applied; it stays in flight.
+			return &serverError{op: "push", err: he}
+		}
 		// The id is taken by a different patch (cannot happen with random
 		// ids and a persisted patch, unless state was copied between
-		// devices): nothing of ours was applied, send under a new id.
+		// devices), or a blob is missing: nothing of ours was applied,
+		// send under a new id.
 		if err := c.completePatchX(p.ID, 0, nil, nil, nil); err != nil {
 			return fmt.Errorf("push: %w", err)
 		}

@@ -32,6 +32,10 @@ const (
 	// limits (see Client.Blocked); they wait until discarded or the limit
 	// is raised. Everything else is in sync.
 	ReasonBlocked = "blocked"
+	// ReasonStorage: this device's storage failed (full, read-only, I/O
+	// error): the state could not be written. The user must free space;
+	// the server is not at fault. Retried like an error someone must fix.
+	ReasonStorage = "storage"
 )
 
 // Status is what a status bar or settings page shows. All fields are plain

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"syscall"
 
 	"github.com/deltasync/deltasync/client/internal/state"
 )
@@ -217,6 +218,8 @@ func (c *Client) outcome(err error, failures int) {
 		c.changeState(StateError, ReasonPolicy, rebaseMessage(c.ConflictCount()))
 	case errors.Is(err, ErrPolicy):
 		c.changeState(StateError, ReasonPolicy, policyMessage(err))
+	case storageFailed(err):
+		c.changeState(StateError, ReasonStorage, "this device's storage failed: "+err.Error())
 	case errors.Is(err, ErrNoConnection):
 		c.changeState(StateOffline, ReasonNoConnection, "cannot reach the server: "+err.Error())
 	case errors.Is(err, ErrServer) && failures > 0 && failures < c.opts.ServerRetries:
@@ -224,6 +227,17 @@ func (c *Client) outcome(err error, failures int) {
 	default:
 		c.changeState(StateError, ReasonServer, err.Error())
 	}
+}
+
+// storageFailed reports an error of this device's storage: full (the
+// state files could not grow), read-only or failing.
+func storageFailed(err error) bool {
+	for _, e := range []error{syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EIO} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func policyMessage(err error) string {

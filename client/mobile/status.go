@@ -19,6 +19,7 @@ const (
 	ReasonPolicy       = client.ReasonPolicy
 	ReasonServer       = client.ReasonServer
 	ReasonBlocked      = client.ReasonBlocked
+	ReasonStorage      = client.ReasonStorage
 )
 
 // Sources of Change.Source.
