@@ -523,6 +523,13 @@ func (d *DeltaReader) countKey(n int) error {
 // MaxDeltaMemory bounds the zstd window and frames the client accepts.
 const MaxDeltaMemory = 64 << 20
 
+// maxStreamWindow2 bounds the window of a format-2 pack's zstd stream,
+// which a streaming decoder allocates up front from the frame header:
+// servers have written it with streamWindow (1 MiB) since, and zstd's
+// default 8 MiB before; a pack claiming more (a 2 KB one could make a phone
+// allocate 64 MiB) is refused.
+const maxStreamWindow2 = 8 << 20
+
 // The chunk list a pack makes the client build is bounded too, however
 // compressible its manifest delta: at most MaxDeltaChunks chunks (4 GiB of
 // data at the default 8 KiB average chunk, a list of about 50 MiB) with
@@ -557,7 +564,7 @@ func NewDeltaReader(r io.Reader, old []snapshot.ChunkRef) (*DeltaReader, error) 
 	if magic[4] != DeltaFormat2 {
 		return nil, fmt.Errorf("delta format %d: %w", magic[4], snapshot.ErrUnsupportedVersion)
 	}
-	dec, err := zstd.NewReader(r, zstd.WithDecoderMaxMemory(MaxDeltaMemory), zstd.WithDecoderMaxWindow(MaxDeltaMemory), zstd.WithDecoderConcurrency(1))
+	dec, err := zstd.NewReader(r, zstd.WithDecoderMaxMemory(MaxDeltaMemory), zstd.WithDecoderMaxWindow(maxStreamWindow2), zstd.WithDecoderConcurrency(1))
 	if err != nil {
 		return nil, err
 	}

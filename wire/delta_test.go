@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -377,5 +379,46 @@ func TestDeltaStreamNeedsOneMiBWindow(t *testing.T) {
 	}
 	if n < int64(len(streamOf(recs)))/2 {
 		t.Fatalf("decoded %d bytes of a %d-byte data set", n, len(streamOf(recs)))
+	}
+}
+
+// TestFormat2StreamCannotClaimABigWindow: a format-2 pack is one zstd
+// stream, whose decoder allocates the window its frame header claims; a
+// 2 KB pack claiming 64 MiB made the device allocate 66 MB. Windows past
+// the 8 MiB any server wrote are refused before anything is allocated.
+func TestFormat2StreamCannotClaimABigWindow(t *testing.T) {
+	pack := func(windowLog byte) []byte {
+		b := []byte(wire.DeltaMagic + string(rune(wire.DeltaFormat2)))
+		b = append(b, 0x28, 0xb5, 0x2f, 0xfd, 0x00, (windowLog-10)<<3)
+		for i := range 16 {
+			h := uint32(128<<10)<<3 | 1<<1 // RLE block of 128 KiB
+			if i == 15 {
+				h |= 1
+			}
+			b = append(b, byte(h), byte(h>>8), byte(h>>16), 'x')
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		windowLog byte
+		refused   bool
+	}{{23, false}, {26, true}} {
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		d, err := wire.NewDeltaReader(bytes.NewReader(pack(tc.windowLog)), nil)
+		runtime.ReadMemStats(&m1)
+		if d != nil {
+			d.Close()
+		}
+		if err == nil {
+			t.Fatalf("window 2^%d: a pack of RLE blocks read as a delta", tc.windowLog)
+		}
+		alloc := m1.TotalAlloc - m0.TotalAlloc
+		if tc.refused && (alloc > 16<<20 || !strings.Contains(err.Error(), "window")) {
+			t.Errorf("window 2^%d: allocated %d MiB, error %v; want it refused for its window", tc.windowLog, alloc>>20, err)
+		}
+		if !tc.refused && strings.Contains(err.Error(), "window") {
+			t.Errorf("window 2^%d (zstd's default, written by older servers) refused for its window: %v", tc.windowLog, err)
+		}
 	}
 }
