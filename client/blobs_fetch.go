@@ -64,7 +64,8 @@ func (c *Client) fetchBlob(ctx context.Context, hexd, mime string) error {
 	cr := &countingReader{r: idle}
 	src := io.Reader(cr)
 	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "zstd") {
-		dec, err := zstd.NewReader(cr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(blobDecoderMemory))
+		dec, err := zstd.NewReader(cr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(blobDecoderMemory),
+			zstd.WithDecoderMaxWindow(blobDecoderWindow))
 		if err != nil {
 			return fmt.Errorf("download blob: %w", err)
 		}
@@ -91,8 +92,14 @@ func (c *Client) fetchBlob(ctx context.Context, hexd, mime string) error {
 	return err
 }
 
-// blobDecoderMemory bounds the zstd window a downloaded blob may ask for.
-const blobDecoderMemory = 64 << 20
+// blobDecoderMemory and blobDecoderWindow bound the zstd window a
+// downloaded blob may ask for, which the decoder allocates up front: the
+// server compresses with zstd's default 8 MiB window, so a bigger claim
+// (a 2 KB answer could make the phone allocate 64 MiB) is refused.
+const (
+	blobDecoderMemory = 64 << 20
+	blobDecoderWindow = 8 << 20
+)
 
 // noteSyncedBlobs remembers the blobs that the records an install put
 // reference, for the eager downloads after it: of a delta the records it

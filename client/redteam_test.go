@@ -13,6 +13,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -691,5 +692,50 @@ func TestBare409KeepsThePatchID(t *testing.T) {
 	}
 	if s := c.Status(); s.PendingEdits != 0 || s.Conflicts != 0 {
 		t.Errorf("after the sync: %d pending, %d conflicts", s.PendingEdits, s.Conflicts)
+	}
+}
+
+// bigWindowTransport answers every blob download with a small zstd body
+// whose frame header claims a 64 MiB window.
+type bigWindowTransport struct{ base http.RoundTripper }
+
+func (b bigWindowTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodGet || !strings.HasPrefix(req.URL.Path, "/v1/blobs/") {
+		return b.base.RoundTrip(req)
+	}
+	f := []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 16 << 3} // window 2^26
+	for i := range 16 {
+		h := uint32(128<<10)<<3 | 1<<1 // RLE block of 128 KiB
+		if i == 15 {
+			h |= 1
+		}
+		f = append(f, byte(h), byte(h>>8), byte(h>>16), 'x')
+	}
+	return &http.Response{StatusCode: 200, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: req,
+		Header: http.Header{"Content-Encoding": {"zstd"}}, Body: io.NopCloser(bytes.NewReader(f)), ContentLength: int64(len(f))}, nil
+}
+
+// TestBlobDownloadCannotClaimABigWindow: a blob answer is decoded as a
+// stream, whose decoder allocates the window its frame claims; a 70-byte
+// answer claiming 64 MiB is refused before the phone allocates it.
+func TestBlobDownloadCannotClaimABigWindow(t *testing.T) {
+	ts := newTestServer(t)
+	ts.setPolicy(`{"offline_mode":true,"eager_blob_bytes":1}`)
+	_, ref := ts.attachAndSync("forms/1", 50_000)
+	opts := DefaultOptions()
+	opts.ServerURL, opts.Token = ts.url, ts.token("alice")
+	opts.HTTPClient = &http.Client{Transport: bigWindowTransport{base: http.DefaultTransport}}
+	c, err := Open(t.TempDir(), opts)
+	mustDo(t, err)
+	defer c.Close()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	_, err = c.Blob(context.Background(), ref.Blob)
+	runtime.ReadMemStats(&m1)
+	if err == nil {
+		t.Fatal("a blob answer of RLE blocks was taken")
+	}
+	if alloc := m1.TotalAlloc - m0.TotalAlloc; alloc > 24<<20 {
+		t.Errorf("a 70-byte blob answer claiming a 64 MiB window allocated %d MiB (%v)", alloc>>20, err)
 	}
 }
