@@ -71,6 +71,15 @@ const maxPacksPerUser = 8
 // trickles, and every other user's compressed uploads would wait.
 const maxDecodersPerUser = 2
 
+// maxPatchesPerUser bounds the patches of one user being applied at once
+// on one replica. A patch's replay holds what the records it touches cost
+// to merge (a merge on a 16 MiB record allocates hundreds of MB), and the
+// patches of one data set race for its next version anyway: without a
+// bound one token could send a hundred at once and exhaust the server's
+// memory. A device sends one patch at a time; a user's devices rarely all
+// at once to one replica.
+const maxPatchesPerUser = 4
+
 // userSlots counts what is under way per user (packs being sent,
 // uploads decoding), up to max each.
 type userSlots struct {

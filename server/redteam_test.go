@@ -9,6 +9,7 @@ import (
 	"net"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -346,5 +347,59 @@ func TestBlobStrangerCostsOneDataSetReadWhateverTheBlob(t *testing.T) {
 	}
 	if n := e.store.Calls(storetest.OpGetRange) - before; n != 0 {
 		t.Errorf("refusing 4 more blobs read packs %d times, want 0 (the data set was read for the first)", n)
+	}
+}
+
+// TestOneUserAppliesABoundedNumberOfPatchesAtOnce: a patch's replay holds what
+// its records cost to merge (hundreds of MB for a 16 MiB record), and one
+// token could send a hundred patches at once; a user has at most
+// maxPatchesPerUser being applied on a replica (429 with Retry-After past
+// it, which the client retries), and other users are not held up.
+func TestOneUserAppliesABoundedNumberOfPatchesAtOnce(t *testing.T) {
+	f := storetest.Wrap(memstore.New())
+	release := make(chan struct{})
+	arrived := make(chan string, 16)
+	var hold atomic.Bool
+	f.Before = func(_ context.Context, op storetest.Op, key string) error {
+		if hold.Load() && op == storetest.OpPutIfAbsent && strings.Contains(key, "/alice/packs/") {
+			arrived <- key
+			<-release
+		}
+		return nil
+	}
+	e := newTestEnv(t, envConfig{store: f})
+	e.enableOrg("acme")
+	e.upload("acme", "alice", []gen.Record{{Key: "a", Value: []byte(`1`)}})
+	e.upload("acme", "bob", []gen.Record{{Key: "a", Value: []byte(`1`)}})
+	alice, bob := userToken(t, "acme", "alice"), userToken(t, "acme", "bob")
+	patch := func(id string) []byte {
+		return fmt.Appendf(nil, `{"id":%q,"base":1,"ops":[{"op":"put","key":"k-%s","value":1}]}`, id, id)
+	}
+	hold.Store(true)
+	answers := make(chan response, maxPatchesPerUser)
+	for i := range maxPatchesPerUser {
+		go func() {
+			answers <- e.doWithin(time.Minute, "POST", "/v1/patches", patch(fmt.Sprint("held", i)), withToken(alice))
+		}()
+	}
+	for range maxPatchesPerUser {
+		<-arrived // both are writing their packs
+	}
+	r := e.do("POST", "/v1/patches", patch("third"), withToken(alice))
+	if r.status != 429 || r.errBody(t).Code != wire.CodeRateLimited || r.header["Retry-After"] == "" {
+		t.Fatalf("one patch more than the bound: %d %s, want 429 with Retry-After", r.status, r.body)
+	}
+	if r := e.do("POST", "/v1/patches", patch("bob"), withToken(bob)); r.status != 200 {
+		t.Fatalf("another user's patch: %d %s", r.status, r.body)
+	}
+	hold.Store(false)
+	close(release)
+	for range maxPatchesPerUser {
+		if r := <-answers; r.status != 200 && r.status != 503 { // the two race for one version
+			t.Errorf("a held patch: %d %s", r.status, r.body)
+		}
+	}
+	if r := e.do("POST", "/v1/patches", patch("third"), withToken(alice)); r.status != 200 {
+		t.Fatalf("the third patch once the others were answered: %d %s", r.status, r.body)
 	}
 }

@@ -61,6 +61,7 @@ type Server struct {
 	limiter   *userLimiter // nil: no limit
 	packs     userSlots    // delta packs being sent, per user (sync.go)
 	decoders  userSlots    // compressed uploads decoding, per user (body.go)
+	replays   userSlots    // patches being applied, per user (patches.go)
 
 	guards   *guardMetrics
 	maxConns int          // Options.MaxConns, or the default derived from RLIMIT_NOFILE
@@ -125,6 +126,7 @@ func New(opts Options) (*Server, error) {
 		maxPatchBlobRefs: 1000,
 		packs:            userSlots{max: maxPacksPerUser},
 		decoders:         userSlots{max: maxDecodersPerUser},
+		replays:          userSlots{max: maxPatchesPerUser},
 		stopping:         make(chan struct{}),
 		reqIDPrefix:      hex.EncodeToString(prefix[:]),
 		manifests:        newManifestCache(256),
