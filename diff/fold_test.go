@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deltasync/deltasync/internal/gen"
 	"github.com/deltasync/deltasync/snapshot"
 )
 
@@ -89,20 +90,6 @@ func TestFoldErrors(t *testing.T) {
 	}
 }
 
-// wideObject is a canonical JSON object of n small members.
-func wideObject(n int) []byte {
-	var sb strings.Builder
-	sb.WriteByte('{')
-	for i := range n {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		fmt.Fprintf(&sb, `"k%07d":%d`, i, i)
-	}
-	sb.WriteByte('}')
-	return []byte(sb.String())
-}
-
 // TestFoldManyMergesOnABigValueCostTheirOwnSize pins the cost of a run of
 // merges on one big record (issue 16 red-team): a patch of a few bytes per
 // merge must not cost a re-encoding (nor a copy of the top-level object)
@@ -111,7 +98,7 @@ func wideObject(n int) []byte {
 // touches; the value is decoded and encoded once per run. Measured in
 // bytes allocated, against a run of one merge.
 func TestFoldManyMergesOnABigValueCostTheirOwnSize(t *testing.T) {
-	val := wideObject(20_000) // about 300 KB
+	val := gen.WideObject(20_000) // about 300 KB
 	for _, max := range []int64{0, snapshot.MaxValueLen} {
 		one := foldMerges(t, val, max, 1)
 		many := foldMerges(t, val, max, 200)
@@ -274,7 +261,7 @@ func mustMarshal(t *testing.T, v any) []byte {
 // record (the cost a patch of 100 edits of one big record has on the
 // server's replay and on a device's view).
 func BenchmarkFoldMergesOnABigValue(b *testing.B) {
-	val := wideObject(100_000)
+	val := gen.WideObject(100_000)
 	ops := make([]Op, 100)
 	for i := range ops {
 		ops[i] = Op{Op: OpMerge, Patch: fmt.Appendf(nil, `{"k%07d":null,"n%d":true}`, i, i)}

@@ -33,7 +33,7 @@ import (
 func TestPatchOfManyMergesOnABigRecordIsCheap(t *testing.T) {
 	e := newTestEnv(t, envConfig{})
 	e.enableOrg("acme")
-	big := bigObject(20_000) // about 300 KB
+	big := gen.WideObject(20_000) // about 300 KB
 	e.upload("acme", "alice", []gen.Record{{Key: "big", Value: big}})
 	tok := userToken(t, "acme", "alice")
 
@@ -71,7 +71,7 @@ func TestManyConflictingEditsOfABigRecordCarryItsValuesOnce(t *testing.T) {
 	e := newTestEnv(t, envConfig{})
 	e.client.MaxResponseBodySize = 1 << 30 // the old answer, to measure it
 	e.enableOrg("acme")
-	big := bigObject(20_000)
+	big := gen.WideObject(20_000)
 	e.upload("acme", "alice", []gen.Record{{Key: "big", Value: big}})
 	tok := userToken(t, "acme", "alice")
 	if r := e.do("POST", "/v1/patches", []byte(`{"id":"srv","base":1,"ops":[{"op":"merge","key":"big","patch":{"f000000":"server"}}]}`),
@@ -106,20 +106,6 @@ func TestManyConflictingEditsOfABigRecordCarryItsValuesOnce(t *testing.T) {
 	if most := 5 * len(big); len(r.body) > most { // both sides, in the receipts and the conflicts
 		t.Errorf("answer of %d bytes to %d conflicting edits of a %d-byte record, want at most %d", len(r.body), n, len(big), most)
 	}
-}
-
-// bigObject is a canonical JSON object of n small members.
-func bigObject(n int) []byte {
-	var b strings.Builder
-	b.WriteByte('{')
-	for i := range n {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		fmt.Fprintf(&b, `"f%06d":%d`, i, i)
-	}
-	b.WriteByte('}')
-	return []byte(b.String())
 }
 
 // TestFragmentedUploadIsRestartedNotListedForEver: every PATCH of an
