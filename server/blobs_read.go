@@ -62,12 +62,17 @@ func (s *Server) authorizeBlobRead(req *request, hexd string) error {
 	if !errors.Is(err, snapshot.ErrNotExist) {
 		return err
 	}
+	return s.grantFromHead(req, hexd)
+}
+
+// grantFromHead writes the caller's grant for blob hexd, which they have
+// none for, if it is stored and their head version references it (the
+// rare path of a blob put there by the backend, or uploaded by another
+// user); else the blob is not found.
+func (s *Server) grantFromHead(req *request, hexd string) error {
 	// The content must exist before the data set is read: a stranger's
 	// guesses cost one Stat each.
-	if _, err := s.store.Stat(req.Ctx, snapshot.BlobKey(req.Org, hexd)); err != nil {
-		if errors.Is(err, snapshot.ErrNotExist) {
-			return blobNotFound(hexd)
-		}
+	if err := s.blobStored(req, hexd); err != nil {
 		return err
 	}
 	ok, err := s.headReferences(req, hexd)
@@ -78,6 +83,17 @@ func (s *Server) authorizeBlobRead(req *request, hexd string) error {
 		return blobNotFound(hexd)
 	}
 	return s.putGrant(req.Ctx, req.Org, req.User, hexd)
+}
+
+// blobStored checks that the content of blob hexd is stored (404 if not).
+func (s *Server) blobStored(req *request, hexd string) error {
+	if _, err := s.store.Stat(req.Ctx, snapshot.BlobKey(req.Org, hexd)); err != nil {
+		if errors.Is(err, snapshot.ErrNotExist) {
+			return blobNotFound(hexd)
+		}
+		return err
+	}
+	return nil
 }
 
 // headRefs remembers, per user, the blobs their head version references,
@@ -217,7 +233,7 @@ func (s *Server) checkPatchBlobs(req *request, p *diff.Patch) error {
 const grantFresh = time.Minute
 
 // referenceBlob lets a patch reference blob hexd: the caller may read it
-// (authorizeBlobRead), its content is stored, and their grant is young, so
+// (a grant, or grantFromHead), its content is stored, and their grant is young, so
 // that gc keeps the blob between this check and the patch's commit (see
 // package gc).
 func (s *Server) referenceBlob(req *request, hexd string) error {
@@ -229,21 +245,11 @@ func (s *Server) referenceBlob(req *request, hexd string) error {
 			return err
 		}
 	case errors.Is(err, snapshot.ErrNotExist):
-		// No grant: the rare path of a blob the head references (written
-		// by the backend, or uploaded by another user); it writes one.
-		if err := s.authorizeBlobRead(req, hexd); err != nil {
-			return err
-		}
+		return s.grantFromHead(req, hexd) // it checks the content is stored
 	default:
 		return err
 	}
-	if _, err := s.store.Stat(req.Ctx, snapshot.BlobKey(req.Org, hexd)); err != nil {
-		if errors.Is(err, snapshot.ErrNotExist) {
-			return blobNotFound(hexd)
-		}
-		return err
-	}
-	return nil
+	return s.blobStored(req, hexd)
 }
 
 // feedEntry is a change-feed entry as the admin route answers it: with
