@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/valyala/fasthttp"
@@ -219,29 +218,27 @@ func (s *Server) bodyReader(ctx *fasthttp.RequestCtx, req *request, limit int64)
 	if req.User == "" { // an admin's upload (a data set): trusted, unbounded
 		return s.zstdReader(req.Ctx, src, limit)
 	}
-	user := req.Org + "/" + req.User
-	if !s.decoders.take(user) {
-		ctx.Response.Header.Set("Retry-After", "5")
-		return nil, rateLimited(fmt.Sprintf("%d compressed uploads of yours are under way already; retry when one is done", maxDecodersPerUser))
+	release, err := s.decoders.claim(ctx, req, 5, "compressed uploads")
+	if err != nil {
+		return nil, err
 	}
 	rc, err := s.zstdReader(req.Ctx, src, limit)
 	if err != nil {
-		s.decoders.put(user)
+		release()
 		return nil, err
 	}
-	return &slotBody{ReadCloser: rc, put: func() { s.decoders.put(user) }}, nil
+	return &slotBody{ReadCloser: rc, release: release}, nil
 }
 
 // slotBody gives its user slot back when closed.
 type slotBody struct {
 	io.ReadCloser
-	put  func()
-	once sync.Once
+	release func()
 }
 
 func (b *slotBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.once.Do(b.put)
+	b.release()
 	return err
 }
 

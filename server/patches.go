@@ -2,7 +2,6 @@ package server
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"strconv"
 
@@ -28,12 +27,11 @@ type rejectedBody struct {
 // answered 413 with the policy in force (wire.LimitErrorBody), so a client
 // splits instead of giving up on its edits.
 func (s *Server) postPatch(ctx *fasthttp.RequestCtx, req *request) error {
-	user := req.Org + "/" + req.User
-	if !s.replays.take(user) {
-		ctx.Response.Header.Set("Retry-After", "1")
-		return rateLimited(fmt.Sprintf("%d patches of this data set are being applied already; send this one again when one is answered", maxPatchesPerUser))
+	release, err := s.replays.claim(ctx, req, 1, "patches being applied")
+	if err != nil {
+		return err
 	}
-	defer s.replays.put(user)
+	defer release()
 	// Only the body's size is bounded before decoding: the limits in force
 	// are Apply's, which first looks for a stored answer, so a retry of a
 	// patch applied before the limits were lowered still gets its answer.

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"fmt"
+	"github.com/valyala/fasthttp"
 	"strconv"
 	"sync"
 	"time"
@@ -101,6 +103,19 @@ func (p *userSlots) take(user string) bool {
 	}
 	p.running[user]++
 	return true
+}
+
+// claim takes a slot for req's user, or answers 429 with Retry-After
+// (retryAfter seconds) naming what (plural) is under way; release gives the
+// slot back, once however often it is called.
+func (p *userSlots) claim(ctx *fasthttp.RequestCtx, req *request, retryAfter int, what string) (release func(), err error) {
+	user := req.Org + "/" + req.User
+	if !p.take(user) {
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(retryAfter))
+		return nil, rateLimited(fmt.Sprintf("%d %s of this data set are under way already; retry when one is done", p.max, what))
+	}
+	var once sync.Once
+	return func() { once.Do(func() { p.put(user) }) }, nil
 }
 
 func (p *userSlots) put(user string) {

@@ -153,14 +153,13 @@ func (s *Server) answerSync(ctx *fasthttp.RequestCtx, req *request, q syncQuery,
 		writeJSON(ctx, fasthttp.StatusOK, wire.UpToDate{UpToDate: true, Version: head, Policy: req.Policy})
 		return nil
 	}
-	user := req.Org + "/" + req.User
-	if !s.packs.take(user) {
-		ctx.Response.Header.Set("Retry-After", "5")
-		return rateLimited(fmt.Sprintf("%d downloads of this data set are under way already; retry when one is done", maxPacksPerUser))
+	release, err := s.packs.claim(ctx, req, 5, "downloads")
+	if err != nil {
+		return err
 	}
 	src, err := s.planDelta(req, q, head, target)
 	if err != nil {
-		s.packs.put(user)
+		release()
 		if q.wait > 0 && errors.Is(err, snapshot.ErrNotExist) {
 			s.hub.forget(req.Org, req.User) // the head it knew is gone: read it next time
 		}
@@ -170,7 +169,7 @@ func (s *Server) answerSync(ctx *fasthttp.RequestCtx, req *request, q syncQuery,
 	go func() {
 		// The slot is the pack's until its writer ends: the client read
 		// it all, or left (its connection closed, fasthttp closes pr).
-		defer s.packs.put(user)
+		defer release()
 		err := wire.WriteDelta(req.Ctx, pw, src)
 		if err != nil && !errors.Is(err, wire.ErrDeltaAborted) {
 			// The client left, or could not keep up (aborts are logged
