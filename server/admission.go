@@ -184,8 +184,8 @@ func (s *Server) surelyRefused(h *fasthttp.RequestHeader) bool {
 		return true
 	}
 	if r.auth != authNone {
-		raw, ok := bearerToken(h.Peek(fasthttp.HeaderAuthorization))
-		if !ok || len(h.PeekAll(fasthttp.HeaderAuthorization)) > 1 {
+		raw, err := requestBearer(h)
+		if err != nil {
 			return true
 		}
 		c, err := s.verifier.verify(raw)

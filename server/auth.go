@@ -317,14 +317,9 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx, req *request, level auth
 	if level == authNone {
 		return nil
 	}
-	if len(ctx.Request.Header.PeekAll(fasthttp.HeaderAuthorization)) > 1 {
-		// Which one counts is a question a proxy in front may answer
-		// otherwise than fasthttp (the first): none does.
-		return unauthorized("more than one Authorization header")
-	}
-	raw, ok := bearerToken(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization))
-	if !ok {
-		return unauthorized("missing bearer token")
+	raw, err := requestBearer(&ctx.Request.Header)
+	if err != nil {
+		return err
 	}
 	c, err := s.verifier.verify(raw)
 	if err != nil {
@@ -391,6 +386,20 @@ func adminScope(c *Claims, req *request) error {
 }
 
 const msgOfflineDisabled = "offline mode is not enabled for this organization"
+
+// requestBearer is the bearer token of a request: its one Authorization
+// header. More than one is refused: which one counts is a question a proxy
+// in front may answer otherwise than fasthttp (the first).
+func requestBearer(h *fasthttp.RequestHeader) (string, error) {
+	if len(h.PeekAll(fasthttp.HeaderAuthorization)) > 1 {
+		return "", unauthorized("more than one Authorization header")
+	}
+	raw, ok := bearerToken(h.Peek(fasthttp.HeaderAuthorization))
+	if !ok {
+		return "", unauthorized("missing bearer token")
+	}
+	return raw, nil
+}
 
 func bearerToken(h []byte) (string, bool) {
 	const prefix = "bearer "
