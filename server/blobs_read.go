@@ -226,6 +226,10 @@ func (s *Server) checkPatchBlobs(req *request, p *diff.Patch) error {
 	return nil
 }
 
+// defaultMaxPatchBlobRefs is the most distinct blobs one patch may
+// reference (checkPatchBlobs).
+const defaultMaxPatchBlobRefs = 1000
+
 // grantFresh is how old a grant may be and still not be written again when
 // a patch references its blob: gc keeps a blob whose grant is younger than
 // its grace period (an hour by default, and always far longer than this

@@ -22,10 +22,11 @@ import (
 // the smallest window class that holds its first frame's window, and the
 // classes' memory held by the uploads decoding at once is bounded by
 // Options.MaxDecodeMemory: an upload over it waits (decodeMemoryWait) for
-// another to finish, then is answered 503 (with Retry-After, as every 503). A later frame
-// of the same body with a bigger window than its class is refused (400):
-// encoders keep one window for a stream. (Bodies read into memory do not
-// need this: decodeAll decodes them into a buffer of their decoded size.)
+// another to finish, then is answered 503 (with Retry-After, as every
+// 503). A later frame of the same body with a bigger window than its class
+// is refused (400): encoders keep one window for a stream. (Bodies read
+// into memory do not need this: decodeAll decodes them into a buffer of
+// their decoded size.)
 
 // windowClass is a size of streaming decoder: the largest window it takes,
 // and a pool of decoders of that size (their memory stays allocated

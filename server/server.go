@@ -38,7 +38,8 @@ type Server struct {
 	zdec     *zstd.Decoder // shared; DecodeAll is safe for concurrent use
 	// decodeMem bounds the streaming decoders' memory (decodemem.go).
 	decodeMem *decoderMemory
-	// maxPatchBlobRefs bounds the distinct blobs one patch references.
+	// maxPatchBlobRefs bounds the distinct blobs one patch references:
+	// defaultMaxPatchBlobRefs, lowered by tests.
 	maxPatchBlobRefs int
 	http             *fasthttp.Server
 
@@ -123,7 +124,7 @@ func New(opts Options) (*Server, error) {
 		settings:         newSettingsCache(opts.SettingsTTL, opts.Now),
 		zdec:             zdec,
 		decodeMem:        newDecoderMemory(opts.MaxDecodeMemory, m.reg),
-		maxPatchBlobRefs: 1000,
+		maxPatchBlobRefs: defaultMaxPatchBlobRefs,
 		packs:            userSlots{max: maxPacksPerUser},
 		decoders:         userSlots{max: maxDecodersPerUser},
 		replays:          userSlots{max: maxPatchesPerUser},
