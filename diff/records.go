@@ -20,29 +20,6 @@ type Change struct {
 // Deleted reports whether the change removes its key.
 func (c *Change) Deleted() bool { return c.New == nil }
 
-// span is a region widened to whole records: A[oldFrom:oldTo] and
-// B[newFrom:newTo] hold exactly the same keys' records except for changes.
-type span struct{ oldFrom, oldTo, newFrom, newTo int }
-
-// spans widens every region to record boundaries (an oversize record's
-// pieces span several chunks) and merges regions that then touch.
-func (s *Script) spans() []span {
-	var ac []snapshot.ChunkRef
-	if s.A != nil {
-		ac = s.A.Chunks
-	}
-	bc := s.B.Chunks
-	continued := func(c []snapshot.ChunkRef) func(int) (bool, error) {
-		return func(i int) (bool, error) { return c[i].Continued, nil }
-	}
-	wide, _ := WidenSpans(s.Regions, len(ac), len(bc), continued(ac), continued(bc)) // no errors to return
-	out := make([]span, len(wide))
-	for i, x := range wide {
-		out[i] = span{x.OldFrom, x.OldTo, x.NewFrom, x.NewTo}
-	}
-	return out
-}
-
 // WidenSpans widens every region of an edit script to whole records (a
 // region starting or ending inside an oversize record takes its other
 // pieces) and merges the regions that then touch: the stretches Records
@@ -99,21 +76,21 @@ func WidenSpans(regions []Region, oldLen, newLen int, oldCont, newCont func(i in
 // the cost is proportional to the change, not to the data set. ga reads A's
 // chunks and gb B's (they may share a store).
 func (s *Script) Records(ctx context.Context, ga, gb snapshot.ChunkGetter) ([]Change, error) {
-	spans := s.spans()
+	spans := s.Spans()
 	var oldIdx, newIdx []int
 	for _, sp := range spans {
-		for i := sp.oldFrom; i < sp.oldTo; i++ {
+		for i := sp.OldFrom; i < sp.OldTo; i++ {
 			oldIdx = append(oldIdx, i)
 		}
-		for i := sp.newFrom; i < sp.newTo; i++ {
+		for i := sp.NewFrom; i < sp.NewTo; i++ {
 			newIdx = append(newIdx, i)
 		}
 	}
-	oldRecs, err := decodeSpans(ctx, ga, oldIdx, func(sp span) (int, int) { return sp.oldFrom, sp.oldTo }, spans)
+	oldRecs, err := decodeSpans(ctx, ga, oldIdx, func(sp Span) (int, int) { return sp.OldFrom, sp.OldTo }, spans)
 	if err != nil {
 		return nil, fmt.Errorf("read version %d: %w", s.A.Version, err) // ga is never used when A is nil
 	}
-	newRecs, err := decodeSpans(ctx, gb, newIdx, func(sp span) (int, int) { return sp.newFrom, sp.newTo }, spans)
+	newRecs, err := decodeSpans(ctx, gb, newIdx, func(sp Span) (int, int) { return sp.NewFrom, sp.NewTo }, spans)
 	if err != nil {
 		return nil, fmt.Errorf("read version %d: %w", s.B.Version, err)
 	}
@@ -130,7 +107,7 @@ type kv struct {
 }
 
 // decodeSpans reads the listed chunks and decodes each span's records.
-func decodeSpans(ctx context.Context, g snapshot.ChunkGetter, idx []int, bounds func(span) (int, int), spans []span) ([][]kv, error) {
+func decodeSpans(ctx context.Context, g snapshot.ChunkGetter, idx []int, bounds func(Span) (int, int), spans []Span) ([][]kv, error) {
 	out := make([][]kv, len(spans))
 	if len(idx) == 0 {
 		return out, nil
@@ -198,14 +175,20 @@ func appendChanges(out []Change, a, b []kv) []Change {
 // record of B is in a chunk A holds at the same place in key order.
 type Span struct{ OldFrom, OldTo, NewFrom, NewTo int }
 
-// Spans returns the stretches Records reads, in stream order, so that a
-// holder of both versions' chunks can compute the record changes itself
-// (a device does, streaming, with memory bounded by a chunk).
+// Spans returns the stretches Records reads, in stream order: every
+// region widened to record boundaries (an oversize record's pieces span
+// several chunks), the regions that then touch merged. A holder of both
+// versions' chunks can compute the record changes itself from them (a
+// device does, streaming, with memory bounded by a chunk).
 func (s *Script) Spans() []Span {
-	sp := s.spans()
-	out := make([]Span, len(sp))
-	for i, x := range sp {
-		out[i] = Span{x.oldFrom, x.oldTo, x.newFrom, x.newTo}
+	var ac []snapshot.ChunkRef
+	if s.A != nil {
+		ac = s.A.Chunks
 	}
-	return out
+	bc := s.B.Chunks
+	continued := func(c []snapshot.ChunkRef) func(int) (bool, error) {
+		return func(i int) (bool, error) { return c[i].Continued, nil }
+	}
+	wide, _ := WidenSpans(s.Regions, len(ac), len(bc), continued(ac), continued(bc)) // no errors to return
+	return wide
 }

@@ -111,7 +111,7 @@ func (m *decoderMemory) acquire(ctx context.Context, c *windowClass) (release fu
 	if err := m.sem.Acquire(wctx, cost); err != nil {
 		m.refused.Inc()
 		return nil, &httpError{Status: fasthttp.StatusServiceUnavailable, Code: wire.CodeUnavailable, Err: err,
-			Message: fmt.Sprintf("the server is decoding too many compressed uploads (%d bytes of decoder memory in use); retry", m.max)}
+			Message: fmt.Sprintf("the server is decoding too many compressed uploads (all %d bytes of its decoder memory are in use); retry", m.max)}
 	}
 	m.inUse.Add(cost)
 	var once sync.Once
