@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -412,7 +411,7 @@ func (c *Client) sendStream(ctx context.Context, op, method, u string, body func
 	var watch *stallWatch
 	if body != nil {
 		sent = &sentCounter{}
-		watch = newStallWatch(time.Duration(c.opts.RequestTimeoutMillis)*time.Millisecond, abort, true)
+		watch = newStallWatch(c.opts.requestTimeout(), abort, true)
 		defer watch.stop()
 		open := func() io.ReadCloser {
 			rc := body()

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -59,7 +58,7 @@ func (c *Client) fetchBlob(ctx context.Context, hexd, mime string) error {
 	} else if !strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes "+strconv.FormatInt(off, 10)+"-") {
 		return &serverError{op: "download blob", err: fmt.Errorf("asked from byte %d, got Content-Range %q", off, resp.Header.Get("Content-Range"))}
 	}
-	idle := newIdleReader(resp.Body, time.Duration(c.opts.RequestTimeoutMillis)*time.Millisecond, abort)
+	idle := newIdleReader(resp.Body, c.opts.requestTimeout(), abort)
 	defer idle.stop()
 	cr := &countingReader{r: idle}
 	src := io.Reader(cr)

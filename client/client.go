@@ -198,7 +198,7 @@ func Open(dir string, opts Options) (*Client, error) {
 	}
 	if c.httpc == nil {
 		c.httpc = newHTTPClient(time.Duration(opts.DialTimeoutMillis)*time.Millisecond,
-			time.Duration(opts.LongPollSeconds)*time.Second+time.Duration(opts.RequestTimeoutMillis)*time.Millisecond)
+			time.Duration(opts.LongPollSeconds)*time.Second+opts.requestTimeout())
 	}
 	if err := c.init(opts); err != nil {
 		st.Close()
@@ -313,4 +313,9 @@ func (c *Client) SetServer(url, token string) error {
 func (c *Client) meta(key string) []byte {
 	v, _ := c.store.Meta(key)
 	return v
+}
+
+// requestTimeout is RequestTimeoutMillis as a duration.
+func (o Options) requestTimeout() time.Duration {
+	return time.Duration(o.RequestTimeoutMillis) * time.Millisecond
 }

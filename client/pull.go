@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"time"
 
 	"github.com/deltasync/deltasync/client/internal/state"
 	"github.com/deltasync/deltasync/snapshot"
@@ -97,7 +96,7 @@ func (c *Client) pullOnce(ctx context.Context, waitSeconds int, res *SyncResult)
 		return err
 	}
 	defer resp.Body.Close()
-	idle := newIdleReader(resp.Body, time.Duration(c.opts.RequestTimeoutMillis)*time.Millisecond, abort)
+	idle := newIdleReader(resp.Body, c.opts.requestTimeout(), abort)
 	defer idle.stop()
 	body := &countingReader{r: idle}
 	defer func() { c.addBytes(body.take(), 0) }()

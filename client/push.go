@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -83,14 +82,14 @@ func (c *Client) sendPatch(ctx context.Context, p *inflightPatch, edits []*edit,
 		body = patchEncoder().EncodeAll(body, nil)
 		hdr.Set("Content-Encoding", "zstd")
 	}
-	rctx, cancel := context.WithTimeout(ctx, time.Duration(c.opts.RequestTimeoutMillis)*time.Millisecond)
+	rctx, cancel := context.WithTimeout(ctx, c.opts.requestTimeout())
 	defer cancel()
 	res.EditsSent += len(edits)
 	resp, err := c.request(rctx, "push", http.MethodPost, "/v1/patches", nil, body, hdr)
 	if err != nil {
 		if ctx.Err() == nil && rctx.Err() != nil {
 			// Our own timeout: the answer may be lost, the id is kept.
-			return &netError{op: "push", err: fmt.Errorf("no answer within %v", time.Duration(c.opts.RequestTimeoutMillis)*time.Millisecond)}
+			return &netError{op: "push", err: fmt.Errorf("no answer within %v", c.opts.requestTimeout())}
 		}
 		return c.patchRefused(p, edits, err, res)
 	}
