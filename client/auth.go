@@ -141,15 +141,9 @@ func localExpiry(tok string, now time.Time, margin time.Duration) time.Time {
 	return time.Time{}
 }
 
-// jwtExpiry reads the exp claim of a JWT without verifying it (the server
-// does that): zero if the token is not a JWT or has no readable exp.
-func jwtExpiry(tok string) time.Time {
-	_, exp := jwtTimes(tok)
-	return exp
-}
-
-// jwtTimes reads the iat and exp claims of a JWT (see jwtExpiry); each is
-// zero if absent or unreadable.
+// jwtTimes reads the iat and exp claims of a JWT without verifying it (the
+// server does that); each is zero if the token is not a JWT or the claim
+// is absent or unreadable.
 func jwtTimes(tok string) (iat, exp time.Time) {
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {

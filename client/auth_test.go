@@ -220,12 +220,12 @@ func TestProvidedTokenNotInStateFile(t *testing.T) {
 func TestJWTExpiry(t *testing.T) {
 	ts := newTestServer(t)
 	tok := ts.tokenFor("ann", time.Hour)
-	if exp := jwtExpiry(tok); time.Until(exp) < 59*time.Minute || time.Until(exp) > 61*time.Minute {
+	if _, exp := jwtTimes(tok); time.Until(exp) < 59*time.Minute || time.Until(exp) > 61*time.Minute {
 		t.Errorf("exp of a one-hour token read as %v", exp)
 	}
 	for _, bad := range []string{"", "opaque-token", "a.b.c", "a.e30.c", "a.eyJleHAiOiJzb29uIn0.c", "a.eyJleHAiOi0xfQ.c"} {
-		if exp := jwtExpiry(bad); !exp.IsZero() {
-			t.Errorf("jwtExpiry(%q) = %v, want zero", bad, exp)
+		if _, exp := jwtTimes(bad); !exp.IsZero() {
+			t.Errorf("exp of %q read as %v, want zero", bad, exp)
 		}
 	}
 }
